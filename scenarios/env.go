@@ -1,0 +1,148 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// SettingName is the tenant setting the RLS policies read.
+const SettingName = "app.current_tenant"
+
+// Tenant is one of the lab's seeded tenants.
+type Tenant struct {
+	ID   int    `json:"id"`
+	Name string `json:"name"`
+}
+
+// Setting returns the value of the tenant setting that scopes to t.
+func (t Tenant) Setting() string { return strconv.Itoa(t.ID) }
+
+// Sandbox is what a scenario may use of its lab: the lab's database, its
+// roles and its seeded tenants.
+type Sandbox struct {
+	Lab       string
+	Database  string
+	AppURL    string // the app login role's URL to the lab's database
+	AppRole   string
+	OwnerRole string
+	ConnLimit int // the app role's CONNECTION LIMIT
+	Tenants   []Tenant
+	// Admin opens a superuser connection to the lab's database for the
+	// variants that show what a privileged role sees; release closes it. At
+	// most one is open per lab at a time (it counts in the lab's connection
+	// budget), and it is never handed to a simulated request.
+	Admin func(ctx context.Context) (conn *pgx.Conn, release func(), err error)
+}
+
+// TenantName returns the name of the tenant whose setting value is v, or v
+// itself when no tenant has it.
+func (sb Sandbox) TenantName(v string) string {
+	for _, t := range sb.Tenants {
+		if t.Setting() == v {
+			return t.Name
+		}
+	}
+	return v
+}
+
+// Env is one run of a scenario against a lab: the sandbox, the run's
+// parameters, its pace and the pools it opened. Close releases everything.
+type Env struct {
+	Sandbox Sandbox
+	Params  Params
+	tracker *Tracker
+	pace    *Pace
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	pools  []*Pool
+	closed bool
+}
+
+// NewEnv returns an environment for one run. The tracker receives the run's
+// events; the pace decides how long each frame stays on screen.
+func NewEnv(sb Sandbox, params Params, tr *Tracker, pace *Pace, log *slog.Logger) *Env {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if params == nil {
+		params = Params{}
+	}
+	return &Env{Sandbox: sb, Params: params, tracker: tr, pace: pace, log: log}
+}
+
+// Tracker returns the state the run writes to.
+func (e *Env) Tracker() *Tracker { return e.tracker }
+
+// Logger returns the run's logger.
+func (e *Env) Logger() *slog.Logger { return e.log }
+
+// Step ends a frame: it records the narration, samples the pools and holds
+// the scenario for as long as the pace says.
+func (e *Env) Step(ctx context.Context, narration string) error {
+	e.refresh(func(s *State) { s.Narration = narration })
+	return e.pace.Wait(ctx)
+}
+
+// refresh reads every open pool's counts into the state, applies f, and
+// samples the time series, in one update.
+func (e *Env) refresh(f func(*State)) {
+	e.mu.Lock()
+	pools := append([]*Pool(nil), e.pools...)
+	e.mu.Unlock()
+	counts := make([]PoolCounts, len(pools))
+	for i, p := range pools {
+		counts[i] = p.counts()
+	}
+	e.tracker.Update(func(s *State) {
+		if len(counts) > 0 {
+			s.Pool = counts[0]
+		}
+		if len(counts) > 1 {
+			s.Pools = counts
+		} else {
+			s.Pools = nil
+		}
+		if f != nil {
+			f(s)
+		}
+		e.tracker.sample(s)
+	})
+}
+
+// Close closes every pool the run opened. It is safe to call more than once
+// and from another goroutine than the run's.
+func (e *Env) Close() {
+	e.mu.Lock()
+	pools := e.pools
+	e.pools = nil
+	e.closed = true
+	e.mu.Unlock()
+	for _, p := range pools {
+		p.Pool.Close()
+	}
+	e.refresh(nil)
+}
+
+// errEnvClosed is returned by OpenPool after Close.
+var errEnvClosed = errors.New("scenario environment closed")
+
+// Play runs the variant of sc against env and records the final status in
+// env's tracker. The tracker must have been begun by the caller.
+func Play(ctx context.Context, sc *Scenario, variant string, env *Env) error {
+	err := sc.Run(ctx, env, variant)
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if errors.Is(err, context.Canceled) {
+		err = errors.New("run cancelled")
+	}
+	env.refresh(nil)
+	env.tracker.Finish(err)
+	return err
+}

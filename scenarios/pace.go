@@ -1,0 +1,130 @@
+package scenarios
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// BaseStep is how long one frame of a scenario stays on screen at speed 1×.
+const BaseStep = 900 * time.Millisecond
+
+// Speed bounds accepted by ParseSpeed.
+const (
+	MinSpeed = 0.25
+	MaxSpeed = 4
+)
+
+// Speed is a scenario's pace: a factor between MinSpeed and MaxSpeed, full
+// speed (no pauses at all), or single-step (each frame waits for Step).
+type Speed struct {
+	Factor float64
+	Max    bool
+	Single bool
+}
+
+// String returns the speed as ParseSpeed reads it.
+func (s Speed) String() string {
+	switch {
+	case s.Max:
+		return "max"
+	case s.Single:
+		return "step"
+	default:
+		return strconv.FormatFloat(s.Factor, 'f', -1, 64)
+	}
+}
+
+// ParseSpeed reads "max", "step" or a factor from 0.25 to 4 (an optional
+// trailing "x" is allowed). An empty string means 1.
+func ParseSpeed(v string) (Speed, error) {
+	switch v {
+	case "":
+		return Speed{Factor: 1}, nil
+	case "max":
+		return Speed{Max: true}, nil
+	case "step":
+		return Speed{Single: true}, nil
+	}
+	num := v
+	if n := len(num); n > 0 && (num[n-1] == 'x' || num[n-1] == 'X') {
+		num = num[:n-1]
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < MinSpeed || f > MaxSpeed {
+		return Speed{}, fmt.Errorf("speed %q: want max, step, or a number from %v to %v", v, MinSpeed, MaxSpeed)
+	}
+	return Speed{Factor: f}, nil
+}
+
+// Pace holds the speed of a running scenario; it can be changed while the
+// scenario runs, and in single-step mode each frame waits for Step.
+type Pace struct {
+	mu      sync.Mutex
+	speed   Speed
+	step    chan struct{}
+	changed chan struct{}
+}
+
+// NewPace returns a pace at the given speed.
+func NewPace(s Speed) *Pace {
+	return &Pace{speed: s, step: make(chan struct{}, 1), changed: make(chan struct{})}
+}
+
+// Speed returns the current speed.
+func (p *Pace) Speed() Speed {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.speed
+}
+
+// Set changes the speed; a frame that is waiting picks the new speed up.
+func (p *Pace) Set(s Speed) {
+	p.mu.Lock()
+	p.speed = s
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// Step lets one frame through in single-step mode.
+func (p *Pace) Step() {
+	select {
+	case p.step <- struct{}{}:
+	default:
+	}
+}
+
+// Wait holds the scenario on the current frame for as long as the pace says.
+func (p *Pace) Wait(ctx context.Context) error {
+	start := time.Now()
+	for {
+		p.mu.Lock()
+		s, changed := p.speed, p.changed
+		p.mu.Unlock()
+		if s.Max {
+			return ctx.Err()
+		}
+		var timer <-chan time.Time
+		if !s.Single {
+			left := time.Duration(float64(BaseStep)/s.Factor) - time.Since(start)
+			if left <= 0 {
+				return nil
+			}
+			t := time.NewTimer(left)
+			defer t.Stop()
+			timer = t.C
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer:
+			return nil
+		case <-p.step:
+			return nil
+		case <-changed:
+		}
+	}
+}

@@ -1,0 +1,275 @@
+package scenarios
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// identityQuery reads what a connection is: its backend PID, the tenant
+// setting as the policies would see it, and the role it runs as.
+const identityQuery = `SELECT pg_backend_pid(), current_setting('app.current_tenant', true), current_user::text`
+
+// identifyTimeout bounds the identity read done at connect and at release.
+const identifyTimeout = 5 * time.Second
+
+// Identity is what one connection's own backend says about itself.
+type Identity struct {
+	PID    uint32
+	Tenant *string
+	Role   string
+}
+
+// Identify reads conn's identity from its backend, with the simple protocol
+// so that it leaves no prepared statement behind.
+func Identify(ctx context.Context, conn *pgx.Conn) (Identity, error) {
+	var id Identity
+	var pid int32
+	err := conn.QueryRow(ctx, identityQuery, pgx.QueryExecModeSimpleProtocol).Scan(&pid, &id.Tenant, &id.Role)
+	id.PID = uint32(pid)
+	return id, err
+}
+
+// PoolOptions configures an instrumented pool.
+type PoolOptions struct {
+	Name       string // shown when a scenario has several pools
+	ConnString string // default: the sandbox's app role URL
+	MaxConns   int32
+	MinConns   int32
+	// Configure may set the scenario's own hooks (AfterRelease, PrepareConn
+	// and so on) and other settings; the instrumentation wraps them.
+	Configure func(*pgxpool.Config)
+}
+
+// Pool is a pgxpool.Pool whose connections are shown in the live view: each
+// connection's PID, tenant setting and role are read from the connection
+// when it connects and when it is released, and its idle/acquired state
+// follows the pool.
+type Pool struct {
+	*pgxpool.Pool
+	name    string
+	env     *Env
+	waiting atomic.Int32
+
+	mu    sync.Mutex
+	slots map[*pgconn.PgConn]int
+	next  int
+}
+
+// OpenPool opens an instrumented pool on the sandbox and fills it to
+// MinConns, so that its first frame shows real connections.
+func (e *Env) OpenPool(ctx context.Context, o PoolOptions) (*Pool, error) {
+	if o.ConnString == "" {
+		o.ConnString = e.Sandbox.AppURL
+	}
+	if o.MaxConns <= 0 {
+		return nil, fmt.Errorf("pool %q: MaxConns must be positive", o.Name)
+	}
+	cfg, err := pgxpool.ParseConfig(o.ConnString)
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: %w", o.Name, err)
+	}
+	cfg.MaxConns, cfg.MinConns = o.MaxConns, o.MinConns
+	cfg.ConnConfig.RuntimeParams["application_name"] = "rlslab " + e.Sandbox.Lab + " " + o.Name
+	if o.Configure != nil {
+		o.Configure(cfg)
+	}
+	p := &Pool{name: o.Name, env: e, slots: map[*pgconn.PgConn]int{}}
+	userConnect, userRelease, userClose := cfg.AfterConnect, cfg.AfterRelease, cfg.BeforeClose
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if userConnect != nil {
+			if err := userConnect(ctx, c); err != nil {
+				return err
+			}
+		}
+		id, err := Identify(ctx, c)
+		if err != nil {
+			return err
+		}
+		p.record(c, id, ConnIdle, 0)
+		return nil
+	}
+	cfg.AfterRelease = func(c *pgx.Conn) bool {
+		keep := true
+		if userRelease != nil {
+			keep = userRelease(c)
+		}
+		if !keep {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), identifyTimeout)
+		defer cancel()
+		id, err := Identify(ctx, c)
+		if err != nil {
+			e.log.Warn("identify at release", "pool", o.Name, "err", err)
+			return false
+		}
+		p.record(c, id, ConnIdle, 0)
+		return true
+	}
+	cfg.BeforeClose = func(c *pgx.Conn) {
+		if userClose != nil {
+			userClose(c)
+		}
+		p.forget(c)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: %w", o.Name, err)
+	}
+	p.Pool = pool
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		pool.Close()
+		return nil, errEnvClosed
+	}
+	e.pools = append(e.pools, p)
+	e.mu.Unlock()
+	if err := p.warm(ctx, int(o.MinConns)); err != nil {
+		return nil, err
+	}
+	e.refresh(nil)
+	return p, nil
+}
+
+// Name returns the pool's name.
+func (p *Pool) Name() string { return p.name }
+
+// warm acquires n connections at once and releases them, so that the pool
+// holds n open connections before the scenario starts.
+func (p *Pool) warm(ctx context.Context, n int) error {
+	conns := make([]*pgxpool.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+		p.waitIdle(ctx, len(conns))
+	}()
+	for range n {
+		c, err := p.Pool.Acquire(ctx)
+		if err != nil {
+			return fmt.Errorf("pool %q: open connection: %w", p.name, err)
+		}
+		conns = append(conns, c)
+	}
+	return nil
+}
+
+// waitIdle waits (briefly) until n connections are idle again: release hooks
+// run in their own goroutine.
+func (p *Pool) waitIdle(ctx context.Context, n int) {
+	deadline := time.Now().Add(identifyTimeout)
+	for p.Stat().IdleConns() < int32(n) && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// waitReleased waits until the release hook has read the connection in slot
+// (it runs in its own goroutine) or the pool destroyed it.
+func (p *Pool) waitReleased(ctx context.Context, slot int) {
+	deadline := time.Now().Add(identifyTimeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		st := p.env.tracker.Snapshot()
+		i := findConn(&st, p.name, slot)
+		if i < 0 || st.Connections[i].State != ConnAcquired {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// counts reads the pool-side counts.
+func (p *Pool) counts() PoolCounts {
+	s := p.Stat()
+	return PoolCounts{Name: p.name, Max: s.MaxConns(), Total: s.TotalConns(), Idle: s.IdleConns(),
+		Acquired: s.AcquiredConns(), Waiting: p.waiting.Load()}
+}
+
+// acquire takes a connection for request seq and shows it as acquired.
+func (p *Pool) acquire(ctx context.Context, seq int) (*pgxpool.Conn, error) {
+	p.waiting.Add(1)
+	p.env.refresh(nil)
+	c, err := p.Pool.Acquire(ctx)
+	p.waiting.Add(-1)
+	if err != nil {
+		p.env.refresh(nil)
+		return nil, err
+	}
+	p.mark(c.Conn(), ConnAcquired, seq)
+	return c, nil
+}
+
+// slot returns the stable number of conn within the pool.
+func (p *Pool) slot(c *pgx.Conn) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n, ok := p.slots[c.PgConn()]
+	if !ok {
+		p.next++
+		n = p.next
+		p.slots[c.PgConn()] = n
+	}
+	return n
+}
+
+// record stores a freshly read identity of conn.
+func (p *Pool) record(c *pgx.Conn, id Identity, state string, seq int) {
+	slot := p.slot(c)
+	p.env.refresh(func(s *State) {
+		i := findConn(s, p.name, slot)
+		if i < 0 {
+			s.Connections = append(s.Connections, Connection{Pool: p.name, Slot: slot})
+			i = len(s.Connections) - 1
+		}
+		cn := &s.Connections[i]
+		cn.PID, cn.Tenant, cn.Role, cn.State, cn.Request = id.PID, id.Tenant, id.Role, state, seq
+	})
+}
+
+// mark changes the shown state of conn without reading it.
+func (p *Pool) mark(c *pgx.Conn, state string, seq int) {
+	slot := p.slot(c)
+	p.env.refresh(func(s *State) {
+		if i := findConn(s, p.name, slot); i >= 0 {
+			s.Connections[i].State, s.Connections[i].Request = state, seq
+		}
+	})
+}
+
+// observe stores what a request's own query read on conn.
+func (p *Pool) observe(c *pgx.Conn, id Identity, seq int) {
+	p.record(c, id, ConnAcquired, seq)
+}
+
+// forget removes a closed connection from the state.
+func (p *Pool) forget(c *pgx.Conn) {
+	p.mu.Lock()
+	slot, ok := p.slots[c.PgConn()]
+	delete(p.slots, c.PgConn())
+	p.mu.Unlock()
+	if !ok {
+		return
+	}
+	p.env.refresh(func(s *State) {
+		if i := findConn(s, p.name, slot); i >= 0 {
+			s.Connections = append(s.Connections[:i], s.Connections[i+1:]...)
+		}
+	})
+}
+
+// findConn returns the index of the connection (pool, slot) in s, or -1.
+func findConn(s *State, pool string, slot int) int {
+	for i, c := range s.Connections {
+		if c.Pool == pool && c.Slot == slot {
+			return i
+		}
+	}
+	return -1
+}

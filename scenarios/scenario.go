@@ -1,0 +1,164 @@
+// Package scenarios is the scenario engine: scripted, repeatable sequences
+// of simulated application requests against a lab's sandbox database, an
+// instrumented pool that reads every connection's identity from its own
+// backend, and the live state those events build.
+package scenarios
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/rlslab/rlslab"
+)
+
+// Variant is one way of running a scenario: usually the wrong way or a right
+// way.
+type Variant struct {
+	Name    string `json:"name"`
+	Summary string `json:"summary"`
+}
+
+// Param is a bounded integer knob of a scenario (pool size, crowd size,
+// delay in milliseconds).
+type Param struct {
+	Name    string `json:"name"`
+	Summary string `json:"summary"`
+	Min     int    `json:"min"`
+	Max     int    `json:"max"`
+	Default int    `json:"default"`
+}
+
+// Params are the validated parameter values of one run.
+type Params map[string]int
+
+// Get returns the value of the named parameter.
+func (p Params) Get(name string) int { return p[name] }
+
+// Scenario is a scripted sequence of requests and checks with variants.
+type Scenario struct {
+	ID       string    `json:"id"`
+	Title    string    `json:"title"`
+	Variants []Variant `json:"variants"`
+	Params   []Param   `json:"params,omitempty"`
+	// Run plays the variant against env's sandbox, pacing each frame with
+	// env.Step. It returns when the scenario is over; env's pools stay open
+	// so the final state can be inspected, until env.Close.
+	Run func(ctx context.Context, env *Env, variant string) error `json:"-"`
+}
+
+// HasVariant reports whether the scenario has a variant with that name.
+func (s *Scenario) HasVariant(name string) bool {
+	for _, v := range s.Variants {
+		if v.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// VariantNames returns the names of the scenario's variants in order.
+func (s *Scenario) VariantNames() []string {
+	out := make([]string, len(s.Variants))
+	for i, v := range s.Variants {
+		out[i] = v.Name
+	}
+	return out
+}
+
+// CheckVariant returns an EINVALID error when the scenario has no such
+// variant.
+func (s *Scenario) CheckVariant(name string) error {
+	if s.HasVariant(name) {
+		return nil
+	}
+	return rlslab.Errorf(rlslab.EINVALID, "scenario %s has no variant %q (variants: %s)", s.ID, name, strings.Join(s.VariantNames(), ", "))
+}
+
+// ParseParams validates raw parameter values against the scenario's Params:
+// unknown names and values out of bounds are EINVALID errors; missing ones
+// take their defaults.
+func (s *Scenario) ParseParams(raw map[string]string) (Params, error) {
+	out := Params{}
+	known := map[string]Param{}
+	for _, p := range s.Params {
+		known[p.Name] = p
+		out[p.Name] = p.Default
+	}
+	names := make([]string, 0, len(raw))
+	for k := range raw {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		p, ok := known[k]
+		if !ok {
+			return nil, rlslab.Errorf(rlslab.EINVALID, "scenario %s has no parameter %q", s.ID, k)
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(raw[k]))
+		if err != nil || v < p.Min || v > p.Max {
+			return nil, rlslab.Errorf(rlslab.EINVALID, "parameter %s=%q: want a whole number from %d to %d", k, raw[k], p.Min, p.Max)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// Catalog is the set of scenarios rlslab knows, in display order.
+type Catalog struct {
+	list []*Scenario
+	byID map[string]*Scenario
+}
+
+// NewCatalog returns a catalog of the given scenarios; ids must be unique
+// and every scenario needs at least one variant and a Run function.
+func NewCatalog(list ...*Scenario) (*Catalog, error) {
+	c := &Catalog{byID: map[string]*Scenario{}}
+	for _, s := range list {
+		if s.ID == "" || len(s.Variants) == 0 || s.Run == nil {
+			return nil, fmt.Errorf("scenario %q: needs an id, variants and a Run function", s.ID)
+		}
+		if _, dup := c.byID[s.ID]; dup {
+			return nil, fmt.Errorf("scenario %q registered twice", s.ID)
+		}
+		c.byID[s.ID] = s
+		c.list = append(c.list, s)
+	}
+	return c, nil
+}
+
+// DefaultCatalog returns the catalog of every scenario in this package.
+func DefaultCatalog() *Catalog {
+	c, err := NewCatalog(allScenarios()...)
+	if err != nil {
+		panic(err) // the package's own list is fixed at compile time; a test covers it
+	}
+	return c
+}
+
+// All returns the scenarios in display order.
+func (c *Catalog) All() []*Scenario { return append([]*Scenario(nil), c.list...) }
+
+// Lookup returns the scenario with that id, or an EINVALID error naming the known ones.
+func (c *Catalog) Lookup(id string) (*Scenario, error) {
+	if s, ok := c.byID[id]; ok {
+		return s, nil
+	}
+	ids := make([]string, len(c.list))
+	for i, s := range c.list {
+		ids[i] = s.ID
+	}
+	return nil, rlslab.Errorf(rlslab.EINVALID, "unknown scenario %q (scenarios: %s)", id, strings.Join(ids, ", "))
+}
+
+// Variants returns the variant names of scenario id and whether it exists
+// (the lessons loader validates against this).
+func (c *Catalog) Variants(id string) ([]string, bool) {
+	s, ok := c.byID[id]
+	if !ok {
+		return nil, false
+	}
+	return s.VariantNames(), true
+}

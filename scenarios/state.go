@@ -1,0 +1,276 @@
+package scenarios
+
+import (
+	"sync"
+	"time"
+)
+
+// Status values of a lab's state.
+const (
+	StatusIdle    = "idle"
+	StatusRunning = "running"
+	StatusDone    = "done"
+	StatusFailed  = "failed"
+)
+
+// Connection states shown in the live view.
+const (
+	ConnIdle     = "idle"
+	ConnAcquired = "acquired"
+)
+
+// maxRequests bounds the request log kept in a lab's state; older rows are
+// dropped (their count stays in State.DroppedRequests).
+const maxRequests = 400
+
+// maxSamples bounds the time series kept in a lab's state.
+const maxSamples = 240
+
+// PoolCounts are the pool-side counts, read from pgxpool.Stat (Waiting is
+// the number of requests currently inside Acquire).
+type PoolCounts struct {
+	Name     string `json:"name,omitempty"`
+	Max      int32  `json:"max"`
+	Total    int32  `json:"total"`
+	Idle     int32  `json:"idle"`
+	Acquired int32  `json:"acquired"`
+	Waiting  int32  `json:"waiting"`
+}
+
+// ServerCounts are the server-side counts, read from pg_stat_activity and
+// pg_roles by the lab's owner (package sessions).
+type ServerCounts struct {
+	Backends            int `json:"backends"`
+	RoleConnectionLimit int `json:"role_connection_limit"`
+	MaxConnections      int `json:"max_connections"`
+}
+
+// Connection is one pooled connection as last read from its own backend:
+// the PID, tenant setting and role come from pg_backend_pid(),
+// current_setting('app.current_tenant', true) and current_user.
+type Connection struct {
+	Pool    string  `json:"pool,omitempty"`
+	Slot    int     `json:"slot"`
+	PID     uint32  `json:"pid"`
+	State   string  `json:"state"`
+	Tenant  *string `json:"tenant"`
+	Role    string  `json:"role"`
+	Request int     `json:"request,omitempty"`
+}
+
+// RequestRow is one row of the request log: what one simulated application
+// request did and what the database answered.
+type RequestRow struct {
+	Seq         int     `json:"seq"`
+	Tenant      *string `json:"tenant"`
+	Pattern     string  `json:"pattern"`
+	Pool        string  `json:"pool,omitempty"`
+	PID         uint32  `json:"pid"`
+	SeenTenant  *string `json:"seen_tenant"`
+	Role        string  `json:"role,omitempty"`
+	Rows        int     `json:"rows"`
+	ForeignRows int     `json:"foreign_rows"`
+	Leak        bool    `json:"leak"`
+	Error       string  `json:"error"`
+	SQLState    string  `json:"sqlstate"`
+	Phase       string  `json:"phase"`
+	Why         string  `json:"why,omitempty"`
+	// FinishedAt is the server's wall clock (Unix milliseconds) when the
+	// request's query returned; the browser test uses it to measure how long
+	// a row takes to reach the DOM.
+	FinishedAt int64 `json:"finished_at,omitempty"`
+}
+
+// Sample is one point of the connections time series.
+type Sample struct {
+	Millis   int64 `json:"ms"`
+	Total    int32 `json:"total"`
+	Idle     int32 `json:"idle"`
+	Acquired int32 `json:"acquired"`
+}
+
+// State is a lab's live state: everything a frame shows and state.json
+// serves.
+type State struct {
+	Lab             string       `json:"lab"`
+	Scenario        string       `json:"scenario"`
+	Variant         string       `json:"variant"`
+	Status          string       `json:"status"`
+	Speed           string       `json:"speed,omitempty"`
+	Narration       string       `json:"narration,omitempty"`
+	Error           string       `json:"error,omitempty"`
+	Pool            PoolCounts   `json:"pool"`
+	Pools           []PoolCounts `json:"pools,omitempty"`
+	Server          ServerCounts `json:"server"`
+	Connections     []Connection `json:"connections"`
+	Requests        []RequestRow    `json:"requests"`
+	DroppedRequests int          `json:"dropped_requests,omitempty"`
+	Series          []Sample     `json:"series"`
+	Notes           []string     `json:"notes,omitempty"`
+	Version         uint64       `json:"version"`
+}
+
+// Leaks counts the requests in the state that returned another tenant's rows.
+func (s State) Leaks() int {
+	n := 0
+	for _, r := range s.Requests {
+		if r.Leak {
+			n++
+		}
+	}
+	return n
+}
+
+// Errors counts the requests in the state that failed.
+func (s State) Errors() int {
+	n := 0
+	for _, r := range s.Requests {
+		if r.Error != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// Tracker holds a lab's live state. Scenario events update it; watchers read
+// snapshots and are told through Changed when there is something new.
+type Tracker struct {
+	mu      sync.Mutex
+	st      State
+	started time.Time
+	changed chan struct{}
+}
+
+// NewTracker returns a tracker for the lab with the given id, in status idle.
+func NewTracker(lab string) *Tracker {
+	return &Tracker{
+		st:      State{Lab: lab, Status: StatusIdle, Connections: []Connection{}, Requests: []RequestRow{}, Series: []Sample{}},
+		started: time.Now(),
+		changed: make(chan struct{}, 1),
+	}
+}
+
+// Changed returns a channel that receives a value after the state changed.
+// Several changes may be folded into one value.
+func (t *Tracker) Changed() <-chan struct{} { return t.changed }
+
+// Snapshot returns a deep copy of the current state.
+func (t *Tracker) Snapshot() State {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.st
+	s.Pools = append([]PoolCounts(nil), t.st.Pools...)
+	s.Connections = append([]Connection{}, t.st.Connections...)
+	s.Requests = append([]RequestRow{}, t.st.Requests...)
+	s.Series = append([]Sample{}, t.st.Series...)
+	s.Notes = append([]string(nil), t.st.Notes...)
+	return s
+}
+
+// Update applies f to the state under the tracker's lock and signals
+// watchers.
+func (t *Tracker) Update(f func(*State)) {
+	t.mu.Lock()
+	f(&t.st)
+	t.st.Version++
+	t.mu.Unlock()
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Begin clears the state for a new run of scenario/variant.
+func (t *Tracker) Begin(scenario, variant, speed string) {
+	t.Update(func(s *State) {
+		lab, server := s.Lab, s.Server
+		*s = State{Lab: lab, Server: server, Scenario: scenario, Variant: variant, Speed: speed,
+			Status: StatusRunning, Connections: []Connection{}, Requests: []RequestRow{}, Series: []Sample{}, Version: s.Version}
+	})
+	t.mu.Lock()
+	t.started = time.Now()
+	t.mu.Unlock()
+}
+
+// Clear returns the state to idle with nothing in it (a lab reset).
+func (t *Tracker) Clear() {
+	t.Update(func(s *State) {
+		*s = State{Lab: s.Lab, Server: s.Server, Status: StatusIdle, Connections: []Connection{}, Requests: []RequestRow{}, Series: []Sample{}, Version: s.Version}
+	})
+}
+
+// Finish sets the final status of a run; a non-nil err marks it failed.
+func (t *Tracker) Finish(err error) {
+	t.Update(func(s *State) {
+		if err != nil {
+			s.Status = StatusFailed
+			s.Error = err.Error()
+			s.Narration = "The run failed: " + err.Error()
+			return
+		}
+		s.Status = StatusDone
+	})
+}
+
+// SetServer records server-side counts.
+func (t *Tracker) SetServer(c ServerCounts) {
+	t.Update(func(s *State) { s.Server = c })
+}
+
+// SetSpeed records the pace shown in the state.
+func (t *Tracker) SetSpeed(speed string) {
+	t.Update(func(s *State) { s.Speed = speed })
+}
+
+// Narrate sets the sentence that explains the current frame.
+func (t *Tracker) Narrate(text string) {
+	t.Update(func(s *State) { s.Narration = text })
+}
+
+// Note appends a line to the run's notes (facts the run established).
+func (t *Tracker) Note(text string) {
+	t.Update(func(s *State) { s.Notes = append(s.Notes, text) })
+}
+
+// addRequest appends a request row and returns its sequence number.
+func (t *Tracker) addRequest(r RequestRow) int {
+	var seq int
+	t.Update(func(s *State) {
+		seq = len(s.Requests) + s.DroppedRequests + 1
+		r.Seq = seq
+		s.Requests = append(s.Requests, r)
+		if len(s.Requests) > maxRequests {
+			drop := len(s.Requests) - maxRequests
+			s.Requests = append([]RequestRow(nil), s.Requests[drop:]...)
+			s.DroppedRequests += drop
+		}
+	})
+	return seq
+}
+
+// updateRequest applies f to the request row seq, if it is still kept.
+func (t *Tracker) updateRequest(seq int, f func(*RequestRow)) {
+	t.Update(func(s *State) {
+		for i := len(s.Requests) - 1; i >= 0; i-- {
+			if s.Requests[i].Seq == seq {
+				f(&s.Requests[i])
+				return
+			}
+		}
+	})
+}
+
+// sample appends a point to the time series from the pool counts, folding
+// points closer than 20 ms together.
+func (t *Tracker) sample(s *State) {
+	ms := time.Since(t.started).Milliseconds()
+	p := Sample{Millis: ms, Total: s.Pool.Total, Idle: s.Pool.Idle, Acquired: s.Pool.Acquired}
+	if n := len(s.Series); n > 0 && ms-s.Series[n-1].Millis < 20 {
+		s.Series[n-1] = p
+		return
+	}
+	s.Series = append(s.Series, p)
+	if len(s.Series) > maxSamples {
+		s.Series = append([]Sample(nil), s.Series[len(s.Series)-maxSamples:]...)
+	}
+}
