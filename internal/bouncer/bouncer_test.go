@@ -1,0 +1,405 @@
+package bouncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/testcontainers/testcontainers-go"
+)
+
+const (
+	testDB       = "labtest"
+	testUser     = "app"
+	testPassword = `app"pw'1`
+)
+
+var cluster *testCluster
+
+func TestMain(m *testing.M) {
+	c, err := startCluster()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bouncer tests need PostgreSQL binaries (apt-get install postgresql, or scripts/setup-debian.sh):", err)
+		os.Exit(1)
+	}
+	cluster = c
+	if err := seed(); err != nil {
+		c.stop()
+		fmt.Fprintln(os.Stderr, "seed:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	c.stop()
+	os.Exit(code)
+}
+
+// seed creates the test database and a plain login role.
+func seed() error {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, cluster.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	for _, q := range []string{
+		"CREATE DATABASE " + testDB,
+		"CREATE ROLE " + testUser + " LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD 'unused-upstream-trusts'",
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func testOptions(t testing.TB, poolSize int, resetAlways bool) Options {
+	return Options{
+		Mode:             ModeLocal,
+		Upstream:         Upstream{Host: cluster.dir, Port: cluster.port},
+		Databases:        []string{testDB},
+		Users:            map[string]string{testUser: testPassword},
+		PoolSize:         poolSize,
+		ResetQueryAlways: resetAlways,
+		Logger:           testLogger(t),
+	}
+}
+
+func mustStart(t testing.TB, opts Options) *Bouncer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b, err := Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return b
+}
+
+// connect opens a client connection through b in exec mode (PgBouncer 1.18
+// in transaction mode does not support pgx's cached prepared statements).
+func connect(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func adminConn(t testing.TB, b *Bouncer) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, b.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func TestAdminConsole(t *testing.T) {
+	ctx := t.Context()
+	b := mustStart(t, testOptions(t, 2, false))
+	if b.Kind() != KindLocal || b.PID() <= 0 || b.Version() == "" {
+		t.Fatalf("kind %q pid %d version %q", b.Kind(), b.PID(), b.Version())
+	}
+	t.Logf("PgBouncer %s, pid %d, %s", b.Version(), b.PID(), b.Dir())
+
+	client := connect(t, b.URL(testDB, testUser, testPassword))
+	var pid int
+	if err := client.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	admin := adminConn(t, b)
+
+	pools, err := ShowPools(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, p := range pools {
+		if p.Database == testDB && p.User == testUser {
+			found = true
+			if p.PoolMode != "transaction" || p.ClActive != 1 || p.SvIdle+p.SvUsed != 1 || p.SvActive != 0 {
+				t.Errorf("pool: %+v", p)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no pool for %s/%s in %+v", testDB, testUser, pools)
+	}
+
+	servers, err := ShowServers(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(servers) != 1 || servers[0].RemotePID != pid || servers[0].Database != testDB || servers[0].User != testUser {
+		t.Fatalf("servers %+v, want one with remote_pid %d", servers, pid)
+	}
+	if servers[0].ConnectTime.IsZero() || servers[0].Ptr == "" {
+		t.Errorf("server connect_time/ptr not read: %+v", servers[0])
+	}
+
+	// In a transaction the client holds the server: link pairs them.
+	tx, err := client.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var txPID int
+	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&txPID); err != nil {
+		t.Fatal(err)
+	}
+	clients, err := ShowClients(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers, err = ShowServers(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ours *Client
+	for i, c := range clients {
+		if c.Database == testDB && c.User == testUser {
+			ours = &clients[i]
+		}
+	}
+	if ours == nil || ours.State != "active" || ours.Link == "" {
+		t.Fatalf("client in a transaction: %+v (all: %+v)", ours, clients)
+	}
+	var linked *Server
+	for i, s := range servers {
+		if s.Ptr == ours.Link {
+			linked = &servers[i]
+		}
+	}
+	if linked == nil || linked.Link != ours.Ptr || linked.RemotePID != txPID || linked.State != "active" {
+		t.Fatalf("server linked to client %s: %+v (all: %+v)", ours.Ptr, linked, servers)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg, err := ShowConfig(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg["pool_mode"] != "transaction" || cfg["default_pool_size"] != "2" || cfg["server_reset_query_always"] != "0" {
+		t.Errorf("config: pool_mode %q default_pool_size %q server_reset_query_always %q",
+			cfg["pool_mode"], cfg["default_pool_size"], cfg["server_reset_query_always"])
+	}
+}
+
+// TestTransactionModeLeak shows the fact the pgbouncer-tx lesson rests on: a
+// session-level setting made by one client is seen by another client that
+// gets the same server connection, unless server_reset_query_always is on.
+func TestTransactionModeLeak(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reset_always=%v", reset), func(t *testing.T) {
+			ctx := t.Context()
+			b := mustStart(t, testOptions(t, 1, reset))
+			url := b.URL(testDB, testUser, testPassword)
+			c1 := connect(t, url)
+			c2 := connect(t, url)
+
+			var pid1 int
+			var set string
+			if err := c1.QueryRow(ctx, "SELECT set_config('app.current_tenant', '7', false), pg_backend_pid()").Scan(&set, &pid1); err != nil {
+				t.Fatal(err)
+			}
+			var seen *string
+			var pid2 int
+			if err := c2.QueryRow(ctx, "SELECT current_setting('app.current_tenant', true), pg_backend_pid()").Scan(&seen, &pid2); err != nil {
+				t.Fatal(err)
+			}
+			if pid1 != pid2 {
+				t.Fatalf("pool of 1 but two backends: %d, %d", pid1, pid2)
+			}
+			got := "NULL"
+			if seen != nil {
+				got = fmt.Sprintf("%q", *seen)
+			}
+			t.Logf("client 2 on backend %d sees app.current_tenant = %s", pid2, got)
+			if !reset && got != `"7"` {
+				t.Fatalf("without reset: client 2 saw %s, want the leaked \"7\"", got)
+			}
+			if reset && got != "NULL" && got != `""` {
+				t.Fatalf("with server_reset_query_always: client 2 saw %s, want NULL or \"\"", got)
+			}
+		})
+	}
+}
+
+func TestClose(t *testing.T) {
+	b, err := Start(t.Context(), testOptions(t, 1, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, dir := b.PID(), b.Dir()
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("kill(%d, 0) after Close = %v, want ESRCH", pid, err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("temp dir %s after Close: %v", dir, err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+func TestURLMode(t *testing.T) {
+	local := mustStart(t, testOptions(t, 1, false))
+	opts := testOptions(t, 1, false)
+	opts.Mode = local.AdminURL()
+	b := mustStart(t, opts)
+	if b.Kind() != KindURL || b.PID() != 0 || b.Version() != local.Version() {
+		t.Fatalf("kind %q pid %d version %q", b.Kind(), b.PID(), b.Version())
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(local.PID(), 0); err != nil {
+		t.Fatalf("closing a URL bouncer stopped the real one: %v", err)
+	}
+	client := connect(t, b.URL(testDB, testUser, testPassword))
+	if _, err := client.Exec(t.Context(), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	ctx := t.Context()
+	for name, tc := range map[string]struct {
+		mutate func(*Options)
+		want   string
+	}{
+		"unreachable URL": {func(o *Options) { o.Mode = "postgres://admin:secret@127.0.0.1:1/pgbouncer" }, "PgBouncer at postgres://admin:xxxxx@127.0.0.1:1/pgbouncer"},
+		"unparsable URL":  {func(o *Options) { o.Mode = "postgres://a:b@host:notaport/x" }, "bad PgBouncer URL"},
+		"unknown mode":    {func(o *Options) { o.Mode = "pgbouncer" }, "unknown mode"},
+		"pool size 0":     {func(o *Options) { o.PoolSize = 0 }, "pool size 0 out of range 1..20"},
+		"pool size 21":    {func(o *Options) { o.PoolSize = 21 }, "pool size 21 out of range 1..20"},
+		"no users":        {func(o *Options) { o.Users = nil }, "no users"},
+		"bad database":    {func(o *Options) { o.Databases = []string{"x\ny"} }, "not allowed"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			opts := testOptions(t, 1, false)
+			tc.mutate(&opts)
+			b, err := Start(ctx, opts)
+			if err == nil {
+				b.Close()
+				t.Fatal("Start succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Errorf("error leaks the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestStartFailureShowsLog(t *testing.T) {
+	opts := testOptions(t, 1, false)
+	// A stand-in binary that fails the way a broken PgBouncer does. Its
+	// directory must be readable by the unprivileged user it runs as.
+	dir, err := os.MkdirTemp("", "rlslab-fake-pgbouncer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fake := dir + "/pgbouncer"
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho 'FATAL cannot start: testing' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+	_, err = Start(t.Context(), opts)
+	if err == nil || !strings.Contains(err.Error(), "FATAL cannot start: testing") {
+		t.Fatalf("error %v, want the log tail", err)
+	}
+}
+
+func TestNoWayAvailable(t *testing.T) {
+	if dockerHealthy(t.Context()) == nil {
+		t.Skip("Docker is available")
+	}
+	saved := binaryCandidates
+	t.Cleanup(func() { binaryCandidates = saved })
+	binaryCandidates = nil
+	t.Setenv("PATH", t.TempDir())
+	opts := testOptions(t, 1, false)
+	opts.Mode = ModeAuto
+	_, err := Start(t.Context(), opts)
+	if !errors.Is(err, ErrNoPgBouncer) {
+		t.Fatalf("error %v, want ErrNoPgBouncer", err)
+	}
+	for _, want := range []string{"apt-get install pgbouncer", "Docker", "-pgbouncer postgres://"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestDocker(t *testing.T) {
+	testcontainers.SkipIfProviderIsNotHealthy(t)
+	opts := testOptions(t, 1, false)
+	opts.Mode = ModeDocker
+	opts.Upstream = Upstream{Host: "127.0.0.1", Port: cluster.port}
+	b := mustStart(t, opts)
+	if b.Kind() != KindDocker || b.PID() != 0 {
+		t.Fatalf("kind %q pid %d", b.Kind(), b.PID())
+	}
+	client := connect(t, b.URL(testDB, testUser, testPassword))
+	if _, err := client.Exec(t.Context(), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAuthFileQuoting(t *testing.T) {
+	got := authFile(map[string]string{"b": `p"q`, "a": "x"}, "adm", "pw")
+	want := "\"adm\" \"pw\"\n\"a\" \"x\"\n\"b\" \"p\"\"q\"\n"
+	if got != want {
+		t.Fatalf("authFile:\n%s\nwant:\n%s", got, want)
+	}
+}
