@@ -403,3 +403,40 @@ func TestAuthFileQuoting(t *testing.T) {
 		t.Fatalf("authFile:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// TestStartupParameters pins how pgx's startup parameters meet PgBouncer:
+// pgx v5 sends only user, database and the URL's run-time parameters.
+// PgBouncer tracks a few (application_name, TimeZone, ...), ignores those in
+// ignore_startup_parameters, and refuses the rest at connect time.
+func TestStartupParameters(t *testing.T) {
+	ctx := t.Context()
+	b := mustStart(t, testOptions(t, 1, false))
+	url := b.URL(testDB, testUser, testPassword)
+
+	for _, p := range []string{"search_path=public", "options=-c%20work_mem%3D8MB"} {
+		c, err := pgx.Connect(ctx, url+"&"+p)
+		if err == nil {
+			c.Close(ctx)
+			t.Fatalf("%s: connected, want unsupported startup parameter", p)
+		}
+		if !strings.Contains(err.Error(), "unsupported startup parameter") {
+			t.Fatalf("%s: %v", p, err)
+		}
+	}
+	c := connect(t, url+"&application_name=lab7&extra_float_digits=3")
+	var app string
+	if err := c.QueryRow(ctx, "SELECT current_setting('application_name')").Scan(&app); err != nil {
+		t.Fatal(err)
+	}
+	clients, err := ShowClients(ctx, adminConn(t, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen bool
+	for _, cl := range clients {
+		seen = seen || cl.ApplicationName == "lab7"
+	}
+	if app != "lab7" || !seen {
+		t.Fatalf("application_name %q on the server, clients %+v", app, clients)
+	}
+}
