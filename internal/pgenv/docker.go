@@ -16,7 +16,10 @@ const dockerImage = "postgres:15-alpine"
 // this machine (as opposed to existing and failing).
 type notAvailableError struct{ err error }
 
+// Error implements error.
 func (e *notAvailableError) Error() string { return "not available: " + e.err.Error() }
+
+// Unwrap returns the reason.
 func (e *notAvailableError) Unwrap() error { return e.err }
 
 // dockerHealthy reports whether a Docker daemon answers. Without one it fails
@@ -64,6 +67,7 @@ func startDocker(ctx context.Context, opts Options) (*Server, error) {
 	return &Server{URL: u, TCPURL: u, Kind: "docker", maxConns: opts.MaxConnections, container: ctr}, nil
 }
 
+// closeDocker terminates the container.
 func (s *Server) closeDocker() error {
 	if err := testcontainers.TerminateContainer(s.container); err != nil {
 		return fmt.Errorf("pgenv: terminate container: %w", err)

@@ -78,6 +78,7 @@ func compareVersions(a, b string) int {
 	return 0
 }
 
+// isExecutable reports whether path is a regular file with an execute bit.
 func isExecutable(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
@@ -277,7 +278,9 @@ func prepareDataDir(ctx context.Context, opts Options, b bins, acct *account, da
 		return acct, nil
 	}
 
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	// Parents we create must be traversable by the account; postgres
+	// itself wants the data directory private (initdb sets 0700).
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, err
 	}
 	entries, err := os.ReadDir(dataDir)
@@ -452,6 +455,7 @@ func (s *Server) setPassword(ctx context.Context, password string) error {
 	return nil
 }
 
+// logPath is the file postgres writes its log to.
 func (s *Server) logPath() string { return filepath.Join(s.runDir, "postgres.log") }
 
 // logTail returns the end of the server's log.
@@ -498,6 +502,7 @@ func (s *Server) stopProcess() error {
 	return fmt.Errorf("postgres (pid %d) did not stop within %v of SIGINT; killed it", s.cmd.Process.Pid, shutdownTimeout)
 }
 
+// closeLocal stops postgres and removes the run directory.
 func (s *Server) closeLocal() error {
 	err := s.stopProcess()
 	if rmErr := os.RemoveAll(s.runDir); rmErr != nil && err == nil {

@@ -16,10 +16,12 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 )
 
+// testLogger returns a logger writing to t.Log.
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, nil))
 }
 
+// tWriter sends log lines to t.Log.
 type tWriter struct{ t *testing.T }
 
 func (w tWriter) Write(p []byte) (int, error) {
@@ -32,6 +34,7 @@ func localOnly(ctx context.Context, o Options) (*Server, error) {
 	return nil, &notAvailableError{err: errors.New("disabled in this test")}
 }
 
+// startLocalT starts a local cluster closed by t.Cleanup, or skips without binaries.
 func startLocalT(t *testing.T, opts Options) *Server {
 	t.Helper()
 	if _, err := findBinaries(); err != nil {
@@ -69,6 +72,7 @@ func reachableTempDir(t *testing.T) string {
 	return dir
 }
 
+// connect opens a connection closed by t.Cleanup.
 func connect(t *testing.T, url string) *pgx.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -81,6 +85,7 @@ func connect(t *testing.T, url string) *pgx.Conn {
 	return conn
 }
 
+// procUID returns the real uid of process pid from /proc.
 func procUID(t *testing.T, pid int) int {
 	t.Helper()
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
@@ -150,7 +155,7 @@ func TestEphemeralLocal(t *testing.T) {
 
 func TestDataDirKept(t *testing.T) {
 	t.Parallel()
-	dir := filepath.Join(reachableTempDir(t), "pgdata")
+	dir := filepath.Join(reachableTempDir(t), "missing-parent", "pgdata")
 	ctx := context.Background()
 
 	s1 := startLocalT(t, Options{DataDir: dir})
