@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Options says how to get a PgBouncer in front of an upstream PostgreSQL.
@@ -406,4 +407,14 @@ func waitReady(ctx context.Context, adminURL string, exited <-chan struct{}) (st
 		case <-time.After(15 * time.Millisecond):
 		}
 	}
+}
+
+// UpstreamFromURL returns the host (or unix socket directory) and port of a
+// PostgreSQL connection URL, such as pgenv.Server.URL.
+func UpstreamFromURL(connString string) (Upstream, error) {
+	cfg, err := pgconn.ParseConfig(connString)
+	if err != nil {
+		return Upstream{}, fmt.Errorf("bouncer: upstream URL: %w", err)
+	}
+	return Upstream{Host: cfg.Host, Port: int(cfg.Port)}, nil
 }

@@ -12,51 +12,64 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 	"github.com/testcontainers/testcontainers-go"
 )
 
-const (
-	testDB       = "labtest"
-	testUser     = "app"
-	testPassword = `app"pw'1`
-)
+// testPassword is the login role's password, upstream and in the auth_file;
+// the quotes check the auth_file escaping.
+const testPassword = `app"pw'1`
 
-var cluster *testCluster
+func TestMain(m *testing.M) { pgenvtest.Main(m) }
 
-func TestMain(m *testing.M) {
-	c, err := startCluster()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bouncer tests need PostgreSQL binaries (apt-get install postgresql, or scripts/setup-debian.sh):", err)
-		os.Exit(1)
-	}
-	cluster = c
-	if err := seed(); err != nil {
-		c.stop()
-		fmt.Fprintln(os.Stderr, "seed:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	c.stop()
-	os.Exit(code)
+// fixture is a database and a plain login role on the shared test server,
+// unique per test (the server may be a shared DATABASE_URL), dropped at the
+// end of the test.
+type fixture struct {
+	upstream Upstream
+	db, user string
 }
 
-// seed creates the test database and a plain login role.
-func seed() error {
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, cluster.URL("postgres"))
+func newFixture(t testing.TB) fixture {
+	t.Helper()
+	srv := pgenvtest.MustServer(t)
+	up, err := UpstreamFromURL(srv.URL)
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	name := "bouncer_" + randomPassword()[:8]
+	f := fixture{upstream: up, db: name, user: name}
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := strings.ReplaceAll(testPassword, "'", "''")
 	for _, q := range []string{
-		"CREATE DATABASE " + testDB,
-		"CREATE ROLE " + testUser + " LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD 'unused-upstream-trusts'",
+		"CREATE ROLE " + f.user + " LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '" + pw + "'",
+		"CREATE DATABASE " + f.db,
 	} {
-		if _, err := conn.Exec(ctx, q); err != nil {
-			return fmt.Errorf("%s: %w", q, err)
+		if _, err := admin.Exec(ctx, q); err != nil {
+			admin.Close(ctx)
+			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	return nil
+	admin.Close(ctx)
+	// Registered first, so it runs after the bouncers and clients are closed.
+	t.Cleanup(func() {
+		admin, err := pgx.Connect(ctx, srv.URL)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer admin.Close(ctx)
+		for _, q := range []string{"DROP DATABASE IF EXISTS " + f.db + " WITH (FORCE)", "DROP ROLE IF EXISTS " + f.user} {
+			if _, err := admin.Exec(ctx, q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+	})
+	return f
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -70,12 +83,12 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func testOptions(t testing.TB, poolSize int, resetAlways bool) Options {
+func (f fixture) options(t testing.TB, poolSize int, resetAlways bool) Options {
 	return Options{
 		Mode:             ModeLocal,
-		Upstream:         Upstream{Host: cluster.dir, Port: cluster.port},
-		Databases:        []string{testDB},
-		Users:            map[string]string{testUser: testPassword},
+		Upstream:         f.upstream,
+		Databases:        []string{f.db},
+		Users:            map[string]string{f.user: testPassword},
 		PoolSize:         poolSize,
 		ResetQueryAlways: resetAlways,
 		Logger:           testLogger(t),
@@ -130,14 +143,15 @@ func adminConn(t testing.TB, b *Bouncer) *pgx.Conn {
 }
 
 func TestAdminConsole(t *testing.T) {
+	f := newFixture(t)
 	ctx := t.Context()
-	b := mustStart(t, testOptions(t, 2, false))
+	b := mustStart(t, f.options(t, 2, false))
 	if b.Kind() != KindLocal || b.PID() <= 0 || b.Version() == "" {
 		t.Fatalf("kind %q pid %d version %q", b.Kind(), b.PID(), b.Version())
 	}
 	t.Logf("PgBouncer %s, pid %d, %s", b.Version(), b.PID(), b.Dir())
 
-	client := connect(t, b.URL(testDB, testUser, testPassword))
+	client := connect(t, b.URL(f.db, f.user, testPassword))
 	var pid int
 	if err := client.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
 		t.Fatal(err)
@@ -150,7 +164,7 @@ func TestAdminConsole(t *testing.T) {
 	}
 	var found bool
 	for _, p := range pools {
-		if p.Database == testDB && p.User == testUser {
+		if p.Database == f.db && p.User == f.user {
 			found = true
 			if p.PoolMode != "transaction" || p.ClActive != 1 || p.SvIdle+p.SvUsed != 1 || p.SvActive != 0 {
 				t.Errorf("pool: %+v", p)
@@ -158,14 +172,14 @@ func TestAdminConsole(t *testing.T) {
 		}
 	}
 	if !found {
-		t.Fatalf("no pool for %s/%s in %+v", testDB, testUser, pools)
+		t.Fatalf("no pool for %s/%s in %+v", f.db, f.user, pools)
 	}
 
 	servers, err := ShowServers(ctx, admin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(servers) != 1 || servers[0].RemotePID != pid || servers[0].Database != testDB || servers[0].User != testUser {
+	if len(servers) != 1 || servers[0].RemotePID != pid || servers[0].Database != f.db || servers[0].User != f.user {
 		t.Fatalf("servers %+v, want one with remote_pid %d", servers, pid)
 	}
 	if servers[0].ConnectTime.IsZero() || servers[0].Ptr == "" {
@@ -192,7 +206,7 @@ func TestAdminConsole(t *testing.T) {
 	}
 	var ours *Client
 	for i, c := range clients {
-		if c.Database == testDB && c.User == testUser {
+		if c.Database == f.db && c.User == f.user {
 			ours = &clients[i]
 		}
 	}
@@ -228,9 +242,10 @@ func TestAdminConsole(t *testing.T) {
 func TestTransactionModeLeak(t *testing.T) {
 	for _, reset := range []bool{false, true} {
 		t.Run(fmt.Sprintf("reset_always=%v", reset), func(t *testing.T) {
+			f := newFixture(t)
 			ctx := t.Context()
-			b := mustStart(t, testOptions(t, 1, reset))
-			url := b.URL(testDB, testUser, testPassword)
+			b := mustStart(t, f.options(t, 1, reset))
+			url := b.URL(f.db, f.user, testPassword)
 			c1 := connect(t, url)
 			c2 := connect(t, url)
 
@@ -263,7 +278,8 @@ func TestTransactionModeLeak(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
-	b, err := Start(t.Context(), testOptions(t, 1, false))
+	f := newFixture(t)
+	b, err := Start(t.Context(), f.options(t, 1, false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,8 +302,9 @@ func TestClose(t *testing.T) {
 }
 
 func TestURLMode(t *testing.T) {
-	local := mustStart(t, testOptions(t, 1, false))
-	opts := testOptions(t, 1, false)
+	f := newFixture(t)
+	local := mustStart(t, f.options(t, 1, false))
+	opts := f.options(t, 1, false)
 	opts.Mode = local.AdminURL()
 	b := mustStart(t, opts)
 	if b.Kind() != KindURL || b.PID() != 0 || b.Version() != local.Version() {
@@ -299,13 +316,14 @@ func TestURLMode(t *testing.T) {
 	if err := syscall.Kill(local.PID(), 0); err != nil {
 		t.Fatalf("closing a URL bouncer stopped the real one: %v", err)
 	}
-	client := connect(t, b.URL(testDB, testUser, testPassword))
+	client := connect(t, b.URL(f.db, f.user, testPassword))
 	if _, err := client.Exec(t.Context(), "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestBadOptions(t *testing.T) {
+	f := fixture{upstream: Upstream{Host: "/nonexistent", Port: 5432}, db: "x", user: "x"}
 	ctx := t.Context()
 	for name, tc := range map[string]struct {
 		mutate func(*Options)
@@ -320,7 +338,7 @@ func TestBadOptions(t *testing.T) {
 		"bad database":    {func(o *Options) { o.Databases = []string{"x\ny"} }, "not allowed"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			opts := testOptions(t, 1, false)
+			opts := f.options(t, 1, false)
 			tc.mutate(&opts)
 			b, err := Start(ctx, opts)
 			if err == nil {
@@ -338,7 +356,8 @@ func TestBadOptions(t *testing.T) {
 }
 
 func TestStartFailureShowsLog(t *testing.T) {
-	opts := testOptions(t, 1, false)
+	f := fixture{upstream: Upstream{Host: "/nonexistent", Port: 5432}, db: "x", user: "x"}
+	opts := f.options(t, 1, false)
 	// A stand-in binary that fails the way a broken PgBouncer does. Its
 	// directory must be readable by the unprivileged user it runs as.
 	dir, err := os.MkdirTemp("", "rlslab-fake-pgbouncer-")
@@ -368,7 +387,8 @@ func TestNoWayAvailable(t *testing.T) {
 	t.Cleanup(func() { binaryCandidates = saved })
 	binaryCandidates = nil
 	t.Setenv("PATH", t.TempDir())
-	opts := testOptions(t, 1, false)
+	f := fixture{upstream: Upstream{Host: "/nonexistent", Port: 5432}, db: "x", user: "x"}
+	opts := f.options(t, 1, false)
 	opts.Mode = ModeAuto
 	_, err := Start(t.Context(), opts)
 	if !errors.Is(err, ErrNoPgBouncer) {
@@ -383,14 +403,19 @@ func TestNoWayAvailable(t *testing.T) {
 
 func TestDocker(t *testing.T) {
 	testcontainers.SkipIfProviderIsNotHealthy(t)
-	opts := testOptions(t, 1, false)
+	f := newFixture(t)
+	opts := f.options(t, 1, false)
 	opts.Mode = ModeDocker
-	opts.Upstream = Upstream{Host: "127.0.0.1", Port: cluster.port}
+	up, err := UpstreamFromURL(pgenvtest.MustServer(t).TCPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Upstream = up
 	b := mustStart(t, opts)
 	if b.Kind() != KindDocker || b.PID() != 0 {
 		t.Fatalf("kind %q pid %d", b.Kind(), b.PID())
 	}
-	client := connect(t, b.URL(testDB, testUser, testPassword))
+	client := connect(t, b.URL(f.db, f.user, testPassword))
 	if _, err := client.Exec(t.Context(), "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
@@ -408,10 +433,15 @@ func TestAuthFileQuoting(t *testing.T) {
 // pgx v5 sends only user, database and the URL's run-time parameters.
 // PgBouncer tracks a few (application_name, TimeZone, ...), ignores those in
 // ignore_startup_parameters, and refuses the rest at connect time.
+//
+// The bouncer here exposes every database through the "*" fallback entry.
 func TestStartupParameters(t *testing.T) {
+	f := newFixture(t)
 	ctx := t.Context()
-	b := mustStart(t, testOptions(t, 1, false))
-	url := b.URL(testDB, testUser, testPassword)
+	opts := f.options(t, 1, false)
+	opts.Databases = nil
+	b := mustStart(t, opts)
+	url := b.URL(f.db, f.user, testPassword)
 
 	for _, p := range []string{"search_path=public", "options=-c%20work_mem%3D8MB"} {
 		c, err := pgx.Connect(ctx, url+"&"+p)
@@ -438,5 +468,20 @@ func TestStartupParameters(t *testing.T) {
 	}
 	if app != "lab7" || !seen {
 		t.Fatalf("application_name %q on the server, clients %+v", app, clients)
+	}
+}
+
+func TestUpstreamFromURL(t *testing.T) {
+	for in, want := range map[string]Upstream{
+		"postgres://postgres@/postgres?host=/tmp/pg&port=5433": {Host: "/tmp/pg", Port: 5433},
+		"postgres://u:p@127.0.0.1:6000/db?sslmode=disable":     {Host: "127.0.0.1", Port: 6000},
+	} {
+		got, err := UpstreamFromURL(in)
+		if err != nil || got != want {
+			t.Errorf("UpstreamFromURL(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	if _, err := UpstreamFromURL("postgres://h:notaport/x"); err == nil {
+		t.Error("bad URL accepted")
 	}
 }
