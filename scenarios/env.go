@@ -31,6 +31,9 @@ type Sandbox struct {
 	AppRole   string
 	OwnerRole string
 	ConnLimit int // the app role's CONNECTION LIMIT
+	// PgBouncer says how scenarios that need a PgBouncer get one: "auto"
+	// (local binary, then Docker) or the URL of a running PgBouncer.
+	PgBouncer string
 	Tenants   []Tenant
 	// Admin opens a superuser connection to the lab's database for the
 	// variants that show what a privileged role sees; release closes it. At

@@ -89,25 +89,66 @@ type Sample struct {
 	Acquired int32 `json:"acquired"`
 }
 
+// Timing is a latency summary of one measured pattern, in microseconds.
+type Timing struct {
+	MedianUS float64 `json:"median_us"`
+	P99US    float64 `json:"p99_us"`
+	N        int     `json:"n"`
+}
+
+// Metric is one named reading a scenario shows beside its run (requests per
+// second, backend memory, refused connections...). Value is already
+// formatted for display; Number is the raw value for tools.
+type Metric struct {
+	Name   string  `json:"name"`
+	Value  string  `json:"value"`
+	Number float64 `json:"number"`
+}
+
+// Point is one point of a chart line.
+type Point struct {
+	X float64 `json:"x"`
+	Y float64 `json:"y"`
+}
+
+// Line is one named line of a chart.
+type Line struct {
+	Name   string  `json:"name"`
+	Points []Point `json:"points"`
+}
+
+// Chart is a small line chart a scenario fills as it runs; the live view
+// draws it as SVG.
+type Chart struct {
+	Title string `json:"title"`
+	XUnit string `json:"x_unit"`
+	YUnit string `json:"y_unit"`
+	Lines []Line `json:"lines"`
+}
+
 // State is a lab's live state: everything a frame shows and state.json
 // serves.
 type State struct {
-	Lab             string       `json:"lab"`
-	Scenario        string       `json:"scenario"`
-	Variant         string       `json:"variant"`
-	Status          string       `json:"status"`
-	Speed           string       `json:"speed,omitempty"`
-	Narration       string       `json:"narration,omitempty"`
-	Error           string       `json:"error,omitempty"`
-	Pool            PoolCounts   `json:"pool"`
-	Pools           []PoolCounts `json:"pools,omitempty"`
-	Server          ServerCounts `json:"server"`
-	Connections     []Connection `json:"connections"`
-	Requests        []RequestRow    `json:"requests"`
-	DroppedRequests int          `json:"dropped_requests,omitempty"`
-	Series          []Sample     `json:"series"`
-	Notes           []string     `json:"notes,omitempty"`
-	Version         uint64       `json:"version"`
+	Lab             string             `json:"lab"`
+	Scenario        string             `json:"scenario"`
+	Variant         string             `json:"variant"`
+	Status          string             `json:"status"`
+	Speed           string             `json:"speed,omitempty"`
+	Narration       string             `json:"narration,omitempty"`
+	Error           string             `json:"error,omitempty"`
+	Pool            PoolCounts         `json:"pool"`
+	Pools           []PoolCounts       `json:"pools,omitempty"`
+	Server          ServerCounts       `json:"server"`
+	Connections     []Connection       `json:"connections"`
+	Requests        []RequestRow       `json:"requests"`
+	DroppedRequests int                `json:"dropped_requests,omitempty"`
+	Series          []Sample           `json:"series"`
+	Notes           []string           `json:"notes,omitempty"`
+	Metrics         []Metric           `json:"metrics,omitempty"`
+	Charts          []Chart            `json:"charts,omitempty"`
+	Timings         map[string]Timing  `json:"timings,omitempty"`
+	Ratios          map[string]float64 `json:"ratios,omitempty"`
+	Version         uint64             `json:"version"`
 }
 
 // Leaks counts the requests in the state that returned another tenant's rows.
@@ -164,6 +205,27 @@ func (t *Tracker) Snapshot() State {
 	s.Requests = append([]RequestRow{}, t.st.Requests...)
 	s.Series = append([]Sample{}, t.st.Series...)
 	s.Notes = append([]string(nil), t.st.Notes...)
+	s.Metrics = append([]Metric(nil), t.st.Metrics...)
+	s.Charts = make([]Chart, len(t.st.Charts))
+	for i, c := range t.st.Charts {
+		s.Charts[i] = c
+		s.Charts[i].Lines = make([]Line, len(c.Lines))
+		for j, l := range c.Lines {
+			s.Charts[i].Lines[j] = Line{Name: l.Name, Points: append([]Point(nil), l.Points...)}
+		}
+	}
+	if t.st.Timings != nil {
+		s.Timings = make(map[string]Timing, len(t.st.Timings))
+		for k, v := range t.st.Timings {
+			s.Timings[k] = v
+		}
+	}
+	if t.st.Ratios != nil {
+		s.Ratios = make(map[string]float64, len(t.st.Ratios))
+		for k, v := range t.st.Ratios {
+			s.Ratios[k] = v
+		}
+	}
 	return s
 }
 
@@ -230,6 +292,76 @@ func (t *Tracker) Narrate(text string) {
 // Note appends a line to the run's notes (facts the run established).
 func (t *Tracker) Note(text string) {
 	t.Update(func(s *State) { s.Notes = append(s.Notes, text) })
+}
+
+// SetMetric sets (or adds) the metric called name.
+func (t *Tracker) SetMetric(name, value string, number float64) {
+	t.Update(func(s *State) {
+		for i := range s.Metrics {
+			if s.Metrics[i].Name == name {
+				s.Metrics[i].Value, s.Metrics[i].Number = value, number
+				return
+			}
+		}
+		s.Metrics = append(s.Metrics, Metric{Name: name, Value: value, Number: number})
+	})
+}
+
+// maxChartPoints bounds each chart line; older points are dropped.
+const maxChartPoints = 300
+
+// AddPoint appends (x, y) to the line of the chart titled chart, creating
+// both as needed (the chart's units are set on creation).
+func (t *Tracker) AddPoint(chart, xUnit, yUnit, line string, x, y float64) {
+	t.Update(func(s *State) {
+		ci := -1
+		for i := range s.Charts {
+			if s.Charts[i].Title == chart {
+				ci = i
+			}
+		}
+		if ci < 0 {
+			s.Charts = append(s.Charts, Chart{Title: chart, XUnit: xUnit, YUnit: yUnit})
+			ci = len(s.Charts) - 1
+		}
+		c := &s.Charts[ci]
+		li := -1
+		for i := range c.Lines {
+			if c.Lines[i].Name == line {
+				li = i
+			}
+		}
+		if li < 0 {
+			c.Lines = append(c.Lines, Line{Name: line})
+			li = len(c.Lines) - 1
+		}
+		l := &c.Lines[li]
+		l.Points = append(l.Points, Point{X: x, Y: y})
+		if len(l.Points) > maxChartPoints {
+			l.Points = append([]Point(nil), l.Points[len(l.Points)-maxChartPoints:]...)
+		}
+	})
+}
+
+// SetTiming records the latency summary of a measured pattern.
+func (t *Tracker) SetTiming(pattern string, tm Timing) {
+	t.Update(func(s *State) {
+		if s.Timings == nil {
+			s.Timings = map[string]Timing{}
+		}
+		s.Timings[pattern] = tm
+	})
+}
+
+// SetRatio records a measured ratio (a pattern's median over the bare
+// query's).
+func (t *Tracker) SetRatio(name string, r float64) {
+	t.Update(func(s *State) {
+		if s.Ratios == nil {
+			s.Ratios = map[string]float64{}
+		}
+		s.Ratios[name] = r
+	})
 }
 
 // addRequest appends a request row and returns its sequence number.

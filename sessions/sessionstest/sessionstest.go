@@ -1,0 +1,72 @@
+// Package sessionstest opens labs on a real PostgreSQL for tests.
+package sessionstest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
+	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/sessions"
+)
+
+// MustOpenManager opens a lab manager on the package's shared test server
+// (see pgenvtest.Main) and closes it when the test ends. cfg's AdminURL is
+// filled in; zero fields take their defaults.
+func MustOpenManager(tb testing.TB, cfg sessions.Config) *sessions.Manager {
+	tb.Helper()
+	srv := pgenvtest.MustServer(tb)
+	cfg.AdminURL = srv.URL
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := sessions.Open(ctx, cfg)
+	if err != nil {
+		tb.Fatalf("open lab manager: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		m.Close(ctx)
+	})
+	return m
+}
+
+// MustCreateLab creates a lab owned by owner.
+func MustCreateLab(tb testing.TB, m *sessions.Manager, owner string) *sessions.Lab {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := m.Create(ctx, owner)
+	if err != nil {
+		tb.Fatalf("create lab: %v", err)
+	}
+	return l
+}
+
+// MustRun runs scenario/variant in lab at full speed and returns the final
+// state; a run error fails the test.
+func MustRun(tb testing.TB, l *sessions.Lab, scenario, variant string, params map[string]string) scenarios.State {
+	tb.Helper()
+	st, err := Run(l, scenario, variant, params)
+	if err != nil {
+		tb.Fatalf("run %s/%s: %v", scenario, variant, err)
+	}
+	return st
+}
+
+// Run runs scenario/variant in lab at full speed and returns the final
+// state and the run's error.
+func Run(l *sessions.Lab, scenario, variant string, params map[string]string) (scenarios.State, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := l.Start(sessions.RunRequest{Scenario: scenario, Variant: variant, Speed: scenarios.Speed{Max: true}, Params: params}); err != nil {
+		return scenarios.State{}, err
+	}
+	runErr := l.Wait(ctx)
+	st, err := l.State(ctx)
+	if err != nil {
+		return st, err
+	}
+	return st, runErr
+}
