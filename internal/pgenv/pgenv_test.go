@@ -333,3 +333,22 @@ func TestDocker(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestNoDockerDaemon checks the real Docker attempt on a machine without a
+// daemon: "not available", quickly, and the auto-mode error names all ways.
+func TestNoDockerDaemon(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	if dockerHealthy(ctx) == nil {
+		t.Skip("a Docker daemon is running")
+	}
+	begin := time.Now()
+	_, err := Start(ctx, Options{findBins: func() (bins, error) { return bins{}, errNoBinaries }})
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Errorf("giving up without Docker took %v", d)
+	}
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+	t.Logf("%v (after %v)", err, time.Since(begin))
+}
