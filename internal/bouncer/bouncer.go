@@ -70,6 +70,7 @@ type Bouncer struct {
 	port          int
 	adminUser     string
 	adminPassword string
+	query         string // URL query parameters for clients; "" means sslmode=disable
 	version       string
 	logger        *slog.Logger
 
@@ -268,7 +269,8 @@ func randomPassword() string {
 }
 
 // URL returns a client URL through the bouncer for database, user and
-// password. It sets sslmode=disable and no query exec mode: PgBouncer 1.18 in
+// password. It sets sslmode=disable (a URL bouncer keeps its URL's
+// parameters instead) and no query exec mode: PgBouncer 1.18 in
 // transaction mode breaks pgx's default statement cache, which is a lesson of
 // its own, so callers choose.
 func (b *Bouncer) URL(database, user, password string) string {
@@ -277,7 +279,10 @@ func (b *Bouncer) URL(database, user, password string) string {
 		User:     url.UserPassword(user, password),
 		Host:     net.JoinHostPort(b.host, strconv.Itoa(b.port)),
 		Path:     "/" + database,
-		RawQuery: "sslmode=disable",
+		RawQuery: b.query,
+	}
+	if u.RawQuery == "" {
+		u.RawQuery = "sslmode=disable"
 	}
 	return u.String()
 }
@@ -343,6 +348,7 @@ func startURL(ctx context.Context, raw string, logger *slog.Logger) (*Bouncer, e
 		port:          int(cfg.Port),
 		adminUser:     cfg.User,
 		adminPassword: cfg.Password,
+		query:         clientQuery(raw),
 		logger:        logger,
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -354,6 +360,18 @@ func startURL(ctx context.Context, raw string, logger *slog.Logger) (*Bouncer, e
 	b.version = v
 	logger.Info("pgbouncer in use", "kind", b.kind, "addr", net.JoinHostPort(b.host, strconv.Itoa(b.port)), "version", v)
 	return b, nil
+}
+
+// clientQuery returns raw's query parameters without
+// default_query_exec_mode, which AdminURL sets and clients choose.
+func clientQuery(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	q := u.Query()
+	q.Del("default_query_exec_mode")
+	return q.Encode()
 }
 
 // redact hides a URL's password for error messages.

@@ -305,8 +305,11 @@ func TestURLMode(t *testing.T) {
 	f := newFixture(t)
 	local := mustStart(t, f.options(t, 1, false))
 	opts := f.options(t, 1, false)
-	opts.Mode = local.AdminURL()
+	opts.Mode = local.AdminURL() + "&connect_timeout=5"
 	b := mustStart(t, opts)
+	if u := b.URL("db", "u", "p"); !strings.Contains(u, "connect_timeout=5") || strings.Contains(u, "default_query_exec_mode") {
+		t.Errorf("URL %q: want the given URL's parameters without default_query_exec_mode", u)
+	}
 	if b.Kind() != KindURL || b.PID() != 0 || b.Version() != local.Version() {
 		t.Fatalf("kind %q pid %d version %q", b.Kind(), b.PID(), b.Version())
 	}
