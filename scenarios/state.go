@@ -126,6 +126,38 @@ type Chart struct {
 	Lines []Line `json:"lines"`
 }
 
+// PeerConn is one connection on either side of a PgBouncer, read from its
+// admin console (SHOW CLIENTS / SHOW SERVERS).
+type PeerConn struct {
+	Ptr    string  `json:"ptr"`
+	Link   string  `json:"link"`
+	Label  string  `json:"label"` // the app instance (client side) or "backend PID" (server side)
+	State  string  `json:"state"`
+	PID    uint32  `json:"pid,omitempty"` // server side: remote_pid
+	Tenant *string `json:"tenant"`        // server side: the setting last read on that backend
+}
+
+// BouncerPool is one line of SHOW POOLS.
+type BouncerPool struct {
+	Database  string `json:"database"`
+	User      string `json:"user"`
+	ClActive  int    `json:"cl_active"`
+	ClWaiting int    `json:"cl_waiting"`
+	SvActive  int    `json:"sv_active"`
+	SvIdle    int    `json:"sv_idle"`
+	MaxWaitMS int64  `json:"maxwait_ms"`
+}
+
+// Pairing is the PgBouncer side of the live view: its clients, its server
+// connections, and which client is linked to which server right now.
+type Pairing struct {
+	Version string        `json:"version"`
+	Mode    string        `json:"mode"`
+	Clients []PeerConn    `json:"clients"`
+	Servers []PeerConn    `json:"servers"`
+	Pools   []BouncerPool `json:"pools"`
+}
+
 // State is a lab's live state: everything a frame shows and state.json
 // serves.
 type State struct {
@@ -148,6 +180,7 @@ type State struct {
 	Charts          []Chart            `json:"charts,omitempty"`
 	Timings         map[string]Timing  `json:"timings,omitempty"`
 	Ratios          map[string]float64 `json:"ratios,omitempty"`
+	Pairing         *Pairing           `json:"pairing,omitempty"`
 	Version         uint64             `json:"version"`
 }
 
@@ -213,6 +246,13 @@ func (t *Tracker) Snapshot() State {
 		for j, l := range c.Lines {
 			s.Charts[i].Lines[j] = Line{Name: l.Name, Points: append([]Point(nil), l.Points...)}
 		}
+	}
+	if t.st.Pairing != nil {
+		p := *t.st.Pairing
+		p.Clients = append([]PeerConn(nil), p.Clients...)
+		p.Servers = append([]PeerConn(nil), p.Servers...)
+		p.Pools = append([]BouncerPool(nil), p.Pools...)
+		s.Pairing = &p
 	}
 	if t.st.Timings != nil {
 		s.Timings = make(map[string]Timing, len(t.st.Timings))
