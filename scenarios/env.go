@@ -62,9 +62,10 @@ type Env struct {
 	pace    *Pace
 	log     *slog.Logger
 
-	mu     sync.Mutex
-	pools  []*Pool
-	closed bool
+	mu      sync.Mutex
+	pools   []*Pool
+	onClose []func()
+	closed  bool
 }
 
 // NewEnv returns an environment for one run. The tracker receives the run's
@@ -118,16 +119,34 @@ func (e *Env) refresh(f func(*State)) {
 	})
 }
 
-// Close closes every pool the run opened. It is safe to call more than once
-// and from another goroutine than the run's.
+// OnClose registers f to run when the environment closes, after its pools
+// are closed (for example: stop a PgBouncer the run started). If the
+// environment is already closed, f runs at once.
+func (e *Env) OnClose(f func()) {
+	e.mu.Lock()
+	if !e.closed {
+		e.onClose = append(e.onClose, f)
+		e.mu.Unlock()
+		return
+	}
+	e.mu.Unlock()
+	f()
+}
+
+// Close closes every pool the run opened, then runs the OnClose functions
+// in reverse order. It is safe to call more than once and from another
+// goroutine than the run's.
 func (e *Env) Close() {
 	e.mu.Lock()
-	pools := e.pools
-	e.pools = nil
+	pools, hooks := e.pools, e.onClose
+	e.pools, e.onClose = nil, nil
 	e.closed = true
 	e.mu.Unlock()
 	for _, p := range pools {
 		p.Pool.Close()
+	}
+	for i := len(hooks) - 1; i >= 0; i-- {
+		hooks[i]()
 	}
 	e.refresh(nil)
 }
