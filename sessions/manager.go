@@ -47,6 +47,7 @@ type Config struct {
 	MaxLabs   int           // labs open at once; 0 means DefaultMaxLabs
 	TTL       time.Duration // an idle lab is dropped after this; 0 means DefaultTTL
 	ConnLimit int           // each lab app role's CONNECTION LIMIT; 0 means DefaultConnLimit
+	PgBouncer string        // how PgBouncer lessons get one: "auto" or a URL (see scenarios.Sandbox)
 	Catalog   *scenarios.Catalog
 	Renderer  FrameRenderer // nil: frames are the empty byte slice
 	Logger    *slog.Logger
@@ -203,7 +204,7 @@ func (m *Manager) Create(ctx context.Context, owner string) (*Lab, error) {
 	n := labNames(id)
 	sb := scenarios.Sandbox{
 		Lab: id, Database: n.db, AppURL: appURL(m.admin, id, password), AppRole: n.app, OwnerRole: n.owner,
-		ConnLimit: m.cfg.ConnLimit, Tenants: seedTenants(),
+		ConnLimit: m.cfg.ConnLimit, Tenants: Tenants(), PgBouncer: m.cfg.PgBouncer,
 		Admin: func(ctx context.Context) (*pgx.Conn, func(), error) { return m.labAdmin(ctx, id) },
 	}
 	l := newLab(m, id, owner, sb)

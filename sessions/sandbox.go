@@ -11,8 +11,8 @@ import (
 	"github.com/rlslab/rlslab/scenarios"
 )
 
-// seedTenants are the tenants every lab starts with.
-func seedTenants() []scenarios.Tenant {
+// Tenants returns the tenants every lab is seeded with.
+func Tenants() []scenarios.Tenant {
 	return []scenarios.Tenant{{ID: 1, Name: "Acme"}, {ID: 2, Name: "Globex"}, {ID: 3, Name: "Initech"}}
 }
 
@@ -102,7 +102,7 @@ func (m *Manager) createSandbox(ctx context.Context, id, password string) (err e
 
 // seed inserts the seed rows (as the superuser, so FORCE RLS does not apply).
 func seed(ctx context.Context, tx pgx.Tx) error {
-	for _, t := range seedTenants() {
+	for _, t := range Tenants() {
 		if _, err := tx.Exec(ctx, "INSERT INTO tenants (id, name) VALUES ($1, $2)", t.ID, t.Name); err != nil {
 			return fmt.Errorf("seed tenants: %w", err)
 		}

@@ -1,0 +1,348 @@
+// Command rlslab serves the rlslab playground (rlslab serve, the default),
+// lists its scenarios (rlslab list) and runs one headless (rlslab run).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/internal/pgenv"
+	"github.com/rlslab/rlslab/lessons"
+	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/static"
+	"github.com/rlslab/rlslab/web"
+)
+
+// shutdownTimeout bounds the graceful shutdown.
+const shutdownTimeout = 15 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rlslab:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+// exitCode is 2 for usage errors (bad flags, unknown scenario or variant)
+// and 1 for everything else.
+func exitCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) || rlslab.ErrorCode(err) == rlslab.EINVALID {
+		return 2
+	}
+	return 1
+}
+
+// usageError marks err as a usage error (exit 2).
+func usageError(format string, args ...any) error {
+	return rlslab.Errorf(rlslab.EINVALID, format, args...)
+}
+
+// run is the whole program: it parses args, reads the environment through
+// getenv and writes results to stdout and logs to stderr.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, getenv, stdout, stderr)
+	case "list":
+		return list(args, stdout, stderr)
+	case "run":
+		return runScenario(ctx, args, getenv, stdout, stderr)
+	case "help":
+		fmt.Fprintln(stdout, "usage: rlslab [serve|list|run] [flags]; rlslab COMMAND -h for its flags")
+		return nil
+	}
+	return usageError("unknown command %q (commands: serve, list, run)", cmd)
+}
+
+// dbFlags are the provisioning flags serve and run share.
+type dbFlags struct {
+	db        string
+	dataDir   string
+	maxLabs   int
+	connLimit int
+	pgbouncer string
+	verbose   bool
+}
+
+func (d *dbFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.db, "db", "auto", `PostgreSQL to use: "auto" (DATABASE_URL, else local binaries in a temporary cluster, else Docker) or a postgres:// URL of a superuser`)
+	fs.StringVar(&d.dataDir, "data-dir", "", "keep the local cluster in this directory (faster restarts) instead of a temporary one")
+	fs.IntVar(&d.connLimit, "lab-conn-limit", sessions.DefaultConnLimit, "CONNECTION LIMIT of each lab's app role")
+	fs.StringVar(&d.pgbouncer, "pgbouncer", "auto", `PgBouncer for the PgBouncer lesson: "auto" (local binary, else Docker) or the postgres:// URL of a running PgBouncer's admin console`)
+	fs.BoolVar(&d.verbose, "v", false, "log debug messages")
+}
+
+// logger returns the program's logger.
+func (d *dbFlags) logger(stderr io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	if d.verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// provision finds or starts PostgreSQL, sized for the connection budget.
+func (d *dbFlags) provision(ctx context.Context, getenv func(string) string, log *slog.Logger) (*pgenv.Server, error) {
+	budget := sessions.ConnectionBudget(d.maxLabs, d.connLimit)
+	log.Info("connection budget", "max_labs", d.maxLabs, "lab_conn_limit", d.connLimit, "admin", sessions.AdminConns,
+		"bound", budget, "formula", "admin + max_labs × (lab_conn_limit + 1)")
+	return pgenv.Start(ctx, pgenv.Options{DB: d.db, DataDir: d.dataDir, MaxConnections: budget + 10, Getenv: getenv, Logger: log})
+}
+
+// parseInterleaved parses flags that may come before or after positional
+// arguments (Go's flag package stops at the first positional argument).
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// serve runs the web server until ctx ends.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var d dbFlags
+	d.register(fs)
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
+	fs.IntVar(&d.maxLabs, "max-labs", sessions.DefaultMaxLabs, "labs open at once")
+	ttl := fs.Duration("lab-ttl", sessions.DefaultTTL, "an idle lab is closed and dropped after this long")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	if len(pos) > 0 {
+		return usageError("serve takes no arguments, got %q", pos)
+	}
+	if d.maxLabs < 1 || d.maxLabs > sessions.MaxMaxLabs {
+		return usageError("-max-labs %d: want 1 to %d", d.maxLabs, sessions.MaxMaxLabs)
+	}
+	log := d.logger(stderr)
+
+	catalog := scenarios.DefaultCatalog()
+	ls, err := lessons.Load(lessons.Content(), catalog)
+	if err != nil {
+		return fmt.Errorf("lessons: %w", err)
+	}
+	pg, err := d.provision(ctx, getenv, log)
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: d.maxLabs, TTL: *ttl, ConnLimit: d.connLimit,
+		PgBouncer: d.pgbouncer, Catalog: catalog, Renderer: web.NewFrames(log), Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		labs.Close(cctx)
+	}()
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: web.NewServer(labs, ls, static.FS(), log), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	fmt.Fprintf(stdout, "rlslab listening on http://%s\n", ln.Addr())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// scenarioJSON is one scenario as rlslab list -json prints it.
+type scenarioJSON struct {
+	ID       string              `json:"id"`
+	Title    string              `json:"title"`
+	Variants []scenarios.Variant `json:"variants"`
+}
+
+// list prints the scenario ids and their variants.
+func list(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseInterleaved(fs, args); err != nil {
+		return usageError("%v", err)
+	}
+	all := scenarios.DefaultCatalog().All()
+	if *asJSON {
+		out := make([]scenarioJSON, len(all))
+		for i, s := range all {
+			out[i] = scenarioJSON{ID: s.ID, Title: s.Title, Variants: s.Variants}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	for _, s := range all {
+		fmt.Fprintf(stdout, "%-18s %s\n", s.ID, s.Title)
+		for _, v := range s.Variants {
+			fmt.Fprintf(stdout, "    -variant %-22s %s\n", v.Name, v.Summary)
+		}
+	}
+	return nil
+}
+
+// paramFlags collects repeated -param name=value flags.
+type paramFlags map[string]string
+
+func (p paramFlags) String() string {
+	keys := make([]string, 0, len(p))
+	for k, v := range p {
+		keys = append(keys, k+"="+v)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ",")
+}
+
+func (p paramFlags) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want name=value, got %q", v)
+	}
+	p[k] = val
+	return nil
+}
+
+// runScenario runs one scenario variant headless at full speed against the
+// same provisioning as serve, and prints its outcome.
+func runScenario(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var d dbFlags
+	d.register(fs)
+	d.maxLabs = 1
+	variant := fs.String("variant", "", "variant to run (see rlslab list)")
+	asJSON := fs.Bool("json", false, "print the outcome as JSON")
+	params := paramFlags{}
+	fs.Var(params, "param", "scenario parameter name=value (repeatable)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	if len(pos) != 1 {
+		return usageError("usage: rlslab run SCENARIO -variant VARIANT [-json] [-db URL]")
+	}
+	catalog := scenarios.DefaultCatalog()
+	sc, err := catalog.Lookup(pos[0])
+	if err != nil {
+		return err
+	}
+	if *variant == "" {
+		return usageError("-variant is required; %s has: %s", sc.ID, strings.Join(sc.VariantNames(), ", "))
+	}
+	if err := sc.CheckVariant(*variant); err != nil {
+		return err
+	}
+	if _, err := sc.ParseParams(params); err != nil {
+		return err
+	}
+	log := d.logger(stderr)
+	pg, err := d.provision(ctx, getenv, log)
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: 1, ConnLimit: d.connLimit, PgBouncer: d.pgbouncer, Catalog: catalog, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		labs.Close(cctx)
+	}()
+	lab, err := labs.Create(ctx, "cli")
+	if err != nil {
+		return err
+	}
+	if err := lab.Start(sessions.RunRequest{Scenario: sc.ID, Variant: *variant, Speed: scenarios.Speed{Max: true}, Params: params}); err != nil {
+		return err
+	}
+	runErr := lab.Wait(ctx)
+	st, err := lab.State(context.WithoutCancel(ctx))
+	if err != nil {
+		return err
+	}
+	out := scenarios.OutcomeOf(st)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		printOutcome(stdout, out)
+	}
+	if runErr != nil {
+		return fmt.Errorf("run %s/%s: %w", sc.ID, *variant, runErr)
+	}
+	return nil
+}
+
+// printOutcome prints an outcome for people.
+func printOutcome(w io.Writer, o scenarios.Outcome) {
+	fmt.Fprintf(w, "%s / %s: %s, %d requests, %d leaks, %d errors\n", o.Scenario, o.Variant, o.Status, len(o.Requests), o.Leaks, o.Errors)
+	show := func(t *string) string {
+		if t == nil {
+			return "NULL"
+		}
+		return "'" + *t + "'"
+	}
+	for _, r := range o.Requests {
+		mark := ""
+		if r.Leak {
+			mark = "  LEAK"
+		}
+		if r.Error != "" {
+			mark = "  ERROR " + r.SQLState + ": " + r.Error
+		}
+		fmt.Fprintf(w, "  #%-3d tenant %-4s %-12s backend %-7d ran under %-6s rows %d (other tenant's %d)%s\n",
+			r.Seq, show(r.Tenant), r.Pattern, r.PID, show(r.SeenTenant), r.Rows, r.ForeignRows, mark)
+	}
+	for _, n := range o.Notes {
+		fmt.Fprintln(w, "  -", n)
+	}
+}

@@ -1,0 +1,14 @@
+// Package static holds rlslab's CSS, its tiny script and the vendored htmx,
+// embedded in the binary.
+package static
+
+import (
+	"embed"
+	"io/fs"
+)
+
+//go:embed rlslab.css rlslab.js vendor
+var files embed.FS
+
+// FS returns the static files.
+func FS() fs.FS { return files }

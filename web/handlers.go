@@ -1,0 +1,309 @@
+package web
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/web/views"
+)
+
+// maxBody bounds the body of every POST.
+const maxBody = 64 << 10
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if err := s.labs.Admin().Ping(r.Context()); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "labs": len(s.labs.Labs()), "max_labs": s.labs.MaxLabs()})
+}
+
+func (s *Server) handleIndex(w http.ResponseWriter, r *http.Request) {
+	s.render(w, r, http.StatusOK, views.Index(s.lessons.All()))
+}
+
+// handleLesson shows a lesson beside the learner's lab, creating the lab on
+// the first visit.
+func (s *Server) handleLesson(w http.ResponseWriter, r *http.Request) {
+	l, err := s.lessons.Get(r.PathValue("slug"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	sc, err := s.labs.Catalog().Lookup(l.Scenario)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	token := s.ownerToken(w, r)
+	lab := s.labs.ForOwner(token)
+	if lab == nil {
+		if lab, err = s.labs.Create(r.Context(), token); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	lab.Touch()
+	variants := make([]scenarios.Variant, 0, len(l.Variants))
+	for _, name := range l.Variants {
+		for _, v := range sc.Variants {
+			if v.Name == name {
+				variants = append(variants, v)
+			}
+		}
+	}
+	st := lab.Tracker().Snapshot()
+	s.render(w, r, http.StatusOK, views.Lesson(views.LessonPage{
+		Lesson:   l,
+		Controls: views.Controls{Lab: lab.ID, Owner: true, Speed: "1", Scenarios: []views.ScenarioChoice{{ID: sc.ID, Title: sc.Title, Variants: variants, Params: sc.Params}}},
+		Live:     views.NewLive(st, sessions.Tenants()),
+	}))
+}
+
+// handleCreateLab creates a lab for this browser (closing the lab it had:
+// one lab per browser) and redirects to it.
+func (s *Server) handleCreateLab(w http.ResponseWriter, r *http.Request) {
+	token := s.ownerToken(w, r)
+	if old := s.labs.ForOwner(token); old != nil {
+		if err := s.labs.CloseLab(r.Context(), old.ID); err != nil {
+			s.log.Warn("close previous lab", "lab", old.ID, "err", err)
+		}
+	}
+	lab, err := s.labs.Create(r.Context(), token)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if wantsJSON(r) {
+		w.Header().Set("Location", "/labs/"+lab.ID)
+		writeJSON(w, http.StatusCreated, map[string]string{"id": lab.ID})
+		return
+	}
+	http.Redirect(w, r, "/labs/"+lab.ID, http.StatusSeeOther)
+}
+
+// handleLab shows a lab: controls for its owner, the live view for all.
+func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
+	lab, err := s.labs.Get(r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	lab.Touch()
+	var choices []views.ScenarioChoice
+	for _, sc := range s.labs.Catalog().All() {
+		choices = append(choices, views.ScenarioChoice{ID: sc.ID, Title: sc.Title, Variants: sc.Variants, Params: sc.Params})
+	}
+	st := lab.Tracker().Snapshot()
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	s.render(w, r, http.StatusOK, views.Lab(views.LabPage{
+		Controls: views.Controls{Lab: lab.ID, Owner: lab.IsOwner(cookieToken(r)), Speed: "1", Scenarios: choices},
+		Live:     views.NewLive(st, sessions.Tenants()),
+		WatchURL: scheme + "://" + r.Host + "/labs/" + lab.ID,
+	}))
+}
+
+// handleState serves the lab's live state as JSON, with fresh server counts.
+func (s *Server) handleState(w http.ResponseWriter, r *http.Request) {
+	lab, err := s.labs.Get(r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	st, err := lab.State(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// runForm is the body of POST /labs/{id}/runs.
+type runForm struct {
+	Scenario string            `json:"scenario"`
+	Variant  string            `json:"variant"`
+	Speed    string            `json:"speed"`
+	Params   map[string]string `json:"params"`
+}
+
+// paramValue lets JSON params be numbers or strings.
+type paramValue string
+
+func (p *paramValue) UnmarshalJSON(b []byte) error {
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err == nil {
+		*p = paramValue(n.String())
+		return nil
+	}
+	var str string
+	if err := json.Unmarshal(b, &str); err != nil {
+		return rlslab.Errorf(rlslab.EINVALID, "parameter values must be numbers")
+	}
+	*p = paramValue(str)
+	return nil
+}
+
+// readRunForm reads a run request from JSON or a form.
+func readRunForm(w http.ResponseWriter, r *http.Request) (runForm, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	var f runForm
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		var raw struct {
+			Scenario string                `json:"scenario"`
+			Variant  string                `json:"variant"`
+			Speed    string                `json:"speed"`
+			Params   map[string]paramValue `json:"params"`
+		}
+		dec := json.NewDecoder(r.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&raw); err != nil {
+			return f, rlslab.Errorf(rlslab.EINVALID, "malformed JSON body: %v", err)
+		}
+		if dec.Decode(&struct{}{}) != io.EOF {
+			return f, rlslab.Errorf(rlslab.EINVALID, "malformed JSON body: more than one value")
+		}
+		f = runForm{Scenario: raw.Scenario, Variant: raw.Variant, Speed: raw.Speed, Params: map[string]string{}}
+		for k, v := range raw.Params {
+			f.Params[k] = string(v)
+		}
+		return f, nil
+	}
+	if err := r.ParseForm(); err != nil {
+		return f, rlslab.Errorf(rlslab.EINVALID, "malformed form: %v", err)
+	}
+	f = runForm{Scenario: r.PostForm.Get("scenario"), Variant: r.PostForm.Get("variant"), Speed: r.PostForm.Get("speed"), Params: map[string]string{}}
+	for k, vs := range r.PostForm {
+		if name, ok := strings.CutPrefix(k, "param."); ok && len(vs) > 0 {
+			f.Params[name] = vs[0]
+		}
+	}
+	return f, nil
+}
+
+// handleRun starts a run: 202, or 400 for an unknown scenario, variant,
+// speed or parameter, 409 while a run is going.
+func (s *Server) handleRun(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
+	f, err := readRunForm(w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if f.Scenario == "" || f.Variant == "" {
+		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "scenario and variant are required"))
+		return
+	}
+	speed, err := scenarios.ParseSpeed(f.Speed)
+	if err != nil {
+		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "%v", err))
+		return
+	}
+	if err := lab.Start(sessions.RunRequest{Scenario: f.Scenario, Variant: f.Variant, Speed: speed, Params: f.Params}); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"lab": lab.ID, "scenario": f.Scenario, "variant": f.Variant, "speed": speed.String(), "status": scenarios.StatusRunning})
+}
+
+func (s *Server) handleReset(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
+	if err := lab.Reset(r.Context()); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"lab": lab.ID, "status": scenarios.StatusIdle})
+}
+
+func (s *Server) handleSpeed(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	v := ""
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		var body struct {
+			Speed string `json:"speed"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "malformed JSON body: %v", err))
+			return
+		}
+		v = body.Speed
+	} else {
+		if err := r.ParseForm(); err != nil {
+			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "malformed form: %v", err))
+			return
+		}
+		v = r.PostForm.Get("speed")
+	}
+	if v == "" {
+		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "speed is required"))
+		return
+	}
+	speed, err := scenarios.ParseSpeed(v)
+	if err != nil {
+		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "%v", err))
+		return
+	}
+	if err := lab.SetSpeed(speed); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"lab": lab.ID, "speed": speed.String()})
+}
+
+func (s *Server) handleStep(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
+	if err := lab.Step(); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"lab": lab.ID})
+}
+
+// owner wraps a control endpoint: 404 for an unknown lab, 403 unless the
+// request carries the owner cookie of the browser that created the lab.
+func (s *Server) owner(h func(http.ResponseWriter, *http.Request, *sessions.Lab)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		lab, err := s.labs.Get(r.PathValue("id"))
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if !lab.IsOwner(cookieToken(r)) {
+			s.fail(w, r, rlslab.Errorf(rlslab.EFORBIDDEN, "only the browser that created lab %s may control it", lab.ID))
+			return
+		}
+		lab.Touch()
+		h(w, r, lab)
+	}
+}
+
+// cookieToken returns the owner secret the browser sent, or "".
+func cookieToken(r *http.Request) string {
+	c, err := r.Cookie(OwnerCookie)
+	if err != nil || len(c.Value) != 32 {
+		return ""
+	}
+	if _, err := hex.DecodeString(c.Value); err != nil {
+		return ""
+	}
+	return c.Value
+}
+
+// ownerToken returns the browser's owner secret, giving it one (in an
+// HttpOnly, SameSite=Strict cookie) if it has none.
+func (s *Server) ownerToken(w http.ResponseWriter, r *http.Request) string {
+	if t := cookieToken(r); t != "" {
+		return t
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	t := hex.EncodeToString(b)
+	http.SetCookie(w, &http.Cookie{Name: OwnerCookie, Value: t, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	return t
+}

@@ -1,0 +1,167 @@
+// Package web serves rlslab's pages, its JSON and its websockets.
+package web
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/a-h/templ"
+
+	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/lessons"
+	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/web/views"
+)
+
+// OwnerCookie is the cookie that holds a browser's owner secret: the
+// browser that created a lab may control it.
+const OwnerCookie = "rlslab_owner"
+
+// Server is rlslab's HTTP handler.
+type Server struct {
+	labs    *sessions.Manager
+	lessons *lessons.Set
+	static  fs.FS
+	log     *slog.Logger
+	mux     *http.ServeMux
+}
+
+// NewServer returns the handler for labs, lessons and static files.
+func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{labs: labs, lessons: ls, static: static, log: log, mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+// routes registers every endpoint.
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /{$}", s.handleIndex)
+	s.mux.HandleFunc("GET /healthz", s.handleHealth)
+	s.mux.HandleFunc("GET /lessons/{slug}", s.handleLesson)
+	s.mux.HandleFunc("POST /labs", s.handleCreateLab)
+	s.mux.HandleFunc("GET /labs/{id}", s.handleLab)
+	s.mux.HandleFunc("GET /labs/{id}/state.json", s.handleState)
+	s.mux.HandleFunc("POST /labs/{id}/runs", s.owner(s.handleRun))
+	s.mux.HandleFunc("POST /labs/{id}/reset", s.owner(s.handleReset))
+	s.mux.HandleFunc("POST /labs/{id}/speed", s.owner(s.handleSpeed))
+	s.mux.HandleFunc("POST /labs/{id}/step", s.owner(s.handleStep))
+	s.mux.HandleFunc("GET /labs/{id}/ws", s.handleWS)
+	s.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(s.static)))
+}
+
+// ServeHTTP refuses state-changing requests from foreign origins, then
+// routes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && !sameOrigin(r) {
+		s.fail(w, r, rlslab.Errorf(rlslab.EFORBIDDEN, "requests from origin %q are refused", r.Header.Get("Origin")))
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// sameOrigin reports whether r carries no Origin header or one whose host
+// is the request's own host.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
+}
+
+// ErrorStatus maps an error's code to its HTTP status.
+func ErrorStatus(err error) int {
+	switch rlslab.ErrorCode(err) {
+	case rlslab.EINVALID:
+		return http.StatusBadRequest
+	case rlslab.ENOTFOUND:
+		return http.StatusNotFound
+	case rlslab.ECONFLICT:
+		return http.StatusConflict
+	case rlslab.EFORBIDDEN:
+		return http.StatusForbidden
+	case rlslab.EUNAVAILABLE:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// fail writes err as JSON or as a page, as the client asked.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status := ErrorStatus(err)
+	msg := rlslab.ErrorMessage(err)
+	if status == http.StatusInternalServerError {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	if wantsJSON(r) || r.Header.Get("HX-Request") != "" || r.Method != http.MethodGet {
+		writeJSON(w, status, map[string]string{"error": msg, "code": rlslab.ErrorCode(err)})
+		return
+	}
+	s.render(w, r, status, views.ErrorPage(status, http.StatusText(status), msg))
+}
+
+// wantsJSON reports whether the client prefers JSON.
+func wantsJSON(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "application/json") ||
+		strings.HasPrefix(r.Header.Get("Content-Type"), "application/json")
+}
+
+// writeJSON writes v as JSON with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		http.Error(w, `{"error":"encoding failed"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// render writes a templ component as HTML with status.
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
+	var buf bytes.Buffer
+	if err := c.Render(r.Context(), &buf); err != nil {
+		s.log.Error("render", "path", r.URL.Path, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// Frames renders lab states into websocket frames; it is the
+// sessions.FrameRenderer the command wires into the lab manager.
+type Frames struct{ log *slog.Logger }
+
+// NewFrames returns the frame renderer.
+func NewFrames(log *slog.Logger) *Frames {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Frames{log: log}
+}
+
+// Frame renders the live view of st as an HTML fragment swapped in by id.
+func (f *Frames) Frame(st scenarios.State) []byte {
+	var buf bytes.Buffer
+	if err := views.LiveView(views.NewLive(st, sessions.Tenants())).Render(context.Background(), &buf); err != nil {
+		f.log.Error("render frame", "lab", st.Lab, "err", err)
+		return nil
+	}
+	return buf.Bytes()
+}

@@ -1,0 +1,256 @@
+// Package views holds rlslab's templ components and the view models they
+// render.
+package views
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/rlslab/rlslab/scenarios"
+)
+
+// Live is the view model of the live view: a lab's state prepared for
+// display.
+type Live struct {
+	scenarios.State
+	// TenantNames maps a tenant setting value to the tenant's name.
+	TenantNames map[string]string
+}
+
+// NewLive prepares st for display.
+func NewLive(st scenarios.State, tenants []scenarios.Tenant) Live {
+	names := map[string]string{}
+	for _, t := range tenants {
+		names[t.Setting()] = t.Name
+	}
+	return Live{State: st, TenantNames: names}
+}
+
+// TenantLabel names a tenant setting value: the tenant's name, '' or NULL.
+func (v Live) TenantLabel(t *string) string {
+	switch {
+	case t == nil:
+		return "NULL"
+	case *t == "":
+		return "'' (empty)"
+	}
+	if n, ok := v.TenantNames[*t]; ok {
+		return n + " (" + *t + ")"
+	}
+	return "'" + *t + "'"
+}
+
+// TenantClass is the CSS class that colours a tenant setting value.
+func TenantClass(t *string) string {
+	switch {
+	case t == nil:
+		return "tenant-null"
+	case *t == "":
+		return "tenant-empty"
+	}
+	if n, err := strconv.Atoi(*t); err == nil && n >= 1 && n <= 6 {
+		return "tenant-" + *t
+	}
+	return "tenant-other"
+}
+
+// RowClass is the CSS class of a request log row.
+func RowClass(r scenarios.RequestRow) string {
+	switch {
+	case r.Leak:
+		return "leak"
+	case r.Error != "":
+		return "failed"
+	case r.Phase == "queried" || r.Phase == "released":
+		if r.Rows == 0 {
+			return "closed"
+		}
+		return "ok"
+	}
+	return "pending"
+}
+
+// Verdict is the short word shown in a request row's last column.
+func Verdict(r scenarios.RequestRow) string {
+	switch {
+	case r.Leak:
+		return "LEAK"
+	case r.Error != "":
+		if r.SQLState != "" {
+			return "ERROR " + r.SQLState
+		}
+		return "ERROR"
+	case r.FinishedAt == 0:
+		return r.Phase
+	case r.Rows == 0:
+		return "0 rows, fails closed"
+	}
+	return "own rows"
+}
+
+// Itoa formats an integer.
+func Itoa[T ~int | ~int32 | ~int64 | ~uint32](n T) string { return strconv.FormatInt(int64(n), 10) }
+
+// PIDText shows a backend PID, or a dash before it is known.
+func PIDText(pid uint32) string {
+	if pid == 0 {
+		return "–"
+	}
+	return strconv.FormatUint(uint64(pid), 10)
+}
+
+// chartW and chartH are the SVG viewBox of every chart.
+const (
+	chartW = 600.0
+	chartH = 160.0
+)
+
+// Polyline is one line of an SVG chart, in viewBox coordinates.
+type Polyline struct {
+	Name   string
+	Class  string
+	Points string
+	Last   string
+}
+
+// SVGChart is a chart ready to draw.
+type SVGChart struct {
+	Title  string
+	YMax   string
+	XMax   string
+	XUnit  string
+	YUnit  string
+	Lines  []Polyline
+	Width  float64
+	Height float64
+}
+
+// ConnChart draws the total/idle/acquired time series.
+func (v Live) ConnChart() SVGChart {
+	lines := []scenarios.Line{{Name: "total"}, {Name: "idle"}, {Name: "acquired"}}
+	for _, s := range v.Series {
+		x := float64(s.Millis) / 1000
+		lines[0].Points = append(lines[0].Points, scenarios.Point{X: x, Y: float64(s.Total)})
+		lines[1].Points = append(lines[1].Points, scenarios.Point{X: x, Y: float64(s.Idle)})
+		lines[2].Points = append(lines[2].Points, scenarios.Point{X: x, Y: float64(s.Acquired)})
+	}
+	c := scenarios.Chart{Title: "Pool connections over time", XUnit: "s", YUnit: "connections", Lines: lines}
+	return drawChart(c, float64(max(v.Pool.Max, 1)))
+}
+
+// Charts draws the scenario's own charts.
+func (v Live) Charts() []SVGChart {
+	out := make([]SVGChart, 0, len(v.State.Charts))
+	for _, c := range v.State.Charts {
+		out = append(out, drawChart(c, 0))
+	}
+	return out
+}
+
+// drawChart scales c's lines into the viewBox; yMin is the least top of the
+// y axis.
+func drawChart(c scenarios.Chart, yTop float64) SVGChart {
+	xMin, xMax, yMax := 0.0, 0.0, yTop
+	first := true
+	for _, l := range c.Lines {
+		for _, p := range l.Points {
+			if first {
+				xMin, xMax, first = p.X, p.X, false
+			}
+			xMin, xMax, yMax = min(xMin, p.X), max(xMax, p.X), max(yMax, p.Y)
+		}
+	}
+	if xMax == xMin {
+		xMax = xMin + 1
+	}
+	if yMax == 0 {
+		yMax = 1
+	}
+	out := SVGChart{Title: c.Title, XUnit: c.XUnit, YUnit: c.YUnit, Width: chartW, Height: chartH,
+		YMax: trimFloat(yMax), XMax: trimFloat(xMax)}
+	for i, l := range c.Lines {
+		var b strings.Builder
+		for j, p := range l.Points {
+			if j > 0 {
+				b.WriteByte(' ')
+			}
+			x := (p.X - xMin) / (xMax - xMin) * chartW
+			y := chartH - p.Y/yMax*(chartH-8)
+			fmt.Fprintf(&b, "%.1f,%.1f", x, y)
+		}
+		last := ""
+		if n := len(l.Points); n > 0 {
+			last = trimFloat(l.Points[n-1].Y)
+		}
+		out.Lines = append(out.Lines, Polyline{Name: l.Name, Class: "line-" + strconv.Itoa(i%6), Points: b.String(), Last: last})
+	}
+	return out
+}
+
+// trimFloat formats f with at most two decimals.
+func trimFloat(f float64) string { return strconv.FormatFloat(math.Round(f*100)/100, 'f', -1, 64) }
+
+// PairLine is one client↔server link of the PgBouncer view.
+type PairLine struct{ Y1, Y2 float64 }
+
+// PairingView is the PgBouncer view ready to draw: both columns and the
+// lines between linked connections.
+type PairingView struct {
+	*scenarios.Pairing
+	Height float64
+	Lines  []PairLine
+}
+
+// pairRow is the height of one connection in the PgBouncer view.
+const pairRow = 34.0
+
+// PairingDrawing lays out the PgBouncer view, or returns nil.
+func (v Live) PairingDrawing() *PairingView {
+	p := v.Pairing
+	if p == nil {
+		return nil
+	}
+	clients := append([]scenarios.PeerConn(nil), p.Clients...)
+	sort.SliceStable(clients, func(i, j int) bool { return clients[i].Label < clients[j].Label })
+	p2 := *p
+	p2.Clients = clients
+	pos := map[string]float64{}
+	for i, s := range p.Servers {
+		pos[s.Ptr] = float64(i)*pairRow + pairRow/2
+	}
+	out := &PairingView{Pairing: &p2, Height: float64(max(len(clients), len(p.Servers), 1)) * pairRow}
+	for i, c := range clients {
+		if y2, ok := pos[c.Link]; ok && c.Link != "" {
+			out.Lines = append(out.Lines, PairLine{Y1: float64(i)*pairRow + pairRow/2, Y2: y2})
+		}
+	}
+	return out
+}
+
+// F formats a float for an SVG attribute.
+func F(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
+
+// Option is one choice of a select element.
+type Option struct {
+	Value, Label string
+	Selected     bool
+}
+
+// SpeedOptions are the speeds offered in the controls.
+func SpeedOptions(current string) []Option {
+	out := []Option{}
+	for _, s := range []string{"0.25", "0.5", "1", "2", "4", "max", "step"} {
+		label := s + "×"
+		switch s {
+		case "max":
+			label = "full speed"
+		case "step":
+			label = "single step"
+		}
+		out = append(out, Option{Value: s, Label: label, Selected: s == current})
+	}
+	return out
+}

@@ -1,0 +1,89 @@
+package web
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Websocket limits.
+const (
+	wsWriteWait  = 10 * time.Second    // time allowed to write one frame
+	wsPongWait   = 60 * time.Second    // time allowed between pongs
+	wsPingPeriod = wsPongWait * 9 / 10 // how often we ping
+	wsReadLimit  = 4096                // largest message a browser may send
+)
+
+// wsMessage is the only kind of message a browser may send: htmx's
+// websocket extension sends a JSON object with its HEADERS; we accept any
+// JSON object and ignore it.
+type wsMessage map[string]any
+
+// handleWS streams a lab's frames to one browser. The first frame is the
+// full current state. One goroutine reads (and only checks what the browser
+// sends), one writes; a slow browser skips frames through its mailbox.
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	lab, err := s.labs.Get(r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	up := websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10} // nil CheckOrigin: same origin only
+	conn, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader already answered (403 for a foreign origin)
+	}
+	watcher := lab.Watch()
+	defer watcher.Close()
+	conn.SetReadLimit(wsReadLimit)
+
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		_ = conn.SetReadDeadline(time.Now().Add(wsPongWait))
+		conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(wsPongWait)) })
+		for {
+			kind, data, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			var m wsMessage
+			if kind != websocket.TextMessage || json.Unmarshal(data, &m) != nil {
+				msg := websocket.FormatCloseMessage(websocket.CloseUnsupportedData, "malformed message: want a JSON object")
+				_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
+				return
+			}
+			lab.Touch()
+		}
+	}()
+
+	ping := time.NewTicker(wsPingPeriod)
+	defer ping.Stop()
+	defer func() {
+		conn.Close()
+		<-readDone
+	}()
+	for {
+		select {
+		case frame := <-watcher.Frames():
+			_ = conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
+			if err := conn.WriteMessage(websocket.TextMessage, frame); err != nil {
+				return
+			}
+		case <-ping.C:
+			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteWait)); err != nil {
+				return
+			}
+		case <-watcher.Done():
+			msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "lab closed")
+			_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
+			return
+		case <-readDone:
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
