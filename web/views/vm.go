@@ -29,7 +29,7 @@ func NewLive(st scenarios.State, tenants []scenarios.Tenant) Live {
 	return Live{State: st, TenantNames: names}
 }
 
-// TenantLabel names a tenant setting value: the tenant's name, '' or NULL.
+// TenantLabel names a tenant setting value: the tenant's name, ” or NULL.
 func (v Live) TenantLabel(t *string) string {
 	switch {
 	case t == nil:
