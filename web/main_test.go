@@ -1,0 +1,68 @@
+package web_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"testing"
+	"time"
+
+	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
+	"github.com/rlslab/rlslab/lessons"
+	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/sessionstest"
+	"github.com/rlslab/rlslab/static"
+	"github.com/rlslab/rlslab/web"
+)
+
+func TestMain(m *testing.M) { pgenvtest.Main(m) }
+
+// testServer is a running rlslab web server on a free port.
+type testServer struct {
+	URL  string
+	Labs *sessions.Manager
+}
+
+// mustStartServer serves rlslab on 127.0.0.1:0 with a real lab manager and
+// the real lessons; it stops when the test ends.
+func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
+	tb.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if cfg.Catalog == nil {
+		cfg.Catalog = scenarios.DefaultCatalog()
+	}
+	cfg.Renderer = web.NewFrames(log)
+	cfg.Logger = log
+	labs := sessionstest.MustOpenManager(tb, cfg)
+	ls, err := lessons.Load(lessons.Content(), cfg.Catalog)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: web.NewServer(labs, ls, static.FS(), log), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return &testServer{URL: "http://" + ln.Addr().String(), Labs: labs}
+}
+
+// newBrowserClient returns an HTTP client with its own cookie jar (one
+// "browser") that does not follow redirects.
+func newBrowserClient(tb testing.TB) *http.Client {
+	tb.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &http.Client{Jar: jar, Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
