@@ -25,9 +25,9 @@ const (
 // the live view and on request rows that ran on it.
 const privPool = "admin"
 
-// cleanupTimeout bounds the statements that undo a scenario's schema
+// undoTimeout bounds the statements that undo a scenario's schema
 // changes, which run even when the run was cancelled.
-const cleanupTimeout = 15 * time.Second
+const undoTimeout = 15 * time.Second
 
 // RLSBypass returns the rls-bypass scenario: the same tenant-scoped query run
 // as the table owner (with and without FORCE ROW LEVEL SECURITY), as a

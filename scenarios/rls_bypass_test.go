@@ -12,8 +12,8 @@ import (
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
-// catalogWith returns a catalog holding set-leak and the given scenarios.
-func catalogWith(t *testing.T, list ...*scenarios.Scenario) *scenarios.Catalog {
+// withCatalog6 returns a catalog holding set-leak and the given scenarios.
+func withCatalog6(t *testing.T, list ...*scenarios.Scenario) *scenarios.Catalog {
 	t.Helper()
 	cat, err := scenarios.NewCatalog(append([]*scenarios.Scenario{scenarios.SetLeak()}, list...)...)
 	if err != nil {
@@ -23,7 +23,7 @@ func catalogWith(t *testing.T, list ...*scenarios.Scenario) *scenarios.Catalog {
 }
 
 // onlyRequest returns the request of the run with the given pool and tenant.
-func rowFor(t *testing.T, st scenarios.State, pool, tenant string) scenarios.RequestRow {
+func bypassRow(t *testing.T, st scenarios.State, pool, tenant string) scenarios.RequestRow {
 	t.Helper()
 	for _, r := range st.Requests {
 		if r.Pool == pool && r.Tenant != nil && *r.Tenant == tenant {
@@ -127,7 +127,7 @@ func cancelMidRun(t *testing.T, m *sessions.Manager, lab *sessions.Lab, scenario
 
 func TestRLSBypassVariants(t *testing.T) {
 	t.Parallel()
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: catalogWith(t, scenarios.RLSBypass())})
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: withCatalog6(t, scenarios.RLSBypass())})
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	sb := lab.Sandbox
 	cases := []struct {
@@ -147,7 +147,7 @@ func TestRLSBypassVariants(t *testing.T) {
 		if st.Status != scenarios.StatusDone {
 			t.Fatalf("%s: status %q (%s)", c.variant, st.Status, st.Error)
 		}
-		r := rowFor(t, st, "admin", "1")
+		r := bypassRow(t, st, "admin", "1")
 		if r.Rows != c.rows || r.ForeignRows != c.foreign || r.Error != "" || r.SeenTenant == nil || *r.SeenTenant != "1" {
 			t.Errorf("%s: want %d rows (%d foreign) under setting '1', got %+v", c.variant, c.rows, c.foreign, r)
 		}
@@ -157,7 +157,7 @@ func TestRLSBypassVariants(t *testing.T) {
 		if c.role == "" && (r.Role == sb.OwnerRole || r.Role == sb.AppRole || r.Role == "") {
 			t.Errorf("%s: ran as %q, want the superuser", c.variant, r.Role)
 		}
-		if r.Leak != (c.foreign > 0) || st.Leaks() != boolInt(c.foreign > 0) {
+		if r.Leak != (c.foreign > 0) || st.Leaks() != bypassCount(c.foreign > 0) {
 			t.Errorf("%s: leak %v, leaks %d", c.variant, r.Leak, st.Leaks())
 		}
 		if r.PID == 0 || len(st.Notes) == 0 {
@@ -170,27 +170,27 @@ func TestRLSBypassVariants(t *testing.T) {
 	}
 
 	st := sessionstest.MustRun(t, lab, "rls-bypass", "app-role", nil)
-	a := rowFor(t, st, "app", "1")
+	a := bypassRow(t, st, "app", "1")
 	if a.Rows != 3 || a.Leak || a.Role != sb.AppRole || a.Error != "" {
 		t.Errorf("app-role: want Acme's 3 rows as %s, got %+v", sb.AppRole, a)
 	}
-	if g := rowFor(t, st, "app", "2"); g.Rows != 0 || g.Leak || g.SeenTenant == nil || *g.SeenTenant != "" {
+	if g := bypassRow(t, st, "app", "2"); g.Rows != 0 || g.Leak || g.SeenTenant == nil || *g.SeenTenant != "" {
 		t.Errorf("app-role: the unscoped request after it: %+v", g)
 	}
 
 	st = sessionstest.MustRun(t, lab, "rls-bypass", "row-security-off", nil)
-	r := rowFor(t, st, "app", "1")
+	r := bypassRow(t, st, "app", "1")
 	if r.SQLState != "42501" || !strings.Contains(r.Error, `query would be affected by row-level security policy for table "invoices"`) || r.Rows != 0 {
 		t.Errorf("row-security-off: want 42501, got %+v", r)
 	}
 
 	t.Logf("row-security-off: %v", st.Notes)
 	st = sessionstest.MustRun(t, lab, "rls-bypass", "insert-foreign", nil)
-	r = rowFor(t, st, "app", "1")
+	r = bypassRow(t, st, "app", "1")
 	if r.SQLState != "42501" || !strings.Contains(r.Error, `new row violates row-level security policy for table "invoices"`) || r.PID == 0 {
 		t.Errorf("insert-foreign: want 42501, got %+v", r)
 	}
-	if g := rowFor(t, st, "app", "2"); g.Rows != 3 || g.Leak {
+	if g := bypassRow(t, st, "app", "2"); g.Rows != 3 || g.Leak {
 		t.Errorf("insert-foreign: Globex afterwards: %+v", g)
 	}
 
@@ -207,7 +207,7 @@ func TestRLSBypassVariants(t *testing.T) {
 
 func TestRLSBypassCancelledLeavesNothing(t *testing.T) {
 	t.Parallel()
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: catalogWith(t, scenarios.RLSBypass())})
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: withCatalog6(t, scenarios.RLSBypass())})
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	// bypassrls: frame 1 (connection), 2 (CREATE ROLE), 3 (GRANT) ...: at
 	// 2.2 s the role exists in the open transaction. owner: at 1.3 s the
@@ -216,7 +216,7 @@ func TestRLSBypassCancelledLeavesNothing(t *testing.T) {
 	cancelMidRun(t, m, lab, "rls-bypass", "owner", 1300*time.Millisecond)
 }
 
-func boolInt(b bool) int {
+func bypassCount(b bool) int {
 	if b {
 		return 1
 	}

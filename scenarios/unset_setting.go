@@ -121,7 +121,7 @@ func unsetSwapPolicy(ctx context.Context, env *Env, using string) (restore func(
 		return nil, err
 	}
 	return func() error {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 		defer cancel()
 		if err := unsetAlterPolicy(rctx, env, labPolicyUsing); err != nil {
 			env.Logger().Error("restore tenant_isolation policy", "err", err)

@@ -9,31 +9,31 @@ import (
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
-// want is what one request of an unset-setting run must show.
-type want struct {
+// unsetWant is what one request of an unset-setting run must show.
+type unsetWant struct {
 	tenant, pattern string
 	setting         *string // the value the backend held (nil: NULL)
 	rows, foreign   int
 	sqlstate        string
 }
 
-func strp(s string) *string { return &s }
+func unsetStr(s string) *string { return &s }
 
 func TestUnsetSettingVariants(t *testing.T) {
 	t.Parallel()
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: catalogWith(t, scenarios.UnsetSetting())})
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: withCatalog6(t, scenarios.UnsetSetting())})
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	empty := strp("")
+	empty := unsetStr("")
 	cases := []struct {
 		variant string
-		reqs    []want
+		reqs    []unsetWant
 	}{
-		{"fresh", []want{{"2", "forgot", nil, 0, 0, ""}}},
-		{"after-reset", []want{{"1", "tx-local", strp("1"), 3, 0, ""}, {"2", "forgot", empty, 0, 0, ""}, {"3", "session-set", strp("3"), 3, 0, ""}, {"2", "forgot", empty, 0, 0, ""}}},
-		{"no-missing-ok", []want{{"2", "forgot", nil, 0, 0, "42704"}, {"1", "tx-local", strp("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, ""}}},
-		{"naive-cast", []want{{"2", "forgot", nil, 0, 0, ""}, {"1", "tx-local", strp("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, "22P02"}}},
-		{"fail-open", []want{{"2", "forgot", nil, 9, 6, ""}, {"1", "tx-local", strp("1"), 3, 0, ""}, {"3", "forgot", empty, 9, 6, ""}}},
-		{"nullif", []want{{"2", "forgot", nil, 0, 0, ""}, {"1", "tx-local", strp("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, ""}}},
+		{"fresh", []unsetWant{{"2", "forgot", nil, 0, 0, ""}}},
+		{"after-reset", []unsetWant{{"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"2", "forgot", empty, 0, 0, ""}, {"3", "session-set", unsetStr("3"), 3, 0, ""}, {"2", "forgot", empty, 0, 0, ""}}},
+		{"no-missing-ok", []unsetWant{{"2", "forgot", nil, 0, 0, "42704"}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, ""}}},
+		{"naive-cast", []unsetWant{{"2", "forgot", nil, 0, 0, ""}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, "22P02"}}},
+		{"fail-open", []unsetWant{{"2", "forgot", nil, 9, 6, ""}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 9, 6, ""}}},
+		{"nullif", []unsetWant{{"2", "forgot", nil, 0, 0, ""}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, ""}}},
 	}
 	for round := 0; round < 2; round++ {
 		for _, c := range cases {
@@ -42,22 +42,22 @@ func TestUnsetSettingVariants(t *testing.T) {
 				t.Fatalf("%s: status %q (%s)", c.variant, st.Status, st.Error)
 			}
 			if len(st.Requests) != len(c.reqs) {
-				t.Fatalf("%s: %d requests, want %d: %+v", c.variant, len(st.Requests), len(c.reqs), st.Requests)
+				t.Fatalf("%s: %d requests, unsetWant %d: %+v", c.variant, len(st.Requests), len(c.reqs), st.Requests)
 			}
 			var pid uint32
 			for i, w := range c.reqs {
 				r := st.Requests[i]
 				if *r.Tenant != w.tenant || r.Pattern != w.pattern || r.Rows != w.rows || r.ForeignRows != w.foreign || r.SQLState != w.sqlstate || r.Leak != (w.foreign > 0) {
-					t.Errorf("%s request %d: want %+v, got %+v", c.variant, i+1, w, r)
+					t.Errorf("%s request %d: unsetWant %+v, got %+v", c.variant, i+1, w, r)
 				}
 				if (w.setting == nil) != (r.SeenTenant == nil) || (w.setting != nil && *w.setting != *r.SeenTenant) {
-					t.Errorf("%s request %d: setting %v, want %v", c.variant, i+1, r.SeenTenant, w.setting)
+					t.Errorf("%s request %d: setting %v, unsetWant %v", c.variant, i+1, r.SeenTenant, w.setting)
 				}
 				if r.PID == 0 || r.Why == "" {
 					t.Errorf("%s request %d: pid %d why %q", c.variant, i+1, r.PID, r.Why)
 				}
 				if i > 0 && c.variant != "fresh" && r.PID != pid {
-					t.Errorf("%s request %d: backend %d, want the pool's one backend %d", c.variant, i+1, r.PID, pid)
+					t.Errorf("%s request %d: backend %d, unsetWant the pool's one backend %d", c.variant, i+1, r.PID, pid)
 				}
 				pid = r.PID
 			}
@@ -73,7 +73,7 @@ func TestUnsetSettingVariants(t *testing.T) {
 
 func TestUnsetSettingCancelledRestoresPolicy(t *testing.T) {
 	t.Parallel()
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: catalogWith(t, scenarios.UnsetSetting())})
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: withCatalog6(t, scenarios.UnsetSetting())})
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	cancelMidRun(t, m, lab, "unset-setting", "fail-open", 2*time.Second)
 	cancelMidRun(t, m, lab, "unset-setting", "naive-cast", 500*time.Millisecond)
