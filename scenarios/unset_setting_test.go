@@ -42,22 +42,22 @@ func TestUnsetSettingVariants(t *testing.T) {
 				t.Fatalf("%s: status %q (%s)", c.variant, st.Status, st.Error)
 			}
 			if len(st.Requests) != len(c.reqs) {
-				t.Fatalf("%s: %d requests, unsetWant %d: %+v", c.variant, len(st.Requests), len(c.reqs), st.Requests)
+				t.Fatalf("%s: %d requests, want %d: %+v", c.variant, len(st.Requests), len(c.reqs), st.Requests)
 			}
 			var pid uint32
 			for i, w := range c.reqs {
 				r := st.Requests[i]
 				if *r.Tenant != w.tenant || r.Pattern != w.pattern || r.Rows != w.rows || r.ForeignRows != w.foreign || r.SQLState != w.sqlstate || r.Leak != (w.foreign > 0) {
-					t.Errorf("%s request %d: unsetWant %+v, got %+v", c.variant, i+1, w, r)
+					t.Errorf("%s request %d: want %+v, got %+v", c.variant, i+1, w, r)
 				}
 				if (w.setting == nil) != (r.SeenTenant == nil) || (w.setting != nil && *w.setting != *r.SeenTenant) {
-					t.Errorf("%s request %d: setting %v, unsetWant %v", c.variant, i+1, r.SeenTenant, w.setting)
+					t.Errorf("%s request %d: setting %v, want %v", c.variant, i+1, r.SeenTenant, w.setting)
 				}
 				if r.PID == 0 || r.Why == "" {
 					t.Errorf("%s request %d: pid %d why %q", c.variant, i+1, r.PID, r.Why)
 				}
 				if i > 0 && c.variant != "fresh" && r.PID != pid {
-					t.Errorf("%s request %d: backend %d, unsetWant the pool's one backend %d", c.variant, i+1, r.PID, pid)
+					t.Errorf("%s request %d: backend %d, want the pool's one backend %d", c.variant, i+1, r.PID, pid)
 				}
 				pid = r.PID
 			}
