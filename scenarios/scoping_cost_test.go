@@ -1,0 +1,97 @@
+package scenarios_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/sessionstest"
+)
+
+func TestScopingCostMeasuresEveryPattern(t *testing.T) {
+	t.Parallel()
+	m := crowdManager(t)
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	for _, n := range []int{300, 100} {
+		st := sessionstest.MustRun(t, lab, "scoping-cost", "measure", map[string]string{"iterations": itoa(n)})
+		if st.Status != scenarios.StatusDone {
+			t.Fatalf("%d iterations: status %q (%s)", n, st.Status, st.Error)
+		}
+		for _, p := range scenarios.ScopingPatterns {
+			tm, ok := st.Timings[p]
+			if !ok || tm.N != n || tm.MedianUS <= 0 || tm.P99US < tm.MedianUS {
+				t.Errorf("%d iterations: timing of %s: %+v (present %v)", n, p, tm, ok)
+			}
+		}
+		for _, p := range []string{scenarios.CostFourTrips, scenarios.CostBatch} {
+			if r, ok := st.Ratios[p]; !ok || r <= 0 {
+				t.Errorf("%d iterations: ratio of %s: %v (present %v)", n, p, r, ok)
+			}
+		}
+		if len(st.Requests) != 3 {
+			t.Fatalf("%d iterations: want one sample request per pattern, got %d rows", n, len(st.Requests))
+		}
+		pids := map[uint32]bool{}
+		for _, r := range st.Requests {
+			pids[r.PID] = true
+			if r.Error != "" || r.Rows != 3 || r.ForeignRows != 0 || r.SeenTenant == nil || *r.SeenTenant != *r.Tenant {
+				t.Errorf("%d iterations: sample %+v: want its own tenant's 3 rows", n, r)
+			}
+		}
+		if len(pids) != 1 || pids[0] {
+			t.Errorf("%d iterations: samples ran on backends %v, want one", n, pids)
+		}
+		if got := metric(t, st, "wrong results"); got != 0 {
+			t.Errorf("%d iterations: %v timed queries returned other rows", n, got)
+		}
+		// The session-level scope of the bare query is undone at the end.
+		if len(st.Connections) != 1 || st.Connections[0].Tenant == nil || *st.Connections[0].Tenant != "" || st.Connections[0].State != scenarios.ConnIdle {
+			t.Errorf("%d iterations: connection after the run: %+v", n, st.Connections)
+		}
+		lines := 0
+		for _, c := range st.Charts {
+			lines += len(c.Lines)
+		}
+		if lines != 5 {
+			t.Errorf("%d iterations: want 3 median lines and 2 ratio lines, got %d in %+v", n, lines, st.Charts)
+		}
+	}
+}
+
+func TestScopingCostCancelledLeavesNothingBehind(t *testing.T) {
+	t.Parallel()
+	m := crowdManager(t)
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	roles0, policies0 := labObjects(t, m, lab)
+	if err := lab.Start(sessions.RunRequest{Scenario: "scoping-cost", Variant: "measure", Speed: scenarios.Speed{Factor: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && len(lab.Tracker().Snapshot().Requests) < 2 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := lab.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tenants, invoices, backends := labCounts(t, m, lab)
+	roles, policies := labObjects(t, m, lab)
+	if tenants != 3 || invoices != 9 || backends != 0 || roles != roles0 || policies != policies0 {
+		t.Errorf("after cancel and reset: %d tenants, %d invoices, %d backends, %d roles, %d policies; want 3, 9, 0, %d, %d",
+			tenants, invoices, backends, roles, policies, roles0, policies0)
+	}
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	s := ""
+	for ; n > 0; n /= 10 {
+		s = string(rune('0'+n%10)) + s
+	}
+	return s
+}

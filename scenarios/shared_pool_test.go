@@ -1,0 +1,234 @@
+package scenarios_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/sessionstest"
+)
+
+// crowdManager opens a manager whose catalog has the scenarios of these
+// tests.
+func crowdManager(t testing.TB) *sessions.Manager {
+	t.Helper()
+	cat, err := scenarios.NewCatalog(scenarios.SetLeak(), scenarios.SharedPool(), scenarios.ScopingCost())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: cat})
+}
+
+// metric returns the number of the named metric of st.
+func metric(t *testing.T, st scenarios.State, name string) float64 {
+	t.Helper()
+	for _, m := range st.Metrics {
+		if m.Name == name {
+			return m.Number
+		}
+	}
+	t.Fatalf("no metric %q in %+v", name, st.Metrics)
+	return 0
+}
+
+// labCounts reads, in the lab's database, the tenants and invoices and the
+// app role's backends.
+func labCounts(t *testing.T, m *sessions.Manager, lab *sessions.Lab) (tenants, invoices, backends int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, release, err := lab.Sandbox.Admin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if err := conn.QueryRow(ctx, "SELECT (SELECT count(*) FROM tenants), (SELECT count(*) FROM invoices)").Scan(&tenants, &invoices); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Admin().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+		lab.Sandbox.Database, lab.Sandbox.AppRole).Scan(&backends); err != nil {
+		t.Fatal(err)
+	}
+	return tenants, invoices, backends
+}
+
+// labObjects reads the roles of the lab and the policies in its database.
+func labObjects(t *testing.T, m *sessions.Manager, lab *sessions.Lab) (roles, policies int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Admin().QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1", lab.Sandbox.Database+"%").Scan(&roles); err != nil {
+		t.Fatal(err)
+	}
+	conn, release, err := lab.Sandbox.Admin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_policies").Scan(&policies); err != nil {
+		t.Fatal(err)
+	}
+	return roles, policies
+}
+
+// checkServedOwnRows checks every request that did not fail got exactly its
+// own tenant's three invoices, under its own tenant setting.
+func checkServedOwnRows(t *testing.T, st scenarios.State) (served int) {
+	t.Helper()
+	for _, r := range st.Requests {
+		if r.Error != "" {
+			continue
+		}
+		served++
+		if r.Rows != 3 || r.ForeignRows != 0 || r.Leak || r.SeenTenant == nil || r.Tenant == nil || *r.SeenTenant != *r.Tenant || r.PID == 0 {
+			t.Errorf("request #%d: want its own tenant's 3 rows, got %+v", r.Seq, r)
+		}
+	}
+	return served
+}
+
+func TestSharedPoolConnPerUserIsRefusedOnEveryRun(t *testing.T) {
+	t.Parallel()
+	m := crowdManager(t)
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	params := map[string]string{"users": "90", "tenants": "10", "online": "30"}
+	for run := range 2 {
+		st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.VariantConnPerUser, params)
+		if st.Status != scenarios.StatusDone {
+			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
+		}
+		if len(st.Requests) != 90 {
+			t.Fatalf("run %d: want 90 request rows, got %d", run, len(st.Requests))
+		}
+		refused := 0
+		want := `too many connections for role "` + lab.Sandbox.AppRole + `"`
+		for _, r := range st.Requests {
+			if r.Error == "" {
+				continue
+			}
+			refused++
+			if r.SQLState != "53300" || !strings.Contains(r.Error, want) {
+				t.Errorf("run %d: request #%d failed with %q (SQLSTATE %q), want %s (53300)", run, r.Seq, r.Error, r.SQLState, want)
+			}
+		}
+		served := checkServedOwnRows(t, st)
+		// 3 waves of 30 users against a limit of 12: at least 18 refused per wave.
+		if refused < 3*(30-sessions.DefaultConnLimit) || served == 0 || served+refused != 90 {
+			t.Errorf("run %d: served %d, refused %d", run, served, refused)
+		}
+		if got := metric(t, st, "users refused (53300)"); int(got) != refused {
+			t.Errorf("run %d: metric says %v refused, the log %d", run, got, refused)
+		}
+		if peak := metric(t, st, "peak connections"); peak > sessions.DefaultConnLimit || peak == 0 {
+			t.Errorf("run %d: peak connections %v, limit %d", run, peak, sessions.DefaultConnLimit)
+		}
+		if st.Leaks() != 0 {
+			t.Errorf("run %d: %d leaks", run, st.Leaks())
+		}
+		tenants, invoices, backends := labCounts(t, m, lab)
+		if tenants != 3 || invoices != 9 || backends != 0 {
+			t.Errorf("run %d: after the run: %d tenants, %d invoices, %d app-role backends; want 3, 9, 0", run, tenants, invoices, backends)
+		}
+	}
+}
+
+func TestSharedPoolServesEveryUser(t *testing.T) {
+	t.Parallel()
+	m := crowdManager(t)
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	for run := range 2 {
+		st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.VariantSharedPool, nil)
+		if st.Status != scenarios.StatusDone {
+			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
+		}
+		if len(st.Requests) != 300 || st.Errors() != 0 {
+			t.Fatalf("run %d: want 300 requests and no error, got %d requests, %d errors", run, len(st.Requests), st.Errors())
+		}
+		if served := checkServedOwnRows(t, st); served != 300 {
+			t.Errorf("run %d: %d served", run, served)
+		}
+		pids := map[uint32]bool{}
+		tenants := map[string]bool{}
+		for _, r := range st.Requests {
+			pids[r.PID] = true
+			tenants[*r.Tenant] = true
+		}
+		if len(pids) > 10 || len(tenants) != 30 {
+			t.Errorf("run %d: %d backends served %d tenants; want at most 10 backends and 30 tenants", run, len(pids), len(tenants))
+		}
+		if st.Pool.Max != 10 || st.Pool.Total > 10 {
+			t.Errorf("run %d: pool counts %+v", run, st.Pool)
+		}
+		if got := metric(t, st, "users served"); got != 300 {
+			t.Errorf("run %d: users served %v", run, got)
+		}
+		if got := metric(t, st, "users refused (53300)"); got != 0 {
+			t.Errorf("run %d: users refused %v", run, got)
+		}
+		for _, name := range []string{"requests/s", "latency p50", "latency p99"} {
+			if metric(t, st, name) <= 0 {
+				t.Errorf("run %d: metric %s not positive", run, name)
+			}
+		}
+		charts := map[string]bool{}
+		for _, c := range st.Charts {
+			charts[c.Title] = true
+		}
+		for _, c := range []string{"Connections at the wave's peak", "Requests waiting for a pooled connection (peak)", "Latency of served requests", "Requests served per second"} {
+			if !charts[c] {
+				t.Errorf("run %d: no chart %q (charts: %v)", run, c, charts)
+			}
+		}
+		if tenants, invoices, _ := labCounts(t, m, lab); tenants != 3 || invoices != 9 {
+			t.Errorf("run %d: after the run: %d tenants, %d invoices; want the seed's 3 and 9", run, tenants, invoices)
+		}
+	}
+}
+
+// TestSharedPoolPoolNeverExceedsTheRoleLimit asks for a pool bigger than the
+// role's CONNECTION LIMIT.
+func TestSharedPoolPoolNeverExceedsTheRoleLimit(t *testing.T) {
+	t.Parallel()
+	m := crowdManager(t)
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.VariantSharedPool, map[string]string{"users": "60", "pool": "50", "tenants": "3"})
+	if st.Pool.Max != int32(lab.Sandbox.ConnLimit) || st.Errors() != 0 {
+		t.Errorf("pool max %d (limit %d), %d errors", st.Pool.Max, lab.Sandbox.ConnLimit, st.Errors())
+	}
+	checkServedOwnRows(t, st)
+}
+
+func TestSharedPoolCancelledLeavesNothingBehind(t *testing.T) {
+	t.Parallel()
+	m := crowdManager(t)
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	roles0, policies0 := labObjects(t, m, lab)
+	for _, variant := range []string{scenarios.VariantConnPerUser, scenarios.VariantSharedPool} {
+		err := lab.Start(sessions.RunRequest{Scenario: "shared-pool", Variant: variant, Speed: scenarios.Speed{Factor: 1}, Params: map[string]string{"tenants": "20"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Wait until the crowd is under way (the run's tenants exist).
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) && len(lab.Tracker().Snapshot().Requests) == 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(lab.Tracker().Snapshot().Requests) == 0 {
+			t.Fatalf("%s: no request started", variant)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		if err := lab.Reset(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		tenants, invoices, backends := labCounts(t, m, lab)
+		roles, policies := labObjects(t, m, lab)
+		if tenants != 3 || invoices != 9 || backends != 0 || roles != roles0 || policies != policies0 {
+			t.Errorf("%s: after cancel and reset: %d tenants, %d invoices, %d backends, %d roles, %d policies; want 3, 9, 0, %d, %d",
+				variant, tenants, invoices, backends, roles, policies, roles0, policies0)
+		}
+	}
+}
