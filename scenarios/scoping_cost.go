@@ -215,15 +215,15 @@ func runScopingCost(ctx context.Context, env *Env, variant string) (err error) {
 			from := (done - 1) / scopingChunk * scopingChunk
 			meds := map[string]time.Duration{}
 			for _, p := range ScopingPatterns {
-				meds[p] = percentile(durs[p][from:done], 50)
-				tr.AddPoint("Median per 100 iterations", "iteration", "µs", p, float64(done), us(meds[p]))
+				meds[p] = crowdPercentile(durs[p][from:done], 50)
+				tr.AddPoint("Median per 100 iterations", "iteration", "µs", p, float64(done), scopingUS(meds[p]))
 			}
 			ratios := recordScopingTimings(tr, durs)
 			for _, p := range ScopingPatterns[1:] {
 				tr.AddPoint("Median over the bare query's (all iterations so far)", "iteration", "×", p, float64(done), ratios[p])
 			}
 			if err := env.Step(ctx, fmt.Sprintf("Iterations %d–%d of %d: medians bare %.0f µs, four trips %.0f µs, batch %.0f µs. So far four trips cost %.2f× the bare query, the batch %.2f×.",
-				from+1, done, iterations, us(meds[CostBare]), us(meds[CostFourTrips]), us(meds[CostBatch]), ratios[CostFourTrips], ratios[CostBatch])); err != nil {
+				from+1, done, iterations, scopingUS(meds[CostBare]), scopingUS(meds[CostFourTrips]), scopingUS(meds[CostBatch]), ratios[CostFourTrips], ratios[CostBatch])); err != nil {
 				return err
 			}
 		}
@@ -231,15 +231,15 @@ func runScopingCost(ctx context.Context, env *Env, variant string) (err error) {
 	ratios := recordScopingTimings(tr, durs)
 	var b strings.Builder
 	for _, p := range ScopingPatterns {
-		med, p99 := percentile(durs[p], 50), percentile(durs[p], 99)
-		tr.SetMetric(p+" median", fmt.Sprintf("%.0f µs (p99 %.0f µs)", us(med), us(p99)), us(med))
+		med, p99 := crowdPercentile(durs[p], 50), crowdPercentile(durs[p], 99)
+		tr.SetMetric(p+" median", fmt.Sprintf("%.0f µs (p99 %.0f µs)", scopingUS(med), scopingUS(p99)), scopingUS(med))
 		if p != CostBare {
-			fmt.Fprintf(&b, " %s %.0f µs = %.2f× the bare query;", p, us(med), ratios[p])
+			fmt.Fprintf(&b, " %s %.0f µs = %.2f× the bare query;", p, scopingUS(med), ratios[p])
 		}
 	}
 	tr.SetMetric("wrong results", fmt.Sprint(wrong), float64(wrong))
 	tr.Note(fmt.Sprintf("Medians over %d interleaved iterations of each pattern on backend %d: bare %.0f µs;%s",
-		iterations, pid, us(percentile(durs[CostBare], 50)), strings.TrimSuffix(b.String(), ";")+"."))
+		iterations, pid, scopingUS(crowdPercentile(durs[CostBare], 50)), strings.TrimSuffix(b.String(), ";")+"."))
 	if wrong == 0 {
 		tr.Note(fmt.Sprintf("All %d timed queries returned exactly their tenant's 3 invoices.", iterations*len(ScopingPatterns)))
 	} else {
@@ -282,11 +282,11 @@ func sampleScoped(ctx context.Context, r *Request, pattern string) error {
 // scoped patterns' medians over the bare query's, and returns the ratios.
 func recordScopingTimings(tr *Tracker, durs map[string][]time.Duration) map[string]float64 {
 	ratios := map[string]float64{}
-	bare := percentile(durs[CostBare], 50)
+	bare := crowdPercentile(durs[CostBare], 50)
 	for _, p := range ScopingPatterns {
 		ds := durs[p]
-		med := percentile(ds, 50)
-		tr.SetTiming(p, Timing{MedianUS: us(med), P99US: us(percentile(ds, 99)), N: len(ds)})
+		med := crowdPercentile(ds, 50)
+		tr.SetTiming(p, Timing{MedianUS: scopingUS(med), P99US: scopingUS(crowdPercentile(ds, 99)), N: len(ds)})
 		if p != CostBare && bare > 0 {
 			ratios[p] = float64(med) / float64(bare)
 			tr.SetRatio(p, ratios[p])
@@ -295,4 +295,4 @@ func recordScopingTimings(tr *Tracker, durs map[string][]time.Duration) map[stri
 	return ratios
 }
 
-func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+func scopingUS(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -15,7 +15,7 @@ func TestScopingCostMeasuresEveryPattern(t *testing.T) {
 	m := crowdManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, n := range []int{300, 100} {
-		st := sessionstest.MustRun(t, lab, "scoping-cost", "measure", map[string]string{"iterations": itoa(n)})
+		st := sessionstest.MustRun(t, lab, "scoping-cost", "measure", map[string]string{"iterations": scopingItoa(n)})
 		if st.Status != scenarios.StatusDone {
 			t.Fatalf("%d iterations: status %q (%s)", n, st.Status, st.Error)
 		}
@@ -43,7 +43,7 @@ func TestScopingCostMeasuresEveryPattern(t *testing.T) {
 		if len(pids) != 1 || pids[0] {
 			t.Errorf("%d iterations: samples ran on backends %v, want one", n, pids)
 		}
-		if got := metric(t, st, "wrong results"); got != 0 {
+		if got := crowdMetric(t, st, "wrong results"); got != 0 {
 			t.Errorf("%d iterations: %v timed queries returned other rows", n, got)
 		}
 		// The session-level scope of the bare query is undone at the end.
@@ -64,7 +64,7 @@ func TestScopingCostCancelledLeavesNothingBehind(t *testing.T) {
 	t.Parallel()
 	m := crowdManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	roles0, policies0 := labObjects(t, m, lab)
+	roles0, policies0 := crowdLabObjects(t, m, lab)
 	if err := lab.Start(sessions.RunRequest{Scenario: "scoping-cost", Variant: "measure", Speed: scenarios.Speed{Factor: 1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -77,15 +77,15 @@ func TestScopingCostCancelledLeavesNothingBehind(t *testing.T) {
 	if err := lab.Reset(ctx); err != nil {
 		t.Fatal(err)
 	}
-	tenants, invoices, backends := labCounts(t, m, lab)
-	roles, policies := labObjects(t, m, lab)
+	tenants, invoices, backends := crowdLabCounts(t, m, lab)
+	roles, policies := crowdLabObjects(t, m, lab)
 	if tenants != 3 || invoices != 9 || backends != 0 || roles != roles0 || policies != policies0 {
 		t.Errorf("after cancel and reset: %d tenants, %d invoices, %d backends, %d roles, %d policies; want 3, 9, 0, %d, %d",
 			tenants, invoices, backends, roles, policies, roles0, policies0)
 	}
 }
 
-func itoa(n int) string {
+func scopingItoa(n int) string {
 	if n == 0 {
 		return "0"
 	}

@@ -24,9 +24,9 @@ const (
 	VariantSharedPool  = "shared-pool"
 )
 
-// ownConnPool names the per-user connections in the live view (they belong
+// crowdOwnConnPool names the per-user connections in the live view (they belong
 // to no pool).
-const ownConnPool = "own connection"
+const crowdOwnConnPool = "own connection"
 
 // Bounds of one crowd request: connect, acquire and query each give up
 // after these.
@@ -254,10 +254,10 @@ func crowdTenants(ctx context.Context, env *Env, count int) ([]Tenant, func() er
 	return out, cleanup, nil
 }
 
-// loneRequest adds a request row that belongs to no pool (a user's own
+// crowdLoneRequest adds a request row that belongs to no pool (a user's own
 // connection) and returns it; Observe and Fail work on it as on a pooled
 // request.
-func loneRequest(env *Env, t Tenant, pattern, pool string) *Request {
+func crowdLoneRequest(env *Env, t Tenant, pattern, pool string) *Request {
 	tenant := t.Setting()
 	r := &Request{Tenant: t, Pattern: pattern, env: env}
 	r.Seq = env.tracker.addRequest(RequestRow{Tenant: &tenant, Pattern: pattern, Pool: pool, Phase: "connecting"})
@@ -307,7 +307,7 @@ func (c *connPerUser) run(ctx context.Context, wave int, crowd []Tenant, stats *
 		dialed.Add(1)
 		go func() {
 			defer dialed.Done()
-			r := loneRequest(c.env, t, PatternSessionSet, ownConnPool)
+			r := crowdLoneRequest(c.env, t, PatternSessionSet, crowdOwnConnPool)
 			select {
 			case c.dial <- struct{}{}:
 			case <-ctx.Done():
@@ -364,7 +364,7 @@ func (c *connPerUser) run(ctx context.Context, wave int, crowd []Tenant, stats *
 				stats.fail(err)
 				return
 			}
-			rows, foreign, err := observeCounted(rctx, h.r, h.conn)
+			rows, foreign, err := crowdObserveCounted(rctx, h.r, h.conn)
 			if err != nil {
 				h.r.Fail(err)
 				stats.fail(err)
@@ -394,7 +394,7 @@ func (c *connPerUser) show(ctx context.Context, r *Request, conn *pgx.Conn) {
 	}
 	c.env.tracker.updateRequest(r.Seq, func(row *RequestRow) { row.Phase = "connected"; row.PID = id.PID })
 	c.env.refresh(func(s *State) {
-		s.Connections = append(s.Connections, Connection{Pool: ownConnPool, Slot: r.Seq, PID: id.PID, State: ConnAcquired,
+		s.Connections = append(s.Connections, Connection{Pool: crowdOwnConnPool, Slot: r.Seq, PID: id.PID, State: ConnAcquired,
 			Tenant: id.Tenant, Role: id.Role, Request: r.Seq})
 	})
 }
@@ -411,7 +411,7 @@ func (c *connPerUser) close(r *Request, conn *pgx.Conn) {
 		}
 	})
 	c.env.refresh(func(s *State) {
-		if i := findConn(s, ownConnPool, r.Seq); i >= 0 {
+		if i := findConn(s, crowdOwnConnPool, r.Seq); i >= 0 {
 			s.Connections = append(s.Connections[:i], s.Connections[i+1:]...)
 		}
 	})
@@ -429,12 +429,12 @@ func (c *connPerUser) chartPeak(wave, open, refused int) {
 }
 
 func (c *connPerUser) memory() (int64, int, bool) {
-	return backendPSS(c.pids, c.env.Sandbox.AppRole, c.env.Sandbox.Database)
+	return crowdBackendPSS(c.pids, c.env.Sandbox.AppRole, c.env.Sandbox.Database)
 }
 
 func (c *connPerUser) verdict(s *crowdStats) string {
 	return fmt.Sprintf("Done: %d users served, %d refused with %s. At most %d connections were open at once: the role's CONNECTION LIMIT is %d.",
-		s.served, s.refused, orNone(s.firstRefuse), c.peak.Load(), c.env.Sandbox.ConnLimit)
+		s.served, s.refused, crowdOrNone(s.firstRefuse), c.peak.Load(), c.env.Sandbox.ConnLimit)
 }
 
 // sharedCrowd is the shared-pool variant.
@@ -504,7 +504,7 @@ sample:
 	tr.AddPoint("Connections at the wave's peak", "wave", "connections", "open", float64(wave), float64(c.pool.Stat().TotalConns()))
 	tr.AddPoint("Connections at the wave's peak", "wave", "connections", "CONNECTION LIMIT", float64(wave), float64(c.env.Sandbox.ConnLimit))
 	tr.AddPoint("Requests waiting for a pooled connection (peak)", "wave", "requests", "waiting", float64(wave), float64(peakWait))
-	if prev := metricNumber(c.env, "peak waiting"); float64(peakWait) > prev || wave == 1 {
+	if prev := crowdMetricNumber(c.env, "peak waiting"); float64(peakWait) > prev || wave == 1 {
 		tr.SetMetric("peak waiting", strconv.Itoa(int(peakWait)), float64(peakWait))
 	}
 	if kb, n, ok := c.memory(); ok {
@@ -539,7 +539,7 @@ func (c *sharedCrowd) request(ctx context.Context, t Tenant, stats *crowdStats) 
 		if _, err := tx.Exec(rctx, setLocalSQL, t.Setting()); err != nil {
 			return err
 		}
-		rows, foreign, err = observeCounted(rctx, r, tx)
+		rows, foreign, err = crowdObserveCounted(rctx, r, tx)
 		return err
 	})
 	if err != nil {
@@ -558,7 +558,7 @@ func (c *sharedCrowd) memory() (int64, int, bool) {
 			pids = append(pids, cn.PID)
 		}
 	}
-	return backendPSS(pids, c.env.Sandbox.AppRole, c.env.Sandbox.Database)
+	return crowdBackendPSS(pids, c.env.Sandbox.AppRole, c.env.Sandbox.Database)
 }
 
 func (c *sharedCrowd) verdict(s *crowdStats) string {
@@ -567,9 +567,9 @@ func (c *sharedCrowd) verdict(s *crowdStats) string {
 		s.served, st.TotalConns(), st.NewConnsCount(), s.refused, s.failed, s.leaks)
 }
 
-// observeCounted runs ObserveQuery for r on q and returns the rows it got
+// crowdObserveCounted runs ObserveQuery for r on q and returns the rows it got
 // and how many of them belong to another tenant.
-func observeCounted(ctx context.Context, r *Request, q Querier) (rows, foreign int, err error) {
+func crowdObserveCounted(ctx context.Context, r *Request, q Querier) (rows, foreign int, err error) {
 	if err := r.Observe(ctx, q); err != nil {
 		return 0, 0, err
 	}
@@ -593,11 +593,11 @@ func crowdWaveDone(env *Env, w crowdWave, wave, waves int, s *crowdStats) string
 	all := slices.Clone(s.latencies)
 	s.mu.Unlock()
 	tr := env.Tracker()
-	p50, p95, p99 := percentile(lat, 50), percentile(lat, 95), percentile(lat, 99)
+	p50, p95, p99 := crowdPercentile(lat, 50), crowdPercentile(lat, 95), crowdPercentile(lat, 99)
 	if len(lat) > 0 {
-		tr.AddPoint("Latency of served requests", "wave", "ms", "p50", float64(wave), ms(p50))
-		tr.AddPoint("Latency of served requests", "wave", "ms", "p95", float64(wave), ms(p95))
-		tr.AddPoint("Latency of served requests", "wave", "ms", "p99", float64(wave), ms(p99))
+		tr.AddPoint("Latency of served requests", "wave", "ms", "p50", float64(wave), crowdMS(p50))
+		tr.AddPoint("Latency of served requests", "wave", "ms", "p95", float64(wave), crowdMS(p95))
+		tr.AddPoint("Latency of served requests", "wave", "ms", "p99", float64(wave), crowdMS(p99))
 	}
 	rps := 0.0
 	if work > 0 {
@@ -614,14 +614,14 @@ func crowdWaveDone(env *Env, w crowdWave, wave, waves int, s *crowdStats) string
 		name string
 		p    float64
 	}{{"latency p50", 50}, {"latency p95", 95}, {"latency p99", 99}} {
-		d := percentile(all, q.p)
-		tr.SetMetric(q.name, fmt.Sprintf("%.2f ms", ms(d)), ms(d))
+		d := crowdPercentile(all, q.p)
+		tr.SetMetric(q.name, fmt.Sprintf("%.2f ms", crowdMS(d)), crowdMS(d))
 	}
 	if _, _, ok := w.memory(); !ok && wave == 1 {
 		tr.SetMetric("backend memory (PSS)", "cannot be read (the server's processes are not visible in this machine's /proc)", 0)
 	}
 	return fmt.Sprintf("Wave %d of %d done: %d served (p50 %.2f ms, p99 %.2f ms), %d refused so far, %.0f requests/s so far.",
-		wave, waves, len(lat), ms(p50), ms(p99), refused, rps)
+		wave, waves, len(lat), crowdMS(p50), crowdMS(p99), refused, rps)
 }
 
 // crowdSummary writes the run's notes from what it measured.
@@ -634,10 +634,10 @@ func crowdSummary(env *Env, w crowdWave, users, tenants int, s *crowdStats) {
 		peak := c.peak.Load()
 		tr.SetMetric("peak connections", strconv.Itoa(int(peak)), float64(peak))
 		if len(s.connects) > 0 {
-			d := percentile(s.connects, 50)
-			tr.SetMetric("connection set-up p50", fmt.Sprintf("%.2f ms", ms(d)), ms(d))
+			d := crowdPercentile(s.connects, 50)
+			tr.SetMetric("connection set-up p50", fmt.Sprintf("%.2f ms", crowdMS(d)), crowdMS(d))
 			tr.Note(fmt.Sprintf("Every served request paid its own connection set-up: median %.2f ms, p99 %.2f ms (the query after it: the rest of the latency).",
-				ms(d), ms(percentile(s.connects, 99))))
+				crowdMS(d), crowdMS(crowdPercentile(s.connects, 99))))
 		}
 		if s.refused > 0 {
 			tr.Note(fmt.Sprintf("%d of %d users were refused by the server: %s. No more than %d connections were ever open at once.",
@@ -665,11 +665,11 @@ func crowdSummary(env *Env, w crowdWave, users, tenants int, s *crowdStats) {
 	}
 }
 
-// backendPSS sums the proportional set size of the given server processes,
+// crowdBackendPSS sums the proportional set size of the given server processes,
 // read from /proc/<pid>/smaps_rollup. It only counts a process whose command
 // line names the lab's role and database (a backend of this lab on this
 // machine); ok is false when none could be read, e.g. a remote server.
-func backendPSS(pids []uint32, role, db string) (kb int64, n int, ok bool) {
+func crowdBackendPSS(pids []uint32, role, db string) (kb int64, n int, ok bool) {
 	for _, pid := range pids {
 		if pid == 0 {
 			continue
@@ -700,8 +700,8 @@ func backendPSS(pids []uint32, role, db string) (kb int64, n int, ok bool) {
 	return kb, n, n > 0
 }
 
-// percentile returns the p-th percentile (nearest rank) of ds.
-func percentile(ds []time.Duration, p float64) time.Duration {
+// crowdPercentile returns the p-th percentile (nearest rank) of ds.
+func crowdPercentile(ds []time.Duration, p float64) time.Duration {
 	if len(ds) == 0 {
 		return 0
 	}
@@ -711,10 +711,10 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	return s[max(0, min(i, len(s)-1))]
 }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func crowdMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// metricNumber returns the number of the named metric, or 0.
-func metricNumber(env *Env, name string) float64 {
+// crowdMetricNumber returns the number of the named metric, or 0.
+func crowdMetricNumber(env *Env, name string) float64 {
 	for _, m := range env.tracker.Snapshot().Metrics {
 		if m.Name == name {
 			return m.Number
@@ -723,7 +723,7 @@ func metricNumber(env *Env, name string) float64 {
 	return 0
 }
 
-func orNone(s string) string {
+func crowdOrNone(s string) string {
 	if s == "" {
 		return "no error"
 	}

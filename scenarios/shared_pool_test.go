@@ -22,8 +22,8 @@ func crowdManager(t testing.TB) *sessions.Manager {
 	return sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: cat})
 }
 
-// metric returns the number of the named metric of st.
-func metric(t *testing.T, st scenarios.State, name string) float64 {
+// crowdMetric returns the number of the named metric of st.
+func crowdMetric(t *testing.T, st scenarios.State, name string) float64 {
 	t.Helper()
 	for _, m := range st.Metrics {
 		if m.Name == name {
@@ -34,9 +34,9 @@ func metric(t *testing.T, st scenarios.State, name string) float64 {
 	return 0
 }
 
-// labCounts reads, in the lab's database, the tenants and invoices and the
+// crowdLabCounts reads, in the lab's database, the tenants and invoices and the
 // app role's backends.
-func labCounts(t *testing.T, m *sessions.Manager, lab *sessions.Lab) (tenants, invoices, backends int) {
+func crowdLabCounts(t *testing.T, m *sessions.Manager, lab *sessions.Lab) (tenants, invoices, backends int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -55,8 +55,8 @@ func labCounts(t *testing.T, m *sessions.Manager, lab *sessions.Lab) (tenants, i
 	return tenants, invoices, backends
 }
 
-// labObjects reads the roles of the lab and the policies in its database.
-func labObjects(t *testing.T, m *sessions.Manager, lab *sessions.Lab) (roles, policies int) {
+// crowdLabObjects reads the roles of the lab and the policies in its database.
+func crowdLabObjects(t *testing.T, m *sessions.Manager, lab *sessions.Lab) (roles, policies int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -74,9 +74,9 @@ func labObjects(t *testing.T, m *sessions.Manager, lab *sessions.Lab) (roles, po
 	return roles, policies
 }
 
-// checkServedOwnRows checks every request that did not fail got exactly its
+// crowdServedOwnRows checks every request that did not fail got exactly its
 // own tenant's three invoices, under its own tenant setting.
-func checkServedOwnRows(t *testing.T, st scenarios.State) (served int) {
+func crowdServedOwnRows(t *testing.T, st scenarios.State) (served int) {
 	t.Helper()
 	for _, r := range st.Requests {
 		if r.Error != "" {
@@ -114,21 +114,21 @@ func TestSharedPoolConnPerUserIsRefusedOnEveryRun(t *testing.T) {
 				t.Errorf("run %d: request #%d failed with %q (SQLSTATE %q), want %s (53300)", run, r.Seq, r.Error, r.SQLState, want)
 			}
 		}
-		served := checkServedOwnRows(t, st)
+		served := crowdServedOwnRows(t, st)
 		// 3 waves of 30 users against a limit of 12: at least 18 refused per wave.
 		if refused < 3*(30-sessions.DefaultConnLimit) || served == 0 || served+refused != 90 {
 			t.Errorf("run %d: served %d, refused %d", run, served, refused)
 		}
-		if got := metric(t, st, "users refused (53300)"); int(got) != refused {
+		if got := crowdMetric(t, st, "users refused (53300)"); int(got) != refused {
 			t.Errorf("run %d: metric says %v refused, the log %d", run, got, refused)
 		}
-		if peak := metric(t, st, "peak connections"); peak > sessions.DefaultConnLimit || peak == 0 {
+		if peak := crowdMetric(t, st, "peak connections"); peak > sessions.DefaultConnLimit || peak == 0 {
 			t.Errorf("run %d: peak connections %v, limit %d", run, peak, sessions.DefaultConnLimit)
 		}
 		if st.Leaks() != 0 {
 			t.Errorf("run %d: %d leaks", run, st.Leaks())
 		}
-		tenants, invoices, backends := labCounts(t, m, lab)
+		tenants, invoices, backends := crowdLabCounts(t, m, lab)
 		if tenants != 3 || invoices != 9 || backends != 0 {
 			t.Errorf("run %d: after the run: %d tenants, %d invoices, %d app-role backends; want 3, 9, 0", run, tenants, invoices, backends)
 		}
@@ -147,7 +147,7 @@ func TestSharedPoolServesEveryUser(t *testing.T) {
 		if len(st.Requests) != 300 || st.Errors() != 0 {
 			t.Fatalf("run %d: want 300 requests and no error, got %d requests, %d errors", run, len(st.Requests), st.Errors())
 		}
-		if served := checkServedOwnRows(t, st); served != 300 {
+		if served := crowdServedOwnRows(t, st); served != 300 {
 			t.Errorf("run %d: %d served", run, served)
 		}
 		pids := map[uint32]bool{}
@@ -162,14 +162,14 @@ func TestSharedPoolServesEveryUser(t *testing.T) {
 		if st.Pool.Max != 10 || st.Pool.Total > 10 {
 			t.Errorf("run %d: pool counts %+v", run, st.Pool)
 		}
-		if got := metric(t, st, "users served"); got != 300 {
+		if got := crowdMetric(t, st, "users served"); got != 300 {
 			t.Errorf("run %d: users served %v", run, got)
 		}
-		if got := metric(t, st, "users refused (53300)"); got != 0 {
+		if got := crowdMetric(t, st, "users refused (53300)"); got != 0 {
 			t.Errorf("run %d: users refused %v", run, got)
 		}
 		for _, name := range []string{"requests/s", "latency p50", "latency p99"} {
-			if metric(t, st, name) <= 0 {
+			if crowdMetric(t, st, name) <= 0 {
 				t.Errorf("run %d: metric %s not positive", run, name)
 			}
 		}
@@ -182,7 +182,7 @@ func TestSharedPoolServesEveryUser(t *testing.T) {
 				t.Errorf("run %d: no chart %q (charts: %v)", run, c, charts)
 			}
 		}
-		if tenants, invoices, _ := labCounts(t, m, lab); tenants != 3 || invoices != 9 {
+		if tenants, invoices, _ := crowdLabCounts(t, m, lab); tenants != 3 || invoices != 9 {
 			t.Errorf("run %d: after the run: %d tenants, %d invoices; want the seed's 3 and 9", run, tenants, invoices)
 		}
 	}
@@ -198,14 +198,14 @@ func TestSharedPoolPoolNeverExceedsTheRoleLimit(t *testing.T) {
 	if st.Pool.Max != int32(lab.Sandbox.ConnLimit) || st.Errors() != 0 {
 		t.Errorf("pool max %d (limit %d), %d errors", st.Pool.Max, lab.Sandbox.ConnLimit, st.Errors())
 	}
-	checkServedOwnRows(t, st)
+	crowdServedOwnRows(t, st)
 }
 
 func TestSharedPoolCancelledLeavesNothingBehind(t *testing.T) {
 	t.Parallel()
 	m := crowdManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	roles0, policies0 := labObjects(t, m, lab)
+	roles0, policies0 := crowdLabObjects(t, m, lab)
 	for _, variant := range []string{scenarios.VariantConnPerUser, scenarios.VariantSharedPool} {
 		err := lab.Start(sessions.RunRequest{Scenario: "shared-pool", Variant: variant, Speed: scenarios.Speed{Factor: 1}, Params: map[string]string{"tenants": "20"}})
 		if err != nil {
@@ -224,8 +224,8 @@ func TestSharedPoolCancelledLeavesNothingBehind(t *testing.T) {
 			t.Fatal(err)
 		}
 		cancel()
-		tenants, invoices, backends := labCounts(t, m, lab)
-		roles, policies := labObjects(t, m, lab)
+		tenants, invoices, backends := crowdLabCounts(t, m, lab)
+		roles, policies := crowdLabObjects(t, m, lab)
 		if tenants != 3 || invoices != 9 || backends != 0 || roles != roles0 || policies != policies0 {
 			t.Errorf("%s: after cancel and reset: %d tenants, %d invoices, %d backends, %d roles, %d policies; want 3, 9, 0, %d, %d",
 				variant, tenants, invoices, backends, roles, policies, roles0, policies0)
