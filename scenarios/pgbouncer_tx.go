@@ -263,7 +263,9 @@ func versionNumber(v string) float64 {
 
 // openClient opens the pool of one app instance through PgBouncer, with
 // every connection opened at once, and the query exec mode given (nil keeps
-// pgx's default, the statement cache).
+// pgx's default, the statement cache). The pairing labels its client
+// connections by their local TCP port, not by application_name, which
+// PgBouncer also passes on to whatever server connection a client gets.
 func (rb *bouncerRun) openClient(ctx context.Context, name string, conns int, mode *pgx.QueryExecMode) (*Pool, error) {
 	return rb.env.OpenPool(ctx, PoolOptions{
 		Name:       name,
@@ -274,7 +276,6 @@ func (rb *bouncerRun) openClient(ctx context.Context, name string, conns int, mo
 			if mode != nil {
 				cfg.ConnConfig.DefaultQueryExecMode = *mode
 			}
-			cfg.ConnConfig.RuntimeParams["application_name"] = name
 			cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
 				rb.notePort(c, name)
 				return nil
@@ -647,11 +648,12 @@ func (rb *bouncerRun) measure(ctx context.Context, withReset bool) error {
 			return err
 		}
 		cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
-		cfg.RuntimeParams["application_name"] = "measure " + s.name
+		cfg.RuntimeParams["application_name"] = "rlslab " + env.Sandbox.Lab + " measure " + s.name
 		c, err := pgx.ConnectConfig(ctx, cfg)
 		if err != nil {
 			return rb.outcome(ctx, fmt.Errorf("measure %s: %w", s.name, err))
 		}
+		rb.notePort(c, "measure "+s.name)
 		targets = append(targets, latencyTarget{name: s.name, conn: c})
 	}
 	samples := make([][]time.Duration, len(targets))
