@@ -1,8 +1,17 @@
 package scenarios
 
-// allScenarios lists every scenario of this package in display order.
+// allScenarios lists every scenario of this package in display order (the
+// order of the lessons).
 func allScenarios() []*Scenario {
 	return []*Scenario{
 		SetLeak(),
+		SplitCalls(),
+		SharedPool(),
+		WrongScope(),
+		RLSBypass(),
+		UnsetSetting(),
+		ResetOnRelease(),
+		ScopingCost(),
+		PgBouncerTx(),
 	}
 }
