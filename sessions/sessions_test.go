@@ -171,3 +171,23 @@ func TestIdleLabsExpire(t *testing.T) {
 	}
 	t.Fatal("idle lab did not expire")
 }
+
+// BenchmarkCreateLab measures creating a lab (database, roles, schema,
+// seed) and closing it again, one after the other.
+func BenchmarkCreateLab(b *testing.B) {
+	m := sessionstest.MustOpenManager(b, sessions.Config{MaxLabs: 2})
+	ctx := context.Background()
+	var create time.Duration
+	for b.Loop() {
+		start := time.Now()
+		l, err := m.Create(ctx, "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		create += time.Since(start)
+		if err := m.CloseLab(ctx, l.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(create.Microseconds())/float64(b.N)/1000, "ms/create")
+}
