@@ -104,13 +104,21 @@ func (e *Env) refresh(f func(*State)) {
 		counts[i] = p.counts()
 	}
 	e.tracker.Update(func(s *State) {
-		if len(counts) > 0 {
+		s.Pool, s.Pools = PoolCounts{}, nil
+		switch {
+		case len(counts) == 1:
 			s.Pool = counts[0]
-		}
-		if len(counts) > 1 {
+		case len(counts) > 1:
+			// Several pools (app instances): the headline counts are their sum.
 			s.Pools = counts
-		} else {
-			s.Pools = nil
+			s.Pool.Name = "all pools"
+			for _, c := range counts {
+				s.Pool.Max += c.Max
+				s.Pool.Total += c.Total
+				s.Pool.Idle += c.Idle
+				s.Pool.Acquired += c.Acquired
+				s.Pool.Waiting += c.Waiting
+			}
 		}
 		if f != nil {
 			f(s)

@@ -163,7 +163,8 @@ func drawChart(c scenarios.Chart, yTop float64) SVGChart {
 			xMin, xMax, yMax = min(xMin, p.X), max(xMax, p.X), max(yMax, p.Y)
 		}
 	}
-	if xMax == xMin {
+	single := xMax == xMin
+	if single {
 		xMax = xMin + 1
 	}
 	if yMax == 0 {
@@ -180,6 +181,10 @@ func drawChart(c scenarios.Chart, yTop float64) SVGChart {
 			x := (p.X - xMin) / (xMax - xMin) * chartW
 			y := chartH - p.Y/yMax*(chartH-8)
 			fmt.Fprintf(&b, "%.1f,%.1f", x, y)
+			if single && len(l.Points) == 1 {
+				// One instant only (a run at full speed): draw it across.
+				fmt.Fprintf(&b, " %.1f,%.1f", chartW, y)
+			}
 		}
 		last := ""
 		if n := len(l.Points); n > 0 {
