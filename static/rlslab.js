@@ -70,5 +70,9 @@
     }
     msg.textContent = text;
     msg.className = "control-msg " + (e.detail.successful ? "ok" : "bad");
+    clearTimeout(msg.rlslabTimer);
+    if (e.detail.successful) {
+      msg.rlslabTimer = setTimeout(function () { msg.textContent = ""; }, 4000);
+    }
   });
 })();

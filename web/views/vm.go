@@ -91,6 +91,10 @@ func Verdict(r scenarios.RequestRow) string {
 	return "own rows"
 }
 
+// WhyText is a request's explanation without the "LEAK: " the verdict
+// column already says.
+func WhyText(r scenarios.RequestRow) string { return strings.TrimPrefix(r.Why, "LEAK: ") }
+
 // Itoa formats an integer.
 func Itoa[T ~int | ~int32 | ~int64 | ~uint32](n T) string { return strconv.FormatInt(int64(n), 10) }
 
@@ -179,7 +183,7 @@ func drawChart(c scenarios.Chart, yTop float64) SVGChart {
 				b.WriteByte(' ')
 			}
 			x := (p.X - xMin) / (xMax - xMin) * chartW
-			y := chartH - p.Y/yMax*(chartH-8)
+			y := chartH - p.Y/yMax*(chartH-14)
 			fmt.Fprintf(&b, "%.1f,%.1f", x, y)
 			if single && len(l.Points) == 1 {
 				// One instant only (a run at full speed): draw it across.
