@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -120,7 +121,7 @@ func seed(ctx context.Context, tx pgx.Tx) error {
 // the app role, and leaves schema and roles alone.
 func (m *Manager) reseed(ctx context.Context, id string) error {
 	n := labNames(id)
-	if _, err := m.admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND usename = $2", n.db, n.app); err != nil {
+	if err := m.endAppBackends(ctx, n); err != nil {
 		return fmt.Errorf("reset lab %s: %w", id, err)
 	}
 	conn, release, err := m.labAdmin(ctx, id)
@@ -140,6 +141,31 @@ func (m *Manager) reseed(ctx context.Context, id string) error {
 		return err
 	}
 	return tx.Commit(ctx)
+}
+
+// endAppBackends terminates every backend of the lab's app role and waits
+// (a few seconds at most) until the server has let them go.
+func (m *Manager) endAppBackends(ctx context.Context, n names) error {
+	deadline := time.Now().Add(connCloseTimeout)
+	for {
+		var left int
+		err := m.admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE datname = $1 AND usename = $2`, n.db, n.app).Scan(&left)
+		if err != nil {
+			return err
+		}
+		if left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d backends of %s did not end", left, n.app)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // dropSandbox removes the lab's database (ending its backends) and roles.

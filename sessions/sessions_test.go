@@ -17,8 +17,23 @@ import (
 func TestMain(m *testing.M) { pgenvtest.Main(m) }
 
 // leftovers counts what a lab left on the server: backends on its
-// database, the database itself, and its roles.
+// database, the database itself, and its roles. Backends end a moment after
+// they are told to, so it waits (up to 5 s) for the counts to drop to zero
+// before it returns them.
 func leftovers(t *testing.T, m *sessions.Manager, sb scenarios.Sandbox) (backends, dbs, roles int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		backends, dbs, roles = countLeftovers(t, m, sb)
+		if backends+dbs+roles == 0 || time.Now().After(deadline) {
+			return backends, dbs, roles
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// countLeftovers reads the counts leftovers waits on, once.
+func countLeftovers(t *testing.T, m *sessions.Manager, sb scenarios.Sandbox) (backends, dbs, roles int) {
 	t.Helper()
 	err := m.Admin().QueryRow(context.Background(), `SELECT
 		(SELECT count(*) FROM pg_stat_activity WHERE datname = $1),
@@ -108,7 +123,7 @@ func TestClosingALabLeavesNothing(t *testing.T) {
 	if len(st.Connections) != 3 {
 		t.Fatalf("%d connections after the run", len(st.Connections))
 	}
-	if b, d, r := leftovers(t, m, l.Sandbox); b != 3 || d != 1 || r != 2 {
+	if b, d, r := countLeftovers(t, m, l.Sandbox); b != 3 || d != 1 || r != 2 {
 		t.Fatalf("before close: %d backends, %d databases, %d roles", b, d, r)
 	}
 	// A run in progress is cancelled by the close too.
