@@ -234,10 +234,12 @@ func runRowSecurityOff(ctx context.Context, env *Env) error {
 		return err
 	}
 	r := pool.NewRequest(acme, PatternTxLocal)
+	// Release even when Acquire's frame was cut short: the connection
+	// may already be held.
+	defer r.Release(context.WithoutCancel(ctx))
 	if err := r.Acquire(ctx); err != nil {
 		return err
 	}
-	defer r.Release(context.WithoutCancel(ctx))
 	tx, err := r.Conn().Begin(ctx)
 	if err != nil {
 		r.Fail(err)
@@ -292,10 +294,12 @@ func runInsertForeign(ctx context.Context, env *Env) error {
 		return err
 	}
 	r := pool.NewRequest(acme, PatternTxLocal)
+	// Release even when Acquire's frame was cut short: the connection
+	// may already be held.
+	defer r.Release(context.WithoutCancel(ctx))
 	if err := r.Acquire(ctx); err != nil {
 		return err
 	}
-	defer r.Release(context.WithoutCancel(ctx))
 	tx, err := r.Conn().Begin(ctx)
 	if err != nil {
 		r.Fail(err)

@@ -164,10 +164,12 @@ func unsetHeld(r *Request) (pid uint32, v *string) {
 // playUnset runs r's phases; a server's refusal of the query is recorded
 // on the request and the run goes on.
 func playUnset(ctx context.Context, env *Env, r *Request, variant string) error {
+	// Release even when Acquire's frame was cut short: the connection
+	// may already be held.
+	defer r.Release(context.WithoutCancel(ctx))
 	if err := r.Acquire(ctx); err != nil {
 		return err
 	}
-	defer r.Release(context.WithoutCancel(ctx))
 	pid, held := unsetHeld(r)
 	if err := r.Scope(ctx); err != nil {
 		return err
@@ -201,10 +203,12 @@ func playUnset(ctx context.Context, env *Env, r *Request, variant string) error 
 
 // unsetPlayReset has r run RESET app.current_tenant and then its query.
 func unsetPlayReset(ctx context.Context, env *Env, r *Request) error {
+	// Release even when Acquire's frame was cut short: the connection
+	// may already be held.
+	defer r.Release(context.WithoutCancel(ctx))
 	if err := r.Acquire(ctx); err != nil {
 		return err
 	}
-	defer r.Release(context.WithoutCancel(ctx))
 	if _, err := r.conn.Exec(ctx, "RESET app.current_tenant"); err != nil {
 		r.Fail(err)
 		return err

@@ -1,0 +1,316 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Patterns of set-role (see the glossary).
+const (
+	PatternRole      = "role"       // SET ROLE <tenant role>: lasts for the Postgres session
+	PatternLocalRole = "local-role" // SET LOCAL ROLE <tenant role> inside BEGIN ... COMMIT
+)
+
+// Variants of set-role.
+const (
+	roleSession   = "set-role"
+	roleLocal     = "set-local-role"
+	roleInjection = "injection"
+)
+
+// rolePolicy is the policy set-role adds for the run: a tenant role sees
+// the rows of the tenant whose id ends its name (lab_<id>_t1 → tenant 1).
+const rolePolicy = "tenant_by_role"
+
+// SetRole returns the set-role scenario: per-tenant roles that the app role
+// may SET ROLE to. SET ROLE lasts for the Postgres session and leaks to the
+// next request on the backend like SET does; SET LOCAL ROLE ends with the
+// transaction. And neither a role nor a setting stops SQL injection: the
+// injected text runs as the app, which may RESET ROLE and set_config any
+// tenant.
+func SetRole() *Scenario {
+	return &Scenario{
+		ID:    "set-role",
+		Title: "SET ROLE per tenant: leaks like SET, and no guard against SQL injection",
+		Variants: []Variant{
+			{Name: roleSession, Summary: "Scope with SET ROLE to the tenant's role: the role outlives the request, and the next request on that backend runs as it."},
+			{Name: roleLocal, Summary: "Scope with SET LOCAL ROLE inside a transaction: the role ends with it."},
+			{Name: roleInjection, Summary: "A search term concatenated into SQL runs set_config (and RESET ROLE) as the app: the request reads another tenant's rows."},
+		},
+		Run: runSetRole,
+	}
+}
+
+// tenantRole is the name of t's role in the lab.
+func tenantRole(sb Sandbox, t Tenant) string { return fmt.Sprintf("lab_%s_t%d", sb.Lab, t.ID) }
+
+func runSetRole(ctx context.Context, env *Env, variant string) (err error) {
+	ts := env.Sandbox.Tenants
+	if len(ts) < 3 {
+		return errors.New("set-role needs three tenants in the sandbox")
+	}
+	if err := roleSetup(ctx, env); err != nil {
+		return err
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+		defer cancel()
+		if uerr := roleTeardown(uctx, env); uerr != nil {
+			env.Logger().Error("drop set-role roles", "err", uerr)
+			if err == nil {
+				err = uerr
+			}
+		}
+	}()
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = tenantRole(env.Sandbox, t)
+	}
+	if err := env.Step(ctx, fmt.Sprintf("Roles %s (NOLOGIN) are granted to the app role %s, which may SET ROLE to any of them; a policy %s gives each the rows of its tenant.", strings.Join(names, ", "), env.Sandbox.AppRole, rolePolicy)); err != nil {
+		return err
+	}
+	acme, globex, initech := ts[0], ts[1], ts[2]
+	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
+	if err != nil {
+		return err
+	}
+	switch variant {
+	case roleSession:
+		if err := roleRequest(ctx, env, pool.NewRequest(acme, PatternRole), ""); err != nil {
+			return err
+		}
+		if err := roleRequest(ctx, env, pool.NewRequest(globex, PatternForgot), ""); err != nil {
+			return err
+		}
+	case roleLocal:
+		for _, r := range []*Request{pool.NewRequest(acme, PatternLocalRole), pool.NewRequest(globex, PatternForgot), pool.NewRequest(globex, PatternLocalRole)} {
+			if err := roleRequest(ctx, env, r, ""); err != nil {
+				return err
+			}
+		}
+	case roleInjection:
+		if err := roleRequest(ctx, env, pool.NewRequest(acme, PatternTxLocal), injectSetting(globex)); err != nil {
+			return err
+		}
+		// A second, fresh connection, so that the first request's leftover
+		// setting cannot be mistaken for the injection's effect.
+		pool2, err := env.OpenPool(ctx, PoolOptions{Name: "app-2", MaxConns: 1, MinConns: 1})
+		if err != nil {
+			return err
+		}
+		if err := roleRequest(ctx, env, pool2.NewRequest(acme, PatternLocalRole), "'; RESET ROLE; SELECT set_config('app.current_tenant','"+initech.Setting()+"',false); --"); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("set-role: unknown variant %q", variant)
+	}
+	roleNotes(env)
+	return env.Step(ctx, "Done. The request log shows the role (current_user) each query ran as, read from its backend, and whose rows came back.")
+}
+
+// injectSetting is the search term that switches the request's tenant to t.
+func injectSetting(t Tenant) string {
+	return "'; SELECT set_config('app.current_tenant','" + t.Setting() + "',false); --"
+}
+
+// roleRequest plays one request of set-role: acquire, scope as its pattern
+// says, optionally run the vulnerable search with term, query, release.
+func roleRequest(ctx context.Context, env *Env, r *Request, term string) error {
+	// Release even when Acquire's frame was cut short: the connection
+	// may already be held.
+	defer r.Release(context.WithoutCancel(ctx))
+	if err := r.Acquire(ctx); err != nil {
+		return err
+	}
+	role := pgx.Identifier{tenantRole(env.Sandbox, r.Tenant)}.Sanitize()
+	var q Querier = r.conn
+	var tx pgx.Tx
+	var say string
+	switch r.Pattern {
+	case PatternRole:
+		if _, err := r.conn.Exec(ctx, "SET ROLE "+role); err != nil {
+			r.Fail(err)
+			return err
+		}
+		say = "runs SET ROLE " + role + ": a session-level setting, like SET."
+	case PatternLocalRole, PatternTxLocal:
+		var err error
+		if tx, err = r.conn.Begin(ctx); err != nil {
+			r.Fail(err)
+			return err
+		}
+		defer tx.Rollback(context.WithoutCancel(ctx))
+		q = tx
+		if r.Pattern == PatternLocalRole {
+			_, err = tx.Exec(ctx, "SET LOCAL ROLE "+role)
+			say = "runs BEGIN; SET LOCAL ROLE " + role + ": local to this transaction."
+		} else {
+			_, err = tx.Exec(ctx, setLocalSQL, r.Tenant.Setting())
+			say = fmt.Sprintf("runs BEGIN; set_config('app.current_tenant', '%s', true): local to this transaction.", r.Tenant.Setting())
+		}
+		if err != nil {
+			r.Fail(err)
+			return err
+		}
+	case PatternForgot:
+		say = "sets no role and no tenant."
+	}
+	if err := env.Step(ctx, r.label()+" "+say); err != nil {
+		return err
+	}
+	if term != "" {
+		// The vulnerable app: the search term is pasted into the SQL text and
+		// sent with the simple protocol, which runs every statement in it.
+		sql := "SELECT id, customer FROM invoices WHERE customer ILIKE '%" + term + "%'"
+		results, err := r.conn.Conn().PgConn().Exec(ctx, sql).ReadAll()
+		if err != nil {
+			r.Fail(err)
+			return err
+		}
+		found := 0
+		if len(results) > 0 {
+			found = len(results[0].Rows)
+		}
+		if err := env.Step(ctx, fmt.Sprintf("%s searches for the term %q; the app pastes it into its SQL: %s. The server ran %d statements; the search itself found %d rows.", r.label(), term, sql, len(results), found)); err != nil {
+			return err
+		}
+	}
+	if err := r.Observe(ctx, q); err != nil {
+		r.Fail(err)
+		return err
+	}
+	row := rowBySeq(env, r.Seq)
+	why := roleWhy(env.Sandbox, r, row, term)
+	annotateRow(env, r.Seq, func(rr *RequestRow) { rr.Why = why; rr.Phase = "queried" })
+	if err := env.Step(ctx, fmt.Sprintf("%s on backend %d: %s", r.label(), row.PID, why)); err != nil {
+		return err
+	}
+	if tx != nil {
+		if err := tx.Commit(ctx); err != nil {
+			r.Fail(err)
+			return err
+		}
+	}
+	return r.Release(ctx)
+}
+
+// roleWhy explains what one set-role request saw.
+func roleWhy(sb Sandbox, r *Request, row RequestRow, term string) string {
+	switch {
+	case row.Leak && term != "":
+		return fmt.Sprintf("LEAK: the injected text ran as the app (now role %s, setting %s): %d rows, %d of another tenant. The request's own scoping did not stop it.",
+			row.Role, unsetQuote(row.SeenTenant), row.Rows, row.ForeignRows)
+	case row.Leak && row.Role != sb.AppRole:
+		return fmt.Sprintf("LEAK: the backend still runs as %s, set by an earlier request with SET ROLE: %d rows of another tenant came back to %s.", row.Role, row.ForeignRows, r.Tenant.Name)
+	case row.Leak:
+		return fmt.Sprintf("LEAK: %d rows of another tenant (role %s, setting %s).", row.ForeignRows, row.Role, unsetQuote(row.SeenTenant))
+	case row.Rows == 0:
+		return fmt.Sprintf("0 rows: role %s, setting %s; no policy matches, so it fails closed.", row.Role, unsetQuote(row.SeenTenant))
+	}
+	return fmt.Sprintf("%d rows, all %s's own, as role %s.", row.Rows, r.Tenant.Name, row.Role)
+}
+
+// roleNotes adds one note per request of the run.
+func roleNotes(env *Env) {
+	st := env.tracker.Snapshot()
+	for _, r := range st.Requests {
+		tenant := ""
+		if r.Tenant != nil {
+			tenant = env.Sandbox.TenantName(*r.Tenant)
+		}
+		head := fmt.Sprintf("Request #%d (%s, %s) on backend %d as %s, setting %s", r.Seq, tenant, r.Pattern, r.PID, r.Role, unsetQuote(r.SeenTenant))
+		switch {
+		case r.Error != "":
+			env.tracker.Note(head + ": failed: " + r.Error)
+		case r.Leak:
+			env.tracker.Note(fmt.Sprintf("LEAK: %s: %d rows, %d of another tenant.", head, r.Rows, r.ForeignRows))
+		default:
+			env.tracker.Note(fmt.Sprintf("%s: %d rows.", head, r.Rows))
+		}
+	}
+	for _, c := range st.Connections {
+		env.tracker.Note(fmt.Sprintf("After the run, backend %d (%s) was released as role %s with setting %s.", c.PID, c.Pool, c.Role, unsetQuote(c.Tenant)))
+	}
+}
+
+// roleSetup creates the tenant roles, grants them to the app role and adds
+// the role policy, after removing anything a crashed run left.
+func roleSetup(ctx context.Context, env *Env) error {
+	if err := roleTeardown(ctx, env); err != nil {
+		return err
+	}
+	conn, release, err := env.Sandbox.Admin(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var quoted []string
+	for _, t := range env.Sandbox.Tenants {
+		quoted = append(quoted, pgx.Identifier{tenantRole(env.Sandbox, t)}.Sanitize())
+	}
+	list := strings.Join(quoted, ", ")
+	stmts := []string{"SET LOCAL lock_timeout = '5s'"}
+	for _, q := range quoted {
+		stmts = append(stmts, "CREATE ROLE "+q+" NOLOGIN NOSUPERUSER NOBYPASSRLS")
+	}
+	stmts = append(stmts,
+		"GRANT USAGE ON SCHEMA public TO "+list,
+		"GRANT SELECT ON invoices, tenants TO "+list,
+		"GRANT "+list+" TO "+pgx.Identifier{env.Sandbox.AppRole}.Sanitize(),
+		"CREATE POLICY "+rolePolicy+" ON invoices TO "+list+
+			` USING (tenant_id = (regexp_match(current_user::text, '_t([0-9]+)$'))[1]::int)`,
+	)
+	for _, s := range stmts {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			return fmt.Errorf("set-role setup: %s: %w", s, err)
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// roleTeardown drops the role policy and the tenant roles (with their
+// privileges and memberships), whichever of them exist.
+func roleTeardown(ctx context.Context, env *Env) error {
+	conn, release, err := env.Sandbox.Admin(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, "DROP POLICY IF EXISTS "+rolePolicy+" ON invoices"); err != nil {
+		return fmt.Errorf("drop policy %s: %w", rolePolicy, err)
+	}
+	for _, t := range env.Sandbox.Tenants {
+		name := tenantRole(env.Sandbox, t)
+		var n int
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			continue
+		}
+		q := pgx.Identifier{name}.Sanitize()
+		for _, s := range []string{"DROP OWNED BY " + q, "DROP ROLE " + q} {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("set-role teardown: %s: %w", s, err)
+			}
+		}
+	}
+	return tx.Commit(ctx)
+}
