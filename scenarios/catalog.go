@@ -11,6 +11,7 @@ func allScenarios() []*Scenario {
 		RLSBypass(),
 		UnsetSetting(),
 		ResetOnRelease(),
+		SetRole(),
 		ScopingCost(),
 		PgBouncerTx(),
 	}

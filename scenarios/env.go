@@ -64,8 +64,26 @@ type Env struct {
 
 	mu      sync.Mutex
 	pools   []*Pool
+	held    map[*Request]struct{} // requests holding a connection
 	onClose []func()
 	closed  bool
+}
+
+// hold records that r holds a connection.
+func (e *Env) hold(r *Request) {
+	e.mu.Lock()
+	if e.held == nil {
+		e.held = map[*Request]struct{}{}
+	}
+	e.held[r] = struct{}{}
+	e.mu.Unlock()
+}
+
+// unhold records that r gave its connection back.
+func (e *Env) unhold(r *Request) {
+	e.mu.Lock()
+	delete(e.held, r)
+	e.mu.Unlock()
 }
 
 // NewEnv returns an environment for one run. The tracker receives the run's
@@ -141,15 +159,19 @@ func (e *Env) OnClose(f func()) {
 	f()
 }
 
-// Close closes every pool the run opened, then runs the OnClose functions
-// in reverse order. It is safe to call more than once and from another
-// goroutine than the run's.
+// Close gives back every connection a request of the run still holds,
+// closes every pool the run opened, then runs the OnClose functions in
+// reverse order. It is safe to call more than once; call it after the run
+// has returned.
 func (e *Env) Close() {
 	e.mu.Lock()
-	pools, hooks := e.pools, e.onClose
-	e.pools, e.onClose = nil, nil
+	pools, hooks, held := e.pools, e.onClose, e.held
+	e.pools, e.onClose, e.held = nil, nil, nil
 	e.closed = true
 	e.mu.Unlock()
+	for r := range held {
+		r.abandon()
+	}
 	for _, p := range pools {
 		p.Pool.Close()
 	}

@@ -79,6 +79,7 @@ func (r *Request) Acquire(ctx context.Context) error {
 		return err
 	}
 	r.conn = c
+	r.env.hold(r)
 	pid := r.shownPID()
 	r.env.tracker.updateRequest(r.Seq, func(row *RequestRow) { row.Phase = "acquired"; row.PID = pid })
 	return r.env.Step(ctx, fmt.Sprintf("%s acquires a connection: backend %d%s.", r.label(), pid, r.heldNote()))
@@ -169,6 +170,10 @@ func (r *Request) Query(ctx context.Context) error {
 		err = r.Observe(ctx, r.tx)
 		if err == nil {
 			err = r.tx.Commit(ctx)
+		} else {
+			// End the failed transaction so the connection can go back to
+			// the pool instead of being destroyed at release.
+			_ = r.tx.Rollback(context.WithoutCancel(ctx))
 		}
 		r.tx = nil
 	case r.Pattern == PatternBatchLocal:
@@ -269,13 +274,14 @@ func (r *Request) Release(ctx context.Context) error {
 		return nil
 	}
 	if r.tx != nil {
-		_ = r.tx.Rollback(ctx)
+		_ = r.tx.Rollback(context.WithoutCancel(ctx))
 		r.tx = nil
 	}
 	c := r.conn
 	pid := r.shownPID()
 	slot := r.pool.slot(c.Conn())
 	r.conn = nil
+	r.env.unhold(r)
 	c.Release()
 	r.pool.waitReleased(ctx, slot)
 	r.phase("released")
@@ -287,6 +293,22 @@ func (r *Request) Release(ctx context.Context) error {
 		}
 	}
 	return r.env.Step(ctx, fmt.Sprintf("%s releases backend %d%s.", r.label(), pid, held))
+}
+
+// abandon gives back a connection the scenario still held when its
+// environment closed (a run cancelled between phases): its transaction is
+// rolled back and the connection released, so closing the pool cannot hang.
+func (r *Request) abandon() {
+	if r.tx != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), identifyTimeout)
+		_ = r.tx.Rollback(ctx)
+		cancel()
+		r.tx = nil
+	}
+	if r.conn != nil {
+		r.conn.Release()
+		r.conn = nil
+	}
 }
 
 // Do runs the request's four phases one after the other.

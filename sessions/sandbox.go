@@ -172,11 +172,23 @@ func (m *Manager) endAppBackends(ctx context.Context, n names) error {
 // It logs failures and goes on: it runs on the way out.
 func (m *Manager) dropSandbox(ctx context.Context, id string) {
 	n := labNames(id)
-	for _, s := range []string{
-		"DROP DATABASE IF EXISTS " + pgx.Identifier{n.db}.Sanitize() + " WITH (FORCE)",
-		"DROP ROLE IF EXISTS " + pgx.Identifier{n.app}.Sanitize(),
-		"DROP ROLE IF EXISTS " + pgx.Identifier{n.owner}.Sanitize(),
-	} {
+	stmts := []string{"DROP DATABASE IF EXISTS " + pgx.Identifier{n.db}.Sanitize() + " WITH (FORCE)"}
+	// Scenarios may create roles of their own under the lab's prefix; a run
+	// cut off by a crash could leave them, so drop every one.
+	var extra []string
+	rows, err := m.admin.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) AND rolname NOT IN ($2, $3) ORDER BY rolname`,
+		"lab_"+id+"_", n.app, n.owner)
+	if err == nil {
+		extra, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err != nil {
+		m.log.Error("drop lab: list roles", "lab", id, "err", err)
+	}
+	for _, r := range extra {
+		stmts = append(stmts, "DROP ROLE IF EXISTS "+pgx.Identifier{r}.Sanitize())
+	}
+	stmts = append(stmts, "DROP ROLE IF EXISTS "+pgx.Identifier{n.app}.Sanitize(), "DROP ROLE IF EXISTS "+pgx.Identifier{n.owner}.Sanitize())
+	for _, s := range stmts {
 		if _, err := m.admin.Exec(ctx, s); err != nil {
 			m.log.Error("drop lab", "lab", id, "sql", s, "err", err)
 		}

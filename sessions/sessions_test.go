@@ -206,3 +206,48 @@ func BenchmarkCreateLab(b *testing.B) {
 	}
 	b.ReportMetric(float64(create.Microseconds())/float64(b.N)/1000, "ms/create")
 }
+
+// TestResetWhileARequestHoldsAConnection cancels a run while a request
+// holds a connection (single-step mode keeps it on that frame): the reset
+// must not hang on the pool, and no backend may stay behind.
+func TestResetWhileARequestHoldsAConnection(t *testing.T) {
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
+	l := sessionstest.MustCreateLab(t, m, "owner")
+	if err := l.Start(sessions.RunRequest{Scenario: "set-leak", Variant: "tx-local", Speed: scenarios.Speed{Single: true}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := l.Step(); err != nil {
+			t.Fatal(err)
+		}
+		st := l.Tracker().Snapshot()
+		if st.Pool.Acquired > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection acquired: %+v", st.Pool)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done <- l.Reset(ctx)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(25 * time.Second):
+		t.Fatal("reset hung while a request held a connection")
+	}
+	if b, _, _ := leftovers(t, m, l.Sandbox); b != 0 {
+		t.Errorf("%d backends left after the reset", b)
+	}
+	if st := l.Tracker().Snapshot(); st.Status != scenarios.StatusIdle || len(st.Connections) != 0 {
+		t.Errorf("after reset: %s, %d connections", st.Status, len(st.Connections))
+	}
+}
