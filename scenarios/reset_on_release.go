@@ -175,6 +175,11 @@ func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
 		iterations = 200
 	}
 	a, b, c := tenants[0], tenants[1], tenants[2]
+	// A pool's Close waits for every acquired connection to come back: when
+	// the run ends early (cancelled, or a request could not go on), give
+	// back whatever a request still holds.
+	var reqs []*Request
+	defer rorGiveBack(&reqs)
 	g := newRorGuard(variant, env)
 	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 2, MinConns: 2, Configure: g.configure})
 	if err != nil {
@@ -191,10 +196,12 @@ func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
 	// tenant B can only get the backend A scoped (or, when PrepareConn
 	// refuses it, a new one).
 	first := pool.NewRequest(a, PatternSessionSet)
+	reqs = append(reqs, first)
 	if err := first.Acquire(ctx); err != nil {
 		return err
 	}
 	holder := pool.NewRequest(c, PatternSessionSet)
+	reqs = append(reqs, holder)
 	if err := holder.Acquire(ctx); err != nil {
 		return err
 	}
@@ -213,6 +220,7 @@ func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
 		a.Name, hooks, aPID, describeSetting(env.Sandbox, afterA, "reported")))
 
 	forgot := pool.NewRequest(b, PatternForgot)
+	reqs = append(reqs, forgot)
 	if err := forgot.Acquire(ctx); err != nil {
 		return err
 	}
@@ -227,6 +235,7 @@ func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
 	if variant == rorDiscard {
 		// Only the forgetful request's backend is idle: the retry gets it.
 		retry := pool.NewRequest(b, PatternForgot)
+		reqs = append(reqs, retry)
 		if err := retry.Acquire(ctx); err != nil {
 			return err
 		}
@@ -248,6 +257,23 @@ func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
 		return err
 	}
 	return env.Step(ctx, "Done. The request log shows which backend each request ran on and what it saw; the metrics and timings show what the guard costs per request.")
+}
+
+// rorGiveBack releases the connections the requests still hold, without
+// pacing (the run is over).
+func rorGiveBack(reqs *[]*Request) {
+	for _, r := range *reqs {
+		if r.tx != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), rorHookTimeout)
+			_ = r.tx.Rollback(ctx)
+			cancel()
+			r.tx = nil
+		}
+		if r.conn != nil {
+			r.conn.Release()
+			r.conn = nil
+		}
+	}
 }
 
 // rorPlayRest runs a request's scope, query and release; a failed query is an

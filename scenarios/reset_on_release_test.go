@@ -1,0 +1,327 @@
+package scenarios_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/sessionstest"
+)
+
+// rorManager opens a manager whose catalog holds reset-on-release.
+func rorManager(t *testing.T) *sessions.Manager {
+	t.Helper()
+	cat, err := scenarios.NewCatalog(scenarios.ResetOnRelease())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: cat})
+}
+
+// rorRun runs a variant with a small number of timed requests.
+func rorRun(t *testing.T, lab *sessions.Lab, variant string) scenarios.State {
+	t.Helper()
+	st := sessionstest.MustRun(t, lab, "reset-on-release", variant, map[string]string{"iterations": "40"})
+	if st.Status != scenarios.StatusDone {
+		t.Fatalf("%s: status %q (%s)", variant, st.Status, st.Error)
+	}
+	return st
+}
+
+// rorRows returns the request rows of tenant with pattern, in order.
+func rorRows(st scenarios.State, tenant, pattern string) []scenarios.RequestRow {
+	var out []scenarios.RequestRow
+	for _, r := range st.Requests {
+		if r.Tenant != nil && *r.Tenant == tenant && r.Pattern == pattern {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// rorFirst returns tenant A's session-set request and tenant B's forgetful
+// requests.
+func rorFirst(t *testing.T, st scenarios.State) (scenarios.RequestRow, []scenarios.RequestRow) {
+	t.Helper()
+	a := rorRows(st, "1", scenarios.PatternSessionSet)
+	f := rorRows(st, "2", scenarios.PatternForgot)
+	if len(a) != 1 || len(f) == 0 {
+		t.Fatalf("want one session-set request of tenant 1 and forgetful requests of tenant 2, got %+v", st.Requests)
+	}
+	if a[0].Rows != 3 || a[0].ForeignRows != 0 || a[0].Error != "" || a[0].PID == 0 {
+		t.Fatalf("tenant A's own request: %+v", a[0])
+	}
+	return a[0], f
+}
+
+// rorCheckTimings checks the run timed the guard against no guard.
+func rorCheckTimings(t *testing.T, st scenarios.State, variant string) {
+	t.Helper()
+	bare, ok := st.Timings["request, no guard"]
+	if !ok || bare.N == 0 || bare.MedianUS <= 0 {
+		t.Errorf("%s: no timing without guard: %+v", variant, st.Timings)
+	}
+	if variant == "none" {
+		return
+	}
+	with, ok := st.Timings["request, "+variant]
+	hook, hok := st.Timings[variant+" hook alone"]
+	if !ok || !hok || with.N == 0 || with.MedianUS <= 0 || hook.MedianUS <= 0 {
+		t.Errorf("%s: timings %+v", variant, st.Timings)
+	}
+	// One hook run per timed request: a reset on each release, a check on
+	// each acquire.
+	if hook.N != 40 {
+		t.Errorf("%s: the hook ran %d times over 40 timed requests", variant, hook.N)
+	}
+	if r := st.Ratios[variant+" / no guard"]; r <= 0 {
+		t.Errorf("%s: ratios %+v", variant, st.Ratios)
+	}
+}
+
+func TestResetOnReleaseNoneLeaksOnEveryRun(t *testing.T) {
+	t.Parallel()
+	m := rorManager(t)
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	for run := range 3 {
+		st := rorRun(t, lab, "none")
+		a, f := rorFirst(t, st)
+		if len(f) != 1 {
+			t.Fatalf("run %d: want one forgetful request, got %d", run, len(f))
+		}
+		if f[0].PID != a.PID || !f[0].Leak || f[0].ForeignRows != 3 || f[0].SeenTenant == nil || *f[0].SeenTenant != "1" {
+			t.Errorf("run %d: want the forgetful request on backend %d to read tenant 1's 3 rows, got %+v", run, a.PID, f[0])
+		}
+		if st.Leaks() != 1 {
+			t.Errorf("run %d: %d leaks", run, st.Leaks())
+		}
+		rorCheckTimings(t, st, "none")
+	}
+}
+
+func TestResetOnReleaseResetsFailClosed(t *testing.T) {
+	t.Parallel()
+	m := rorManager(t)
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	for _, variant := range []string{"reset-after-release", "reset-all", "reset-after-release", "reset-all"} {
+		st := rorRun(t, lab, variant)
+		a, f := rorFirst(t, st)
+		if len(f) != 1 {
+			t.Fatalf("%s: want one forgetful request, got %d", variant, len(f))
+		}
+		if f[0].PID != a.PID {
+			t.Errorf("%s: the forgetful request ran on backend %d, want tenant A's backend %d", variant, f[0].PID, a.PID)
+		}
+		if f[0].Rows != 0 || f[0].Leak || f[0].Error != "" || f[0].SeenTenant == nil || *f[0].SeenTenant != "" {
+			t.Errorf("%s: want 0 rows under setting '' for the forgetful request, got %+v", variant, f[0])
+		}
+		if st.Leaks() != 0 || st.Errors() != 0 {
+			t.Errorf("%s: %d leaks, %d errors", variant, st.Leaks(), st.Errors())
+		}
+		for _, c := range st.Connections {
+			if c.Tenant != nil && *c.Tenant != "" {
+				t.Errorf("%s: connection %d (%s) still holds tenant %q after the run", variant, c.PID, c.Pool, *c.Tenant)
+			}
+		}
+		rorCheckTimings(t, st, variant)
+	}
+}
+
+func TestResetOnReleaseDiscardAllBreaksStatementCache(t *testing.T) {
+	t.Parallel()
+	m := rorManager(t)
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	for run := range 2 {
+		st := rorRun(t, lab, "discard-all")
+		a, f := rorFirst(t, st)
+		if len(f) != 2 {
+			t.Fatalf("run %d: want the forgetful request and its retry, got %+v", run, f)
+		}
+		failed, retry := f[0], f[1]
+		if failed.PID != a.PID || failed.SQLState != "26000" || failed.Leak ||
+			!strings.Contains(failed.Error, `prepared statement "stmtcache_`) || !strings.Contains(failed.Error, "does not exist") {
+			t.Errorf("run %d: want the forgetful request on backend %d to fail with 26000, got %+v", run, a.PID, failed)
+		}
+		if retry.PID != a.PID || retry.Error != "" || retry.Rows != 0 || retry.SeenTenant == nil || *retry.SeenTenant != "" {
+			t.Errorf("run %d: want the retry on backend %d to work and see '' with 0 rows, got %+v", run, a.PID, retry)
+		}
+		if st.Leaks() != 0 || st.Errors() != 1 {
+			t.Errorf("run %d: %d leaks, %d errors", run, st.Leaks(), st.Errors())
+		}
+		// Of the timed requests, every second one finds its statements
+		// deallocated by the DISCARD ALL after the one before.
+		var failedTimed float64 = -1
+		for _, mt := range st.Metrics {
+			if mt.Name == "timed requests that failed (discard-all)" {
+				failedTimed = mt.Number
+			}
+		}
+		if failedTimed != 20 {
+			t.Errorf("run %d: want 20 of 40 timed requests to fail, got %v (metrics %+v)", run, failedTimed, st.Metrics)
+		}
+		rorCheckTimings(t, st, "discard-all")
+	}
+}
+
+func TestResetOnReleaseCheckBeforeUseRefusesHeldConnection(t *testing.T) {
+	t.Parallel()
+	m := rorManager(t)
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	for run := range 2 {
+		st := rorRun(t, lab, "check-before-use")
+		a, f := rorFirst(t, st)
+		if len(f) != 1 {
+			t.Fatalf("run %d: want one forgetful request, got %d", run, len(f))
+		}
+		if f[0].PID == a.PID || f[0].PID == 0 {
+			t.Errorf("run %d: the forgetful request ran on backend %d; want a new backend, not tenant A's %d", run, f[0].PID, a.PID)
+		}
+		if f[0].Rows != 0 || f[0].Leak || f[0].Error != "" || f[0].SeenTenant != nil {
+			t.Errorf("run %d: want 0 rows under a NULL setting (a fresh backend), got %+v", run, f[0])
+		}
+		app := 0
+		for _, c := range st.Connections {
+			if c.PID == a.PID {
+				t.Errorf("run %d: refused backend %d is still shown: %+v", run, a.PID, c)
+			}
+			if c.Pool == "app" {
+				app++
+			}
+		}
+		if app != 2 {
+			t.Errorf("run %d: %d connections shown in the app pool, want 2", run, app)
+		}
+		var n int
+		if err := m.Admin().QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", int32(a.PID)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("run %d: refused backend %d is still in pg_stat_activity", run, a.PID)
+		}
+		want := fmt.Sprintf("PrepareConn refused backend %d", a.PID)
+		if !slices.ContainsFunc(st.Notes, func(s string) bool { return strings.Contains(s, want) }) {
+			t.Errorf("run %d: no note %q in %q", run, want, st.Notes)
+		}
+		if st.Leaks() != 0 || st.Errors() != 0 {
+			t.Errorf("run %d: %d leaks, %d errors", run, st.Leaks(), st.Errors())
+		}
+		rorCheckTimings(t, st, "check-before-use")
+	}
+}
+
+// rorSchema lists the lab's roles, its policies and its tables.
+func rorSchema(t *testing.T, m *sessions.Manager, lab *sessions.Lab) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []string
+	rows, err := m.Admin().Query(ctx, "SELECT 'role ' || rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY 1", "lab_"+lab.ID+"%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	conn, release, err := lab.Sandbox.Admin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	rows, err = conn.Query(ctx, `SELECT 'policy ' || tablename || '.' || policyname FROM pg_policies
+		UNION ALL SELECT 'table ' || tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	return out
+}
+
+// rorAppBackends counts the app role's backends on the lab's database.
+func rorAppBackends(t *testing.T, m *sessions.Manager, lab *sessions.Lab) int {
+	t.Helper()
+	var n int
+	if err := m.Admin().QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+		lab.Sandbox.Database, lab.Sandbox.AppRole).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestResetOnReleaseLeavesNothingBehind(t *testing.T) {
+	t.Parallel()
+	m := rorManager(t)
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	before := rorSchema(t, m, lab)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, variant := range []string{"discard-all", "check-before-use"} {
+		rorRun(t, lab, variant)
+		if err := lab.Reset(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if after := rorSchema(t, m, lab); !slices.Equal(before, after) {
+			t.Errorf("after %s and a reset: %q, before: %q", variant, after, before)
+		}
+		if n := rorAppBackends(t, m, lab); n != 0 {
+			t.Errorf("after %s and a reset: %d app-role backends left", variant, n)
+		}
+	}
+
+	// Cancelled mid-run at the teaching pace: a reset stops it and leaves
+	// nothing behind, and the next run works.
+	if err := lab.Start(sessions.RunRequest{Scenario: "reset-on-release", Variant: "check-before-use", Speed: scenarios.Speed{Factor: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := lab.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Requests) >= 2 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := lab.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := lab.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != scenarios.StatusIdle || len(st.Connections) != 0 {
+		t.Errorf("after a reset mid-run: status %q, %d connections shown", st.Status, len(st.Connections))
+	}
+	if after := rorSchema(t, m, lab); !slices.Equal(before, after) {
+		t.Errorf("after a reset mid-run: %q, before: %q", after, before)
+	}
+	if n := rorAppBackends(t, m, lab); n != 0 {
+		t.Errorf("after a reset mid-run: %d app-role backends left", n)
+	}
+	st = rorRun(t, lab, "reset-all")
+	if st.Leaks() != 0 {
+		t.Errorf("run after the cancelled one: %d leaks", st.Leaks())
+	}
+}
