@@ -173,7 +173,7 @@ func (e *Env) Close() {
 		r.abandon()
 	}
 	for _, p := range pools {
-		p.Pool.Close()
+		p.close(e.log)
 	}
 	for i := len(hooks) - 1; i >= 0; i-- {
 		hooks[i]()

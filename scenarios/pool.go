@@ -3,6 +3,7 @@ package scenarios
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -137,6 +138,27 @@ func (e *Env) OpenPool(ctx context.Context, o PoolOptions) (*Pool, error) {
 	}
 	e.refresh(nil)
 	return p, nil
+}
+
+// poolCloseTimeout bounds how long closing a pool waits for connections to
+// come back.
+const poolCloseTimeout = 10 * time.Second
+
+// close closes the pool. pgxpool's Close waits until every connection has
+// been released; a scenario that lost one (a pool.QueryRow never scanned,
+// say) would hang the lab forever, so after poolCloseTimeout this logs the
+// bug and goes on: the lab's database is dropped with FORCE in the end.
+func (p *Pool) close(log *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		p.Pool.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(poolCloseTimeout):
+		log.Error("pool did not close: a connection was never released", "pool", p.name, "acquired", p.Stat().AcquiredConns())
+	}
 }
 
 // Name returns the pool's name.
