@@ -53,6 +53,28 @@ func (sb Sandbox) TenantName(v string) string {
 	return v
 }
 
+// AdminTx runs f in a transaction on the lab's superuser connection and
+// commits it when f returns nil (the connection is released either way).
+func (e *Env) AdminTx(ctx context.Context, f func(tx pgx.Tx) error) error {
+	if e.Sandbox.Admin == nil {
+		return errors.New("this sandbox has no admin connection")
+	}
+	conn, release, err := e.Sandbox.Admin(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := f(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
 // Env is one run of a scenario against a lab: the sandbox, the run's
 // parameters, its pace and the pools it opened. Close releases everything.
 type Env struct {

@@ -306,6 +306,7 @@ func (r *Request) abandon() {
 		r.tx = nil
 	}
 	if r.conn != nil {
+		r.env.unhold(r)
 		r.conn.Release()
 		r.conn = nil
 	}

@@ -249,7 +249,7 @@ func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
 			return err
 		}
 	}
-	rorNoteRequests(env)
+	summarize(env)
 	if err := env.Step(ctx, fmt.Sprintf("Now the cost: %d extra requests per pool at full speed, on a one-connection pool without any guard and on one with the %s guard.", iterations, variant)); err != nil {
 		return err
 	}
@@ -263,16 +263,7 @@ func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
 // pacing (the run is over).
 func rorGiveBack(reqs *[]*Request) {
 	for _, r := range *reqs {
-		if r.tx != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), rorHookTimeout)
-			_ = r.tx.Rollback(ctx)
-			cancel()
-			r.tx = nil
-		}
-		if r.conn != nil {
-			r.conn.Release()
-			r.conn = nil
-		}
+		r.abandon()
 	}
 }
 
@@ -419,32 +410,6 @@ func rorNoteRetry(env *Env, failedSeq, retrySeq int) {
 	}
 	if r.Error == "" && r.PID == f.PID {
 		env.tracker.Note(fmt.Sprintf("pgx v5 dropped the failed statement from its cache: request #%d ran the same query on the same backend %d and worked (%d rows), because it was prepared again.", r.Seq, r.PID, r.Rows))
-	}
-}
-
-// rorNoteRequests turns the request log into notes: leaks, failures, and
-// requests that failed closed, with the backend and setting they ran under.
-func rorNoteRequests(env *Env) {
-	st := env.tracker.Snapshot()
-	for _, r := range st.Requests {
-		tenant := ""
-		if r.Tenant != nil {
-			tenant = env.Sandbox.TenantName(*r.Tenant)
-		}
-		switch {
-		case r.Leak:
-			env.tracker.Note(fmt.Sprintf("LEAK: request #%d for %s (%s) ran on backend %d, which %s, and got %d rows of another tenant.",
-				r.Seq, tenant, r.Pattern, r.PID, describeSetting(env.Sandbox, r.SeenTenant, "held"), r.ForeignRows))
-		case r.Error != "":
-			code := ""
-			if r.SQLState != "" && !strings.Contains(r.Error, r.SQLState) {
-				code = " [SQLSTATE " + r.SQLState + "]"
-			}
-			env.tracker.Note(fmt.Sprintf("Request #%d for %s (%s) on backend %d failed: %s%s", r.Seq, tenant, r.Pattern, r.PID, r.Error, code))
-		case r.Rows == 0 && r.Phase != "waiting":
-			env.tracker.Note(fmt.Sprintf("Request #%d for %s (%s) ran on backend %d, which %s: 0 rows, it failed closed.",
-				r.Seq, tenant, r.Pattern, r.PID, describeSetting(env.Sandbox, r.SeenTenant, "held")))
-		}
 	}
 }
 

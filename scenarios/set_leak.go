@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // SetLeak returns the set-leak scenario: a session-level SET survives the
@@ -92,7 +93,11 @@ func summarize(env *Env) {
 			env.tracker.Note(fmt.Sprintf("LEAK: request #%d for %s (%s) ran on backend %d, which %s, and got %d rows of another tenant.",
 				r.Seq, tenant, r.Pattern, r.PID, describeSetting(env.Sandbox, r.SeenTenant, "held"), r.ForeignRows))
 		case r.Error != "":
-			env.tracker.Note(fmt.Sprintf("Request #%d for %s (%s) failed: %s", r.Seq, tenant, r.Pattern, r.Error))
+			code := ""
+			if r.SQLState != "" && !strings.Contains(r.Error, r.SQLState) {
+				code = " [SQLSTATE " + r.SQLState + "]"
+			}
+			env.tracker.Note(fmt.Sprintf("Request #%d for %s (%s) on backend %d failed: %s%s", r.Seq, tenant, r.Pattern, r.PID, r.Error, code))
 		case r.Rows == 0 && r.Phase != "waiting":
 			env.tracker.Note(fmt.Sprintf("Request #%d for %s (%s) ran on backend %d, which %s: 0 rows, it failed closed.",
 				r.Seq, tenant, r.Pattern, r.PID, describeSetting(env.Sandbox, r.SeenTenant, "held")))

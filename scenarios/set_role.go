@@ -243,16 +243,6 @@ func roleSetup(ctx context.Context, env *Env) error {
 	if err := roleTeardown(ctx, env); err != nil {
 		return err
 	}
-	conn, release, err := env.Sandbox.Admin(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
 	var quoted []string
 	for _, t := range env.Sandbox.Tenants {
 		quoted = append(quoted, pgx.Identifier{tenantRole(env.Sandbox, t)}.Sanitize())
@@ -269,48 +259,42 @@ func roleSetup(ctx context.Context, env *Env) error {
 		"CREATE POLICY "+rolePolicy+" ON invoices TO "+list+
 			` USING (tenant_id = (regexp_match(current_user::text, '_t([0-9]+)$'))[1]::int)`,
 	)
-	for _, s := range stmts {
-		if _, err := tx.Exec(ctx, s); err != nil {
-			return fmt.Errorf("set-role setup: %s: %w", s, err)
+	return env.AdminTx(ctx, func(tx pgx.Tx) error {
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("set-role setup: %s: %w", s, err)
+			}
 		}
-	}
-	return tx.Commit(ctx)
+		return nil
+	})
 }
 
 // roleTeardown drops the role policy and the tenant roles (with their
 // privileges and memberships), whichever of them exist.
 func roleTeardown(ctx context.Context, env *Env) error {
-	conn, release, err := env.Sandbox.Admin(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, "DROP POLICY IF EXISTS "+rolePolicy+" ON invoices"); err != nil {
-		return fmt.Errorf("drop policy %s: %w", rolePolicy, err)
-	}
-	for _, t := range env.Sandbox.Tenants {
-		name := tenantRole(env.Sandbox, t)
-		var n int
-		if err := tx.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
+	return env.AdminTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
 			return err
 		}
-		if n == 0 {
-			continue
+		if _, err := tx.Exec(ctx, "DROP POLICY IF EXISTS "+rolePolicy+" ON invoices"); err != nil {
+			return fmt.Errorf("drop policy %s: %w", rolePolicy, err)
 		}
-		q := pgx.Identifier{name}.Sanitize()
-		for _, s := range []string{"DROP OWNED BY " + q, "DROP ROLE " + q} {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				return fmt.Errorf("set-role teardown: %s: %w", s, err)
+		for _, t := range env.Sandbox.Tenants {
+			name := tenantRole(env.Sandbox, t)
+			var n int
+			if err := tx.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
+				return err
+			}
+			if n == 0 {
+				continue
+			}
+			q := pgx.Identifier{name}.Sanitize()
+			for _, s := range []string{"DROP OWNED BY " + q, "DROP ROLE " + q} {
+				if _, err := tx.Exec(ctx, s); err != nil {
+					return fmt.Errorf("set-role teardown: %s: %w", s, err)
+				}
 			}
 		}
-	}
-	return tx.Commit(ctx)
+		return nil
+	})
 }

@@ -222,17 +222,7 @@ func crowdTenants(ctx context.Context, env *Env, count int) ([]Tenant, func() er
 	if err := remove(ctx); err != nil { // leftovers of a run that was cut off
 		return nil, noop, err
 	}
-	err := func() error {
-		conn, release, err := env.Sandbox.Admin(ctx)
-		if err != nil {
-			return err
-		}
-		defer release()
-		tx, err := conn.Begin(ctx)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback(context.WithoutCancel(ctx))
+	err := env.AdminTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "INSERT INTO tenants (id, name) SELECT g, 'Tenant ' || g FROM generate_series($1::int, $2::int) g", from, to); err != nil {
 			return fmt.Errorf("add tenants: %w", err)
 		}
@@ -241,8 +231,8 @@ func crowdTenants(ctx context.Context, env *Env, count int) ([]Tenant, func() er
 			FROM generate_series($1::int, $2::int) g, generate_series(1, $3::int) i ORDER BY g, i`, from, to, invoicesPerCrowdTenant); err != nil {
 			return fmt.Errorf("add invoices: %w", err)
 		}
-		return tx.Commit(ctx)
-	}()
+		return nil
+	})
 	if err != nil {
 		_ = cleanup()
 		return nil, noop, err
