@@ -123,8 +123,13 @@ func TestClosingALabLeavesNothing(t *testing.T) {
 	if len(st.Connections) != 3 {
 		t.Fatalf("%d connections after the run", len(st.Connections))
 	}
-	if b, d, r := countLeftovers(t, m, l.Sandbox); b != 3 || d != 1 || r != 2 {
-		t.Fatalf("before close: %d backends, %d databases, %d roles", b, d, r)
+	var app int
+	if err := m.Admin().QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+		l.Sandbox.Database, l.Sandbox.AppRole).Scan(&app); err != nil {
+		t.Fatal(err)
+	}
+	if _, d, r := countLeftovers(t, m, l.Sandbox); app != 3 || d != 1 || r != 2 {
+		t.Fatalf("before close: %d app backends, %d databases, %d roles", app, d, r)
 	}
 	// A run in progress is cancelled by the close too.
 	if err := l.Start(sessions.RunRequest{Scenario: "set-leak", Variant: "tx-local", Speed: scenarios.Speed{Factor: 0.25}}); err != nil {
