@@ -40,6 +40,9 @@ func (v Live) TenantLabel(t *string) string {
 	if n, ok := v.TenantNames[*t]; ok {
 		return n + " (" + *t + ")"
 	}
+	if _, err := strconv.Atoi(*t); err == nil {
+		return "Tenant " + *t // added by a scenario (the shared-pool crowd)
+	}
 	return "'" + *t + "'"
 }
 
