@@ -13,7 +13,7 @@ import (
 
 // DockerImage is the PgBouncer image used in Docker mode. Its pgbouncer
 // binary is at /usr/bin/pgbouncer and it runs as an unprivileged user.
-const DockerImage = "edoburu/pgbouncer:latest"
+const DockerImage = "edoburu/pgbouncer:v1.25.1-p0"
 
 // dockerPort is where PgBouncer listens inside the container.
 const dockerPort = 6432
