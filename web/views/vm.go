@@ -29,6 +29,23 @@ func NewLive(st scenarios.State, tenants []scenarios.Tenant) Live {
 	return Live{State: st, TenantNames: names}
 }
 
+// shownRequests is how many request rows the live view draws; state.json
+// has them all (up to the tracker's bound).
+const shownRequests = 120
+
+// RecentRequests returns the newest request rows the live view draws.
+func (v Live) RecentRequests() []scenarios.RequestRow {
+	if n := len(v.Requests); n > shownRequests {
+		return v.Requests[n-shownRequests:]
+	}
+	return v.Requests
+}
+
+// HiddenRequests is how many request rows the live view leaves out.
+func (v Live) HiddenRequests() int {
+	return v.DroppedRequests + len(v.Requests) - len(v.RecentRequests())
+}
+
 // TenantLabel names a tenant setting value: the tenant's name, ” or NULL.
 func (v Live) TenantLabel(t *string) string {
 	switch {
