@@ -1,0 +1,71 @@
+package views
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/rlslab/rlslab/scenarios"
+)
+
+func ptr(s string) *string { return &s }
+
+func TestLiveViewShowsWhatTheStateSays(t *testing.T) {
+	st := scenarios.State{
+		Lab: "abc", Status: scenarios.StatusDone, Scenario: "set-leak", Variant: "session-set",
+		Narration:   `<script>alert(1)</script>`,
+		Pool:        scenarios.PoolCounts{Max: 2, Total: 2, Idle: 2},
+		Connections: []scenarios.Connection{{Pool: "app", Slot: 1, PID: 4711, State: scenarios.ConnIdle, Tenant: ptr("1"), Role: "lab_abc_app"}},
+		Requests: []scenarios.RequestRow{
+			{Seq: 3, Tenant: ptr("2"), Pattern: "forgot", PID: 4711, SeenTenant: ptr("1"), Rows: 3, ForeignRows: 3, Leak: true, Phase: "released", FinishedAt: 1, Why: "LEAK: held Acme"},
+			{Seq: 4, Tenant: ptr("2"), Pattern: "forgot", PID: 4712, SeenTenant: ptr(""), Phase: "released", FinishedAt: 2},
+		},
+	}
+	var buf bytes.Buffer
+	if err := LiveView(NewLive(st, []scenarios.Tenant{{ID: 1, Name: "Acme"}, {ID: 2, Name: "Globex"}})).Render(context.Background(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	html := buf.String()
+	for _, want := range []string{
+		`data-lab-id="abc"`, `data-status="done"`,
+		`<tr class="leak" data-seq="3" data-pid="4711" data-leak="true"`,
+		`<tr class="closed" data-seq="4" data-pid="4712" data-leak="false"`,
+		`Acme (1)`, `Globex (2)`, `&#39;&#39; (empty)`, `held Acme`, `0 rows, fails closed`,
+		`&lt;script&gt;`,
+	} {
+		if !strings.Contains(html, want) {
+			t.Errorf("live view lacks %q", want)
+		}
+	}
+	if strings.Contains(html, "<script>alert") || strings.Contains(html, "LEAK: held") {
+		t.Error("narration not escaped, or the verdict repeated in the explanation")
+	}
+}
+
+func TestTenantLabels(t *testing.T) {
+	v := NewLive(scenarios.State{}, []scenarios.Tenant{{ID: 1, Name: "Acme"}})
+	cases := map[string]string{"1": "Acme (1)", "": "'' (empty)", "17": "Tenant 17", "x'y": "'x'y'"}
+	for in, want := range cases {
+		if got := v.TenantLabel(ptr(in)); got != want {
+			t.Errorf("TenantLabel(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := v.TenantLabel(nil); got != "NULL" {
+		t.Errorf("TenantLabel(nil) = %q", got)
+	}
+	if TenantClass(nil) != "tenant-null" || TenantClass(ptr("")) != "tenant-empty" || TenantClass(ptr("2")) != "tenant-2" || TenantClass(ptr("40")) != "tenant-other" {
+		t.Error("tenant classes")
+	}
+}
+
+func TestChartScalesIntoTheViewBox(t *testing.T) {
+	c := drawChart(scenarios.Chart{Title: "t", Lines: []scenarios.Line{{Name: "a", Points: []scenarios.Point{{X: 0, Y: 0}, {X: 10, Y: 5}}}}}, 0)
+	if c.Lines[0].Points != "0.0,160.0 600.0,14.0" || c.YMax != "5" || c.XMax != "10" {
+		t.Errorf("chart %+v", c)
+	}
+	one := drawChart(scenarios.Chart{Lines: []scenarios.Line{{Name: "a", Points: []scenarios.Point{{X: 3, Y: 1}}}}}, 2)
+	if one.Lines[0].Points != "0.0,87.0 600.0,87.0" {
+		t.Errorf("one-point chart %q", one.Lines[0].Points)
+	}
+}
