@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -175,6 +176,7 @@ func startLocal(ctx context.Context, opts Options, b bins) (s *Server, err error
 	if err != nil {
 		return nil, err
 	}
+	sweepAbandoned(opts.Logger, os.TempDir(), time.Hour)
 	runDir, err := os.MkdirTemp("", "rlslab-pg-")
 	if err != nil {
 		return nil, err
@@ -298,6 +300,29 @@ func prepareDataDir(ctx context.Context, opts Options, b bins, acct *account, da
 	}
 	opts.Logger.Info("creating PostgreSQL cluster", "dir", dataDir)
 	return acct, initdb(ctx, b, acct, dataDir, runDir, password, false)
+}
+
+// sweepAbandoned removes temporary cluster directories (rlslab-pg-*) that a
+// killed rlslab left in dir: only those older than minAge whose server is
+// not running, so that a cluster another process is still starting or using
+// is never touched.
+func sweepAbandoned(log *slog.Logger, dir string, minAge time.Duration) {
+	matches, _ := filepath.Glob(filepath.Join(dir, "rlslab-pg-*"))
+	for _, m := range matches {
+		fi, err := os.Stat(m)
+		if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < minAge {
+			continue
+		}
+		if data, err := os.ReadFile(filepath.Join(m, "data", "postmaster.pid")); err == nil {
+			first, _, _ := strings.Cut(string(data), "\n")
+			if pid, err := strconv.Atoi(strings.TrimSpace(first)); err == nil && pid > 0 && processRunsPostgres(pid) {
+				continue
+			}
+		}
+		if err := os.RemoveAll(m); err == nil {
+			log.Info("removed an abandoned temporary cluster", "dir", m)
+		}
+	}
 }
 
 // checkStalePid handles a postmaster.pid left in dataDir: an error when a
