@@ -15,14 +15,10 @@ import (
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
-// pbLab opens a manager with only set-leak and pgbouncer-tx and one lab.
+// pbLab opens a manager and one lab.
 func pbLab(t *testing.T) (*sessions.Manager, *sessions.Lab) {
 	t.Helper()
-	cat, err := scenarios.NewCatalog(scenarios.SetLeak(), scenarios.PgBouncerTx())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: cat})
+	m := mustManager(t)
 	return m, sessionstest.MustCreateLab(t, m, "owner")
 }
 

@@ -13,16 +13,6 @@ import (
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
-// rorManager opens a manager whose catalog holds reset-on-release.
-func rorManager(t *testing.T) *sessions.Manager {
-	t.Helper()
-	cat, err := scenarios.NewCatalog(scenarios.ResetOnRelease())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: cat})
-}
-
 // rorRun runs a variant with a small number of timed requests.
 func rorRun(t *testing.T, lab *sessions.Lab, variant string) scenarios.State {
 	t.Helper()
@@ -86,7 +76,7 @@ func rorCheckTimings(t *testing.T, st scenarios.State, variant string) {
 
 func TestResetOnReleaseNoneLeaksOnEveryRun(t *testing.T) {
 	t.Parallel()
-	m := rorManager(t)
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 3 {
 		st := rorRun(t, lab, "none")
@@ -106,7 +96,7 @@ func TestResetOnReleaseNoneLeaksOnEveryRun(t *testing.T) {
 
 func TestResetOnReleaseResetsFailClosed(t *testing.T) {
 	t.Parallel()
-	m := rorManager(t)
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, variant := range []string{"reset-after-release", "reset-all", "reset-after-release", "reset-all"} {
 		st := rorRun(t, lab, variant)
@@ -134,7 +124,7 @@ func TestResetOnReleaseResetsFailClosed(t *testing.T) {
 
 func TestResetOnReleaseDiscardAllBreaksStatementCache(t *testing.T) {
 	t.Parallel()
-	m := rorManager(t)
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 2 {
 		st := rorRun(t, lab, "discard-all")
@@ -170,7 +160,7 @@ func TestResetOnReleaseDiscardAllBreaksStatementCache(t *testing.T) {
 
 func TestResetOnReleaseCheckBeforeUseRefusesHeldConnection(t *testing.T) {
 	t.Parallel()
-	m := rorManager(t)
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 2 {
 		st := rorRun(t, lab, "check-before-use")
@@ -270,7 +260,7 @@ func rorAppBackends(t *testing.T, m *sessions.Manager, lab *sessions.Lab) int {
 
 func TestResetOnReleaseLeavesNothingBehind(t *testing.T) {
 	t.Parallel()
-	m := rorManager(t)
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	before := rorSchema(t, m, lab)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -12,16 +12,6 @@ import (
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
-// withCatalog6 returns a catalog holding set-leak and the given scenarios.
-func withCatalog6(t *testing.T, list ...*scenarios.Scenario) *scenarios.Catalog {
-	t.Helper()
-	cat, err := scenarios.NewCatalog(append([]*scenarios.Scenario{scenarios.SetLeak()}, list...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cat
-}
-
 // onlyRequest returns the request of the run with the given pool and tenant.
 func bypassRow(t *testing.T, st scenarios.State, pool, tenant string) scenarios.RequestRow {
 	t.Helper()
@@ -127,7 +117,7 @@ func cancelMidRun(t *testing.T, m *sessions.Manager, lab *sessions.Lab, scenario
 
 func TestRLSBypassVariants(t *testing.T) {
 	t.Parallel()
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: withCatalog6(t, scenarios.RLSBypass())})
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	sb := lab.Sandbox
 	cases := []struct {
@@ -207,7 +197,7 @@ func TestRLSBypassVariants(t *testing.T) {
 
 func TestRLSBypassCancelledLeavesNothing(t *testing.T) {
 	t.Parallel()
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: withCatalog6(t, scenarios.RLSBypass())})
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	// bypassrls: frame 1 (connection), 2 (CREATE ROLE), 3 (GRANT) ...: at
 	// 2.2 s the role exists in the open transaction. owner: at 1.3 s the

@@ -18,7 +18,7 @@ import (
 //
 //	go test -run '^$' -bench Scoping ./scenarios/
 func BenchmarkScoping(b *testing.B) {
-	m := crowdManager(b)
+	m := mustManager(b)
 	lab := sessionstest.MustCreateLab(b, m, "bench")
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, lab.Sandbox.AppURL)

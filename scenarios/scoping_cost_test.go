@@ -12,7 +12,7 @@ import (
 
 func TestScopingCostMeasuresEveryPattern(t *testing.T) {
 	t.Parallel()
-	m := crowdManager(t)
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, n := range []int{300, 100} {
 		st := sessionstest.MustRun(t, lab, "scoping-cost", "measure", map[string]string{"iterations": scopingItoa(n)})
@@ -43,7 +43,7 @@ func TestScopingCostMeasuresEveryPattern(t *testing.T) {
 		if len(pids) != 1 || pids[0] {
 			t.Errorf("%d iterations: samples ran on backends %v, want one", n, pids)
 		}
-		if got := crowdMetric(t, st, "wrong results"); got != 0 {
+		if got := mustMetric(t, st, "wrong results"); got != 0 {
 			t.Errorf("%d iterations: %v timed queries returned other rows", n, got)
 		}
 		// The session-level scope of the bare query is undone at the end.
@@ -62,7 +62,7 @@ func TestScopingCostMeasuresEveryPattern(t *testing.T) {
 
 func TestScopingCostCancelledLeavesNothingBehind(t *testing.T) {
 	t.Parallel()
-	m := crowdManager(t)
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	roles0, policies0 := crowdLabObjects(t, m, lab)
 	if err := lab.Start(sessions.RunRequest{Scenario: "scoping-cost", Variant: "measure", Speed: scenarios.Speed{Factor: 1}}); err != nil {

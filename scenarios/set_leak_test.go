@@ -12,6 +12,25 @@ import (
 
 func TestMain(m *testing.M) { pgenvtest.Main(m) }
 
+// mustManager opens a lab manager with every scenario (the default
+// catalog) on the package's test server.
+func mustManager(tb testing.TB) *sessions.Manager {
+	tb.Helper()
+	return sessionstest.MustOpenManager(tb, sessions.Config{MaxLabs: 2})
+}
+
+// mustMetric returns the number of the metric called name in st.
+func mustMetric(t *testing.T, st scenarios.State, name string) float64 {
+	t.Helper()
+	for _, m := range st.Metrics {
+		if m.Name == name {
+			return m.Number
+		}
+	}
+	t.Fatalf("no metric %q in %+v", name, st.Metrics)
+	return 0
+}
+
 // forgetful returns the one request of the run that forgot to scope.
 func forgetful(t *testing.T, st scenarios.State) scenarios.RequestRow {
 	t.Helper()

@@ -4,14 +4,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rlslab/rlslab/scenarios"
-	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
 func TestSetRoleVariants(t *testing.T) {
 	t.Parallel()
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: withCatalog6(t, scenarios.SetRole())})
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	t1 := "lab_" + lab.ID + "_t1"
 	app := lab.Sandbox.AppRole
@@ -68,7 +66,7 @@ func TestSetRoleVariants(t *testing.T) {
 
 func TestSetRoleCancelledLeavesNothing(t *testing.T) {
 	t.Parallel()
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: withCatalog6(t, scenarios.SetRole())})
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	cancelMidRun(t, m, lab, "set-role", "set-role", 2500*time.Millisecond)
 	cancelMidRun(t, m, lab, "set-role", "injection", 1500*time.Millisecond)

@@ -11,29 +11,6 @@ import (
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
-// crowdManager opens a manager whose catalog has the scenarios of these
-// tests.
-func crowdManager(t testing.TB) *sessions.Manager {
-	t.Helper()
-	cat, err := scenarios.NewCatalog(scenarios.SetLeak(), scenarios.SharedPool(), scenarios.ScopingCost())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: cat})
-}
-
-// crowdMetric returns the number of the named metric of st.
-func crowdMetric(t *testing.T, st scenarios.State, name string) float64 {
-	t.Helper()
-	for _, m := range st.Metrics {
-		if m.Name == name {
-			return m.Number
-		}
-	}
-	t.Fatalf("no metric %q in %+v", name, st.Metrics)
-	return 0
-}
-
 // crowdLabCounts reads, in the lab's database, the tenants and invoices and the
 // app role's backends.
 func crowdLabCounts(t *testing.T, m *sessions.Manager, lab *sessions.Lab) (tenants, invoices, backends int) {
@@ -92,7 +69,7 @@ func crowdServedOwnRows(t *testing.T, st scenarios.State) (served int) {
 
 func TestSharedPoolConnPerUserIsRefusedOnEveryRun(t *testing.T) {
 	t.Parallel()
-	m := crowdManager(t)
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	params := map[string]string{"users": "90", "tenants": "10", "online": "30"}
 	for run := range 2 {
@@ -119,10 +96,10 @@ func TestSharedPoolConnPerUserIsRefusedOnEveryRun(t *testing.T) {
 		if refused < 3*(30-sessions.DefaultConnLimit) || served == 0 || served+refused != 90 {
 			t.Errorf("run %d: served %d, refused %d", run, served, refused)
 		}
-		if got := crowdMetric(t, st, "users refused (53300)"); int(got) != refused {
+		if got := mustMetric(t, st, "users refused (53300)"); int(got) != refused {
 			t.Errorf("run %d: metric says %v refused, the log %d", run, got, refused)
 		}
-		if peak := crowdMetric(t, st, "peak connections"); peak > sessions.DefaultConnLimit || peak == 0 {
+		if peak := mustMetric(t, st, "peak connections"); peak > sessions.DefaultConnLimit || peak == 0 {
 			t.Errorf("run %d: peak connections %v, limit %d", run, peak, sessions.DefaultConnLimit)
 		}
 		if st.Leaks() != 0 {
@@ -137,7 +114,7 @@ func TestSharedPoolConnPerUserIsRefusedOnEveryRun(t *testing.T) {
 
 func TestSharedPoolServesEveryUser(t *testing.T) {
 	t.Parallel()
-	m := crowdManager(t)
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 2 {
 		st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.VariantSharedPool, nil)
@@ -162,14 +139,14 @@ func TestSharedPoolServesEveryUser(t *testing.T) {
 		if st.Pool.Max != 10 || st.Pool.Total > 10 {
 			t.Errorf("run %d: pool counts %+v", run, st.Pool)
 		}
-		if got := crowdMetric(t, st, "users served"); got != 300 {
+		if got := mustMetric(t, st, "users served"); got != 300 {
 			t.Errorf("run %d: users served %v", run, got)
 		}
-		if got := crowdMetric(t, st, "users refused (53300)"); got != 0 {
+		if got := mustMetric(t, st, "users refused (53300)"); got != 0 {
 			t.Errorf("run %d: users refused %v", run, got)
 		}
 		for _, name := range []string{"requests/s", "latency p50", "latency p99"} {
-			if crowdMetric(t, st, name) <= 0 {
+			if mustMetric(t, st, name) <= 0 {
 				t.Errorf("run %d: metric %s not positive", run, name)
 			}
 		}
@@ -192,7 +169,7 @@ func TestSharedPoolServesEveryUser(t *testing.T) {
 // role's CONNECTION LIMIT.
 func TestSharedPoolPoolNeverExceedsTheRoleLimit(t *testing.T) {
 	t.Parallel()
-	m := crowdManager(t)
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.VariantSharedPool, map[string]string{"users": "60", "pool": "50", "tenants": "3"})
 	if st.Pool.Max != int32(lab.Sandbox.ConnLimit) || st.Errors() != 0 {
@@ -203,7 +180,7 @@ func TestSharedPoolPoolNeverExceedsTheRoleLimit(t *testing.T) {
 
 func TestSharedPoolCancelledLeavesNothingBehind(t *testing.T) {
 	t.Parallel()
-	m := crowdManager(t)
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	roles0, policies0 := crowdLabObjects(t, m, lab)
 	for _, variant := range []string{scenarios.VariantConnPerUser, scenarios.VariantSharedPool} {

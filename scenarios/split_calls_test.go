@@ -13,28 +13,6 @@ import (
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
-// p4Manager opens a lab manager whose catalog holds the given scenarios.
-func p4Manager(t *testing.T, list ...*scenarios.Scenario) *sessions.Manager {
-	t.Helper()
-	cat, err := scenarios.NewCatalog(list...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: cat})
-}
-
-// p4Metric returns the number of the metric called name.
-func p4Metric(t *testing.T, st scenarios.State, name string) float64 {
-	t.Helper()
-	for _, m := range st.Metrics {
-		if m.Name == name {
-			return m.Number
-		}
-	}
-	t.Fatalf("no metric %q in %+v", name, st.Metrics)
-	return 0
-}
-
 // p4Row returns the request with sequence number seq.
 func p4Row(t *testing.T, st scenarios.State, seq int) scenarios.RequestRow {
 	t.Helper()
@@ -143,7 +121,7 @@ func p4CheckCancel(t *testing.T, m *sessions.Manager, lab *sessions.Lab, scenari
 
 func TestSplitCallsSetParamIsASyntaxError(t *testing.T) {
 	t.Parallel()
-	m := p4Manager(t, scenarios.SplitCalls())
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 2 {
 		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitVariantSetParam, nil)
@@ -175,7 +153,7 @@ func TestSplitCallsSetParamIsASyntaxError(t *testing.T) {
 
 func TestSplitCallsSplitCrossesBackendsOnEveryRun(t *testing.T) {
 	t.Parallel()
-	m := p4Manager(t, scenarios.SplitCalls())
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 3 {
 		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitVariantSplit, nil)
@@ -184,8 +162,8 @@ func TestSplitCallsSplitCrossesBackendsOnEveryRun(t *testing.T) {
 		}
 		backends := map[uint32]bool{}
 		for _, r := range st.Requests {
-			setPID := uint32(p4Metric(t, st, fmt.Sprintf("request #%d set_config PID", r.Seq)))
-			queryPID := uint32(p4Metric(t, st, fmt.Sprintf("request #%d query PID", r.Seq)))
+			setPID := uint32(mustMetric(t, st, fmt.Sprintf("request #%d set_config PID", r.Seq)))
+			queryPID := uint32(mustMetric(t, st, fmt.Sprintf("request #%d query PID", r.Seq)))
 			backends[setPID], backends[queryPID] = true, true
 			if queryPID != r.PID || queryPID == 0 || setPID == 0 {
 				t.Errorf("run %d: request #%d: query PID metric %d, row PID %d, set PID %d", run, r.Seq, queryPID, r.PID, setPID)
@@ -208,7 +186,7 @@ func TestSplitCallsSplitCrossesBackendsOnEveryRun(t *testing.T) {
 
 func TestSplitCallsOneTxSeesOwnRows(t *testing.T) {
 	t.Parallel()
-	m := p4Manager(t, scenarios.SplitCalls())
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 3 {
 		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitVariantOneTx, nil)
@@ -235,7 +213,7 @@ func TestSplitCallsOneTxSeesOwnRows(t *testing.T) {
 
 func TestSplitCallsLeavesNothingBehind(t *testing.T) {
 	t.Parallel()
-	m := p4Manager(t, scenarios.SplitCalls())
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	variants := scenarios.SplitCalls().VariantNames()
 	sort.Strings(variants)

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/rlslab/rlslab/scenarios"
-	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
@@ -21,7 +20,7 @@ func unsetStr(s string) *string { return &s }
 
 func TestUnsetSettingVariants(t *testing.T) {
 	t.Parallel()
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: withCatalog6(t, scenarios.UnsetSetting())})
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	empty := unsetStr("")
 	cases := []struct {
@@ -73,7 +72,7 @@ func TestUnsetSettingVariants(t *testing.T) {
 
 func TestUnsetSettingCancelledRestoresPolicy(t *testing.T) {
 	t.Parallel()
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Catalog: withCatalog6(t, scenarios.UnsetSetting())})
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	cancelMidRun(t, m, lab, "unset-setting", "fail-open", 2*time.Second)
 	cancelMidRun(t, m, lab, "unset-setting", "naive-cast", 500*time.Millisecond)

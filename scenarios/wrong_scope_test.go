@@ -14,7 +14,7 @@ import (
 
 func TestWrongScopeGlobalGivesAnotherTenantsRowsOnEveryRun(t *testing.T) {
 	t.Parallel()
-	m := p4Manager(t, scenarios.WrongScope())
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, delay := range []string{"0", "40", "0"} {
 		st := sessionstest.MustRun(t, lab, "wrong-scope", scenarios.WrongScopeGlobal, map[string]string{"delay_ms": delay})
@@ -39,7 +39,7 @@ func TestWrongScopeGlobalGivesAnotherTenantsRowsOnEveryRun(t *testing.T) {
 
 func TestWrongScopeContextKeepsEachTenant(t *testing.T) {
 	t.Parallel()
-	m := p4Manager(t, scenarios.WrongScope())
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, delay := range []string{"0", "40", "0"} {
 		st := sessionstest.MustRun(t, lab, "wrong-scope", scenarios.WrongScopeContext, map[string]string{"delay_ms": delay})
@@ -56,7 +56,7 @@ func TestWrongScopeContextKeepsEachTenant(t *testing.T) {
 
 func TestWrongScopeConnPerUserRunsOutOfConnections(t *testing.T) {
 	t.Parallel()
-	m := p4Manager(t, scenarios.WrongScope())
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	params := map[string]string{"users": "6", "pool": "3", "acquire_timeout_ms": "200"}
 	for run := range 2 {
@@ -102,19 +102,19 @@ func TestWrongScopeConnPerUserRunsOutOfConnections(t *testing.T) {
 				t.Errorf("run %d: per-request: want own 3 rows on one of the pool's backends %v, got %+v", run, pids, r)
 			}
 		}
-		if got := p4Metric(t, st, "most requests waiting in Acquire"); got != 3 {
+		if got := mustMetric(t, st, "most requests waiting in Acquire"); got != 3 {
 			t.Errorf("run %d: most waiting %v, want 3", run, got)
 		}
-		if got := p4Metric(t, st, "acquires timed out"); got != 3 {
+		if got := mustMetric(t, st, "acquires timed out"); got != 3 {
 			t.Errorf("run %d: timed out %v, want 3", run, got)
 		}
-		if got := p4Metric(t, st, "pool: cancelled acquires (pgxpool.Stat)"); got != 3 {
+		if got := mustMetric(t, st, "pool: cancelled acquires (pgxpool.Stat)"); got != 3 {
 			t.Errorf("run %d: pgxpool cancelled acquires %v, want 3", run, got)
 		}
-		if got := p4Metric(t, st, "per-request: users served"); got != 6 {
+		if got := mustMetric(t, st, "per-request: users served"); got != 6 {
 			t.Errorf("run %d: per-request served %v, want 6", run, got)
 		}
-		if got := p4Metric(t, st, "held connections idle on the server"); got != 2 {
+		if got := mustMetric(t, st, "held connections idle on the server"); got != 2 {
 			t.Errorf("run %d: idle held backends on the server %v, want 2 (the third ran the count)", run, got)
 		}
 		if st.Pool.Max != 3 || st.Pool.Total != 3 || len(st.Connections) != 3 {
@@ -125,7 +125,7 @@ func TestWrongScopeConnPerUserRunsOutOfConnections(t *testing.T) {
 
 func TestWrongScopeRejectsParamsOutOfBounds(t *testing.T) {
 	t.Parallel()
-	m := p4Manager(t, scenarios.WrongScope())
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, p := range []map[string]string{{"users": "51"}, {"users": "1"}, {"delay_ms": "2001"}, {"delay_ms": "-1"}, {"pool": "9"}, {"acquire_timeout_ms": "50"}} {
 		err := lab.Start(sessions.RunRequest{Scenario: "wrong-scope", Variant: scenarios.WrongScopeConnPerUser, Speed: scenarios.Speed{Max: true}, Params: p})
@@ -138,7 +138,7 @@ func TestWrongScopeRejectsParamsOutOfBounds(t *testing.T) {
 
 func TestWrongScopeLeavesNothingBehind(t *testing.T) {
 	t.Parallel()
-	m := p4Manager(t, scenarios.WrongScope())
+	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	small := map[string]string{"users": "4", "pool": "2", "acquire_timeout_ms": "100", "delay_ms": "0"}
 	for _, v := range scenarios.WrongScope().VariantNames() {
