@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
@@ -209,20 +210,13 @@ func rorSchema(t *testing.T, m *sessions.Manager, lab *sessions.Lab) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var out []string
 	rows, err := m.Admin().Query(ctx, "SELECT 'role ' || rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY 1", "lab_"+lab.ID+"%")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	if rows.Err() != nil {
-		t.Fatal(rows.Err())
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
 	}
 	conn, release, err := lab.Sandbox.Admin(ctx)
 	if err != nil {
@@ -234,17 +228,11 @@ func rorSchema(t *testing.T, m *sessions.Manager, lab *sessions.Lab) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
+	more, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
 	}
-	if rows.Err() != nil {
-		t.Fatal(rows.Err())
-	}
-	return out
+	return append(out, more...)
 }
 
 // rorAppBackends counts the app role's backends on the lab's database.

@@ -226,26 +226,40 @@ func runBypassAppRole(ctx context.Context, env *Env) error {
 	return env.Step(ctx, "Done: as the app role the policy decides what each query sees.")
 }
 
-// runRowSecurityOff asks for row_security = off as the app role.
-func runRowSecurityOff(ctx context.Context, env *Env) error {
-	acme := env.Sandbox.Tenants[0]
+// appRoleTx opens a one-connection pool of the app role and begins a
+// transaction for a request of tenant t. done rolls the transaction back and
+// releases the connection, even when the acquire's frame was cut short.
+func appRoleTx(ctx context.Context, env *Env, t Tenant) (*Request, pgx.Tx, func(), error) {
 	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	r := pool.NewRequest(acme, PatternTxLocal)
-	// Release even when Acquire's frame was cut short: the connection
-	// may already be held.
-	defer r.Release(context.WithoutCancel(ctx))
+	r := pool.NewRequest(t, PatternTxLocal)
+	release := func() { _ = r.Release(context.WithoutCancel(ctx)) }
 	if err := r.Acquire(ctx); err != nil {
-		return err
+		release()
+		return nil, nil, nil, err
 	}
 	tx, err := r.Conn().Begin(ctx)
 	if err != nil {
 		r.Fail(err)
+		release()
+		return nil, nil, nil, err
+	}
+	return r, tx, func() {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		release()
+	}, nil
+}
+
+// runRowSecurityOff asks for row_security = off as the app role.
+func runRowSecurityOff(ctx context.Context, env *Env) error {
+	acme := env.Sandbox.Tenants[0]
+	r, tx, done, err := appRoleTx(ctx, env, acme)
+	if err != nil {
 		return err
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	defer done()
 	for _, s := range []string{"SET LOCAL row_security = off", setLocalSQL} {
 		var args []any
 		if s == setLocalSQL {
@@ -289,23 +303,11 @@ func runRowSecurityOff(ctx context.Context, env *Env) error {
 // runInsertForeign has the app role, scoped to Acme, insert Globex's row.
 func runInsertForeign(ctx context.Context, env *Env) error {
 	acme, globex := env.Sandbox.Tenants[0], env.Sandbox.Tenants[1]
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
+	r, tx, done, err := appRoleTx(ctx, env, acme)
 	if err != nil {
 		return err
 	}
-	r := pool.NewRequest(acme, PatternTxLocal)
-	// Release even when Acquire's frame was cut short: the connection
-	// may already be held.
-	defer r.Release(context.WithoutCancel(ctx))
-	if err := r.Acquire(ctx); err != nil {
-		return err
-	}
-	tx, err := r.Conn().Begin(ctx)
-	if err != nil {
-		r.Fail(err)
-		return err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	defer done()
 	if _, err := tx.Exec(ctx, setLocalSQL, acme.Setting()); err != nil {
 		r.Fail(err)
 		return err
@@ -340,7 +342,7 @@ func runInsertForeign(ctx context.Context, env *Env) error {
 	if err := r.Release(ctx); err != nil {
 		return err
 	}
-	g := pool.NewRequest(globex, PatternTxLocal)
+	g := r.pool.NewRequest(globex, PatternTxLocal)
 	if err := g.Do(ctx); err != nil {
 		return err
 	}
