@@ -8,6 +8,7 @@ import (
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 	"github.com/rlslab/rlslab/lessons"
 	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
@@ -81,7 +82,7 @@ func TestEveryLessonRuns(t *testing.T) {
 			}
 			for _, v := range sc.Variants {
 				st, err := sessionstest.Run(lab, sc.ID, v.Name, nil)
-				if err != nil || st.Status != scenarios.StatusDone {
+				if err != nil || st.Status != engine.StatusDone {
 					t.Errorf("%s/%s: status %q, error %v", sc.ID, v.Name, st.Status, err)
 					continue
 				}

@@ -1,9 +1,15 @@
 package scenarios
 
+import (
+	"context"
+
+	"github.com/rlslab/rlslab/scenarios/engine"
+)
+
 // allScenarios lists every scenario of this package in display order (the
 // order of the lessons).
-func allScenarios() []*Scenario {
-	return []*Scenario{
+func allScenarios() []*engine.Scenario {
+	return []*engine.Scenario{
 		SetLeak(),
 		SplitCalls(),
 		SharedPool(),
@@ -15,4 +21,22 @@ func allScenarios() []*Scenario {
 		ScopingCost(),
 		PgBouncerTx(),
 	}
+}
+
+// DefaultCatalog returns the catalog of every scenario in this package.
+func DefaultCatalog() *engine.Catalog {
+	c, err := engine.NewCatalog(allScenarios()...)
+	if err != nil {
+		panic(err) // the package's own list is fixed at compile time; a test covers it
+	}
+	return c
+}
+
+// withRun gives every variant the scenario's run function.
+func withRun(run func(context.Context, *engine.Env, string) error, vs []engine.Variant) []engine.Variant {
+	for i := range vs {
+		name := vs[i].Name
+		vs[i].Run = func(ctx context.Context, env *engine.Env) error { return run(ctx, env, name) }
+	}
+	return vs
 }

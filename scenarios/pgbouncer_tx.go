@@ -15,7 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/rlslab/rlslab/internal/bouncer"
+	bouncer "github.com/rlslab/rlslab/internal/bouncer/admin"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Variants of pgbouncer-tx besides the patterns.
@@ -50,31 +51,30 @@ const fanInHold = 20 * time.Millisecond
 // inherited by another; server_reset_query_always stops that at a cost;
 // pgx's cached prepared statements fail on PgBouncer 1.18; and many client
 // connections share a few server connections.
-func PgBouncerTx() *Scenario {
-	return &Scenario{
+func PgBouncerTx() *engine.Scenario {
+	return &engine.Scenario{
 		ID:    "pgbouncer-tx",
 		Title: "PgBouncer in transaction mode: a session SET leaks to another client",
-		Variants: []Variant{
-			{Name: PatternSessionSet, Summary: "Three app instances behind one PgBouncer (default_pool_size = 1). app-1 scopes with a session-level set_config; app-2's forgetful request gets the same backend and app-1's tenant."},
-			{Name: PatternTxLocal, Summary: "The same three instances, scoping with set_config(..., true) inside BEGIN ... COMMIT: the setting ends with the transaction, the forgetful request gets 0 rows."},
-			{Name: PatternBatchLocal, Summary: "The same with the local set_config and the query in one pgx.Batch: one round trip, one transaction."},
+		Variants: withRun(runPgBouncerTx, []engine.Variant{
+			{Name: engine.PatternSessionSet, Summary: "Three app instances behind one PgBouncer (default_pool_size = 1). app-1 scopes with a session-level set_config; app-2's forgetful request gets the same backend and app-1's tenant."},
+			{Name: engine.PatternTxLocal, Summary: "The same three instances, scoping with set_config(..., true) inside BEGIN ... COMMIT: the setting ends with the transaction, the forgetful request gets 0 rows."},
+			{Name: engine.PatternBatchLocal, Summary: "The same with the local set_config and the query in one pgx.Batch: one round trip, one transaction."},
 			{Name: variantResetAlways, Summary: "session-set again, but PgBouncer runs DISCARD ALL after every transaction (server_reset_query_always = 1); then the cost, measured: direct vs through PgBouncer vs with the reset."},
 			{Name: variantPrepared, Summary: "pgx's default query mode (cached prepared statements) through PgBouncer 1.18 in transaction mode, then QueryExecModeExec and the simple protocol."},
 			{Name: variantFanIn, Summary: "N app instances × M pool connections each, multiplexed onto default_pool_size server connections; both sides counted live."},
-		},
-		Params: []Param{
+		}),
+		Params: []engine.Param{
 			{Name: "instances", Summary: "fan-in: app instances (pools), 1 to 10", Min: 1, Max: 10, Default: 4},
 			{Name: "conns", Summary: "fan-in: connections per instance's pool, 1 to 10 (instances × conns ≤ 100, under PgBouncer's max_client_conn of 200)", Min: 1, Max: 10, Default: 3},
 			{Name: "pool_size", Summary: "fan-in: PgBouncer's default_pool_size (server connections), 1 to 20, capped below the lab role's CONNECTION LIMIT", Min: 1, Max: 20, Default: 2},
 		},
-		Run: runPgBouncerTx,
 	}
 }
 
 // bouncerRun is one run's PgBouncer and what the run read about it.
 type bouncerRun struct {
-	env      *Env
-	b        *bouncer.Bouncer
+	env      *engine.Env
+	b        engine.Bouncer
 	db, user string
 	password string
 	started  time.Time
@@ -88,7 +88,7 @@ type bouncerRun struct {
 	peakMax time.Duration
 }
 
-func runPgBouncerTx(ctx context.Context, env *Env, variant string) error {
+func runPgBouncerTx(ctx context.Context, env *engine.Env, variant string) error {
 	tenants := env.Sandbox.Tenants
 	if len(tenants) < 3 {
 		return errors.New("pgbouncer-tx needs three tenants in the sandbox")
@@ -111,7 +111,7 @@ func runPgBouncerTx(ctx context.Context, env *Env, variant string) error {
 	err = func() error {
 		defer stop()
 		switch variant {
-		case PatternSessionSet, PatternTxLocal, PatternBatchLocal, variantResetAlways:
+		case engine.PatternSessionSet, engine.PatternTxLocal, engine.PatternBatchLocal, variantResetAlways:
 			return rb.crossClient(ctx, variant)
 		case variantPrepared:
 			return rb.prepared(ctx)
@@ -166,7 +166,7 @@ func (rb *bouncerRun) alive(ctx context.Context) bool {
 
 // fanInPoolSize is the pool_size parameter, kept below the lab role's
 // CONNECTION LIMIT (one connection is left for the direct measurement).
-func fanInPoolSize(env *Env) int {
+func fanInPoolSize(env *engine.Env) int {
 	n := env.Params.Get("pool_size")
 	if n < 1 {
 		n = 2
@@ -190,7 +190,7 @@ func appCredentials(appURL string) (db, user, password string, err error) {
 
 // startBouncer starts a PgBouncer in front of the lab's database as the
 // sandbox says, stopped when the run's environment closes.
-func startBouncer(ctx context.Context, env *Env, poolSize int, reset bool) (*bouncerRun, error) {
+func startBouncer(ctx context.Context, env *engine.Env, poolSize int, reset bool) (*bouncerRun, error) {
 	b, err := newBouncer(ctx, env, poolSize, reset)
 	if err != nil {
 		return nil, err
@@ -207,10 +207,10 @@ func startBouncer(ctx context.Context, env *Env, poolSize int, reset bool) (*bou
 	if reset {
 		mode = "server_reset_query_always = 1"
 	}
-	tr.Update(func(s *State) {
-		s.Pairing = &Pairing{Version: b.Version(), Mode: "transaction"}
+	tr.Update(func(s *engine.State) {
+		s.Pairing = &engine.Pairing{Version: b.Version(), Mode: "transaction"}
 	})
-	if b.Kind() == bouncer.KindURL {
+	if b.Kind() == "url" {
 		tr.Note(fmt.Sprintf("PgBouncer %s was given by URL: its own pool_mode, default_pool_size and server_reset_query_always apply, not the ones this variant asks for (default_pool_size = %d, %s).", b.Version(), poolSize, mode))
 	}
 	err = env.Step(ctx, fmt.Sprintf("PgBouncer %s (%s) started in front of database %s: pool_mode = transaction, default_pool_size = %d, %s. Each app instance below is its own pgxpool, so its connections are PgBouncer clients.",
@@ -218,35 +218,12 @@ func startBouncer(ctx context.Context, env *Env, poolSize int, reset bool) (*bou
 	return rb, err
 }
 
-// newBouncer starts one PgBouncer for the lab and registers its stop.
-func newBouncer(ctx context.Context, env *Env, poolSize int, reset bool) (*bouncer.Bouncer, error) {
-	db, user, pw, err := appCredentials(env.Sandbox.AppURL)
-	if err != nil {
-		return nil, err
-	}
-	up, err := bouncer.UpstreamFromURL(env.Sandbox.AppURL)
-	if err != nil {
-		return nil, err
-	}
-	mode := env.Sandbox.PgBouncer
-	if mode == "" {
-		mode = bouncer.ModeAuto
-	}
-	b, err := bouncer.Start(ctx, bouncer.Options{
-		Mode: mode, Upstream: up, Databases: []string{db}, Users: map[string]string{user: pw},
-		PoolSize: poolSize, ResetQueryAlways: reset, Logger: env.Logger(),
-	})
-	if errors.Is(err, bouncer.ErrNoPgBouncer) {
-		return nil, fmt.Errorf("pgbouncer-tx runs a real PgBouncer and none could be had: %w", err)
-	}
+// newBouncer starts one PgBouncer for the lab, stopped with the run.
+func newBouncer(ctx context.Context, env *engine.Env, poolSize int, reset bool) (engine.Bouncer, error) {
+	b, err := env.StartBouncer(ctx, engine.BouncerOptions{PoolSize: poolSize, ResetQueryAlways: reset})
 	if err != nil {
 		return nil, fmt.Errorf("pgbouncer-tx: start PgBouncer: %w", err)
 	}
-	env.OnClose(func() {
-		if err := b.Close(); err != nil {
-			env.Logger().Warn("stop pgbouncer", "err", err)
-		}
-	})
 	return b, nil
 }
 
@@ -266,8 +243,8 @@ func versionNumber(v string) float64 {
 // pgx's default, the statement cache). The pairing labels its client
 // connections by their local TCP port, not by application_name, which
 // PgBouncer also passes on to whatever server connection a client gets.
-func (rb *bouncerRun) openClient(ctx context.Context, name string, conns int, mode *pgx.QueryExecMode) (*Pool, error) {
-	return rb.env.OpenPool(ctx, PoolOptions{
+func (rb *bouncerRun) openClient(ctx context.Context, name string, conns int, mode *pgx.QueryExecMode) (*engine.Pool, error) {
+	return rb.env.OpenPool(ctx, engine.PoolOptions{
 		Name:       name,
 		ConnString: rb.b.URL(rb.db, rb.user, rb.password),
 		MaxConns:   int32(conns),
@@ -398,7 +375,7 @@ func (rb *bouncerRun) readPairing(ctx context.Context, admin *pgx.Conn) error {
 	if err != nil {
 		return err
 	}
-	p := Pairing{Version: rb.b.Version(), Mode: "transaction"}
+	p := engine.Pairing{Version: rb.b.Version(), Mode: "transaction"}
 	rb.mu.Lock()
 	for _, c := range clients {
 		if c.Database != rb.db {
@@ -408,7 +385,7 @@ func (rb *bouncerRun) readPairing(ctx context.Context, admin *pgx.Conn) error {
 		if label == "" {
 			label = "port " + strconv.Itoa(c.Port)
 		}
-		p.Clients = append(p.Clients, PeerConn{Ptr: c.Ptr, Link: c.Link, Label: label, State: c.State})
+		p.Clients = append(p.Clients, engine.PeerConn{Ptr: c.Ptr, Link: c.Link, Label: label, State: c.State})
 	}
 	for _, s := range servers {
 		if s.Database != rb.db {
@@ -419,15 +396,15 @@ func (rb *bouncerRun) readPairing(ctx context.Context, admin *pgx.Conn) error {
 			h := *v
 			held = &h
 		}
-		p.Servers = append(p.Servers, PeerConn{Ptr: s.Ptr, Link: s.Link, Label: fmt.Sprintf("backend %d", s.RemotePID),
+		p.Servers = append(p.Servers, engine.PeerConn{Ptr: s.Ptr, Link: s.Link, Label: fmt.Sprintf("backend %d", s.RemotePID),
 			State: s.State, PID: uint32(s.RemotePID), Tenant: held})
 	}
-	var mine *BouncerPool
+	var mine *engine.BouncerPool
 	for _, bp := range pools {
 		if bp.Database != rb.db {
 			continue
 		}
-		p.Pools = append(p.Pools, BouncerPool{Database: bp.Database, User: bp.User, ClActive: bp.ClActive, ClWaiting: bp.ClWaiting,
+		p.Pools = append(p.Pools, engine.BouncerPool{Database: bp.Database, User: bp.User, ClActive: bp.ClActive, ClWaiting: bp.ClWaiting,
 			SvActive: bp.SvActive, SvIdle: bp.SvIdle + bp.SvUsed, MaxWaitMS: bp.MaxWait.Milliseconds()})
 		mine = &p.Pools[len(p.Pools)-1]
 	}
@@ -442,7 +419,7 @@ func (rb *bouncerRun) readPairing(ctx context.Context, admin *pgx.Conn) error {
 	sort.Slice(p.Clients, func(i, j int) bool { return p.Clients[i].Label < p.Clients[j].Label })
 	sort.Slice(p.Servers, func(i, j int) bool { return p.Servers[i].PID < p.Servers[j].PID })
 	tr := rb.env.Tracker()
-	tr.Update(func(s *State) { s.Pairing = &p })
+	tr.Update(func(s *engine.State) { s.Pairing = &p })
 	if mine != nil {
 		x := time.Since(rb.started).Seconds()
 		const chart = "PgBouncer pool (SHOW POOLS)"
@@ -456,18 +433,18 @@ func (rb *bouncerRun) readPairing(ctx context.Context, admin *pgx.Conn) error {
 }
 
 // rowOf returns the request log row of request seq.
-func rowOf(env *Env, seq int) (RequestRow, bool) {
+func rowOf(env *engine.Env, seq int) (engine.RequestRow, bool) {
 	st := env.Tracker().Snapshot()
 	for _, r := range st.Requests {
 		if r.Seq == seq {
 			return r, true
 		}
 	}
-	return RequestRow{}, false
+	return engine.RequestRow{}, false
 }
 
 // slotOf returns the pool slot the request's connection is shown in.
-func slotOf(env *Env, pool string, seq int) int {
+func slotOf(env *engine.Env, pool string, seq int) int {
 	st := env.Tracker().Snapshot()
 	for _, c := range st.Connections {
 		if c.Pool == pool && c.Request == seq {
@@ -481,7 +458,7 @@ func slotOf(env *Env, pool string, seq int) int {
 // say each backend holds. A request that fails is an outcome: it is
 // recorded and nil is returned, unless the run itself can't go on (the
 // context ended, or PgBouncer died).
-func (rb *bouncerRun) request(ctx context.Context, pool *Pool, t Tenant, pattern string) (RequestRow, error) {
+func (rb *bouncerRun) request(ctx context.Context, pool *engine.Pool, t engine.Tenant, pattern string) (engine.RequestRow, error) {
 	r := pool.NewRequest(t, pattern)
 	err := r.Acquire(ctx)
 	slot := -1
@@ -498,7 +475,7 @@ func (rb *bouncerRun) request(ctx context.Context, pool *Pool, t Tenant, pattern
 	rerr := r.Release(ctx)
 	if slot >= 0 && rerr == nil {
 		st := rb.env.Tracker().Snapshot()
-		if i := findConn(&st, pool.Name(), slot); i >= 0 && st.Connections[i].State == ConnIdle {
+		if i := engine.FindConn(&st, pool.Name(), slot); i >= 0 && st.Connections[i].State == engine.ConnIdle {
 			rb.see(st.Connections[i].PID, st.Connections[i].Tenant)
 		}
 	}
@@ -536,7 +513,7 @@ func (rb *bouncerRun) crossClient(ctx context.Context, variant string) error {
 	env := rb.env
 	tenants := env.Sandbox.Tenants
 	exec := pgx.QueryExecModeExec
-	pools := make([]*Pool, 3)
+	pools := make([]*engine.Pool, 3)
 	for i := range pools {
 		p, err := rb.openClient(ctx, fmt.Sprintf("app-%d", i+1), 1, &exec)
 		if err != nil {
@@ -549,21 +526,21 @@ func (rb *bouncerRun) crossClient(ctx context.Context, variant string) error {
 	}
 	writer := variant
 	if variant == variantResetAlways {
-		writer = PatternSessionSet
+		writer = engine.PatternSessionSet
 	}
 	first, err := rb.request(ctx, pools[0], tenants[0], writer)
 	if err != nil {
 		return err
 	}
-	leak1, err := rb.request(ctx, pools[1], tenants[1], PatternForgot)
+	leak1, err := rb.request(ctx, pools[1], tenants[1], engine.PatternForgot)
 	if err != nil {
 		return err
 	}
-	local, err := rb.request(ctx, pools[2], tenants[2], PatternTxLocal)
+	local, err := rb.request(ctx, pools[2], tenants[2], engine.PatternTxLocal)
 	if err != nil {
 		return err
 	}
-	leak2, err := rb.request(ctx, pools[1], tenants[1], PatternForgot)
+	leak2, err := rb.request(ctx, pools[1], tenants[1], engine.PatternForgot)
 	if err != nil {
 		return err
 	}
@@ -577,17 +554,17 @@ func (rb *bouncerRun) crossClient(ctx context.Context, variant string) error {
 }
 
 // noteCrossClient writes what the four requests established.
-func (rb *bouncerRun) noteCrossClient(variant string, first, leak1, local, leak2 RequestRow) {
+func (rb *bouncerRun) noteCrossClient(variant string, first, leak1, local, leak2 engine.RequestRow) {
 	tr := rb.env.Tracker()
 	sb := rb.env.Sandbox
-	desc := func(r RequestRow) string {
+	desc := func(r engine.RequestRow) string {
 		if r.Error != "" {
 			return fmt.Sprintf("request #%d (%s, %s) failed: %s", r.Seq, r.Pool, r.Pattern, r.Error)
 		}
 		return fmt.Sprintf("request #%d (%s, %s) ran on backend %d, which %s: %d rows, %d of another tenant", r.Seq, r.Pool, r.Pattern, r.PID,
-			describeSetting(sb, r.SeenTenant, "held"), r.Rows, r.ForeignRows)
+			engine.DescribeSetting(sb, r.SeenTenant, "held"), r.Rows, r.ForeignRows)
 	}
-	for _, r := range []RequestRow{first, leak1, local, leak2} {
+	for _, r := range []engine.RequestRow{first, leak1, local, leak2} {
 		prefix := ""
 		if r.Leak {
 			prefix = "LEAK: "
@@ -596,7 +573,7 @@ func (rb *bouncerRun) noteCrossClient(variant string, first, leak1, local, leak2
 	}
 	samePID := first.PID != 0 && first.PID == leak1.PID && leak1.PID == leak2.PID
 	switch {
-	case variant == PatternSessionSet && samePID && leak1.Leak:
+	case variant == engine.PatternSessionSet && samePID && leak1.Leak:
 		tr.Note(fmt.Sprintf("Two different PgBouncer clients (app-1 and app-2) ran on the same backend %d: app-1's session-level set stayed on it, and app-2 inherited it. Transaction pooling hands out server connections per transaction, not per client.", first.PID))
 		if leak2.Leak {
 			tr.Note("app-3's SET LOCAL did not clean the backend: at COMMIT the setting went back to its session value, and app-2's next forgetful request leaked again.")
@@ -662,8 +639,8 @@ func (rb *bouncerRun) measure(ctx context.Context, withReset bool) error {
 		for j, t := range targets {
 			start := time.Now()
 			b := &pgx.Batch{}
-			b.Queue(setLocalSQL, tenant.Setting())
-			b.Queue(ObserveQuery)
+			b.Queue(engine.SetLocalSQL, tenant.Setting())
+			b.Queue(engine.ObserveQuery)
 			if err := t.conn.SendBatch(ctx, b).Close(); err != nil {
 				return rb.outcome(ctx, fmt.Errorf("measure %s: %w", t.name, err))
 			}
@@ -697,15 +674,15 @@ func (rb *bouncerRun) measure(ctx context.Context, withReset bool) error {
 }
 
 // summarizeDurations returns the median and 99th percentile of d.
-func summarizeDurations(d []time.Duration) Timing {
+func summarizeDurations(d []time.Duration) engine.Timing {
 	if len(d) == 0 {
-		return Timing{}
+		return engine.Timing{}
 	}
 	s := append([]time.Duration(nil), d...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	us := func(x time.Duration) float64 { return float64(x.Nanoseconds()) / 1000 }
 	p99 := s[min(len(s)-1, len(s)*99/100)]
-	return Timing{MedianUS: us(s[len(s)/2]), P99US: us(p99), N: len(s)}
+	return engine.Timing{MedianUS: us(s[len(s)/2]), P99US: us(p99), N: len(s)}
 }
 
 // prepared runs one transaction-local request per app instance with pgx's
@@ -732,7 +709,7 @@ func (rb *bouncerRun) prepared(ctx context.Context) error {
 		}
 	}
 	for _, m := range modes {
-		pools := make([]*Pool, 3)
+		pools := make([]*engine.Pool, 3)
 		for i := range pools {
 			p, err := rb.openClient(ctx, fmt.Sprintf("%s-%d", m.prefix, i+1), 1, m.mode)
 			if err != nil {
@@ -745,7 +722,7 @@ func (rb *bouncerRun) prepared(ctx context.Context) error {
 		}
 		failed, codes, first := 0, map[string]int{}, ""
 		for i, p := range pools {
-			row, err := rb.request(ctx, p, tenants[i], PatternTxLocal)
+			row, err := rb.request(ctx, p, tenants[i], engine.PatternTxLocal)
 			if err != nil {
 				return err
 			}
@@ -802,7 +779,7 @@ func (rb *bouncerRun) fanIn(ctx context.Context, poolSize int) error {
 		m = 3
 	}
 	exec := pgx.QueryExecModeExec
-	pools := make([]*Pool, n)
+	pools := make([]*engine.Pool, n)
 	for i := range pools {
 		p, err := rb.openClient(ctx, fmt.Sprintf("app-%d", i+1), m, &exec)
 		if err != nil {
@@ -824,7 +801,7 @@ func (rb *bouncerRun) fanIn(ctx context.Context, poolSize int) error {
 	for i, p := range pools {
 		for c := 0; c < m; c++ {
 			wg.Add(1)
-			go func(p *Pool, t Tenant) {
+			go func(p *engine.Pool, t engine.Tenant) {
 				defer wg.Done()
 				for range rounds {
 					d, err := rb.fanInRequest(ctx, p, t)
@@ -884,15 +861,15 @@ func (rb *bouncerRun) fanIn(ctx context.Context, poolSize int) error {
 
 // fanInRequest runs one batch-local request that holds its server
 // connection for fanInHold; it returns how long the batch took.
-func (rb *bouncerRun) fanInRequest(ctx context.Context, p *Pool, t Tenant) (time.Duration, error) {
-	r := p.NewRequest(t, PatternBatchLocal)
+func (rb *bouncerRun) fanInRequest(ctx context.Context, p *engine.Pool, t engine.Tenant) (time.Duration, error) {
+	r := p.NewRequest(t, engine.PatternBatchLocal)
 	if err := r.Acquire(ctx); err != nil {
 		return 0, rb.outcome(ctx, err)
 	}
 	b := &pgx.Batch{}
-	b.Queue(setLocalSQL, t.Setting())
+	b.Queue(engine.SetLocalSQL, t.Setting())
 	b.Queue(fmt.Sprintf("SELECT pg_sleep(%g)", fanInHold.Seconds()))
-	b.Queue(ObserveQuery)
+	b.Queue(engine.ObserveQuery)
 	start := time.Now()
 	res := r.Conn().SendBatch(ctx, b)
 	_, err := res.Exec()

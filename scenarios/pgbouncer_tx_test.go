@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rlslab/rlslab/internal/bouncer"
 	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
@@ -23,7 +25,7 @@ func pbLab(t *testing.T) (*sessions.Manager, *sessions.Lab) {
 }
 
 // pbPID returns the PgBouncer pid the run shows as a metric.
-func pbPID(t *testing.T, st scenarios.State) int {
+func pbPID(t *testing.T, st engine.State) int {
 	t.Helper()
 	for _, mt := range st.Metrics {
 		if mt.Name == scenarios.MetricPgBouncerPID {
@@ -34,7 +36,7 @@ func pbPID(t *testing.T, st scenarios.State) int {
 	return 0
 }
 
-func pbVersion(st scenarios.State) float64 {
+func pbVersion(st engine.State) float64 {
 	for _, mt := range st.Metrics {
 		if mt.Name == scenarios.MetricPgBouncerVersion {
 			return mt.Number
@@ -48,8 +50,8 @@ func processGone(pid int) bool {
 }
 
 // pbRequests returns the request rows of pool (in order).
-func pbRequests(st scenarios.State, pool string) []scenarios.RequestRow {
-	var out []scenarios.RequestRow
+func pbRequests(st engine.State, pool string) []engine.RequestRow {
+	var out []engine.RequestRow
 	for _, r := range st.Requests {
 		if r.Pool == pool {
 			out = append(out, r)
@@ -60,7 +62,7 @@ func pbRequests(st scenarios.State, pool string) []scenarios.RequestRow {
 
 // crossClientRows returns app-1's request, app-2's two forgetful ones and
 // app-3's transaction-local one.
-func crossClientRows(t *testing.T, st scenarios.State) (first, leak1, local, leak2 scenarios.RequestRow) {
+func crossClientRows(t *testing.T, st engine.State) (first, leak1, local, leak2 engine.RequestRow) {
 	t.Helper()
 	a1, a2, a3 := pbRequests(st, "app-1"), pbRequests(st, "app-2"), pbRequests(st, "app-3")
 	if len(a1) != 1 || len(a2) != 2 || len(a3) != 1 || len(st.Requests) != 4 {
@@ -76,8 +78,8 @@ func TestPgBouncerTxSessionSetLeaksAcrossClients(t *testing.T) {
 	_, lab := pbLab(t)
 	var pids []int
 	for run := range 3 {
-		st := sessionstest.MustRun(t, lab, "pgbouncer-tx", scenarios.PatternSessionSet, nil)
-		if st.Status != scenarios.StatusDone {
+		st := sessionstest.MustRun(t, lab, "pgbouncer-tx", engine.PatternSessionSet, nil)
+		if st.Status != engine.StatusDone {
 			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
 		}
 		pid := pbPID(t, st)
@@ -97,7 +99,7 @@ func TestPgBouncerTxSessionSetLeaksAcrossClients(t *testing.T) {
 		if leak1.PID != first.PID || leak2.PID != first.PID || first.PID == 0 {
 			t.Errorf("run %d: backends %d, %d, %d: want app-2 on app-1's backend", run, first.PID, leak1.PID, leak2.PID)
 		}
-		for _, l := range []scenarios.RequestRow{leak1, leak2} {
+		for _, l := range []engine.RequestRow{leak1, leak2} {
 			if !l.Leak || l.Rows != 3 || l.ForeignRows != 3 || !isTenant(l.SeenTenant, "1") {
 				t.Errorf("run %d: want Globex's forgetful request to get Acme's 3 rows under '1', got %+v", run, l)
 			}
@@ -135,7 +137,7 @@ func TestPgBouncerTxSessionSetLeaksAcrossClients(t *testing.T) {
 
 func TestPgBouncerTxLocalVariantsDoNotLeak(t *testing.T) {
 	t.Parallel()
-	for _, variant := range []string{scenarios.PatternTxLocal, scenarios.PatternBatchLocal} {
+	for _, variant := range []string{engine.PatternTxLocal, engine.PatternBatchLocal} {
 		t.Run(variant, func(t *testing.T) {
 			t.Parallel()
 			_, lab := pbLab(t)
@@ -145,7 +147,7 @@ func TestPgBouncerTxLocalVariantsDoNotLeak(t *testing.T) {
 				if first.Rows != 3 || first.Leak || first.Error != "" || first.Pattern != variant {
 					t.Errorf("run %d: app-1's request: %+v", run, first)
 				}
-				for _, f := range []scenarios.RequestRow{leak1, leak2} {
+				for _, f := range []engine.RequestRow{leak1, leak2} {
 					if f.PID != first.PID || f.Rows != 0 || f.Leak || f.Error != "" || !isTenant(f.SeenTenant, "") {
 						t.Errorf("run %d: want the forgetful request on backend %d with '' and 0 rows, got %+v", run, first.PID, f)
 					}
@@ -169,7 +171,7 @@ func TestPgBouncerTxResetAlways(t *testing.T) {
 	if first.Rows != 0 || first.Leak || first.Error != "" || isTenant(first.SeenTenant, "1") {
 		t.Errorf("app-1's session-set request: want its own set gone (DISCARD ALL after the set's transaction) and 0 rows, got %+v", first)
 	}
-	for _, f := range []scenarios.RequestRow{leak1, leak2} {
+	for _, f := range []engine.RequestRow{leak1, leak2} {
 		if f.PID != first.PID || f.Rows != 0 || f.Leak || (f.SeenTenant != nil && *f.SeenTenant != "") {
 			t.Errorf("forgetful request: want backend %d, nothing inherited, 0 rows; got %+v", first.PID, f)
 		}
@@ -225,7 +227,7 @@ func TestPgBouncerTxFanIn(t *testing.T) {
 	t.Parallel()
 	_, lab := pbLab(t)
 	st := sessionstest.MustRun(t, lab, "pgbouncer-tx", "fan-in", map[string]string{"instances": "3", "conns": "2", "pool_size": "2"})
-	if st.Status != scenarios.StatusDone {
+	if st.Status != engine.StatusDone {
 		t.Fatalf("status %q: %s", st.Status, st.Error)
 	}
 	if len(st.Requests) != 18 || st.Leaks() != 0 || st.Errors() != 0 {
@@ -250,7 +252,7 @@ func TestPgBouncerTxFanIn(t *testing.T) {
 	t.Logf("notes: %q; timings %+v", st.Notes, st.Timings)
 
 	st = sessionstest.MustRun(t, lab, "pgbouncer-tx", "fan-in", map[string]string{"instances": "1", "conns": "1", "pool_size": "20"})
-	if st.Status != scenarios.StatusDone || len(st.Notes) == 0 || !strings.Contains(st.Notes[0], "CONNECTION LIMIT") {
+	if st.Status != engine.StatusDone || len(st.Notes) == 0 || !strings.Contains(st.Notes[0], "CONNECTION LIMIT") {
 		t.Errorf("pool_size 20: status %q, notes %q", st.Status, st.Notes)
 	}
 }
@@ -275,7 +277,7 @@ func waitPID(t *testing.T, lab *sessions.Lab) int {
 func TestPgBouncerTxKilledMidRun(t *testing.T) {
 	t.Parallel()
 	_, lab := pbLab(t)
-	if err := lab.Start(sessions.RunRequest{Scenario: "pgbouncer-tx", Variant: scenarios.PatternSessionSet, Speed: scenarios.Speed{Factor: 4}}); err != nil {
+	if err := lab.Start(sessions.RunRequest{Scenario: "pgbouncer-tx", Variant: engine.PatternSessionSet, Speed: engine.Speed{Factor: 4}}); err != nil {
 		t.Fatal(err)
 	}
 	pid := waitPID(t, lab)
@@ -290,12 +292,12 @@ func TestPgBouncerTxKilledMidRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if runErr == nil || st.Status != scenarios.StatusFailed || !strings.Contains(st.Error, "PgBouncer") || !strings.Contains(st.Error, "stopped answering") {
+	if runErr == nil || st.Status != engine.StatusFailed || !strings.Contains(st.Error, "PgBouncer") || !strings.Contains(st.Error, "stopped answering") {
 		t.Fatalf("after kill -9: run error %v, status %q, error %q", runErr, st.Status, st.Error)
 	}
 	t.Logf("run error: %s", st.Error)
-	st = sessionstest.MustRun(t, lab, "pgbouncer-tx", scenarios.PatternSessionSet, nil)
-	if st.Status != scenarios.StatusDone || st.Leaks() != 2 {
+	st = sessionstest.MustRun(t, lab, "pgbouncer-tx", engine.PatternSessionSet, nil)
+	if st.Status != engine.StatusDone || st.Leaks() != 2 {
 		t.Fatalf("next run: status %q (%s), %d leaks", st.Status, st.Error, st.Leaks())
 	}
 	if np := pbPID(t, st); np == pid || processGone(np) {
@@ -348,7 +350,7 @@ func TestPgBouncerTxCancelLeavesNothing(t *testing.T) {
 	t.Parallel()
 	m, lab := pbLab(t)
 	sessionstest.MustRun(t, lab, "pgbouncer-tx", "fan-in", nil)
-	if err := lab.Start(sessions.RunRequest{Scenario: "pgbouncer-tx", Variant: "reset-always", Speed: scenarios.Speed{Factor: 1}}); err != nil {
+	if err := lab.Start(sessions.RunRequest{Scenario: "pgbouncer-tx", Variant: "reset-always", Speed: engine.Speed{Factor: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	pid := waitPID(t, lab)
@@ -365,14 +367,20 @@ func TestPgBouncerTxCancelLeavesNothing(t *testing.T) {
 func TestPgBouncerTxUnreachablePgBouncer(t *testing.T) {
 	t.Parallel()
 	_, lab := pbLab(t)
-	lab.Sandbox.PgBouncer = "postgres://admin:secret@127.0.0.1:1/pgbouncer"
-	st, err := sessionstest.Run(lab, "pgbouncer-tx", scenarios.PatternSessionSet, nil)
-	if err == nil || st.Status != scenarios.StatusFailed || !strings.Contains(st.Error, "start PgBouncer") || strings.Contains(st.Error, "secret") {
+	lab.Sandbox.Bouncers = func(ctx context.Context, sb engine.Sandbox, o engine.BouncerOptions) (engine.Bouncer, error) {
+		b, err := bouncer.ForApp(ctx, "postgres://admin:secret@127.0.0.1:1/pgbouncer", sb.AppURL, o.PoolSize, o.ResetQueryAlways, nil)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	st, err := sessionstest.Run(lab, "pgbouncer-tx", engine.PatternSessionSet, nil)
+	if err == nil || st.Status != engine.StatusFailed || !strings.Contains(st.Error, "start PgBouncer") || strings.Contains(st.Error, "secret") {
 		t.Fatalf("run error %v, status %q, error %q", err, st.Status, st.Error)
 	}
-	lab.Sandbox.PgBouncer = ""
-	st = sessionstest.MustRun(t, lab, "pgbouncer-tx", scenarios.PatternTxLocal, nil)
-	if st.Status != scenarios.StatusDone {
+	lab.Sandbox.Bouncers = sessionstest.Bouncers
+	st = sessionstest.MustRun(t, lab, "pgbouncer-tx", engine.PatternTxLocal, nil)
+	if st.Status != engine.StatusDone {
 		t.Fatalf("after the failure: %q %s", st.Status, st.Error)
 	}
 }

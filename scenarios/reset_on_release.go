@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Variants of the reset-on-release scenario.
@@ -44,19 +45,18 @@ const rorHookTimeout = 5 * time.Second
 // session and releases, a request of tenant B that forgot to scope gets the
 // same backend), and then times the guard over extra requests at full speed
 // against a pool without it.
-func ResetOnRelease() *Scenario {
-	return &Scenario{
+func ResetOnRelease() *engine.Scenario {
+	return &engine.Scenario{
 		ID:    "reset-on-release",
 		Title: "Belt and braces: reset on release, check before use",
-		Variants: []Variant{
+		Variants: withRun(runResetOnRelease, []engine.Variant{
 			{Name: rorNone, Summary: "No guard: tenant A's session-level SET stays on the backend and the next request that forgot to scope reads A's rows."},
 			{Name: rorSetting, Summary: "pgxpool AfterRelease runs RESET app.current_tenant: the forgetful request sees '' and fails closed."},
 			{Name: rorAll, Summary: "AfterRelease runs RESET ALL: every setting back to its default, the forgetful request fails closed."},
 			{Name: rorDiscard, Summary: "AfterRelease runs DISCARD ALL: no leak, but it also deallocates pgx's cached prepared statements, so the next cached query fails (SQLSTATE 26000)."},
 			{Name: rorCheck, Summary: "PrepareConn reads the setting on acquire and refuses a connection that still holds a tenant: the pool destroys it and opens a clean one."},
-		},
-		Params: []Param{{Name: "iterations", Summary: "extra requests per pool, run at full speed, to time the guard against no guard", Min: 20, Max: 2000, Default: 200}},
-		Run:    runResetOnRelease,
+		}),
+		Params: []engine.Param{{Name: "iterations", Summary: "extra requests per pool, run at full speed, to time the guard against no guard", Min: 20, Max: 2000, Default: 200}},
 	}
 }
 
@@ -69,7 +69,7 @@ type rorRefusal struct {
 // rorGuard is one variant's pool hooks, with what they measured and refused.
 type rorGuard struct {
 	variant string
-	env     *Env
+	env     *engine.Env
 
 	mu       sync.Mutex
 	hookUS   []float64
@@ -77,7 +77,9 @@ type rorGuard struct {
 	hookErrs []string
 }
 
-func newRorGuard(variant string, env *Env) *rorGuard { return &rorGuard{variant: variant, env: env} }
+func newRorGuard(variant string, env *engine.Env) *rorGuard {
+	return &rorGuard{variant: variant, env: env}
+}
 
 // configure installs the variant's hook on a pool config.
 func (g *rorGuard) configure(cfg *pgxpool.Config) {
@@ -162,7 +164,7 @@ func (g *rorGuard) describe() string {
 	}
 }
 
-func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
+func runResetOnRelease(ctx context.Context, env *engine.Env, variant string) error {
 	tenants := env.Sandbox.Tenants
 	if len(tenants) < 3 {
 		return errors.New("reset-on-release needs three tenants in the sandbox")
@@ -178,10 +180,10 @@ func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
 	// A pool's Close waits for every acquired connection to come back: when
 	// the run ends early (cancelled, or a request could not go on), give
 	// back whatever a request still holds.
-	var reqs []*Request
+	var reqs []*engine.Request
 	defer rorGiveBack(&reqs)
 	g := newRorGuard(variant, env)
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 2, MinConns: 2, Configure: g.configure})
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 2, MinConns: 2, Configure: g.configure})
 	if err != nil {
 		return err
 	}
@@ -195,12 +197,12 @@ func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
 	// hold both connections; A releases first, so the forgetful request of
 	// tenant B can only get the backend A scoped (or, when PrepareConn
 	// refuses it, a new one).
-	first := pool.NewRequest(a, PatternSessionSet)
+	first := pool.NewRequest(a, engine.PatternSessionSet)
 	reqs = append(reqs, first)
 	if err := first.Acquire(ctx); err != nil {
 		return err
 	}
-	holder := pool.NewRequest(c, PatternSessionSet)
+	holder := pool.NewRequest(c, engine.PatternSessionSet)
 	reqs = append(reqs, holder)
 	if err := holder.Acquire(ctx); err != nil {
 		return err
@@ -216,10 +218,10 @@ func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
 	if variant == rorNone || variant == rorCheck {
 		hooks = "with no reset on release"
 	}
-	env.tracker.Note(fmt.Sprintf("After tenant %s's session-set request was released (%s), backend %d %s.",
-		a.Name, hooks, aPID, describeSetting(env.Sandbox, afterA, "reported")))
+	env.Tracker().Note(fmt.Sprintf("After tenant %s's session-set request was released (%s), backend %d %s.",
+		a.Name, hooks, aPID, engine.DescribeSetting(env.Sandbox, afterA, "reported")))
 
-	forgot := pool.NewRequest(b, PatternForgot)
+	forgot := pool.NewRequest(b, engine.PatternForgot)
 	reqs = append(reqs, forgot)
 	if err := forgot.Acquire(ctx); err != nil {
 		return err
@@ -234,7 +236,7 @@ func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
 	}
 	if variant == rorDiscard {
 		// Only the forgetful request's backend is idle: the retry gets it.
-		retry := pool.NewRequest(b, PatternForgot)
+		retry := pool.NewRequest(b, engine.PatternForgot)
 		reqs = append(reqs, retry)
 		if err := retry.Acquire(ctx); err != nil {
 			return err
@@ -261,16 +263,16 @@ func runResetOnRelease(ctx context.Context, env *Env, variant string) error {
 
 // rorGiveBack releases the connections the requests still hold, without
 // pacing (the run is over).
-func rorGiveBack(reqs *[]*Request) {
+func rorGiveBack(reqs *[]*engine.Request) {
 	for _, r := range *reqs {
-		r.abandon()
+		r.Abandon()
 	}
 }
 
 // rorPlayRest runs a request's scope, query and release; a failed query is an
 // outcome (recorded on the request's row and narrated), not the end of the
 // run.
-func rorPlayRest(ctx context.Context, env *Env, r *Request) error {
+func rorPlayRest(ctx context.Context, env *engine.Env, r *engine.Request) error {
 	if err := r.Scope(ctx); err != nil {
 		return err
 	}
@@ -280,11 +282,11 @@ func rorPlayRest(ctx context.Context, env *Env, r *Request) error {
 		}
 		row := rorRequestRow(env, r.Seq)
 		if row.SQLState == "26000" {
-			env.tracker.updateRequest(r.Seq, func(row *RequestRow) {
+			env.Tracker().UpdateRequest(r.Seq, func(row *engine.RequestRow) {
 				row.Why = "DISCARD ALL on release deallocated every prepared statement on this backend; pgx still had this query in its statement cache and sent it by name, so the server no longer knew it."
 			})
 		}
-		narration := fmt.Sprintf("%s failed on backend %d: %s", r.label(), r.shownPID(), err)
+		narration := fmt.Sprintf("%s failed on backend %d: %s", r.Label(), r.PID(), err)
 		if row.SQLState != "" && !strings.Contains(err.Error(), row.SQLState) {
 			narration += " (SQLSTATE " + row.SQLState + ")"
 		}
@@ -298,10 +300,10 @@ func rorPlayRest(ctx context.Context, env *Env, r *Request) error {
 // rorShowRefusals narrates the connections PrepareConn refused while r was
 // acquiring: each refused backend's box disappears, the server confirms the
 // backend is gone, and r holds a new backend.
-func rorShowRefusals(ctx context.Context, env *Env, g *rorGuard, r *Request) error {
+func rorShowRefusals(ctx context.Context, env *engine.Env, g *rorGuard, r *engine.Request) error {
 	refused := g.takeRefused()
 	if len(refused) == 0 {
-		return env.Step(ctx, fmt.Sprintf("PrepareConn accepted backend %d for %s: it held no tenant.", r.shownPID(), r.label()))
+		return env.Step(ctx, fmt.Sprintf("PrepareConn accepted backend %d for %s: it held no tenant.", r.PID(), r.Label()))
 	}
 	for _, rf := range refused {
 		rorWaitConnGone(ctx, env, "app", rf.PID)
@@ -315,10 +317,10 @@ func rorShowRefusals(ctx context.Context, env *Env, g *rorGuard, r *Request) err
 		default:
 			server = "; pg_stat_activity still listed it after 2 s"
 		}
-		env.tracker.Note(fmt.Sprintf("PrepareConn refused backend %d, which still held tenant %s (app.current_tenant = '%s'): the pool destroyed it%s, and request #%d got backend %d instead.",
-			rf.PID, env.Sandbox.TenantName(rf.Tenant), rf.Tenant, server, r.Seq, r.shownPID()))
+		env.Tracker().Note(fmt.Sprintf("PrepareConn refused backend %d, which still held tenant %s (app.current_tenant = '%s'): the pool destroyed it%s, and request #%d got backend %d instead.",
+			rf.PID, env.Sandbox.TenantName(rf.Tenant), rf.Tenant, server, r.Seq, r.PID()))
 		if err := env.Step(ctx, fmt.Sprintf("PrepareConn read app.current_tenant = '%s' on backend %d and refused it: the pool destroyed that connection (its box is gone%s) and opened backend %d for %s.",
-			rf.Tenant, rf.PID, server, r.shownPID(), r.label())); err != nil {
+			rf.Tenant, rf.PID, server, r.PID(), r.Label())); err != nil {
 			return err
 		}
 	}
@@ -327,10 +329,10 @@ func rorShowRefusals(ctx context.Context, env *Env, g *rorGuard, r *Request) err
 
 // rorWaitConnGone waits (up to 2 s) until the connection with pid is no longer
 // shown in pool.
-func rorWaitConnGone(ctx context.Context, env *Env, pool string, pid uint32) {
+func rorWaitConnGone(ctx context.Context, env *engine.Env, pool string, pid uint32) {
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		st := env.tracker.Snapshot()
+		st := env.Tracker().Snapshot()
 		found := false
 		for _, c := range st.Connections {
 			if c.Pool == pool && c.PID == pid {
@@ -346,7 +348,7 @@ func rorWaitConnGone(ctx context.Context, env *Env, pool string, pid uint32) {
 
 // rorBackendGone asks the server (on the lab's admin connection) whether the
 // backend pid has left pg_stat_activity, waiting up to 2 s for it to exit.
-func rorBackendGone(ctx context.Context, env *Env, pid uint32) (bool, error) {
+func rorBackendGone(ctx context.Context, env *engine.Env, pid uint32) (bool, error) {
 	if env.Sandbox.Admin == nil {
 		return false, errors.New("no admin connection in this sandbox")
 	}
@@ -376,23 +378,23 @@ func rorBackendGone(ctx context.Context, env *Env, pid uint32) (bool, error) {
 }
 
 // rorRequestRow returns the request row seq as the tracker holds it now.
-func rorRequestRow(env *Env, seq int) RequestRow {
-	st := env.tracker.Snapshot()
+func rorRequestRow(env *engine.Env, seq int) engine.RequestRow {
+	st := env.Tracker().Snapshot()
 	for _, r := range st.Requests {
 		if r.Seq == seq {
 			return r
 		}
 	}
-	return RequestRow{}
+	return engine.RequestRow{}
 }
 
 // rorRequestPID returns the backend PID request seq ran on.
-func rorRequestPID(env *Env, seq int) uint32 { return rorRequestRow(env, seq).PID }
+func rorRequestPID(env *engine.Env, seq int) uint32 { return rorRequestRow(env, seq).PID }
 
 // rorConnSetting returns the tenant setting last read on the backend pid of
 // pool.
-func rorConnSetting(env *Env, pool string, pid uint32) *string {
-	st := env.tracker.Snapshot()
+func rorConnSetting(env *engine.Env, pool string, pid uint32) *string {
+	st := env.Tracker().Snapshot()
 	for _, c := range st.Connections {
 		if c.Pool == pool && c.PID == pid {
 			return c.Tenant
@@ -403,13 +405,13 @@ func rorConnSetting(env *Env, pool string, pid uint32) *string {
 
 // rorNoteRetry notes whether the request after the DISCARD ALL failure worked
 // on the same backend.
-func rorNoteRetry(env *Env, failedSeq, retrySeq int) {
+func rorNoteRetry(env *engine.Env, failedSeq, retrySeq int) {
 	f, r := rorRequestRow(env, failedSeq), rorRequestRow(env, retrySeq)
 	if f.Error == "" {
 		return
 	}
 	if r.Error == "" && r.PID == f.PID {
-		env.tracker.Note(fmt.Sprintf("pgx v5 dropped the failed statement from its cache: request #%d ran the same query on the same backend %d and worked (%d rows), because it was prepared again.", r.Seq, r.PID, r.Rows))
+		env.Tracker().Note(fmt.Sprintf("pgx v5 dropped the failed statement from its cache: request #%d ran the same query on the same backend %d and worked (%d rows), because it was prepared again.", r.Seq, r.PID, r.Rows))
 	}
 }
 
@@ -427,16 +429,16 @@ type rorTimedRun struct {
 // rorMeasure times iterations extra requests on a one-connection pool
 // without a guard and on one with the variant's guard, at full speed, and
 // records the medians, their ratio and the hook's own time.
-func rorMeasure(ctx context.Context, env *Env, variant string, iterations int) error {
-	bare, err := env.OpenPool(ctx, PoolOptions{Name: "timing: no guard", MaxConns: 1, MinConns: 1})
+func rorMeasure(ctx context.Context, env *engine.Env, variant string, iterations int) error {
+	bare, err := env.OpenPool(ctx, engine.PoolOptions{Name: "timing: no guard", MaxConns: 1, MinConns: 1})
 	if err != nil {
 		return err
 	}
-	var guarded *Pool
+	var guarded *engine.Pool
 	var g *rorGuard
 	if variant != rorNone {
 		g = newRorGuard(variant, env)
-		guarded, err = env.OpenPool(ctx, PoolOptions{Name: "timing: " + variant, MaxConns: 1, MinConns: 1, Configure: g.configure})
+		guarded, err = env.OpenPool(ctx, engine.PoolOptions{Name: "timing: " + variant, MaxConns: 1, MinConns: 1, Configure: g.configure})
 		if err != nil {
 			return err
 		}
@@ -451,9 +453,9 @@ func rorMeasure(ctx context.Context, env *Env, variant string, iterations int) e
 	// that a change of the machine's speed weighs on both sides alike.
 	for done, block := 0, 0; done < iterations; block++ {
 		n := min(rorBlock, iterations-done)
-		order := []*Pool{bare, guarded}
+		order := []*engine.Pool{bare, guarded}
 		if block%2 == 1 {
-			order = []*Pool{guarded, bare}
+			order = []*engine.Pool{guarded, bare}
 		}
 		for _, p := range order {
 			switch {
@@ -470,7 +472,7 @@ func rorMeasure(ctx context.Context, env *Env, variant string, iterations int) e
 		}
 		done += n
 	}
-	tr := env.tracker
+	tr := env.Tracker()
 	noGuard := rorSummarize(without.cycleUS)
 	tr.SetTiming("request, no guard", noGuard)
 	tr.SetMetric("request without guard (median)", rorFormatUS(noGuard.MedianUS), noGuard.MedianUS)
@@ -529,7 +531,7 @@ const rorBlock = 10
 // release: so each time holds one request and one round of release hooks.
 // The first request of a block is not timed (nothing was released before
 // it).
-func rorTimeBlock(ctx context.Context, env *Env, p *Pool, n int, out *rorTimedRun) error {
+func rorTimeBlock(ctx context.Context, env *engine.Env, p *engine.Pool, n int, out *rorTimedRun) error {
 	tenants := env.Sandbox.Tenants
 	for i := range n {
 		t := tenants[(out.requests)%len(tenants)]
@@ -539,8 +541,8 @@ func rorTimeBlock(ctx context.Context, env *Env, p *Pool, n int, out *rorTimedRu
 			return fmt.Errorf("timing on pool %q: %w", p.Name(), err)
 		}
 		b := &pgx.Batch{}
-		b.Queue(setLocalSQL, t.Setting())
-		b.Queue(ObserveQuery)
+		b.Queue(engine.SetLocalSQL, t.Setting())
+		b.Queue(engine.ObserveQuery)
 		res := c.SendBatch(ctx, b)
 		var (
 			pid     int32
@@ -587,7 +589,7 @@ func rorTimeBlock(ctx context.Context, env *Env, p *Pool, n int, out *rorTimedRu
 
 // rorWaitPoolIdle waits (up to limit) until no connection of p is acquired
 // or being opened: release hooks run in their own goroutine.
-func rorWaitPoolIdle(ctx context.Context, p *Pool, limit time.Duration) {
+func rorWaitPoolIdle(ctx context.Context, p *engine.Pool, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		s := p.Stat()
@@ -599,17 +601,17 @@ func rorWaitPoolIdle(ctx context.Context, p *Pool, limit time.Duration) {
 }
 
 // rorChart draws at most ~150 points of the request times of one pool.
-func rorChart(env *Env, line string, us []float64) {
+func rorChart(env *engine.Env, line string, us []float64) {
 	step := max(1, len(us)/150)
 	for i := 0; i < len(us); i += step {
-		env.tracker.AddPoint("Request time, acquire to release", "request", "µs", line, float64(i+1), math.Round(us[i]))
+		env.Tracker().AddPoint("Request time, acquire to release", "request", "µs", line, float64(i+1), math.Round(us[i]))
 	}
 }
 
 // rorSummarize returns the median and 99th percentile of values in µs.
-func rorSummarize(us []float64) Timing {
+func rorSummarize(us []float64) engine.Timing {
 	if len(us) == 0 {
-		return Timing{}
+		return engine.Timing{}
 	}
 	s := append([]float64(nil), us...)
 	sort.Float64s(s)
@@ -618,7 +620,7 @@ func rorSummarize(us []float64) Timing {
 		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
 	p99 := s[min(len(s)-1, int(math.Ceil(0.99*float64(len(s))))-1)]
-	return Timing{MedianUS: math.Round(med*10) / 10, P99US: math.Round(p99*10) / 10, N: len(s)}
+	return engine.Timing{MedianUS: math.Round(med*10) / 10, P99US: math.Round(p99*10) / 10, N: len(s)}
 }
 
 // rorFormatUS formats a duration in µs for a metric.

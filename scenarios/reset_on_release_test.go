@@ -9,24 +9,24 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
 // rorRun runs a variant with a small number of timed requests.
-func rorRun(t *testing.T, lab *sessions.Lab, variant string) scenarios.State {
+func rorRun(t *testing.T, lab *sessions.Lab, variant string) engine.State {
 	t.Helper()
 	st := sessionstest.MustRun(t, lab, "reset-on-release", variant, map[string]string{"iterations": "40"})
-	if st.Status != scenarios.StatusDone {
+	if st.Status != engine.StatusDone {
 		t.Fatalf("%s: status %q (%s)", variant, st.Status, st.Error)
 	}
 	return st
 }
 
 // rorRows returns the request rows of tenant with pattern, in order.
-func rorRows(st scenarios.State, tenant, pattern string) []scenarios.RequestRow {
-	var out []scenarios.RequestRow
+func rorRows(st engine.State, tenant, pattern string) []engine.RequestRow {
+	var out []engine.RequestRow
 	for _, r := range st.Requests {
 		if r.Tenant != nil && *r.Tenant == tenant && r.Pattern == pattern {
 			out = append(out, r)
@@ -37,10 +37,10 @@ func rorRows(st scenarios.State, tenant, pattern string) []scenarios.RequestRow 
 
 // rorFirst returns tenant A's session-set request and tenant B's forgetful
 // requests.
-func rorFirst(t *testing.T, st scenarios.State) (scenarios.RequestRow, []scenarios.RequestRow) {
+func rorFirst(t *testing.T, st engine.State) (engine.RequestRow, []engine.RequestRow) {
 	t.Helper()
-	a := rorRows(st, "1", scenarios.PatternSessionSet)
-	f := rorRows(st, "2", scenarios.PatternForgot)
+	a := rorRows(st, "1", engine.PatternSessionSet)
+	f := rorRows(st, "2", engine.PatternForgot)
 	if len(a) != 1 || len(f) == 0 {
 		t.Fatalf("want one session-set request of tenant 1 and forgetful requests of tenant 2, got %+v", st.Requests)
 	}
@@ -51,7 +51,7 @@ func rorFirst(t *testing.T, st scenarios.State) (scenarios.RequestRow, []scenari
 }
 
 // rorCheckTimings checks the run timed the guard against no guard.
-func rorCheckTimings(t *testing.T, st scenarios.State, variant string) {
+func rorCheckTimings(t *testing.T, st engine.State, variant string) {
 	t.Helper()
 	bare, ok := st.Timings["request, no guard"]
 	if !ok || bare.N == 0 || bare.MedianUS <= 0 {
@@ -268,7 +268,7 @@ func TestResetOnReleaseLeavesNothingBehind(t *testing.T) {
 
 	// Cancelled mid-run at the teaching pace: a reset stops it and leaves
 	// nothing behind, and the next run works.
-	if err := lab.Start(sessions.RunRequest{Scenario: "reset-on-release", Variant: "check-before-use", Speed: scenarios.Speed{Factor: 1}}); err != nil {
+	if err := lab.Start(sessions.RunRequest{Scenario: "reset-on-release", Variant: "check-before-use", Speed: engine.Speed{Factor: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -289,7 +289,7 @@ func TestResetOnReleaseLeavesNothingBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Status != scenarios.StatusIdle || len(st.Connections) != 0 {
+	if st.Status != engine.StatusIdle || len(st.Connections) != 0 {
 		t.Errorf("after a reset mid-run: status %q, %d connections shown", st.Status, len(st.Connections))
 	}
 	if after := rorSchema(t, m, lab); !slices.Equal(before, after) {

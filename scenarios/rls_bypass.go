@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Variants of rls-bypass.
@@ -40,11 +41,11 @@ const undoTimeout = 15 * time.Second
 // ROLE, the NO FORCE of the owner variant and the BYPASSRLS role are DDL in
 // that transaction, so the lab is never left unforced and the role never
 // outlives the run.
-func RLSBypass() *Scenario {
-	return &Scenario{
+func RLSBypass() *engine.Scenario {
+	return &engine.Scenario{
 		ID:    "rls-bypass",
 		Title: "Who RLS does not apply to: the owner, superusers, BYPASSRLS",
-		Variants: []Variant{
+		Variants: withRun(runRLSBypass, []engine.Variant{
 			{Name: bypassOwner, Summary: "The table owner with RLS enabled but not forced: the policy is skipped and every tenant's rows come back."},
 			{Name: bypassOwnerForced, Summary: "The same owner after ALTER TABLE ... FORCE ROW LEVEL SECURITY: the policy applies to the owner too."},
 			{Name: bypassSuperuser, Summary: "A superuser: RLS never applies to it, FORCE or not."},
@@ -52,12 +53,11 @@ func RLSBypass() *Scenario {
 			{Name: bypassAppRole, Summary: "The app's own login role (not the owner, NOSUPERUSER, NOBYPASSRLS): only the tenant in the setting."},
 			{Name: bypassRowSecOff, Summary: "The app role with SET LOCAL row_security = off: not unfiltered rows but an error (42501)."},
 			{Name: bypassInsert, Summary: "The app role scoped to Acme inserts a Globex invoice: the policy rejects the new row (42501)."},
-		},
-		Run: runRLSBypass,
+		}),
 	}
 }
 
-func runRLSBypass(ctx context.Context, env *Env, variant string) error {
+func runRLSBypass(ctx context.Context, env *engine.Env, variant string) error {
 	if len(env.Sandbox.Tenants) < 2 {
 		return errors.New("rls-bypass needs two tenants in the sandbox")
 	}
@@ -76,7 +76,7 @@ func runRLSBypass(ctx context.Context, env *Env, variant string) error {
 
 // runPrivileged runs the tenant-scoped query on the lab's superuser
 // connection, as the role the variant names, in a transaction it rolls back.
-func runPrivileged(ctx context.Context, env *Env, variant string) error {
+func runPrivileged(ctx context.Context, env *engine.Env, variant string) error {
 	sb := env.Sandbox
 	acme := sb.Tenants[0]
 	conn, release, err := sb.Admin(ctx)
@@ -84,16 +84,16 @@ func runPrivileged(ctx context.Context, env *Env, variant string) error {
 		return err
 	}
 	defer release()
-	id, err := Identify(ctx, conn)
+	id, err := engine.Identify(ctx, conn)
 	if err != nil {
 		return err
 	}
-	privShowConn(env, id, ConnIdle)
+	privShowConn(env, id, engine.ConnIdle)
 	defer privHideConn(env)
 	if err := env.Step(ctx, fmt.Sprintf("The lab's superuser connection is open: backend %d, role %s. It never serves the app's requests; here it plays the role under test, inside one transaction that is rolled back at the end.", id.PID, id.Role)); err != nil {
 		return err
 	}
-	r := privRequest(env, acme, PatternTxLocal)
+	r := privRequest(env, acme, engine.PatternTxLocal)
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return err
@@ -102,7 +102,7 @@ func runPrivileged(ctx context.Context, env *Env, variant string) error {
 	// also when the run is cancelled (a cancelled query closes the
 	// connection, which rolls back too).
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	privShowConn(env, id, ConnAcquired)
+	privShowConn(env, id, engine.ConnAcquired)
 
 	owner := pgx.Identifier{sb.OwnerRole}.Sanitize()
 	bypass := "lab_" + sb.Lab + "_bypass"
@@ -134,7 +134,7 @@ func runPrivileged(ctx context.Context, env *Env, variant string) error {
 			return err
 		}
 	}
-	if _, err := tx.Exec(ctx, setLocalSQL, acme.Setting()); err != nil {
+	if _, err := tx.Exec(ctx, engine.SetLocalSQL, acme.Setting()); err != nil {
 		r.Fail(err)
 		return err
 	}
@@ -152,7 +152,7 @@ func runPrivileged(ctx context.Context, env *Env, variant string) error {
 		return err
 	}
 	row := rowBySeq(env, r.Seq)
-	privShowConn(env, Identity{PID: row.PID, Tenant: row.SeenTenant, Role: row.Role}, ConnAcquired)
+	privShowConn(env, engine.Identity{PID: row.PID, Tenant: row.SeenTenant, Role: row.Role}, engine.ConnAcquired)
 	table := fmt.Sprintf("RLS enabled=%t, forced=%t; role %s: superuser=%t, bypassrls=%t", enabled, forced, row.Role, super, bypassAttr)
 	var why string
 	switch {
@@ -165,7 +165,7 @@ func runPrivileged(ctx context.Context, env *Env, variant string) error {
 	default:
 		why = fmt.Sprintf("%d rows, all %s's own: the policy applied to %s (%s).", row.Rows, acme.Name, row.Role, table)
 	}
-	annotateRow(env, r.Seq, func(rr *RequestRow) { rr.Why = why; rr.Phase = "queried" })
+	annotateRow(env, r.Seq, func(rr *engine.RequestRow) { rr.Why = why; rr.Phase = "queried" })
 	env.Tracker().Note(fmt.Sprintf("%s: the query scoped to %s on backend %d as %s returned %d rows, %d of other tenants (%s).",
 		variant, acme.Name, row.PID, row.Role, row.Rows, row.ForeignRows, table))
 	if err := env.Step(ctx, fmt.Sprintf("Request #%d as %s on backend %d: %s", r.Seq, row.Role, row.PID, why)); err != nil {
@@ -174,8 +174,8 @@ func runPrivileged(ctx context.Context, env *Env, variant string) error {
 	if err := tx.Rollback(ctx); err != nil {
 		return err
 	}
-	privShowConn(env, id, ConnIdle)
-	annotateRow(env, r.Seq, func(rr *RequestRow) { rr.Phase = "released" })
+	privShowConn(env, id, engine.ConnIdle)
+	annotateRow(env, r.Seq, func(rr *engine.RequestRow) { rr.Phase = "released" })
 	after := "ROLLBACK: everything this transaction changed is undone."
 	switch variant {
 	case bypassOwner:
@@ -202,22 +202,22 @@ func roleKind(super bool) string {
 }
 
 // runBypassAppRole runs the same query as the app's own login role.
-func runBypassAppRole(ctx context.Context, env *Env) error {
+func runBypassAppRole(ctx context.Context, env *engine.Env) error {
 	acme, globex := env.Sandbox.Tenants[0], env.Sandbox.Tenants[1]
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
 	if err != nil {
 		return err
 	}
 	if err := env.Step(ctx, fmt.Sprintf("A pool of one connection as the app role %s: not the owner, NOSUPERUSER, NOBYPASSRLS.", env.Sandbox.AppRole)); err != nil {
 		return err
 	}
-	r := pool.NewRequest(acme, PatternTxLocal)
+	r := pool.NewRequest(acme, engine.PatternTxLocal)
 	if err := r.Do(ctx); err != nil {
 		return err
 	}
 	row := rowBySeq(env, r.Seq)
 	env.Tracker().Note(fmt.Sprintf("app-role: the query scoped to %s on backend %d as %s returned %d rows, %d of other tenants.", acme.Name, row.PID, row.Role, row.Rows, row.ForeignRows))
-	f := pool.NewRequest(globex, PatternForgot)
+	f := pool.NewRequest(globex, engine.PatternForgot)
 	if err := f.Do(ctx); err != nil {
 		return err
 	}
@@ -229,13 +229,13 @@ func runBypassAppRole(ctx context.Context, env *Env) error {
 // appRoleTx opens a one-connection pool of the app role and begins a
 // transaction for a request of tenant t. done rolls the transaction back and
 // releases the connection, even when the acquire's frame was cut short.
-func appRoleTx(ctx context.Context, env *Env, t Tenant) (*Request, pgx.Tx, func(), error) {
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
+func appRoleTx(ctx context.Context, env *engine.Env, t engine.Tenant) (*engine.Request, pgx.Tx, func(), error) {
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	r := pool.NewRequest(t, PatternTxLocal)
-	release := func() { _ = r.Release(context.WithoutCancel(ctx)) }
+	r := pool.NewRequest(t, engine.PatternTxLocal)
+	release := func() { r.ReleaseQuiet(context.WithoutCancel(ctx)) }
 	if err := r.Acquire(ctx); err != nil {
 		release()
 		return nil, nil, nil, err
@@ -253,16 +253,16 @@ func appRoleTx(ctx context.Context, env *Env, t Tenant) (*Request, pgx.Tx, func(
 }
 
 // runRowSecurityOff asks for row_security = off as the app role.
-func runRowSecurityOff(ctx context.Context, env *Env) error {
+func runRowSecurityOff(ctx context.Context, env *engine.Env) error {
 	acme := env.Sandbox.Tenants[0]
 	r, tx, done, err := appRoleTx(ctx, env, acme)
 	if err != nil {
 		return err
 	}
 	defer done()
-	for _, s := range []string{"SET LOCAL row_security = off", setLocalSQL} {
+	for _, s := range []string{"SET LOCAL row_security = off", engine.SetLocalSQL} {
 		var args []any
-		if s == setLocalSQL {
+		if s == engine.SetLocalSQL {
 			args = append(args, acme.Setting())
 		}
 		if _, err := tx.Exec(ctx, s, args...); err != nil {
@@ -279,7 +279,7 @@ func runRowSecurityOff(ctx context.Context, env *Env) error {
 	switch {
 	case errors.As(err, &pe):
 		r.Fail(err)
-		annotateRow(env, r.Seq, func(rr *RequestRow) {
+		annotateRow(env, r.Seq, func(rr *engine.RequestRow) {
 			rr.Role = env.Sandbox.AppRole
 			rr.Why = fmt.Sprintf("The server refused (SQLSTATE %s): with row_security = off, a query that RLS would filter for a role that does not bypass it is an error, never unfiltered rows.", pe.Code)
 		})
@@ -301,14 +301,14 @@ func runRowSecurityOff(ctx context.Context, env *Env) error {
 }
 
 // runInsertForeign has the app role, scoped to Acme, insert Globex's row.
-func runInsertForeign(ctx context.Context, env *Env) error {
+func runInsertForeign(ctx context.Context, env *engine.Env) error {
 	acme, globex := env.Sandbox.Tenants[0], env.Sandbox.Tenants[1]
 	r, tx, done, err := appRoleTx(ctx, env, acme)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if _, err := tx.Exec(ctx, setLocalSQL, acme.Setting()); err != nil {
+	if _, err := tx.Exec(ctx, engine.SetLocalSQL, acme.Setting()); err != nil {
 		r.Fail(err)
 		return err
 	}
@@ -320,8 +320,8 @@ func runInsertForeign(ctx context.Context, env *Env) error {
 	switch {
 	case errors.As(err, &pe):
 		r.Fail(err)
-		pid := r.shownPID()
-		annotateRow(env, r.Seq, func(rr *RequestRow) {
+		pid := r.PID()
+		annotateRow(env, r.Seq, func(rr *engine.RequestRow) {
 			rr.PID, rr.Role = pid, env.Sandbox.AppRole
 			rr.Why = fmt.Sprintf("INSERT of a row with tenant_id %d (%s) while scoped to %s: the USING clause also checks new rows, so the server refused it (SQLSTATE %s).", globex.ID, globex.Name, acme.Name, pe.Code)
 		})
@@ -342,7 +342,7 @@ func runInsertForeign(ctx context.Context, env *Env) error {
 	if err := r.Release(ctx); err != nil {
 		return err
 	}
-	g := r.pool.NewRequest(globex, PatternTxLocal)
+	g := r.Pool().NewRequest(globex, engine.PatternTxLocal)
 	if err := g.Do(ctx); err != nil {
 		return err
 	}
@@ -355,20 +355,17 @@ func runInsertForeign(ctx context.Context, env *Env) error {
 // superuser connection rather than on an instrumented pool. Observe, Fail
 // and the other recording methods work on it; the phases that need a pool
 // (Acquire, Scope, Query, Do) do not.
-func privRequest(env *Env, t Tenant, pattern string) *Request {
-	tenant := t.Setting()
-	r := &Request{Tenant: t, Pattern: pattern, env: env}
-	r.Seq = env.tracker.addRequest(RequestRow{Tenant: &tenant, Pattern: pattern, Pool: privPool, Phase: "acquired"})
-	return r
+func privRequest(env *engine.Env, t engine.Tenant, pattern string) *engine.Request {
+	return env.NewRequest(t, pattern, privPool, "acquired")
 }
 
 // privShowConn shows the lab's superuser connection in the live view as last
 // read from its backend.
-func privShowConn(env *Env, id Identity, state string) {
-	env.refresh(func(s *State) {
-		i := findConn(s, privPool, 1)
+func privShowConn(env *engine.Env, id engine.Identity, state string) {
+	env.Refresh(func(s *engine.State) {
+		i := engine.FindConn(s, privPool, 1)
 		if i < 0 {
-			s.Connections = append(s.Connections, Connection{Pool: privPool, Slot: 1})
+			s.Connections = append(s.Connections, engine.Connection{Pool: privPool, Slot: 1})
 			i = len(s.Connections) - 1
 		}
 		c := &s.Connections[i]
@@ -378,26 +375,26 @@ func privShowConn(env *Env, id Identity, state string) {
 
 // privHideConn removes the superuser connection from the live view (it is
 // closed when the variant ends).
-func privHideConn(env *Env) {
-	env.refresh(func(s *State) {
-		if i := findConn(s, privPool, 1); i >= 0 {
+func privHideConn(env *engine.Env) {
+	env.Refresh(func(s *engine.State) {
+		if i := engine.FindConn(s, privPool, 1); i >= 0 {
 			s.Connections = append(s.Connections[:i], s.Connections[i+1:]...)
 		}
 	})
 }
 
 // rowBySeq returns the request row seq as it is now.
-func rowBySeq(env *Env, seq int) RequestRow {
-	st := env.tracker.Snapshot()
+func rowBySeq(env *engine.Env, seq int) engine.RequestRow {
+	st := env.Tracker().Snapshot()
 	for _, r := range st.Requests {
 		if r.Seq == seq {
 			return r
 		}
 	}
-	return RequestRow{Seq: seq}
+	return engine.RequestRow{Seq: seq}
 }
 
 // annotateRow changes the request row seq.
-func annotateRow(env *Env, seq int, f func(*RequestRow)) {
-	env.tracker.updateRequest(seq, f)
+func annotateRow(env *engine.Env, seq int, f func(*engine.RequestRow)) {
+	env.Tracker().UpdateRequest(seq, f)
 }

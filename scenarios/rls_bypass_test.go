@@ -7,13 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
 // onlyRequest returns the request of the run with the given pool and tenant.
-func bypassRow(t *testing.T, st scenarios.State, pool, tenant string) scenarios.RequestRow {
+func bypassRow(t *testing.T, st engine.State, pool, tenant string) engine.RequestRow {
 	t.Helper()
 	for _, r := range st.Requests {
 		if r.Pool == pool && r.Tenant != nil && *r.Tenant == tenant {
@@ -21,7 +21,7 @@ func bypassRow(t *testing.T, st scenarios.State, pool, tenant string) scenarios.
 		}
 	}
 	t.Fatalf("no request on pool %q for tenant %s in %+v", pool, tenant, st.Requests)
-	return scenarios.RequestRow{}
+	return engine.RequestRow{}
 }
 
 // labLeftovers lists what the lab's schema holds beyond what the sandbox
@@ -98,11 +98,11 @@ const originalQual = "(tenant_id = (NULLIF(current_setting('app.current_tenant':
 // lab (which cancels the run) and checks nothing is left behind.
 func cancelMidRun(t *testing.T, m *sessions.Manager, lab *sessions.Lab, scenario, variant string, wait time.Duration) {
 	t.Helper()
-	if err := lab.Start(sessions.RunRequest{Scenario: scenario, Variant: variant, Speed: scenarios.Speed{Factor: 1}}); err != nil {
+	if err := lab.Start(sessions.RunRequest{Scenario: scenario, Variant: variant, Speed: engine.Speed{Factor: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(wait)
-	if st := lab.Tracker().Snapshot(); st.Status != scenarios.StatusRunning {
+	if st := lab.Tracker().Snapshot(); st.Status != engine.StatusRunning {
 		t.Fatalf("%s/%s: want the run still going after %s, status %q (%s)", scenario, variant, wait, st.Status, st.Error)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -134,7 +134,7 @@ func TestRLSBypassVariants(t *testing.T) {
 	}
 	for _, c := range cases {
 		st := sessionstest.MustRun(t, lab, "rls-bypass", c.variant, nil)
-		if st.Status != scenarios.StatusDone {
+		if st.Status != engine.StatusDone {
 			t.Fatalf("%s: status %q (%s)", c.variant, st.Status, st.Error)
 		}
 		r := bypassRow(t, st, "admin", "1")

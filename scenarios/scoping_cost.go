@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // The patterns scoping-cost measures (also the keys of its timings).
@@ -35,7 +36,7 @@ type ScopedResult struct {
 }
 
 // Own reports whether the rows are exactly want rows, all of tenant t.
-func (r ScopedResult) Own(t Tenant, want int) bool {
+func (r ScopedResult) Own(t engine.Tenant, want int) bool {
 	if len(r.Tenants) != want {
 		return false
 	}
@@ -53,7 +54,7 @@ func (r ScopedResult) Own(t Tenant, want int) bool {
 // and COMMIT as four round trips; CostBatch queues set_config(..., true) and
 // the query in one pgx.Batch. The scenario and BenchmarkScoping time this
 // function.
-func ScopedQuery(ctx context.Context, conn *pgx.Conn, pattern string, t Tenant) (ScopedResult, error) {
+func ScopedQuery(ctx context.Context, conn *pgx.Conn, pattern string, t engine.Tenant) (ScopedResult, error) {
 	var res ScopedResult
 	var pid int32
 	scan := func(row pgx.Row) error {
@@ -63,24 +64,24 @@ func ScopedQuery(ctx context.Context, conn *pgx.Conn, pattern string, t Tenant) 
 	}
 	switch pattern {
 	case CostBare:
-		return res, scan(conn.QueryRow(ctx, ObserveQuery))
+		return res, scan(conn.QueryRow(ctx, engine.ObserveQuery))
 	case CostFourTrips:
 		tx, err := conn.Begin(ctx)
 		if err != nil {
 			return res, err
 		}
 		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, setLocalSQL, t.Setting()); err != nil {
+		if _, err := tx.Exec(ctx, engine.SetLocalSQL, t.Setting()); err != nil {
 			return res, err
 		}
-		if err := scan(tx.QueryRow(ctx, ObserveQuery)); err != nil {
+		if err := scan(tx.QueryRow(ctx, engine.ObserveQuery)); err != nil {
 			return res, err
 		}
 		return res, tx.Commit(ctx)
 	case CostBatch:
 		b := &pgx.Batch{}
-		b.Queue(setLocalSQL, t.Setting())
-		b.Queue(ObserveQuery)
+		b.Queue(engine.SetLocalSQL, t.Setting())
+		b.Queue(engine.ObserveQuery)
 		br := conn.SendBatch(ctx, b)
 		_, err := br.Exec()
 		if err == nil {
@@ -96,19 +97,18 @@ func ScopedQuery(ctx context.Context, conn *pgx.Conn, pattern string, t Tenant) 
 
 // ScopingCost returns the scoping-cost scenario: the per-request cost of
 // scoping a query to a tenant, measured live against the bare query.
-func ScopingCost() *Scenario {
-	return &Scenario{
+func ScopingCost() *engine.Scenario {
+	return &engine.Scenario{
 		ID:    "scoping-cost",
 		Title: "What scoping every request costs",
-		Variants: []Variant{
+		Variants: withRun(runScopingCost, []engine.Variant{
 			{Name: "measure", Summary: "Time the bare query, BEGIN/set_config/query/COMMIT as four round trips, and the same in one pgx.Batch, interleaved on one connection."},
-		},
-		Params: []Param{{Name: "iterations", Summary: "timed iterations of each pattern", Min: 100, Max: 5000, Default: 2000}},
-		Run:    runScopingCost,
+		}),
+		Params: []engine.Param{{Name: "iterations", Summary: "timed iterations of each pattern", Min: 100, Max: 5000, Default: 2000}},
 	}
 }
 
-func runScopingCost(ctx context.Context, env *Env, variant string) (err error) {
+func runScopingCost(ctx context.Context, env *engine.Env, variant string) (err error) {
 	if variant != "measure" {
 		return fmt.Errorf("scoping-cost has no variant %q", variant)
 	}
@@ -121,21 +121,21 @@ func runScopingCost(ctx context.Context, env *Env, variant string) (err error) {
 		iterations = 2000
 	}
 	home := tenants[0] // the session tenant the bare query runs under
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
 	if err != nil {
 		return err
 	}
 	first := pool.NewRequest(home, CostBare)
-	c, err := pool.acquire(ctx, first.Seq)
+	c, err := pool.AcquireFor(ctx, first.Seq)
 	if err != nil {
 		first.Fail(err)
 		return err
 	}
-	slot := pool.slot(c.Conn())
+	slot := pool.Slot(c.Conn())
 	pid := c.Conn().PgConn().PID()
 	scoped := false
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), identifyTimeout)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engine.IdentifyTimeout)
 		defer cancel()
 		if scoped {
 			if _, rerr := c.Exec(cctx, "RESET app.current_tenant"); rerr != nil && err == nil {
@@ -143,10 +143,10 @@ func runScopingCost(ctx context.Context, env *Env, variant string) (err error) {
 			}
 		}
 		c.Release()
-		pool.waitReleased(cctx, slot)
-		env.refresh(nil)
+		pool.WaitReleased(cctx, slot)
+		env.Refresh(nil)
 	}()
-	if _, err := c.Exec(ctx, setSessionSQL, home.Setting()); err != nil {
+	if _, err := c.Exec(ctx, engine.SetSessionSQL, home.Setting()); err != nil {
 		first.Fail(err)
 		return err
 	}
@@ -159,22 +159,21 @@ func runScopingCost(ctx context.Context, env *Env, variant string) (err error) {
 	// One sample request per pattern, shown in the request log.
 	samples := []struct {
 		pattern, row string
-		t            Tenant
-	}{{CostBare, CostBare, home}, {CostFourTrips, PatternTxLocal, tenants[1]}, {CostBatch, PatternBatchLocal, tenants[2]}}
+		t            engine.Tenant
+	}{{CostBare, CostBare, home}, {CostFourTrips, engine.PatternTxLocal, tenants[1]}, {CostBatch, engine.PatternBatchLocal, tenants[2]}}
 	for i, s := range samples {
 		r := first
 		if i > 0 {
 			r = pool.NewRequest(s.t, s.row)
 		}
-		r.conn = c
-		pool.mark(c.Conn(), ConnAcquired, r.Seq)
+		r.Use(c)
 		if err := sampleScoped(ctx, r, s.pattern); err != nil {
 			r.Fail(err)
 			return err
 		}
-		r.phase("queried")
-		r.conn = nil
-		if err := env.Step(ctx, fmt.Sprintf("Sample, %s: %s", s.pattern, r.verdict())); err != nil {
+		r.SetPhase("queried")
+		r.Use(nil)
+		if err := env.Step(ctx, fmt.Sprintf("Sample, %s: %s", s.pattern, r.Verdict())); err != nil {
 			return err
 		}
 	}
@@ -250,25 +249,25 @@ func runScopingCost(ctx context.Context, env *Env, variant string) (err error) {
 
 // sampleScoped runs one pattern for the sample request r on r's connection
 // and records what the database returned on r's row.
-func sampleScoped(ctx context.Context, r *Request, pattern string) error {
+func sampleScoped(ctx context.Context, r *engine.Request, pattern string) error {
 	switch pattern {
 	case CostBare:
-		return r.Observe(ctx, r.conn)
+		return r.Observe(ctx, r.Conn())
 	case CostFourTrips:
-		return pgx.BeginFunc(ctx, r.conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, setLocalSQL, r.Tenant.Setting()); err != nil {
+		return pgx.BeginFunc(ctx, r.Conn(), func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, engine.SetLocalSQL, r.Tenant.Setting()); err != nil {
 				return err
 			}
 			return r.Observe(ctx, tx)
 		})
 	case CostBatch:
 		b := &pgx.Batch{}
-		b.Queue(setLocalSQL, r.Tenant.Setting())
-		b.Queue(ObserveQuery)
-		res := r.conn.SendBatch(ctx, b)
+		b.Queue(engine.SetLocalSQL, r.Tenant.Setting())
+		b.Queue(engine.ObserveQuery)
+		res := r.Conn().SendBatch(ctx, b)
 		_, err := res.Exec()
 		if err == nil {
-			err = r.Observe(ctx, batchRow{res})
+			err = r.Observe(ctx, engine.BatchRow{Results: res})
 		}
 		if cerr := res.Close(); err == nil {
 			err = cerr
@@ -280,13 +279,13 @@ func sampleScoped(ctx context.Context, r *Request, pattern string) error {
 
 // recordScopingTimings sets each pattern's timing and the ratios of the
 // scoped patterns' medians over the bare query's, and returns the ratios.
-func recordScopingTimings(tr *Tracker, durs map[string][]time.Duration) map[string]float64 {
+func recordScopingTimings(tr *engine.Tracker, durs map[string][]time.Duration) map[string]float64 {
 	ratios := map[string]float64{}
 	bare := crowdPercentile(durs[CostBare], 50)
 	for _, p := range ScopingPatterns {
 		ds := durs[p]
 		med := crowdPercentile(ds, 50)
-		tr.SetTiming(p, Timing{MedianUS: scopingUS(med), P99US: scopingUS(crowdPercentile(ds, 99)), N: len(ds)})
+		tr.SetTiming(p, engine.Timing{MedianUS: scopingUS(med), P99US: scopingUS(crowdPercentile(ds, 99)), N: len(ds)})
 		if p != CostBare && bare > 0 {
 			ratios[p] = float64(med) / float64(bare)
 			tr.SetRatio(p, ratios[p])

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
@@ -16,7 +17,7 @@ func TestScopingCostMeasuresEveryPattern(t *testing.T) {
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, n := range []int{300, 100} {
 		st := sessionstest.MustRun(t, lab, "scoping-cost", "measure", map[string]string{"iterations": scopingItoa(n)})
-		if st.Status != scenarios.StatusDone {
+		if st.Status != engine.StatusDone {
 			t.Fatalf("%d iterations: status %q (%s)", n, st.Status, st.Error)
 		}
 		for _, p := range scenarios.ScopingPatterns {
@@ -47,7 +48,7 @@ func TestScopingCostMeasuresEveryPattern(t *testing.T) {
 			t.Errorf("%d iterations: %v timed queries returned other rows", n, got)
 		}
 		// The session-level scope of the bare query is undone at the end.
-		if len(st.Connections) != 1 || st.Connections[0].Tenant == nil || *st.Connections[0].Tenant != "" || st.Connections[0].State != scenarios.ConnIdle {
+		if len(st.Connections) != 1 || st.Connections[0].Tenant == nil || *st.Connections[0].Tenant != "" || st.Connections[0].State != engine.ConnIdle {
 			t.Errorf("%d iterations: connection after the run: %+v", n, st.Connections)
 		}
 		lines := 0
@@ -65,7 +66,7 @@ func TestScopingCostCancelledLeavesNothingBehind(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	roles0, policies0 := crowdLabObjects(t, m, lab)
-	if err := lab.Start(sessions.RunRequest{Scenario: "scoping-cost", Variant: "measure", Speed: scenarios.Speed{Factor: 1}}); err != nil {
+	if err := lab.Start(sessions.RunRequest{Scenario: "scoping-cost", Variant: "measure", Speed: engine.Speed{Factor: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

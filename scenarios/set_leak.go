@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // SetLeak returns the set-leak scenario: a session-level SET survives the
@@ -15,21 +17,20 @@ import (
 // filled to its size, tenant A's request and (pool size - 1) requests of
 // tenant C hold every connection, A releases first, and so the forgetful
 // request of tenant B can only get the backend A scoped.
-func SetLeak() *Scenario {
-	return &Scenario{
+func SetLeak() *engine.Scenario {
+	return &engine.Scenario{
 		ID:    "set-leak",
 		Title: "Why SET leaks across pooled connections",
-		Variants: []Variant{
-			{Name: PatternSessionSet, Summary: "Scope with set_config(..., false), a session-level SET: it outlives the request and the next request on that backend inherits it."},
-			{Name: PatternTxLocal, Summary: "Scope with set_config(..., true) inside BEGIN ... COMMIT: the setting ends with the transaction."},
-			{Name: PatternBatchLocal, Summary: "The same transaction-local set_config queued with the query in one pgx.Batch: one round trip."},
-		},
-		Params: []Param{{Name: "pool", Summary: "connections in the pool", Min: 2, Max: 3, Default: 2}},
-		Run:    runSetLeak,
+		Variants: withRun(runSetLeak, []engine.Variant{
+			{Name: engine.PatternSessionSet, Summary: "Scope with set_config(..., false), a session-level SET: it outlives the request and the next request on that backend inherits it."},
+			{Name: engine.PatternTxLocal, Summary: "Scope with set_config(..., true) inside BEGIN ... COMMIT: the setting ends with the transaction."},
+			{Name: engine.PatternBatchLocal, Summary: "The same transaction-local set_config queued with the query in one pgx.Batch: one round trip."},
+		}),
+		Params: []engine.Param{{Name: "pool", Summary: "connections in the pool", Min: 2, Max: 3, Default: 2}},
 	}
 }
 
-func runSetLeak(ctx context.Context, env *Env, variant string) error {
+func runSetLeak(ctx context.Context, env *engine.Env, variant string) error {
 	tenants := env.Sandbox.Tenants
 	if len(tenants) < 3 {
 		return errors.New("set-leak needs three tenants in the sandbox")
@@ -39,7 +40,7 @@ func runSetLeak(ctx context.Context, env *Env, variant string) error {
 		size = 2
 	}
 	a, b, c := tenants[0], tenants[1], tenants[2]
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: int32(size), MinConns: int32(size)})
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: int32(size), MinConns: int32(size)})
 	if err != nil {
 		return err
 	}
@@ -52,7 +53,7 @@ func runSetLeak(ctx context.Context, env *Env, variant string) error {
 	}
 	// Tenant C's slow requests hold every other connection, so that the
 	// forgetful request below can only get the backend tenant A used.
-	holders := make([]*Request, size-1)
+	holders := make([]*engine.Request, size-1)
 	for i := range holders {
 		holders[i] = pool.NewRequest(c, variant)
 		if err := holders[i].Acquire(ctx); err != nil {
@@ -64,7 +65,7 @@ func runSetLeak(ctx context.Context, env *Env, variant string) error {
 			return err
 		}
 	}
-	forgot := pool.NewRequest(b, PatternForgot)
+	forgot := pool.NewRequest(b, engine.PatternForgot)
 	if err := forgot.Do(ctx); err != nil {
 		return err
 	}
@@ -81,8 +82,8 @@ func runSetLeak(ctx context.Context, env *Env, variant string) error {
 
 // summarize turns the observed request log into notes: every leak and every
 // request that failed closed, with the backend and setting it ran under.
-func summarize(env *Env) {
-	st := env.tracker.Snapshot()
+func summarize(env *engine.Env) {
+	st := env.Tracker().Snapshot()
 	for _, r := range st.Requests {
 		tenant := ""
 		if r.Tenant != nil {
@@ -90,17 +91,17 @@ func summarize(env *Env) {
 		}
 		switch {
 		case r.Leak:
-			env.tracker.Note(fmt.Sprintf("LEAK: request #%d for %s (%s) ran on backend %d, which %s, and got %d rows of another tenant.",
-				r.Seq, tenant, r.Pattern, r.PID, describeSetting(env.Sandbox, r.SeenTenant, "held"), r.ForeignRows))
+			env.Tracker().Note(fmt.Sprintf("LEAK: request #%d for %s (%s) ran on backend %d, which %s, and got %d rows of another tenant.",
+				r.Seq, tenant, r.Pattern, r.PID, engine.DescribeSetting(env.Sandbox, r.SeenTenant, "held"), r.ForeignRows))
 		case r.Error != "":
 			code := ""
 			if r.SQLState != "" && !strings.Contains(r.Error, r.SQLState) {
 				code = " [SQLSTATE " + r.SQLState + "]"
 			}
-			env.tracker.Note(fmt.Sprintf("Request #%d for %s (%s) on backend %d failed: %s%s", r.Seq, tenant, r.Pattern, r.PID, r.Error, code))
+			env.Tracker().Note(fmt.Sprintf("Request #%d for %s (%s) on backend %d failed: %s%s", r.Seq, tenant, r.Pattern, r.PID, r.Error, code))
 		case r.Rows == 0 && r.Phase != "waiting":
-			env.tracker.Note(fmt.Sprintf("Request #%d for %s (%s) ran on backend %d, which %s: 0 rows, it failed closed.",
-				r.Seq, tenant, r.Pattern, r.PID, describeSetting(env.Sandbox, r.SeenTenant, "held")))
+			env.Tracker().Note(fmt.Sprintf("Request #%d for %s (%s) ran on backend %d, which %s: 0 rows, it failed closed.",
+				r.Seq, tenant, r.Pattern, r.PID, engine.DescribeSetting(env.Sandbox, r.SeenTenant, "held")))
 		}
 	}
 }

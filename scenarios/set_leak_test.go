@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
@@ -20,7 +20,7 @@ func mustManager(tb testing.TB) *sessions.Manager {
 }
 
 // mustMetric returns the number of the metric called name in st.
-func mustMetric(t *testing.T, st scenarios.State, name string) float64 {
+func mustMetric(t *testing.T, st engine.State, name string) float64 {
 	t.Helper()
 	for _, m := range st.Metrics {
 		if m.Name == name {
@@ -32,11 +32,11 @@ func mustMetric(t *testing.T, st scenarios.State, name string) float64 {
 }
 
 // forgetful returns the one request of the run that forgot to scope.
-func forgetful(t *testing.T, st scenarios.State) scenarios.RequestRow {
+func forgetful(t *testing.T, st engine.State) engine.RequestRow {
 	t.Helper()
-	var found []scenarios.RequestRow
+	var found []engine.RequestRow
 	for _, r := range st.Requests {
-		if r.Pattern == scenarios.PatternForgot {
+		if r.Pattern == engine.PatternForgot {
 			found = append(found, r)
 		}
 	}
@@ -47,7 +47,7 @@ func forgetful(t *testing.T, st scenarios.State) scenarios.RequestRow {
 }
 
 // requestOf returns the first request of tenant with pattern.
-func requestOf(t *testing.T, st scenarios.State, tenant, pattern string) scenarios.RequestRow {
+func requestOf(t *testing.T, st engine.State, tenant, pattern string) engine.RequestRow {
 	t.Helper()
 	for _, r := range st.Requests {
 		if r.Tenant != nil && *r.Tenant == tenant && r.Pattern == pattern {
@@ -55,7 +55,7 @@ func requestOf(t *testing.T, st scenarios.State, tenant, pattern string) scenari
 		}
 	}
 	t.Fatalf("no request of tenant %s with pattern %s in %+v", tenant, pattern, st.Requests)
-	return scenarios.RequestRow{}
+	return engine.RequestRow{}
 }
 
 func TestSetLeakSessionSetLeaksOnEveryRun(t *testing.T) {
@@ -63,10 +63,10 @@ func TestSetLeakSessionSetLeaksOnEveryRun(t *testing.T) {
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, pool := range []string{"2", "3", "2"} {
 		st := sessionstest.MustRun(t, lab, "set-leak", "session-set", map[string]string{"pool": pool})
-		if st.Status != scenarios.StatusDone {
+		if st.Status != engine.StatusDone {
 			t.Fatalf("pool %s: status %q (%s)", pool, st.Status, st.Error)
 		}
-		a := requestOf(t, st, "1", scenarios.PatternSessionSet)
+		a := requestOf(t, st, "1", engine.PatternSessionSet)
 		f := forgetful(t, st)
 		if a.Rows != 3 || a.ForeignRows != 0 || a.Leak {
 			t.Errorf("pool %s: tenant A's own request: %+v", pool, a)
@@ -88,7 +88,7 @@ func TestSetLeakSessionSetLeaksOnEveryRun(t *testing.T) {
 
 func TestSetLeakLocalVariantsFailClosed(t *testing.T) {
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 4})
-	for _, variant := range []string{scenarios.PatternTxLocal, scenarios.PatternBatchLocal} {
+	for _, variant := range []string{engine.PatternTxLocal, engine.PatternBatchLocal} {
 		t.Run(variant, func(t *testing.T) {
 			lab := sessionstest.MustCreateLab(t, m, "owner")
 			st := sessionstest.MustRun(t, lab, "set-leak", variant, nil)

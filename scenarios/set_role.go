@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Patterns of set-role (see the glossary).
@@ -32,23 +33,24 @@ const rolePolicy = "tenant_by_role"
 // transaction. And neither a role nor a setting stops SQL injection: the
 // injected text runs as the app, which may RESET ROLE and set_config any
 // tenant.
-func SetRole() *Scenario {
-	return &Scenario{
+func SetRole() *engine.Scenario {
+	return &engine.Scenario{
 		ID:    "set-role",
 		Title: "SET ROLE per tenant: leaks like SET, and no guard against SQL injection",
-		Variants: []Variant{
+		Variants: withRun(runSetRole, []engine.Variant{
 			{Name: roleSession, Summary: "Scope with SET ROLE to the tenant's role: the role outlives the request, and the next request on that backend runs as it."},
 			{Name: roleLocal, Summary: "Scope with SET LOCAL ROLE inside a transaction: the role ends with it."},
 			{Name: roleInjection, Summary: "A search term concatenated into SQL runs set_config (and RESET ROLE) as the app: the request reads another tenant's rows."},
-		},
-		Run: runSetRole,
+		}),
 	}
 }
 
 // tenantRole is the name of t's role in the lab.
-func tenantRole(sb Sandbox, t Tenant) string { return fmt.Sprintf("lab_%s_t%d", sb.Lab, t.ID) }
+func tenantRole(sb engine.Sandbox, t engine.Tenant) string {
+	return fmt.Sprintf("lab_%s_t%d", sb.Lab, t.ID)
+}
 
-func runSetRole(ctx context.Context, env *Env, variant string) (err error) {
+func runSetRole(ctx context.Context, env *engine.Env, variant string) (err error) {
 	ts := env.Sandbox.Tenants
 	if len(ts) < 3 {
 		return errors.New("set-role needs three tenants in the sandbox")
@@ -74,7 +76,7 @@ func runSetRole(ctx context.Context, env *Env, variant string) (err error) {
 		return err
 	}
 	acme, globex, initech := ts[0], ts[1], ts[2]
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
 	if err != nil {
 		return err
 	}
@@ -83,22 +85,22 @@ func runSetRole(ctx context.Context, env *Env, variant string) (err error) {
 		if err := roleRequest(ctx, env, pool.NewRequest(acme, PatternRole), ""); err != nil {
 			return err
 		}
-		if err := roleRequest(ctx, env, pool.NewRequest(globex, PatternForgot), ""); err != nil {
+		if err := roleRequest(ctx, env, pool.NewRequest(globex, engine.PatternForgot), ""); err != nil {
 			return err
 		}
 	case roleLocal:
-		for _, r := range []*Request{pool.NewRequest(acme, PatternLocalRole), pool.NewRequest(globex, PatternForgot), pool.NewRequest(globex, PatternLocalRole)} {
+		for _, r := range []*engine.Request{pool.NewRequest(acme, PatternLocalRole), pool.NewRequest(globex, engine.PatternForgot), pool.NewRequest(globex, PatternLocalRole)} {
 			if err := roleRequest(ctx, env, r, ""); err != nil {
 				return err
 			}
 		}
 	case roleInjection:
-		if err := roleRequest(ctx, env, pool.NewRequest(acme, PatternTxLocal), injectSetting(globex)); err != nil {
+		if err := roleRequest(ctx, env, pool.NewRequest(acme, engine.PatternTxLocal), injectSetting(globex)); err != nil {
 			return err
 		}
 		// A second, fresh connection, so that the first request's leftover
 		// setting cannot be mistaken for the injection's effect.
-		pool2, err := env.OpenPool(ctx, PoolOptions{Name: "app-2", MaxConns: 1, MinConns: 1})
+		pool2, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app-2", MaxConns: 1, MinConns: 1})
 		if err != nil {
 			return err
 		}
@@ -113,33 +115,33 @@ func runSetRole(ctx context.Context, env *Env, variant string) (err error) {
 }
 
 // injectSetting is the search term that switches the request's tenant to t.
-func injectSetting(t Tenant) string {
+func injectSetting(t engine.Tenant) string {
 	return "'; SELECT set_config('app.current_tenant','" + t.Setting() + "',false); --"
 }
 
 // roleRequest plays one request of set-role: acquire, scope as its pattern
 // says, optionally run the vulnerable search with term, query, release.
-func roleRequest(ctx context.Context, env *Env, r *Request, term string) error {
+func roleRequest(ctx context.Context, env *engine.Env, r *engine.Request, term string) error {
 	// Release even when Acquire's frame was cut short: the connection
 	// may already be held.
-	defer r.Release(context.WithoutCancel(ctx))
+	defer r.ReleaseQuiet(context.WithoutCancel(ctx))
 	if err := r.Acquire(ctx); err != nil {
 		return err
 	}
 	role := pgx.Identifier{tenantRole(env.Sandbox, r.Tenant)}.Sanitize()
-	var q Querier = r.conn
+	var q engine.Querier = r.Conn()
 	var tx pgx.Tx
 	var say string
 	switch r.Pattern {
 	case PatternRole:
-		if _, err := r.conn.Exec(ctx, "SET ROLE "+role); err != nil {
+		if _, err := r.Conn().Exec(ctx, "SET ROLE "+role); err != nil {
 			r.Fail(err)
 			return err
 		}
 		say = "runs SET ROLE " + role + ": a session-level setting, like SET."
-	case PatternLocalRole, PatternTxLocal:
+	case PatternLocalRole, engine.PatternTxLocal:
 		var err error
-		if tx, err = r.conn.Begin(ctx); err != nil {
+		if tx, err = r.Conn().Begin(ctx); err != nil {
 			r.Fail(err)
 			return err
 		}
@@ -149,24 +151,24 @@ func roleRequest(ctx context.Context, env *Env, r *Request, term string) error {
 			_, err = tx.Exec(ctx, "SET LOCAL ROLE "+role)
 			say = "runs BEGIN; SET LOCAL ROLE " + role + ": local to this transaction."
 		} else {
-			_, err = tx.Exec(ctx, setLocalSQL, r.Tenant.Setting())
+			_, err = tx.Exec(ctx, engine.SetLocalSQL, r.Tenant.Setting())
 			say = fmt.Sprintf("runs BEGIN; set_config('app.current_tenant', '%s', true): local to this transaction.", r.Tenant.Setting())
 		}
 		if err != nil {
 			r.Fail(err)
 			return err
 		}
-	case PatternForgot:
+	case engine.PatternForgot:
 		say = "sets no role and no tenant."
 	}
-	if err := env.Step(ctx, r.label()+" "+say); err != nil {
+	if err := env.Step(ctx, r.Label()+" "+say); err != nil {
 		return err
 	}
 	if term != "" {
 		// The vulnerable app: the search term is pasted into the SQL text and
 		// sent with the simple protocol, which runs every statement in it.
 		sql := "SELECT id, customer FROM invoices WHERE customer ILIKE '%" + term + "%'"
-		results, err := r.conn.Conn().PgConn().Exec(ctx, sql).ReadAll()
+		results, err := r.Conn().Conn().PgConn().Exec(ctx, sql).ReadAll()
 		if err != nil {
 			r.Fail(err)
 			return err
@@ -175,7 +177,7 @@ func roleRequest(ctx context.Context, env *Env, r *Request, term string) error {
 		if len(results) > 0 {
 			found = len(results[0].Rows)
 		}
-		if err := env.Step(ctx, fmt.Sprintf("%s searches for the term %q; the app pastes it into its SQL: %s. The server ran %d statements; the search itself found %d rows.", r.label(), term, sql, len(results), found)); err != nil {
+		if err := env.Step(ctx, fmt.Sprintf("%s searches for the term %q; the app pastes it into its SQL: %s. The server ran %d statements; the search itself found %d rows.", r.Label(), term, sql, len(results), found)); err != nil {
 			return err
 		}
 	}
@@ -185,8 +187,8 @@ func roleRequest(ctx context.Context, env *Env, r *Request, term string) error {
 	}
 	row := rowBySeq(env, r.Seq)
 	why := roleWhy(env.Sandbox, r, row, term)
-	annotateRow(env, r.Seq, func(rr *RequestRow) { rr.Why = why; rr.Phase = "queried" })
-	if err := env.Step(ctx, fmt.Sprintf("%s on backend %d: %s", r.label(), row.PID, why)); err != nil {
+	annotateRow(env, r.Seq, func(rr *engine.RequestRow) { rr.Why = why; rr.Phase = "queried" })
+	if err := env.Step(ctx, fmt.Sprintf("%s on backend %d: %s", r.Label(), row.PID, why)); err != nil {
 		return err
 	}
 	if tx != nil {
@@ -199,7 +201,7 @@ func roleRequest(ctx context.Context, env *Env, r *Request, term string) error {
 }
 
 // roleWhy explains what one set-role request saw.
-func roleWhy(sb Sandbox, r *Request, row RequestRow, term string) string {
+func roleWhy(sb engine.Sandbox, r *engine.Request, row engine.RequestRow, term string) string {
 	switch {
 	case row.Leak && term != "":
 		return fmt.Sprintf("LEAK: the injected text ran as the app (now role %s, setting %s): %d rows, %d of another tenant. The request's own scoping did not stop it.",
@@ -215,8 +217,8 @@ func roleWhy(sb Sandbox, r *Request, row RequestRow, term string) string {
 }
 
 // roleNotes adds one note per request of the run.
-func roleNotes(env *Env) {
-	st := env.tracker.Snapshot()
+func roleNotes(env *engine.Env) {
+	st := env.Tracker().Snapshot()
 	for _, r := range st.Requests {
 		tenant := ""
 		if r.Tenant != nil {
@@ -225,21 +227,21 @@ func roleNotes(env *Env) {
 		head := fmt.Sprintf("Request #%d (%s, %s) on backend %d as %s, setting %s", r.Seq, tenant, r.Pattern, r.PID, r.Role, unsetQuote(r.SeenTenant))
 		switch {
 		case r.Error != "":
-			env.tracker.Note(head + ": failed: " + r.Error)
+			env.Tracker().Note(head + ": failed: " + r.Error)
 		case r.Leak:
-			env.tracker.Note(fmt.Sprintf("LEAK: %s: %d rows, %d of another tenant.", head, r.Rows, r.ForeignRows))
+			env.Tracker().Note(fmt.Sprintf("LEAK: %s: %d rows, %d of another tenant.", head, r.Rows, r.ForeignRows))
 		default:
-			env.tracker.Note(fmt.Sprintf("%s: %d rows.", head, r.Rows))
+			env.Tracker().Note(fmt.Sprintf("%s: %d rows.", head, r.Rows))
 		}
 	}
 	for _, c := range st.Connections {
-		env.tracker.Note(fmt.Sprintf("After the run, backend %d (%s) was released as role %s with setting %s.", c.PID, c.Pool, c.Role, unsetQuote(c.Tenant)))
+		env.Tracker().Note(fmt.Sprintf("After the run, backend %d (%s) was released as role %s with setting %s.", c.PID, c.Pool, c.Role, unsetQuote(c.Tenant)))
 	}
 }
 
 // roleSetup creates the tenant roles, grants them to the app role and adds
 // the role policy, after removing anything a crashed run left.
-func roleSetup(ctx context.Context, env *Env) error {
+func roleSetup(ctx context.Context, env *engine.Env) error {
 	if err := roleTeardown(ctx, env); err != nil {
 		return err
 	}
@@ -271,7 +273,7 @@ func roleSetup(ctx context.Context, env *Env) error {
 
 // roleTeardown drops the role policy and the tenant roles (with their
 // privileges and memberships), whichever of them exist.
-func roleTeardown(ctx context.Context, env *Env) error {
+func roleTeardown(ctx context.Context, env *engine.Env) error {
 	return env.AdminTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
 			return err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Variants of shared-pool.
@@ -46,21 +47,20 @@ const (
 // SharedPool returns the shared-pool scenario: a crowd of users, each on a
 // connection of its own, runs into the app role's CONNECTION LIMIT; the same
 // crowd through one small pool is served completely.
-func SharedPool() *Scenario {
-	return &Scenario{
+func SharedPool() *engine.Scenario {
+	return &engine.Scenario{
 		ID:    "shared-pool",
 		Title: "One pool of ten serves hundreds of users",
-		Variants: []Variant{
+		Variants: withRun(runSharedPool, []engine.Variant{
 			{Name: VariantConnPerUser, Summary: "Every user's request opens its own connection (pgx.Connect), scopes it with a session-level set_config, queries and closes it."},
 			{Name: VariantSharedPool, Summary: "The same crowd goes through one pgxpool of a few connections; each request scopes its transaction with set_config(..., true)."},
-		},
-		Params: []Param{
+		}),
+		Params: []engine.Param{
 			{Name: "users", Summary: "simulated users, one request each", Min: 10, Max: 1000, Default: 300},
 			{Name: "tenants", Summary: "tenants the users belong to (the lab seeds 3; the others are added for the run and removed after it)", Min: 3, Max: 100, Default: 30},
 			{Name: "online", Summary: "users sending their request at the same moment (one goroutine each, per wave)", Min: 2, Max: 100, Default: 40},
 			{Name: "pool", Summary: "connections in the shared pool (never more than the app role's CONNECTION LIMIT)", Min: 1, Max: 100, Default: 10},
 		},
-		Run: runSharedPool,
 	}
 }
 
@@ -115,7 +115,7 @@ func (s *crowdStats) fail(err error) {
 // added by the run.
 const invoicesPerCrowdTenant = 3
 
-func runSharedPool(ctx context.Context, env *Env, variant string) (err error) {
+func runSharedPool(ctx context.Context, env *engine.Env, variant string) (err error) {
 	users, online := env.Params.Get("users"), env.Params.Get("online")
 	if users <= 0 {
 		users = 300
@@ -153,7 +153,7 @@ func runSharedPool(ctx context.Context, env *Env, variant string) (err error) {
 	for k := range waves {
 		first := k * online
 		n := min(online, users-first)
-		crowd := make([]Tenant, n)
+		crowd := make([]engine.Tenant, n)
 		for i := range crowd {
 			crowd[i] = tenants[(first+i)%len(tenants)]
 		}
@@ -168,17 +168,17 @@ func runSharedPool(ctx context.Context, env *Env, variant string) (err error) {
 		}
 	}
 	crowdSummary(env, w, users, len(tenants), stats)
-	return env.Step(ctx, w.verdict(stats))
+	return env.Step(ctx, w.Verdict(stats))
 }
 
 // crowdWave is one variant's way of serving a wave of users.
 type crowdWave interface {
 	intro(users, tenants, online int) string
 	// run serves one wave: every tenant in crowd is one user's request.
-	run(ctx context.Context, wave int, crowd []Tenant, stats *crowdStats) error
+	run(ctx context.Context, wave int, crowd []engine.Tenant, stats *crowdStats) error
 	// line names the variant on charts.
 	line() string
-	verdict(stats *crowdStats) string
+	Verdict(stats *crowdStats) string
 	// memory reads the backends' memory now, for the chart.
 	memory() (kb int64, n int, ok bool)
 }
@@ -186,7 +186,7 @@ type crowdWave interface {
 // crowdTenants returns count tenants: the lab's seeded ones and, when count
 // asks for more, tenants added through the lab's admin connection with
 // invoicesPerCrowdTenant invoices each. cleanup removes what was added.
-func crowdTenants(ctx context.Context, env *Env, count int) ([]Tenant, func() error, error) {
+func crowdTenants(ctx context.Context, env *engine.Env, count int) ([]engine.Tenant, func() error, error) {
 	seeded := env.Sandbox.Tenants
 	noop := func() error { return nil }
 	if len(seeded) == 0 {
@@ -237,9 +237,9 @@ func crowdTenants(ctx context.Context, env *Env, count int) ([]Tenant, func() er
 		_ = cleanup()
 		return nil, noop, err
 	}
-	out := append([]Tenant(nil), seeded...)
+	out := append([]engine.Tenant(nil), seeded...)
 	for id := from; id <= to; id++ {
-		out = append(out, Tenant{ID: id, Name: "Tenant " + strconv.Itoa(id)})
+		out = append(out, engine.Tenant{ID: id, Name: "Tenant " + strconv.Itoa(id)})
 	}
 	return out, cleanup, nil
 }
@@ -247,16 +247,13 @@ func crowdTenants(ctx context.Context, env *Env, count int) ([]Tenant, func() er
 // crowdLoneRequest adds a request row that belongs to no pool (a user's own
 // connection) and returns it; Observe and Fail work on it as on a pooled
 // request.
-func crowdLoneRequest(env *Env, t Tenant, pattern, pool string) *Request {
-	tenant := t.Setting()
-	r := &Request{Tenant: t, Pattern: pattern, env: env}
-	r.Seq = env.tracker.addRequest(RequestRow{Tenant: &tenant, Pattern: pattern, Pool: pool, Phase: "connecting"})
-	return r
+func crowdLoneRequest(env *engine.Env, t engine.Tenant, pattern, pool string) *engine.Request {
+	return env.NewRequest(t, pattern, pool, "connecting")
 }
 
 // connPerUser is the conn-per-user variant.
 type connPerUser struct {
-	env  *Env
+	env  *engine.Env
 	cfg  *pgx.ConnConfig
 	dial chan struct{}
 	open atomic.Int32
@@ -264,7 +261,7 @@ type connPerUser struct {
 	pids []uint32 // the backends held at the last wave's peak
 }
 
-func newConnPerUser(env *Env) (*connPerUser, error) {
+func newConnPerUser(env *engine.Env) (*connPerUser, error) {
 	cfg, err := pgx.ParseConfig(env.Sandbox.AppURL)
 	if err != nil {
 		return nil, err
@@ -284,9 +281,9 @@ func (c *connPerUser) intro(users, tenants, online int) string {
 // run lets every user of the wave connect; those who got a connection keep
 // it until the whole wave has tried (they are online together), then each
 // scopes, queries and closes.
-func (c *connPerUser) run(ctx context.Context, wave int, crowd []Tenant, stats *crowdStats) error {
+func (c *connPerUser) run(ctx context.Context, wave int, crowd []engine.Tenant, stats *crowdStats) error {
 	type held struct {
-		r       *Request
+		r       *engine.Request
 		conn    *pgx.Conn
 		connect time.Duration
 	}
@@ -297,7 +294,7 @@ func (c *connPerUser) run(ctx context.Context, wave int, crowd []Tenant, stats *
 		dialed.Add(1)
 		go func() {
 			defer dialed.Done()
-			r := crowdLoneRequest(c.env, t, PatternSessionSet, crowdOwnConnPool)
+			r := crowdLoneRequest(c.env, t, engine.PatternSessionSet, crowdOwnConnPool)
 			select {
 			case c.dial <- struct{}{}:
 			case <-ctx.Done():
@@ -349,7 +346,7 @@ func (c *connPerUser) run(ctx context.Context, wave int, crowd []Tenant, stats *
 			rctx, cancel := context.WithTimeout(ctx, crowdRequestTimeout)
 			defer cancel()
 			t0 := time.Now()
-			if _, err := h.conn.Exec(rctx, setSessionSQL, h.r.Tenant.Setting()); err != nil {
+			if _, err := h.conn.Exec(rctx, engine.SetSessionSQL, h.r.Tenant.Setting()); err != nil {
 				h.r.Fail(err)
 				stats.fail(err)
 				return
@@ -375,33 +372,33 @@ func (c *connPerUser) run(ctx context.Context, wave int, crowd []Tenant, stats *
 
 // show puts a freshly connected user's backend in the live view, as that
 // backend reports itself.
-func (c *connPerUser) show(ctx context.Context, r *Request, conn *pgx.Conn) {
-	ictx, cancel := context.WithTimeout(ctx, identifyTimeout)
+func (c *connPerUser) show(ctx context.Context, r *engine.Request, conn *pgx.Conn) {
+	ictx, cancel := context.WithTimeout(ctx, engine.IdentifyTimeout)
 	defer cancel()
-	id, err := Identify(ictx, conn)
+	id, err := engine.Identify(ictx, conn)
 	if err != nil {
-		id = Identity{PID: conn.PgConn().PID()}
+		id = engine.Identity{PID: conn.PgConn().PID()}
 	}
-	c.env.tracker.updateRequest(r.Seq, func(row *RequestRow) { row.Phase = "connected"; row.PID = id.PID })
-	c.env.refresh(func(s *State) {
-		s.Connections = append(s.Connections, Connection{Pool: crowdOwnConnPool, Slot: r.Seq, PID: id.PID, State: ConnAcquired,
+	c.env.Tracker().UpdateRequest(r.Seq, func(row *engine.RequestRow) { row.Phase = "connected"; row.PID = id.PID })
+	c.env.Refresh(func(s *engine.State) {
+		s.Connections = append(s.Connections, engine.Connection{Pool: crowdOwnConnPool, Slot: r.Seq, PID: id.PID, State: engine.ConnAcquired,
 			Tenant: id.Tenant, Role: id.Role, Request: r.Seq})
 	})
 }
 
 // close ends a user's connection and takes it out of the live view.
-func (c *connPerUser) close(r *Request, conn *pgx.Conn) {
+func (c *connPerUser) close(r *engine.Request, conn *pgx.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), crowdCloseTimeout)
 	defer cancel()
 	_ = conn.Close(ctx)
 	c.open.Add(-1)
-	c.env.tracker.updateRequest(r.Seq, func(row *RequestRow) {
+	c.env.Tracker().UpdateRequest(r.Seq, func(row *engine.RequestRow) {
 		if row.Phase != "failed" {
 			row.Phase = "closed"
 		}
 	})
-	c.env.refresh(func(s *State) {
-		if i := findConn(s, crowdOwnConnPool, r.Seq); i >= 0 {
+	c.env.Refresh(func(s *engine.State) {
+		if i := engine.FindConn(s, crowdOwnConnPool, r.Seq); i >= 0 {
 			s.Connections = append(s.Connections[:i], s.Connections[i+1:]...)
 		}
 	})
@@ -422,19 +419,19 @@ func (c *connPerUser) memory() (int64, int, bool) {
 	return crowdBackendPSS(c.pids, c.env.Sandbox.AppRole, c.env.Sandbox.Database)
 }
 
-func (c *connPerUser) verdict(s *crowdStats) string {
+func (c *connPerUser) Verdict(s *crowdStats) string {
 	return fmt.Sprintf("Done: %d users served, %d refused with %s. At most %d connections were open at once: the role's CONNECTION LIMIT is %d.",
 		s.served, s.refused, crowdOrNone(s.firstRefuse), c.peak.Load(), c.env.Sandbox.ConnLimit)
 }
 
 // sharedCrowd is the shared-pool variant.
 type sharedCrowd struct {
-	env  *Env
-	pool *Pool
+	env  *engine.Env
+	pool *engine.Pool
 	size int
 }
 
-func newSharedCrowd(ctx context.Context, env *Env) (*sharedCrowd, error) {
+func newSharedCrowd(ctx context.Context, env *engine.Env) (*sharedCrowd, error) {
 	size := env.Params.Get("pool")
 	if size <= 0 {
 		size = 10
@@ -443,7 +440,7 @@ func newSharedCrowd(ctx context.Context, env *Env) (*sharedCrowd, error) {
 		env.Tracker().Note(fmt.Sprintf("The pool asked for %d connections; it gets %d, the app role's CONNECTION LIMIT.", size, limit))
 		size = limit
 	}
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: int32(size), MinConns: int32(size)})
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: int32(size), MinConns: int32(size)})
 	if err != nil {
 		return nil, err
 	}
@@ -457,7 +454,7 @@ func (c *sharedCrowd) intro(users, tenants, online int) string {
 		users, tenants, online, c.size, c.env.Sandbox.ConnLimit)
 }
 
-func (c *sharedCrowd) run(ctx context.Context, wave int, crowd []Tenant, stats *crowdStats) error {
+func (c *sharedCrowd) run(ctx context.Context, wave int, crowd []engine.Tenant, stats *crowdStats) error {
 	start := time.Now()
 	var done sync.WaitGroup
 	for _, t := range crowd {
@@ -475,7 +472,7 @@ func (c *sharedCrowd) run(ctx context.Context, wave int, crowd []Tenant, stats *
 	deadline := time.After(crowdRequestTimeout + crowdConnectTimeout)
 sample:
 	for {
-		peakWait = max(peakWait, c.pool.waiting.Load())
+		peakWait = max(peakWait, c.pool.Waiting())
 		peakBusy = max(peakBusy, c.pool.Stat().AcquiredConns())
 		select {
 		case <-finished:
@@ -506,27 +503,21 @@ sample:
 
 // request is one user's request through the pool: acquire, BEGIN,
 // set_config(..., true), query, COMMIT, release.
-func (c *sharedCrowd) request(ctx context.Context, t Tenant, stats *crowdStats) {
-	r := c.pool.NewRequest(t, PatternTxLocal)
+func (c *sharedCrowd) request(ctx context.Context, t engine.Tenant, stats *crowdStats) {
+	r := c.pool.NewRequest(t, engine.PatternTxLocal)
 	rctx, cancel := context.WithTimeout(ctx, crowdRequestTimeout)
 	defer cancel()
 	t0 := time.Now()
-	conn, err := c.pool.acquire(rctx, r.Seq)
-	if err != nil {
-		r.Fail(err)
+	if err := r.AcquireQuiet(rctx); err != nil {
 		stats.fail(err)
 		return
 	}
-	r.conn = conn
-	defer func() {
-		r.conn = nil
-		conn.Release()
-		r.phase("released")
-	}()
-	r.env.tracker.updateRequest(r.Seq, func(row *RequestRow) { row.Phase = "acquired" })
+	conn := r.Conn()
+	defer r.ReleaseQuiet(context.WithoutCancel(ctx))
 	var rows, foreign int
+	var err error
 	err = pgx.BeginFunc(rctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(rctx, setLocalSQL, t.Setting()); err != nil {
+		if _, err := tx.Exec(rctx, engine.SetLocalSQL, t.Setting()); err != nil {
 			return err
 		}
 		rows, foreign, err = crowdObserveCounted(rctx, r, tx)
@@ -541,17 +532,17 @@ func (c *sharedCrowd) request(ctx context.Context, t Tenant, stats *crowdStats) 
 }
 
 func (c *sharedCrowd) memory() (int64, int, bool) {
-	st := c.env.tracker.Snapshot()
+	st := c.env.Tracker().Snapshot()
 	var pids []uint32
 	for _, cn := range st.Connections {
-		if cn.Pool == c.pool.name {
+		if cn.Pool == c.pool.Name() {
 			pids = append(pids, cn.PID)
 		}
 	}
 	return crowdBackendPSS(pids, c.env.Sandbox.AppRole, c.env.Sandbox.Database)
 }
 
-func (c *sharedCrowd) verdict(s *crowdStats) string {
+func (c *sharedCrowd) Verdict(s *crowdStats) string {
 	st := c.pool.Stat()
 	return fmt.Sprintf("Done: %d users served by %d connections (%d opened in the whole run), %d refused, %d failed otherwise, %d leaks.",
 		s.served, st.TotalConns(), st.NewConnsCount(), s.refused, s.failed, s.leaks)
@@ -559,24 +550,17 @@ func (c *sharedCrowd) verdict(s *crowdStats) string {
 
 // crowdObserveCounted runs ObserveQuery for r on q and returns the rows it got
 // and how many of them belong to another tenant.
-func crowdObserveCounted(ctx context.Context, r *Request, q Querier) (rows, foreign int, err error) {
+func crowdObserveCounted(ctx context.Context, r *engine.Request, q engine.Querier) (rows, foreign int, err error) {
 	if err := r.Observe(ctx, q); err != nil {
 		return 0, 0, err
 	}
-	r.phase("queried")
-	t := r.env.tracker
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for i := len(t.st.Requests) - 1; i >= 0; i-- {
-		if row := t.st.Requests[i]; row.Seq == r.Seq {
-			return row.Rows, row.ForeignRows, nil
-		}
-	}
-	return 0, 0, errors.New("request row dropped from the log")
+	r.SetPhase("queried")
+	row := r.Row()
+	return row.Rows, row.ForeignRows, nil
 }
 
 // crowdWaveDone charts a wave's throughput and latency and narrates it.
-func crowdWaveDone(env *Env, w crowdWave, wave, waves int, s *crowdStats) string {
+func crowdWaveDone(env *engine.Env, w crowdWave, wave, waves int, s *crowdStats) string {
 	s.mu.Lock()
 	lat := slices.Clone(s.wave)
 	served, refused, failed, work := s.served, s.refused, s.failed, s.work
@@ -615,7 +599,7 @@ func crowdWaveDone(env *Env, w crowdWave, wave, waves int, s *crowdStats) string
 }
 
 // crowdSummary writes the run's notes from what it measured.
-func crowdSummary(env *Env, w crowdWave, users, tenants int, s *crowdStats) {
+func crowdSummary(env *engine.Env, w crowdWave, users, tenants int, s *crowdStats) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tr := env.Tracker()
@@ -704,8 +688,8 @@ func crowdPercentile(ds []time.Duration, p float64) time.Duration {
 func crowdMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // crowdMetricNumber returns the number of the named metric, or 0.
-func crowdMetricNumber(env *Env, name string) float64 {
-	for _, m := range env.tracker.Snapshot().Metrics {
+func crowdMetricNumber(env *engine.Env, name string) float64 {
+	for _, m := range env.Tracker().Snapshot().Metrics {
 		if m.Name == name {
 			return m.Number
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
@@ -53,7 +54,7 @@ func crowdLabObjects(t *testing.T, m *sessions.Manager, lab *sessions.Lab) (role
 
 // crowdServedOwnRows checks every request that did not fail got exactly its
 // own tenant's three invoices, under its own tenant setting.
-func crowdServedOwnRows(t *testing.T, st scenarios.State) (served int) {
+func crowdServedOwnRows(t *testing.T, st engine.State) (served int) {
 	t.Helper()
 	for _, r := range st.Requests {
 		if r.Error != "" {
@@ -74,7 +75,7 @@ func TestSharedPoolConnPerUserIsRefusedOnEveryRun(t *testing.T) {
 	params := map[string]string{"users": "90", "tenants": "10", "online": "30"}
 	for run := range 2 {
 		st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.VariantConnPerUser, params)
-		if st.Status != scenarios.StatusDone {
+		if st.Status != engine.StatusDone {
 			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
 		}
 		if len(st.Requests) != 90 {
@@ -118,7 +119,7 @@ func TestSharedPoolServesEveryUser(t *testing.T) {
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 2 {
 		st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.VariantSharedPool, nil)
-		if st.Status != scenarios.StatusDone {
+		if st.Status != engine.StatusDone {
 			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
 		}
 		if len(st.Requests) != 300 || st.Errors() != 0 {
@@ -184,7 +185,7 @@ func TestSharedPoolCancelledLeavesNothingBehind(t *testing.T) {
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	roles0, policies0 := crowdLabObjects(t, m, lab)
 	for _, variant := range []string{scenarios.VariantConnPerUser, scenarios.VariantSharedPool} {
-		err := lab.Start(sessions.RunRequest{Scenario: "shared-pool", Variant: variant, Speed: scenarios.Speed{Factor: 1}, Params: map[string]string{"tenants": "20"}})
+		err := lab.Start(sessions.RunRequest{Scenario: "shared-pool", Variant: variant, Speed: engine.Speed{Factor: 1}, Params: map[string]string{"tenants": "20"}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Variants of split-calls (stable names: tools rely on them).
@@ -39,20 +40,19 @@ const setParamSQL = `SET app.current_tenant = $1`
 // call is held on the connection it acquired (in the pool's PrepareConn
 // hook) until the scenario lets it go, so that every acquire finds exactly
 // one idle connection.
-func SplitCalls() *Scenario {
-	return &Scenario{
+func SplitCalls() *engine.Scenario {
+	return &engine.Scenario{
 		ID:    "split-calls",
 		Title: "SET on the pool, then query on the pool: two calls, two connections",
-		Variants: []Variant{
+		Variants: withRun(runSplitCalls, []engine.Variant{
 			{Name: SplitVariantSetParam, Summary: "SET app.current_tenant = $1 through pool.Exec: the server rejects the bind parameter with a syntax error."},
 			{Name: SplitVariantSplit, Summary: "set_config(..., false) as one pool call, the query as another: under concurrency the query runs on another backend, under another tenant's setting."},
 			{Name: SplitVariantOneTx, Summary: "Acquire once; BEGIN, set_config(..., true), query, COMMIT on that one connection: every request sees only its own rows."},
-		},
-		Run: runSplitCalls,
+		}),
 	}
 }
 
-func runSplitCalls(ctx context.Context, env *Env, variant string) error {
+func runSplitCalls(ctx context.Context, env *engine.Env, variant string) error {
 	if len(env.Sandbox.Tenants) < 3 {
 		return errors.New("split-calls needs three tenants in the sandbox")
 	}
@@ -71,9 +71,9 @@ func runSplitCalls(ctx context.Context, env *Env, variant string) error {
 
 // runSetParam sends SET with a bind parameter the way an application does
 // (pool.Exec with an argument), then the same under pgx's simple protocol.
-func runSetParam(ctx context.Context, env *Env) error {
+func runSetParam(ctx context.Context, env *engine.Env) error {
 	a, b := env.Sandbox.Tenants[0], env.Sandbox.Tenants[1]
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 2, MinConns: 2})
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 2, MinConns: 2})
 	if err != nil {
 		return err
 	}
@@ -81,18 +81,18 @@ func runSetParam(ctx context.Context, env *Env) error {
 		return err
 	}
 	r := pool.NewRequest(a, PatternSetParam)
-	r.phase("scoping")
+	r.SetPhase("scoping")
 	_, err = pool.Exec(ctx, setParamSQL, a.Setting())
 	if err != nil {
 		r.Fail(err)
 		env.Tracker().Note(fmt.Sprintf("Request #%d (%s): pool.Exec(ctx, %q, %q) failed: %s", r.Seq, a.Name, setParamSQL, a.Setting(), err))
-		if err := env.Step(ctx, fmt.Sprintf("%s sends pool.Exec(ctx, \"SET app.current_tenant = $1\", \"%s\"). The server answers: %s. SET is a utility command: it takes no bind parameters.", r.label(), a.Setting(), err)); err != nil {
+		if err := env.Step(ctx, fmt.Sprintf("%s sends pool.Exec(ctx, \"SET app.current_tenant = $1\", \"%s\"). The server answers: %s. SET is a utility command: it takes no bind parameters.", r.Label(), a.Setting(), err)); err != nil {
 			return err
 		}
 	} else {
 		env.Tracker().Note(fmt.Sprintf("Request #%d (%s): the server accepted SET with a bind parameter (no error).", r.Seq, a.Name))
-		r.phase("scoped")
-		if err := env.Step(ctx, fmt.Sprintf("%s sends SET app.current_tenant = $1 with \"%s\", and this server accepted it.", r.label(), a.Setting())); err != nil {
+		r.SetPhase("scoped")
+		if err := env.Step(ctx, fmt.Sprintf("%s sends SET app.current_tenant = $1 with \"%s\", and this server accepted it.", r.Label(), a.Setting())); err != nil {
 			return err
 		}
 	}
@@ -106,40 +106,38 @@ func runSetParam(ctx context.Context, env *Env) error {
 	if _, err := s.Conn().Exec(ctx, setParamSQL, pgx.QueryExecModeSimpleProtocol, b.Setting()); err != nil {
 		s.Fail(err)
 		env.Tracker().Note(fmt.Sprintf("Request #%d (%s): SET with $1 under the simple protocol failed too: %s", s.Seq, b.Name, err))
-		if err := s.Release(context.WithoutCancel(ctx)); err != nil {
-			return err
-		}
+		s.ReleaseQuiet(ctx)
 		return env.Step(ctx, "Done.")
 	}
-	s.phase("scoped")
-	if err := env.Step(ctx, fmt.Sprintf("%s sends the same SET with pgx.QueryExecModeSimpleProtocol on backend %d: no error, because pgx wrote '%s' into the SQL text on the client; the server never saw a $1.", s.label(), s.shownPID(), b.Setting())); err != nil {
+	s.SetPhase("scoped")
+	if err := env.Step(ctx, fmt.Sprintf("%s sends the same SET with pgx.QueryExecModeSimpleProtocol on backend %d: no error, because pgx wrote '%s' into the SQL text on the client; the server never saw a $1.", s.Label(), s.PID(), b.Setting())); err != nil {
 		return err
 	}
 	if err := s.Observe(ctx, s.Conn()); err != nil {
 		s.Fail(err)
 		return err
 	}
-	s.phase("queried")
-	if err := env.Step(ctx, s.verdict()); err != nil {
+	s.SetPhase("queried")
+	if err := env.Step(ctx, s.Verdict()); err != nil {
 		return err
 	}
-	pid := s.shownPID()
+	pid := s.PID()
 	if err := s.Release(ctx); err != nil {
 		return err
 	}
 	held := heldSetting(env, pool, pid)
 	env.Tracker().Note(fmt.Sprintf("Request #%d (%s): SET with $1 under the simple protocol worked (pgx substituted the value client-side), but it is a session-level SET: after release, backend %d still %s.",
-		s.Seq, b.Name, pid, describeSetting(env.Sandbox, held, "holds")))
+		s.Seq, b.Name, pid, engine.DescribeSetting(env.Sandbox, held, "holds")))
 	return env.Step(ctx, fmt.Sprintf("Done. With a bind parameter SET is a syntax error; the simple-protocol form runs, but it is a session-level SET: backend %d still %s after release (the set-leak lesson shows where that goes). Use set_config('app.current_tenant', $1, true) in a transaction.",
-		pid, describeSetting(env.Sandbox, held, "holds")))
+		pid, engine.DescribeSetting(env.Sandbox, held, "holds")))
 }
 
 // heldSetting returns the tenant setting last read on the connection of
 // pool with backend pid.
-func heldSetting(env *Env, pool *Pool, pid uint32) *string {
-	st := env.tracker.Snapshot()
+func heldSetting(env *engine.Env, pool *engine.Pool, pid uint32) *string {
+	st := env.Tracker().Snapshot()
 	for _, c := range st.Connections {
-		if c.Pool == pool.name && c.PID == pid {
+		if c.Pool == pool.Name() && c.PID == pid {
 			return c.Tenant
 		}
 	}
@@ -186,14 +184,14 @@ type heldCall struct {
 // startHeld starts fn (which makes exactly one pool call) in its own
 // goroutine and returns once the call has acquired a connection, which is
 // shown as acquired by request seq.
-func startHeld(ctx context.Context, pool *Pool, seq int, fn func(context.Context) error) (*heldCall, error) {
+func startHeld(ctx context.Context, pool *engine.Pool, seq int, fn func(context.Context) error) (*heldCall, error) {
 	h := &heldCall{gate: &callGate{acquired: make(chan *pgx.Conn, 1), proceed: make(chan struct{})}, done: make(chan error, 1)}
 	cctx := context.WithValue(ctx, gateKey{}, h.gate)
 	go func() { h.done <- fn(cctx) }()
 	select {
 	case c := <-h.gate.acquired:
 		h.conn, h.pid = c, c.PgConn().PID()
-		pool.mark(c, ConnAcquired, seq)
+		pool.Mark(c, engine.ConnAcquired, seq)
 		return h, nil
 	case err := <-h.done:
 		if err == nil {
@@ -207,7 +205,7 @@ func startHeld(ctx context.Context, pool *Pool, seq int, fn func(context.Context
 
 // finish lets the call run its statement and waits until it has returned
 // and its connection has been released (and read again by the pool).
-func (h *heldCall) finish(ctx context.Context, pool *Pool) error {
+func (h *heldCall) finish(ctx context.Context, pool *engine.Pool) error {
 	close(h.gate.proceed)
 	var err error
 	select {
@@ -215,7 +213,7 @@ func (h *heldCall) finish(ctx context.Context, pool *Pool) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	pool.waitReleased(ctx, pool.slot(h.conn))
+	pool.WaitReleased(ctx, pool.Slot(h.conn))
 	return err
 }
 
@@ -239,9 +237,9 @@ var splitScript = []splitEvent{
 
 // runSplit plays three concurrent requests that each send set_config(...,
 // false) and their query as two separate pool calls.
-func runSplit(ctx context.Context, env *Env) error {
+func runSplit(ctx context.Context, env *engine.Env) error {
 	tenants := env.Sandbox.Tenants[:3]
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 2, MinConns: 2,
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 2, MinConns: 2,
 		Configure: func(c *pgxpool.Config) { c.PrepareConn = holdAtAcquire }})
 	if err != nil {
 		return err
@@ -249,7 +247,7 @@ func runSplit(ctx context.Context, env *Env) error {
 	if err := env.Step(ctx, "The pool has opened its 2 connections. Three requests (Acme, Globex, Initech) arrive together; each sends pool.Exec(set_config(..., false)) and then pool.QueryRow(query): two separate pool calls."); err != nil {
 		return err
 	}
-	reqs := make([]*Request, len(tenants))
+	reqs := make([]*engine.Request, len(tenants))
 	for i, t := range tenants {
 		reqs[i] = pool.NewRequest(t, PatternSplit)
 	}
@@ -266,7 +264,7 @@ func runSplit(ctx context.Context, env *Env) error {
 		switch {
 		case ev.start && !ev.query:
 			h, err := startHeld(ctx, pool, r.Seq, func(ctx context.Context) error {
-				_, err := pool.Exec(ctx, setSessionSQL, r.Tenant.Setting())
+				_, err := pool.Exec(ctx, engine.SetSessionSQL, r.Tenant.Setting())
 				return err
 			})
 			if err != nil {
@@ -274,18 +272,18 @@ func runSplit(ctx context.Context, env *Env) error {
 				return err
 			}
 			calls[ev.req][k], setPID[ev.req] = h, h.pid
-			r.phase("scoping")
-			r.env.tracker.updateRequest(r.Seq, func(row *RequestRow) { row.PID = h.pid })
-			narration = fmt.Sprintf("%s calls pool.Exec(set_config('app.current_tenant', '%s', false)): the pool hands this call backend %d.", r.label(), r.Tenant.Setting(), h.pid)
+			r.SetPhase("scoping")
+			r.Update(func(row *engine.RequestRow) { row.PID = h.pid })
+			narration = fmt.Sprintf("%s calls pool.Exec(set_config('app.current_tenant', '%s', false)): the pool hands this call backend %d.", r.Label(), r.Tenant.Setting(), h.pid)
 		case !ev.start && !ev.query:
 			h := calls[ev.req][k]
 			if err := h.finish(ctx, pool); err != nil {
 				r.Fail(err)
 				return err
 			}
-			r.phase("scoped")
+			r.SetPhase("scoped")
 			narration = fmt.Sprintf("%s's set_config runs on backend %d; the call ends and the pool takes the connection back: it now %s.",
-				r.label(), h.pid, describeSetting(env.Sandbox, heldSetting(env, pool, h.pid), "holds"))
+				r.Label(), h.pid, engine.DescribeSetting(env.Sandbox, heldSetting(env, pool, h.pid), "holds"))
 		case ev.start && ev.query:
 			h, err := startHeld(ctx, pool, r.Seq, func(ctx context.Context) error { return r.Observe(ctx, pool) })
 			if err != nil {
@@ -293,13 +291,13 @@ func runSplit(ctx context.Context, env *Env) error {
 				return err
 			}
 			calls[ev.req][k], queryPID[ev.req] = h, h.pid
-			r.phase("querying")
-			r.env.tracker.updateRequest(r.Seq, func(row *RequestRow) { row.PID = h.pid })
+			r.SetPhase("querying")
+			r.Update(func(row *engine.RequestRow) { row.PID = h.pid })
 			where := "the same backend its set_config used"
 			if h.pid != setPID[ev.req] {
 				where = fmt.Sprintf("not backend %d, where its set_config ran: backend %d is busy with another request's call", setPID[ev.req], setPID[ev.req])
 			}
-			narration = fmt.Sprintf("%s sends its query as a second call, pool.QueryRow: the pool hands it backend %d, %s.", r.label(), h.pid, where)
+			narration = fmt.Sprintf("%s sends its query as a second call, pool.QueryRow: the pool hands it backend %d, %s.", r.Label(), h.pid, where)
 		default:
 			h := calls[ev.req][k]
 			if err := h.finish(ctx, pool); err != nil {
@@ -309,16 +307,16 @@ func runSplit(ctx context.Context, env *Env) error {
 				}
 				continue
 			}
-			r.phase("released")
+			r.SetPhase("released")
 			splitWhy(env, r, setPID[ev.req])
-			narration = r.verdict()
+			narration = r.Verdict()
 		}
 		if err := env.Step(ctx, narration); err != nil {
 			return err
 		}
 	}
 	crossed, leaks := 0, 0
-	st := env.tracker.Snapshot()
+	st := env.Tracker().Snapshot()
 	for i, r := range reqs {
 		env.Tracker().SetMetric(fmt.Sprintf("request #%d set_config PID", r.Seq), fmt.Sprint(setPID[i]), float64(setPID[i]))
 		env.Tracker().SetMetric(fmt.Sprintf("request #%d query PID", r.Seq), fmt.Sprint(queryPID[i]), float64(queryPID[i]))
@@ -333,15 +331,15 @@ func runSplit(ctx context.Context, env *Env) error {
 				leaks++
 			}
 			env.Tracker().Note(fmt.Sprintf("Request #%d (%s): set_config on backend %d, query on backend %d, which %s: %d rows, %d of another tenant.",
-				r.Seq, r.Tenant.Name, setPID[i], queryPID[i], describeSetting(env.Sandbox, row.SeenTenant, "held"), row.Rows, row.ForeignRows))
+				r.Seq, r.Tenant.Name, setPID[i], queryPID[i], engine.DescribeSetting(env.Sandbox, row.SeenTenant, "held"), row.Rows, row.ForeignRows))
 		}
 	}
 	return env.Step(ctx, fmt.Sprintf("Done. %d of %d queries ran on another backend than their set_config; %d returned another tenant's rows. Two pool calls are two acquires: nothing ties the second to the first.", crossed, len(reqs), leaks))
 }
 
 // splitWhy rewrites the why of a split request to name both backends.
-func splitWhy(env *Env, r *Request, setPID uint32) {
-	env.tracker.updateRequest(r.Seq, func(row *RequestRow) {
+func splitWhy(env *engine.Env, r *engine.Request, setPID uint32) {
+	env.Tracker().UpdateRequest(r.Seq, func(row *engine.RequestRow) {
 		row.Why = fmt.Sprintf("set_config ran on backend %d, the query on backend %d. %s", setPID, row.PID, row.Why)
 	})
 }
@@ -355,18 +353,18 @@ var oneTxScript = []struct {
 
 // runOneTx plays the same three concurrent requests, each acquiring one
 // connection and scoping and querying inside one transaction on it.
-func runOneTx(ctx context.Context, env *Env) error {
+func runOneTx(ctx context.Context, env *engine.Env) error {
 	tenants := env.Sandbox.Tenants[:3]
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 2, MinConns: 2})
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 2, MinConns: 2})
 	if err != nil {
 		return err
 	}
 	if err := env.Step(ctx, "The pool has opened its 2 connections. The same three requests arrive together; each acquires one connection and runs BEGIN, set_config(..., true), its query and COMMIT on it."); err != nil {
 		return err
 	}
-	reqs := make([]*Request, len(tenants))
+	reqs := make([]*engine.Request, len(tenants))
 	for i, t := range tenants {
-		reqs[i] = pool.NewRequest(t, PatternTxLocal)
+		reqs[i] = pool.NewRequest(t, engine.PatternTxLocal)
 	}
 	for _, ev := range oneTxScript {
 		r := reqs[ev.req]
@@ -378,7 +376,7 @@ func runOneTx(ctx context.Context, env *Env) error {
 		}
 		for _, step := range []func(context.Context) error{r.Scope, r.Query, r.Release} {
 			if err := step(ctx); err != nil {
-				_ = r.Release(context.WithoutCancel(ctx))
+				r.ReleaseQuiet(context.WithoutCancel(ctx))
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
@@ -386,7 +384,7 @@ func runOneTx(ctx context.Context, env *Env) error {
 			}
 		}
 	}
-	st := env.tracker.Snapshot()
+	st := env.Tracker().Snapshot()
 	leaks := 0
 	for _, row := range st.Requests {
 		if row.Leak {
@@ -401,7 +399,7 @@ func runOneTx(ctx context.Context, env *Env) error {
 			continue
 		}
 		env.Tracker().Note(fmt.Sprintf("Request #%d (%s): scope and query in one transaction on backend %d, which %s: %d rows, %d of another tenant.",
-			row.Seq, tenant, row.PID, describeSetting(env.Sandbox, row.SeenTenant, "held"), row.Rows, row.ForeignRows))
+			row.Seq, tenant, row.PID, engine.DescribeSetting(env.Sandbox, row.SeenTenant, "held"), row.Rows, row.ForeignRows))
 	}
 	return env.Step(ctx, fmt.Sprintf("Done. %d leaks: each request scoped and queried on the one connection it acquired, and the setting ended with its transaction.", leaks))
 }

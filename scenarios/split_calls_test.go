@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
 // p4Row returns the request with sequence number seq.
-func p4Row(t *testing.T, st scenarios.State, seq int) scenarios.RequestRow {
+func p4Row(t *testing.T, st engine.State, seq int) engine.RequestRow {
 	t.Helper()
 	for _, r := range st.Requests {
 		if r.Seq == seq {
@@ -22,7 +23,7 @@ func p4Row(t *testing.T, st scenarios.State, seq int) scenarios.RequestRow {
 		}
 	}
 	t.Fatalf("no request #%d in %+v", seq, st.Requests)
-	return scenarios.RequestRow{}
+	return engine.RequestRow{}
 }
 
 // p4Schema is what a lab's database holds that a scenario could leave
@@ -90,20 +91,20 @@ func p4CheckClean(t *testing.T, m *sessions.Manager, lab *sessions.Lab, scenario
 func p4CheckCancel(t *testing.T, m *sessions.Manager, lab *sessions.Lab, scenario, variant string, params map[string]string, d time.Duration) {
 	t.Helper()
 	before := p4ReadSchema(t, m, lab)
-	if err := lab.Start(sessions.RunRequest{Scenario: scenario, Variant: variant, Speed: scenarios.Speed{Factor: 1}, Params: params}); err != nil {
+	if err := lab.Start(sessions.RunRequest{Scenario: scenario, Variant: variant, Speed: engine.Speed{Factor: 1}, Params: params}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(d)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if st := lab.Tracker().Snapshot(); st.Status != scenarios.StatusRunning {
+	if st := lab.Tracker().Snapshot(); st.Status != engine.StatusRunning {
 		t.Fatalf("%s/%s: want the run still going after %s, status %q", scenario, variant, d, st.Status)
 	}
 	if err := lab.Reset(ctx); err != nil {
 		t.Fatal(err)
 	}
 	_ = lab.Wait(ctx) // Reset has already waited for the run; its error is gone with the state
-	if st := lab.Tracker().Snapshot(); st.Status != scenarios.StatusIdle || len(st.Connections) != 0 {
+	if st := lab.Tracker().Snapshot(); st.Status != engine.StatusIdle || len(st.Connections) != 0 {
 		t.Errorf("%s/%s: after reset: status %q, %d connections", scenario, variant, st.Status, len(st.Connections))
 	}
 	if after := p4ReadSchema(t, m, lab); after != before {
@@ -114,7 +115,7 @@ func p4CheckCancel(t *testing.T, m *sessions.Manager, lab *sessions.Lab, scenari
 	}
 	// The lab still works after the cut-off run.
 	st := sessionstest.MustRun(t, lab, scenario, variant, params)
-	if st.Status != scenarios.StatusDone {
+	if st.Status != engine.StatusDone {
 		t.Errorf("%s/%s: run after reset: status %q (%s)", scenario, variant, st.Status, st.Error)
 	}
 }
@@ -125,7 +126,7 @@ func TestSplitCallsSetParamIsASyntaxError(t *testing.T) {
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 2 {
 		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitVariantSetParam, nil)
-		if st.Status != scenarios.StatusDone || len(st.Requests) != 2 {
+		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("run %d: status %q (%s), %d requests", run, st.Status, st.Error, len(st.Requests))
 		}
 		bound := st.Requests[0]
@@ -157,7 +158,7 @@ func TestSplitCallsSplitCrossesBackendsOnEveryRun(t *testing.T) {
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 3 {
 		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitVariantSplit, nil)
-		if st.Status != scenarios.StatusDone || len(st.Requests) != 3 {
+		if st.Status != engine.StatusDone || len(st.Requests) != 3 {
 			t.Fatalf("run %d: status %q (%s), %d requests", run, st.Status, st.Error, len(st.Requests))
 		}
 		backends := map[uint32]bool{}
@@ -190,7 +191,7 @@ func TestSplitCallsOneTxSeesOwnRows(t *testing.T) {
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 3 {
 		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitVariantOneTx, nil)
-		if st.Status != scenarios.StatusDone || len(st.Requests) != 3 {
+		if st.Status != engine.StatusDone || len(st.Requests) != 3 {
 			t.Fatalf("run %d: status %q (%s), %d requests", run, st.Status, st.Error, len(st.Requests))
 		}
 		pids := map[uint32]bool{}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Variants of unset-setting.
@@ -38,23 +39,22 @@ var unsetPolicies = map[string]string{
 // The policy variants replace the lab's policy with ALTER POLICY (committed:
 // the app's connections must see it) and always put the NULLIF policy back
 // before the run returns, also when it is cancelled.
-func UnsetSetting() *Scenario {
-	return &Scenario{
+func UnsetSetting() *engine.Scenario {
+	return &engine.Scenario{
 		ID:    "unset-setting",
 		Title: "An unset tenant setting: NULL, '' and what the policy makes of them",
-		Variants: []Variant{
+		Variants: withRun(runUnsetSetting, []engine.Variant{
 			{Name: unsetFresh, Summary: "A fresh connection that never set the tenant: current_setting(..., true) is NULL."},
 			{Name: unsetAfterReset, Summary: "After a committed SET LOCAL, or after RESET, the same connection reads '' (empty), not NULL."},
 			{Name: unsetNoMissingOK, Summary: "A policy calling current_setting without missing_ok: a fresh connection gets an error (42704), a used one does not."},
 			{Name: unsetNaiveCast, Summary: "A policy casting the setting straight to int: NULL filters everything, '' raises 22P02."},
 			{Name: unsetFailOpen, Summary: "A policy that treats an empty setting as \"all tenants\": an unscoped request reads everybody's rows."},
 			{Name: unsetNullif, Summary: "The lab's policy, NULLIF(current_setting(..., true), '')::int: NULL and '' both match nothing; it fails closed."},
-		},
-		Run: runUnsetSetting,
+		}),
 	}
 }
 
-func runUnsetSetting(ctx context.Context, env *Env, variant string) (err error) {
+func runUnsetSetting(ctx context.Context, env *engine.Env, variant string) (err error) {
 	ts := env.Sandbox.Tenants
 	if len(ts) < 3 {
 		return errors.New("unset-setting needs three tenants in the sandbox")
@@ -77,33 +77,33 @@ func runUnsetSetting(ctx context.Context, env *Env, variant string) (err error) 
 	if variant == unsetFresh {
 		size = 2
 	}
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: size, MinConns: size})
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: size, MinConns: size})
 	if err != nil {
 		return err
 	}
 	if err := env.Step(ctx, fmt.Sprintf("The pool has opened %d connection(s); each box shows the tenant setting its own backend reports. The policy is: USING (%s).", size, policy)); err != nil {
 		return err
 	}
-	play := func(r *Request) error { return playUnset(ctx, env, r, variant) }
+	play := func(r *engine.Request) error { return playUnset(ctx, env, r, variant) }
 	switch variant {
 	case unsetFresh:
-		if err := play(pool.NewRequest(globex, PatternForgot)); err != nil {
+		if err := play(pool.NewRequest(globex, engine.PatternForgot)); err != nil {
 			return err
 		}
 	case unsetAfterReset:
-		for _, r := range []*Request{pool.NewRequest(acme, PatternTxLocal), pool.NewRequest(globex, PatternForgot), pool.NewRequest(initech, PatternSessionSet)} {
+		for _, r := range []*engine.Request{pool.NewRequest(acme, engine.PatternTxLocal), pool.NewRequest(globex, engine.PatternForgot), pool.NewRequest(initech, engine.PatternSessionSet)} {
 			if err := play(r); err != nil {
 				return err
 			}
 		}
-		if err := unsetPlayReset(ctx, env, pool.NewRequest(globex, PatternForgot)); err != nil {
+		if err := unsetPlayReset(ctx, env, pool.NewRequest(globex, engine.PatternForgot)); err != nil {
 			return err
 		}
 	default:
 		// One connection: an unscoped request on the fresh backend, a
 		// scoped one, and an unscoped one on the backend the scoped one
 		// used.
-		for _, r := range []*Request{pool.NewRequest(globex, PatternForgot), pool.NewRequest(acme, PatternTxLocal), pool.NewRequest(initech, PatternForgot)} {
+		for _, r := range []*engine.Request{pool.NewRequest(globex, engine.PatternForgot), pool.NewRequest(acme, engine.PatternTxLocal), pool.NewRequest(initech, engine.PatternForgot)} {
 			if err := play(r); err != nil {
 				return err
 			}
@@ -116,7 +116,7 @@ func runUnsetSetting(ctx context.Context, env *Env, variant string) (err error) 
 // unsetSwapPolicy replaces the USING clause of the lab's tenant_isolation policy
 // and returns the function that puts the lab's own back. The restore runs
 // without the run's context, so a cancelled run still restores.
-func unsetSwapPolicy(ctx context.Context, env *Env, using string) (restore func() error, err error) {
+func unsetSwapPolicy(ctx context.Context, env *engine.Env, using string) (restore func() error, err error) {
 	if err := unsetAlterPolicy(ctx, env, using); err != nil {
 		return nil, err
 	}
@@ -133,7 +133,7 @@ func unsetSwapPolicy(ctx context.Context, env *Env, using string) (restore func(
 
 // unsetAlterPolicy runs ALTER POLICY tenant_isolation on the lab's superuser
 // connection (a committed change, so the app's connections see it).
-func unsetAlterPolicy(ctx context.Context, env *Env, using string) error {
+func unsetAlterPolicy(ctx context.Context, env *engine.Env, using string) error {
 	conn, release, err := env.Sandbox.Admin(ctx)
 	if err != nil {
 		return err
@@ -149,13 +149,13 @@ func unsetAlterPolicy(ctx context.Context, env *Env, using string) error {
 }
 
 // unsetHeld returns the tenant setting last read on r's connection.
-func unsetHeld(r *Request) (pid uint32, v *string) {
-	if r.conn == nil {
+func unsetHeld(r *engine.Request) (pid uint32, v *string) {
+	if r.Conn() == nil {
 		return 0, nil
 	}
-	slot := r.pool.slot(r.conn.Conn())
-	st := r.env.tracker.Snapshot()
-	if i := findConn(&st, r.pool.name, slot); i >= 0 {
+	slot := r.Pool().Slot(r.Conn().Conn())
+	st := r.Env().Tracker().Snapshot()
+	if i := engine.FindConn(&st, r.Pool().Name(), slot); i >= 0 {
 		return st.Connections[i].PID, st.Connections[i].Tenant
 	}
 	return 0, nil
@@ -163,10 +163,10 @@ func unsetHeld(r *Request) (pid uint32, v *string) {
 
 // playUnset runs r's phases; a server's refusal of the query is recorded
 // on the request and the run goes on.
-func playUnset(ctx context.Context, env *Env, r *Request, variant string) error {
+func playUnset(ctx context.Context, env *engine.Env, r *engine.Request, variant string) error {
 	// Release even when Acquire's frame was cut short: the connection
 	// may already be held.
-	defer r.Release(context.WithoutCancel(ctx))
+	defer r.ReleaseQuiet(context.WithoutCancel(ctx))
 	if err := r.Acquire(ctx); err != nil {
 		return err
 	}
@@ -182,13 +182,13 @@ func playUnset(ctx context.Context, env *Env, r *Request, variant string) error 
 	if pe != nil {
 		// The query did not return the setting; the request changed nothing
 		// since the value was read on this backend, so show that one.
-		annotateRow(env, r.Seq, func(rr *RequestRow) { rr.PID, rr.SeenTenant = pid, held })
+		annotateRow(env, r.Seq, func(rr *engine.RequestRow) { rr.PID, rr.SeenTenant = pid, held })
 	}
 	row := rowBySeq(env, r.Seq)
 	why := unsetWhy(env.Sandbox, variant, r, row, pe)
-	annotateRow(env, r.Seq, func(rr *RequestRow) { rr.Why = why })
+	annotateRow(env, r.Seq, func(rr *engine.RequestRow) { rr.Why = why })
 	if pe != nil {
-		if err := env.Step(ctx, fmt.Sprintf("%s on backend %d: %s", r.label(), pid, why)); err != nil {
+		if err := env.Step(ctx, fmt.Sprintf("%s on backend %d: %s", r.Label(), pid, why)); err != nil {
 			return err
 		}
 	}
@@ -196,31 +196,31 @@ func playUnset(ctx context.Context, env *Env, r *Request, variant string) error 
 		return err
 	}
 	if pe != nil {
-		annotateRow(env, r.Seq, func(rr *RequestRow) { rr.Phase = "failed" })
+		annotateRow(env, r.Seq, func(rr *engine.RequestRow) { rr.Phase = "failed" })
 	}
 	return nil
 }
 
 // unsetPlayReset has r run RESET app.current_tenant and then its query.
-func unsetPlayReset(ctx context.Context, env *Env, r *Request) error {
+func unsetPlayReset(ctx context.Context, env *engine.Env, r *engine.Request) error {
 	// Release even when Acquire's frame was cut short: the connection
 	// may already be held.
-	defer r.Release(context.WithoutCancel(ctx))
+	defer r.ReleaseQuiet(context.WithoutCancel(ctx))
 	if err := r.Acquire(ctx); err != nil {
 		return err
 	}
-	if _, err := r.conn.Exec(ctx, "RESET app.current_tenant"); err != nil {
+	if _, err := r.Conn().Exec(ctx, "RESET app.current_tenant"); err != nil {
 		r.Fail(err)
 		return err
 	}
-	if err := env.Step(ctx, fmt.Sprintf("%s runs RESET app.current_tenant, as a pool's reset-on-release would.", r.label())); err != nil {
+	if err := env.Step(ctx, fmt.Sprintf("%s runs RESET app.current_tenant, as a pool's reset-on-release would.", r.Label())); err != nil {
 		return err
 	}
 	if err := r.Query(ctx); err != nil {
 		return err
 	}
 	row := rowBySeq(env, r.Seq)
-	annotateRow(env, r.Seq, func(rr *RequestRow) {
+	annotateRow(env, r.Seq, func(rr *engine.RequestRow) {
 		rr.Why = "After RESET the setting is " + unsetQuote(row.SeenTenant) + ", not NULL: " + rr.Why
 	})
 	return r.Release(ctx)
@@ -235,7 +235,7 @@ func unsetQuote(v *string) string {
 }
 
 // unsetWhy explains one request's outcome under the variant's policy.
-func unsetWhy(sb Sandbox, variant string, r *Request, row RequestRow, pe *pgconn.PgError) string {
+func unsetWhy(sb engine.Sandbox, variant string, r *engine.Request, row engine.RequestRow, pe *pgconn.PgError) string {
 	v := unsetQuote(row.SeenTenant)
 	switch {
 	case pe != nil && pe.Code == "42704":
@@ -246,7 +246,7 @@ func unsetWhy(sb Sandbox, variant string, r *Request, row RequestRow, pe *pgconn
 		return fmt.Sprintf("Refused (SQLSTATE %s): %s", pe.Code, pe.Message)
 	case row.Leak && variant == unsetFailOpen:
 		return fmt.Sprintf("LEAK: the setting is %s and this policy reads an empty setting as \"all tenants\": %d rows, %d of other tenants.", v, row.Rows, row.ForeignRows)
-	case r.Pattern != PatternForgot:
+	case r.Pattern != engine.PatternForgot:
 		return row.Why
 	case row.Rows == 0 && variant == unsetNaiveCast && row.SeenTenant == nil:
 		return "0 rows: the setting is NULL (never set on this backend); NULL::int is NULL and tenant_id = NULL matches nothing. It fails closed only because the value is NULL, not ''."
@@ -258,8 +258,8 @@ func unsetWhy(sb Sandbox, variant string, r *Request, row RequestRow, pe *pgconn
 
 // unsetNotes adds one note per finished request: backend, setting, and
 // rows or SQLSTATE.
-func unsetNotes(env *Env) {
-	st := env.tracker.Snapshot()
+func unsetNotes(env *engine.Env) {
+	st := env.Tracker().Snapshot()
 	for _, r := range st.Requests {
 		tenant := ""
 		if r.Tenant != nil {
@@ -268,11 +268,11 @@ func unsetNotes(env *Env) {
 		head := fmt.Sprintf("Request #%d (%s, %s) on backend %d, setting %s", r.Seq, tenant, r.Pattern, r.PID, unsetQuote(r.SeenTenant))
 		switch {
 		case r.Error != "":
-			env.tracker.Note(fmt.Sprintf("%s: failed: %s", head, r.Error))
+			env.Tracker().Note(fmt.Sprintf("%s: failed: %s", head, r.Error))
 		case r.Leak:
-			env.tracker.Note(fmt.Sprintf("LEAK: %s: %d rows, %d of other tenants.", head, r.Rows, r.ForeignRows))
+			env.Tracker().Note(fmt.Sprintf("LEAK: %s: %d rows, %d of other tenants.", head, r.Rows, r.ForeignRows))
 		default:
-			env.tracker.Note(fmt.Sprintf("%s: %d rows.", head, r.Rows))
+			env.Tracker().Note(fmt.Sprintf("%s: %d rows.", head, r.Rows))
 		}
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
@@ -37,7 +37,7 @@ func TestUnsetSettingVariants(t *testing.T) {
 	for round := 0; round < 2; round++ {
 		for _, c := range cases {
 			st := sessionstest.MustRun(t, lab, "unset-setting", c.variant, nil)
-			if st.Status != scenarios.StatusDone {
+			if st.Status != engine.StatusDone {
 				t.Fatalf("%s: status %q (%s)", c.variant, st.Status, st.Error)
 			}
 			if len(st.Requests) != len(c.reqs) {

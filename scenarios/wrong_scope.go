@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Variants of wrong-scope (stable names: tools rely on them).
@@ -23,26 +24,25 @@ const (
 // A field shared by every request is overwritten by a concurrent request;
 // the request's context.Context is not; and a connection held per user
 // turns the pool into a per-user resource that runs out.
-func WrongScope() *Scenario {
-	return &Scenario{
+func WrongScope() *engine.Scenario {
+	return &engine.Scenario{
 		ID:    "wrong-scope",
 		Title: "Where the tenant id lives: a shared field, the request's context, a connection per user",
-		Variants: []Variant{
+		Variants: withRun(runWrongScope, []engine.Variant{
 			{Name: WrongScopeGlobal, Summary: "Each handler writes its tenant into one field shared by all requests and reads it back before its query: a concurrent request overwrites it."},
 			{Name: WrongScopeContext, Summary: "The tenant travels in each request's context.Context (context.WithValue): each request reads its own."},
 			{Name: WrongScopeConnPerUser, Summary: "Each logged-in user keeps one pooled connection, scoped once: with more users than connections, later users wait and their acquires time out."},
-		},
-		Params: []Param{
+		}),
+		Params: []engine.Param{
 			{Name: "delay_ms", Summary: "milliseconds a handler works between storing the tenant and its query (global, context)", Min: 0, Max: 2000, Default: 300},
 			{Name: "users", Summary: "users who log in (conn-per-user)", Min: 2, Max: 50, Default: 6},
 			{Name: "pool", Summary: "connections in the pool (conn-per-user)", Min: 2, Max: 8, Default: 3},
 			{Name: "acquire_timeout_ms", Summary: "how long one acquire may wait for a connection (conn-per-user)", Min: 100, Max: 5000, Default: 1000},
 		},
-		Run: runWrongScope,
 	}
 }
 
-func runWrongScope(ctx context.Context, env *Env, variant string) error {
+func runWrongScope(ctx context.Context, env *engine.Env, variant string) error {
 	if len(env.Sandbox.Tenants) < 3 {
 		return errors.New("wrong-scope needs three tenants in the sandbox")
 	}
@@ -57,7 +57,7 @@ func runWrongScope(ctx context.Context, env *Env, variant string) error {
 
 // paramOr returns the named parameter, or def when the run has none (a run
 // built without ParseParams).
-func paramOr(env *Env, name string, def int) int {
+func paramOr(env *engine.Env, name string, def int) int {
 	if v, ok := env.Params[name]; ok {
 		return v
 	}
@@ -70,16 +70,16 @@ func paramOr(env *Env, name string, def int) int {
 // there is one slot for many requests.
 type sharedTenant struct {
 	mu     sync.Mutex
-	tenant Tenant
+	tenant engine.Tenant
 }
 
-func (s *sharedTenant) set(t Tenant) {
+func (s *sharedTenant) set(t engine.Tenant) {
 	s.mu.Lock()
 	s.tenant = t
 	s.mu.Unlock()
 }
 
-func (s *sharedTenant) get() Tenant {
+func (s *sharedTenant) get() engine.Tenant {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.tenant
@@ -89,44 +89,36 @@ func (s *sharedTenant) get() Tenant {
 type tenantKey struct{}
 
 // withTenant returns ctx carrying t.
-func withTenant(ctx context.Context, t Tenant) context.Context {
+func withTenant(ctx context.Context, t engine.Tenant) context.Context {
 	return context.WithValue(ctx, tenantKey{}, t)
 }
 
 // tenantFrom returns the tenant ctx carries.
-func tenantFrom(ctx context.Context) (Tenant, bool) {
-	t, ok := ctx.Value(tenantKey{}).(Tenant)
+func tenantFrom(ctx context.Context) (engine.Tenant, bool) {
+	t, ok := ctx.Value(tenantKey{}).(engine.Tenant)
 	return t, ok
 }
 
 // scopedRequest is one simulated HTTP request: its request-log row and its
 // own context.
 type scopedRequest struct {
-	r   *Request
+	r   *engine.Request
 	ctx context.Context
 }
 
 // dropConn gives back a request's connection without a frame (cleanup on
 // the way out).
-func dropConn(r *Request) {
-	if r.conn == nil {
-		return
-	}
-	if r.tx != nil {
-		_ = r.tx.Rollback(context.Background())
-		r.tx = nil
-	}
-	r.conn.Release()
-	r.conn = nil
+func dropConn(r *engine.Request) {
+	r.Abandon()
 }
 
 // runScopeRace plays two concurrent requests whose handlers store the tenant
 // (in a shared field, or in their context), work for delay_ms, and then
 // scope a transaction with whatever tenant they read back.
-func runScopeRace(ctx context.Context, env *Env, variant string) error {
+func runScopeRace(ctx context.Context, env *engine.Env, variant string) error {
 	a, b := env.Sandbox.Tenants[0], env.Sandbox.Tenants[1]
 	delay := time.Duration(paramOr(env, "delay_ms", 300)) * time.Millisecond
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: 2, MinConns: 2})
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 2, MinConns: 2})
 	if err != nil {
 		return err
 	}
@@ -151,18 +143,18 @@ func runScopeRace(ctx context.Context, env *Env, variant string) error {
 		var narration string
 		if variant == WrongScopeGlobal {
 			shared.set(t)
-			narration = fmt.Sprintf("%s: the handler stores tenant %s in the shared field; it now says %s.", q.r.label(), t.Name, shared.get().Name)
+			narration = fmt.Sprintf("%s: the handler stores tenant %s in the shared field; it now says %s.", q.r.Label(), t.Name, shared.get().Name)
 		} else {
 			q.ctx = withTenant(q.ctx, t)
-			narration = fmt.Sprintf("%s: the handler stores tenant %s in its request's context.", q.r.label(), t.Name)
+			narration = fmt.Sprintf("%s: the handler stores tenant %s in its request's context.", q.r.Label(), t.Name)
 		}
-		q.r.phase("tenant stored")
+		q.r.SetPhase("tenant stored")
 		if err := env.Step(ctx, narration); err != nil {
 			return err
 		}
 	}
 	if delay > 0 {
-		env.tracker.Narrate(fmt.Sprintf("Both handlers do other work for %d ms before they query (a call to another service, a cache lookup).", delay.Milliseconds()))
+		env.Tracker().Narrate(fmt.Sprintf("Both handlers do other work for %d ms before they query (a call to another service, a cache lookup).", delay.Milliseconds()))
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -171,17 +163,17 @@ func runScopeRace(ctx context.Context, env *Env, variant string) error {
 		case <-t.C:
 		}
 	}
-	read := make([]Tenant, len(reqs))
+	read := make([]engine.Tenant, len(reqs))
 	for i, q := range reqs {
 		r := q.r
-		var t Tenant
+		var t engine.Tenant
 		var from string
 		if variant == WrongScopeGlobal {
 			t, from = shared.get(), "the shared field"
 		} else {
 			var ok bool
 			if t, ok = tenantFrom(q.ctx); !ok {
-				return fmt.Errorf("%s: no tenant in the request's context", r.label())
+				return fmt.Errorf("%s: no tenant in the request's context", r.Label())
 			}
 			from = "its context"
 		}
@@ -189,43 +181,41 @@ func runScopeRace(ctx context.Context, env *Env, variant string) error {
 		if err := r.Acquire(ctx); err != nil {
 			return err
 		}
-		tx, err := r.conn.Begin(ctx)
+		tx, err := r.Begin(ctx)
 		if err == nil {
-			r.tx = tx
-			_, err = tx.Exec(ctx, setLocalSQL, t.Setting())
+			_, err = tx.Exec(ctx, engine.SetLocalSQL, t.Setting())
 		}
 		if err != nil {
 			r.Fail(err)
 			return err
 		}
-		r.phase("scoped")
+		r.SetPhase("scoped")
 		mark := ""
 		if t.ID != r.Tenant.ID {
 			mark = fmt.Sprintf(", not %s", r.Tenant.Name)
 		}
 		if err := env.Step(ctx, fmt.Sprintf("%s reads the tenant from %s: %s%s. It runs BEGIN; set_config('app.current_tenant', '%s', true) on backend %d.",
-			r.label(), from, t.Name, mark, t.Setting(), r.shownPID())); err != nil {
+			r.Label(), from, t.Name, mark, t.Setting(), r.PID())); err != nil {
 			return err
 		}
-		err = r.Observe(ctx, r.tx)
+		err = r.Observe(ctx, r.Tx())
 		if err == nil {
-			err = r.tx.Commit(ctx)
+			err = r.Commit(ctx)
 		}
-		r.tx = nil
 		if err != nil {
 			r.Fail(err)
 			return err
 		}
-		r.phase("queried")
+		r.SetPhase("queried")
 		scopeWhy(env, r, t, from)
-		if err := env.Step(ctx, r.verdict()); err != nil {
+		if err := env.Step(ctx, r.Verdict()); err != nil {
 			return err
 		}
 		if err := r.Release(ctx); err != nil {
 			return err
 		}
 	}
-	st := env.tracker.Snapshot()
+	st := env.Tracker().Snapshot()
 	leaks := 0
 	for i, q := range reqs {
 		for _, row := range st.Requests {
@@ -248,8 +238,8 @@ func runScopeRace(ctx context.Context, env *Env, variant string) error {
 
 // scopeWhy rewrites the why of a scope-race request to say where its tenant
 // came from.
-func scopeWhy(env *Env, r *Request, used Tenant, from string) {
-	env.tracker.updateRequest(r.Seq, func(row *RequestRow) {
+func scopeWhy(env *engine.Env, r *engine.Request, used engine.Tenant, from string) {
+	env.Tracker().UpdateRequest(r.Seq, func(row *engine.RequestRow) {
 		switch {
 		case row.Leak:
 			row.Why = fmt.Sprintf("LEAK: the handler read tenant %s from %s (a later request wrote it there), scoped its transaction with '%s', and RLS returned %s's rows to %s.",
@@ -261,27 +251,20 @@ func scopeWhy(env *Env, r *Request, used Tenant, from string) {
 }
 
 // acquireWithin acquires a connection for r, giving up after timeout.
-func acquireWithin(ctx context.Context, r *Request, timeout time.Duration) error {
+func acquireWithin(ctx context.Context, r *engine.Request, timeout time.Duration) error {
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	r.phase("acquiring")
-	c, err := r.pool.acquire(actx, r.Seq)
-	if err != nil {
-		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("no connection within %d ms: %w", timeout.Milliseconds(), err)
-		}
+	err := r.AcquireQuiet(actx)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("no connection within %d ms: %w", timeout.Milliseconds(), err)
 		r.Fail(err)
-		return err
 	}
-	r.conn = c
-	pid := c.Conn().PgConn().PID()
-	r.env.tracker.updateRequest(r.Seq, func(row *RequestRow) { row.Phase = "acquired"; row.PID = pid })
-	return nil
+	return err
 }
 
 // runConnPerUser plays users who each keep a pooled connection for as long
 // as they are logged in, then the same users with a connection per request.
-func runConnPerUser(ctx context.Context, env *Env) error {
+func runConnPerUser(ctx context.Context, env *engine.Env) error {
 	users := paramOr(env, "users", 6)
 	size := paramOr(env, "pool", 3)
 	timeout := time.Duration(paramOr(env, "acquire_timeout_ms", 1000)) * time.Millisecond
@@ -290,7 +273,7 @@ func runConnPerUser(ctx context.Context, env *Env) error {
 		env.Tracker().Note(fmt.Sprintf("The pool was cut to %d connections: the lab's app role has CONNECTION LIMIT %d.", size, limit))
 	}
 	tenants := env.Sandbox.Tenants
-	pool, err := env.OpenPool(ctx, PoolOptions{Name: "app", MaxConns: int32(size), MinConns: int32(size),
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: int32(size), MinConns: int32(size),
 		Configure: func(c *pgxpool.Config) { c.MaxConnIdleTime = time.Hour }})
 	if err != nil {
 		return err
@@ -298,14 +281,14 @@ func runConnPerUser(ctx context.Context, env *Env) error {
 	if err := env.Step(ctx, fmt.Sprintf("The pool has opened its %d connections. %d users will log in; the app keeps one pooled connection per logged-in user, scoped once at login with a session-level set_config.", size, users)); err != nil {
 		return err
 	}
-	reqs := make([]*Request, 0, users*2)
+	reqs := make([]*engine.Request, 0, users*2)
 	defer func() {
 		for _, r := range reqs {
 			dropConn(r)
 		}
 	}()
 	tr := env.Tracker()
-	held := []*Request{}
+	held := []*engine.Request{}
 	// The first users log in one after another and keep their connection.
 	for i := 0; i < users && i < size; i++ {
 		r := pool.NewRequest(tenants[i%len(tenants)], WrongScopeConnPerUser)
@@ -313,18 +296,18 @@ func runConnPerUser(ctx context.Context, env *Env) error {
 		if err := acquireWithin(ctx, r, timeout); err != nil {
 			return err
 		}
-		if err := env.Step(ctx, fmt.Sprintf("User %d (%s) logs in: %s takes backend %d and keeps it for the whole login.", i+1, r.Tenant.Name, r.label(), r.shownPID())); err != nil {
+		if err := env.Step(ctx, fmt.Sprintf("User %d (%s) logs in: %s takes backend %d and keeps it for the whole login.", i+1, r.Tenant.Name, r.Label(), r.PID())); err != nil {
 			return err
 		}
-		if _, err := r.conn.Exec(ctx, setSessionSQL, r.Tenant.Setting()); err != nil {
+		if _, err := r.Conn().Exec(ctx, engine.SetSessionSQL, r.Tenant.Setting()); err != nil {
 			r.Fail(err)
 			return err
 		}
-		if err := r.Observe(ctx, r.conn); err != nil {
+		if err := r.Observe(ctx, r.Conn()); err != nil {
 			r.Fail(err)
 			return err
 		}
-		r.phase("held")
+		r.SetPhase("held")
 		held = append(held, r)
 		if err := env.Step(ctx, fmt.Sprintf("User %d's connection is scoped once, set_config('app.current_tenant', '%s', false), and queried: %s. The connection stays with the user, idle between requests.", i+1, r.Tenant.Setting(), whyOf(env, r.Seq))); err != nil {
 			return err
@@ -332,7 +315,7 @@ func runConnPerUser(ctx context.Context, env *Env) error {
 	}
 	serverIdle, serverAll := 0, 0
 	if len(held) > 0 {
-		err := held[0].conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'idle'), count(*) FROM pg_stat_activity
+		err := held[0].Conn().QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'idle'), count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND usename = current_user AND pid <> pg_backend_pid()`).Scan(&serverIdle, &serverAll)
 		if err != nil {
 			return err
@@ -343,7 +326,7 @@ func runConnPerUser(ctx context.Context, env *Env) error {
 	}
 
 	// The other users log in at the same moment and wait for a connection.
-	late := make([]*Request, 0, users)
+	late := make([]*engine.Request, 0, users)
 	for i := len(held); i < users; i++ {
 		r := pool.NewRequest(tenants[i%len(tenants)], WrongScopeConnPerUser)
 		reqs = append(reqs, r)
@@ -366,12 +349,12 @@ func runConnPerUser(ctx context.Context, env *Env) error {
 		tick := time.NewTicker(20 * time.Millisecond)
 	sample:
 		for {
-			w := pool.waiting.Load()
+			w := pool.Waiting()
 			maxWaiting = max(maxWaiting, w)
 			ms := float64(time.Since(start).Milliseconds())
 			tr.AddPoint("Pool while users hold connections", "ms", "requests", "waiting in Acquire", ms, float64(w))
 			tr.AddPoint("Pool while users hold connections", "ms", "requests", "connections acquired", ms, float64(pool.Stat().AcquiredConns()))
-			env.refresh(func(s *State) {
+			env.Refresh(func(s *engine.State) {
 				s.Narration = fmt.Sprintf("%d requests wait in Acquire (%d ms so far); the pool's %d connections are all held by logged-in users.", w, int(ms), size)
 			})
 			select {
@@ -389,7 +372,7 @@ func runConnPerUser(ctx context.Context, env *Env) error {
 			switch {
 			case err == nil:
 				lateServed++
-				late[i].phase("held")
+				late[i].SetPhase("held")
 			case errors.Is(err, context.DeadlineExceeded):
 				timedOut++
 			default:
@@ -410,7 +393,7 @@ func runConnPerUser(ctx context.Context, env *Env) error {
 	// Everybody logs out; then the same users each send a request with the
 	// tenant in its context and a connection only for one transaction.
 	for _, r := range append(held, late...) {
-		if r.conn != nil {
+		if r.Conn() != nil {
 			if err := r.Release(ctx); err != nil {
 				return err
 			}
@@ -419,7 +402,7 @@ func runConnPerUser(ctx context.Context, env *Env) error {
 	if err := env.Step(ctx, fmt.Sprintf("The same %d users again, now with the tenant in each request's context: each request acquires a connection for one transaction (BEGIN; set_config(..., true); query; COMMIT) and gives it back.", users)); err != nil {
 		return err
 	}
-	again := make([]*Request, users)
+	again := make([]*engine.Request, users)
 	for i := range again {
 		again[i] = pool.NewRequest(tenants[i%len(tenants)], WrongScopeContext)
 		reqs = append(reqs, again[i])
@@ -443,7 +426,7 @@ func runConnPerUser(ctx context.Context, env *Env) error {
 		return ctx.Err()
 	}
 	served, leaks := 0, 0
-	st := env.tracker.Snapshot()
+	st := env.Tracker().Snapshot()
 	for i, r := range again {
 		if results[i] != nil {
 			continue
@@ -468,15 +451,13 @@ func runConnPerUser(ctx context.Context, env *Env) error {
 
 // txOnHeld scopes, queries and commits in one transaction on r's acquired
 // connection and releases it, without frames (many requests at once).
-func txOnHeld(ctx context.Context, r *Request) error {
+func txOnHeld(ctx context.Context, r *engine.Request) error {
 	defer dropConn(r)
-	tx, err := r.conn.Begin(ctx)
+	tx, err := r.Begin(ctx)
 	if err != nil {
-		r.Fail(err)
 		return err
 	}
-	r.tx = tx
-	if _, err := tx.Exec(ctx, setLocalSQL, r.Tenant.Setting()); err != nil {
+	if _, err := tx.Exec(ctx, engine.SetLocalSQL, r.Tenant.Setting()); err != nil {
 		r.Fail(err)
 		return err
 	}
@@ -484,21 +465,16 @@ func txOnHeld(ctx context.Context, r *Request) error {
 		r.Fail(err)
 		return err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		r.Fail(err)
+	if err := r.Commit(ctx); err != nil {
 		return err
 	}
-	r.tx = nil
-	slot := r.pool.slot(r.conn.Conn())
-	dropConn(r)
-	r.pool.waitReleased(ctx, slot)
-	r.phase("released")
+	r.ReleaseQuiet(ctx)
 	return nil
 }
 
 // whyOf returns the why recorded on request seq.
-func whyOf(env *Env, seq int) string {
-	st := env.tracker.Snapshot()
+func whyOf(env *engine.Env, seq int) string {
+	st := env.Tracker().Snapshot()
 	for _, row := range st.Requests {
 		if row.Seq == seq {
 			return row.Why

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
@@ -18,7 +19,7 @@ func TestWrongScopeGlobalGivesAnotherTenantsRowsOnEveryRun(t *testing.T) {
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, delay := range []string{"0", "40", "0"} {
 		st := sessionstest.MustRun(t, lab, "wrong-scope", scenarios.WrongScopeGlobal, map[string]string{"delay_ms": delay})
-		if st.Status != scenarios.StatusDone || len(st.Requests) != 2 {
+		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("delay %s: status %q (%s), %d requests", delay, st.Status, st.Error, len(st.Requests))
 		}
 		first, second := st.Requests[0], st.Requests[1]
@@ -43,7 +44,7 @@ func TestWrongScopeContextKeepsEachTenant(t *testing.T) {
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, delay := range []string{"0", "40", "0"} {
 		st := sessionstest.MustRun(t, lab, "wrong-scope", scenarios.WrongScopeContext, map[string]string{"delay_ms": delay})
-		if st.Status != scenarios.StatusDone || len(st.Requests) != 2 {
+		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("delay %s: status %q (%s), %d requests", delay, st.Status, st.Error, len(st.Requests))
 		}
 		for _, r := range st.Requests {
@@ -62,13 +63,13 @@ func TestWrongScopeConnPerUserRunsOutOfConnections(t *testing.T) {
 	for run := range 2 {
 		start := time.Now()
 		st := sessionstest.MustRun(t, lab, "wrong-scope", scenarios.WrongScopeConnPerUser, params)
-		if st.Status != scenarios.StatusDone {
+		if st.Status != engine.StatusDone {
 			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
 		}
 		if took := time.Since(start); took < 200*time.Millisecond {
 			t.Errorf("run %d: took %s, less than the acquire timeout", run, took)
 		}
-		var held, refused, perRequest []scenarios.RequestRow
+		var held, refused, perRequest []engine.RequestRow
 		for _, r := range st.Requests {
 			switch {
 			case r.Pattern == scenarios.WrongScopeContext:
@@ -128,7 +129,7 @@ func TestWrongScopeRejectsParamsOutOfBounds(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, p := range []map[string]string{{"users": "51"}, {"users": "1"}, {"delay_ms": "2001"}, {"delay_ms": "-1"}, {"pool": "9"}, {"acquire_timeout_ms": "50"}} {
-		err := lab.Start(sessions.RunRequest{Scenario: "wrong-scope", Variant: scenarios.WrongScopeConnPerUser, Speed: scenarios.Speed{Max: true}, Params: p})
+		err := lab.Start(sessions.RunRequest{Scenario: "wrong-scope", Variant: scenarios.WrongScopeConnPerUser, Speed: engine.Speed{Max: true}, Params: p})
 		var e *rlslab.Error
 		if !errors.As(err, &e) || rlslab.ErrorCode(err) != rlslab.EINVALID {
 			t.Errorf("params %v: want EINVALID, got %v", p, err)

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/rlslab/rlslab"
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Lab is one learner's isolated workspace: a sandbox database with its own
@@ -15,12 +15,12 @@ import (
 // watching browsers.
 type Lab struct {
 	ID      string
-	Sandbox scenarios.Sandbox
+	Sandbox engine.Sandbox
 
 	owner   string
 	created time.Time
 	mgr     *Manager
-	tracker *scenarios.Tracker
+	tracker *engine.Tracker
 	hub     *hub
 
 	ctx    context.Context
@@ -29,7 +29,7 @@ type Lab struct {
 
 	mu         sync.Mutex
 	run        *activeRun
-	env        *scenarios.Env // the last run's pools, open until the next run or a reset
+	env        *engine.Env // the last run's pools, open until the next run or a reset
 	lastActive time.Time
 	closed     bool
 }
@@ -38,13 +38,13 @@ type Lab struct {
 type activeRun struct {
 	cancel context.CancelFunc
 	done   chan struct{}
-	pace   *scenarios.Pace
+	pace   *engine.Pace
 	err    error
 }
 
-func newLab(m *Manager, id, owner string, sb scenarios.Sandbox) *Lab {
+func newLab(m *Manager, id, owner string, sb engine.Sandbox) *Lab {
 	now := time.Now()
-	l := &Lab{ID: id, Sandbox: sb, owner: owner, created: now, lastActive: now, mgr: m, tracker: scenarios.NewTracker(id)}
+	l := &Lab{ID: id, Sandbox: sb, owner: owner, created: now, lastActive: now, mgr: m, tracker: engine.NewTracker(id)}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.hub = newHub(l)
 	l.wg.Add(1)
@@ -80,7 +80,7 @@ func (l *Lab) idleFor() time.Duration {
 type RunRequest struct {
 	Scenario string
 	Variant  string
-	Speed    scenarios.Speed
+	Speed    engine.Speed
 	Params   map[string]string
 }
 
@@ -113,8 +113,8 @@ func (l *Lab) Start(r RunRequest) error {
 		l.env = nil
 	}
 	ctx, cancel := context.WithCancel(l.ctx)
-	pace := scenarios.NewPace(r.Speed)
-	env := scenarios.NewEnv(l.Sandbox, params, l.tracker, pace, l.mgr.log.With("lab", l.ID, "scenario", sc.ID, "variant", r.Variant))
+	pace := engine.NewPace(r.Speed)
+	env := engine.NewEnv(l.Sandbox, params, l.tracker, pace, l.mgr.log.With("lab", l.ID, "scenario", sc.ID, "variant", r.Variant))
 	run := &activeRun{cancel: cancel, done: make(chan struct{}), pace: pace}
 	l.run, l.env = run, env
 	l.tracker.Begin(sc.ID, r.Variant, r.Speed.String())
@@ -124,7 +124,7 @@ func (l *Lab) Start(r RunRequest) error {
 		defer close(run.done)
 		defer cancel()
 		start := time.Now()
-		run.err = scenarios.Play(ctx, sc, r.Variant, env)
+		run.err = engine.Play(ctx, sc, r.Variant, env)
 		l.mgr.log.Info("run finished", "lab", l.ID, "scenario", sc.ID, "variant", r.Variant, "took", time.Since(start).Round(time.Millisecond), "err", run.err)
 		l.mu.Lock()
 		if l.run == run {
@@ -154,7 +154,7 @@ func (l *Lab) Wait(ctx context.Context) error {
 
 // SetSpeed changes the pace of the current run; ECONFLICT when nothing
 // runs.
-func (l *Lab) SetSpeed(s scenarios.Speed) error {
+func (l *Lab) SetSpeed(s engine.Speed) error {
 	l.mu.Lock()
 	run := l.run
 	l.mu.Unlock()
@@ -210,15 +210,15 @@ func (l *Lab) stopRun(ctx context.Context) {
 }
 
 // State returns the lab's live state with fresh server-side counts.
-func (l *Lab) State(ctx context.Context) (scenarios.State, error) {
+func (l *Lab) State(ctx context.Context) (engine.State, error) {
 	if err := l.refreshServer(ctx); err != nil {
-		return scenarios.State{}, err
+		return engine.State{}, err
 	}
 	return l.tracker.Snapshot(), nil
 }
 
 // Tracker returns the lab's live state holder.
-func (l *Lab) Tracker() *scenarios.Tracker { return l.tracker }
+func (l *Lab) Tracker() *engine.Tracker { return l.tracker }
 
 // Watch subscribes to the lab's frames; the first frame is the full current
 // state. Close the watcher when done.
@@ -229,7 +229,7 @@ func (l *Lab) Watch() *Watcher {
 
 // refreshServer reads the lab's server-side counts from pg_stat_activity.
 func (l *Lab) refreshServer(ctx context.Context) error {
-	var c scenarios.ServerCounts
+	var c engine.ServerCounts
 	err := l.mgr.admin.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'),
 		coalesce((SELECT rolconnlimit FROM pg_roles WHERE rolname = $2), -1),

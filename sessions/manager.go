@@ -20,6 +20,7 @@ import (
 
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Bounds and defaults of Config.
@@ -38,17 +39,17 @@ const (
 // FrameRenderer turns a lab's state into one frame for the watching
 // browsers (package web renders HTML fragments).
 type FrameRenderer interface {
-	Frame(scenarios.State) []byte
+	Frame(engine.State) []byte
 }
 
 // Config configures a Manager.
 type Config struct {
-	AdminURL  string        // a superuser URL (from internal/pgenv)
-	MaxLabs   int           // labs open at once; 0 means DefaultMaxLabs
-	TTL       time.Duration // an idle lab is dropped after this; 0 means DefaultTTL
-	ConnLimit int           // each lab app role's CONNECTION LIMIT; 0 means DefaultConnLimit
-	PgBouncer string        // how PgBouncer lessons get one: "auto" or a URL (see scenarios.Sandbox)
-	Catalog   *scenarios.Catalog
+	AdminURL  string                // a superuser URL (from internal/pgenv)
+	MaxLabs   int                   // labs open at once; 0 means DefaultMaxLabs
+	TTL       time.Duration         // an idle lab is dropped after this; 0 means DefaultTTL
+	ConnLimit int                   // each lab app role's CONNECTION LIMIT; 0 means DefaultConnLimit
+	Bouncers  engine.BouncerStarter // how PgBouncer lessons get one; nil: they say none is available
+	Catalog   *engine.Catalog
 	Renderer  FrameRenderer // nil: frames are the empty byte slice
 	Logger    *slog.Logger
 }
@@ -160,7 +161,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 func (m *Manager) Budget() int { return ConnectionBudget(m.cfg.MaxLabs, m.cfg.ConnLimit) }
 
 // Catalog returns the scenarios labs can run.
-func (m *Manager) Catalog() *scenarios.Catalog { return m.cfg.Catalog }
+func (m *Manager) Catalog() *engine.Catalog { return m.cfg.Catalog }
 
 // Admin returns the admin pool (read-only use: server counts, tests).
 func (m *Manager) Admin() *pgxpool.Pool { return m.admin }
@@ -202,9 +203,9 @@ func (m *Manager) Create(ctx context.Context, owner string) (*Lab, error) {
 		return nil, err
 	}
 	n := labNames(id)
-	sb := scenarios.Sandbox{
+	sb := engine.Sandbox{
 		Lab: id, Database: n.db, AppURL: appURL(m.admin, id, password), AppRole: n.app, OwnerRole: n.owner,
-		ConnLimit: m.cfg.ConnLimit, Tenants: Tenants(), PgBouncer: m.cfg.PgBouncer,
+		ConnLimit: m.cfg.ConnLimit, Tenants: Tenants(), Bouncers: m.cfg.Bouncers,
 		Admin: func(ctx context.Context) (*pgx.Conn, func(), error) { return m.labAdmin(ctx, id) },
 	}
 	l := newLab(m, id, owner, sb)

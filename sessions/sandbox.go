@@ -8,13 +8,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Tenants returns the tenants every lab is seeded with.
-func Tenants() []scenarios.Tenant {
-	return []scenarios.Tenant{{ID: 1, Name: "Acme"}, {ID: 2, Name: "Globex"}, {ID: 3, Name: "Initech"}}
+func Tenants() []engine.Tenant {
+	return []engine.Tenant{{ID: 1, Name: "Acme"}, {ID: 2, Name: "Globex"}, {ID: 3, Name: "Initech"}}
 }
 
 // invoicesPerTenant is how many invoices each seeded tenant owns.

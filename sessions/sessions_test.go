@@ -9,7 +9,7 @@ import (
 
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { pgenvtest.Main(m) }
 // database, the database itself, and its roles. Backends end a moment after
 // they are told to, so it waits (up to 5 s) for the counts to drop to zero
 // before it returns them.
-func leftovers(t *testing.T, m *sessions.Manager, sb scenarios.Sandbox) (backends, dbs, roles int) {
+func leftovers(t *testing.T, m *sessions.Manager, sb engine.Sandbox) (backends, dbs, roles int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -33,7 +33,7 @@ func leftovers(t *testing.T, m *sessions.Manager, sb scenarios.Sandbox) (backend
 }
 
 // countLeftovers reads the counts leftovers waits on, once.
-func countLeftovers(t *testing.T, m *sessions.Manager, sb scenarios.Sandbox) (backends, dbs, roles int) {
+func countLeftovers(t *testing.T, m *sessions.Manager, sb engine.Sandbox) (backends, dbs, roles int) {
 	t.Helper()
 	err := m.Admin().QueryRow(context.Background(), `SELECT
 		(SELECT count(*) FROM pg_stat_activity WHERE datname = $1),
@@ -132,7 +132,7 @@ func TestClosingALabLeavesNothing(t *testing.T) {
 		t.Fatalf("before close: %d app backends, %d databases, %d roles", app, d, r)
 	}
 	// A run in progress is cancelled by the close too.
-	if err := l.Start(sessions.RunRequest{Scenario: "set-leak", Variant: "tx-local", Speed: scenarios.Speed{Factor: 0.25}}); err != nil {
+	if err := l.Start(sessions.RunRequest{Scenario: "set-leak", Variant: "tx-local", Speed: engine.Speed{Factor: 0.25}}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -158,7 +158,7 @@ func TestClosingALabLeavesNothing(t *testing.T) {
 func TestResetDuringARunCancelsIt(t *testing.T) {
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
 	l := sessionstest.MustCreateLab(t, m, "owner")
-	if err := l.Start(sessions.RunRequest{Scenario: "set-leak", Variant: "session-set", Speed: scenarios.Speed{Factor: 0.25}}); err != nil {
+	if err := l.Start(sessions.RunRequest{Scenario: "set-leak", Variant: "session-set", Speed: engine.Speed{Factor: 0.25}}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -218,7 +218,7 @@ func BenchmarkCreateLab(b *testing.B) {
 func TestResetWhileARequestHoldsAConnection(t *testing.T) {
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
 	l := sessionstest.MustCreateLab(t, m, "owner")
-	if err := l.Start(sessions.RunRequest{Scenario: "set-leak", Variant: "tx-local", Speed: scenarios.Speed{Single: true}}); err != nil {
+	if err := l.Start(sessions.RunRequest{Scenario: "set-leak", Variant: "tx-local", Speed: engine.Speed{Single: true}}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -252,7 +252,7 @@ func TestResetWhileARequestHoldsAConnection(t *testing.T) {
 	if b, _, _ := leftovers(t, m, l.Sandbox); b != 0 {
 		t.Errorf("%d backends left after the reset", b)
 	}
-	if st := l.Tracker().Snapshot(); st.Status != scenarios.StatusIdle || len(st.Connections) != 0 {
+	if st := l.Tracker().Snapshot(); st.Status != engine.StatusIdle || len(st.Connections) != 0 {
 		t.Errorf("after reset: %s, %d connections", st.Status, len(st.Connections))
 	}
 }

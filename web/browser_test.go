@@ -17,7 +17,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 )
 
@@ -193,7 +193,7 @@ func (b *tab) waitDone(since int64) {
 		return st;
 	})()`, since)
 	got := run(b, chromedp.Poll[string](pred, chromedp.WithPollingInterval(10*time.Millisecond), chromedp.WithPollingTimeout(actionTimeout)))
-	if got != scenarios.StatusDone {
+	if got != engine.StatusDone {
 		errText := run(b, chromedp.Evaluate[string](`(document.querySelector("#live .run-error") || {}).textContent || ""`))
 		b.t.Fatalf("%s: run ended with %q %s", b.name, got, errText)
 	}
@@ -236,7 +236,7 @@ func waitRunEnd(t *testing.T, labs *sessions.Manager, id string) {
 }
 
 // fetchState reads GET /labs/{id}/state.json (no cookie needed).
-func fetchState(t *testing.T, base, id string) scenarios.State {
+func fetchState(t *testing.T, base, id string) engine.State {
 	t.Helper()
 	resp, err := (&http.Client{Timeout: actionTimeout}).Get(base + "/labs/" + id + "/state.json")
 	if err != nil {
@@ -246,7 +246,7 @@ func fetchState(t *testing.T, base, id string) scenarios.State {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("state.json: %s", resp.Status)
 	}
-	var st scenarios.State
+	var st engine.State
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		t.Fatalf("state.json: %v", err)
 	}
@@ -259,18 +259,18 @@ func fetchState(t *testing.T, base, id string) scenarios.State {
 func checkLeak(t *testing.T, b *tab, base, id string) {
 	t.Helper()
 	st := fetchState(t, base, id)
-	if st.Status != scenarios.StatusDone || st.Variant != scenarios.PatternSessionSet {
-		t.Fatalf("state.json: status %q variant %q, want done %s", st.Status, st.Variant, scenarios.PatternSessionSet)
+	if st.Status != engine.StatusDone || st.Variant != engine.PatternSessionSet {
+		t.Fatalf("state.json: status %q variant %q, want done %s", st.Status, st.Variant, engine.PatternSessionSet)
 	}
 	var forgotPID, acmePID uint32
 	for _, r := range st.Requests {
 		switch {
-		case r.Pattern == scenarios.PatternForgot:
+		case r.Pattern == engine.PatternForgot:
 			if !r.Leak {
 				t.Errorf("state.json: the forgetful request #%d did not leak: %+v", r.Seq, r)
 			}
 			forgotPID = r.PID
-		case r.Pattern == scenarios.PatternSessionSet && r.Tenant != nil && *r.Tenant == "1" && acmePID == 0:
+		case r.Pattern == engine.PatternSessionSet && r.Tenant != nil && *r.Tenant == "1" && acmePID == 0:
 			acmePID = r.PID
 		}
 	}
@@ -313,7 +313,7 @@ func TestBrowserSetLeak(t *testing.T) {
 	b.open(ts.URL + "/lessons/set-leak")
 	id := b.labID()
 
-	since := b.pressRun(scenarios.PatternSessionSet, "4")
+	since := b.pressRun(engine.PatternSessionSet, "4")
 	b.waitDone(since)
 	waitRunEnd(t, ts.Labs, id)
 	checkLeak(t, b, ts.URL, id)
@@ -343,7 +343,7 @@ func TestBrowserSetLeak(t *testing.T) {
 
 	// A second pass at full speed: no pauses, frames may be skipped, and
 	// the browser must still end on the same facts.
-	since = b.pressRun(scenarios.PatternSessionSet, "max")
+	since = b.pressRun(engine.PatternSessionSet, "max")
 	b.waitDone(since)
 	waitRunEnd(t, ts.Labs, id)
 	checkLeak(t, b, ts.URL, id)
@@ -372,7 +372,7 @@ func TestBrowserTwoWatchers(t *testing.T) {
 	}
 	framesBefore := run(watcher, chromedp.Evaluate[int](`window.rlslabTest.frames`))
 
-	since := owner.pressRun(scenarios.PatternTxLocal, "4")
+	since := owner.pressRun(engine.PatternTxLocal, "4")
 	owner.waitDone(since)
 	watcher.waitDone(since)
 	waitRunEnd(t, ts.Labs, id)
@@ -421,7 +421,7 @@ func TestBrowserRowLatency(t *testing.T) {
 
 	start := time.Now()
 	for range runs {
-		since := b.pressRun(scenarios.PatternSessionSet, "max")
+		since := b.pressRun(engine.PatternSessionSet, "max")
 		b.waitDone(since)
 		waitRunEnd(t, ts.Labs, id)
 	}

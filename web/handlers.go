@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/rlslab/rlslab"
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/web/views"
 )
@@ -51,7 +51,7 @@ func (s *Server) handleLesson(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	lab.Touch()
-	variants := make([]scenarios.Variant, 0, len(l.Variants))
+	variants := make([]engine.Variant, 0, len(l.Variants))
 	for _, name := range l.Variants {
 		for _, v := range sc.Variants {
 			if v.Name == name {
@@ -202,7 +202,7 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request, lab *sessions
 		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "scenario and variant are required"))
 		return
 	}
-	speed, err := scenarios.ParseSpeed(f.Speed)
+	speed, err := engine.ParseSpeed(f.Speed)
 	if err != nil {
 		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "%v", err))
 		return
@@ -211,7 +211,7 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request, lab *sessions
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"lab": lab.ID, "scenario": f.Scenario, "variant": f.Variant, "speed": speed.String(), "status": scenarios.StatusRunning})
+	writeJSON(w, http.StatusAccepted, map[string]string{"lab": lab.ID, "scenario": f.Scenario, "variant": f.Variant, "speed": speed.String(), "status": engine.StatusRunning})
 }
 
 func (s *Server) handleReset(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
@@ -219,7 +219,7 @@ func (s *Server) handleReset(w http.ResponseWriter, r *http.Request, lab *sessio
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"lab": lab.ID, "status": scenarios.StatusIdle})
+	writeJSON(w, http.StatusOK, map[string]string{"lab": lab.ID, "status": engine.StatusIdle})
 }
 
 func (s *Server) handleSpeed(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
@@ -245,7 +245,7 @@ func (s *Server) handleSpeed(w http.ResponseWriter, r *http.Request, lab *sessio
 		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "speed is required"))
 		return
 	}
-	speed, err := scenarios.ParseSpeed(v)
+	speed, err := engine.ParseSpeed(v)
 	if err != nil {
 		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "%v", err))
 		return

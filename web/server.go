@@ -15,7 +15,7 @@ import (
 
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/lessons"
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/web/views"
 )
@@ -157,7 +157,7 @@ func NewFrames(log *slog.Logger) *Frames {
 }
 
 // Frame renders the live view of st as an HTML fragment swapped in by id.
-func (f *Frames) Frame(st scenarios.State) []byte {
+func (f *Frames) Frame(st engine.State) []byte {
 	var buf bytes.Buffer
 	if err := views.LiveView(views.NewLive(st, sessions.Tenants())).Render(context.Background(), &buf); err != nil {
 		f.log.Error("render frame", "lab", st.Lab, "err", err)

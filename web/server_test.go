@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/web"
 )
@@ -60,13 +60,13 @@ func do(t *testing.T, c *http.Client, method, u, contentType, body string, heade
 }
 
 // getState reads a lab's state.json.
-func getState(t *testing.T, s *testServer, id string) scenarios.State {
+func getState(t *testing.T, s *testServer, id string) engine.State {
 	t.Helper()
 	code, body := do(t, http.DefaultClient, "GET", s.URL+"/labs/"+id+"/state.json", "", "")
 	if code != http.StatusOK {
 		t.Fatalf("state.json: %d %s", code, body)
 	}
-	var st scenarios.State
+	var st engine.State
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func getState(t *testing.T, s *testServer, id string) scenarios.State {
 }
 
 // waitStatus polls state.json until the lab's status is want.
-func waitStatus(t *testing.T, s *testServer, id, want string) scenarios.State {
+func waitStatus(t *testing.T, s *testServer, id, want string) engine.State {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -246,20 +246,20 @@ func TestRunConflictResetAndRunAgain(t *testing.T) {
 	if code, body := run(`{"scenario":"set-leak","variant":"tx-local","speed":"max"}`); code != http.StatusConflict {
 		t.Errorf("second run while the first goes: %d %s", code, body)
 	}
-	if st := getState(t, s, id); st.Variant != "session-set" || st.Status != scenarios.StatusRunning {
+	if st := getState(t, s, id); st.Variant != "session-set" || st.Status != engine.StatusRunning {
 		t.Errorf("the refused run changed the lab: %s %s", st.Variant, st.Status)
 	}
 	if code, body := do(t, c, "POST", s.URL+"/labs/"+id+"/reset", "", ""); code != http.StatusOK {
 		t.Fatalf("reset: %d %s", code, body)
 	}
 	st := getState(t, s, id)
-	if st.Status != scenarios.StatusIdle || len(st.Requests) != 0 || len(st.Connections) != 0 {
+	if st.Status != engine.StatusIdle || len(st.Requests) != 0 || len(st.Connections) != 0 {
 		t.Errorf("after reset: status %s, %d requests, %d connections", st.Status, len(st.Requests), len(st.Connections))
 	}
 	if code, body := run(`{"scenario":"set-leak","variant":"session-set","speed":"max"}`); code != http.StatusAccepted {
 		t.Fatalf("run after reset: %d %s", code, body)
 	}
-	st = waitStatus(t, s, id, scenarios.StatusDone)
+	st = waitStatus(t, s, id, engine.StatusDone)
 	if st.Leaks() != 1 {
 		t.Errorf("run after reset: %d leaks, want 1", st.Leaks())
 	}
@@ -278,7 +278,7 @@ func TestSingleStepAndSpeedChange(t *testing.T) {
 	// In single-step mode the run holds on its first frame until Step.
 	time.Sleep(300 * time.Millisecond)
 	st := getState(t, s, id)
-	if st.Status != scenarios.StatusRunning || len(st.Requests) != 0 {
+	if st.Status != engine.StatusRunning || len(st.Requests) != 0 {
 		t.Fatalf("single step: status %s with %d requests before any step", st.Status, len(st.Requests))
 	}
 	if code, _ := do(t, c, "POST", s.URL+"/labs/"+id+"/step", "", ""); code != http.StatusOK {
@@ -294,7 +294,7 @@ func TestSingleStepAndSpeedChange(t *testing.T) {
 	if code, body := do(t, c, "POST", s.URL+"/labs/"+id+"/speed", "application/json", `{"speed":"max"}`); code != http.StatusOK {
 		t.Fatalf("speed: %d %s", code, body)
 	}
-	st = waitStatus(t, s, id, scenarios.StatusDone)
+	st = waitStatus(t, s, id, engine.StatusDone)
 	if st.Speed != "max" || st.Leaks() != 0 {
 		t.Errorf("after the speed change: speed %s, %d leaks", st.Speed, st.Leaks())
 	}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 )
 
@@ -82,8 +82,8 @@ func TestWebsocketFramesDuringARunAndTwoWatchers(t *testing.T) {
 	if code, body := do(t, c, "POST", s.URL+"/labs/"+id+"/runs", "application/json", `{"scenario":"set-leak","variant":"session-set","speed":"4"}`); code != http.StatusAccepted {
 		t.Fatalf("run: %d %s", code, body)
 	}
-	f1 := readUntil(t, w1, scenarios.StatusDone)
-	f2 := readUntil(t, w2, scenarios.StatusDone)
+	f1 := readUntil(t, w1, engine.StatusDone)
+	f2 := readUntil(t, w2, engine.StatusDone)
 	running := 0
 	for _, f := range f1 {
 		if strings.Contains(f, `data-status="running"`) {
@@ -168,7 +168,7 @@ func TestWebsocketBadMessagesCloseOnlyThatSocket(t *testing.T) {
 	if code, body := do(t, c, "POST", s.URL+"/labs/"+id+"/runs", "application/json", `{"scenario":"set-leak","variant":"tx-local","speed":"max"}`); code != http.StatusAccepted {
 		t.Fatalf("run: %d %s", code, body)
 	}
-	readUntil(t, good, scenarios.StatusDone)
+	readUntil(t, good, engine.StatusDone)
 	// Reconnect: the first frame is the full current state.
 	again := mustDialWS(t, s, id)
 	f, err := readFrame(t, again)

@@ -20,9 +20,11 @@ import (
 	"time"
 
 	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/internal/bouncer"
 	"github.com/rlslab/rlslab/internal/pgenv"
 	"github.com/rlslab/rlslab/lessons"
 	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/static"
 	"github.com/rlslab/rlslab/web"
@@ -159,7 +161,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer pg.Close()
 	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: d.maxLabs, TTL: *ttl, ConnLimit: d.connLimit,
-		PgBouncer: d.pgbouncer, Catalog: catalog, Renderer: web.NewFrames(log), Logger: log})
+		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Renderer: web.NewFrames(log), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -193,9 +195,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 // scenarioJSON is one scenario as rlslab list -json prints it.
 type scenarioJSON struct {
-	ID       string              `json:"id"`
-	Title    string              `json:"title"`
-	Variants []scenarios.Variant `json:"variants"`
+	ID       string           `json:"id"`
+	Title    string           `json:"title"`
+	Variants []engine.Variant `json:"variants"`
 }
 
 // list prints the scenario ids and their variants.
@@ -285,7 +287,7 @@ func runScenario(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	defer pg.Close()
-	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: 1, ConnLimit: d.connLimit, PgBouncer: d.pgbouncer, Catalog: catalog, Logger: log})
+	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: 1, ConnLimit: d.connLimit, Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -298,7 +300,7 @@ func runScenario(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return err
 	}
-	if err := lab.Start(sessions.RunRequest{Scenario: sc.ID, Variant: *variant, Speed: scenarios.Speed{Max: true}, Params: params}); err != nil {
+	if err := lab.Start(sessions.RunRequest{Scenario: sc.ID, Variant: *variant, Speed: engine.Speed{Max: true}, Params: params}); err != nil {
 		return err
 	}
 	runErr := lab.Wait(ctx)
@@ -306,7 +308,7 @@ func runScenario(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return err
 	}
-	out := scenarios.OutcomeOf(st)
+	out := engine.OutcomeOf(st)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -323,7 +325,7 @@ func runScenario(ctx context.Context, args []string, getenv func(string) string,
 }
 
 // printOutcome prints an outcome for people.
-func printOutcome(w io.Writer, o scenarios.Outcome) {
+func printOutcome(w io.Writer, o engine.Outcome) {
 	fmt.Fprintf(w, "%s / %s: %s, %d requests, %d leaks, %d errors\n", o.Scenario, o.Variant, o.Status, len(o.Requests), o.Leaks, o.Errors)
 	show := func(t *string) string {
 		if t == nil {
@@ -344,5 +346,17 @@ func printOutcome(w io.Writer, o scenarios.Outcome) {
 	}
 	for _, n := range o.Notes {
 		fmt.Fprintln(w, "  -", n)
+	}
+}
+
+// bouncerStarter wires internal/bouncer into the scenario engine: a
+// PgBouncer got as mode says ("auto", "local", "docker" or a URL).
+func bouncerStarter(mode string, log *slog.Logger) engine.BouncerStarter {
+	return func(ctx context.Context, sb engine.Sandbox, o engine.BouncerOptions) (engine.Bouncer, error) {
+		b, err := bouncer.ForApp(ctx, mode, sb.AppURL, o.PoolSize, o.ResetQueryAlways, log)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
 }

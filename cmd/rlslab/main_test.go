@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 func TestMain(m *testing.M) { pgenvtest.Main(m) }
@@ -80,7 +80,7 @@ func TestRunHeadless(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	var o scenarios.Outcome
+	var o engine.Outcome
 	if err := json.Unmarshal([]byte(out), &o); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
@@ -92,7 +92,7 @@ func TestRunHeadless(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	o = scenarios.Outcome{}
+	o = engine.Outcome{}
 	if err := json.Unmarshal([]byte(out), &o); err != nil || o.Leaks != 0 || o.Variant != "tx-local" {
 		t.Errorf("tx-local outcome %+v (%v)", o, err)
 	}

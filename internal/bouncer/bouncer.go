@@ -294,9 +294,6 @@ func (b *Bouncer) AdminURL() string {
 	return b.URL("pgbouncer", b.adminUser, b.adminPassword) + "&default_query_exec_mode=simple_protocol"
 }
 
-// Addr returns the host and port clients connect to.
-func (b *Bouncer) Addr() (host string, port int) { return b.host, b.port }
-
 // PID returns the PgBouncer process ID, or 0 if it is not a local process.
 func (b *Bouncer) PID() int {
 	if b.local == nil {
@@ -435,4 +432,25 @@ func UpstreamFromURL(connString string) (Upstream, error) {
 		return Upstream{}, fmt.Errorf("bouncer: upstream URL: %w", err)
 	}
 	return Upstream{Host: cfg.Host, Port: int(cfg.Port)}, nil
+}
+
+// ForApp starts a PgBouncer (as mode says: "auto", "local", "docker" or a
+// URL) in transaction mode in front of the database of appURL, for the user
+// and password in appURL.
+func ForApp(ctx context.Context, mode, appURL string, poolSize int, resetAlways bool, logger *slog.Logger) (*Bouncer, error) {
+	cfg, err := pgconn.ParseConfig(appURL)
+	if err != nil {
+		return nil, fmt.Errorf("app role URL: %w", err)
+	}
+	up, err := UpstreamFromURL(appURL)
+	if err != nil {
+		return nil, err
+	}
+	if mode == "" {
+		mode = ModeAuto
+	}
+	return Start(ctx, Options{
+		Mode: mode, Upstream: up, Databases: []string{cfg.Database}, Users: map[string]string{cfg.User: cfg.Password},
+		PoolSize: poolSize, ResetQueryAlways: resetAlways, Logger: logger,
+	})
 }

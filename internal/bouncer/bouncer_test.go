@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	console "github.com/rlslab/rlslab/internal/bouncer/admin"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 	"github.com/testcontainers/testcontainers-go"
@@ -158,7 +160,7 @@ func TestAdminConsole(t *testing.T) {
 	}
 	admin := adminConn(t, b)
 
-	pools, err := ShowPools(ctx, admin)
+	pools, err := console.ShowPools(ctx, admin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +177,7 @@ func TestAdminConsole(t *testing.T) {
 		t.Fatalf("no pool for %s/%s in %+v", f.db, f.user, pools)
 	}
 
-	servers, err := ShowServers(ctx, admin)
+	servers, err := console.ShowServers(ctx, admin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,15 +198,15 @@ func TestAdminConsole(t *testing.T) {
 	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&txPID); err != nil {
 		t.Fatal(err)
 	}
-	clients, err := ShowClients(ctx, admin)
+	clients, err := console.ShowClients(ctx, admin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	servers, err = ShowServers(ctx, admin)
+	servers, err = console.ShowServers(ctx, admin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ours *Client
+	var ours *console.Client
 	for i, c := range clients {
 		if c.Database == f.db && c.User == f.user {
 			ours = &clients[i]
@@ -213,7 +215,7 @@ func TestAdminConsole(t *testing.T) {
 	if ours == nil || ours.State != "active" || ours.Link == "" {
 		t.Fatalf("client in a transaction: %+v (all: %+v)", ours, clients)
 	}
-	var linked *Server
+	var linked *console.Server
 	for i, s := range servers {
 		if s.Ptr == ours.Link {
 			linked = &servers[i]
@@ -226,7 +228,7 @@ func TestAdminConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg, err := ShowConfig(ctx, admin)
+	cfg, err := console.ShowConfig(ctx, admin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +463,7 @@ func TestStartupParameters(t *testing.T) {
 	if err := c.QueryRow(ctx, "SELECT current_setting('application_name')").Scan(&app); err != nil {
 		t.Fatal(err)
 	}
-	clients, err := ShowClients(ctx, adminConn(t, b))
+	clients, err := console.ShowClients(ctx, adminConn(t, b))
 	if err != nil {
 		t.Fatal(err)
 	}

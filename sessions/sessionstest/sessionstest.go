@@ -6,8 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rlslab/rlslab/internal/bouncer"
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 )
 
@@ -18,6 +19,9 @@ func MustOpenManager(tb testing.TB, cfg sessions.Config) *sessions.Manager {
 	tb.Helper()
 	srv := pgenvtest.MustServer(tb)
 	cfg.AdminURL = srv.URL
+	if cfg.Bouncers == nil {
+		cfg.Bouncers = Bouncers
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	m, err := sessions.Open(ctx, cfg)
@@ -46,7 +50,7 @@ func MustCreateLab(tb testing.TB, m *sessions.Manager, owner string) *sessions.L
 
 // MustRun runs scenario/variant in lab at full speed and returns the final
 // state; a run error fails the test.
-func MustRun(tb testing.TB, l *sessions.Lab, scenario, variant string, params map[string]string) scenarios.State {
+func MustRun(tb testing.TB, l *sessions.Lab, scenario, variant string, params map[string]string) engine.State {
 	tb.Helper()
 	st, err := Run(l, scenario, variant, params)
 	if err != nil {
@@ -57,11 +61,11 @@ func MustRun(tb testing.TB, l *sessions.Lab, scenario, variant string, params ma
 
 // Run runs scenario/variant in lab at full speed and returns the final
 // state and the run's error.
-func Run(l *sessions.Lab, scenario, variant string, params map[string]string) (scenarios.State, error) {
+func Run(l *sessions.Lab, scenario, variant string, params map[string]string) (engine.State, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := l.Start(sessions.RunRequest{Scenario: scenario, Variant: variant, Speed: scenarios.Speed{Max: true}, Params: params}); err != nil {
-		return scenarios.State{}, err
+	if err := l.Start(sessions.RunRequest{Scenario: scenario, Variant: variant, Speed: engine.Speed{Max: true}, Params: params}); err != nil {
+		return engine.State{}, err
 	}
 	runErr := l.Wait(ctx)
 	st, err := l.State(ctx)
@@ -69,4 +73,14 @@ func Run(l *sessions.Lab, scenario, variant string, params map[string]string) (s
 		return st, err
 	}
 	return st, runErr
+}
+
+// Bouncers starts a real PgBouncer (local binary, else Docker) for the
+// scenarios that need one, the way cmd wires it.
+func Bouncers(ctx context.Context, sb engine.Sandbox, o engine.BouncerOptions) (engine.Bouncer, error) {
+	b, err := bouncer.ForApp(ctx, bouncer.ModeAuto, sb.AppURL, o.PoolSize, o.ResetQueryAlways, nil)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }

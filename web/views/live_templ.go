@@ -9,7 +9,7 @@ package views
 import "github.com/a-h/templ"
 import templruntime "github.com/a-h/templ/runtime"
 
-import "github.com/rlslab/rlslab/scenarios"
+import "github.com/rlslab/rlslab/scenarios/engine"
 
 // LiveView is the whole live view of a lab; every websocket frame is this
 // fragment, swapped in by id.
@@ -281,7 +281,7 @@ func StatusBar(v Live) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-		} else if v.Status == scenarios.StatusIdle {
+		} else if v.Status == engine.StatusIdle {
 			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 22, "Choose a variant and press Run.")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err

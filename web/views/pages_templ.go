@@ -11,7 +11,7 @@ import templruntime "github.com/a-h/templ/runtime"
 
 import (
 	"github.com/rlslab/rlslab/lessons"
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Layout is the frame of every page.
@@ -159,8 +159,8 @@ func Index(list []*lessons.Lesson) templ.Component {
 type ScenarioChoice struct {
 	ID       string
 	Title    string
-	Variants []scenarios.Variant
-	Params   []scenarios.Param
+	Variants []engine.Variant
+	Params   []engine.Param
 }
 
 // Controls is the view model of a lab's controls.

@@ -6,24 +6,24 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 func ptr(s string) *string { return &s }
 
 func TestLiveViewShowsWhatTheStateSays(t *testing.T) {
-	st := scenarios.State{
-		Lab: "abc", Status: scenarios.StatusDone, Scenario: "set-leak", Variant: "session-set",
+	st := engine.State{
+		Lab: "abc", Status: engine.StatusDone, Scenario: "set-leak", Variant: "session-set",
 		Narration:   `<script>alert(1)</script>`,
-		Pool:        scenarios.PoolCounts{Max: 2, Total: 2, Idle: 2},
-		Connections: []scenarios.Connection{{Pool: "app", Slot: 1, PID: 4711, State: scenarios.ConnIdle, Tenant: ptr("1"), Role: "lab_abc_app"}},
-		Requests: []scenarios.RequestRow{
+		Pool:        engine.PoolCounts{Max: 2, Total: 2, Idle: 2},
+		Connections: []engine.Connection{{Pool: "app", Slot: 1, PID: 4711, State: engine.ConnIdle, Tenant: ptr("1"), Role: "lab_abc_app"}},
+		Requests: []engine.RequestRow{
 			{Seq: 3, Tenant: ptr("2"), Pattern: "forgot", PID: 4711, SeenTenant: ptr("1"), Rows: 3, ForeignRows: 3, Leak: true, Phase: "released", FinishedAt: 1, Why: "LEAK: held Acme"},
 			{Seq: 4, Tenant: ptr("2"), Pattern: "forgot", PID: 4712, SeenTenant: ptr(""), Phase: "released", FinishedAt: 2},
 		},
 	}
 	var buf bytes.Buffer
-	if err := LiveView(NewLive(st, []scenarios.Tenant{{ID: 1, Name: "Acme"}, {ID: 2, Name: "Globex"}})).Render(context.Background(), &buf); err != nil {
+	if err := LiveView(NewLive(st, []engine.Tenant{{ID: 1, Name: "Acme"}, {ID: 2, Name: "Globex"}})).Render(context.Background(), &buf); err != nil {
 		t.Fatal(err)
 	}
 	html := buf.String()
@@ -44,7 +44,7 @@ func TestLiveViewShowsWhatTheStateSays(t *testing.T) {
 }
 
 func TestTenantLabels(t *testing.T) {
-	v := NewLive(scenarios.State{}, []scenarios.Tenant{{ID: 1, Name: "Acme"}})
+	v := NewLive(engine.State{}, []engine.Tenant{{ID: 1, Name: "Acme"}})
 	cases := map[string]string{"1": "Acme (1)", "": "'' (empty)", "17": "Tenant 17", "x'y": "'x'y'"}
 	for in, want := range cases {
 		if got := v.TenantLabel(ptr(in)); got != want {
@@ -60,11 +60,11 @@ func TestTenantLabels(t *testing.T) {
 }
 
 func TestChartScalesIntoTheViewBox(t *testing.T) {
-	c := drawChart(scenarios.Chart{Title: "t", Lines: []scenarios.Line{{Name: "a", Points: []scenarios.Point{{X: 0, Y: 0}, {X: 10, Y: 5}}}}}, 0)
+	c := drawChart(engine.Chart{Title: "t", Lines: []engine.Line{{Name: "a", Points: []engine.Point{{X: 0, Y: 0}, {X: 10, Y: 5}}}}}, 0)
 	if c.Lines[0].Points != "0.0,160.0 600.0,14.0" || c.YMax != "5" || c.XMax != "10" {
 		t.Errorf("chart %+v", c)
 	}
-	one := drawChart(scenarios.Chart{Lines: []scenarios.Line{{Name: "a", Points: []scenarios.Point{{X: 3, Y: 1}}}}}, 2)
+	one := drawChart(engine.Chart{Lines: []engine.Line{{Name: "a", Points: []engine.Point{{X: 3, Y: 1}}}}}, 2)
 	if one.Lines[0].Points != "0.0,87.0 600.0,87.0" {
 		t.Errorf("one-point chart %q", one.Lines[0].Points)
 	}

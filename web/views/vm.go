@@ -9,19 +9,19 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // Live is the view model of the live view: a lab's state prepared for
 // display.
 type Live struct {
-	scenarios.State
+	engine.State
 	// TenantNames maps a tenant setting value to the tenant's name.
 	TenantNames map[string]string
 }
 
 // NewLive prepares st for display.
-func NewLive(st scenarios.State, tenants []scenarios.Tenant) Live {
+func NewLive(st engine.State, tenants []engine.Tenant) Live {
 	names := map[string]string{}
 	for _, t := range tenants {
 		names[t.Setting()] = t.Name
@@ -34,7 +34,7 @@ func NewLive(st scenarios.State, tenants []scenarios.Tenant) Live {
 const shownRequests = 120
 
 // RecentRequests returns the newest request rows the live view draws.
-func (v Live) RecentRequests() []scenarios.RequestRow {
+func (v Live) RecentRequests() []engine.RequestRow {
 	if n := len(v.Requests); n > shownRequests {
 		return v.Requests[n-shownRequests:]
 	}
@@ -78,7 +78,7 @@ func TenantClass(t *string) string {
 }
 
 // RowClass is the CSS class of a request log row.
-func RowClass(r scenarios.RequestRow) string {
+func RowClass(r engine.RequestRow) string {
 	switch {
 	case r.Leak:
 		return "leak"
@@ -94,7 +94,7 @@ func RowClass(r scenarios.RequestRow) string {
 }
 
 // Verdict is the short word shown in a request row's last column.
-func Verdict(r scenarios.RequestRow) string {
+func Verdict(r engine.RequestRow) string {
 	switch {
 	case r.Leak:
 		return "LEAK"
@@ -113,7 +113,7 @@ func Verdict(r scenarios.RequestRow) string {
 
 // WhyText is a request's explanation without the "LEAK: " the verdict
 // column already says.
-func WhyText(r scenarios.RequestRow) string { return strings.TrimPrefix(r.Why, "LEAK: ") }
+func WhyText(r engine.RequestRow) string { return strings.TrimPrefix(r.Why, "LEAK: ") }
 
 // Itoa formats an integer.
 func Itoa[T ~int | ~int32 | ~int64 | ~uint32](n T) string { return strconv.FormatInt(int64(n), 10) }
@@ -154,14 +154,14 @@ type SVGChart struct {
 
 // ConnChart draws the total/idle/acquired time series.
 func (v Live) ConnChart() SVGChart {
-	lines := []scenarios.Line{{Name: "total"}, {Name: "idle"}, {Name: "acquired"}}
+	lines := []engine.Line{{Name: "total"}, {Name: "idle"}, {Name: "acquired"}}
 	for _, s := range v.Series {
 		x := float64(s.Millis) / 1000
-		lines[0].Points = append(lines[0].Points, scenarios.Point{X: x, Y: float64(s.Total)})
-		lines[1].Points = append(lines[1].Points, scenarios.Point{X: x, Y: float64(s.Idle)})
-		lines[2].Points = append(lines[2].Points, scenarios.Point{X: x, Y: float64(s.Acquired)})
+		lines[0].Points = append(lines[0].Points, engine.Point{X: x, Y: float64(s.Total)})
+		lines[1].Points = append(lines[1].Points, engine.Point{X: x, Y: float64(s.Idle)})
+		lines[2].Points = append(lines[2].Points, engine.Point{X: x, Y: float64(s.Acquired)})
 	}
-	c := scenarios.Chart{Title: "Pool connections over time", XUnit: "s", YUnit: "connections", Lines: lines}
+	c := engine.Chart{Title: "Pool connections over time", XUnit: "s", YUnit: "connections", Lines: lines}
 	return drawChart(c, float64(max(v.Pool.Max, 1)))
 }
 
@@ -176,7 +176,7 @@ func (v Live) Charts() []SVGChart {
 
 // drawChart scales c's lines into the viewBox; yMin is the least top of the
 // y axis.
-func drawChart(c scenarios.Chart, yTop float64) SVGChart {
+func drawChart(c engine.Chart, yTop float64) SVGChart {
 	xMin, xMax, yMax := 0.0, 0.0, yTop
 	first := true
 	for _, l := range c.Lines {
@@ -228,7 +228,7 @@ type PairLine struct{ Y1, Y2 float64 }
 // PairingView is the PgBouncer view ready to draw: both columns and the
 // lines between linked connections.
 type PairingView struct {
-	*scenarios.Pairing
+	*engine.Pairing
 	Height float64
 	Lines  []PairLine
 }
@@ -242,7 +242,7 @@ func (v Live) PairingDrawing() *PairingView {
 	if p == nil {
 		return nil
 	}
-	clients := append([]scenarios.PeerConn(nil), p.Clients...)
+	clients := append([]engine.PeerConn(nil), p.Clients...)
 	sort.SliceStable(clients, func(i, j int) bool { return clients[i].Label < clients[j].Label })
 	p2 := *p
 	p2.Clients = clients

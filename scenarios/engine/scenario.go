@@ -1,8 +1,8 @@
-// Package scenarios is the scenario engine: scripted, repeatable sequences
+// Package engine is the scenario engine: scripted, repeatable sequences
 // of simulated application requests against a lab's sandbox database, an
 // instrumented pool that reads every connection's identity from its own
 // backend, and the live state those events build.
-package scenarios
+package engine
 
 import (
 	"context"
@@ -19,6 +19,10 @@ import (
 type Variant struct {
 	Name    string `json:"name"`
 	Summary string `json:"summary"`
+	// Run plays the variant against env's sandbox, pacing each frame with
+	// env.Step. It returns when the variant is over; env's pools stay open
+	// so the final state can be inspected, until env.Close.
+	Run func(ctx context.Context, env *Env) error `json:"-"`
 }
 
 // Param is a bounded integer knob of a scenario (pool size, crowd size,
@@ -43,10 +47,16 @@ type Scenario struct {
 	Title    string    `json:"title"`
 	Variants []Variant `json:"variants"`
 	Params   []Param   `json:"params,omitempty"`
-	// Run plays the variant against env's sandbox, pacing each frame with
-	// env.Step. It returns when the scenario is over; env's pools stay open
-	// so the final state can be inspected, until env.Close.
-	Run func(ctx context.Context, env *Env, variant string) error `json:"-"`
+}
+
+// Variant returns the variant called name.
+func (s *Scenario) Variant(name string) (Variant, bool) {
+	for _, v := range s.Variants {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return Variant{}, false
 }
 
 // HasVariant reports whether the scenario has a variant with that name.
@@ -117,8 +127,13 @@ type Catalog struct {
 func NewCatalog(list ...*Scenario) (*Catalog, error) {
 	c := &Catalog{byID: map[string]*Scenario{}}
 	for _, s := range list {
-		if s.ID == "" || len(s.Variants) == 0 || s.Run == nil {
-			return nil, fmt.Errorf("scenario %q: needs an id, variants and a Run function", s.ID)
+		if s.ID == "" || len(s.Variants) == 0 {
+			return nil, fmt.Errorf("scenario %q: needs an id and variants", s.ID)
+		}
+		for _, v := range s.Variants {
+			if v.Name == "" || v.Run == nil {
+				return nil, fmt.Errorf("scenario %q: variant %q needs a name and a Run function", s.ID, v.Name)
+			}
 		}
 		if _, dup := c.byID[s.ID]; dup {
 			return nil, fmt.Errorf("scenario %q registered twice", s.ID)
@@ -127,15 +142,6 @@ func NewCatalog(list ...*Scenario) (*Catalog, error) {
 		c.list = append(c.list, s)
 	}
 	return c, nil
-}
-
-// DefaultCatalog returns the catalog of every scenario in this package.
-func DefaultCatalog() *Catalog {
-	c, err := NewCatalog(allScenarios()...)
-	if err != nil {
-		panic(err) // the package's own list is fixed at compile time; a test covers it
-	}
-	return c
 }
 
 // All returns the scenarios in display order.

@@ -1,4 +1,4 @@
-package scenarios
+package engine
 
 import (
 	"context"
@@ -24,10 +24,10 @@ const (
 const ObserveQuery = `SELECT pg_backend_pid(), current_setting('app.current_tenant', true), current_user::text,
        coalesce(array_agg(tenant_id ORDER BY id), '{}') FROM invoices`
 
-// setSessionSQL and setLocalSQL scope a connection to a tenant.
+// SetSessionSQL and SetLocalSQL scope a connection to a tenant.
 const (
-	setSessionSQL = `SELECT set_config('app.current_tenant', $1, false)`
-	setLocalSQL   = `SELECT set_config('app.current_tenant', $1, true)`
+	SetSessionSQL = `SELECT set_config('app.current_tenant', $1, false)`
+	SetLocalSQL   = `SELECT set_config('app.current_tenant', $1, true)`
 )
 
 // Querier is what ObserveQuery runs on: a connection, a transaction.
@@ -58,7 +58,7 @@ func (p *Pool) NewRequest(t Tenant, pattern string) *Request {
 }
 
 // label names the request in narration.
-func (r *Request) label() string {
+func (r *Request) Label() string {
 	return fmt.Sprintf("Request #%d (%s, %s)", r.Seq, r.Tenant.Name, r.Pattern)
 }
 
@@ -66,30 +66,30 @@ func (r *Request) label() string {
 func (r *Request) Conn() *pgxpool.Conn { return r.conn }
 
 // phase records the request's phase.
-func (r *Request) phase(p string) {
+func (r *Request) SetPhase(p string) {
 	r.env.tracker.updateRequest(r.Seq, func(row *RequestRow) { row.Phase = p })
 }
 
 // Acquire takes a connection from the pool.
 func (r *Request) Acquire(ctx context.Context) error {
-	r.phase("acquiring")
-	c, err := r.pool.acquire(ctx, r.Seq)
+	r.SetPhase("acquiring")
+	c, err := r.pool.AcquireFor(ctx, r.Seq)
 	if err != nil {
 		r.Fail(err)
 		return err
 	}
 	r.conn = c
 	r.env.hold(r)
-	pid := r.shownPID()
+	pid := r.PID()
 	r.env.tracker.updateRequest(r.Seq, func(row *RequestRow) { row.Phase = "acquired"; row.PID = pid })
-	return r.env.Step(ctx, fmt.Sprintf("%s acquires a connection: backend %d%s.", r.label(), pid, r.heldNote()))
+	return r.env.Step(ctx, fmt.Sprintf("%s acquires a connection: backend %d%s.", r.Label(), pid, r.heldNote()))
 }
 
 // shownPID returns the PID last read on the acquired connection.
-func (r *Request) shownPID() uint32 {
-	slot := r.pool.slot(r.conn.Conn())
+func (r *Request) PID() uint32 {
+	slot := r.pool.Slot(r.conn.Conn())
 	st := r.env.tracker.Snapshot()
-	if i := findConn(&st, r.pool.name, slot); i >= 0 {
+	if i := FindConn(&st, r.pool.name, slot); i >= 0 {
 		return st.Connections[i].PID
 	}
 	return 0
@@ -98,17 +98,17 @@ func (r *Request) shownPID() uint32 {
 // heldNote says which tenant setting the acquired connection still holds,
 // as last read from it.
 func (r *Request) heldNote() string {
-	slot := r.pool.slot(r.conn.Conn())
+	slot := r.pool.Slot(r.conn.Conn())
 	st := r.env.tracker.Snapshot()
-	i := findConn(&st, r.pool.name, slot)
+	i := FindConn(&st, r.pool.name, slot)
 	if i < 0 {
 		return ""
 	}
-	return ", which " + describeSetting(r.env.Sandbox, st.Connections[i].Tenant, "holds")
+	return ", which " + DescribeSetting(r.env.Sandbox, st.Connections[i].Tenant, "holds")
 }
 
-// describeSetting puts a tenant setting value into words.
-func describeSetting(sb Sandbox, v *string, verb string) string {
+// DescribeSetting puts a tenant setting value into words.
+func DescribeSetting(sb Sandbox, v *string, verb string) string {
 	switch {
 	case v == nil:
 		return verb + " no tenant setting at all (NULL: never set on this backend)"
@@ -124,16 +124,16 @@ func describeSetting(sb Sandbox, v *string, verb string) string {
 // it sends nothing.
 func (r *Request) Scope(ctx context.Context) error {
 	if r.conn == nil {
-		return errors.New(r.label() + ": scope without a connection")
+		return errors.New(r.Label() + ": scope without a connection")
 	}
 	var narration string
 	switch r.Pattern {
 	case PatternSessionSet:
-		if _, err := r.conn.Exec(ctx, setSessionSQL, r.Tenant.Setting()); err != nil {
+		if _, err := r.conn.Exec(ctx, SetSessionSQL, r.Tenant.Setting()); err != nil {
 			r.Fail(err)
 			return err
 		}
-		narration = fmt.Sprintf("%s runs set_config('app.current_tenant', '%s', false): a session-level SET that stays on backend %d after release.", r.label(), r.Tenant.Setting(), r.shownPID())
+		narration = fmt.Sprintf("%s runs set_config('app.current_tenant', '%s', false): a session-level SET that stays on backend %d after release.", r.Label(), r.Tenant.Setting(), r.PID())
 	case PatternTxLocal:
 		tx, err := r.conn.Begin(ctx)
 		if err != nil {
@@ -141,19 +141,19 @@ func (r *Request) Scope(ctx context.Context) error {
 			return err
 		}
 		r.tx = tx
-		if _, err := tx.Exec(ctx, setLocalSQL, r.Tenant.Setting()); err != nil {
+		if _, err := tx.Exec(ctx, SetLocalSQL, r.Tenant.Setting()); err != nil {
 			r.Fail(err)
 			return err
 		}
-		narration = fmt.Sprintf("%s runs BEGIN; set_config('app.current_tenant', '%s', true): local to this transaction.", r.label(), r.Tenant.Setting())
+		narration = fmt.Sprintf("%s runs BEGIN; set_config('app.current_tenant', '%s', true): local to this transaction.", r.Label(), r.Tenant.Setting())
 	case PatternBatchLocal:
-		narration = fmt.Sprintf("%s queues set_config('app.current_tenant', '%s', true) and its query in one pgx.Batch: one round trip, one implicit transaction.", r.label(), r.Tenant.Setting())
+		narration = fmt.Sprintf("%s queues set_config('app.current_tenant', '%s', true) and its query in one pgx.Batch: one round trip, one implicit transaction.", r.Label(), r.Tenant.Setting())
 	case PatternForgot:
-		narration = fmt.Sprintf("%s forgets to scope: it sets no tenant at all.", r.label())
+		narration = fmt.Sprintf("%s forgets to scope: it sets no tenant at all.", r.Label())
 	default:
-		return fmt.Errorf("%s: pattern %q has no scope step", r.label(), r.Pattern)
+		return fmt.Errorf("%s: pattern %q has no scope step", r.Label(), r.Pattern)
 	}
-	r.phase("scoped")
+	r.SetPhase("scoped")
 	return r.env.Step(ctx, narration)
 }
 
@@ -162,7 +162,7 @@ func (r *Request) Scope(ctx context.Context) error {
 // database returned.
 func (r *Request) Query(ctx context.Context) error {
 	if r.conn == nil {
-		return errors.New(r.label() + ": query without a connection")
+		return errors.New(r.Label() + ": query without a connection")
 	}
 	var err error
 	switch {
@@ -178,11 +178,11 @@ func (r *Request) Query(ctx context.Context) error {
 		r.tx = nil
 	case r.Pattern == PatternBatchLocal:
 		b := &pgx.Batch{}
-		b.Queue(setLocalSQL, r.Tenant.Setting())
+		b.Queue(SetLocalSQL, r.Tenant.Setting())
 		b.Queue(ObserveQuery)
 		res := r.conn.SendBatch(ctx, b)
 		if _, err = res.Exec(); err == nil {
-			err = r.Observe(ctx, batchRow{res})
+			err = r.Observe(ctx, BatchRow{Results: res})
 		}
 		if cerr := res.Close(); err == nil {
 			err = cerr
@@ -194,17 +194,17 @@ func (r *Request) Query(ctx context.Context) error {
 		r.Fail(err)
 		return err
 	}
-	r.phase("queried")
-	return r.env.Step(ctx, r.verdict())
+	r.SetPhase("queried")
+	return r.env.Step(ctx, r.Verdict())
 }
 
-// batchRow makes the next result of a batch look like a Querier: the batch
+// BatchRow makes the next result of a batch look like a Querier: the batch
 // already holds ObserveQuery, so the SQL passed to QueryRow is not sent.
-type batchRow struct{ res pgx.BatchResults }
+type BatchRow struct{ Results pgx.BatchResults }
 
 // QueryRow reads the batch's next result; the SQL must be ObserveQuery.
-func (b batchRow) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	return b.res.QueryRow()
+func (b BatchRow) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return b.Results.QueryRow()
 }
 
 // Observe runs ObserveQuery on q and records the rows, the backend's
@@ -242,7 +242,7 @@ func (r *Request) Observe(ctx context.Context, q Querier) error {
 func explain(sb Sandbox, t Tenant, seen *string, rows, foreign int) string {
 	switch {
 	case foreign > 0 && seen != nil && *seen != t.Setting():
-		return fmt.Sprintf("LEAK: the backend still %s, so RLS returned %s's rows to %s.", describeSetting(sb, seen, "held"), sb.TenantName(*seen), t.Name)
+		return fmt.Sprintf("LEAK: the backend still %s, so RLS returned %s's rows to %s.", DescribeSetting(sb, seen, "held"), sb.TenantName(*seen), t.Name)
 	case foreign > 0:
 		return "LEAK: rows of another tenant came back."
 	case rows == 0 && seen == nil:
@@ -257,14 +257,14 @@ func explain(sb Sandbox, t Tenant, seen *string, rows, foreign int) string {
 }
 
 // verdict narrates the outcome of the request's query.
-func (r *Request) verdict() string {
+func (r *Request) Verdict() string {
 	st := r.env.tracker.Snapshot()
 	for _, row := range st.Requests {
 		if row.Seq == r.Seq {
-			return fmt.Sprintf("%s on backend %d: %s", r.label(), row.PID, row.Why)
+			return fmt.Sprintf("%s on backend %d: %s", r.Label(), row.PID, row.Why)
 		}
 	}
-	return r.label() + " queried."
+	return r.Label() + " queried."
 }
 
 // Release gives the connection back to the pool; the pool reads the
@@ -278,29 +278,29 @@ func (r *Request) Release(ctx context.Context) error {
 		r.tx = nil
 	}
 	c := r.conn
-	pid := r.shownPID()
-	slot := r.pool.slot(c.Conn())
+	pid := r.PID()
+	slot := r.pool.Slot(c.Conn())
 	r.conn = nil
 	r.env.unhold(r)
 	c.Release()
-	r.pool.waitReleased(ctx, slot)
-	r.phase("released")
+	r.pool.WaitReleased(ctx, slot)
+	r.SetPhase("released")
 	st := r.env.tracker.Snapshot()
 	held := ""
 	for _, cn := range st.Connections {
 		if cn.Pool == r.pool.name && cn.PID == pid {
-			held = ": it now " + describeSetting(r.env.Sandbox, cn.Tenant, "holds")
+			held = ": it now " + DescribeSetting(r.env.Sandbox, cn.Tenant, "holds")
 		}
 	}
-	return r.env.Step(ctx, fmt.Sprintf("%s releases backend %d%s.", r.label(), pid, held))
+	return r.env.Step(ctx, fmt.Sprintf("%s releases backend %d%s.", r.Label(), pid, held))
 }
 
 // abandon gives back a connection the scenario still held when its
 // environment closed (a run cancelled between phases): its transaction is
 // rolled back and the connection released, so closing the pool cannot hang.
-func (r *Request) abandon() {
+func (r *Request) Abandon() {
 	if r.tx != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), identifyTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), IdentifyTimeout)
 		_ = r.tx.Rollback(ctx)
 		cancel()
 		r.tx = nil
@@ -316,7 +316,7 @@ func (r *Request) abandon() {
 func (r *Request) Do(ctx context.Context) error {
 	for _, step := range []func(context.Context) error{r.Acquire, r.Scope, r.Query, r.Release} {
 		if err := step(ctx); err != nil {
-			_ = r.Release(context.WithoutCancel(ctx))
+			r.ReleaseQuiet(context.WithoutCancel(ctx))
 			return err
 		}
 	}
@@ -334,4 +334,125 @@ func (r *Request) Fail(err error) {
 	r.env.tracker.updateRequest(r.Seq, func(row *RequestRow) {
 		row.Error, row.SQLState, row.Phase = err.Error(), code, "failed"
 	})
+}
+
+// NewRequest adds a request to the log that no instrumented pool serves (a
+// user's own connection, the lab's superuser connection): poolLabel names
+// where it runs and phase is its first phase. Observe, Fail and Update work
+// on it; the phases that need a pool (Acquire, Scope, Query, Release) do not.
+func (e *Env) NewRequest(t Tenant, pattern, poolLabel, phase string) *Request {
+	tenant := t.Setting()
+	r := &Request{Tenant: t, Pattern: pattern, env: e}
+	r.Seq = e.tracker.addRequest(RequestRow{Tenant: &tenant, Pattern: pattern, Pool: poolLabel, Phase: phase})
+	return r
+}
+
+// Pool returns the pool the request acquires from (nil for a request made
+// with Env.NewRequest).
+func (r *Request) Pool() *Pool { return r.pool }
+
+// Env returns the run the request belongs to.
+func (r *Request) Env() *Env { return r.env }
+
+// Update changes the request's row in the log.
+func (r *Request) Update(f func(*RequestRow)) { r.env.tracker.updateRequest(r.Seq, f) }
+
+// Row returns the request's row as it is now.
+func (r *Request) Row() RequestRow { return r.env.tracker.Request(r.Seq) }
+
+// Tx returns the transaction the request has open, or nil.
+func (r *Request) Tx() pgx.Tx { return r.tx }
+
+// Begin opens a transaction on the request's connection; Commit, Release
+// and the run's cleanup end it.
+func (r *Request) Begin(ctx context.Context) (pgx.Tx, error) {
+	if r.conn == nil {
+		return nil, errors.New(r.Label() + ": begin without a connection")
+	}
+	tx, err := r.conn.Begin(ctx)
+	if err != nil {
+		r.Fail(err)
+		return nil, err
+	}
+	r.tx = tx
+	return tx, nil
+}
+
+// Commit commits the request's open transaction; a failure is recorded on
+// the request.
+func (r *Request) Commit(ctx context.Context) error {
+	if r.tx == nil {
+		return nil
+	}
+	err := r.tx.Commit(ctx)
+	r.tx = nil
+	if err != nil {
+		r.Fail(err)
+	}
+	return err
+}
+
+// AcquireQuiet takes a connection from the pool without a frame of its own
+// (crowds of requests at full speed, or requests whose acquire the scenario
+// narrates itself).
+func (r *Request) AcquireQuiet(ctx context.Context) error {
+	r.SetPhase("acquiring")
+	c, err := r.pool.AcquireFor(ctx, r.Seq)
+	if err != nil {
+		r.Fail(err)
+		return err
+	}
+	r.conn = c
+	r.env.hold(r)
+	pid := c.Conn().PgConn().PID()
+	r.Update(func(row *RequestRow) { row.Phase = "acquired"; row.PID = pid })
+	return nil
+}
+
+// ReleaseQuiet gives the connection back without a frame, rolling back an
+// open transaction first, and waits until the pool has read the connection
+// again. It never paces, so cleanup paths may call it at any time.
+func (r *Request) ReleaseQuiet(ctx context.Context) {
+	if r.conn == nil {
+		return
+	}
+	slot := r.pool.Slot(r.conn.Conn())
+	r.Abandon()
+	r.pool.WaitReleased(ctx, slot)
+	r.SetPhase("released")
+}
+
+// Held returns the PID and tenant setting last read on the request's
+// connection.
+func (r *Request) Held() (pid uint32, tenant *string) {
+	if r.conn == nil {
+		return 0, nil
+	}
+	c, ok := r.env.tracker.Conn(r.pool.name, r.pool.Slot(r.conn.Conn()))
+	if !ok {
+		return 0, nil
+	}
+	return c.PID, c.Tenant
+}
+
+// Finish runs the request's last three phases (scope, query, release) after
+// an Acquire.
+func (r *Request) Finish(ctx context.Context) error {
+	for _, step := range []func(context.Context) error{r.Scope, r.Query, r.Release} {
+		if err := step(ctx); err != nil {
+			r.ReleaseQuiet(context.WithoutCancel(ctx))
+			return err
+		}
+	}
+	return nil
+}
+
+// Use makes r run on a connection that the scenario holds for several
+// requests (samples taken one after the other on one backend); Use(nil)
+// hands it back without releasing it.
+func (r *Request) Use(c *pgxpool.Conn) {
+	r.conn = c
+	if c != nil {
+		r.pool.Mark(c.Conn(), ConnAcquired, r.Seq)
+	}
 }

@@ -1,4 +1,4 @@
-package scenarios
+package engine
 
 import (
 	"context"
@@ -31,10 +31,10 @@ type Sandbox struct {
 	AppRole   string
 	OwnerRole string
 	ConnLimit int // the app role's CONNECTION LIMIT
-	// PgBouncer says how scenarios that need a PgBouncer get one: "auto"
-	// (local binary, then Docker) or the URL of a running PgBouncer.
-	PgBouncer string
-	Tenants   []Tenant
+	// Bouncers starts a PgBouncer for the scenarios that need one; nil when
+	// none can be had.
+	Bouncers BouncerStarter
+	Tenants  []Tenant
 	// Admin opens a superuser connection to the lab's database for the
 	// variants that show what a privileged role sees; release closes it. At
 	// most one is open per lab at a time (it counts in the lab's connection
@@ -129,13 +129,13 @@ func (e *Env) Logger() *slog.Logger { return e.log }
 // Step ends a frame: it records the narration, samples the pools and holds
 // the scenario for as long as the pace says.
 func (e *Env) Step(ctx context.Context, narration string) error {
-	e.refresh(func(s *State) { s.Narration = narration })
+	e.Refresh(func(s *State) { s.Narration = narration })
 	return e.pace.Wait(ctx)
 }
 
 // refresh reads every open pool's counts into the state, applies f, and
 // samples the time series, in one update.
-func (e *Env) refresh(f func(*State)) {
+func (e *Env) Refresh(f func(*State)) {
 	e.mu.Lock()
 	pools := append([]*Pool(nil), e.pools...)
 	e.mu.Unlock()
@@ -192,7 +192,7 @@ func (e *Env) Close() {
 	e.closed = true
 	e.mu.Unlock()
 	for r := range held {
-		r.abandon()
+		r.Abandon()
 	}
 	for _, p := range pools {
 		p.close(e.log)
@@ -200,23 +200,34 @@ func (e *Env) Close() {
 	for i := len(hooks) - 1; i >= 0; i-- {
 		hooks[i]()
 	}
-	e.refresh(nil)
+	e.Refresh(nil)
 }
 
 // errEnvClosed is returned by OpenPool after Close.
 var errEnvClosed = errors.New("scenario environment closed")
 
 // Play runs the variant of sc against env and records the final status in
-// env's tracker. The tracker must have been begun by the caller.
+// env's tracker. The tracker must have been begun by the caller. Pacing
+// follows the run's own lifetime: once ctx ends, or Play returns, no frame
+// waits any more, so a cleanup path that still calls Step cannot hang.
 func Play(ctx context.Context, sc *Scenario, variant string, env *Env) error {
-	err := sc.Run(ctx, env, variant)
+	stop := context.AfterFunc(ctx, env.pace.Stop)
+	defer stop()
+	defer env.pace.Stop()
+	v, ok := sc.Variant(variant)
+	var err error
+	if !ok {
+		err = sc.CheckVariant(variant)
+	} else {
+		err = v.Run(ctx, env)
+	}
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}
-	if errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, ErrStopped) {
 		err = errors.New("run cancelled")
 	}
-	env.refresh(nil)
+	env.Refresh(nil)
 	env.tracker.Finish(err)
 	return err
 }

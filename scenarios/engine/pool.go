@@ -1,4 +1,4 @@
-package scenarios
+package engine
 
 import (
 	"context"
@@ -17,8 +17,8 @@ import (
 // setting as the policies would see it, and the role it runs as.
 const identityQuery = `SELECT pg_backend_pid(), current_setting('app.current_tenant', true), current_user::text`
 
-// identifyTimeout bounds the identity read done at connect and at release.
-const identifyTimeout = 5 * time.Second
+// IdentifyTimeout bounds the identity read done at connect and at release.
+const IdentifyTimeout = 5 * time.Second
 
 // Identity is what one connection's own backend says about itself.
 type Identity struct {
@@ -104,7 +104,7 @@ func (e *Env) OpenPool(ctx context.Context, o PoolOptions) (*Pool, error) {
 		if !keep {
 			return false
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), identifyTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), IdentifyTimeout)
 		defer cancel()
 		id, err := Identify(ctx, c)
 		if err != nil {
@@ -136,7 +136,7 @@ func (e *Env) OpenPool(ctx context.Context, o PoolOptions) (*Pool, error) {
 	if err := p.warm(ctx, int(o.MinConns)); err != nil {
 		return nil, err
 	}
-	e.refresh(nil)
+	e.Refresh(nil)
 	return p, nil
 }
 
@@ -187,7 +187,7 @@ func (p *Pool) warm(ctx context.Context, n int) error {
 // waitIdle waits (briefly) until n connections are idle again: release hooks
 // run in their own goroutine.
 func (p *Pool) waitIdle(ctx context.Context, n int) {
-	deadline := time.Now().Add(identifyTimeout)
+	deadline := time.Now().Add(IdentifyTimeout)
 	for p.Stat().IdleConns() < int32(n) && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -195,11 +195,11 @@ func (p *Pool) waitIdle(ctx context.Context, n int) {
 
 // waitReleased waits until the release hook has read the connection in slot
 // (it runs in its own goroutine) or the pool destroyed it.
-func (p *Pool) waitReleased(ctx context.Context, slot int) {
-	deadline := time.Now().Add(identifyTimeout)
+func (p *Pool) WaitReleased(ctx context.Context, slot int) {
+	deadline := time.Now().Add(IdentifyTimeout)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		st := p.env.tracker.Snapshot()
-		i := findConn(&st, p.name, slot)
+		i := FindConn(&st, p.name, slot)
 		if i < 0 || st.Connections[i].State != ConnAcquired {
 			return
 		}
@@ -214,22 +214,22 @@ func (p *Pool) counts() PoolCounts {
 		Acquired: s.AcquiredConns(), Waiting: p.waiting.Load()}
 }
 
-// acquire takes a connection for request seq and shows it as acquired.
-func (p *Pool) acquire(ctx context.Context, seq int) (*pgxpool.Conn, error) {
+// AcquireFor takes a connection for request seq and shows it as acquired.
+func (p *Pool) AcquireFor(ctx context.Context, seq int) (*pgxpool.Conn, error) {
 	p.waiting.Add(1)
-	p.env.refresh(nil)
+	p.env.Refresh(nil)
 	c, err := p.Pool.Acquire(ctx)
 	p.waiting.Add(-1)
 	if err != nil {
-		p.env.refresh(nil)
+		p.env.Refresh(nil)
 		return nil, err
 	}
-	p.mark(c.Conn(), ConnAcquired, seq)
+	p.Mark(c.Conn(), ConnAcquired, seq)
 	return c, nil
 }
 
 // slot returns the stable number of conn within the pool.
-func (p *Pool) slot(c *pgx.Conn) int {
+func (p *Pool) Slot(c *pgx.Conn) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n, ok := p.slots[c.PgConn()]
@@ -243,9 +243,9 @@ func (p *Pool) slot(c *pgx.Conn) int {
 
 // record stores a freshly read identity of conn.
 func (p *Pool) record(c *pgx.Conn, id Identity, state string, seq int) {
-	slot := p.slot(c)
-	p.env.refresh(func(s *State) {
-		i := findConn(s, p.name, slot)
+	slot := p.Slot(c)
+	p.env.Refresh(func(s *State) {
+		i := FindConn(s, p.name, slot)
 		if i < 0 {
 			s.Connections = append(s.Connections, Connection{Pool: p.name, Slot: slot})
 			i = len(s.Connections) - 1
@@ -256,10 +256,10 @@ func (p *Pool) record(c *pgx.Conn, id Identity, state string, seq int) {
 }
 
 // mark changes the shown state of conn without reading it.
-func (p *Pool) mark(c *pgx.Conn, state string, seq int) {
-	slot := p.slot(c)
-	p.env.refresh(func(s *State) {
-		if i := findConn(s, p.name, slot); i >= 0 {
+func (p *Pool) Mark(c *pgx.Conn, state string, seq int) {
+	slot := p.Slot(c)
+	p.env.Refresh(func(s *State) {
+		if i := FindConn(s, p.name, slot); i >= 0 {
 			s.Connections[i].State, s.Connections[i].Request = state, seq
 		}
 	})
@@ -279,15 +279,15 @@ func (p *Pool) forget(c *pgx.Conn) {
 	if !ok {
 		return
 	}
-	p.env.refresh(func(s *State) {
-		if i := findConn(s, p.name, slot); i >= 0 {
+	p.env.Refresh(func(s *State) {
+		if i := FindConn(s, p.name, slot); i >= 0 {
 			s.Connections = append(s.Connections[:i], s.Connections[i+1:]...)
 		}
 	})
 }
 
-// findConn returns the index of the connection (pool, slot) in s, or -1.
-func findConn(s *State, pool string, slot int) int {
+// FindConn returns the index of the connection (pool, slot) in s, or -1.
+func FindConn(s *State, pool string, slot int) int {
 	for i, c := range s.Connections {
 		if c.Pool == pool && c.Slot == slot {
 			return i
@@ -295,3 +295,6 @@ func findConn(s *State, pool string, slot int) int {
 	}
 	return -1
 }
+
+// Waiting returns how many requests are inside Acquire right now.
+func (p *Pool) Waiting() int32 { return p.waiting.Load() }

@@ -1,4 +1,4 @@
-package scenarios
+package engine
 
 import (
 	"sync"
@@ -446,3 +446,41 @@ func (t *Tracker) sample(s *State) {
 		s.Series = append([]Sample(nil), s.Series[len(s.Series)-maxSamples:]...)
 	}
 }
+
+// Request returns the request row seq as it is now (a zero row with that
+// Seq when it is no longer kept).
+func (t *Tracker) Request(seq int) RequestRow {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := len(t.st.Requests) - 1; i >= 0; i-- {
+		if t.st.Requests[i].Seq == seq {
+			return t.st.Requests[i]
+		}
+	}
+	return RequestRow{Seq: seq}
+}
+
+// Conn returns the connection (pool, slot) as last read from its backend.
+func (t *Tracker) Conn(pool string, slot int) (Connection, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if i := FindConn(&t.st, pool, slot); i >= 0 {
+		return t.st.Connections[i], true
+	}
+	return Connection{}, false
+}
+
+// ConnByPID returns the connection of pool with backend pid as last read.
+func (t *Tracker) ConnByPID(pool string, pid uint32) (Connection, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range t.st.Connections {
+		if c.Pool == pool && c.PID == pid {
+			return c, true
+		}
+	}
+	return Connection{}, false
+}
+
+// UpdateRequest applies f to the request row seq, if it is still kept.
+func (t *Tracker) UpdateRequest(seq int, f func(*RequestRow)) { t.updateRequest(seq, f) }

@@ -1,4 +1,4 @@
-package scenarios
+package engine
 
 // Outcome is what a headless run prints (rlslab run -json): the request log
 // and the counts of leaks and failed requests, plus timings where the

@@ -1,8 +1,10 @@
-package scenarios
+package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -53,7 +55,7 @@ func ParseSpeed(v string) (Speed, error) {
 		num = num[:n-1]
 	}
 	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f < MinSpeed || f > MaxSpeed {
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < MinSpeed || f > MaxSpeed {
 		return Speed{}, fmt.Errorf("speed %q: want max, step, or a number from %v to %v", v, MinSpeed, MaxSpeed)
 	}
 	return Speed{Factor: f}, nil
@@ -66,12 +68,22 @@ type Pace struct {
 	speed   Speed
 	step    chan struct{}
 	changed chan struct{}
+	stopped chan struct{}
+	once    sync.Once
 }
 
 // NewPace returns a pace at the given speed.
 func NewPace(s Speed) *Pace {
-	return &Pace{speed: s, step: make(chan struct{}, 1), changed: make(chan struct{})}
+	return &Pace{speed: s, step: make(chan struct{}, 1), changed: make(chan struct{}), stopped: make(chan struct{})}
 }
+
+// ErrStopped is what Wait returns once the pace is stopped: the run it
+// paced is over or being cancelled, and no frame waits any more.
+var ErrStopped = errors.New("run stopped")
+
+// Stop ends pacing for good: a frame waiting now returns ErrStopped at
+// once, and so does every later one. It is safe to call more than once.
+func (p *Pace) Stop() { p.once.Do(func() { close(p.stopped) }) }
 
 // Speed returns the current speed.
 func (p *Pace) Speed() Speed {
@@ -97,13 +109,19 @@ func (p *Pace) Step() {
 	}
 }
 
-// Wait holds the scenario on the current frame for as long as the pace says.
+// Wait holds the scenario on the current frame for as long as the pace
+// says, or until ctx ends or the pace is stopped.
 func (p *Pace) Wait(ctx context.Context) error {
 	start := time.Now()
 	for {
 		p.mu.Lock()
 		s, changed := p.speed, p.changed
 		p.mu.Unlock()
+		select {
+		case <-p.stopped:
+			return ErrStopped
+		default:
+		}
 		if s.Max {
 			return ctx.Err()
 		}
@@ -120,6 +138,8 @@ func (p *Pace) Wait(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-p.stopped:
+			return ErrStopped
 		case <-timer:
 			return nil
 		case <-p.step:
