@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"sync"
 	"time"
 )
@@ -11,6 +12,9 @@ const (
 	StatusRunning = "running"
 	StatusDone    = "done"
 	StatusFailed  = "failed"
+	// StatusQueued is a run that waits for connections of the server-wide
+	// budget; State.Queue says for how many and behind how many runs.
+	StatusQueued = "queued"
 )
 
 // Connection states shown in the live view.
@@ -181,7 +185,16 @@ type State struct {
 	Timings         map[string]Timing  `json:"timings,omitempty"`
 	Ratios          map[string]float64 `json:"ratios,omitempty"`
 	Pairing         *Pairing           `json:"pairing,omitempty"`
+	Queue           *Queue             `json:"queue,omitempty"`
+	Outage          string             `json:"outage,omitempty"`
 	Version         uint64             `json:"version"`
+}
+
+// Queue is where a run that waits for connections stands: it needs Need
+// connections and Ahead runs wait before it.
+type Queue struct {
+	Need  int `json:"need"`
+	Ahead int `json:"ahead"`
 }
 
 // Leaks counts the requests in the state that returned another tenant's rows.
@@ -213,6 +226,7 @@ type Tracker struct {
 	st      State
 	started time.Time
 	changed chan struct{}
+	subs    []chan struct{} // copied on write: Update reads it without the lock
 }
 
 // NewTracker returns a tracker for the lab with the given id, in status idle.
@@ -275,10 +289,40 @@ func (t *Tracker) Update(f func(*State)) {
 	t.mu.Lock()
 	f(&t.st)
 	t.st.Version++
+	subs := t.subs
 	t.mu.Unlock()
+	signal(t.changed)
+	for _, c := range subs {
+		signal(c)
+	}
+}
+
+// signal puts a value in c unless one is already waiting there.
+func signal(c chan struct{}) {
 	select {
-	case t.changed <- struct{}{}:
+	case c <- struct{}{}:
 	default:
+	}
+}
+
+// Subscribe returns a channel that receives a value after the state
+// changed (several changes may fold into one), for one more consumer
+// besides Changed; cancel ends the subscription.
+func (t *Tracker) Subscribe() (changes <-chan struct{}, cancel func()) {
+	c := make(chan struct{}, 1)
+	t.mu.Lock()
+	t.subs = append(append([]chan struct{}(nil), t.subs...), c)
+	t.mu.Unlock()
+	return c, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		out := make([]chan struct{}, 0, len(t.subs))
+		for _, s := range t.subs {
+			if s != c {
+				out = append(out, s)
+			}
+		}
+		t.subs = out
 	}
 }
 
@@ -314,9 +358,39 @@ func (t *Tracker) Finish(err error) {
 	})
 }
 
-// SetServer records server-side counts.
+// SetServer records server-side counts; a successful read ends an outage.
 func (t *Tracker) SetServer(c ServerCounts) {
-	t.Update(func(s *State) { s.Server = c })
+	t.Update(func(s *State) { s.Server, s.Outage = c, "" })
+}
+
+// SetOutage records that the database is not answering (msg says so in
+// words), or that it answers again (msg empty).
+func (t *Tracker) SetOutage(msg string) {
+	t.mu.Lock()
+	same := t.st.Outage == msg
+	t.mu.Unlock()
+	if !same {
+		t.Update(func(s *State) { s.Outage = msg })
+	}
+}
+
+// SetQueue shows a run waiting for connections (nil: it was admitted).
+func (t *Tracker) SetQueue(q *Queue) {
+	t.Update(func(s *State) {
+		s.Queue = q
+		switch {
+		case q != nil:
+			s.Status = StatusQueued
+			runs := "runs"
+			if q.Ahead == 1 {
+				runs = "run"
+			}
+			s.Narration = fmt.Sprintf("Waiting for %d connections of the server's budget; %d %s ahead of you. It starts by itself when connections come back.", q.Need, q.Ahead, runs)
+		case s.Status == StatusQueued:
+			s.Status = StatusRunning
+			s.Narration = ""
+		}
+	})
 }
 
 // SetSpeed records the pace shown in the state.
