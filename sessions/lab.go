@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -12,7 +13,8 @@ import (
 
 // Lab is one learner's isolated workspace: a sandbox database with its own
 // roles and data, at most one scenario run at a time, and any number of
-// watching browsers.
+// watching browsers. An idle lab holds no connection: a run's pools open
+// when the run is admitted and close when it ends.
 type Lab struct {
 	ID      string
 	Sandbox engine.Sandbox
@@ -21,59 +23,73 @@ type Lab struct {
 	created time.Time
 	mgr     *Manager
 	tracker *engine.Tracker
-	hub     *hub
+	done    chan struct{} // closed when the lab closes
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// ctl serialises the control operations of this lab (Start, Reset,
+	// close), so that a reset and a run never cross. It is held across
+	// this lab's own database work, never across another lab's.
+	ctl sync.Mutex
 
-	mu         sync.Mutex
+	mu         sync.Mutex // guards what follows; never held across I/O
 	run        *activeRun
-	env        *engine.Env // the last run's pools, open until the next run or a reset
 	lastActive time.Time
 	closed     bool
 }
 
-// activeRun is a scenario run in progress.
+// activeRun is a scenario run in progress (queued or playing).
 type activeRun struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	pace   *engine.Pace
-	err    error
+	scenario, variant string
+	cancel            context.CancelFunc
+	done              chan struct{}
+	pace              *engine.Pace
+	err               error
+
+	mu    sync.Mutex
+	reset bool // cancelled by a reset
 }
 
-func newLab(m *Manager, id, owner string, sb engine.Sandbox) *Lab {
+func newLab(m *Manager, sb engine.Sandbox, owner string) *Lab {
 	now := time.Now()
-	l := &Lab{ID: id, Sandbox: sb, owner: owner, created: now, lastActive: now, mgr: m, tracker: engine.NewTracker(id)}
-	l.ctx, l.cancel = context.WithCancel(context.Background())
-	l.hub = newHub(l)
-	l.wg.Add(1)
-	go func() { defer l.wg.Done(); l.hub.run(l.ctx) }()
-	return l
+	return &Lab{ID: sb.Lab, Sandbox: sb, owner: owner, created: now, lastActive: now, mgr: m,
+		tracker: engine.NewTracker(sb.Lab), done: make(chan struct{})}
 }
 
 // IsOwner reports whether token is the secret of the browser that created
 // the lab.
 func (l *Lab) IsOwner(token string) bool { return token != "" && equalToken(token, l.owner) }
 
-// Touch marks the lab as in use now.
+// Touch records activity of the lab's owner (or a facilitator): it keeps
+// the lab from expiring. Watching does not.
 func (l *Lab) Touch() {
 	l.mu.Lock()
 	l.lastActive = time.Now()
 	l.mu.Unlock()
 }
 
-// idleFor returns how long nobody has used or watched the lab.
-func (l *Lab) idleFor() time.Duration {
-	if l.hub.watchers() > 0 {
-		return 0
-	}
+// Done is closed when the lab closes.
+func (l *Lab) Done() <-chan struct{} { return l.done }
+
+// Created returns when the lab was made.
+func (l *Lab) Created() time.Time { return l.created }
+
+// IdleFor returns how long the owner has been away.
+func (l *Lab) IdleFor() time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.run != nil {
-		return 0
-	}
 	return time.Since(l.lastActive)
+}
+
+// expiresAt returns when the lab expires unless its owner comes back: the
+// TTL after their last activity (a paused, stepped or queued run does not
+// count), and never later than maxLife after it was made.
+func (l *Lab) expiresAt(ttl, maxLife time.Duration) time.Time {
+	l.mu.Lock()
+	at := l.lastActive.Add(ttl)
+	l.mu.Unlock()
+	if hard := l.created.Add(maxLife); hard.Before(at) {
+		return hard
+	}
+	return at
 }
 
 // RunRequest is what to run in a lab.
@@ -84,9 +100,10 @@ type RunRequest struct {
 	Params   map[string]string
 }
 
-// Start validates r and starts the run in the background. It fails with
-// EINVALID on an unknown scenario, variant or parameter and with ECONFLICT
-// while another run is going.
+// Start validates r and starts the run in the background: it waits in the
+// admission queue (State says so) until its connections fit the budget, then
+// plays. It fails with EINVALID on an unknown scenario, variant or
+// parameter and with ECONFLICT while another run is going.
 func (l *Lab) Start(r RunRequest) error {
 	sc, err := l.mgr.cfg.Catalog.Lookup(r.Scenario)
 	if err != nil {
@@ -99,42 +116,113 @@ func (l *Lab) Start(r RunRequest) error {
 	if err != nil {
 		return err
 	}
+	if r.Speed.Factor == 0 && !r.Speed.Max && !r.Speed.Single {
+		r.Speed.Factor = 1
+	}
+	l.ctl.Lock()
+	defer l.ctl.Unlock()
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed {
+		l.mu.Unlock()
 		return rlslab.Errorf(rlslab.ENOTFOUND, "lab %s is closed", l.ID)
 	}
 	if l.run != nil {
+		l.mu.Unlock()
 		return rlslab.Errorf(rlslab.ECONFLICT, "a run is already going in lab %s; wait for it or reset the lab", l.ID)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	run := &activeRun{scenario: sc.ID, variant: r.Variant, cancel: cancel, done: make(chan struct{}), pace: engine.NewPace(r.Speed)}
+	l.run = run
 	l.lastActive = time.Now()
-	if l.env != nil {
-		l.env.Close()
-		l.env = nil
-	}
-	ctx, cancel := context.WithCancel(l.ctx)
-	pace := engine.NewPace(r.Speed)
-	env := engine.NewEnv(l.Sandbox, params, l.tracker, pace, l.mgr.log.With("lab", l.ID, "scenario", sc.ID, "variant", r.Variant))
-	run := &activeRun{cancel: cancel, done: make(chan struct{}), pace: pace}
-	l.run, l.env = run, env
+	l.mu.Unlock()
 	l.tracker.Begin(sc.ID, r.Variant, r.Speed.String())
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		defer close(run.done)
-		defer cancel()
-		start := time.Now()
-		run.err = engine.Play(ctx, sc, r.Variant, env)
-		l.mgr.log.Info("run finished", "lab", l.ID, "scenario", sc.ID, "variant", r.Variant, "took", time.Since(start).Round(time.Millisecond), "err", run.err)
-		l.mu.Lock()
-		if l.run == run {
-			l.run = nil
-		}
-		l.lastActive = time.Now()
-		l.mu.Unlock()
-	}()
+	go l.play(ctx, run, sc, params)
 	return nil
 }
+
+// need is how many connections a run of variant may hold: what the variant
+// declares, and never more than the lab's app role may open plus its one
+// superuser connection.
+func (l *Lab) need(sc *engine.Scenario, variant string, p engine.Params) int {
+	limit := l.Sandbox.ConnLimit + 1
+	if n := sc.Need(variant, p, l.Sandbox); n > 0 && n < limit {
+		return n
+	}
+	return limit
+}
+
+// play admits the run, plays it, closes its pools and reports its end.
+func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, params engine.Params) {
+	defer close(run.done)
+	defer run.cancel()
+	log := l.mgr.log.With("lab", l.ID, "scenario", sc.ID, "variant", run.variant)
+	need := l.need(sc, run.variant, params)
+	queued := false
+	err := l.mgr.admit.acquire(ctx, need, func(ahead int) {
+		queued = true
+		l.tracker.SetQueue(&engine.Queue{Need: need, Ahead: ahead})
+	})
+	if err != nil {
+		if !run.isReset() {
+			l.tracker.SetQueue(nil)
+			l.tracker.Finish(err)
+		}
+		run.err = l.endRun(run, err)
+		return
+	}
+	defer l.mgr.admit.release(need)
+	if queued {
+		l.tracker.SetQueue(nil)
+	}
+	env := engine.NewEnv(l.Sandbox, params, l.tracker, run.pace, log)
+	start := time.Now()
+	err = engine.Play(ctx, sc, run.variant, env)
+	// Close the run's pools now (an idle lab holds no connection), but keep
+	// the last picture of its connections as they were read.
+	final := l.tracker.Snapshot()
+	env.Close()
+	for i := range final.Connections {
+		final.Connections[i].State = engine.ConnClosed
+	}
+	l.tracker.Update(func(s *engine.State) {
+		s.Connections, s.Pool, s.Pools = final.Connections, final.Pool, final.Pools
+	})
+	log.Info("run finished", "took", time.Since(start).Round(time.Millisecond), "connections", need, "err", err)
+	run.err = l.endRun(run, err)
+}
+
+// endRun records how the run ended and frees the lab for the next one.
+func (l *Lab) endRun(run *activeRun, err error) error {
+	reset := run.isReset()
+	l.mu.Lock()
+	if l.run == run {
+		l.run = nil
+	}
+	l.mu.Unlock()
+	if reset {
+		err = errCancelledByReset
+	} else if err != nil && errors.Is(err, context.Canceled) {
+		err = errors.New("run cancelled")
+	}
+	if f := l.mgr.cfg.OnRunEnd; f != nil {
+		final := l.tracker.Snapshot()
+		if reset {
+			final.Status, final.Error = engine.StatusFailed, err.Error()
+		}
+		f(l, final)
+	}
+	return err
+}
+
+// isReset reports whether a reset (or the lab's close) stopped the run.
+func (r *activeRun) isReset() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reset
+}
+
+// errCancelledByReset is the end of a run that a reset stopped.
+var errCancelledByReset = errors.New("cancelled by a reset")
 
 // Wait waits for the current run (if any) to end and returns its error.
 func (l *Lab) Wait(ctx context.Context) error {
@@ -152,83 +240,109 @@ func (l *Lab) Wait(ctx context.Context) error {
 	}
 }
 
+// Running reports whether a run is going (queued or playing).
+func (l *Lab) Running() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.run != nil
+}
+
+// Pace returns the pace of the current run, or nil.
+func (l *Lab) Pace() *engine.Pace {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.run == nil {
+		return nil
+	}
+	return l.run.pace
+}
+
 // SetSpeed changes the pace of the current run; ECONFLICT when nothing
 // runs.
 func (l *Lab) SetSpeed(s engine.Speed) error {
-	l.mu.Lock()
-	run := l.run
-	l.mu.Unlock()
-	if run == nil {
+	p := l.Pace()
+	if p == nil {
 		return rlslab.Errorf(rlslab.ECONFLICT, "no run is going in lab %s", l.ID)
 	}
-	run.pace.Set(s)
+	p.Set(s)
 	l.tracker.SetSpeed(s.String())
 	return nil
 }
 
 // Step lets the current run go one frame further in single-step mode.
 func (l *Lab) Step() error {
+	p := l.Pace()
+	if p == nil {
+		return rlslab.Errorf(rlslab.ECONFLICT, "no run is going in lab %s", l.ID)
+	}
+	p.Step()
+	return nil
+}
+
+// Reset cancels a run in progress (waiting for it to give its connections
+// back), puts the seed data back, ends any leftover backends of the app
+// role and clears the live state. A cancelled run is reported as cancelled
+// by the reset.
+func (l *Lab) Reset(ctx context.Context) error {
+	l.ctl.Lock()
+	defer l.ctl.Unlock()
+	cancelled, err := l.stopRun()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*dbTimeout)
+	defer cancel()
+	if err := l.mgr.reseed(ctx, l.ID); err != nil {
+		return l.mgr.dbError("reset lab", err)
+	}
+	l.Touch()
+	l.tracker.Clear()
+	if cancelled != nil {
+		l.tracker.Narrate(fmt.Sprintf("The run of %s (%s) was cancelled by a reset.", cancelled.scenario, cancelled.variant))
+	}
+	return nil
+}
+
+// stopRun cancels the current run and waits (at most stopTimeout) until it
+// has returned and closed its pools; it returns the run it stopped. The run
+// closes its own environment, so nothing is closed while still in use.
+// Callers hold l.ctl.
+func (l *Lab) stopRun() (*activeRun, error) {
 	l.mu.Lock()
 	run := l.run
 	l.mu.Unlock()
 	if run == nil {
-		return rlslab.Errorf(rlslab.ECONFLICT, "no run is going in lab %s", l.ID)
+		return nil, nil
 	}
-	run.pace.Step()
-	return nil
-}
-
-// Reset cancels a run in progress, closes the last run's pools, puts the
-// seed data back, ends any leftover backends of the app role and clears the
-// live state.
-func (l *Lab) Reset(ctx context.Context) error {
-	l.stopRun(ctx)
-	if err := l.mgr.reseed(ctx, l.ID); err != nil {
-		return err
-	}
-	l.Touch()
-	l.tracker.Clear()
-	return nil
-}
-
-// stopRun cancels the run (waiting for it) and closes the pools it left.
-func (l *Lab) stopRun(ctx context.Context) {
-	l.mu.Lock()
-	run, env := l.run, l.env
-	l.env = nil
-	l.mu.Unlock()
-	if run != nil {
-		run.cancel()
-		select {
-		case <-run.done:
-		case <-ctx.Done():
-		}
-	}
-	if env != nil {
-		env.Close()
+	run.mu.Lock()
+	run.reset = true
+	run.mu.Unlock()
+	run.pace.Stop()
+	run.cancel()
+	select {
+	case <-run.done:
+		return run, nil
+	case <-time.After(stopTimeout):
+		l.mgr.log.Error("run did not stop", "lab", l.ID, "scenario", run.scenario, "variant", run.variant)
+		return run, rlslab.Errorf(rlslab.EUNAVAILABLE, "the run in lab %s did not stop within %s; try again", l.ID, stopTimeout)
 	}
 }
 
-// State returns the lab's live state with fresh server-side counts.
-func (l *Lab) State(ctx context.Context) (engine.State, error) {
-	if err := l.refreshServer(ctx); err != nil {
-		return engine.State{}, err
-	}
-	return l.tracker.Snapshot(), nil
+// State returns the lab's live state with fresh server-side counts (or an
+// outage message when the database does not answer).
+func (l *Lab) State(ctx context.Context) engine.State {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_ = l.RefreshServer(ctx)
+	return l.tracker.Snapshot()
 }
 
 // Tracker returns the lab's live state holder.
 func (l *Lab) Tracker() *engine.Tracker { return l.tracker }
 
-// Watch subscribes to the lab's frames; the first frame is the full current
-// state. Close the watcher when done.
-func (l *Lab) Watch() *Watcher {
-	l.Touch()
-	return l.hub.subscribe()
-}
-
-// refreshServer reads the lab's server-side counts from pg_stat_activity.
-func (l *Lab) refreshServer(ctx context.Context) error {
+// RefreshServer reads the lab's server-side counts from pg_stat_activity;
+// when the database does not answer, the state shows the outage.
+func (l *Lab) RefreshServer(ctx context.Context) error {
 	var c engine.ServerCounts
 	err := l.mgr.admin.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'),
@@ -236,16 +350,23 @@ func (l *Lab) refreshServer(ctx context.Context) error {
 		current_setting('max_connections')::int`, l.Sandbox.Database, l.Sandbox.AppRole).
 		Scan(&c.Backends, &c.RoleConnectionLimit, &c.MaxConnections)
 	if err != nil {
-		return fmt.Errorf("lab %s: server counts: %w", l.ID, err)
+		err = l.mgr.dbError("server counts", err)
+		if rlslab.ErrorCode(err) == rlslab.EUNAVAILABLE {
+			l.tracker.SetOutage(rlslab.ErrorMessage(err))
+		}
+		return err
 	}
-	if l.tracker.Snapshot().Server != c {
+	if st := l.tracker.Snapshot(); st.Server != c || st.Outage != "" {
 		l.tracker.SetServer(c)
 	}
 	return nil
 }
 
-// close stops everything the lab runs and drops its sandbox.
+// close stops everything the lab runs and drops its sandbox; a failed drop
+// is retried by the reaper.
 func (l *Lab) close(ctx context.Context) {
+	l.ctl.Lock()
+	defer l.ctl.Unlock()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -253,11 +374,14 @@ func (l *Lab) close(ctx context.Context) {
 	}
 	l.closed = true
 	l.mu.Unlock()
-	l.stopRun(ctx)
-	l.cancel()
-	l.wg.Wait()
-	l.hub.closeAll()
-	l.mgr.dropSandbox(ctx, l.ID)
+	if _, err := l.stopRun(); err != nil {
+		l.mgr.log.Warn("close lab", "lab", l.ID, "err", err)
+	}
+	close(l.done)
+	if err := l.mgr.dropSandbox(ctx, l.ID); err != nil {
+		l.mgr.log.Warn("drop lab; will retry", "lab", l.ID, "err", err)
+		l.mgr.retryDrop(l.ID)
+	}
 	l.mgr.forgetSem(l.ID)
 	l.mgr.log.Info("lab closed", "lab", l.ID)
 }

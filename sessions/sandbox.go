@@ -2,11 +2,16 @@ package sessions
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rlslab/rlslab/scenarios/engine"
 )
@@ -44,60 +49,89 @@ func labNames(id string) names {
 	return names{db: "lab_" + id, owner: "lab_" + id + "_owner", app: "lab_" + id + "_app"}
 }
 
-// createSandbox creates the lab's roles and database, its schema and seed
-// rows. On error it removes whatever it made.
-func (m *Manager) createSandbox(ctx context.Context, id, password string) (err error) {
+// newSandbox builds a new sandbox: its roles and database, marked as this
+// instance's, its schema and seed rows. On error it removes whatever it
+// made.
+func (m *Manager) newSandbox(ctx context.Context) (sb engine.Sandbox, err error) {
+	id := randomHex(4)
+	password := randomHex(16)
 	n := labNames(id)
-	ident := pgx.Identifier{}
-	q := func(s string) string { ident = pgx.Identifier{s}; return ident.Sanitize() }
+	q := func(s string) string { return pgx.Identifier{s}.Sanitize() }
+	ctx, cancel := context.WithTimeout(ctx, 2*dbTimeout)
+	defer cancel()
 	defer func() {
 		if err != nil {
-			m.dropSandbox(context.WithoutCancel(ctx), id)
+			m.dropQuietly(id)
 		}
 	}()
-	stmts := []string{
+	marker := quoteLiteral(m.inst.marker())
+	// The roles and their markers in one transaction; the database cannot be
+	// created inside one, so it is marked right after.
+	roles := []string{
 		fmt.Sprintf("CREATE ROLE %s NOLOGIN", q(n.owner)),
+		fmt.Sprintf("COMMENT ON ROLE %s IS %s", q(n.owner), marker),
 		fmt.Sprintf("CREATE ROLE %s LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT CONNECTION LIMIT %d PASSWORD %s",
 			q(n.app), m.cfg.ConnLimit, quoteLiteral(password)),
+		fmt.Sprintf("COMMENT ON ROLE %s IS %s", q(n.app), marker),
+	}
+	err = pgx.BeginFunc(ctx, m.admin, func(tx pgx.Tx) error {
+		for _, s := range roles {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return sb, fmt.Errorf("create lab %s roles: %w", id, err)
+	}
+	for _, s := range []string{
 		fmt.Sprintf("CREATE DATABASE %s OWNER %s TEMPLATE template0", q(n.db), q(n.owner)),
+		fmt.Sprintf("COMMENT ON DATABASE %s IS %s", q(n.db), marker),
 		fmt.Sprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", q(n.db)),
 		fmt.Sprintf("GRANT CONNECT ON DATABASE %s TO %s", q(n.db), q(n.app)),
-	}
-	for _, s := range stmts {
+	} {
 		if _, err := m.admin.Exec(ctx, s); err != nil {
-			return fmt.Errorf("create lab %s: %w", id, err)
+			return sb, fmt.Errorf("create lab %s: %w", id, err)
 		}
 	}
-	conn, release, err := m.labAdmin(ctx, id)
+	err = m.maintTx(ctx, id, func(tx pgx.Tx) error {
+		for _, s := range []string{
+			"REVOKE ALL ON SCHEMA public FROM PUBLIC",
+			fmt.Sprintf("GRANT ALL ON SCHEMA public TO %s", q(n.owner)),
+			fmt.Sprintf("GRANT USAGE ON SCHEMA public TO %s", q(n.app)),
+			fmt.Sprintf("SET LOCAL ROLE %s", q(n.owner)),
+			schemaSQL,
+			fmt.Sprintf("GRANT SELECT ON tenants TO %s", q(n.app)),
+			fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON invoices TO %s", q(n.app)),
+			fmt.Sprintf("GRANT USAGE ON SEQUENCE invoices_id_seq TO %s", q(n.app)),
+			"RESET ROLE",
+		} {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("create lab %s schema: %w", id, err)
+			}
+		}
+		return seed(ctx, tx)
+	})
+	if err != nil {
+		return sb, err
+	}
+	return engine.Sandbox{
+		Lab: id, Database: n.db, AppURL: appURL(m.admin, id, password), AppRole: n.app, OwnerRole: n.owner,
+		ConnLimit: m.cfg.ConnLimit, Tenants: Tenants(), Bouncers: m.cfg.Bouncers,
+		Admin: func(ctx context.Context) (*pgx.Conn, func(), error) { return m.labAdmin(ctx, id, false) },
+	}, nil
+}
+
+// maintTx runs f in a transaction on a maintenance connection to lab id's
+// database (one of MaintConns) as the superuser, and commits it.
+func (m *Manager) maintTx(ctx context.Context, id string, f func(tx pgx.Tx) error) error {
+	conn, release, err := m.labAdmin(ctx, id, true)
 	if err != nil {
 		return err
 	}
 	defer release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx)
-	setup := []string{
-		"REVOKE ALL ON SCHEMA public FROM PUBLIC",
-		fmt.Sprintf("GRANT ALL ON SCHEMA public TO %s", q(n.owner)),
-		fmt.Sprintf("GRANT USAGE ON SCHEMA public TO %s", q(n.app)),
-		fmt.Sprintf("SET LOCAL ROLE %s", q(n.owner)),
-		schemaSQL,
-		fmt.Sprintf("GRANT SELECT ON tenants TO %s", q(n.app)),
-		fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON invoices TO %s", q(n.app)),
-		fmt.Sprintf("GRANT USAGE ON SEQUENCE invoices_id_seq TO %s", q(n.app)),
-		"RESET ROLE",
-	}
-	for _, s := range setup {
-		if _, err := tx.Exec(ctx, s); err != nil {
-			return fmt.Errorf("create lab %s schema: %w", id, err)
-		}
-	}
-	if err := seed(ctx, tx); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+	return pgx.BeginFunc(ctx, conn, f)
 }
 
 // seed inserts the seed rows (as the superuser, so FORCE RLS does not apply).
@@ -123,23 +157,12 @@ func (m *Manager) reseed(ctx context.Context, id string) error {
 	if err := m.endAppBackends(ctx, n); err != nil {
 		return fmt.Errorf("reset lab %s: %w", id, err)
 	}
-	conn, release, err := m.labAdmin(ctx, id)
-	if err != nil {
-		return err
-	}
-	defer release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "TRUNCATE invoices, tenants RESTART IDENTITY"); err != nil {
-		return fmt.Errorf("reset lab %s: %w", id, err)
-	}
-	if err := seed(ctx, tx); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+	return m.maintTx(ctx, id, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "TRUNCATE invoices, tenants RESTART IDENTITY"); err != nil {
+			return fmt.Errorf("reset lab %s: %w", id, err)
+		}
+		return seed(ctx, tx)
+	})
 }
 
 // endAppBackends terminates every backend of the lab's app role and waits
@@ -167,37 +190,52 @@ func (m *Manager) endAppBackends(ctx context.Context, n names) error {
 	}
 }
 
-// dropSandbox removes the lab's database (ending its backends) and roles.
-// It logs failures and goes on: it runs on the way out.
-func (m *Manager) dropSandbox(ctx context.Context, id string) {
+// dropSandbox removes the lab's database (ending its backends) and every
+// role under its prefix (scenarios may create roles of their own; a run cut
+// off by a crash could leave them).
+func (m *Manager) dropSandbox(ctx context.Context, id string) error {
 	n := labNames(id)
-	stmts := []string{"DROP DATABASE IF EXISTS " + pgx.Identifier{n.db}.Sanitize() + " WITH (FORCE)"}
-	// Scenarios may create roles of their own under the lab's prefix; a run
-	// cut off by a crash could leave them, so drop every one.
-	var extra []string
-	rows, err := m.admin.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) AND rolname NOT IN ($2, $3) ORDER BY rolname`,
-		"lab_"+id+"_", n.app, n.owner)
-	if err == nil {
-		extra, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if _, err := m.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{n.db}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop lab %s: %w", id, err)
 	}
+	rows, err := m.admin.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname <> $2, rolname <> $3, rolname DESC`,
+		"lab_"+id+"_", n.owner, n.app)
 	if err != nil {
-		m.log.Error("drop lab: list roles", "lab", id, "err", err)
+		return fmt.Errorf("drop lab %s: list roles: %w", id, err)
 	}
-	for _, r := range extra {
-		stmts = append(stmts, "DROP ROLE IF EXISTS "+pgx.Identifier{r}.Sanitize())
+	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("drop lab %s: list roles: %w", id, err)
 	}
-	stmts = append(stmts, "DROP ROLE IF EXISTS "+pgx.Identifier{n.app}.Sanitize(), "DROP ROLE IF EXISTS "+pgx.Identifier{n.owner}.Sanitize())
-	for _, s := range stmts {
-		if _, err := m.admin.Exec(ctx, s); err != nil {
-			m.log.Error("drop lab", "lab", id, "sql", s, "err", err)
+	// The scenario roles first (they may be members of the lab's), then the
+	// app role, then the owner.
+	for i := len(roles) - 1; i >= 0; i-- {
+		if _, err := m.admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{roles[i]}.Sanitize()); err != nil {
+			return fmt.Errorf("drop lab %s: %w", id, err)
 		}
+	}
+	return nil
+}
+
+// dropQuietly drops a sandbox on a deadline of its own and remembers a
+// failure for the reaper to retry.
+func (m *Manager) dropQuietly(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), dropTimeout)
+	defer cancel()
+	if err := m.dropSandbox(ctx, id); err != nil {
+		m.log.Warn("drop lab; will retry", "lab", id, "err", err)
+		m.retryDrop(id)
 	}
 }
 
-// labAdmin opens the lab's one superuser connection to its database; the
-// lab's semaphore keeps it to one at a time.
-func (m *Manager) labAdmin(ctx context.Context, id string) (*pgx.Conn, func(), error) {
+// labAdmin opens a superuser connection to lab id's database. A scenario's
+// (maint false) is one at a time per lab and counts in its run's budget; a
+// maintenance one (maint true) is one of MaintConns.
+func (m *Manager) labAdmin(ctx context.Context, id string, maint bool) (*pgx.Conn, func(), error) {
 	sem := m.adminSem(id)
+	if maint {
+		sem = m.maint
+	}
 	select {
 	case sem <- struct{}{}:
 	case <-ctx.Done():
@@ -250,4 +288,19 @@ func quoteLiteral(s string) string {
 		out = append(out, s[i])
 	}
 	return string(append(out, '\''))
+}
+
+// isOutage reports whether err means the database could not be reached or
+// did not answer in time (as opposed to an error it answered with).
+func isOutage(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// The server answered: only "cannot connect now" and "too many
+		// connections" classes are outages.
+		return strings.HasPrefix(pe.Code, "57P") || pe.Code == "53300"
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) ||
+		pgconn.Timeout(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
 }

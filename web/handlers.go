@@ -1,12 +1,15 @@
 package web
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
+	"time"
 
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/scenarios/engine"
@@ -14,41 +17,52 @@ import (
 	"github.com/rlslab/rlslab/web/views"
 )
 
+// ownerCookieAge is how long a browser keeps its learner cookie.
+const ownerCookieAge = 30 * 24 * time.Hour
+
 // maxBody bounds the body of every POST.
 const maxBody = 64 << 10
 
+// handleHealth answers within a second: 200 with the capacity in use, or
+// 503 when the database does not answer (the driver's error is logged, not
+// shown).
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	if err := s.labs.Admin().Ping(r.Context()); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+	if err := s.labs.Ping(r.Context()); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": rlslab.ErrorMessage(err)})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "labs": len(s.labs.Labs()), "max_labs": s.labs.MaxLabs()})
+	u := s.labs.Usage()
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "labs": u.Labs, "max_labs": u.MaxLabs, "spares": u.Spares,
+		"run_connections": u.RunConns, "queued_runs": u.Queued, "budget": u.Budget})
 }
 
 func (s *Server) handleIndex(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, views.Index(s.lessons.All()))
 }
 
-// handleLesson shows a lesson beside the learner's lab, creating the lab on
-// the first visit.
+// handleLesson shows a lesson beside the learner's lab. A GET never creates
+// a lab: a browser without one gets a page that asks for one with a POST.
 func (s *Server) handleLesson(w http.ResponseWriter, r *http.Request) {
-	l, err := s.lessons.Get(r.PathValue("slug"))
+	p, err := s.lessonPage(r.PathValue("slug"), s.labs.ForOwner(cookieToken(r)))
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	s.render(w, r, http.StatusOK, views.Lesson(p))
+}
+
+// lessonPage is the view model of lesson slug beside lab (nil: none yet).
+func (s *Server) lessonPage(slug string, lab *sessions.Lab) (views.LessonPage, error) {
+	l, err := s.lessons.Get(slug)
+	if err != nil {
+		return views.LessonPage{}, err
 	}
 	sc, err := s.labs.Catalog().Lookup(l.Scenario)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return views.LessonPage{}, err
 	}
-	token := s.ownerToken(w, r)
-	lab := s.labs.ForOwner(token)
 	if lab == nil {
-		if lab, err = s.labs.Create(r.Context(), token); err != nil {
-			s.fail(w, r, err)
-			return
-		}
+		return views.LessonPage{Lesson: l}, nil
 	}
 	lab.Touch()
 	variants := make([]engine.Variant, 0, len(l.Variants))
@@ -60,25 +74,39 @@ func (s *Server) handleLesson(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	st := lab.Tracker().Snapshot()
-	s.render(w, r, http.StatusOK, views.Lesson(views.LessonPage{
+	return views.LessonPage{
 		Lesson:   l,
 		Controls: views.Controls{Lab: lab.ID, Owner: true, Speed: "1", Scenarios: []views.ScenarioChoice{{ID: sc.ID, Title: sc.Title, Variants: variants, Params: sc.Params}}},
 		Live:     views.NewLive(st, sessions.Tenants()),
-	}))
+	}, nil
 }
 
-// handleCreateLab creates a lab for this browser (closing the lab it had:
-// one lab per browser) and redirects to it.
+// createTimeout bounds making a lab when no spare sandbox is ready.
+const createTimeout = 10 * time.Second
+
+// handleCreateLab gives this browser its lab (one per browser: the one it
+// has, or a new one). With ?lesson=SLUG it answers htmx with the lesson's
+// lab panel, and a plain form with a redirect to the lesson.
 func (s *Server) handleCreateLab(w http.ResponseWriter, r *http.Request) {
 	token := s.ownerToken(w, r)
-	if old := s.labs.ForOwner(token); old != nil {
-		if err := s.labs.CloseLab(r.Context(), old.ID); err != nil {
-			s.log.Warn("close previous lab", "lab", old.ID, "err", err)
-		}
-	}
-	lab, err := s.labs.Create(r.Context(), token)
+	ctx, cancel := context.WithTimeout(r.Context(), createTimeout)
+	defer cancel()
+	lab, err := s.labs.Create(ctx, token)
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if slug := r.URL.Query().Get("lesson"); slug != "" && !wantsJSON(r) {
+		if r.Header.Get("HX-Request") == "" {
+			http.Redirect(w, r, "/lessons/"+url.PathEscape(slug), http.StatusSeeOther)
+			return
+		}
+		p, err := s.lessonPage(slug, lab)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.render(w, r, http.StatusOK, views.LabSide(p))
 		return
 	}
 	if wantsJSON(r) {
@@ -96,7 +124,10 @@ func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	lab.Touch()
+	owner := lab.IsOwner(cookieToken(r))
+	if owner {
+		lab.Touch()
+	}
 	var choices []views.ScenarioChoice
 	for _, sc := range s.labs.Catalog().All() {
 		choices = append(choices, views.ScenarioChoice{ID: sc.ID, Title: sc.Title, Variants: sc.Variants, Params: sc.Params})
@@ -107,7 +138,7 @@ func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 		scheme = "https"
 	}
 	s.render(w, r, http.StatusOK, views.Lab(views.LabPage{
-		Controls: views.Controls{Lab: lab.ID, Owner: lab.IsOwner(cookieToken(r)), Speed: "1", Scenarios: choices},
+		Controls: views.Controls{Lab: lab.ID, Owner: owner, Speed: "1", Scenarios: choices},
 		Live:     views.NewLive(st, sessions.Tenants()),
 		WatchURL: scheme + "://" + r.Host + "/labs/" + lab.ID,
 	}))
@@ -120,12 +151,7 @@ func (s *Server) handleState(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	st, err := lab.State(r.Context())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, st)
+	writeJSON(w, http.StatusOK, lab.State(r.Context()))
 }
 
 // runForm is the body of POST /labs/{id}/runs.
@@ -215,7 +241,7 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request, lab *sessions
 }
 
 func (s *Server) handleReset(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
-	if err := lab.Reset(r.Context()); err != nil {
+	if err := lab.Reset(context.WithoutCancel(r.Context())); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -304,6 +330,10 @@ func (s *Server) ownerToken(w http.ResponseWriter, r *http.Request) string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	t := hex.EncodeToString(b)
-	http.SetCookie(w, &http.Cookie{Name: OwnerCookie, Value: t, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	// Lax, so that a participant arriving from a link in a chat keeps their
+	// lab; every control request is a POST, which Lax does not send across
+	// sites, and ServeHTTP also refuses foreign origins.
+	http.SetCookie(w, &http.Cookie{Name: OwnerCookie, Value: t, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode,
+		Secure: r.TLS != nil, MaxAge: int(ownerCookieAge / time.Second)})
 	return t
 }

@@ -35,7 +35,6 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 	if cfg.Catalog == nil {
 		cfg.Catalog = scenarios.DefaultCatalog()
 	}
-	cfg.Renderer = web.NewFrames(log)
 	cfg.Logger = log
 	labs := sessionstest.MustOpenManager(tb, cfg)
 	ls, err := lessons.Load(lessons.Content(), cfg.Catalog)
@@ -46,9 +45,11 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := &http.Server{Handler: web.NewServer(labs, ls, static.FS(), log), ReadHeaderTimeout: 5 * time.Second}
+	handler := web.NewServer(labs, ls, static.FS(), log)
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	tb.Cleanup(func() {
+		handler.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)

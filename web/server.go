@@ -17,6 +17,7 @@ import (
 	"github.com/rlslab/rlslab/lessons"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/web/live"
 	"github.com/rlslab/rlslab/web/views"
 )
 
@@ -31,6 +32,7 @@ type Server struct {
 	static  fs.FS
 	log     *slog.Logger
 	mux     *http.ServeMux
+	hubs    *live.Hubs
 }
 
 // NewServer returns the handler for labs, lessons and static files.
@@ -38,10 +40,13 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{labs: labs, lessons: ls, static: static, log: log, mux: http.NewServeMux()}
+	s := &Server{labs: labs, lessons: ls, static: static, log: log, mux: http.NewServeMux(), hubs: live.NewHubs(NewFrames(log), log)}
 	s.routes()
 	return s
 }
+
+// Close stops the live views (every watcher is told).
+func (s *Server) Close() { s.hubs.Close() }
 
 // routes registers every endpoint.
 func (s *Server) routes() {
@@ -66,7 +71,38 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, rlslab.Errorf(rlslab.EFORBIDDEN, "requests from origin %q are refused", r.Header.Get("Origin")))
 		return
 	}
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		// No route: the mux answers 404 or 405 in plain text; a 404 gets
+		// the site's error page (or JSON) instead.
+		w = &plainNotFound{ResponseWriter: w, s: s, r: r}
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// plainNotFound replaces the mux's plain-text 404 with the site's own.
+type plainNotFound struct {
+	http.ResponseWriter
+	s        *Server
+	r        *http.Request
+	replaced bool
+}
+
+func (p *plainNotFound) WriteHeader(code int) {
+	if code == http.StatusNotFound {
+		p.replaced = true
+		p.ResponseWriter.Header().Del("Content-Type")
+		p.ResponseWriter.Header().Del("X-Content-Type-Options")
+		p.s.fail(p.ResponseWriter, p.r, rlslab.Errorf(rlslab.ENOTFOUND, "there is no page at %s", p.r.URL.Path))
+		return
+	}
+	p.ResponseWriter.WriteHeader(code)
+}
+
+func (p *plainNotFound) Write(b []byte) (int, error) {
+	if p.replaced {
+		return len(b), nil
+	}
+	return p.ResponseWriter.Write(b)
 }
 
 // sameOrigin reports whether r carries no Origin header or one whose host
@@ -104,7 +140,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusInternalServerError {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	if wantsJSON(r) || r.Header.Get("HX-Request") != "" || r.Method != http.MethodGet {
+	if wantsJSON(r) || r.Header.Get("HX-Request") != "" || r.Method != http.MethodGet || strings.HasSuffix(r.URL.Path, ".json") {
 		writeJSON(w, status, map[string]string{"error": msg, "code": rlslab.ErrorCode(err)})
 		return
 	}
@@ -144,8 +180,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, c te
 	_, _ = w.Write(buf.Bytes())
 }
 
-// Frames renders lab states into websocket frames; it is the
-// sessions.FrameRenderer the command wires into the lab manager.
+// Frames renders lab states into websocket frames for the live hubs.
 type Frames struct{ log *slog.Logger }
 
 // NewFrames returns the frame renderer.
@@ -159,7 +194,7 @@ func NewFrames(log *slog.Logger) *Frames {
 // Frame renders the live view of st as an HTML fragment swapped in by id.
 func (f *Frames) Frame(st engine.State) []byte {
 	var buf bytes.Buffer
-	if err := views.LiveView(views.NewLive(st, sessions.Tenants())).Render(context.Background(), &buf); err != nil {
+	if err := views.LiveView(views.NewFrame(st, sessions.Tenants())).Render(context.Background(), &buf); err != nil {
 		f.log.Error("render frame", "lab", st.Lab, "err", err)
 		return nil
 	}

@@ -17,24 +17,27 @@ import (
 
 var labIDPattern = regexp.MustCompile(`data-lab-id="([0-9a-f]+)"`)
 
-// openLesson GETs a lesson page with the browser client and returns the id
-// of the lab it shows.
+// openLesson does what a browser does on a lesson page: GET it, then (the
+// page asks for its lab on load) POST /labs?lesson=SLUG as htmx, and
+// returns the id of the lab the swapped-in panel shows.
 func openLesson(t *testing.T, s *testServer, c *http.Client, slug string) string {
 	t.Helper()
-	resp, err := c.Get(s.URL + "/lessons/" + slug)
-	if err != nil {
-		t.Fatal(err)
+	code, body := do(t, c, "GET", s.URL+"/lessons/"+slug, "", "")
+	if code != http.StatusOK {
+		t.Fatalf("GET /lessons/%s: %d %s", slug, code, body)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /lessons/%s: %d %s", slug, resp.StatusCode, body)
+	if m := labIDPattern.FindStringSubmatch(body); m != nil {
+		return m[1]
 	}
-	m := labIDPattern.FindSubmatch(body)
+	code, body = do(t, c, "POST", s.URL+"/labs?lesson="+slug, "", "", "HX-Request", "true")
+	if code != http.StatusOK {
+		t.Fatalf("POST /labs?lesson=%s: %d %s", slug, code, body)
+	}
+	m := labIDPattern.FindStringSubmatch(body)
 	if m == nil {
-		t.Fatalf("lesson page has no data-lab-id")
+		t.Fatalf("lab panel has no data-lab-id: %s", body)
 	}
-	return string(m[1])
+	return m[1]
 }
 
 // do sends a request and returns the status and body.
@@ -110,22 +113,42 @@ func TestLessonGivesEachBrowserItsOwnLab(t *testing.T) {
 	if id3 := openLesson(t, s, b, "set-leak"); id3 == id1 {
 		t.Errorf("another browser got the same lab %s", id3)
 	}
-	// The cookie's attributes as sent.
-	resp, err := newBrowserClient(t).Get(s.URL + "/lessons/set-leak")
+	// The cookie's attributes as sent: it survives a browser restart and a
+	// link from a chat (Lax), and scripts cannot read it.
+	req, _ := http.NewRequest("POST", s.URL+"/labs", nil)
+	resp, err := newBrowserClient(t).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	sc := resp.Header.Get("Set-Cookie")
-	if !strings.Contains(sc, "HttpOnly") || !strings.Contains(sc, "SameSite=Strict") {
-		t.Errorf("owner cookie %q: want HttpOnly and SameSite=Strict", sc)
+	if !strings.Contains(sc, "HttpOnly") || !strings.Contains(sc, "SameSite=Lax") || !strings.Contains(sc, "Max-Age=") {
+		t.Errorf("owner cookie %q: want HttpOnly, SameSite=Lax and a Max-Age", sc)
+	}
+}
+
+// TestGetNeverCreatesALab opens every lesson and the home page as a
+// cookie-less client (a crawler, a link preview): no lab is made.
+func TestGetNeverCreatesALab(t *testing.T) {
+	s := mustStartServer(t, sessions.Config{MaxLabs: 3})
+	for _, path := range []string{"/", "/lessons/set-leak", "/lessons/pgbouncer-tx", "/lessons/shared-pool"} {
+		code, body := do(t, &http.Client{}, "GET", s.URL+path, "", "")
+		if code != http.StatusOK {
+			t.Errorf("GET %s: %d", path, code)
+		}
+		if path != "/" && !strings.Contains(body, `hx-post="/labs?lesson=`) {
+			t.Errorf("GET %s: the page does not ask for a lab by POST", path)
+		}
+	}
+	if n := len(s.Labs.Labs()); n != 0 {
+		t.Errorf("GET requests made %d labs", n)
 	}
 }
 
 func TestFullLabsGiveAClearPage(t *testing.T) {
 	s := mustStartServer(t, sessions.Config{MaxLabs: 1})
 	openLesson(t, s, newBrowserClient(t), "set-leak")
-	code, body := do(t, newBrowserClient(t), "GET", s.URL+"/lessons/set-leak", "", "")
+	code, body := do(t, newBrowserClient(t), "POST", s.URL+"/labs?lesson=set-leak", "", "", "HX-Request", "true")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "all 1 labs are in use") {
 		t.Errorf("second browser with the cap at 1: %d %s", code, body)
 	}
@@ -149,12 +172,9 @@ func TestCreateLab(t *testing.T) {
 	}
 	resp.Body.Close()
 	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/labs/") || loc == "/labs/"+got.ID {
-		t.Fatalf("POST /labs: %d Location %q", resp.StatusCode, loc)
-	}
-	// One lab per browser: the first one was closed.
-	if _, err := s.Labs.Get(got.ID); err == nil {
-		t.Errorf("lab %s still open after the same browser created another", got.ID)
+	// One lab per browser: the same browser gets the lab it has.
+	if resp.StatusCode != http.StatusSeeOther || loc != "/labs/"+got.ID {
+		t.Fatalf("POST /labs: %d Location %q, want the lab %s", resp.StatusCode, loc, got.ID)
 	}
 	code, _ = do(t, c, "GET", s.URL+loc, "", "")
 	if code != http.StatusOK {
@@ -263,8 +283,15 @@ func TestRunConflictResetAndRunAgain(t *testing.T) {
 	if st.Leaks() != 1 {
 		t.Errorf("run after reset: %d leaks, want 1", st.Leaks())
 	}
-	if st.Server.Backends != len(st.Connections) {
-		t.Errorf("server says %d backends, %d connections shown", st.Server.Backends, len(st.Connections))
+	// The run's pool is closed when it ends (an idle lab holds no
+	// connection); its last picture stays, marked closed.
+	if st.Server.Backends != 0 || len(st.Connections) != 2 {
+		t.Errorf("after the run: server says %d backends, %d connections shown", st.Server.Backends, len(st.Connections))
+	}
+	for _, c := range st.Connections {
+		if c.State != engine.ConnClosed {
+			t.Errorf("connection %d shown as %s after the run", c.PID, c.State)
+		}
 	}
 }
 
@@ -313,5 +340,28 @@ func TestHealthz(t *testing.T) {
 	code, _ = do(t, http.DefaultClient, "GET", s.URL+"/static/vendor/htmx.min.js", "", "")
 	if code != http.StatusOK {
 		t.Errorf("htmx: %d", code)
+	}
+}
+
+// TestErrorsAnswerInTheRightFormat checks plain 404s get the site's page,
+// and .json endpoints answer JSON whatever the Accept header says.
+func TestErrorsAnswerInTheRightFormat(t *testing.T) {
+	s := mustStartServer(t, sessions.Config{MaxLabs: 2})
+	code, body := do(t, &http.Client{}, "GET", s.URL+"/no/such/page", "", "")
+	if code != http.StatusNotFound || !strings.Contains(body, `class="error-page"`) {
+		t.Errorf("GET /no/such/page: %d %s", code, body)
+	}
+	code, body = do(t, &http.Client{}, "GET", s.URL+"/labs/ffffffff/state.json", "", "", "Accept", "text/html")
+	var e struct{ Error, Code string }
+	if code != http.StatusNotFound || json.Unmarshal([]byte(body), &e) != nil || e.Code != "not_found" {
+		t.Errorf("state.json of an unknown lab: %d %s", code, body)
+	}
+	code, body = do(t, &http.Client{}, "GET", s.URL+"/healthz", "", "")
+	var h struct {
+		Status string
+		Budget int
+	}
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &h) != nil || h.Status != "ok" || h.Budget <= 0 {
+		t.Errorf("healthz: %d %s", code, body)
 	}
 }

@@ -35,7 +35,11 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader already answered (403 for a foreign origin)
 	}
-	watcher := lab.Watch()
+	owner := lab.IsOwner(cookieToken(r))
+	if owner {
+		lab.Touch()
+	}
+	watcher := s.hubs.Watch(lab)
 	defer watcher.Close()
 	conn.SetReadLimit(wsReadLimit)
 
@@ -55,7 +59,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 				_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
 				return
 			}
-			lab.Touch()
+			if owner {
+				lab.Touch()
+			}
 		}
 	}()
 

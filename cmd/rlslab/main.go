@@ -34,9 +34,19 @@ import (
 const shutdownTimeout = 15 * time.Second
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// The first signal starts a graceful shutdown; a second one exits
+		// at once.
+		<-sigs
+		cancel()
+		<-sigs
+		fmt.Fprintln(os.Stderr, "rlslab: second signal, exiting at once")
+		os.Exit(1)
+	}()
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rlslab:", err)
 		os.Exit(exitCode(err))
@@ -85,6 +95,8 @@ type dbFlags struct {
 	maxLabs   int
 	connLimit int
 	pgbouncer string
+	budget    int
+	margin    int
 	verbose   bool
 }
 
@@ -93,6 +105,8 @@ func (d *dbFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.dataDir, "data-dir", "", "keep the local cluster in this directory (faster restarts) instead of a temporary one")
 	fs.IntVar(&d.connLimit, "lab-conn-limit", sessions.DefaultConnLimit, "CONNECTION LIMIT of each lab's app role")
 	fs.StringVar(&d.pgbouncer, "pgbouncer", "auto", `PgBouncer for the PgBouncer lesson: "auto" (local binary, else Docker) or the postgres:// URL of a running PgBouncer's admin console`)
+	fs.IntVar(&d.budget, "conn-budget", 0, "the most PostgreSQL connections rlslab may hold; 0 computes it from the server (max_connections − reserved − margin)")
+	fs.IntVar(&d.margin, "conn-margin", sessions.DefaultMargin, "connections the computed budget leaves for other clients of the server")
 	fs.BoolVar(&d.verbose, "v", false, "log debug messages")
 }
 
@@ -105,12 +119,19 @@ func (d *dbFlags) logger(stderr io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 }
 
-// provision finds or starts PostgreSQL, sized for the connection budget.
+// autoMaxConnections is max_connections of a cluster rlslab starts itself:
+// it owns that cluster, so it sizes it for a budget that lets many runs go
+// at once (a backend costs a few MB only while it exists).
+const autoMaxConnections = 200
+
+// provision finds or starts PostgreSQL. A cluster rlslab starts is sized
+// for the budget asked for (or autoMaxConnections).
 func (d *dbFlags) provision(ctx context.Context, getenv func(string) string, log *slog.Logger) (*pgenv.Server, error) {
-	budget := sessions.ConnectionBudget(d.maxLabs, d.connLimit)
-	log.Info("connection budget", "max_labs", d.maxLabs, "lab_conn_limit", d.connLimit, "admin", sessions.AdminConns,
-		"bound", budget, "formula", "admin + max_labs × (lab_conn_limit + 1)")
-	return pgenv.Start(ctx, pgenv.Options{DB: d.db, DataDir: d.dataDir, MaxConnections: budget + 10, Getenv: getenv, Logger: log})
+	maxConns := autoMaxConnections
+	if d.budget > 0 {
+		maxConns = d.budget + d.margin + 3
+	}
+	return pgenv.Start(ctx, pgenv.Options{DB: d.db, DataDir: d.dataDir, MaxConnections: maxConns, Getenv: getenv, Logger: log})
 }
 
 // parseInterleaved parses flags that may come before or after positional
@@ -137,7 +158,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	d.register(fs)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
 	fs.IntVar(&d.maxLabs, "max-labs", sessions.DefaultMaxLabs, "labs open at once")
-	ttl := fs.Duration("lab-ttl", sessions.DefaultTTL, "an idle lab is closed and dropped after this long")
+	ttl := fs.Duration("lab-ttl", sessions.DefaultTTL, "a lab whose owner is away this long is closed and dropped")
+	lifetime := fs.Duration("lab-max-life", sessions.DefaultMaxLifetime, "no lab lives longer than this")
+	spares := fs.Int("spares", sessions.DefaultSpares, "sandboxes kept ready in advance so a new lab is ready at once (-1: none)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return usageError("%v", err)
@@ -160,8 +183,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer pg.Close()
-	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: d.maxLabs, TTL: *ttl, ConnLimit: d.connLimit,
-		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Renderer: web.NewFrames(log), Logger: log})
+	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: d.maxLabs, TTL: *ttl, MaxLifetime: *lifetime,
+		ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Spares: *spares,
+		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -175,20 +199,28 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: web.NewServer(labs, ls, static.FS(), log), ReadHeaderTimeout: 10 * time.Second}
+	handler := web.NewServer(labs, ls, static.FS(), log)
+	defer handler.Close()
+	srv := newHTTPServer(handler)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	fmt.Fprintf(stdout, "rlslab listening on http://%s\n", ln.Addr())
 	select {
 	case err := <-errc:
 		return err
+	case <-pg.Died():
+		return fmt.Errorf("PostgreSQL exited unexpectedly; rlslab stops (start it again: a new cluster is made)")
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
+	// Websockets are hijacked connections that Shutdown does not wait for:
+	// tell their watchers first, so they close at once.
+	handler.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		return err
+		log.Warn("shutdown: connections still open were closed", "err", err)
+		srv.Close()
 	}
 	return nil
 }
@@ -287,7 +319,7 @@ func runScenario(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	defer pg.Close()
-	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: 1, ConnLimit: d.connLimit, Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log})
+	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: 1, Spares: -1, ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -304,10 +336,7 @@ func runScenario(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	runErr := lab.Wait(ctx)
-	st, err := lab.State(context.WithoutCancel(ctx))
-	if err != nil {
-		return err
-	}
+	st := lab.State(context.WithoutCancel(ctx))
 	out := engine.OutcomeOf(st)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -358,5 +387,19 @@ func bouncerStarter(mode string, log *slog.Logger) engine.BouncerStarter {
 			return nil, err
 		}
 		return b, nil
+	}
+}
+
+// newHTTPServer returns the HTTP server with its timeouts: slow or idle
+// clients cannot hold connections for ever (websockets keep deadlines of
+// their own).
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
 	}
 }

@@ -192,7 +192,7 @@ func startLocal(ctx context.Context, opts Options, b bins) (s *Server, err error
 	if err := acct.checkReachable(runDir); err != nil {
 		return nil, err
 	}
-	s = &Server{Kind: "local", maxConns: opts.MaxConnections, runDir: runDir}
+	s = &Server{Kind: "local", maxConns: opts.MaxConnections, runDir: runDir, died: make(chan struct{}), logger: opts.Logger}
 	password := rand.Text()
 
 	if opts.DataDir == "" {
@@ -425,6 +425,10 @@ func (s *Server) launch(b bins, acct *account, port int) error {
 	go func() {
 		s.waitErr = cmd.Wait()
 		close(s.exited)
+		if !s.stopping.Load() {
+			s.logger.Error("postgres exited unexpectedly", "pid", cmd.Process.Pid, "err", s.waitErr, "log", string(s.logTail()))
+			close(s.died)
+		}
 	}()
 	q := url.Values{"host": {s.runDir}, "port": {strconv.Itoa(port)}, "sslmode": {"disable"}}
 	s.URL = "postgres://postgres@/postgres?" + q.Encode()
@@ -511,6 +515,7 @@ func (s *Server) stopProcess() error {
 	if s.cmd == nil {
 		return nil
 	}
+	s.stopping.Store(true)
 	select {
 	case <-s.exited:
 		return nil

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -57,6 +58,9 @@ type Server struct {
 	dataDir  string
 	port     int
 	keepData bool
+
+	stopping atomic.Bool   // set before rlslab stops postgres itself
+	died     chan struct{} // closed when postgres exits without being stopped
 
 	// Kind "docker".
 	container testcontainers.Container
@@ -210,4 +214,14 @@ func (s *Server) Close() error {
 		}
 	})
 	return s.closeErr
+}
+
+// Died is closed when a PostgreSQL that rlslab started exits without rlslab
+// stopping it (the cause is logged). For a server given by URL or run by
+// Docker it is never closed.
+func (s *Server) Died() <-chan struct{} {
+	if s.died == nil {
+		return nil
+	}
+	return s.died
 }

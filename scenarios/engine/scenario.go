@@ -23,6 +23,21 @@ type Variant struct {
 	// env.Step. It returns when the variant is over; env's pools stay open
 	// so the final state can be inspected, until env.Close.
 	Run func(ctx context.Context, env *Env) error `json:"-"`
+	// Conns says how many PostgreSQL connections a run of the variant
+	// holds at most with these parameters in this sandbox: its pools, its
+	// crowd, PgBouncer's server connections, the sandbox's superuser
+	// connection. Nil means the sandbox's whole allowance.
+	Conns func(p Params, sb Sandbox) int `json:"-"`
+}
+
+// Need returns how many connections a run of variant may hold (0 when the
+// variant does not say).
+func (s *Scenario) Need(variant string, p Params, sb Sandbox) int {
+	v, ok := s.Variant(variant)
+	if !ok || v.Conns == nil {
+		return 0
+	}
+	return v.Conns(p, sb)
 }
 
 // Param is a bounded integer knob of a scenario (pool size, crowd size,

@@ -21,6 +21,9 @@ const (
 const (
 	ConnIdle     = "idle"
 	ConnAcquired = "acquired"
+	// ConnClosed is a connection of a run that has ended: its pool was
+	// closed, and it is shown as it was last read.
+	ConnClosed = "closed"
 )
 
 // maxRequests bounds the request log kept in a lab's state; older rows are

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rlslab/rlslab/internal/bouncer"
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
+	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 )
@@ -19,6 +20,9 @@ func MustOpenManager(tb testing.TB, cfg sessions.Config) *sessions.Manager {
 	tb.Helper()
 	srv := pgenvtest.MustServer(tb)
 	cfg.AdminURL = srv.URL
+	if cfg.Catalog == nil {
+		cfg.Catalog = scenarios.DefaultCatalog()
+	}
 	if cfg.Bouncers == nil {
 		cfg.Bouncers = Bouncers
 	}
@@ -68,11 +72,7 @@ func Run(l *sessions.Lab, scenario, variant string, params map[string]string) (e
 		return engine.State{}, err
 	}
 	runErr := l.Wait(ctx)
-	st, err := l.State(ctx)
-	if err != nil {
-		return st, err
-	}
-	return st, runErr
+	return l.State(ctx), runErr
 }
 
 // Bouncers starts a real PgBouncer (local binary, else Docker) for the

@@ -18,6 +18,16 @@ type Live struct {
 	engine.State
 	// TenantNames maps a tenant setting value to the tenant's name.
 	TenantNames map[string]string
+	// Frame marks a websocket frame, swapped in by id (out of band); a
+	// page renders the same view in place.
+	Frame bool
+}
+
+// NewFrame prepares st for display as a websocket frame.
+func NewFrame(st engine.State, tenants []engine.Tenant) Live {
+	v := NewLive(st, tenants)
+	v.Frame = true
+	return v
 }
 
 // NewLive prepares st for display.

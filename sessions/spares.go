@@ -1,0 +1,101 @@
+package sessions
+
+import (
+	"context"
+	"time"
+
+	"github.com/rlslab/rlslab/scenarios/engine"
+)
+
+// spares keeps sandboxes built in advance, so that a new lab is ready at
+// once; a background goroutine refills it, several sandboxes at a time.
+type spares struct {
+	m     *Manager
+	ready chan engine.Sandbox
+	taken chan struct{} // a value after each take: time to refill
+}
+
+func newSpares(m *Manager, n int) *spares {
+	return &spares{m: m, ready: make(chan engine.Sandbox, n), taken: make(chan struct{}, 1)}
+}
+
+// take returns a ready sandbox, if there is one.
+func (s *spares) take() (engine.Sandbox, bool) {
+	select {
+	case sb := <-s.ready:
+		select {
+		case s.taken <- struct{}{}:
+		default:
+		}
+		return sb, true
+	default:
+		return engine.Sandbox{}, false
+	}
+}
+
+// count returns how many sandboxes are ready.
+func (s *spares) count() int { return len(s.ready) }
+
+// refill keeps the spares full until ctx ends, building up to MaintConns
+// sandboxes at once. A failure (the database down) backs off and retries.
+func (s *spares) refill(ctx context.Context) {
+	if cap(s.ready) == 0 {
+		return
+	}
+	backoff := time.Second
+	for {
+		missing := cap(s.ready) - len(s.ready)
+		if missing > 0 {
+			built := make(chan error, missing)
+			for range missing {
+				go func() {
+					sb, err := s.m.newSandbox(ctx)
+					if err == nil {
+						select {
+						case s.ready <- sb:
+						default: // full meanwhile
+							s.m.dropQuietly(sb.Lab)
+						}
+					}
+					built <- err
+				}()
+			}
+			var failed error
+			for range missing {
+				if err := <-built; err != nil && failed == nil {
+					failed = err
+				}
+			}
+			if failed != nil && ctx.Err() == nil {
+				s.m.log.Warn("spare sandboxes: build failed; retrying", "err", failed, "in", backoff)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(backoff*2, 30*time.Second)
+				continue
+			}
+			backoff = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.taken:
+		}
+	}
+}
+
+// drain drops every spare sandbox (at shutdown).
+func (s *spares) drain(ctx context.Context) {
+	for {
+		select {
+		case sb := <-s.ready:
+			if err := s.m.dropSandbox(ctx, sb.Lab); err != nil {
+				s.m.log.Warn("drop spare sandbox", "lab", sb.Lab, "err", err)
+			}
+		default:
+			return
+		}
+	}
+}
