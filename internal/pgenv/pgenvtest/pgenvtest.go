@@ -82,3 +82,18 @@ func MustConnect(tb testing.TB) *pgxpool.Pool {
 	}
 	return pool
 }
+
+// MustStockServer starts a PostgreSQL of its own with the stock
+// max_connections = 100 (local binaries or Docker, never DATABASE_URL) and
+// closes it when the test ends; it calls tb.Fatal on error.
+func MustStockServer(tb testing.TB) *pgenv.Server {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	s, err := pgenv.Start(ctx, pgenv.Options{DB: "auto", MaxConnections: 100})
+	if err != nil {
+		tb.Fatal("pgenvtest: no PostgreSQL with max_connections = 100: ", err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
