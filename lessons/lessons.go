@@ -1,12 +1,36 @@
 // Package lessons loads the lesson content: Markdown files with a small
 // header, embedded in the binary, parsed and validated at start-up. A lesson
-// that names an unknown scenario or variant stops the boot.
+// that names an unknown scenario or variant, or whose expect: and predict:
+// lines do not parse, stops the boot with an error naming the file and line.
+//
+// The header is "key: value" lines between two "---" lines:
+//
+//	---
+//	slug: set-leak
+//	title: Why SET leaks across pooled connections
+//	summary: One line for the lesson list.
+//	scenario: set-leak
+//	variants: session-set, tx-local
+//	order: 1
+//	expect: session-set: leaks == 1 && foreign_rows == 3
+//	expect: tx-local: leaks == 0 && errors == 0
+//	predict: session-set: Globex's request forgot to scope. What does it get?
+//	  - Acme's invoices => leaks >= 1
+//	  - no invoices => leaks == 0 && errors == 0
+//	  - an error => errors >= 1 && leaks == 0
+//	---
+//
+// Every variant the lesson runs needs at least one expect: line; a
+// prediction is optional per variant, with 2 to 4 choices, each "- TEXT =>
+// CONDITION" on its own line right under its predict: line (see Condition
+// for what a condition may say). Lines starting with # are comments.
 package lessons
 
 import (
 	"bufio"
 	"bytes"
 	"embed"
+	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
@@ -51,6 +75,12 @@ type Lesson struct {
 	Order    int
 	HTML     template.HTML
 	Source   string // the file name
+	// Expect holds the expect: lines: what a run of each variant, with the
+	// scenario's default parameters, must show in data.
+	Expect []Expectation
+	// Predictions holds the questions asked before the first run of a
+	// variant, at most one per variant, in header order.
+	Predictions []Prediction
 }
 
 // Set is the loaded lessons in order.
@@ -101,6 +131,10 @@ func Load(fsys fs.FS, cat Catalog) (*Set, error) {
 		}
 		l, err := parse(f, raw, md, cat)
 		if err != nil {
+			var le *lineError
+			if errors.As(err, &le) {
+				return nil, fmt.Errorf("lesson %s:%d: %w", f, le.line, le.err)
+			}
 			return nil, fmt.Errorf("lesson %s: %w", f, err)
 		}
 		if other, dup := set.bySlug[l.Slug]; dup {
@@ -118,34 +152,74 @@ func Load(fsys fs.FS, cat Catalog) (*Set, error) {
 	return set, nil
 }
 
-// parse reads one lesson: a header between two "---" lines of "key: value"
-// pairs (slug, title, summary, scenario, variants, order), then Markdown.
+// parse reads one lesson: a header between two "---" lines (see the
+// package comment), then Markdown.
 func parse(name string, raw []byte, md goldmark.Markdown, cat Catalog) (*Lesson, error) {
+	l, body, err := parseHeader(name, raw, cat)
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, fmt.Errorf("empty body")
+	}
+	var out bytes.Buffer
+	if err := md.Convert(body, &out); err != nil {
+		return nil, fmt.Errorf("markdown: %w", err)
+	}
+	l.HTML = template.HTML(out.String()) // lesson files are ours, embedded at build time
+	return l, nil
+}
+
+// maxHeaderLine bounds one header line.
+const maxHeaderLine = 4096
+
+// parseHeader reads and checks the header of one lesson file and returns the
+// lesson without its HTML, and the body.
+func parseHeader(name string, raw []byte, cat Catalog) (*Lesson, []byte, error) {
 	raw = bytes.ReplaceAll(raw, []byte("\r\n"), []byte("\n"))
 	if !bytes.HasPrefix(raw, []byte("---\n")) {
-		return nil, fmt.Errorf("must start with a --- header")
+		return nil, nil, fmt.Errorf("must start with a --- header")
 	}
 	head, body, ok := bytes.Cut(raw[4:], []byte("\n---\n"))
 	if !ok {
-		return nil, fmt.Errorf("header has no closing ---")
+		return nil, nil, fmt.Errorf("header has no closing ---")
 	}
 	l := &Lesson{Source: path.Base(name)}
 	seen := map[string]bool{}
+	var open *Prediction // the prediction whose choices may follow
 	sc := bufio.NewScanner(bytes.NewReader(head))
-	for n := 1; sc.Scan(); n++ {
+	sc.Buffer(nil, maxHeaderLine)
+	// Header line n is line n+1 of the file (line 1 is the opening ---).
+	n := 1
+	for sc.Scan() {
+		n++
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
+		if strings.HasPrefix(line, "-") {
+			if open == nil {
+				return nil, nil, atLine(n, "choice %q is not under a predict: line", line)
+			}
+			c, err := parseChoice(n, line)
+			if err != nil {
+				return nil, nil, err
+			}
+			open.Choices = append(open.Choices, c)
+			continue
+		}
+		open = nil
 		k, v, ok := strings.Cut(line, ":")
 		if !ok {
-			return nil, fmt.Errorf("header line %d: want key: value", n)
+			return nil, nil, atLine(n, "want key: value")
 		}
 		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if seen[k] {
-			return nil, fmt.Errorf("header key %q given twice", k)
+		if k != "expect" && k != "predict" {
+			if seen[k] {
+				return nil, nil, atLine(n, "header key %q given twice", k)
+			}
+			seen[k] = true
 		}
-		seen[k] = true
 		switch k {
 		case "slug":
 			l.Slug = v
@@ -164,42 +238,53 @@ func parse(name string, raw []byte, md goldmark.Markdown, cat Catalog) (*Lesson,
 		case "order":
 			o, err := strconv.Atoi(v)
 			if err != nil {
-				return nil, fmt.Errorf("order %q: %w", v, err)
+				return nil, nil, atLine(n, "order %q: %w", v, err)
 			}
 			l.Order = o
+		case "expect":
+			e, err := parseExpect(n, v)
+			if err != nil {
+				return nil, nil, err
+			}
+			l.Expect = append(l.Expect, e)
+		case "predict":
+			p, err := parsePredict(n, v)
+			if err != nil {
+				return nil, nil, err
+			}
+			l.Predictions = append(l.Predictions, p)
+			open = &l.Predictions[len(l.Predictions)-1]
 		default:
-			return nil, fmt.Errorf("unknown header key %q", k)
+			return nil, nil, atLine(n, "unknown header key %q", k)
 		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, atLine(n+1, "%v", err)
 	}
 	switch {
 	case !slugPattern.MatchString(l.Slug):
-		return nil, fmt.Errorf("slug %q: want lower-case words joined by -", l.Slug)
+		return nil, nil, fmt.Errorf("slug %q: want lower-case words joined by -", l.Slug)
 	case l.Title == "":
-		return nil, fmt.Errorf("no title")
+		return nil, nil, fmt.Errorf("no title")
 	case l.Scenario == "":
-		return nil, fmt.Errorf("no scenario")
+		return nil, nil, fmt.Errorf("no scenario")
 	}
 	known, ok := cat.Variants(l.Scenario)
 	if !ok {
-		return nil, fmt.Errorf("unknown scenario %q", l.Scenario)
+		return nil, nil, fmt.Errorf("unknown scenario %q", l.Scenario)
 	}
 	if len(l.Variants) == 0 {
 		l.Variants = known
 	}
 	for _, v := range l.Variants {
 		if !contains(known, v) {
-			return nil, fmt.Errorf("scenario %s has no variant %q (it has %s)", l.Scenario, v, strings.Join(known, ", "))
+			return nil, nil, fmt.Errorf("scenario %s has no variant %q (it has %s)", l.Scenario, v, strings.Join(known, ", "))
 		}
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, fmt.Errorf("empty body")
+	if err := checkFrontMatter(l); err != nil {
+		return nil, nil, err
 	}
-	var out bytes.Buffer
-	if err := md.Convert(body, &out); err != nil {
-		return nil, fmt.Errorf("markdown: %w", err)
-	}
-	l.HTML = template.HTML(out.String()) // lesson files are ours, embedded at build time
-	return l, nil
+	return l, body, nil
 }
 
 func contains(list []string, s string) bool {
