@@ -157,7 +157,7 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	defer run.cancel()
 	log := l.mgr.log.With("lab", l.ID, "scenario", sc.ID, "variant", run.variant)
 	need := l.need(sc, run.variant, params)
-	queued := false
+	queued, asked := false, time.Now()
 	err := l.mgr.admit.acquire(ctx, need, func(ahead int) {
 		queued = true
 		l.tracker.SetQueue(&engine.Queue{Need: need, Ahead: ahead})
@@ -172,7 +172,9 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	}
 	defer l.mgr.admit.release(need)
 	if queued {
+		waited := time.Since(asked).Milliseconds()
 		l.tracker.SetQueue(nil)
+		l.tracker.Update(func(s *engine.State) { s.QueuedMS = waited })
 	}
 	env := engine.NewEnv(l.Sandbox, params, l.tracker, run.pace, log)
 	start := time.Now()
@@ -339,28 +341,6 @@ func (l *Lab) State(ctx context.Context) engine.State {
 
 // Tracker returns the lab's live state holder.
 func (l *Lab) Tracker() *engine.Tracker { return l.tracker }
-
-// RefreshServer reads the lab's server-side counts from pg_stat_activity;
-// when the database does not answer, the state shows the outage.
-func (l *Lab) RefreshServer(ctx context.Context) error {
-	var c engine.ServerCounts
-	err := l.mgr.admin.QueryRow(ctx, `SELECT
-		(SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'),
-		coalesce((SELECT rolconnlimit FROM pg_roles WHERE rolname = $2), -1),
-		current_setting('max_connections')::int`, l.Sandbox.Database, l.Sandbox.AppRole).
-		Scan(&c.Backends, &c.RoleConnectionLimit, &c.MaxConnections)
-	if err != nil {
-		err = l.mgr.dbError("server counts", err)
-		if rlslab.ErrorCode(err) == rlslab.EUNAVAILABLE {
-			l.tracker.SetOutage(rlslab.ErrorMessage(err))
-		}
-		return err
-	}
-	if st := l.tracker.Snapshot(); st.Server != c || st.Outage != "" {
-		l.tracker.SetServer(c)
-	}
-	return nil
-}
 
 // close stops everything the lab runs and drops its sandbox; a failed drop
 // is retried by the reaper.

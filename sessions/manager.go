@@ -140,14 +140,15 @@ type Capacity struct {
 // Manager creates, finds and expires labs, and admits their runs against
 // the connection budget.
 type Manager struct {
-	cfg   Config
-	admin *pgxpool.Pool
-	log   *slog.Logger
-	capa  Capacity
-	admit *admission
-	maint chan struct{} // one token per maintenance connection
-	inst  *instance
-	spare *spares
+	cfg      Config
+	admin    *pgxpool.Pool
+	log      *slog.Logger
+	capa     Capacity
+	admit    *admission
+	maintSem chan struct{} // one token per maintenance connection
+	counts   *serverCounts
+	inst     *instance
+	spare    *spares
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -192,7 +193,8 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, admin: admin, log: cfg.Logger, labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
 		creating: map[string]*creation{}, retry: map[string]bool{}, sems: map[string]chan struct{}{},
-		maint: make(chan struct{}, MaintConns)}
+		maintSem: make(chan struct{}, MaintConns)}
+	m.counts = &serverCounts{m: m}
 	if err := m.computeCapacity(ctx); err != nil {
 		admin.Close()
 		return nil, err

@@ -74,26 +74,34 @@ func (m *Manager) newSandbox(ctx context.Context) (sb engine.Sandbox, err error)
 			q(n.app), m.cfg.ConnLimit, quoteLiteral(password)),
 		fmt.Sprintf("COMMENT ON ROLE %s IS %s", q(n.app), marker),
 	}
-	err = pgx.BeginFunc(ctx, m.admin, func(tx pgx.Tx) error {
-		for _, s := range roles {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				return err
+	// Creating runs on a maintenance connection, so that many sandboxes
+	// can be made at once without starving the admin pool.
+	err = m.maint(ctx, "", func(conn *pgx.Conn) error {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			for _, s := range roles {
+				if _, err := tx.Exec(ctx, s); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("create lab %s roles: %w", id, err)
+		}
+		for _, s := range []string{
+			fmt.Sprintf("CREATE DATABASE %s OWNER %s TEMPLATE template0", q(n.db), q(n.owner)),
+			fmt.Sprintf("COMMENT ON DATABASE %s IS %s", q(n.db), marker),
+			fmt.Sprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", q(n.db)),
+			fmt.Sprintf("GRANT CONNECT ON DATABASE %s TO %s", q(n.db), q(n.app)),
+		} {
+			if _, err := conn.Exec(ctx, s); err != nil {
+				return fmt.Errorf("create lab %s: %w", id, err)
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return sb, fmt.Errorf("create lab %s roles: %w", id, err)
-	}
-	for _, s := range []string{
-		fmt.Sprintf("CREATE DATABASE %s OWNER %s TEMPLATE template0", q(n.db), q(n.owner)),
-		fmt.Sprintf("COMMENT ON DATABASE %s IS %s", q(n.db), marker),
-		fmt.Sprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", q(n.db)),
-		fmt.Sprintf("GRANT CONNECT ON DATABASE %s TO %s", q(n.db), q(n.app)),
-	} {
-		if _, err := m.admin.Exec(ctx, s); err != nil {
-			return sb, fmt.Errorf("create lab %s: %w", id, err)
-		}
+		return sb, err
 	}
 	err = m.maintTx(ctx, id, func(tx pgx.Tx) error {
 		for _, s := range []string{
@@ -119,19 +127,40 @@ func (m *Manager) newSandbox(ctx context.Context) (sb engine.Sandbox, err error)
 	return engine.Sandbox{
 		Lab: id, Database: n.db, AppURL: appURL(m.admin, id, password), AppRole: n.app, OwnerRole: n.owner,
 		ConnLimit: m.cfg.ConnLimit, Tenants: Tenants(), Bouncers: m.cfg.Bouncers,
-		Admin: func(ctx context.Context) (*pgx.Conn, func(), error) { return m.labAdmin(ctx, id, false) },
+		Admin: func(ctx context.Context) (*pgx.Conn, func(), error) { return m.labAdmin(ctx, id) },
 	}, nil
 }
 
 // maintTx runs f in a transaction on a maintenance connection to lab id's
 // database (one of MaintConns) as the superuser, and commits it.
 func (m *Manager) maintTx(ctx context.Context, id string, f func(tx pgx.Tx) error) error {
-	conn, release, err := m.labAdmin(ctx, id, true)
-	if err != nil {
-		return err
+	return m.maint(ctx, labNames(id).db, func(conn *pgx.Conn) error { return pgx.BeginFunc(ctx, conn, f) })
+}
+
+// maint runs f on a maintenance connection (one of MaintConns) to database
+// db ("" for the admin URL's own).
+func (m *Manager) maint(ctx context.Context, db string, f func(conn *pgx.Conn) error) error {
+	select {
+	case m.maintSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	defer release()
-	return pgx.BeginFunc(ctx, conn, f)
+	defer func() { <-m.maintSem }()
+	cfg := m.admin.Config().ConnConfig.Copy()
+	if db != "" {
+		cfg.Database = db
+	}
+	cfg.RuntimeParams["application_name"] = "rlslab maintenance"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("maintenance connection: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), connCloseTimeout)
+		defer cancel()
+		conn.Close(cctx)
+	}()
+	return f(conn)
 }
 
 // seed inserts the seed rows (as the superuser, so FORCE RLS does not apply).
@@ -194,11 +223,16 @@ func (m *Manager) endAppBackends(ctx context.Context, n names) error {
 // role under its prefix (scenarios may create roles of their own; a run cut
 // off by a crash could leave them).
 func (m *Manager) dropSandbox(ctx context.Context, id string) error {
+	return m.maint(ctx, "", func(conn *pgx.Conn) error { return dropSandbox(ctx, conn, id) })
+}
+
+// dropSandbox drops lab id's database and roles on conn.
+func dropSandbox(ctx context.Context, conn *pgx.Conn, id string) error {
 	n := labNames(id)
-	if _, err := m.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{n.db}.Sanitize()+" WITH (FORCE)"); err != nil {
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{n.db}.Sanitize()+" WITH (FORCE)"); err != nil {
 		return fmt.Errorf("drop lab %s: %w", id, err)
 	}
-	rows, err := m.admin.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname <> $2, rolname <> $3, rolname DESC`,
+	rows, err := conn.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname <> $2, rolname <> $3, rolname DESC`,
 		"lab_"+id+"_", n.owner, n.app)
 	if err != nil {
 		return fmt.Errorf("drop lab %s: list roles: %w", id, err)
@@ -210,7 +244,7 @@ func (m *Manager) dropSandbox(ctx context.Context, id string) error {
 	// The scenario roles first (they may be members of the lab's), then the
 	// app role, then the owner.
 	for i := len(roles) - 1; i >= 0; i-- {
-		if _, err := m.admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{roles[i]}.Sanitize()); err != nil {
+		if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{roles[i]}.Sanitize()); err != nil {
 			return fmt.Errorf("drop lab %s: %w", id, err)
 		}
 	}
@@ -228,14 +262,10 @@ func (m *Manager) dropQuietly(id string) {
 	}
 }
 
-// labAdmin opens a superuser connection to lab id's database. A scenario's
-// (maint false) is one at a time per lab and counts in its run's budget; a
-// maintenance one (maint true) is one of MaintConns.
-func (m *Manager) labAdmin(ctx context.Context, id string, maint bool) (*pgx.Conn, func(), error) {
+// labAdmin opens a scenario's superuser connection to lab id's database:
+// one at a time per lab, counted in its run's budget.
+func (m *Manager) labAdmin(ctx context.Context, id string) (*pgx.Conn, func(), error) {
 	sem := m.adminSem(id)
-	if maint {
-		sem = m.maint
-	}
 	select {
 	case sem <- struct{}{}:
 	case <-ctx.Done():

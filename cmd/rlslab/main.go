@@ -81,11 +81,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return list(args, stdout, stderr)
 	case "run":
 		return runScenario(ctx, args, getenv, stdout, stderr)
+	case "bench":
+		if len(args) == 0 || args[0] != "workshop" {
+			return usageError("usage: rlslab bench workshop [-url URL] [-participants N] [-db URL] [-pid PID]")
+		}
+		return benchWorkshop(ctx, args[1:], stdout, stderr)
 	case "help":
 		fmt.Fprintln(stdout, "usage: rlslab [serve|list|run] [flags]; rlslab COMMAND -h for its flags")
 		return nil
 	}
-	return usageError("unknown command %q (commands: serve, list, run)", cmd)
+	return usageError("unknown command %q (commands: serve, list, run, bench)", cmd)
 }
 
 // dbFlags are the provisioning flags serve and run share.

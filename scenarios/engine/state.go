@@ -189,6 +189,7 @@ type State struct {
 	Ratios          map[string]float64 `json:"ratios,omitempty"`
 	Pairing         *Pairing           `json:"pairing,omitempty"`
 	Queue           *Queue             `json:"queue,omitempty"`
+	QueuedMS        int64              `json:"queued_ms,omitempty"` // how long the run waited for connections
 	Outage          string             `json:"outage,omitempty"`
 	Version         uint64             `json:"version"`
 }
@@ -561,3 +562,11 @@ func (t *Tracker) ConnByPID(pool string, pid uint32) (Connection, bool) {
 
 // UpdateRequest applies f to the request row seq, if it is still kept.
 func (t *Tracker) UpdateRequest(seq int, f func(*RequestRow)) { t.updateRequest(seq, f) }
+
+// Server returns the server-side counts and the outage message, without
+// copying the rest of the state.
+func (t *Tracker) Server() (ServerCounts, string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.st.Server, t.st.Outage
+}
