@@ -211,6 +211,7 @@ func (s State) Errors() int {
 type Tracker struct {
 	mu      sync.Mutex
 	st      State
+	frame   int // frames the current run has shown (Env.Step calls)
 	started time.Time
 	changed chan struct{}
 }
@@ -291,7 +292,30 @@ func (t *Tracker) Begin(scenario, variant, speed string) {
 	})
 	t.mu.Lock()
 	t.started = time.Now()
+	t.frame = 0
 	t.mu.Unlock()
+}
+
+// Frame returns how many frames the current run has shown. A frame's state
+// and its number change in one update, just before the run waits on that
+// frame, so a test that sees frame n knows the run is held on it (in
+// single-step mode, until the next Step).
+func (t *Tracker) Frame() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.frame
+}
+
+// Metric returns the metric called name, if the run set it.
+func (t *Tracker) Metric(name string) (Metric, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, m := range t.st.Metrics {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Metric{}, false
 }
 
 // Clear returns the state to idle with nothing in it (a lab reset).
