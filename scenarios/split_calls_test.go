@@ -125,7 +125,7 @@ func TestSplitCallsSetParamIsASyntaxError(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 2 {
-		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitVariantSetParam, nil)
+		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitCallsSetParam, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("run %d: status %q (%s), %d requests", run, st.Status, st.Error, len(st.Requests))
 		}
@@ -157,7 +157,7 @@ func TestSplitCallsSplitCrossesBackendsOnEveryRun(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 3 {
-		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitVariantSplit, nil)
+		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitCallsSplit, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 3 {
 			t.Fatalf("run %d: status %q (%s), %d requests", run, st.Status, st.Error, len(st.Requests))
 		}
@@ -190,7 +190,7 @@ func TestSplitCallsOneTxSeesOwnRows(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 3 {
-		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitVariantOneTx, nil)
+		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitCallsOneTx, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 3 {
 			t.Fatalf("run %d: status %q (%s), %d requests", run, st.Status, st.Error, len(st.Requests))
 		}
@@ -221,5 +221,5 @@ func TestSplitCallsLeavesNothingBehind(t *testing.T) {
 	for _, v := range variants {
 		p4CheckClean(t, m, lab, "split-calls", v, nil)
 	}
-	p4CheckCancel(t, m, lab, "split-calls", scenarios.SplitVariantSplit, nil, 2500*time.Millisecond)
+	p4CheckCancel(t, m, lab, "split-calls", scenarios.SplitCallsSplit, nil, 2500*time.Millisecond)
 }

@@ -66,6 +66,9 @@ type Pool struct {
 	// connection goes away, so that waits are woken, not polled.
 	out     map[int]bool
 	changed chan struct{}
+	// peakWaiting and peakOut are the most requests inside Acquire and
+	// the most connections handed out at once since the last TakePeaks.
+	peakWaiting, peakOut int32
 }
 
 // OpenPool opens an instrumented pool on the sandbox and fills it to
@@ -193,7 +196,19 @@ func (p *Pool) warm(ctx context.Context, n int) error {
 func (p *Pool) handOut(slot int) {
 	p.mu.Lock()
 	p.out[slot] = true
+	p.peakOut = max(p.peakOut, int32(len(p.out)))
 	p.mu.Unlock()
+}
+
+// TakePeaks returns the most requests that waited inside Acquire at once
+// and the most connections handed out at once since the last call (or the
+// pool's opening), and starts counting again from now.
+func (p *Pool) TakePeaks() (waiting, acquired int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	waiting, acquired = p.peakWaiting, p.peakOut
+	p.peakWaiting, p.peakOut = p.waiting.Load(), int32(len(p.out))
+	return waiting, acquired
 }
 
 // back records that the connection in slot came back (or went away) and
@@ -210,13 +225,33 @@ func (p *Pool) back(slot int) {
 // again (it runs in its own goroutine) or the pool let it go, for at most
 // IdentifyTimeout. It is woken by the hook, not by polling.
 func (p *Pool) WaitReleased(ctx context.Context, slot int) {
+	p.waitUntil(ctx, func() bool { return !p.out[slot] })
+}
+
+// WaitGone waits until the pool has closed its connection to backend pid,
+// for at most IdentifyTimeout (pgxpool closes a destroyed connection in its
+// own goroutine).
+func (p *Pool) WaitGone(ctx context.Context, pid uint32) {
+	p.waitUntil(ctx, func() bool {
+		for c := range p.slots {
+			if c.PID() == pid {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// waitUntil waits until done, evaluated under the pool's lock, holds; it
+// is evaluated again each time a connection comes back or goes away.
+func (p *Pool) waitUntil(ctx context.Context, done func() bool) {
 	timer := time.NewTimer(IdentifyTimeout)
 	defer timer.Stop()
 	for {
 		p.mu.Lock()
-		out, changed := p.out[slot], p.changed
+		ok, changed := done(), p.changed
 		p.mu.Unlock()
-		if !out {
+		if ok {
 			return
 		}
 		select {
@@ -255,7 +290,10 @@ func (p *Pool) counts() PoolCounts {
 
 // AcquireFor takes a connection for request seq and shows it as acquired.
 func (p *Pool) AcquireFor(ctx context.Context, seq int) (*pgxpool.Conn, error) {
-	p.waiting.Add(1)
+	n := p.waiting.Add(1)
+	p.mu.Lock()
+	p.peakWaiting = max(p.peakWaiting, n)
+	p.mu.Unlock()
 	p.env.Refresh(nil)
 	c, err := p.Pool.Acquire(ctx)
 	p.waiting.Add(-1)

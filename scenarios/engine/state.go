@@ -506,5 +506,18 @@ func (t *Tracker) ConnByPID(pool string, pid uint32) (Connection, bool) {
 	return Connection{}, false
 }
 
+// ConnsOf returns the connections of pool as last read.
+func (t *Tracker) ConnsOf(pool string) []Connection {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Connection
+	for _, c := range t.st.Connections {
+		if c.Pool == pool {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // UpdateRequest applies f to the request row seq, if it is still kept.
 func (t *Tracker) UpdateRequest(seq int, f func(*RequestRow)) { t.updateRequest(seq, f) }
