@@ -2,6 +2,7 @@ package scenarios_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,4 +144,38 @@ func waitNoBackends(t *testing.T, m *sessions.Manager, lab *sessions.Lab) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// cancelAt plays scenario/variant in single steps until stop holds on a
+// frame, cancels the run there (without any re-seed), and checks what the
+// scenario itself left: no connection shown, no backend in the lab's
+// database, and nothing labLeftovers finds. It returns the state of the
+// frame the run was cancelled on.
+func cancelAt(t *testing.T, m *sessions.Manager, lab *sessions.Lab, scenario, variant string, params map[string]string, stop func(frame int, st engine.State) bool) engine.State {
+	t.Helper()
+	d := startDirect(t, lab, scenario, variant, params, engine.Speed{Single: true})
+	st, ok := d.stepTo(t, stop)
+	if !ok {
+		t.Fatalf("%s/%s ended (%v) before the phase to cancel at", scenario, variant, d.err)
+	}
+	d.stop(t)
+	if after := d.tr.Snapshot(); len(after.Connections) != 0 || after.Status != engine.StatusFailed {
+		t.Errorf("%s/%s cancelled at frame %d: status %q, connections still shown %+v", scenario, variant, d.tr.Frame(), after.Status, after.Connections)
+	}
+	waitNoBackends(t, m, lab)
+	if left := labLeftovers(t, m, lab); len(left) > 0 {
+		t.Errorf("%s/%s cancelled at frame %d (%q) left: %v", scenario, variant, d.tr.Frame(), st.Narration, left)
+	}
+	return st
+}
+
+// narrationStarts stops on the first frame whose narration starts with
+// prefix.
+func narrationStarts(prefix string) func(int, engine.State) bool {
+	return func(_ int, st engine.State) bool { return strings.HasPrefix(st.Narration, prefix) }
+}
+
+// atFrame stops on frame n.
+func atFrame(n int) func(int, engine.State) bool {
+	return func(f int, _ engine.State) bool { return f == n }
 }

@@ -156,13 +156,21 @@ func isServerError(err error) bool {
 	return errors.As(err, &pe)
 }
 
+// bouncerDead is the error of a run whose PgBouncer stopped answering.
+type bouncerDead struct{ msg string }
+
+func (e bouncerDead) Error() string { return e.msg }
+
 // deadError says the run's PgBouncer is gone.
 func (rb *bouncerRun) deadError(err error) error {
+	if errors.As(err, new(bouncerDead)) {
+		return err
+	}
 	who := "PgBouncer " + rb.b.Version()
 	if pid := rb.b.PID(); pid > 0 {
 		who += fmt.Sprintf(" (pid %d)", pid)
 	}
-	return fmt.Errorf("%s stopped answering: %v. The run cannot go on without it; run the scenario again to start a new PgBouncer", who, err)
+	return bouncerDead{fmt.Sprintf("%s stopped answering: %v. The run cannot go on without it; run the scenario again to start a new PgBouncer", who, err)}
 }
 
 // alive asks PgBouncer's admin console for its version.
