@@ -20,7 +20,7 @@ func peakBackends(t *testing.T, m *sessions.Manager, lab *sessions.Lab) (stop fu
 	var peak int
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		tick := time.NewTicker(3 * time.Millisecond)
+		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			var n int

@@ -327,5 +327,5 @@ func runOneTx(ctx context.Context, env *engine.Env) error {
 		}
 	}
 	env.NoteRequests(nil)
-	return env.Step(ctx, fmt.Sprintf("Done. %d leaks: each request scoped and queried on the one connection it acquired, and the setting ended with its transaction.", env.Tracker().Snapshot().Leaks()))
+	return env.Step(ctx, fmt.Sprintf("Done. %d leaks: each request scoped and queried on the one connection it acquired, and the setting ended with its transaction.", env.Tracker().Leaks()))
 }

@@ -14,18 +14,6 @@ import (
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
-// p4Row returns the request with sequence number seq.
-func p4Row(t *testing.T, st engine.State, seq int) engine.RequestRow {
-	t.Helper()
-	for _, r := range st.Requests {
-		if r.Seq == seq {
-			return r
-		}
-	}
-	t.Fatalf("no request #%d in %+v", seq, st.Requests)
-	return engine.RequestRow{}
-}
-
 // p4Schema is what a lab's database holds that a scenario could leave
 // behind: the roles of the lab, the policies and the tables.
 type p4Schema struct {

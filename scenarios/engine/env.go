@@ -243,7 +243,7 @@ func Play(ctx context.Context, sc *Scenario, variant string, env *Env) error {
 // updates the one shown with the same pool and slot.
 func (e *Env) ShowConn(c Connection) {
 	e.Refresh(func(s *State) {
-		if i := FindConn(s, c.Pool, c.Slot); i >= 0 {
+		if i := findConn(s, c.Pool, c.Slot); i >= 0 {
 			s.Connections[i] = c
 			return
 		}
@@ -254,7 +254,7 @@ func (e *Env) ShowConn(c Connection) {
 // HideConn takes the connection (pool, slot) out of the live view.
 func (e *Env) HideConn(pool string, slot int) {
 	e.Refresh(func(s *State) {
-		if i := FindConn(s, pool, slot); i >= 0 {
+		if i := findConn(s, pool, slot); i >= 0 {
 			s.Connections = append(s.Connections[:i], s.Connections[i+1:]...)
 		}
 	})

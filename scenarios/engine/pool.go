@@ -322,7 +322,7 @@ func (p *Pool) Slot(c *pgx.Conn) int {
 func (p *Pool) record(c *pgx.Conn, id Identity, state string, seq int) {
 	slot := p.Slot(c)
 	p.env.Refresh(func(s *State) {
-		i := FindConn(s, p.name, slot)
+		i := findConn(s, p.name, slot)
 		if i < 0 {
 			s.Connections = append(s.Connections, Connection{Pool: p.name, Slot: slot})
 			i = len(s.Connections) - 1
@@ -339,7 +339,7 @@ func (p *Pool) Mark(c *pgx.Conn, state string, seq int) {
 		p.handOut(slot)
 	}
 	p.env.Refresh(func(s *State) {
-		if i := FindConn(s, p.name, slot); i >= 0 {
+		if i := findConn(s, p.name, slot); i >= 0 {
 			s.Connections[i].State, s.Connections[i].Request = state, seq
 		}
 	})
@@ -361,14 +361,14 @@ func (p *Pool) forget(c *pgx.Conn) {
 	}
 	p.back(slot)
 	p.env.Refresh(func(s *State) {
-		if i := FindConn(s, p.name, slot); i >= 0 {
+		if i := findConn(s, p.name, slot); i >= 0 {
 			s.Connections = append(s.Connections[:i], s.Connections[i+1:]...)
 		}
 	})
 }
 
-// FindConn returns the index of the connection (pool, slot) in s, or -1.
-func FindConn(s *State, pool string, slot int) int {
+// findConn returns the index of the connection (pool, slot) in s, or -1.
+func findConn(s *State, pool string, slot int) int {
 	for i, c := range s.Connections {
 		if c.Pool == pool && c.Slot == slot {
 			return i

@@ -488,7 +488,7 @@ func (t *Tracker) Request(seq int) RequestRow {
 func (t *Tracker) Conn(pool string, slot int) (Connection, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if i := FindConn(&t.st, pool, slot); i >= 0 {
+	if i := findConn(&t.st, pool, slot); i >= 0 {
 		return t.st.Connections[i], true
 	}
 	return Connection{}, false
@@ -504,6 +504,20 @@ func (t *Tracker) ConnByPID(pool string, pid uint32) (Connection, bool) {
 		}
 	}
 	return Connection{}, false
+}
+
+// Connections returns every connection shown, as last read.
+func (t *Tracker) Connections() []Connection {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]Connection(nil), t.st.Connections...)
+}
+
+// Leaks counts the requests of the run that returned another tenant's rows.
+func (t *Tracker) Leaks() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.st.Leaks()
 }
 
 // ConnsOf returns the connections of pool as last read.
