@@ -1,10 +1,6 @@
 package scenarios
 
-import (
-	"context"
-
-	"github.com/rlslab/rlslab/scenarios/engine"
-)
+import "github.com/rlslab/rlslab/scenarios/engine"
 
 // allScenarios lists every scenario of this package in display order (the
 // order of the lessons).
@@ -30,13 +26,4 @@ func DefaultCatalog() *engine.Catalog {
 		panic(err) // the package's own list is fixed at compile time; a test covers it
 	}
 	return c
-}
-
-// withRun gives every variant the scenario's run function.
-func withRun(run func(context.Context, *engine.Env, string) error, vs []engine.Variant) []engine.Variant {
-	for i := range vs {
-		name := vs[i].Name
-		vs[i].Run = func(ctx context.Context, env *engine.Env) error { return run(ctx, env, name) }
-	}
-	return vs
 }

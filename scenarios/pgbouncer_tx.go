@@ -1,10 +1,13 @@
 package scenarios
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,13 +20,15 @@ import (
 
 	bouncer "github.com/rlslab/rlslab/internal/bouncer/admin"
 	"github.com/rlslab/rlslab/scenarios/engine"
+	"github.com/rlslab/rlslab/scenarios/engine/measure"
 )
 
-// Variants of pgbouncer-tx besides the patterns.
+// Variants of pgbouncer-tx besides the patterns session-set, tx-local and
+// batch-local (stable names: tools and lessons rely on them).
 const (
-	variantResetAlways = "reset-always"
-	variantPrepared    = "prepared"
-	variantFanIn       = "fan-in"
+	PgBouncerTxResetAlways = "reset-always"
+	PgBouncerTxPrepared    = "prepared"
+	PgBouncerTxFanIn       = "fan-in"
 )
 
 // Metric and timing names of pgbouncer-tx (tests read them).
@@ -52,22 +57,49 @@ const fanInHold = 20 * time.Millisecond
 // pgx's cached prepared statements fail on PgBouncer 1.18; and many client
 // connections share a few server connections.
 func PgBouncerTx() *engine.Scenario {
+	// cross is a variant played by three app instances on one server
+	// connection, the first scoping the way writer says.
+	cross := func(name, writer string, reset bool, summary string) engine.Variant {
+		need := 1 // PgBouncer's one server connection
+		if reset {
+			need = 3 // and, for the cost, a second PgBouncer's and a direct connection
+		}
+		return engine.Variant{Name: name, Summary: summary, Conns: engine.Fixed(need), Run: func(ctx context.Context, env *engine.Env) error {
+			return runBouncer(ctx, env, 1, reset, func(rb *bouncerRun, ctx context.Context) error { return rb.crossClient(ctx, writer, reset) })
+		}}
+	}
 	return &engine.Scenario{
 		ID:    "pgbouncer-tx",
 		Title: "PgBouncer in transaction mode: a session SET leaks to another client",
-		Variants: withRun(runPgBouncerTx, []engine.Variant{
-			{Name: engine.PatternSessionSet, Summary: "Three app instances behind one PgBouncer (default_pool_size = 1). app-1 scopes with a session-level set_config; app-2's forgetful request gets the same backend and app-1's tenant."},
-			{Name: engine.PatternTxLocal, Summary: "The same three instances, scoping with set_config(..., true) inside BEGIN ... COMMIT: the setting ends with the transaction, the forgetful request gets 0 rows."},
-			{Name: engine.PatternBatchLocal, Summary: "The same with the local set_config and the query in one pgx.Batch: one round trip, one transaction."},
-			{Name: variantResetAlways, Summary: "session-set again, but PgBouncer runs DISCARD ALL after every transaction (server_reset_query_always = 1); then the cost, measured: direct vs through PgBouncer vs with the reset."},
-			{Name: variantPrepared, Summary: "pgx's default query mode (cached prepared statements) through PgBouncer 1.18 in transaction mode, then QueryExecModeExec and the simple protocol."},
-			{Name: variantFanIn, Summary: "N app instances × M pool connections each, multiplexed onto default_pool_size server connections; both sides counted live."},
-		}),
+		Variants: []engine.Variant{
+			cross(engine.PatternSessionSet, engine.PatternSessionSet, false, "Three app instances behind one PgBouncer (default_pool_size = 1). app-1 scopes with a session-level set_config; app-2's forgetful request gets the same backend and app-1's tenant."),
+			cross(engine.PatternTxLocal, engine.PatternTxLocal, false, "The same three instances, scoping with set_config(..., true) inside BEGIN ... COMMIT: the setting ends with the transaction, the forgetful request gets 0 rows."),
+			cross(engine.PatternBatchLocal, engine.PatternBatchLocal, false, "The same with the local set_config and the query in one pgx.Batch: one round trip, one transaction."),
+			cross(PgBouncerTxResetAlways, engine.PatternSessionSet, true, "session-set again, but PgBouncer runs DISCARD ALL after every transaction (server_reset_query_always = 1); then the cost, measured: direct vs through PgBouncer vs with the reset."),
+			{Name: PgBouncerTxPrepared, Conns: engine.Fixed(1),
+				Summary: "pgx's default query mode (cached prepared statements) through PgBouncer 1.18 in transaction mode, then QueryExecModeExec and the simple protocol.",
+				Run: func(ctx context.Context, env *engine.Env) error {
+					return runBouncer(ctx, env, 1, false, (*bouncerRun).prepared)
+				}},
+			{Name: PgBouncerTxFanIn,
+				Summary: "N app instances × M pool connections each, multiplexed onto default_pool_size server connections; both sides counted live.",
+				// PgBouncer's server connections and the direct connection of
+				// the cost measurement.
+				Conns: func(p engine.Params, sb engine.Sandbox) int { return fanInPoolSize(p, sb) + 1 },
+				Run: func(ctx context.Context, env *engine.Env) error {
+					size := fanInPoolSize(env.Params, env.Sandbox)
+					if asked := env.Params.Get("pool_size"); asked > size {
+						env.Tracker().Note(fmt.Sprintf("pool_size %d is more than the lab's app role may open (CONNECTION LIMIT %d, one kept for the direct measurement): PgBouncer runs with default_pool_size = %d.", asked, env.Sandbox.ConnLimit, size))
+					}
+					return runBouncer(ctx, env, size, false, func(rb *bouncerRun, ctx context.Context) error { return rb.fanIn(ctx, size) })
+				}},
+		},
 		Params: []engine.Param{
 			{Name: "instances", Summary: "fan-in: app instances (pools), 1 to 10", Min: 1, Max: 10, Default: 4},
 			{Name: "conns", Summary: "fan-in: connections per instance's pool, 1 to 10 (instances × conns ≤ 100, under PgBouncer's max_client_conn of 200)", Min: 1, Max: 10, Default: 3},
 			{Name: "pool_size", Summary: "fan-in: PgBouncer's default_pool_size (server connections), 1 to 20, capped below the lab role's CONNECTION LIMIT", Min: 1, Max: 20, Default: 2},
 		},
+		MinTenants: 3,
 	}
 }
 
@@ -88,38 +120,20 @@ type bouncerRun struct {
 	peakMax time.Duration
 }
 
-func runPgBouncerTx(ctx context.Context, env *engine.Env, variant string) error {
-	tenants := env.Sandbox.Tenants
-	if len(tenants) < 3 {
-		return errors.New("pgbouncer-tx needs three tenants in the sandbox")
-	}
+// runBouncer starts the run's PgBouncer with poolSize server connections
+// (and server_reset_query_always when reset), polls its admin console while
+// body runs, and turns the death of the PgBouncer into a clear error.
+func runBouncer(ctx context.Context, env *engine.Env, poolSize int, reset bool, body func(*bouncerRun, context.Context) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	poolSize, reset := 1, false
-	switch variant {
-	case variantResetAlways:
-		reset = true
-	case variantFanIn:
-		poolSize = fanInPoolSize(env)
-	}
 	rb, err := startBouncer(ctx, env, poolSize, reset)
 	if err != nil {
 		return err
 	}
 	rb.cancel = cancel
 	stop := rb.poll(ctx)
-	err = func() error {
-		defer stop()
-		switch variant {
-		case engine.PatternSessionSet, engine.PatternTxLocal, engine.PatternBatchLocal, variantResetAlways:
-			return rb.crossClient(ctx, variant)
-		case variantPrepared:
-			return rb.prepared(ctx)
-		case variantFanIn:
-			return rb.fanIn(ctx, poolSize)
-		}
-		return fmt.Errorf("pgbouncer-tx has no variant %q", variant)
-	}()
+	err = body(rb, ctx)
+	stop()
 	return rb.fatal(ctx, err)
 }
 
@@ -142,13 +156,21 @@ func isServerError(err error) bool {
 	return errors.As(err, &pe)
 }
 
+// bouncerDead is the error of a run whose PgBouncer stopped answering.
+type bouncerDead struct{ msg string }
+
+func (e bouncerDead) Error() string { return e.msg }
+
 // deadError says the run's PgBouncer is gone.
 func (rb *bouncerRun) deadError(err error) error {
+	if errors.As(err, new(bouncerDead)) {
+		return err
+	}
 	who := "PgBouncer " + rb.b.Version()
 	if pid := rb.b.PID(); pid > 0 {
 		who += fmt.Sprintf(" (pid %d)", pid)
 	}
-	return fmt.Errorf("%s stopped answering: %v. The run cannot go on without it; run the scenario again to start a new PgBouncer", who, err)
+	return bouncerDead{fmt.Sprintf("%s stopped answering: %v. The run cannot go on without it; run the scenario again to start a new PgBouncer", who, err)}
 }
 
 // alive asks PgBouncer's admin console for its version.
@@ -166,16 +188,11 @@ func (rb *bouncerRun) alive(ctx context.Context) bool {
 
 // fanInPoolSize is the pool_size parameter, kept below the lab role's
 // CONNECTION LIMIT (one connection is left for the direct measurement).
-func fanInPoolSize(env *engine.Env) int {
-	n := env.Params.Get("pool_size")
-	if n < 1 {
-		n = 2
+func fanInPoolSize(p engine.Params, sb engine.Sandbox) int {
+	if n := p.Get("pool_size"); sb.ConnLimit <= 0 || n <= sb.ConnLimit-1 {
+		return n
 	}
-	if max := env.Sandbox.ConnLimit - 1; env.Sandbox.ConnLimit > 0 && n > max {
-		env.Tracker().Note(fmt.Sprintf("pool_size %d is more than the lab's app role may open (CONNECTION LIMIT %d, one kept for the direct measurement): PgBouncer runs with default_pool_size = %d.", n, env.Sandbox.ConnLimit, max))
-		n = max
-	}
-	return n
+	return sb.ConnLimit - 1
 }
 
 // appCredentials reads the app role's database, user and password from the
@@ -191,9 +208,9 @@ func appCredentials(appURL string) (db, user, password string, err error) {
 // startBouncer starts a PgBouncer in front of the lab's database as the
 // sandbox says, stopped when the run's environment closes.
 func startBouncer(ctx context.Context, env *engine.Env, poolSize int, reset bool) (*bouncerRun, error) {
-	b, err := newBouncer(ctx, env, poolSize, reset)
+	b, err := env.StartBouncer(ctx, engine.BouncerOptions{PoolSize: poolSize, ResetQueryAlways: reset})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pgbouncer-tx: start PgBouncer: %w", err)
 	}
 	db, user, pw, _ := appCredentials(env.Sandbox.AppURL)
 	rb := &bouncerRun{env: env, b: b, db: db, user: user, password: pw, started: time.Now(),
@@ -216,15 +233,6 @@ func startBouncer(ctx context.Context, env *engine.Env, poolSize int, reset bool
 	err = env.Step(ctx, fmt.Sprintf("PgBouncer %s (%s) started in front of database %s: pool_mode = transaction, default_pool_size = %d, %s. Each app instance below is its own pgxpool, so its connections are PgBouncer clients.",
 		b.Version(), b.Kind(), db, poolSize, mode))
 	return rb, err
-}
-
-// newBouncer starts one PgBouncer for the lab, stopped with the run.
-func newBouncer(ctx context.Context, env *engine.Env, poolSize int, reset bool) (engine.Bouncer, error) {
-	b, err := env.StartBouncer(ctx, engine.BouncerOptions{PoolSize: poolSize, ResetQueryAlways: reset})
-	if err != nil {
-		return nil, fmt.Errorf("pgbouncer-tx: start PgBouncer: %w", err)
-	}
-	return b, nil
 }
 
 // versionNumber turns "1.18.0" into 1.18 (major + minor/100).
@@ -432,28 +440,6 @@ func (rb *bouncerRun) readPairing(ctx context.Context, admin *pgx.Conn) error {
 	return nil
 }
 
-// rowOf returns the request log row of request seq.
-func rowOf(env *engine.Env, seq int) (engine.RequestRow, bool) {
-	st := env.Tracker().Snapshot()
-	for _, r := range st.Requests {
-		if r.Seq == seq {
-			return r, true
-		}
-	}
-	return engine.RequestRow{}, false
-}
-
-// slotOf returns the pool slot the request's connection is shown in.
-func slotOf(env *engine.Env, pool string, seq int) int {
-	st := env.Tracker().Snapshot()
-	for _, c := range st.Connections {
-		if c.Pool == pool && c.Request == seq {
-			return c.Slot
-		}
-	}
-	return -1
-}
-
 // request runs one request through its phases and records what its reads
 // say each backend holds. A request that fails is an outcome: it is
 // recorded and nil is returned, unless the run itself can't go on (the
@@ -463,27 +449,22 @@ func (rb *bouncerRun) request(ctx context.Context, pool *engine.Pool, t engine.T
 	err := r.Acquire(ctx)
 	slot := -1
 	if err == nil {
-		slot = slotOf(rb.env, pool.Name(), r.Seq)
-		err = r.Scope(ctx)
+		slot = pool.Slot(r.Conn().Conn())
+		if err = r.Scope(ctx); err == nil {
+			err = r.Query(ctx)
+		}
 	}
-	if err == nil {
-		err = r.Query(ctx)
-	}
-	if row, ok := rowOf(rb.env, r.Seq); ok && row.Error == "" {
+	if row := r.Row(); row.Error == "" {
 		rb.see(row.PID, row.SeenTenant)
 	}
 	rerr := r.Release(ctx)
-	if slot >= 0 && rerr == nil {
-		st := rb.env.Tracker().Snapshot()
-		if i := engine.FindConn(&st, pool.Name(), slot); i >= 0 && st.Connections[i].State == engine.ConnIdle {
-			rb.see(st.Connections[i].PID, st.Connections[i].Tenant)
-		}
+	if c, ok := rb.env.Tracker().Conn(pool.Name(), slot); ok && rerr == nil && c.State == engine.ConnIdle {
+		rb.see(c.PID, c.Tenant)
 	}
-	row, _ := rowOf(rb.env, r.Seq)
 	if err == nil {
 		err = rerr
 	}
-	return row, rb.outcome(ctx, err)
+	return r.Row(), rb.outcome(ctx, err)
 }
 
 // outcome decides whether a request's error stops the run.
@@ -509,7 +490,7 @@ func (rb *bouncerRun) outcome(ctx context.Context, err error) error {
 // crossClient is the leak script: three app instances, one server
 // connection. app-1 scopes its request the variant's way; app-2 forgets to
 // scope; app-3 scopes with a transaction-local set; app-2 forgets again.
-func (rb *bouncerRun) crossClient(ctx context.Context, variant string) error {
+func (rb *bouncerRun) crossClient(ctx context.Context, writer string, reset bool) error {
 	env := rb.env
 	tenants := env.Sandbox.Tenants
 	exec := pgx.QueryExecModeExec
@@ -523,10 +504,6 @@ func (rb *bouncerRun) crossClient(ctx context.Context, variant string) error {
 	}
 	if err := env.Step(ctx, "Three app instances (app-1, app-2, app-3) each opened one connection to PgBouncer. They share its one server connection: every box on the left read the same backend PID through PgBouncer."); err != nil {
 		return err
-	}
-	writer := variant
-	if variant == variantResetAlways {
-		writer = engine.PatternSessionSet
 	}
 	first, err := rb.request(ctx, pools[0], tenants[0], writer)
 	if err != nil {
@@ -544,8 +521,8 @@ func (rb *bouncerRun) crossClient(ctx context.Context, variant string) error {
 	if err != nil {
 		return err
 	}
-	rb.noteCrossClient(variant, first, leak1, local, leak2)
-	if variant == variantResetAlways {
+	rb.noteCrossClient(writer, reset, first, leak1, local, leak2)
+	if reset {
 		if err := rb.measure(ctx, true); err != nil {
 			return err
 		}
@@ -554,41 +531,21 @@ func (rb *bouncerRun) crossClient(ctx context.Context, variant string) error {
 }
 
 // noteCrossClient writes what the four requests established.
-func (rb *bouncerRun) noteCrossClient(variant string, first, leak1, local, leak2 engine.RequestRow) {
+func (rb *bouncerRun) noteCrossClient(writer string, reset bool, first, leak1, local, leak2 engine.RequestRow) {
 	tr := rb.env.Tracker()
-	sb := rb.env.Sandbox
-	desc := func(r engine.RequestRow) string {
-		if r.Error != "" {
-			return fmt.Sprintf("request #%d (%s, %s) failed: %s", r.Seq, r.Pool, r.Pattern, r.Error)
-		}
-		return fmt.Sprintf("request #%d (%s, %s) ran on backend %d, which %s: %d rows, %d of another tenant", r.Seq, r.Pool, r.Pattern, r.PID,
-			engine.DescribeSetting(sb, r.SeenTenant, "held"), r.Rows, r.ForeignRows)
-	}
-	for _, r := range []engine.RequestRow{first, leak1, local, leak2} {
-		prefix := ""
-		if r.Leak {
-			prefix = "LEAK: "
-		}
-		tr.Note(prefix + desc(r) + ".")
-	}
+	rb.env.NoteRequests(nil)
 	samePID := first.PID != 0 && first.PID == leak1.PID && leak1.PID == leak2.PID
 	switch {
-	case variant == engine.PatternSessionSet && samePID && leak1.Leak:
+	case reset:
+		tr.Note("With server_reset_query_always = 1 PgBouncer ran DISCARD ALL after each transaction: app-2 inherited nothing, but app-1's own session-level set was gone too before its query ran, in the next transaction. The reset stops the leak; it does not make session-level SET work.")
+	case writer == engine.PatternSessionSet && samePID && leak1.Leak:
 		tr.Note(fmt.Sprintf("Two different PgBouncer clients (app-1 and app-2) ran on the same backend %d: app-1's session-level set stayed on it, and app-2 inherited it. Transaction pooling hands out server connections per transaction, not per client.", first.PID))
 		if leak2.Leak {
 			tr.Note("app-3's SET LOCAL did not clean the backend: at COMMIT the setting went back to its session value, and app-2's next forgetful request leaked again.")
 		}
-	case variant == variantResetAlways:
-		tr.Note("With server_reset_query_always = 1 PgBouncer ran DISCARD ALL after each transaction: app-2 inherited nothing, but app-1's own session-level set was gone too before its query ran, in the next transaction. The reset stops the leak; it does not make session-level SET work.")
 	case samePID:
 		tr.Note(fmt.Sprintf("All requests ran on backend %d, and no request got another tenant's rows: a transaction-local setting ends with its transaction, before PgBouncer hands the backend to the next client.", first.PID))
 	}
-}
-
-// latencyTarget is one connection whose request latency is measured.
-type latencyTarget struct {
-	name string
-	conn *pgx.Conn
 }
 
 // measure times the safe request (a local set_config and the query in one
@@ -601,24 +558,16 @@ func (rb *bouncerRun) measure(ctx context.Context, withReset bool) error {
 		return err
 	}
 	bouncerURL := rb.b.URL(rb.db, rb.user, rb.password)
-	plainURL := bouncerURL
+	specs := []struct{ name, url string }{{TimingDirect, env.Sandbox.AppURL}, {TimingBouncer, bouncerURL}}
 	if withReset {
-		plain, err := newBouncer(ctx, env, 1, false)
+		plain, err := env.StartBouncer(ctx, engine.BouncerOptions{PoolSize: 1})
 		if err != nil {
-			return err
+			return fmt.Errorf("pgbouncer-tx: start PgBouncer: %w", err)
 		}
-		plainURL = plain.URL(rb.db, rb.user, rb.password)
-	}
-	specs := []struct{ name, url string }{{TimingDirect, env.Sandbox.AppURL}, {TimingBouncer, plainURL}}
-	if withReset {
+		specs[1].url = plain.URL(rb.db, rb.user, rb.password)
 		specs = append(specs, struct{ name, url string }{TimingBouncerReset, bouncerURL})
 	}
-	var targets []latencyTarget
-	defer func() {
-		for _, t := range targets {
-			t.conn.Close(context.WithoutCancel(ctx))
-		}
-	}()
+	var targets []measure.Target
 	for _, s := range specs {
 		cfg, err := pgx.ParseConfig(s.url)
 		if err != nil {
@@ -630,32 +579,25 @@ func (rb *bouncerRun) measure(ctx context.Context, withReset bool) error {
 		if err != nil {
 			return rb.outcome(ctx, fmt.Errorf("measure %s: %w", s.name, err))
 		}
+		defer c.Close(context.WithoutCancel(ctx))
 		rb.notePort(c, "measure "+s.name)
-		targets = append(targets, latencyTarget{name: s.name, conn: c})
+		tenant := env.Sandbox.Tenants[0]
+		targets = append(targets, measure.Target{Name: s.name, Run: func(ctx context.Context, _ int) error {
+			_, err := ScopedQuery(ctx, c, CostBatch, tenant)
+			return err
+		}})
 	}
-	samples := make([][]time.Duration, len(targets))
-	tenant := env.Sandbox.Tenants[0]
-	for i := 0; i < latencyRounds+20; i++ {
-		for j, t := range targets {
-			start := time.Now()
-			b := &pgx.Batch{}
-			b.Queue(engine.SetLocalSQL, tenant.Setting())
-			b.Queue(engine.ObserveQuery)
-			if err := t.conn.SendBatch(ctx, b).Close(); err != nil {
-				return rb.outcome(ctx, fmt.Errorf("measure %s: %w", t.name, err))
-			}
-			if i >= 20 { // the first rounds warm up
-				samples[j] = append(samples[j], time.Since(start))
-			}
-		}
+	samples, err := measure.Interleave(ctx, targets, measure.Plan{Iterations: latencyRounds, Warmup: 20})
+	if err != nil {
+		return rb.outcome(ctx, fmt.Errorf("measure %w", err))
 	}
 	tr := env.Tracker()
 	medians := map[string]float64{}
-	for j, t := range targets {
-		tm := summarizeDurations(samples[j])
-		medians[t.name] = tm.MedianUS
-		tr.SetTiming(t.name, tm)
-		tr.SetMetric("median "+t.name, fmt.Sprintf("%.0f µs", tm.MedianUS), tm.MedianUS)
+	for _, t := range targets {
+		tm := measure.Summarize(samples[t.Name]).Timing()
+		medians[t.Name] = tm.MedianUS
+		tr.SetTiming(t.Name, tm)
+		tr.SetMetric("median "+t.Name, fmt.Sprintf("%.0f µs", tm.MedianUS), tm.MedianUS)
 	}
 	direct, viaBouncer := medians[TimingDirect], medians[TimingBouncer]
 	if direct > 0 {
@@ -671,18 +613,6 @@ func (rb *bouncerRun) measure(ctx context.Context, withReset bool) error {
 	}
 	tr.Note(text + ".")
 	return env.Step(ctx, text+".")
-}
-
-// summarizeDurations returns the median and 99th percentile of d.
-func summarizeDurations(d []time.Duration) engine.Timing {
-	if len(d) == 0 {
-		return engine.Timing{}
-	}
-	s := append([]time.Duration(nil), d...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	us := func(x time.Duration) float64 { return float64(x.Nanoseconds()) / 1000 }
-	p99 := s[min(len(s)-1, len(s)*99/100)]
-	return engine.Timing{MedianUS: us(s[len(s)/2]), P99US: us(p99), N: len(s)}
 }
 
 // prepared runs one transaction-local request per app instance with pgx's
@@ -757,27 +687,12 @@ func (rb *bouncerRun) showConfig(ctx context.Context) (map[string]string, error)
 	return bouncer.ShowConfig(ctx, c)
 }
 
-// fanInBatch is a request of the fan-in variant: the local set_config, a
-// short hold and the query, in one batch (one transaction).
-type fanInBatch struct{ res pgx.BatchResults }
-
-// QueryRow reads the query's result, after the set and the hold.
-func (f fanInBatch) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	return f.res.QueryRow()
-}
-
 // fanIn opens instances × conns client connections and has all of them
 // send requests at once through PgBouncer's poolSize server connections.
 func (rb *bouncerRun) fanIn(ctx context.Context, poolSize int) error {
 	env := rb.env
 	tr := env.Tracker()
 	n, m := env.Params.Get("instances"), env.Params.Get("conns")
-	if n < 1 {
-		n = 4
-	}
-	if m < 1 {
-		m = 3
-	}
 	exec := pgx.QueryExecModeExec
 	pools := make([]*engine.Pool, n)
 	for i := range pools {
@@ -792,56 +707,45 @@ func (rb *bouncerRun) fanIn(ctx context.Context, poolSize int) error {
 	}
 	const rounds = 3
 	var (
-		mu      sync.Mutex
-		lat     []time.Duration
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		runErr  error
+		mu           sync.Mutex
+		lat          []time.Duration
+		pids         = map[uint32]bool{}
+		leaks, fails int
+		wg           sync.WaitGroup
+		runErr       error
 	)
 	for i, p := range pools {
-		for c := 0; c < m; c++ {
-			wg.Add(1)
-			go func(p *engine.Pool, t engine.Tenant) {
-				defer wg.Done()
+		for c := range m {
+			t := env.Sandbox.Tenants[(i*m+c)%len(env.Sandbox.Tenants)]
+			wg.Go(func() {
 				for range rounds {
-					d, err := rb.fanInRequest(ctx, p, t)
+					row, d, err := rb.fanInRequest(ctx, p, t)
+					mu.Lock()
+					switch {
+					case err != nil:
+						runErr = cmp.Or(runErr, err)
+					case row.Error != "":
+						fails++
+					default:
+						lat, pids[row.PID] = append(lat, d), true
+					}
+					if row.Leak {
+						leaks++
+					}
+					mu.Unlock()
 					if err != nil {
-						errOnce.Do(func() { runErr = err })
 						return
 					}
-					if d > 0 {
-						mu.Lock()
-						lat = append(lat, d)
-						mu.Unlock()
-					}
 				}
-			}(p, env.Sandbox.Tenants[(i*m+c)%len(env.Sandbox.Tenants)])
+			})
 		}
 	}
 	wg.Wait()
 	if runErr != nil {
 		return runErr
 	}
-	st := tr.Snapshot()
-	pids := map[uint32]bool{}
-	leaks, failed := 0, 0
-	for _, r := range st.Requests {
-		if r.PID != 0 && r.Error == "" {
-			pids[r.PID] = true
-		}
-		if r.Leak {
-			leaks++
-		}
-		if r.Error != "" {
-			failed++
-		}
-	}
-	list := make([]int, 0, len(pids))
-	for p := range pids {
-		list = append(list, int(p))
-	}
-	sort.Ints(list)
-	tm := summarizeDurations(lat)
+	list := slices.Sorted(maps.Keys(pids))
+	tm := measure.Summarize(lat).Timing()
 	tr.SetTiming("fan-in request through PgBouncer", tm)
 	rb.mu.Lock()
 	peakWait, peakMax, peakSv := rb.peakCl, rb.peakMax, rb.peakSv
@@ -852,7 +756,7 @@ func (rb *bouncerRun) fanIn(ctx context.Context, poolSize int) error {
 	tr.SetMetric("peak cl_waiting", strconv.Itoa(peakWait), float64(peakWait))
 	tr.SetMetric("peak maxwait", peakMax.String(), float64(peakMax.Milliseconds()))
 	tr.Note(fmt.Sprintf("%d client connections (%d instances × %d) sent %d requests through PgBouncer; they ran on %d backends %v (default_pool_size = %d). %d leaked, %d failed. Median request %.0f µs, p99 %.0f µs, each holding its server connection %s; at most %d clients waited at once (cl_waiting, sampled every %s).",
-		n*m, n, m, n*m*rounds, len(list), list, poolSize, leaks, failed, tm.MedianUS, tm.P99US, fanInHold, peakWait, bouncerPollEvery))
+		n*m, n, m, n*m*rounds, len(list), list, poolSize, leaks, fails, tm.MedianUS, tm.P99US, fanInHold, peakWait, bouncerPollEvery))
 	if err := env.Step(ctx, fmt.Sprintf("%d clients were served by %d server connections. Every request scoped itself inside its own transaction, so sharing backends leaked nothing.", n*m, len(list))); err != nil {
 		return err
 	}
@@ -860,11 +764,12 @@ func (rb *bouncerRun) fanIn(ctx context.Context, poolSize int) error {
 }
 
 // fanInRequest runs one batch-local request that holds its server
-// connection for fanInHold; it returns how long the batch took.
-func (rb *bouncerRun) fanInRequest(ctx context.Context, p *engine.Pool, t engine.Tenant) (time.Duration, error) {
+// connection for fanInHold; it returns the request's row and how long the
+// batch took.
+func (rb *bouncerRun) fanInRequest(ctx context.Context, p *engine.Pool, t engine.Tenant) (engine.RequestRow, time.Duration, error) {
 	r := p.NewRequest(t, engine.PatternBatchLocal)
 	if err := r.Acquire(ctx); err != nil {
-		return 0, rb.outcome(ctx, err)
+		return r.Row(), 0, rb.outcome(ctx, err)
 	}
 	b := &pgx.Batch{}
 	b.Queue(engine.SetLocalSQL, t.Setting())
@@ -877,7 +782,7 @@ func (rb *bouncerRun) fanInRequest(ctx context.Context, p *engine.Pool, t engine
 		_, err = res.Exec()
 	}
 	if err == nil {
-		err = r.Observe(ctx, fanInBatch{res})
+		err = r.Observe(ctx, engine.BatchRow{Results: res})
 	}
 	if cerr := res.Close(); err == nil {
 		err = cerr
@@ -885,13 +790,12 @@ func (rb *bouncerRun) fanInRequest(ctx context.Context, p *engine.Pool, t engine
 	d := time.Since(start)
 	if err != nil {
 		r.Fail(err)
-		d = 0
-	} else if row, ok := rowOf(rb.env, r.Seq); ok {
+	} else {
+		row := r.Row()
 		rb.see(row.PID, row.SeenTenant)
 	}
-	rerr := r.Release(ctx)
-	if err == nil {
+	if rerr := r.Release(ctx); err == nil {
 		err = rerr
 	}
-	return d, rb.outcome(ctx, err)
+	return r.Row(), d, rb.outcome(ctx, err)
 }

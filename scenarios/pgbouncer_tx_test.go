@@ -8,7 +8,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/rlslab/rlslab/internal/bouncer"
 	"github.com/rlslab/rlslab/scenarios"
@@ -257,39 +256,25 @@ func TestPgBouncerTxFanIn(t *testing.T) {
 	}
 }
 
-// waitMetric waits until the running lab shows the PgBouncer pid.
-func waitPID(t *testing.T, lab *sessions.Lab) int {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		st := lab.Tracker().Snapshot()
-		for _, mt := range st.Metrics {
-			if mt.Name == scenarios.MetricPgBouncerPID {
-				return int(mt.Number)
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("the run never showed the PgBouncer pid")
-	return 0
-}
-
 func TestPgBouncerTxKilledMidRun(t *testing.T) {
 	t.Parallel()
 	_, lab := pbLab(t)
-	if err := lab.Start(sessions.RunRequest{Scenario: "pgbouncer-tx", Variant: engine.PatternSessionSet, Speed: engine.Speed{Factor: 4}}); err != nil {
-		t.Fatal(err)
+	d := startDirect(t, lab, "pgbouncer-tx", engine.PatternSessionSet, nil, engine.Speed{Single: true})
+	// Held on the first request's first frame: its client connection
+	// through PgBouncer is acquired.
+	st, ok := d.stepTo(t, func(_ int, st engine.State) bool { return len(st.Requests) > 0 })
+	if !ok {
+		t.Fatalf("the run ended before its first request: %v", d.err)
 	}
-	pid := waitPID(t, lab)
-	time.Sleep(600 * time.Millisecond) // into the requests
+	pid := pbPID(t, st)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	runErr := lab.Wait(ctx)
-	st := lab.State(ctx)
-	if runErr == nil || st.Status != engine.StatusFailed || !strings.Contains(st.Error, "PgBouncer") || !strings.Contains(st.Error, "stopped answering") {
+	d.pace.Set(engine.Speed{Max: true})
+	runErr := d.wait(t)
+	st = d.tr.Snapshot()
+	d.env.Close()
+	if runErr == nil || st.Status != engine.StatusFailed || strings.Count(st.Error, "PgBouncer "+st.Pairing.Version) != 1 || !strings.Contains(st.Error, "stopped answering") {
 		t.Fatalf("after kill -9: run error %v, status %q, error %q", runErr, st.Status, st.Error)
 	}
 	t.Logf("run error: %s", st.Error)
@@ -347,16 +332,14 @@ func TestPgBouncerTxCancelLeavesNothing(t *testing.T) {
 	t.Parallel()
 	m, lab := pbLab(t)
 	sessionstest.MustRun(t, lab, "pgbouncer-tx", "fan-in", nil)
-	if err := lab.Start(sessions.RunRequest{Scenario: "pgbouncer-tx", Variant: "reset-always", Speed: engine.Speed{Factor: 1}}); err != nil {
+	if err := lab.Reset(t.Context()); err != nil { // closes that run's pools and PgBouncer
 		t.Fatal(err)
 	}
-	pid := waitPID(t, lab)
-	time.Sleep(1500 * time.Millisecond)
-	if err := lab.Reset(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if !processGone(pid) {
-		t.Errorf("PgBouncer %d still running after reset", pid)
+	// Cancelled between requests, with the run's PgBouncer serving three
+	// app instances.
+	st := cancelAt(t, m, lab, "pgbouncer-tx", "reset-always", nil, func(_ int, st engine.State) bool { return len(st.Requests) >= 2 })
+	if pid := pbPID(t, st); !processGone(pid) {
+		t.Errorf("PgBouncer %d still running after the cancelled run", pid)
 	}
 	assertOnlySandbox(t, m, lab)
 }

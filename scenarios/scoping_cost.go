@@ -2,14 +2,17 @@ package scenarios
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/rlslab/rlslab/scenarios/engine"
+	"github.com/rlslab/rlslab/scenarios/engine/measure"
 )
+
+// ScopingCostMeasure is the one variant of scoping-cost (a stable name:
+// tools and lessons rely on it).
+const ScopingCostMeasure = "measure"
 
 // The patterns scoping-cost measures (also the keys of its timings).
 const (
@@ -56,43 +59,43 @@ func (r ScopedResult) Own(t engine.Tenant, want int) bool {
 // function.
 func ScopedQuery(ctx context.Context, conn *pgx.Conn, pattern string, t engine.Tenant) (ScopedResult, error) {
 	var res ScopedResult
-	var pid int32
-	scan := func(row pgx.Row) error {
-		err := row.Scan(&pid, &res.Seen, &res.Role, &res.Tenants)
+	err := scoped(ctx, conn, pattern, t, func(q engine.Querier) error {
+		var pid int32
+		err := q.QueryRow(ctx, engine.ObserveQuery).Scan(&pid, &res.Seen, &res.Role, &res.Tenants)
 		res.PID = uint32(pid)
 		return err
-	}
+	})
+	return res, err
+}
+
+// scoped scopes conn to t the way pattern says and has observe run
+// ObserveQuery inside that scope.
+func scoped(ctx context.Context, conn *pgx.Conn, pattern string, t engine.Tenant, observe func(engine.Querier) error) error {
 	switch pattern {
 	case CostBare:
-		return res, scan(conn.QueryRow(ctx, engine.ObserveQuery))
+		return observe(conn)
 	case CostFourTrips:
-		tx, err := conn.Begin(ctx)
-		if err != nil {
-			return res, err
-		}
-		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, engine.SetLocalSQL, t.Setting()); err != nil {
-			return res, err
-		}
-		if err := scan(tx.QueryRow(ctx, engine.ObserveQuery)); err != nil {
-			return res, err
-		}
-		return res, tx.Commit(ctx)
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, engine.SetLocalSQL, t.Setting()); err != nil {
+				return err
+			}
+			return observe(tx)
+		})
 	case CostBatch:
 		b := &pgx.Batch{}
 		b.Queue(engine.SetLocalSQL, t.Setting())
 		b.Queue(engine.ObserveQuery)
-		br := conn.SendBatch(ctx, b)
-		_, err := br.Exec()
+		res := conn.SendBatch(ctx, b)
+		_, err := res.Exec()
 		if err == nil {
-			err = scan(br.QueryRow())
+			err = observe(engine.BatchRow{Results: res})
 		}
-		if cerr := br.Close(); err == nil {
+		if cerr := res.Close(); err == nil {
 			err = cerr
 		}
-		return res, err
+		return err
 	}
-	return res, fmt.Errorf("no scoping pattern %q", pattern)
+	return fmt.Errorf("no scoping pattern %q", pattern)
 }
 
 // ScopingCost returns the scoping-cost scenario: the per-request cost of
@@ -101,25 +104,16 @@ func ScopingCost() *engine.Scenario {
 	return &engine.Scenario{
 		ID:    "scoping-cost",
 		Title: "What scoping every request costs",
-		Variants: withRun(runScopingCost, []engine.Variant{
-			{Name: "measure", Summary: "Time the bare query, BEGIN/set_config/query/COMMIT as four round trips, and the same in one pgx.Batch, interleaved on one connection."},
-		}),
-		Params: []engine.Param{{Name: "iterations", Summary: "timed iterations of each pattern", Min: 100, Max: 5000, Default: 2000}},
+		Variants: []engine.Variant{{Name: ScopingCostMeasure, Run: runScopingCost, Conns: engine.Fixed(1),
+			Summary: "Time the bare query, BEGIN/set_config/query/COMMIT as four round trips, and the same in one pgx.Batch, interleaved on one connection."}},
+		Params:     []engine.Param{{Name: "iterations", Summary: "timed iterations of each pattern", Min: 100, Max: 5000, Default: 2000}},
+		MinTenants: 3,
 	}
 }
 
-func runScopingCost(ctx context.Context, env *engine.Env, variant string) (err error) {
-	if variant != "measure" {
-		return fmt.Errorf("scoping-cost has no variant %q", variant)
-	}
+func runScopingCost(ctx context.Context, env *engine.Env) (err error) {
 	tenants := env.Sandbox.Tenants
-	if len(tenants) < 3 {
-		return errors.New("scoping-cost needs three tenants in the sandbox")
-	}
 	iterations := env.Params.Get("iterations")
-	if iterations <= 0 {
-		iterations = 2000
-	}
 	home := tenants[0] // the session tenant the bare query runs under
 	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
 	if err != nil {
@@ -131,43 +125,40 @@ func runScopingCost(ctx context.Context, env *engine.Env, variant string) (err e
 		first.Fail(err)
 		return err
 	}
-	slot := pool.Slot(c.Conn())
 	pid := c.Conn().PgConn().PID()
-	scoped := false
+	scopedOnce := false
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engine.IdentifyTimeout)
 		defer cancel()
-		if scoped {
+		if scopedOnce {
 			if _, rerr := c.Exec(cctx, "RESET app.current_tenant"); rerr != nil && err == nil {
 				err = rerr
 			}
 		}
-		c.Release()
-		pool.WaitReleased(cctx, slot)
+		pool.ReleaseAndWait(cctx, c)
 		env.Refresh(nil)
 	}()
 	if _, err := c.Exec(ctx, engine.SetSessionSQL, home.Setting()); err != nil {
 		first.Fail(err)
 		return err
 	}
-	scoped = true
+	scopedOnce = true
 	if err := env.Step(ctx, fmt.Sprintf("One pool of 1 connection: backend %d. It is scoped once to %s with a session-level set_config for the whole measurement, so the bare query needs no scoping of its own; it is reset at the end.",
 		pid, home.Name)); err != nil {
 		return err
 	}
 
 	// One sample request per pattern, shown in the request log.
-	samples := []struct {
+	for i, s := range []struct {
 		pattern, row string
 		t            engine.Tenant
-	}{{CostBare, CostBare, home}, {CostFourTrips, engine.PatternTxLocal, tenants[1]}, {CostBatch, engine.PatternBatchLocal, tenants[2]}}
-	for i, s := range samples {
+	}{{CostBare, CostBare, home}, {CostFourTrips, engine.PatternTxLocal, tenants[1]}, {CostBatch, engine.PatternBatchLocal, tenants[2]}} {
 		r := first
 		if i > 0 {
 			r = pool.NewRequest(s.t, s.row)
 		}
 		r.Use(c)
-		if err := sampleScoped(ctx, r, s.pattern); err != nil {
+		if err := scoped(ctx, c.Conn(), s.pattern, s.t, func(q engine.Querier) error { return r.Observe(ctx, q) }); err != nil {
 			r.Fail(err)
 			return err
 		}
@@ -178,67 +169,52 @@ func runScopingCost(ctx context.Context, env *engine.Env, variant string) (err e
 		}
 	}
 
-	conn := c.Conn()
-	for i := range scopingWarmup * len(ScopingPatterns) {
-		p := ScopingPatterns[i%len(ScopingPatterns)]
-		if _, err := ScopedQuery(ctx, conn, p, tenants[1]); err != nil {
-			return err
-		}
-	}
-	durs := map[string][]time.Duration{}
-	for _, p := range ScopingPatterns {
-		durs[p] = make([]time.Duration, 0, iterations)
-	}
 	wrong := 0
-	tr := env.Tracker()
-	for i := range iterations {
-		t := tenants[i%len(tenants)]
-		for k := range ScopingPatterns {
-			p := ScopingPatterns[(i+k)%len(ScopingPatterns)] // round-robin start, so drift hits all
-			start := time.Now()
-			res, err := ScopedQuery(ctx, conn, p, t)
-			d := time.Since(start)
-			if err != nil {
-				return fmt.Errorf("iteration %d, %s: %w", i+1, p, err)
-			}
-			durs[p] = append(durs[p], d)
-			want := t
+	var targets []measure.Target
+	for _, p := range ScopingPatterns {
+		targets = append(targets, measure.Target{Name: p, Run: func(ctx context.Context, i int) error {
+			t, want := tenants[i%len(tenants)], tenants[i%len(tenants)]
 			if p == CostBare {
 				want = home
 			}
-			if !res.Own(want, 3) {
+			res, err := ScopedQuery(ctx, c.Conn(), p, t)
+			if err == nil && i >= scopingWarmup && !res.Own(want, 3) {
 				wrong++
 			}
-		}
-		if done := i + 1; done%scopingChunk == 0 || done == iterations {
+			return err
+		}})
+	}
+	tr := env.Tracker()
+	var ratios map[string]float64
+	samples, err := measure.Interleave(ctx, targets, measure.Plan{Iterations: iterations, Warmup: scopingWarmup, Every: scopingChunk,
+		Progress: func(done int, s measure.Samples) error {
 			from := (done - 1) / scopingChunk * scopingChunk
-			meds := map[string]time.Duration{}
+			meds := map[string]float64{}
 			for _, p := range ScopingPatterns {
-				meds[p] = crowdPercentile(durs[p][from:done], 50)
-				tr.AddPoint("Median per 100 iterations", "iteration", "µs", p, float64(done), scopingUS(meds[p]))
+				meds[p] = measure.US(measure.Percentile(s[p][from:done], 50))
+				tr.AddPoint("Median per 100 iterations", "iteration", "µs", p, float64(done), meds[p])
 			}
-			ratios := recordScopingTimings(tr, durs)
+			ratios = recordScopingTimings(tr, s)
 			for _, p := range ScopingPatterns[1:] {
 				tr.AddPoint("Median over the bare query's (all iterations so far)", "iteration", "×", p, float64(done), ratios[p])
 			}
-			if err := env.Step(ctx, fmt.Sprintf("Iterations %d–%d of %d: medians bare %.0f µs, four trips %.0f µs, batch %.0f µs. So far four trips cost %.2f× the bare query, the batch %.2f×.",
-				from+1, done, iterations, scopingUS(meds[CostBare]), scopingUS(meds[CostFourTrips]), scopingUS(meds[CostBatch]), ratios[CostFourTrips], ratios[CostBatch])); err != nil {
-				return err
-			}
-		}
+			return env.Step(ctx, fmt.Sprintf("Iterations %d–%d of %d: medians bare %.0f µs, four trips %.0f µs, batch %.0f µs. So far four trips cost %.2f× the bare query, the batch %.2f×.",
+				from+1, done, iterations, meds[CostBare], meds[CostFourTrips], meds[CostBatch], ratios[CostFourTrips], ratios[CostBatch]))
+		}})
+	if err != nil {
+		return err
 	}
-	ratios := recordScopingTimings(tr, durs)
 	var b strings.Builder
 	for _, p := range ScopingPatterns {
-		med, p99 := crowdPercentile(durs[p], 50), crowdPercentile(durs[p], 99)
-		tr.SetMetric(p+" median", fmt.Sprintf("%.0f µs (p99 %.0f µs)", scopingUS(med), scopingUS(p99)), scopingUS(med))
+		sum := measure.Summarize(samples[p])
+		tr.SetMetric(p+" median", fmt.Sprintf("%.0f µs (p99 %.0f µs)", measure.US(sum.Median), measure.US(sum.P99)), measure.US(sum.Median))
 		if p != CostBare {
-			fmt.Fprintf(&b, " %s %.0f µs = %.2f× the bare query;", p, scopingUS(med), ratios[p])
+			fmt.Fprintf(&b, " %s %.0f µs = %.2f× the bare query;", p, measure.US(sum.Median), ratios[p])
 		}
 	}
 	tr.SetMetric("wrong results", fmt.Sprint(wrong), float64(wrong))
 	tr.Note(fmt.Sprintf("Medians over %d interleaved iterations of each pattern on backend %d: bare %.0f µs;%s",
-		iterations, pid, scopingUS(crowdPercentile(durs[CostBare], 50)), strings.TrimSuffix(b.String(), ";")+"."))
+		iterations, pid, measure.US(measure.Percentile(samples[CostBare], 50)), strings.TrimSuffix(b.String(), ";")+"."))
 	if wrong == 0 {
 		tr.Note(fmt.Sprintf("All %d timed queries returned exactly their tenant's 3 invoices.", iterations*len(ScopingPatterns)))
 	} else {
@@ -247,51 +223,18 @@ func runScopingCost(ctx context.Context, env *engine.Env, variant string) (err e
 	return env.Step(ctx, fmt.Sprintf("Done: four round trips cost %.2f× the bare query, one batch %.2f×, measured on this server just now.", ratios[CostFourTrips], ratios[CostBatch]))
 }
 
-// sampleScoped runs one pattern for the sample request r on r's connection
-// and records what the database returned on r's row.
-func sampleScoped(ctx context.Context, r *engine.Request, pattern string) error {
-	switch pattern {
-	case CostBare:
-		return r.Observe(ctx, r.Conn())
-	case CostFourTrips:
-		return pgx.BeginFunc(ctx, r.Conn(), func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, engine.SetLocalSQL, r.Tenant.Setting()); err != nil {
-				return err
-			}
-			return r.Observe(ctx, tx)
-		})
-	case CostBatch:
-		b := &pgx.Batch{}
-		b.Queue(engine.SetLocalSQL, r.Tenant.Setting())
-		b.Queue(engine.ObserveQuery)
-		res := r.Conn().SendBatch(ctx, b)
-		_, err := res.Exec()
-		if err == nil {
-			err = r.Observe(ctx, engine.BatchRow{Results: res})
-		}
-		if cerr := res.Close(); err == nil {
-			err = cerr
-		}
-		return err
-	}
-	return fmt.Errorf("no scoping pattern %q", pattern)
-}
-
 // recordScopingTimings sets each pattern's timing and the ratios of the
 // scoped patterns' medians over the bare query's, and returns the ratios.
-func recordScopingTimings(tr *engine.Tracker, durs map[string][]time.Duration) map[string]float64 {
+func recordScopingTimings(tr *engine.Tracker, s measure.Samples) map[string]float64 {
 	ratios := map[string]float64{}
-	bare := crowdPercentile(durs[CostBare], 50)
+	bare := measure.Summarize(s[CostBare])
 	for _, p := range ScopingPatterns {
-		ds := durs[p]
-		med := crowdPercentile(ds, 50)
-		tr.SetTiming(p, engine.Timing{MedianUS: scopingUS(med), P99US: scopingUS(crowdPercentile(ds, 99)), N: len(ds)})
-		if p != CostBare && bare > 0 {
-			ratios[p] = float64(med) / float64(bare)
+		sum := measure.Summarize(s[p])
+		tr.SetTiming(p, sum.Timing())
+		if p != CostBare && bare.Median > 0 {
+			ratios[p] = float64(sum.Median) / float64(bare.Median)
 			tr.SetRatio(p, ratios[p])
 		}
 	}
 	return ratios
 }
-
-func scopingUS(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

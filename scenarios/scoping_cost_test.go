@@ -1,13 +1,10 @@
 package scenarios_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/scenarios/engine"
-	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
@@ -65,25 +62,8 @@ func TestScopingCostCancelledLeavesNothingBehind(t *testing.T) {
 	t.Parallel()
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	roles0, policies0 := crowdLabObjects(t, m, lab)
-	if err := lab.Start(sessions.RunRequest{Scenario: "scoping-cost", Variant: "measure", Speed: engine.Speed{Factor: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) && len(lab.Tracker().Snapshot().Requests) < 2 {
-		time.Sleep(20 * time.Millisecond)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := lab.Reset(ctx); err != nil {
-		t.Fatal(err)
-	}
-	tenants, invoices, backends := crowdLabCounts(t, m, lab)
-	roles, policies := crowdLabObjects(t, m, lab)
-	if tenants != 3 || invoices != 9 || backends != 0 || roles != roles0 || policies != policies0 {
-		t.Errorf("after cancel and reset: %d tenants, %d invoices, %d backends, %d roles, %d policies; want 3, 9, 0, %d, %d",
-			tenants, invoices, backends, roles, policies, roles0, policies0)
-	}
+	// Cancelled on a sample, with the connection scoped for the session.
+	cancelAt(t, m, lab, "scoping-cost", scenarios.ScopingCostMeasure, nil, func(_ int, st engine.State) bool { return len(st.Requests) >= 2 })
 }
 
 func scopingItoa(n int) string {

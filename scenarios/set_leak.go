@@ -2,9 +2,7 @@ package scenarios
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/rlslab/rlslab/scenarios/engine"
 )
@@ -18,28 +16,28 @@ import (
 // tenant C hold every connection, A releases first, and so the forgetful
 // request of tenant B can only get the backend A scoped.
 func SetLeak() *engine.Scenario {
+	v := func(pattern, summary string) engine.Variant {
+		return engine.Variant{Name: pattern, Summary: summary, Run: func(ctx context.Context, env *engine.Env) error { return runSetLeak(ctx, env, pattern) }}
+	}
 	return &engine.Scenario{
 		ID:    "set-leak",
 		Title: "Why SET leaks across pooled connections",
-		Variants: withRun(runSetLeak, []engine.Variant{
-			{Name: engine.PatternSessionSet, Summary: "Scope with set_config(..., false), a session-level SET: it outlives the request and the next request on that backend inherits it."},
-			{Name: engine.PatternTxLocal, Summary: "Scope with set_config(..., true) inside BEGIN ... COMMIT: the setting ends with the transaction."},
-			{Name: engine.PatternBatchLocal, Summary: "The same transaction-local set_config queued with the query in one pgx.Batch: one round trip."},
-		}),
-		Params: []engine.Param{{Name: "pool", Summary: "connections in the pool", Min: 2, Max: 3, Default: 2}},
+		Variants: []engine.Variant{
+			v(engine.PatternSessionSet, "Scope with set_config(..., false), a session-level SET: it outlives the request and the next request on that backend inherits it."),
+			v(engine.PatternTxLocal, "Scope with set_config(..., true) inside BEGIN ... COMMIT: the setting ends with the transaction."),
+			v(engine.PatternBatchLocal, "The same transaction-local set_config queued with the query in one pgx.Batch: one round trip."),
+		},
+		Params:     []engine.Param{{Name: "pool", Summary: "connections in the pool", Min: 2, Max: 3, Default: 2}},
+		MinTenants: 3,
+		Conns:      func(p engine.Params, _ engine.Sandbox) int { return p.Get("pool") },
 	}
 }
 
-func runSetLeak(ctx context.Context, env *engine.Env, variant string) error {
-	tenants := env.Sandbox.Tenants
-	if len(tenants) < 3 {
-		return errors.New("set-leak needs three tenants in the sandbox")
-	}
+// runSetLeak plays the set-leak order with tenant A scoping the way pattern
+// says.
+func runSetLeak(ctx context.Context, env *engine.Env, pattern string) error {
 	size := env.Params.Get("pool")
-	if size == 0 {
-		size = 2
-	}
-	a, b, c := tenants[0], tenants[1], tenants[2]
+	a, b, c := env.Sandbox.Tenants[0], env.Sandbox.Tenants[1], env.Sandbox.Tenants[2]
 	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: int32(size), MinConns: int32(size)})
 	if err != nil {
 		return err
@@ -47,7 +45,7 @@ func runSetLeak(ctx context.Context, env *engine.Env, variant string) error {
 	if err := env.Step(ctx, fmt.Sprintf("The pool has opened its %d connections. Each box shows what its own backend reports: PID, tenant setting, role.", size)); err != nil {
 		return err
 	}
-	first := pool.NewRequest(a, variant)
+	first := pool.NewRequest(a, pattern)
 	if err := first.Acquire(ctx); err != nil {
 		return err
 	}
@@ -55,53 +53,22 @@ func runSetLeak(ctx context.Context, env *engine.Env, variant string) error {
 	// forgetful request below can only get the backend tenant A used.
 	holders := make([]*engine.Request, size-1)
 	for i := range holders {
-		holders[i] = pool.NewRequest(c, variant)
+		holders[i] = pool.NewRequest(c, pattern)
 		if err := holders[i].Acquire(ctx); err != nil {
 			return err
 		}
 	}
-	for _, step := range []func(context.Context) error{first.Scope, first.Query, first.Release} {
-		if err := step(ctx); err != nil {
-			return err
-		}
+	if err := first.Finish(ctx); err != nil {
+		return err
 	}
-	forgot := pool.NewRequest(b, engine.PatternForgot)
-	if err := forgot.Do(ctx); err != nil {
+	if err := pool.NewRequest(b, engine.PatternForgot).Do(ctx); err != nil {
 		return err
 	}
 	for _, h := range holders {
-		for _, step := range []func(context.Context) error{h.Scope, h.Query, h.Release} {
-			if err := step(ctx); err != nil {
-				return err
-			}
+		if err := h.Finish(ctx); err != nil {
+			return err
 		}
 	}
-	summarize(env)
+	env.NoteRequests(engine.Notable)
 	return env.Step(ctx, "Done. The request log says, request by request, which backend served it, which tenant setting it ran under and whose rows came back.")
-}
-
-// summarize turns the observed request log into notes: every leak and every
-// request that failed closed, with the backend and setting it ran under.
-func summarize(env *engine.Env) {
-	st := env.Tracker().Snapshot()
-	for _, r := range st.Requests {
-		tenant := ""
-		if r.Tenant != nil {
-			tenant = env.Sandbox.TenantName(*r.Tenant)
-		}
-		switch {
-		case r.Leak:
-			env.Tracker().Note(fmt.Sprintf("LEAK: request #%d for %s (%s) ran on backend %d, which %s, and got %d rows of another tenant.",
-				r.Seq, tenant, r.Pattern, r.PID, engine.DescribeSetting(env.Sandbox, r.SeenTenant, "held"), r.ForeignRows))
-		case r.Error != "":
-			code := ""
-			if r.SQLState != "" && !strings.Contains(r.Error, r.SQLState) {
-				code = " [SQLSTATE " + r.SQLState + "]"
-			}
-			env.Tracker().Note(fmt.Sprintf("Request #%d for %s (%s) on backend %d failed: %s%s", r.Seq, tenant, r.Pattern, r.PID, r.Error, code))
-		case r.Rows == 0 && r.Phase != "waiting":
-			env.Tracker().Note(fmt.Sprintf("Request #%d for %s (%s) ran on backend %d, which %s: 0 rows, it failed closed.",
-				r.Seq, tenant, r.Pattern, r.PID, engine.DescribeSetting(env.Sandbox, r.SeenTenant, "held")))
-		}
-	}
 }

@@ -2,7 +2,6 @@ package scenarios
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -16,11 +15,11 @@ const (
 	PatternLocalRole = "local-role" // SET LOCAL ROLE <tenant role> inside BEGIN ... COMMIT
 )
 
-// Variants of set-role.
+// Variants of set-role (stable names: tools and lessons rely on them).
 const (
-	roleSession   = "set-role"
-	roleLocal     = "set-local-role"
-	roleInjection = "injection"
+	SetRoleSession   = "set-role"
+	SetRoleLocal     = "set-local-role"
+	SetRoleInjection = "injection"
 )
 
 // rolePolicy is the policy set-role adds for the run: a tenant role sees
@@ -34,15 +33,48 @@ const rolePolicy = "tenant_by_role"
 // injected text runs as the app, which may RESET ROLE and set_config any
 // tenant.
 func SetRole() *engine.Scenario {
+	// One pool of one connection, and the lab's superuser connection that
+	// drops the roles while the pool is still open.
 	return &engine.Scenario{
 		ID:    "set-role",
 		Title: "SET ROLE per tenant: leaks like SET, and no guard against SQL injection",
-		Variants: withRun(runSetRole, []engine.Variant{
-			{Name: roleSession, Summary: "Scope with SET ROLE to the tenant's role: the role outlives the request, and the next request on that backend runs as it."},
-			{Name: roleLocal, Summary: "Scope with SET LOCAL ROLE inside a transaction: the role ends with it."},
-			{Name: roleInjection, Summary: "A search term concatenated into SQL runs set_config (and RESET ROLE) as the app: the request reads another tenant's rows."},
-		}),
+		Variants: []engine.Variant{
+			{Name: SetRoleSession, Conns: engine.Fixed(2),
+				Summary: "Scope with SET ROLE to the tenant's role: the role outlives the request, and the next request on that backend runs as it.",
+				Run: func(ctx context.Context, env *engine.Env) error {
+					ts := env.Sandbox.Tenants
+					return runSetRole(ctx, env, roleStep{ts[0], PatternRole, "", false}, roleStep{ts[1], engine.PatternForgot, "", false})
+				}},
+			{Name: SetRoleLocal, Conns: engine.Fixed(2),
+				Summary: "Scope with SET LOCAL ROLE inside a transaction: the role ends with it.",
+				Run: func(ctx context.Context, env *engine.Env) error {
+					ts := env.Sandbox.Tenants
+					return runSetRole(ctx, env, roleStep{ts[0], PatternLocalRole, "", false}, roleStep{ts[1], engine.PatternForgot, "", false}, roleStep{ts[1], PatternLocalRole, "", false})
+				}},
+			{Name: SetRoleInjection, Conns: engine.Fixed(3),
+				Summary: "A search term concatenated into SQL runs set_config (and RESET ROLE) as the app: the request reads another tenant's rows.",
+				Run: func(ctx context.Context, env *engine.Env) error {
+					ts := env.Sandbox.Tenants
+					// The second request runs on a second, fresh connection
+					// (fresh: true), so that the first request's leftover
+					// setting cannot be mistaken for the injection's effect.
+					return runSetRole(ctx, env,
+						roleStep{ts[0], engine.PatternTxLocal, "'; SELECT set_config('app.current_tenant','" + ts[1].Setting() + "',false); --", false},
+						roleStep{ts[0], PatternLocalRole, "'; RESET ROLE; SELECT set_config('app.current_tenant','" + ts[2].Setting() + "',false); --", true})
+				}},
+		},
+		MinTenants: 3,
 	}
+}
+
+// roleStep is one request of a set-role variant: its tenant and pattern,
+// the search term it sends to the vulnerable search ("" for none), and
+// whether it runs on a pool of its own.
+type roleStep struct {
+	tenant  engine.Tenant
+	pattern string
+	term    string
+	fresh   bool
 }
 
 // tenantRole is the name of t's role in the lab.
@@ -50,116 +82,80 @@ func tenantRole(sb engine.Sandbox, t engine.Tenant) string {
 	return fmt.Sprintf("lab_%s_t%d", sb.Lab, t.ID)
 }
 
-func runSetRole(ctx context.Context, env *engine.Env, variant string) (err error) {
-	ts := env.Sandbox.Tenants
-	if len(ts) < 3 {
-		return errors.New("set-role needs three tenants in the sandbox")
-	}
+func runSetRole(ctx context.Context, env *engine.Env, steps ...roleStep) (err error) {
 	if err := roleSetup(ctx, env); err != nil {
 		return err
 	}
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 		defer cancel()
-		if uerr := roleTeardown(uctx, env); uerr != nil {
+		if uerr := env.AdminTx(uctx, func(tx pgx.Tx) error { return roleTeardown(uctx, env, tx) }); uerr != nil {
 			env.Logger().Error("drop set-role roles", "err", uerr)
 			if err == nil {
 				err = uerr
 			}
 		}
 	}()
-	names := make([]string, len(ts))
-	for i, t := range ts {
+	names := make([]string, len(env.Sandbox.Tenants))
+	for i, t := range env.Sandbox.Tenants {
 		names[i] = tenantRole(env.Sandbox, t)
 	}
 	if err := env.Step(ctx, fmt.Sprintf("Roles %s (NOLOGIN) are granted to the app role %s, which may SET ROLE to any of them; a policy %s gives each the rows of its tenant.", strings.Join(names, ", "), env.Sandbox.AppRole, rolePolicy)); err != nil {
 		return err
 	}
-	acme, globex, initech := ts[0], ts[1], ts[2]
-	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
-	if err != nil {
-		return err
-	}
-	switch variant {
-	case roleSession:
-		if err := roleRequest(ctx, env, pool.NewRequest(acme, PatternRole), ""); err != nil {
-			return err
-		}
-		if err := roleRequest(ctx, env, pool.NewRequest(globex, engine.PatternForgot), ""); err != nil {
-			return err
-		}
-	case roleLocal:
-		for _, r := range []*engine.Request{pool.NewRequest(acme, PatternLocalRole), pool.NewRequest(globex, engine.PatternForgot), pool.NewRequest(globex, PatternLocalRole)} {
-			if err := roleRequest(ctx, env, r, ""); err != nil {
+	var pool *engine.Pool
+	for i, s := range steps {
+		if pool == nil || s.fresh {
+			name := "app"
+			if i > 0 {
+				name = fmt.Sprintf("app-%d", i+1)
+			}
+			if pool, err = env.OpenPool(ctx, engine.PoolOptions{Name: name, MaxConns: 1, MinConns: 1}); err != nil {
 				return err
 			}
 		}
-	case roleInjection:
-		if err := roleRequest(ctx, env, pool.NewRequest(acme, engine.PatternTxLocal), injectSetting(globex)); err != nil {
+		if err := roleRequest(ctx, env, pool.NewRequest(s.tenant, s.pattern), s.term); err != nil {
 			return err
 		}
-		// A second, fresh connection, so that the first request's leftover
-		// setting cannot be mistaken for the injection's effect.
-		pool2, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app-2", MaxConns: 1, MinConns: 1})
-		if err != nil {
-			return err
-		}
-		if err := roleRequest(ctx, env, pool2.NewRequest(acme, PatternLocalRole), "'; RESET ROLE; SELECT set_config('app.current_tenant','"+initech.Setting()+"',false); --"); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("set-role: unknown variant %q", variant)
 	}
-	roleNotes(env)
+	env.NoteRequests(nil)
+	for _, c := range env.Tracker().Connections() {
+		env.Tracker().Note(fmt.Sprintf("After the run, backend %d (%s) was released as role %s with setting %s.", c.PID, c.Pool, c.Role, sqlValue(c.Tenant)))
+	}
 	return env.Step(ctx, "Done. The request log shows the role (current_user) each query ran as, read from its backend, and whose rows came back.")
-}
-
-// injectSetting is the search term that switches the request's tenant to t.
-func injectSetting(t engine.Tenant) string {
-	return "'; SELECT set_config('app.current_tenant','" + t.Setting() + "',false); --"
 }
 
 // roleRequest plays one request of set-role: acquire, scope as its pattern
 // says, optionally run the vulnerable search with term, query, release.
 func roleRequest(ctx context.Context, env *engine.Env, r *engine.Request, term string) error {
-	// Release even when Acquire's frame was cut short: the connection
-	// may already be held.
+	// Release even when Acquire's frame was cut short: the connection may
+	// already be held.
 	defer r.ReleaseQuiet(context.WithoutCancel(ctx))
 	if err := r.Acquire(ctx); err != nil {
 		return err
 	}
 	role := pgx.Identifier{tenantRole(env.Sandbox, r.Tenant)}.Sanitize()
 	var q engine.Querier = r.Conn()
-	var tx pgx.Tx
-	var say string
+	var err error
+	say := "sets no role and no tenant."
 	switch r.Pattern {
 	case PatternRole:
-		if _, err := r.Conn().Exec(ctx, "SET ROLE "+role); err != nil {
-			r.Fail(err)
-			return err
-		}
+		_, err = r.Conn().Exec(ctx, "SET ROLE "+role)
 		say = "runs SET ROLE " + role + ": a session-level setting, like SET."
-	case PatternLocalRole, engine.PatternTxLocal:
-		var err error
-		if tx, err = r.Conn().Begin(ctx); err != nil {
-			r.Fail(err)
-			return err
+	case PatternLocalRole:
+		if q, err = r.Begin(ctx); err == nil {
+			_, err = q.(pgx.Tx).Exec(ctx, "SET LOCAL ROLE "+role)
 		}
-		defer tx.Rollback(context.WithoutCancel(ctx))
-		q = tx
-		if r.Pattern == PatternLocalRole {
-			_, err = tx.Exec(ctx, "SET LOCAL ROLE "+role)
-			say = "runs BEGIN; SET LOCAL ROLE " + role + ": local to this transaction."
-		} else {
-			_, err = tx.Exec(ctx, engine.SetLocalSQL, r.Tenant.Setting())
-			say = fmt.Sprintf("runs BEGIN; set_config('app.current_tenant', '%s', true): local to this transaction.", r.Tenant.Setting())
+		say = "runs BEGIN; SET LOCAL ROLE " + role + ": local to this transaction."
+	case engine.PatternTxLocal:
+		if q, err = r.Begin(ctx); err == nil {
+			_, err = q.(pgx.Tx).Exec(ctx, engine.SetLocalSQL, r.Tenant.Setting())
 		}
-		if err != nil {
-			r.Fail(err)
-			return err
-		}
-	case engine.PatternForgot:
-		say = "sets no role and no tenant."
+		say = fmt.Sprintf("runs BEGIN; set_config('app.current_tenant', '%s', true): local to this transaction.", r.Tenant.Setting())
+	}
+	if err != nil {
+		r.Fail(err)
+		return err
 	}
 	if err := env.Step(ctx, r.Label()+" "+say); err != nil {
 		return err
@@ -185,17 +181,13 @@ func roleRequest(ctx context.Context, env *engine.Env, r *engine.Request, term s
 		r.Fail(err)
 		return err
 	}
-	row := rowBySeq(env, r.Seq)
-	why := roleWhy(env.Sandbox, r, row, term)
-	annotateRow(env, r.Seq, func(rr *engine.RequestRow) { rr.Why = why; rr.Phase = "queried" })
-	if err := env.Step(ctx, fmt.Sprintf("%s on backend %d: %s", r.Label(), row.PID, why)); err != nil {
+	r.Update(func(row *engine.RequestRow) { row.Why = roleWhy(env.Sandbox, r, *row, term); row.Phase = "queried" })
+	row := r.Row()
+	if err := env.Step(ctx, fmt.Sprintf("%s on backend %d: %s", r.Label(), row.PID, row.Why)); err != nil {
 		return err
 	}
-	if tx != nil {
-		if err := tx.Commit(ctx); err != nil {
-			r.Fail(err)
-			return err
-		}
+	if err := r.Commit(ctx); err != nil {
+		return err
 	}
 	return r.Release(ctx)
 }
@@ -205,52 +197,27 @@ func roleWhy(sb engine.Sandbox, r *engine.Request, row engine.RequestRow, term s
 	switch {
 	case row.Leak && term != "":
 		return fmt.Sprintf("LEAK: the injected text ran as the app (now role %s, setting %s): %d rows, %d of another tenant. The request's own scoping did not stop it.",
-			row.Role, unsetQuote(row.SeenTenant), row.Rows, row.ForeignRows)
+			row.Role, sqlValue(row.SeenTenant), row.Rows, row.ForeignRows)
 	case row.Leak && row.Role != sb.AppRole:
 		return fmt.Sprintf("LEAK: the backend still runs as %s, set by an earlier request with SET ROLE: %d rows of another tenant came back to %s.", row.Role, row.ForeignRows, r.Tenant.Name)
 	case row.Leak:
-		return fmt.Sprintf("LEAK: %d rows of another tenant (role %s, setting %s).", row.ForeignRows, row.Role, unsetQuote(row.SeenTenant))
+		return fmt.Sprintf("LEAK: %d rows of another tenant (role %s, setting %s).", row.ForeignRows, row.Role, sqlValue(row.SeenTenant))
 	case row.Rows == 0:
-		return fmt.Sprintf("0 rows: role %s, setting %s; no policy matches, so it fails closed.", row.Role, unsetQuote(row.SeenTenant))
+		return fmt.Sprintf("0 rows: role %s, setting %s; no policy matches, so it fails closed.", row.Role, sqlValue(row.SeenTenant))
 	}
 	return fmt.Sprintf("%d rows, all %s's own, as role %s.", row.Rows, r.Tenant.Name, row.Role)
 }
 
-// roleNotes adds one note per request of the run.
-func roleNotes(env *engine.Env) {
-	st := env.Tracker().Snapshot()
-	for _, r := range st.Requests {
-		tenant := ""
-		if r.Tenant != nil {
-			tenant = env.Sandbox.TenantName(*r.Tenant)
-		}
-		head := fmt.Sprintf("Request #%d (%s, %s) on backend %d as %s, setting %s", r.Seq, tenant, r.Pattern, r.PID, r.Role, unsetQuote(r.SeenTenant))
-		switch {
-		case r.Error != "":
-			env.Tracker().Note(head + ": failed: " + r.Error)
-		case r.Leak:
-			env.Tracker().Note(fmt.Sprintf("LEAK: %s: %d rows, %d of another tenant.", head, r.Rows, r.ForeignRows))
-		default:
-			env.Tracker().Note(fmt.Sprintf("%s: %d rows.", head, r.Rows))
-		}
-	}
-	for _, c := range st.Connections {
-		env.Tracker().Note(fmt.Sprintf("After the run, backend %d (%s) was released as role %s with setting %s.", c.PID, c.Pool, c.Role, unsetQuote(c.Tenant)))
-	}
-}
-
-// roleSetup creates the tenant roles, grants them to the app role and adds
-// the role policy, after removing anything a crashed run left.
+// roleSetup removes anything a crashed run left, then creates the tenant
+// roles, grants them to the app role and adds the role policy, in one
+// transaction on the lab's superuser connection.
 func roleSetup(ctx context.Context, env *engine.Env) error {
-	if err := roleTeardown(ctx, env); err != nil {
-		return err
-	}
 	var quoted []string
 	for _, t := range env.Sandbox.Tenants {
 		quoted = append(quoted, pgx.Identifier{tenantRole(env.Sandbox, t)}.Sanitize())
 	}
 	list := strings.Join(quoted, ", ")
-	stmts := []string{"SET LOCAL lock_timeout = '5s'"}
+	var stmts []string
 	for _, q := range quoted {
 		stmts = append(stmts, "CREATE ROLE "+q+" NOLOGIN NOSUPERUSER NOBYPASSRLS")
 	}
@@ -262,6 +229,9 @@ func roleSetup(ctx context.Context, env *engine.Env) error {
 			` USING (tenant_id = (regexp_match(current_user::text, '_t([0-9]+)$'))[1]::int)`,
 	)
 	return env.AdminTx(ctx, func(tx pgx.Tx) error {
+		if err := roleTeardown(ctx, env, tx); err != nil {
+			return err
+		}
 		for _, s := range stmts {
 			if _, err := tx.Exec(ctx, s); err != nil {
 				return fmt.Errorf("set-role setup: %s: %w", s, err)
@@ -272,31 +242,29 @@ func roleSetup(ctx context.Context, env *engine.Env) error {
 }
 
 // roleTeardown drops the role policy and the tenant roles (with their
-// privileges and memberships), whichever of them exist.
-func roleTeardown(ctx context.Context, env *engine.Env) error {
-	return env.AdminTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
+// privileges and memberships), whichever of them exist, in tx.
+func roleTeardown(ctx context.Context, env *engine.Env, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, "DROP POLICY IF EXISTS "+rolePolicy+" ON invoices"); err != nil {
+		return fmt.Errorf("drop policy %s: %w", rolePolicy, err)
+	}
+	for _, t := range env.Sandbox.Tenants {
+		name := tenantRole(env.Sandbox, t)
+		var n int
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "DROP POLICY IF EXISTS "+rolePolicy+" ON invoices"); err != nil {
-			return fmt.Errorf("drop policy %s: %w", rolePolicy, err)
+		if n == 0 {
+			continue
 		}
-		for _, t := range env.Sandbox.Tenants {
-			name := tenantRole(env.Sandbox, t)
-			var n int
-			if err := tx.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
-				return err
-			}
-			if n == 0 {
-				continue
-			}
-			q := pgx.Identifier{name}.Sanitize()
-			for _, s := range []string{"DROP OWNED BY " + q, "DROP ROLE " + q} {
-				if _, err := tx.Exec(ctx, s); err != nil {
-					return fmt.Errorf("set-role teardown: %s: %w", s, err)
-				}
+		q := pgx.Identifier{name}.Sanitize()
+		for _, s := range []string{"DROP OWNED BY " + q, "DROP ROLE " + q} {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("set-role teardown: %s: %w", s, err)
 			}
 		}
-		return nil
-	})
+	}
+	return nil
 }

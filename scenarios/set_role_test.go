@@ -1,8 +1,10 @@
 package scenarios_test
 
 import (
+	"strings"
 	"testing"
-	"time"
+
+	"github.com/rlslab/rlslab/scenarios/engine"
 
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
@@ -64,10 +66,19 @@ func TestSetRoleVariants(t *testing.T) {
 	}
 }
 
+// TestSetRoleCancelledLeavesNothing cancels set-role at every one of its
+// frames in turn: wherever the run stops, its roles, policy and backends
+// are gone without any reset of the lab.
 func TestSetRoleCancelledLeavesNothing(t *testing.T) {
 	t.Parallel()
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	cancelMidRun(t, m, lab, "set-role", "set-role", 2500*time.Millisecond)
-	cancelMidRun(t, m, lab, "set-role", "injection", 1500*time.Millisecond)
+	frames := countFrames(t, lab, "set-role", "set-role", nil)
+	if frames < 8 {
+		t.Fatalf("set-role showed %d frames", frames)
+	}
+	for k := 1; k <= frames; k++ {
+		cancelAt(t, m, lab, "set-role", "set-role", nil, atFrame(k))
+	}
+	cancelAt(t, m, lab, "set-role", "injection", nil, func(_ int, st engine.State) bool { return strings.Contains(st.Narration, "searches for the term") })
 }

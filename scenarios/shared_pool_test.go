@@ -74,7 +74,7 @@ func TestSharedPoolConnPerUserIsRefusedOnEveryRun(t *testing.T) {
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	params := map[string]string{"users": "90", "tenants": "10", "online": "30"}
 	for run := range 2 {
-		st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.VariantConnPerUser, params)
+		st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.SharedPoolConnPerUser, params)
 		if st.Status != engine.StatusDone {
 			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
 		}
@@ -118,7 +118,7 @@ func TestSharedPoolServesEveryUser(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 2 {
-		st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.VariantSharedPool, nil)
+		st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.SharedPoolShared, nil)
 		if st.Status != engine.StatusDone {
 			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
 		}
@@ -172,40 +172,31 @@ func TestSharedPoolPoolNeverExceedsTheRoleLimit(t *testing.T) {
 	t.Parallel()
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.VariantSharedPool, map[string]string{"users": "60", "pool": "50", "tenants": "3"})
+	st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.SharedPoolShared, map[string]string{"users": "60", "pool": "50", "tenants": "3"})
 	if st.Pool.Max != int32(lab.Sandbox.ConnLimit) || st.Errors() != 0 {
 		t.Errorf("pool max %d (limit %d), %d errors", st.Pool.Max, lab.Sandbox.ConnLimit, st.Errors())
 	}
 	crowdServedOwnRows(t, st)
 }
 
+// TestSharedPoolCancelledLeavesNothingBehind cancels each variant in its
+// first wave, once the run's extra tenants exist and (conn-per-user) the
+// users hold their own connections, and checks, without resetting the lab,
+// that the tenants, invoices and backends the run added are gone.
 func TestSharedPoolCancelledLeavesNothingBehind(t *testing.T) {
 	t.Parallel()
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	roles0, policies0 := crowdLabObjects(t, m, lab)
-	for _, variant := range []string{scenarios.VariantConnPerUser, scenarios.VariantSharedPool} {
-		err := lab.Start(sessions.RunRequest{Scenario: "shared-pool", Variant: variant, Speed: engine.Speed{Factor: 1}, Params: map[string]string{"tenants": "20"}})
-		if err != nil {
-			t.Fatal(err)
+	for _, variant := range []string{scenarios.SharedPoolConnPerUser, scenarios.SharedPoolShared} {
+		st := cancelAt(t, m, lab, "shared-pool", variant, map[string]string{"tenants": "20"}, narrationStarts("Wave 1"))
+		if len(st.Requests) == 0 {
+			t.Errorf("%s: cancelled before any request", variant)
 		}
-		// Wait until the crowd is under way (the run's tenants exist).
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) && len(lab.Tracker().Snapshot().Requests) == 0 {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if len(lab.Tracker().Snapshot().Requests) == 0 {
-			t.Fatalf("%s: no request started", variant)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		if err := lab.Reset(ctx); err != nil {
-			t.Fatal(err)
-		}
-		cancel()
 		tenants, invoices, backends := crowdLabCounts(t, m, lab)
 		roles, policies := crowdLabObjects(t, m, lab)
 		if tenants != 3 || invoices != 9 || backends != 0 || roles != roles0 || policies != policies0 {
-			t.Errorf("%s: after cancel and reset: %d tenants, %d invoices, %d backends, %d roles, %d policies; want 3, 9, 0, %d, %d",
+			t.Errorf("%s: after cancel: %d tenants, %d invoices, %d backends, %d roles, %d policies; want 3, 9, 0, %d, %d",
 				variant, tenants, invoices, backends, roles, policies, roles0, policies0)
 		}
 	}

@@ -10,19 +10,16 @@ import (
 	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
-// Variants of split-calls (stable names: tools rely on them).
+// Variants of split-calls (stable names: tools and lessons rely on them).
 const (
-	SplitVariantSetParam = "set-param"
-	SplitVariantSplit    = "split"
-	SplitVariantOneTx    = "one-tx"
+	SplitCallsSetParam = "set-param"
+	SplitCallsSplit    = "split"
+	SplitCallsOneTx    = "one-tx"
 )
 
-// PatternSplit is the pattern of a request that sends its scope and its
-// query as two separate pool calls.
-const PatternSplit = "split"
-
-// Patterns of the set-param variant's two requests.
+// Patterns of split-calls' requests.
 const (
+	PatternSplit          = "split"            // scope and query sent as two separate pool calls
 	PatternSetParam       = "set-param"        // SET ... = $1 through the extended protocol
 	PatternSetParamSimple = "set-param-simple" // the same under pgx's simple protocol
 )
@@ -44,68 +41,59 @@ func SplitCalls() *engine.Scenario {
 	return &engine.Scenario{
 		ID:    "split-calls",
 		Title: "SET on the pool, then query on the pool: two calls, two connections",
-		Variants: withRun(runSplitCalls, []engine.Variant{
-			{Name: SplitVariantSetParam, Summary: "SET app.current_tenant = $1 through pool.Exec: the server rejects the bind parameter with a syntax error."},
-			{Name: SplitVariantSplit, Summary: "set_config(..., false) as one pool call, the query as another: under concurrency the query runs on another backend, under another tenant's setting."},
-			{Name: SplitVariantOneTx, Summary: "Acquire once; BEGIN, set_config(..., true), query, COMMIT on that one connection: every request sees only its own rows."},
-		}),
+		Variants: []engine.Variant{
+			{Name: SplitCallsSetParam, Run: runSetParam, Summary: "SET app.current_tenant = $1 through pool.Exec: the server rejects the bind parameter with a syntax error."},
+			{Name: SplitCallsSplit, Run: runSplit, Summary: "set_config(..., false) as one pool call, the query as another: under concurrency the query runs on another backend, under another tenant's setting."},
+			{Name: SplitCallsOneTx, Run: runOneTx, Summary: "Acquire once; BEGIN, set_config(..., true), query, COMMIT on that one connection: every request sees only its own rows."},
+		},
+		MinTenants: 3,
+		Conns:      engine.Fixed(2),
 	}
 }
 
-func runSplitCalls(ctx context.Context, env *engine.Env, variant string) error {
-	if len(env.Sandbox.Tenants) < 3 {
-		return errors.New("split-calls needs three tenants in the sandbox")
+// openPair opens the variants' pool of two connections and shows it.
+func openPair(ctx context.Context, env *engine.Env, narration string, configure func(*pgxpool.Config)) (*engine.Pool, error) {
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 2, MinConns: 2, Configure: configure})
+	if err != nil {
+		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // ends any pool call still held at its gate
-	switch variant {
-	case SplitVariantSetParam:
-		return runSetParam(ctx, env)
-	case SplitVariantSplit:
-		return runSplit(ctx, env)
-	case SplitVariantOneTx:
-		return runOneTx(ctx, env)
-	}
-	return fmt.Errorf("split-calls: unknown variant %q", variant)
+	return pool, env.Step(ctx, "The pool has opened its 2 connections. "+narration)
 }
 
 // runSetParam sends SET with a bind parameter the way an application does
 // (pool.Exec with an argument), then the same under pgx's simple protocol.
 func runSetParam(ctx context.Context, env *engine.Env) error {
 	a, b := env.Sandbox.Tenants[0], env.Sandbox.Tenants[1]
-	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 2, MinConns: 2})
+	pool, err := openPair(ctx, env, "Each box shows what its own backend reports: PID, tenant setting, role.", nil)
 	if err != nil {
 		return err
 	}
-	if err := env.Step(ctx, "The pool has opened its 2 connections. Each box shows what its own backend reports: PID, tenant setting, role."); err != nil {
-		return err
-	}
+	tr := env.Tracker()
 	r := pool.NewRequest(a, PatternSetParam)
 	r.SetPhase("scoping")
-	_, err = pool.Exec(ctx, setParamSQL, a.Setting())
-	if err != nil {
+	if _, err = pool.Exec(ctx, setParamSQL, a.Setting()); err != nil {
 		r.Fail(err)
-		env.Tracker().Note(fmt.Sprintf("Request #%d (%s): pool.Exec(ctx, %q, %q) failed: %s", r.Seq, a.Name, setParamSQL, a.Setting(), err))
-		if err := env.Step(ctx, fmt.Sprintf("%s sends pool.Exec(ctx, \"SET app.current_tenant = $1\", \"%s\"). The server answers: %s. SET is a utility command: it takes no bind parameters.", r.Label(), a.Setting(), err)); err != nil {
-			return err
-		}
+		tr.Note(fmt.Sprintf("Request #%d (%s): pool.Exec(ctx, %q, %q) failed: %s", r.Seq, a.Name, setParamSQL, a.Setting(), err))
+		err = env.Step(ctx, fmt.Sprintf("%s sends pool.Exec(ctx, \"SET app.current_tenant = $1\", \"%s\"). The server answers: %s. SET is a utility command: it takes no bind parameters.", r.Label(), a.Setting(), err))
 	} else {
-		env.Tracker().Note(fmt.Sprintf("Request #%d (%s): the server accepted SET with a bind parameter (no error).", r.Seq, a.Name))
+		tr.Note(fmt.Sprintf("Request #%d (%s): the server accepted SET with a bind parameter (no error).", r.Seq, a.Name))
 		r.SetPhase("scoped")
-		if err := env.Step(ctx, fmt.Sprintf("%s sends SET app.current_tenant = $1 with \"%s\", and this server accepted it.", r.Label(), a.Setting())); err != nil {
-			return err
-		}
+		err = env.Step(ctx, fmt.Sprintf("%s sends SET app.current_tenant = $1 with \"%s\", and this server accepted it.", r.Label(), a.Setting()))
+	}
+	if err != nil {
+		return err
 	}
 
 	// The same statement under the simple protocol: pgx puts the value into
 	// the SQL text itself, so the server never sees a $1.
 	s := pool.NewRequest(b, PatternSetParamSimple)
+	defer s.ReleaseQuiet(context.WithoutCancel(ctx))
 	if err := s.Acquire(ctx); err != nil {
 		return err
 	}
 	if _, err := s.Conn().Exec(ctx, setParamSQL, pgx.QueryExecModeSimpleProtocol, b.Setting()); err != nil {
 		s.Fail(err)
-		env.Tracker().Note(fmt.Sprintf("Request #%d (%s): SET with $1 under the simple protocol failed too: %s", s.Seq, b.Name, err))
+		tr.Note(fmt.Sprintf("Request #%d (%s): SET with $1 under the simple protocol failed too: %s", s.Seq, b.Name, err))
 		s.ReleaseQuiet(ctx)
 		return env.Step(ctx, "Done.")
 	}
@@ -125,23 +113,9 @@ func runSetParam(ctx context.Context, env *engine.Env) error {
 	if err := s.Release(ctx); err != nil {
 		return err
 	}
-	held := heldSetting(env, pool, pid)
-	env.Tracker().Note(fmt.Sprintf("Request #%d (%s): SET with $1 under the simple protocol worked (pgx substituted the value client-side), but it is a session-level SET: after release, backend %d still %s.",
-		s.Seq, b.Name, pid, engine.DescribeSetting(env.Sandbox, held, "holds")))
-	return env.Step(ctx, fmt.Sprintf("Done. With a bind parameter SET is a syntax error; the simple-protocol form runs, but it is a session-level SET: backend %d still %s after release (the set-leak lesson shows where that goes). Use set_config('app.current_tenant', $1, true) in a transaction.",
-		pid, engine.DescribeSetting(env.Sandbox, held, "holds")))
-}
-
-// heldSetting returns the tenant setting last read on the connection of
-// pool with backend pid.
-func heldSetting(env *engine.Env, pool *engine.Pool, pid uint32) *string {
-	st := env.Tracker().Snapshot()
-	for _, c := range st.Connections {
-		if c.Pool == pool.Name() && c.PID == pid {
-			return c.Tenant
-		}
-	}
-	return nil
+	held := engine.DescribeSetting(env.Sandbox, pool.Setting(pid), "holds")
+	tr.Note(fmt.Sprintf("Request #%d (%s): SET with $1 under the simple protocol worked (pgx substituted the value client-side), but it is a session-level SET: after release, backend %d still %s.", s.Seq, b.Name, pid, held))
+	return env.Step(ctx, fmt.Sprintf("Done. With a bind parameter SET is a syntax error; the simple-protocol form runs, but it is a session-level SET: backend %d still %s after release (the set-leak lesson shows where that goes). Use set_config('app.current_tenant', $1, true) in a transaction.", pid, held))
 }
 
 // gateKey is the context key under which a pool call carries its gate.
@@ -186,8 +160,7 @@ type heldCall struct {
 // shown as acquired by request seq.
 func startHeld(ctx context.Context, pool *engine.Pool, seq int, fn func(context.Context) error) (*heldCall, error) {
 	h := &heldCall{gate: &callGate{acquired: make(chan *pgx.Conn, 1), proceed: make(chan struct{})}, done: make(chan error, 1)}
-	cctx := context.WithValue(ctx, gateKey{}, h.gate)
-	go func() { h.done <- fn(cctx) }()
+	go func() { h.done <- fn(context.WithValue(ctx, gateKey{}, h.gate)) }()
 	select {
 	case c := <-h.gate.acquired:
 		h.conn, h.pid = c, c.PgConn().PID()
@@ -207,22 +180,20 @@ func startHeld(ctx context.Context, pool *engine.Pool, seq int, fn func(context.
 // and its connection has been released (and read again by the pool).
 func (h *heldCall) finish(ctx context.Context, pool *engine.Pool) error {
 	close(h.gate.proceed)
-	var err error
 	select {
-	case err = <-h.done:
+	case err := <-h.done:
+		pool.WaitReleased(ctx, pool.Slot(h.conn))
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	pool.WaitReleased(ctx, pool.Slot(h.conn))
-	return err
 }
 
-// splitEvent is one move of the split variant's script: request i starts or
-// finishes its set_config call or its query call.
+// splitEvent is one move of the split variant's script: request req starts
+// or finishes its set_config call (query false) or its query call.
 type splitEvent struct {
-	req   int
-	query bool
-	start bool
+	req          int
+	query, start bool
 }
 
 // splitScript interleaves three requests on a pool of two so that every
@@ -238,168 +209,123 @@ var splitScript = []splitEvent{
 // runSplit plays three concurrent requests that each send set_config(...,
 // false) and their query as two separate pool calls.
 func runSplit(ctx context.Context, env *engine.Env) error {
-	tenants := env.Sandbox.Tenants[:3]
-	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 2, MinConns: 2,
-		Configure: func(c *pgxpool.Config) { c.PrepareConn = holdAtAcquire }})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends any pool call still held at its gate
+	pool, err := openPair(ctx, env, "Three requests (Acme, Globex, Initech) arrive together; each sends pool.Exec(set_config(..., false)) and then pool.QueryRow(query): two separate pool calls.",
+		func(c *pgxpool.Config) { c.PrepareConn = holdAtAcquire })
 	if err != nil {
 		return err
 	}
-	if err := env.Step(ctx, "The pool has opened its 2 connections. Three requests (Acme, Globex, Initech) arrive together; each sends pool.Exec(set_config(..., false)) and then pool.QueryRow(query): two separate pool calls."); err != nil {
-		return err
-	}
-	reqs := make([]*engine.Request, len(tenants))
-	for i, t := range tenants {
+	reqs := make([]*engine.Request, 3)
+	for i, t := range env.Sandbox.Tenants[:3] {
 		reqs[i] = pool.NewRequest(t, PatternSplit)
 	}
-	setPID := make([]uint32, len(reqs))
-	queryPID := make([]uint32, len(reqs))
-	calls := make([][2]*heldCall, len(reqs))
+	var pids [3][2]uint32 // [request][set_config, query]: backend PIDs
+	held := map[[2]int]*heldCall{}
 	for _, ev := range splitScript {
-		r := reqs[ev.req]
-		k := 0
+		r, k := reqs[ev.req], 0
 		if ev.query {
 			k = 1
 		}
 		var narration string
-		switch {
-		case ev.start && !ev.query:
-			h, err := startHeld(ctx, pool, r.Seq, func(ctx context.Context) error {
+		if ev.start {
+			call := func(ctx context.Context) error {
 				_, err := pool.Exec(ctx, engine.SetSessionSQL, r.Tenant.Setting())
 				return err
-			})
+			}
+			if ev.query {
+				call = func(ctx context.Context) error { return r.Observe(ctx, pool) }
+			}
+			h, err := startHeld(ctx, pool, r.Seq, call)
 			if err != nil {
 				r.Fail(err)
 				return err
 			}
-			calls[ev.req][k], setPID[ev.req] = h, h.pid
-			r.SetPhase("scoping")
-			r.Update(func(row *engine.RequestRow) { row.PID = h.pid })
+			held[[2]int{ev.req, k}], pids[ev.req][k] = h, h.pid
+			phase := "scoping"
+			if ev.query {
+				phase = "querying"
+			}
+			r.Update(func(row *engine.RequestRow) { row.PID, row.Phase = h.pid, phase })
 			narration = fmt.Sprintf("%s calls pool.Exec(set_config('app.current_tenant', '%s', false)): the pool hands this call backend %d.", r.Label(), r.Tenant.Setting(), h.pid)
-		case !ev.start && !ev.query:
-			h := calls[ev.req][k]
+			if ev.query {
+				where := "the same backend its set_config used"
+				if set := pids[ev.req][0]; h.pid != set {
+					where = fmt.Sprintf("not backend %d, where its set_config ran: backend %d is busy with another request's call", set, set)
+				}
+				narration = fmt.Sprintf("%s sends its query as a second call, pool.QueryRow: the pool hands it backend %d, %s.", r.Label(), h.pid, where)
+			}
+		} else {
+			h := held[[2]int{ev.req, k}]
 			if err := h.finish(ctx, pool); err != nil {
 				r.Fail(err)
-				return err
-			}
-			r.SetPhase("scoped")
-			narration = fmt.Sprintf("%s's set_config runs on backend %d; the call ends and the pool takes the connection back: it now %s.",
-				r.Label(), h.pid, engine.DescribeSetting(env.Sandbox, heldSetting(env, pool, h.pid), "holds"))
-		case ev.start && ev.query:
-			h, err := startHeld(ctx, pool, r.Seq, func(ctx context.Context) error { return r.Observe(ctx, pool) })
-			if err != nil {
-				r.Fail(err)
-				return err
-			}
-			calls[ev.req][k], queryPID[ev.req] = h, h.pid
-			r.SetPhase("querying")
-			r.Update(func(row *engine.RequestRow) { row.PID = h.pid })
-			where := "the same backend its set_config used"
-			if h.pid != setPID[ev.req] {
-				where = fmt.Sprintf("not backend %d, where its set_config ran: backend %d is busy with another request's call", setPID[ev.req], setPID[ev.req])
-			}
-			narration = fmt.Sprintf("%s sends its query as a second call, pool.QueryRow: the pool hands it backend %d, %s.", r.Label(), h.pid, where)
-		default:
-			h := calls[ev.req][k]
-			if err := h.finish(ctx, pool); err != nil {
-				r.Fail(err)
-				if ctx.Err() != nil {
-					return ctx.Err()
+				if !ev.query || ctx.Err() != nil {
+					return err
 				}
 				continue
 			}
-			r.SetPhase("released")
-			splitWhy(env, r, setPID[ev.req])
-			narration = r.Verdict()
+			if ev.query {
+				r.Update(func(row *engine.RequestRow) {
+					row.Phase = "released"
+					row.Why = fmt.Sprintf("set_config ran on backend %d, the query on backend %d. %s", pids[ev.req][0], row.PID, row.Why)
+				})
+				narration = r.Verdict()
+			} else {
+				r.SetPhase("scoped")
+				narration = fmt.Sprintf("%s's set_config runs on backend %d; the call ends and the pool takes the connection back: it now %s.",
+					r.Label(), h.pid, engine.DescribeSetting(env.Sandbox, pool.Setting(h.pid), "holds"))
+			}
 		}
 		if err := env.Step(ctx, narration); err != nil {
 			return err
 		}
 	}
 	crossed, leaks := 0, 0
-	st := env.Tracker().Snapshot()
+	tr := env.Tracker()
 	for i, r := range reqs {
-		env.Tracker().SetMetric(fmt.Sprintf("request #%d set_config PID", r.Seq), fmt.Sprint(setPID[i]), float64(setPID[i]))
-		env.Tracker().SetMetric(fmt.Sprintf("request #%d query PID", r.Seq), fmt.Sprint(queryPID[i]), float64(queryPID[i]))
-		if setPID[i] != queryPID[i] {
+		set, query := pids[i][0], pids[i][1]
+		tr.SetMetric(fmt.Sprintf("request #%d set_config PID", r.Seq), fmt.Sprint(set), float64(set))
+		tr.SetMetric(fmt.Sprintf("request #%d query PID", r.Seq), fmt.Sprint(query), float64(query))
+		if set != query {
 			crossed++
 		}
-		for _, row := range st.Requests {
-			if row.Seq != r.Seq {
-				continue
-			}
-			if row.Leak {
-				leaks++
-			}
-			env.Tracker().Note(fmt.Sprintf("Request #%d (%s): set_config on backend %d, query on backend %d, which %s: %d rows, %d of another tenant.",
-				r.Seq, r.Tenant.Name, setPID[i], queryPID[i], engine.DescribeSetting(env.Sandbox, row.SeenTenant, "held"), row.Rows, row.ForeignRows))
+		row := r.Row()
+		if row.Leak {
+			leaks++
 		}
+		tr.Note(fmt.Sprintf("Request #%d (%s): set_config on backend %d, query on backend %d, which %s: %d rows, %d of another tenant.",
+			r.Seq, r.Tenant.Name, set, query, engine.DescribeSetting(env.Sandbox, row.SeenTenant, "held"), row.Rows, row.ForeignRows))
 	}
 	return env.Step(ctx, fmt.Sprintf("Done. %d of %d queries ran on another backend than their set_config; %d returned another tenant's rows. Two pool calls are two acquires: nothing ties the second to the first.", crossed, len(reqs), leaks))
 }
 
-// splitWhy rewrites the why of a split request to name both backends.
-func splitWhy(env *engine.Env, r *engine.Request, setPID uint32) {
-	env.Tracker().UpdateRequest(r.Seq, func(row *engine.RequestRow) {
-		row.Why = fmt.Sprintf("set_config ran on backend %d, the query on backend %d. %s", setPID, row.PID, row.Why)
-	})
-}
-
-// oneTxScript is the split script's interleaving for requests that acquire
-// once: acquire, then scope, query and release together.
-var oneTxScript = []struct {
-	req     int
-	acquire bool
-}{{0, true}, {1, true}, {0, false}, {2, true}, {1, false}, {2, false}}
-
 // runOneTx plays the same three concurrent requests, each acquiring one
-// connection and scoping and querying inside one transaction on it.
+// connection and scoping and querying inside one transaction on it, in the
+// split script's interleaving: request 0 and 1 acquire, 0 finishes, 2
+// acquires, 1 and 2 finish.
 func runOneTx(ctx context.Context, env *engine.Env) error {
-	tenants := env.Sandbox.Tenants[:3]
-	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 2, MinConns: 2})
+	pool, err := openPair(ctx, env, "The same three requests arrive together; each acquires one connection and runs BEGIN, set_config(..., true), its query and COMMIT on it.", nil)
 	if err != nil {
 		return err
 	}
-	if err := env.Step(ctx, "The pool has opened its 2 connections. The same three requests arrive together; each acquires one connection and runs BEGIN, set_config(..., true), its query and COMMIT on it."); err != nil {
-		return err
-	}
-	reqs := make([]*engine.Request, len(tenants))
-	for i, t := range tenants {
+	reqs := make([]*engine.Request, 3)
+	for i, t := range env.Sandbox.Tenants[:3] {
 		reqs[i] = pool.NewRequest(t, engine.PatternTxLocal)
 	}
-	for _, ev := range oneTxScript {
+	for _, ev := range []struct {
+		req     int
+		acquire bool
+	}{{0, true}, {1, true}, {0, false}, {2, true}, {1, false}, {2, false}} {
 		r := reqs[ev.req]
 		if ev.acquire {
-			if err := r.Acquire(ctx); err != nil {
-				return err
-			}
-			continue
+			err = r.Acquire(ctx)
+		} else if err = r.Finish(ctx); ctx.Err() == nil {
+			err = nil // a failed request is an outcome, in the log
 		}
-		for _, step := range []func(context.Context) error{r.Scope, r.Query, r.Release} {
-			if err := step(ctx); err != nil {
-				r.ReleaseQuiet(context.WithoutCancel(ctx))
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				break
-			}
+		if err != nil {
+			return err
 		}
 	}
-	st := env.Tracker().Snapshot()
-	leaks := 0
-	for _, row := range st.Requests {
-		if row.Leak {
-			leaks++
-		}
-		tenant := ""
-		if row.Tenant != nil {
-			tenant = env.Sandbox.TenantName(*row.Tenant)
-		}
-		if row.Error != "" {
-			env.Tracker().Note(fmt.Sprintf("Request #%d (%s) failed: %s", row.Seq, tenant, row.Error))
-			continue
-		}
-		env.Tracker().Note(fmt.Sprintf("Request #%d (%s): scope and query in one transaction on backend %d, which %s: %d rows, %d of another tenant.",
-			row.Seq, tenant, row.PID, engine.DescribeSetting(env.Sandbox, row.SeenTenant, "held"), row.Rows, row.ForeignRows))
-	}
-	return env.Step(ctx, fmt.Sprintf("Done. %d leaks: each request scoped and queried on the one connection it acquired, and the setting ended with its transaction.", leaks))
+	env.NoteRequests(nil)
+	return env.Step(ctx, fmt.Sprintf("Done. %d leaks: each request scoped and queried on the one connection it acquired, and the setting ended with its transaction.", env.Tracker().Leaks()))
 }

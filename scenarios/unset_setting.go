@@ -5,29 +5,36 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
-// Variants of unset-setting.
+// Variants of unset-setting (stable names: tools and lessons rely on them).
 const (
-	unsetFresh       = "fresh"
-	unsetAfterReset  = "after-reset"
-	unsetNoMissingOK = "no-missing-ok"
-	unsetNaiveCast   = "naive-cast"
-	unsetFailOpen    = "fail-open"
-	unsetNullif      = "nullif"
+	UnsetSettingFresh       = "fresh"
+	UnsetSettingAfterReset  = "after-reset"
+	UnsetSettingNoMissingOK = "no-missing-ok"
+	UnsetSettingNaiveCast   = "naive-cast"
+	UnsetSettingFailOpen    = "fail-open"
+	UnsetSettingNullif      = "nullif"
 )
 
 // labPolicyUsing is the USING expression of the sandbox's tenant_isolation
 // policy; scenarios that swap the policy put this one back.
 const labPolicyUsing = `tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::int`
 
-// unsetPolicies are the policies the policy variants install for their run.
-var unsetPolicies = map[string]string{
-	unsetNoMissingOK: `tenant_id = NULLIF(current_setting('app.current_tenant'), '')::int`,
-	unsetNaiveCast:   `tenant_id = current_setting('app.current_tenant', true)::int`,
-	unsetFailOpen:    `CASE WHEN coalesce(current_setting('app.current_tenant', true), '') = '' THEN true ELSE tenant_id = current_setting('app.current_tenant', true)::int END`,
+// unsetCase is one variant of unset-setting: the policy it runs under, its
+// pool and its requests, and what the policy makes of an unscoped request.
+type unsetCase struct {
+	name, summary string
+	using         string // the policy's USING clause; "" keeps the lab's
+	pool          int32
+	// play runs the variant's requests on pool.
+	play func(ctx context.Context, env *engine.Env, u unsetCase, pool *engine.Pool) error
+	// why explains an unscoped request that got no error under this policy;
+	// "" keeps the usual explanation.
+	why func(row engine.RequestRow, setting string) string
 }
 
 // UnsetSetting returns the unset-setting scenario: what the tenant setting
@@ -40,171 +47,133 @@ var unsetPolicies = map[string]string{
 // the app's connections must see it) and always put the NULLIF policy back
 // before the run returns, also when it is cancelled.
 func UnsetSetting() *engine.Scenario {
-	return &engine.Scenario{
-		ID:    "unset-setting",
-		Title: "An unset tenant setting: NULL, '' and what the policy makes of them",
-		Variants: withRun(runUnsetSetting, []engine.Variant{
-			{Name: unsetFresh, Summary: "A fresh connection that never set the tenant: current_setting(..., true) is NULL."},
-			{Name: unsetAfterReset, Summary: "After a committed SET LOCAL, or after RESET, the same connection reads '' (empty), not NULL."},
-			{Name: unsetNoMissingOK, Summary: "A policy calling current_setting without missing_ok: a fresh connection gets an error (42704), a used one does not."},
-			{Name: unsetNaiveCast, Summary: "A policy casting the setting straight to int: NULL filters everything, '' raises 22P02."},
-			{Name: unsetFailOpen, Summary: "A policy that treats an empty setting as \"all tenants\": an unscoped request reads everybody's rows."},
-			{Name: unsetNullif, Summary: "The lab's policy, NULLIF(current_setting(..., true), '')::int: NULL and '' both match nothing; it fails closed."},
-		}),
+	cases := []unsetCase{
+		{name: UnsetSettingFresh, pool: 2, play: playFresh,
+			summary: "A fresh connection that never set the tenant: current_setting(..., true) is NULL."},
+		{name: UnsetSettingAfterReset, pool: 1, play: playAfterReset,
+			summary: "After a committed SET LOCAL, or after RESET, the same connection reads '' (empty), not NULL."},
+		{name: UnsetSettingNoMissingOK, pool: 1, play: playThree,
+			using:   `tenant_id = NULLIF(current_setting('app.current_tenant'), '')::int`,
+			summary: "A policy calling current_setting without missing_ok: a fresh connection gets an error (42704), a used one does not.",
+			why: func(row engine.RequestRow, v string) string {
+				if row.Rows != 0 || row.SeenTenant == nil {
+					return ""
+				}
+				return fmt.Sprintf("0 rows, no error: this backend has set the tenant before, so the setting exists (%s) and current_setting without missing_ok no longer raises; NULLIF turns '' into NULL.", v)
+			}},
+		{name: UnsetSettingNaiveCast, pool: 1, play: playThree,
+			using:   `tenant_id = current_setting('app.current_tenant', true)::int`,
+			summary: "A policy casting the setting straight to int: NULL filters everything, '' raises 22P02.",
+			why: func(row engine.RequestRow, v string) string {
+				if row.Rows != 0 || row.SeenTenant != nil {
+					return ""
+				}
+				return "0 rows: the setting is NULL (never set on this backend); NULL::int is NULL and tenant_id = NULL matches nothing. It fails closed only because the value is NULL, not ''."
+			}},
+		{name: UnsetSettingFailOpen, pool: 1, play: playThree,
+			using:   `CASE WHEN coalesce(current_setting('app.current_tenant', true), '') = '' THEN true ELSE tenant_id = current_setting('app.current_tenant', true)::int END`,
+			summary: "A policy that treats an empty setting as \"all tenants\": an unscoped request reads everybody's rows.",
+			why: func(row engine.RequestRow, v string) string {
+				if !row.Leak {
+					return ""
+				}
+				return fmt.Sprintf("LEAK: the setting is %s and this policy reads an empty setting as \"all tenants\": %d rows, %d of other tenants.", v, row.Rows, row.ForeignRows)
+			}},
+		{name: UnsetSettingNullif, pool: 1, play: playThree,
+			summary: "The lab's policy, NULLIF(current_setting(..., true), '')::int: NULL and '' both match nothing; it fails closed."},
 	}
+	sc := &engine.Scenario{
+		ID:         "unset-setting",
+		Title:      "An unset tenant setting: NULL, '' and what the policy makes of them",
+		MinTenants: 3,
+	}
+	for _, u := range cases {
+		need := int(u.pool)
+		if u.using != "" {
+			need++ // the lab's superuser connection swaps the policy back while the pool is open
+		}
+		sc.Variants = append(sc.Variants, engine.Variant{Name: u.name, Summary: u.summary, Conns: engine.Fixed(need),
+			Run: func(ctx context.Context, env *engine.Env) error { return runUnsetSetting(ctx, env, u) }})
+	}
+	return sc
 }
 
-func runUnsetSetting(ctx context.Context, env *engine.Env, variant string) (err error) {
-	ts := env.Sandbox.Tenants
-	if len(ts) < 3 {
-		return errors.New("unset-setting needs three tenants in the sandbox")
-	}
-	acme, globex, initech := ts[0], ts[1], ts[2]
+func runUnsetSetting(ctx context.Context, env *engine.Env, u unsetCase) (err error) {
 	policy := labPolicyUsing
-	if p, ok := unsetPolicies[variant]; ok {
-		policy = p
-		restore, err := unsetSwapPolicy(ctx, env, p)
-		if err != nil {
+	if u.using != "" {
+		policy = u.using
+		if err := unsetAlterPolicy(ctx, env, u.using); err != nil {
 			return err
 		}
 		defer func() {
-			if rerr := restore(); rerr != nil && err == nil {
-				err = rerr
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+			defer cancel()
+			if rerr := unsetAlterPolicy(rctx, env, labPolicyUsing); rerr != nil {
+				env.Logger().Error("restore tenant_isolation policy", "err", rerr)
+				if err == nil {
+					err = fmt.Errorf("restore the lab's policy: %w", rerr)
+				}
 			}
 		}()
 	}
-	size := int32(1)
-	if variant == unsetFresh {
-		size = 2
-	}
-	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: size, MinConns: size})
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: u.pool, MinConns: u.pool})
 	if err != nil {
 		return err
 	}
-	if err := env.Step(ctx, fmt.Sprintf("The pool has opened %d connection(s); each box shows the tenant setting its own backend reports. The policy is: USING (%s).", size, policy)); err != nil {
+	if err := env.Step(ctx, fmt.Sprintf("The pool has opened %d connection(s); each box shows the tenant setting its own backend reports. The policy is: USING (%s).", u.pool, policy)); err != nil {
 		return err
 	}
-	play := func(r *engine.Request) error { return playUnset(ctx, env, r, variant) }
-	switch variant {
-	case unsetFresh:
-		if err := play(pool.NewRequest(globex, engine.PatternForgot)); err != nil {
-			return err
-		}
-	case unsetAfterReset:
-		for _, r := range []*engine.Request{pool.NewRequest(acme, engine.PatternTxLocal), pool.NewRequest(globex, engine.PatternForgot), pool.NewRequest(initech, engine.PatternSessionSet)} {
-			if err := play(r); err != nil {
-				return err
-			}
-		}
-		if err := unsetPlayReset(ctx, env, pool.NewRequest(globex, engine.PatternForgot)); err != nil {
-			return err
-		}
-	default:
-		// One connection: an unscoped request on the fresh backend, a
-		// scoped one, and an unscoped one on the backend the scoped one
-		// used.
-		for _, r := range []*engine.Request{pool.NewRequest(globex, engine.PatternForgot), pool.NewRequest(acme, engine.PatternTxLocal), pool.NewRequest(initech, engine.PatternForgot)} {
-			if err := play(r); err != nil {
-				return err
-			}
-		}
+	if err := u.play(ctx, env, u, pool); err != nil {
+		return err
 	}
-	unsetNotes(env)
+	env.NoteRequests(nil)
 	return env.Step(ctx, "Done. The request log says, per request, which value of the setting its backend held and what the policy made of it.")
 }
 
-// unsetSwapPolicy replaces the USING clause of the lab's tenant_isolation policy
-// and returns the function that puts the lab's own back. The restore runs
-// without the run's context, so a cancelled run still restores.
-func unsetSwapPolicy(ctx context.Context, env *engine.Env, using string) (restore func() error, err error) {
-	if err := unsetAlterPolicy(ctx, env, using); err != nil {
-		return nil, err
-	}
-	return func() error {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-		defer cancel()
-		if err := unsetAlterPolicy(rctx, env, labPolicyUsing); err != nil {
-			env.Logger().Error("restore tenant_isolation policy", "err", err)
-			return fmt.Errorf("restore the lab's policy: %w", err)
+// unsetAlterPolicy replaces the USING clause of the lab's tenant_isolation
+// policy on the lab's superuser connection (a committed change, so the
+// app's connections see it).
+func unsetAlterPolicy(ctx context.Context, env *engine.Env, using string) error {
+	return env.AdminTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "ALTER POLICY tenant_isolation ON invoices USING ("+using+")"); err != nil {
+			return fmt.Errorf("alter policy: %w", err)
 		}
 		return nil
-	}, nil
+	})
 }
 
-// unsetAlterPolicy runs ALTER POLICY tenant_isolation on the lab's superuser
-// connection (a committed change, so the app's connections see it).
-func unsetAlterPolicy(ctx context.Context, env *engine.Env, using string) error {
-	conn, release, err := env.Sandbox.Admin(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
-	if _, err := conn.Exec(ctx, "SET lock_timeout = '5s'"); err != nil {
-		return err
-	}
-	if _, err := conn.Exec(ctx, "ALTER POLICY tenant_isolation ON invoices USING ("+using+")"); err != nil {
-		return fmt.Errorf("alter policy: %w", err)
-	}
-	return nil
+// playFresh sends one unscoped request on a fresh backend.
+func playFresh(ctx context.Context, env *engine.Env, u unsetCase, pool *engine.Pool) error {
+	return playUnset(ctx, env, u, pool.NewRequest(env.Sandbox.Tenants[1], engine.PatternForgot))
 }
 
-// unsetHeld returns the tenant setting last read on r's connection.
-func unsetHeld(r *engine.Request) (pid uint32, v *string) {
-	if r.Conn() == nil {
-		return 0, nil
-	}
-	slot := r.Pool().Slot(r.Conn().Conn())
-	st := r.Env().Tracker().Snapshot()
-	if i := engine.FindConn(&st, r.Pool().Name(), slot); i >= 0 {
-		return st.Connections[i].PID, st.Connections[i].Tenant
-	}
-	return 0, nil
-}
-
-// playUnset runs r's phases; a server's refusal of the query is recorded
-// on the request and the run goes on.
-func playUnset(ctx context.Context, env *engine.Env, r *engine.Request, variant string) error {
-	// Release even when Acquire's frame was cut short: the connection
-	// may already be held.
-	defer r.ReleaseQuiet(context.WithoutCancel(ctx))
-	if err := r.Acquire(ctx); err != nil {
-		return err
-	}
-	pid, held := unsetHeld(r)
-	if err := r.Scope(ctx); err != nil {
-		return err
-	}
-	qerr := r.Query(ctx)
-	var pe *pgconn.PgError
-	if qerr != nil && !errors.As(qerr, &pe) {
-		return qerr
-	}
-	if pe != nil {
-		// The query did not return the setting; the request changed nothing
-		// since the value was read on this backend, so show that one.
-		annotateRow(env, r.Seq, func(rr *engine.RequestRow) { rr.PID, rr.SeenTenant = pid, held })
-	}
-	row := rowBySeq(env, r.Seq)
-	why := unsetWhy(env.Sandbox, variant, r, row, pe)
-	annotateRow(env, r.Seq, func(rr *engine.RequestRow) { rr.Why = why })
-	if pe != nil {
-		if err := env.Step(ctx, fmt.Sprintf("%s on backend %d: %s", r.Label(), pid, why)); err != nil {
+// playThree, on a pool of one: an unscoped request on the fresh backend, a
+// scoped one, and an unscoped one on the backend the scoped one used.
+func playThree(ctx context.Context, env *engine.Env, u unsetCase, pool *engine.Pool) error {
+	ts := env.Sandbox.Tenants
+	for _, r := range []*engine.Request{pool.NewRequest(ts[1], engine.PatternForgot), pool.NewRequest(ts[0], engine.PatternTxLocal), pool.NewRequest(ts[2], engine.PatternForgot)} {
+		if err := playUnset(ctx, env, u, r); err != nil {
 			return err
 		}
 	}
-	if err := r.Release(ctx); err != nil {
-		return err
-	}
-	if pe != nil {
-		annotateRow(env, r.Seq, func(rr *engine.RequestRow) { rr.Phase = "failed" })
-	}
 	return nil
 }
 
-// unsetPlayReset has r run RESET app.current_tenant and then its query.
-func unsetPlayReset(ctx context.Context, env *engine.Env, r *engine.Request) error {
-	// Release even when Acquire's frame was cut short: the connection
-	// may already be held.
+// playAfterReset shows ” after a committed local set, a session set over
+// it, and ” again after RESET.
+func playAfterReset(ctx context.Context, env *engine.Env, u unsetCase, pool *engine.Pool) error {
+	ts := env.Sandbox.Tenants
+	for _, r := range []*engine.Request{pool.NewRequest(ts[0], engine.PatternTxLocal), pool.NewRequest(ts[1], engine.PatternForgot), pool.NewRequest(ts[2], engine.PatternSessionSet)} {
+		if err := playUnset(ctx, env, u, r); err != nil {
+			return err
+		}
+	}
+	r := pool.NewRequest(ts[1], engine.PatternForgot)
+	// Release even when Acquire's frame was cut short: the connection may
+	// already be held.
 	defer r.ReleaseQuiet(context.WithoutCancel(ctx))
 	if err := r.Acquire(ctx); err != nil {
 		return err
@@ -219,15 +188,55 @@ func unsetPlayReset(ctx context.Context, env *engine.Env, r *engine.Request) err
 	if err := r.Query(ctx); err != nil {
 		return err
 	}
-	row := rowBySeq(env, r.Seq)
-	annotateRow(env, r.Seq, func(rr *engine.RequestRow) {
-		rr.Why = "After RESET the setting is " + unsetQuote(row.SeenTenant) + ", not NULL: " + rr.Why
+	r.Update(func(rr *engine.RequestRow) {
+		rr.Why = "After RESET the setting is " + sqlValue(rr.SeenTenant) + ", not NULL: " + rr.Why
 	})
 	return r.Release(ctx)
 }
 
-// unsetQuote shows a setting value as SQL would.
-func unsetQuote(v *string) string {
+// playUnset runs r's phases; a server's refusal of the query is recorded
+// on the request and the run goes on.
+func playUnset(ctx context.Context, env *engine.Env, u unsetCase, r *engine.Request) error {
+	// Release even when Acquire's frame was cut short: the connection may
+	// already be held.
+	defer r.ReleaseQuiet(context.WithoutCancel(ctx))
+	if err := r.Acquire(ctx); err != nil {
+		return err
+	}
+	pid, held := r.Held()
+	if err := r.Scope(ctx); err != nil {
+		return err
+	}
+	qerr := r.Query(ctx)
+	var pe *pgconn.PgError
+	if qerr != nil && !errors.As(qerr, &pe) {
+		return qerr
+	}
+	r.Update(func(row *engine.RequestRow) {
+		if pe != nil {
+			// The query did not return the setting; the request changed
+			// nothing since the value was read on this backend, so show
+			// that one.
+			row.PID, row.SeenTenant = pid, held
+		}
+		row.Why = unsetWhy(u, r, *row, pe)
+	})
+	if pe != nil {
+		if err := env.Step(ctx, fmt.Sprintf("%s on backend %d: %s", r.Label(), pid, r.Row().Why)); err != nil {
+			return err
+		}
+	}
+	if err := r.Release(ctx); err != nil {
+		return err
+	}
+	if pe != nil {
+		r.SetPhase("failed")
+	}
+	return nil
+}
+
+// sqlValue shows a setting value as SQL would.
+func sqlValue(v *string) string {
 	if v == nil {
 		return "NULL"
 	}
@@ -235,8 +244,8 @@ func unsetQuote(v *string) string {
 }
 
 // unsetWhy explains one request's outcome under the variant's policy.
-func unsetWhy(sb engine.Sandbox, variant string, r *engine.Request, row engine.RequestRow, pe *pgconn.PgError) string {
-	v := unsetQuote(row.SeenTenant)
+func unsetWhy(u unsetCase, r *engine.Request, row engine.RequestRow, pe *pgconn.PgError) string {
+	v := sqlValue(row.SeenTenant)
 	switch {
 	case pe != nil && pe.Code == "42704":
 		return fmt.Sprintf("Refused (SQLSTATE 42704, %s): this backend never set the tenant (NULL with missing_ok), and the policy calls current_setting('app.current_tenant') without missing_ok.", pe.Message)
@@ -244,35 +253,10 @@ func unsetWhy(sb engine.Sandbox, variant string, r *engine.Request, row engine.R
 		return fmt.Sprintf("Refused (SQLSTATE 22P02, %s): the backend holds %s, left by an earlier request, and the policy casts it straight to int.", pe.Message, v)
 	case pe != nil:
 		return fmt.Sprintf("Refused (SQLSTATE %s): %s", pe.Code, pe.Message)
-	case row.Leak && variant == unsetFailOpen:
-		return fmt.Sprintf("LEAK: the setting is %s and this policy reads an empty setting as \"all tenants\": %d rows, %d of other tenants.", v, row.Rows, row.ForeignRows)
-	case r.Pattern != engine.PatternForgot:
-		return row.Why
-	case row.Rows == 0 && variant == unsetNaiveCast && row.SeenTenant == nil:
-		return "0 rows: the setting is NULL (never set on this backend); NULL::int is NULL and tenant_id = NULL matches nothing. It fails closed only because the value is NULL, not ''."
-	case row.Rows == 0 && variant == unsetNoMissingOK && row.SeenTenant != nil:
-		return fmt.Sprintf("0 rows, no error: this backend has set the tenant before, so the setting exists (%s) and current_setting without missing_ok no longer raises; NULLIF turns '' into NULL.", v)
+	case r.Pattern == engine.PatternForgot && u.why != nil:
+		if why := u.why(row, v); why != "" {
+			return why
+		}
 	}
 	return row.Why
-}
-
-// unsetNotes adds one note per finished request: backend, setting, and
-// rows or SQLSTATE.
-func unsetNotes(env *engine.Env) {
-	st := env.Tracker().Snapshot()
-	for _, r := range st.Requests {
-		tenant := ""
-		if r.Tenant != nil {
-			tenant = env.Sandbox.TenantName(*r.Tenant)
-		}
-		head := fmt.Sprintf("Request #%d (%s, %s) on backend %d, setting %s", r.Seq, tenant, r.Pattern, r.PID, unsetQuote(r.SeenTenant))
-		switch {
-		case r.Error != "":
-			env.Tracker().Note(fmt.Sprintf("%s: failed: %s", head, r.Error))
-		case r.Leak:
-			env.Tracker().Note(fmt.Sprintf("LEAK: %s: %d rows, %d of other tenants.", head, r.Rows, r.ForeignRows))
-		default:
-			env.Tracker().Note(fmt.Sprintf("%s: %d rows.", head, r.Rows))
-		}
-	}
 }

@@ -2,7 +2,6 @@ package scenarios_test
 
 import (
 	"testing"
-	"time"
 
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
@@ -74,6 +73,8 @@ func TestUnsetSettingCancelledRestoresPolicy(t *testing.T) {
 	t.Parallel()
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	cancelMidRun(t, m, lab, "unset-setting", "fail-open", 2*time.Second)
-	cancelMidRun(t, m, lab, "unset-setting", "naive-cast", 500*time.Millisecond)
+	// fail-open: the swapped policy is in force and a request holds the
+	// pool's connection; naive-cast: the policy was just swapped.
+	cancelAt(t, m, lab, "unset-setting", "fail-open", nil, func(_ int, st engine.State) bool { return len(st.Requests) > 0 && st.Requests[0].Phase == "acquired" })
+	cancelAt(t, m, lab, "unset-setting", "naive-cast", nil, atFrame(1))
 }

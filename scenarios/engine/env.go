@@ -3,15 +3,14 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
 )
-
-// SettingName is the tenant setting the RLS policies read.
-const SettingName = "app.current_tenant"
 
 // Tenant is one of the lab's seeded tenants.
 type Tenant struct {
@@ -129,11 +128,14 @@ func (e *Env) Logger() *slog.Logger { return e.log }
 // Step ends a frame: it records the narration, samples the pools and holds
 // the scenario for as long as the pace says.
 func (e *Env) Step(ctx context.Context, narration string) error {
-	e.Refresh(func(s *State) { s.Narration = narration })
+	e.Refresh(func(s *State) {
+		s.Narration = narration
+		e.tracker.frame++ // under the tracker's lock: Refresh runs f in Update
+	})
 	return e.pace.Wait(ctx)
 }
 
-// refresh reads every open pool's counts into the state, applies f, and
+// Refresh reads every open pool's counts into the state, applies f, and
 // samples the time series, in one update.
 func (e *Env) Refresh(f func(*State)) {
 	e.mu.Lock()
@@ -216,9 +218,13 @@ func Play(ctx context.Context, sc *Scenario, variant string, env *Env) error {
 	defer env.pace.Stop()
 	v, ok := sc.Variant(variant)
 	var err error
-	if !ok {
+	switch {
+	case !ok:
 		err = sc.CheckVariant(variant)
-	} else {
+	case len(env.Sandbox.Tenants) < sc.MinTenants:
+		err = fmt.Errorf("%s needs %d tenants in the sandbox, it has %d", sc.ID, sc.MinTenants, len(env.Sandbox.Tenants))
+	default:
+		env.Params = sc.Defaults(env.Params)
 		err = v.Run(ctx, env)
 	}
 	if err == nil && ctx.Err() != nil {
@@ -230,4 +236,87 @@ func Play(ctx context.Context, sc *Scenario, variant string, env *Env) error {
 	env.Refresh(nil)
 	env.tracker.Finish(err)
 	return err
+}
+
+// ShowConn puts a connection that no instrumented pool holds (a user's own
+// connection, the lab's superuser connection) into the live view, or
+// updates the one shown with the same pool and slot.
+func (e *Env) ShowConn(c Connection) {
+	e.Refresh(func(s *State) {
+		if i := findConn(s, c.Pool, c.Slot); i >= 0 {
+			s.Connections[i] = c
+			return
+		}
+		s.Connections = append(s.Connections, c)
+	})
+}
+
+// HideConn takes the connection (pool, slot) out of the live view.
+func (e *Env) HideConn(pool string, slot int) {
+	e.Refresh(func(s *State) {
+		if i := findConn(s, pool, slot); i >= 0 {
+			s.Connections = append(s.Connections[:i], s.Connections[i+1:]...)
+		}
+	})
+}
+
+// Notable keeps the requests worth a note in a run about leaks: those that
+// leaked, failed, or got no rows.
+func Notable(r RequestRow) bool { return r.Leak || r.Error != "" || r.Rows == 0 }
+
+// NoteRequests adds one note per request of the run's log that keep
+// accepts (nil keeps all), in the words of RequestNote. Requests that never
+// got past waiting are left out.
+func (e *Env) NoteRequests(keep func(RequestRow) bool) {
+	e.tracker.mu.Lock()
+	rows := append([]RequestRow(nil), e.tracker.st.Requests...)
+	e.tracker.mu.Unlock()
+	for _, r := range rows {
+		if r.Phase == "waiting" || (keep != nil && !keep(r)) {
+			continue
+		}
+		e.tracker.Note(e.RequestNote(r))
+	}
+}
+
+// RequestNote says in one sentence what request r did: where it ran (its
+// backend, the role when it is not the app role, the tenant setting it
+// found there) and what came back (its own rows, another tenant's, none,
+// or the server's error with its SQLSTATE).
+func (e *Env) RequestNote(r RequestRow) string {
+	who := fmt.Sprintf("#%d (%s, %s", r.Seq, e.tenantOf(r), r.Pattern)
+	if r.Pool != "" && r.Pool != "app" {
+		who += ", " + r.Pool
+	}
+	who += ")"
+	where := ""
+	if r.PID != 0 {
+		where = fmt.Sprintf(" on backend %d", r.PID)
+	}
+	if r.Role != "" && r.Role != e.Sandbox.AppRole {
+		where += " as " + r.Role
+	}
+	held := ", which " + DescribeSetting(e.Sandbox, r.SeenTenant, "held")
+	switch {
+	case r.Error != "":
+		code := ""
+		if r.SQLState != "" && !strings.Contains(r.Error, r.SQLState) {
+			code = " [SQLSTATE " + r.SQLState + "]"
+		}
+		return fmt.Sprintf("Request %s%s failed: %s%s", who, where, r.Error, code)
+	case r.Leak:
+		return fmt.Sprintf("LEAK: request %s ran%s%s, and got %d rows of another tenant (%d rows in all).", who, where, held, r.ForeignRows, r.Rows)
+	case r.Rows == 0:
+		return fmt.Sprintf("Request %s ran%s%s: 0 rows, it failed closed.", who, where, held)
+	default:
+		return fmt.Sprintf("Request %s ran%s%s: %d rows, all its own.", who, where, held, r.Rows)
+	}
+}
+
+// tenantOf names the tenant a request row was made for.
+func (e *Env) tenantOf(r RequestRow) string {
+	if r.Tenant == nil {
+		return "no tenant"
+	}
+	return e.Sandbox.TenantName(*r.Tenant)
 }

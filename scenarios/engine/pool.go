@@ -61,6 +61,14 @@ type Pool struct {
 	mu    sync.Mutex
 	slots map[*pgconn.PgConn]int
 	next  int
+	// out holds the slots handed out and not yet read back by the release
+	// hook; changed is closed (and replaced) whenever one comes back or a
+	// connection goes away, so that waits are woken, not polled.
+	out     map[int]bool
+	changed chan struct{}
+	// peakWaiting and peakOut are the most requests inside Acquire and
+	// the most connections handed out at once since the last TakePeaks.
+	peakWaiting, peakOut int32
 }
 
 // OpenPool opens an instrumented pool on the sandbox and fills it to
@@ -81,7 +89,7 @@ func (e *Env) OpenPool(ctx context.Context, o PoolOptions) (*Pool, error) {
 	if o.Configure != nil {
 		o.Configure(cfg)
 	}
-	p := &Pool{name: o.Name, env: e, slots: map[*pgconn.PgConn]int{}}
+	p := &Pool{name: o.Name, env: e, slots: map[*pgconn.PgConn]int{}, out: map[int]bool{}, changed: make(chan struct{})}
 	userConnect, userRelease, userClose := cfg.AfterConnect, cfg.AfterRelease, cfg.BeforeClose
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		if userConnect != nil {
@@ -101,18 +109,19 @@ func (e *Env) OpenPool(ctx context.Context, o PoolOptions) (*Pool, error) {
 		if userRelease != nil {
 			keep = userRelease(c)
 		}
-		if !keep {
-			return false
+		if keep {
+			ctx, cancel := context.WithTimeout(context.Background(), IdentifyTimeout)
+			id, err := Identify(ctx, c)
+			cancel()
+			if err != nil {
+				e.log.Warn("identify at release", "pool", o.Name, "err", err)
+				keep = false
+			} else {
+				p.record(c, id, ConnIdle, 0)
+			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), IdentifyTimeout)
-		defer cancel()
-		id, err := Identify(ctx, c)
-		if err != nil {
-			e.log.Warn("identify at release", "pool", o.Name, "err", err)
-			return false
-		}
-		p.record(c, id, ConnIdle, 0)
-		return true
+		p.back(p.Slot(c))
+		return keep
 	}
 	cfg.BeforeClose = func(c *pgx.Conn) {
 		if userClose != nil {
@@ -170,9 +179,8 @@ func (p *Pool) warm(ctx context.Context, n int) error {
 	conns := make([]*pgxpool.Conn, 0, n)
 	defer func() {
 		for _, c := range conns {
-			c.Release()
+			p.ReleaseAndWait(ctx, c)
 		}
-		p.waitIdle(ctx, len(conns))
 	}()
 	for range n {
 		c, err := p.Pool.Acquire(ctx)
@@ -184,27 +192,93 @@ func (p *Pool) warm(ctx context.Context, n int) error {
 	return nil
 }
 
-// waitIdle waits (briefly) until n connections are idle again: release hooks
-// run in their own goroutine.
-func (p *Pool) waitIdle(ctx context.Context, n int) {
-	deadline := time.Now().Add(IdentifyTimeout)
-	for p.Stat().IdleConns() < int32(n) && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(2 * time.Millisecond)
+// handOut records that the connection in slot is out of the pool.
+func (p *Pool) handOut(slot int) {
+	p.mu.Lock()
+	p.out[slot] = true
+	p.peakOut = max(p.peakOut, int32(len(p.out)))
+	p.mu.Unlock()
+}
+
+// TakePeaks returns the most requests that waited inside Acquire at once
+// and the most connections handed out at once since the last call (or the
+// pool's opening), and starts counting again from now.
+func (p *Pool) TakePeaks() (waiting, acquired int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	waiting, acquired = p.peakWaiting, p.peakOut
+	p.peakWaiting, p.peakOut = p.waiting.Load(), int32(len(p.out))
+	return waiting, acquired
+}
+
+// back records that the connection in slot came back (or went away) and
+// wakes the waits.
+func (p *Pool) back(slot int) {
+	p.mu.Lock()
+	delete(p.out, slot)
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// WaitReleased waits until the release hook has read the connection in slot
+// again (it runs in its own goroutine) or the pool let it go, for at most
+// IdentifyTimeout. It is woken by the hook, not by polling.
+func (p *Pool) WaitReleased(ctx context.Context, slot int) {
+	p.waitUntil(ctx, func() bool { return !p.out[slot] })
+}
+
+// WaitGone waits until the pool has closed its connection to backend pid,
+// for at most IdentifyTimeout (pgxpool closes a destroyed connection in its
+// own goroutine).
+func (p *Pool) WaitGone(ctx context.Context, pid uint32) {
+	p.waitUntil(ctx, func() bool {
+		for c := range p.slots {
+			if c.PID() == pid {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// waitUntil waits until done, evaluated under the pool's lock, holds; it
+// is evaluated again each time a connection comes back or goes away.
+func (p *Pool) waitUntil(ctx context.Context, done func() bool) {
+	timer := time.NewTimer(IdentifyTimeout)
+	defer timer.Stop()
+	for {
+		p.mu.Lock()
+		ok, changed := done(), p.changed
+		p.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			return
+		}
 	}
 }
 
-// waitReleased waits until the release hook has read the connection in slot
-// (it runs in its own goroutine) or the pool destroyed it.
-func (p *Pool) WaitReleased(ctx context.Context, slot int) {
-	deadline := time.Now().Add(IdentifyTimeout)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		st := p.env.tracker.Snapshot()
-		i := FindConn(&st, p.name, slot)
-		if i < 0 || st.Connections[i].State != ConnAcquired {
-			return
-		}
-		time.Sleep(time.Millisecond)
-	}
+// ReleaseAndWait gives c back to the pool without a frame and waits until
+// the release hook has read it again: when it returns, the connection's box
+// shows what its backend holds after the release.
+func (p *Pool) ReleaseAndWait(ctx context.Context, c *pgxpool.Conn) {
+	slot := p.Slot(c.Conn())
+	p.handOut(slot)
+	c.Release()
+	p.WaitReleased(ctx, slot)
+}
+
+// Setting returns the tenant setting last read on the pool's connection
+// with backend pid (nil when none is shown).
+func (p *Pool) Setting(pid uint32) *string {
+	c, _ := p.env.tracker.ConnByPID(p.name, pid)
+	return c.Tenant
 }
 
 // counts reads the pool-side counts.
@@ -216,7 +290,10 @@ func (p *Pool) counts() PoolCounts {
 
 // AcquireFor takes a connection for request seq and shows it as acquired.
 func (p *Pool) AcquireFor(ctx context.Context, seq int) (*pgxpool.Conn, error) {
-	p.waiting.Add(1)
+	n := p.waiting.Add(1)
+	p.mu.Lock()
+	p.peakWaiting = max(p.peakWaiting, n)
+	p.mu.Unlock()
 	p.env.Refresh(nil)
 	c, err := p.Pool.Acquire(ctx)
 	p.waiting.Add(-1)
@@ -228,7 +305,7 @@ func (p *Pool) AcquireFor(ctx context.Context, seq int) (*pgxpool.Conn, error) {
 	return c, nil
 }
 
-// slot returns the stable number of conn within the pool.
+// Slot returns the stable number of conn within the pool.
 func (p *Pool) Slot(c *pgx.Conn) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -245,7 +322,7 @@ func (p *Pool) Slot(c *pgx.Conn) int {
 func (p *Pool) record(c *pgx.Conn, id Identity, state string, seq int) {
 	slot := p.Slot(c)
 	p.env.Refresh(func(s *State) {
-		i := FindConn(s, p.name, slot)
+		i := findConn(s, p.name, slot)
 		if i < 0 {
 			s.Connections = append(s.Connections, Connection{Pool: p.name, Slot: slot})
 			i = len(s.Connections) - 1
@@ -255,11 +332,14 @@ func (p *Pool) record(c *pgx.Conn, id Identity, state string, seq int) {
 	})
 }
 
-// mark changes the shown state of conn without reading it.
+// Mark changes the shown state of conn without reading it.
 func (p *Pool) Mark(c *pgx.Conn, state string, seq int) {
 	slot := p.Slot(c)
+	if state == ConnAcquired {
+		p.handOut(slot)
+	}
 	p.env.Refresh(func(s *State) {
-		if i := FindConn(s, p.name, slot); i >= 0 {
+		if i := findConn(s, p.name, slot); i >= 0 {
 			s.Connections[i].State, s.Connections[i].Request = state, seq
 		}
 	})
@@ -279,15 +359,16 @@ func (p *Pool) forget(c *pgx.Conn) {
 	if !ok {
 		return
 	}
+	p.back(slot)
 	p.env.Refresh(func(s *State) {
-		if i := FindConn(s, p.name, slot); i >= 0 {
+		if i := findConn(s, p.name, slot); i >= 0 {
 			s.Connections = append(s.Connections[:i], s.Connections[i+1:]...)
 		}
 	})
 }
 
-// FindConn returns the index of the connection (pool, slot) in s, or -1.
-func FindConn(s *State, pool string, slot int) int {
+// findConn returns the index of the connection (pool, slot) in s, or -1.
+func findConn(s *State, pool string, slot int) int {
 	for i, c := range s.Connections {
 		if c.Pool == pool && c.Slot == slot {
 			return i

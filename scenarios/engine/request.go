@@ -57,7 +57,7 @@ func (p *Pool) NewRequest(t Tenant, pattern string) *Request {
 	return r
 }
 
-// label names the request in narration.
+// Label names the request in narration.
 func (r *Request) Label() string {
 	return fmt.Sprintf("Request #%d (%s, %s)", r.Seq, r.Tenant.Name, r.Pattern)
 }
@@ -65,7 +65,7 @@ func (r *Request) Label() string {
 // Conn returns the acquired connection, or nil.
 func (r *Request) Conn() *pgxpool.Conn { return r.conn }
 
-// phase records the request's phase.
+// SetPhase records the request's phase.
 func (r *Request) SetPhase(p string) {
 	r.env.tracker.updateRequest(r.Seq, func(row *RequestRow) { row.Phase = p })
 }
@@ -85,26 +85,21 @@ func (r *Request) Acquire(ctx context.Context) error {
 	return r.env.Step(ctx, fmt.Sprintf("%s acquires a connection: backend %d%s.", r.Label(), pid, r.heldNote()))
 }
 
-// shownPID returns the PID last read on the acquired connection.
+// PID returns the backend PID last read on the acquired connection (0
+// without one).
 func (r *Request) PID() uint32 {
-	slot := r.pool.Slot(r.conn.Conn())
-	st := r.env.tracker.Snapshot()
-	if i := FindConn(&st, r.pool.name, slot); i >= 0 {
-		return st.Connections[i].PID
-	}
-	return 0
+	pid, _ := r.Held()
+	return pid
 }
 
 // heldNote says which tenant setting the acquired connection still holds,
 // as last read from it.
 func (r *Request) heldNote() string {
-	slot := r.pool.Slot(r.conn.Conn())
-	st := r.env.tracker.Snapshot()
-	i := FindConn(&st, r.pool.name, slot)
-	if i < 0 {
+	c, ok := r.env.tracker.Conn(r.pool.name, r.pool.Slot(r.conn.Conn()))
+	if !ok {
 		return ""
 	}
-	return ", which " + DescribeSetting(r.env.Sandbox, st.Connections[i].Tenant, "holds")
+	return ", which " + DescribeSetting(r.env.Sandbox, c.Tenant, "holds")
 }
 
 // DescribeSetting puts a tenant setting value into words.
@@ -256,15 +251,13 @@ func explain(sb Sandbox, t Tenant, seen *string, rows, foreign int) string {
 	}
 }
 
-// verdict narrates the outcome of the request's query.
+// Verdict narrates the outcome of the request's query.
 func (r *Request) Verdict() string {
-	st := r.env.tracker.Snapshot()
-	for _, row := range st.Requests {
-		if row.Seq == r.Seq {
-			return fmt.Sprintf("%s on backend %d: %s", r.Label(), row.PID, row.Why)
-		}
+	row := r.Row()
+	if row.Why == "" {
+		return r.Label() + " queried."
 	}
-	return r.Label() + " queried."
+	return fmt.Sprintf("%s on backend %d: %s", r.Label(), row.PID, row.Why)
 }
 
 // Release gives the connection back to the pool; the pool reads the
@@ -285,17 +278,14 @@ func (r *Request) Release(ctx context.Context) error {
 	c.Release()
 	r.pool.WaitReleased(ctx, slot)
 	r.SetPhase("released")
-	st := r.env.tracker.Snapshot()
 	held := ""
-	for _, cn := range st.Connections {
-		if cn.Pool == r.pool.name && cn.PID == pid {
-			held = ": it now " + DescribeSetting(r.env.Sandbox, cn.Tenant, "holds")
-		}
+	if cn, ok := r.env.tracker.ConnByPID(r.pool.name, pid); ok {
+		held = ": it now " + DescribeSetting(r.env.Sandbox, cn.Tenant, "holds")
 	}
 	return r.env.Step(ctx, fmt.Sprintf("%s releases backend %d%s.", r.Label(), pid, held))
 }
 
-// abandon gives back a connection the scenario still held when its
+// Abandon gives back a connection the scenario still held when its
 // environment closed (a run cancelled between phases): its transaction is
 // rolled back and the connection released, so closing the pool cannot hang.
 func (r *Request) Abandon() {

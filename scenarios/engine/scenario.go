@@ -23,21 +23,18 @@ type Variant struct {
 	// env.Step. It returns when the variant is over; env's pools stay open
 	// so the final state can be inspected, until env.Close.
 	Run func(ctx context.Context, env *Env) error `json:"-"`
-	// Conns says how many PostgreSQL connections a run of the variant
-	// holds at most with these parameters in this sandbox: its pools, its
-	// crowd, PgBouncer's server connections, the sandbox's superuser
-	// connection. Nil means the sandbox's whole allowance.
+	// Conns says how many PostgreSQL connections a run of the variant with
+	// parameters p holds at most in sb's database at once: its pools, its
+	// crowd, a PgBouncer's server connections, the lab's superuser
+	// connection and any other direct connection. Nil means the scenario's
+	// Conns.
 	Conns func(p Params, sb Sandbox) int `json:"-"`
 }
 
-// Need returns how many connections a run of variant may hold (0 when the
-// variant does not say).
-func (s *Scenario) Need(variant string, p Params, sb Sandbox) int {
-	v, ok := s.Variant(variant)
-	if !ok || v.Conns == nil {
-		return 0
-	}
-	return v.Conns(p, sb)
+// Fixed returns a Conns function for a variant that always needs n
+// connections.
+func Fixed(n int) func(Params, Sandbox) int {
+	return func(Params, Sandbox) int { return n }
 }
 
 // Param is a bounded integer knob of a scenario (pool size, crowd size,
@@ -62,6 +59,43 @@ type Scenario struct {
 	Title    string    `json:"title"`
 	Variants []Variant `json:"variants"`
 	Params   []Param   `json:"params,omitempty"`
+	// MinTenants is how many seeded tenants the scenario needs; Play
+	// refuses to run it in a sandbox with fewer.
+	MinTenants int `json:"-"`
+	// Conns is the connection need of the variants that declare none.
+	Conns func(p Params, sb Sandbox) int `json:"-"`
+}
+
+// Defaults returns a copy of p in which every parameter of the scenario
+// that p lacks has its default value.
+func (s *Scenario) Defaults(p Params) Params {
+	out := make(Params, len(p)+len(s.Params))
+	for _, d := range s.Params {
+		out[d.Name] = d.Default
+	}
+	for k, v := range p {
+		out[k] = v
+	}
+	return out
+}
+
+// Need returns how many PostgreSQL connections a run of variant with
+// parameters p may hold at most at once in sb's database; parameters that p
+// lacks take their defaults. The lab manager admits runs against the
+// server's connection budget with it. An unknown variant needs 0.
+func (s *Scenario) Need(variant string, p Params, sb Sandbox) int {
+	v, ok := s.Variant(variant)
+	if !ok {
+		return 0
+	}
+	f := v.Conns
+	if f == nil {
+		f = s.Conns
+	}
+	if f == nil {
+		return 0
+	}
+	return f(s.Defaults(p), sb)
 }
 
 // Variant returns the variant called name.
@@ -137,8 +171,9 @@ type Catalog struct {
 	byID map[string]*Scenario
 }
 
-// NewCatalog returns a catalog of the given scenarios; ids must be unique
-// and every scenario needs at least one variant and a Run function.
+// NewCatalog returns a catalog of the given scenarios; ids must be unique,
+// and every variant needs a name, a Run function and a connection need (its
+// own Conns or the scenario's).
 func NewCatalog(list ...*Scenario) (*Catalog, error) {
 	c := &Catalog{byID: map[string]*Scenario{}}
 	for _, s := range list {
@@ -148,6 +183,9 @@ func NewCatalog(list ...*Scenario) (*Catalog, error) {
 		for _, v := range s.Variants {
 			if v.Name == "" || v.Run == nil {
 				return nil, fmt.Errorf("scenario %q: variant %q needs a name and a Run function", s.ID, v.Name)
+			}
+			if v.Conns == nil && s.Conns == nil {
+				return nil, fmt.Errorf("scenario %q: variant %q declares no connection need", s.ID, v.Name)
 			}
 		}
 		if _, dup := c.byID[s.ID]; dup {

@@ -228,6 +228,7 @@ func (s State) Errors() int {
 type Tracker struct {
 	mu      sync.Mutex
 	st      State
+	frame   int // frames the current run has shown (Env.Step calls)
 	started time.Time
 	changed chan struct{}
 	subs    []chan struct{} // copied on write: Update reads it without the lock
@@ -339,7 +340,30 @@ func (t *Tracker) Begin(scenario, variant, speed string) {
 	})
 	t.mu.Lock()
 	t.started = time.Now()
+	t.frame = 0
 	t.mu.Unlock()
+}
+
+// Frame returns how many frames the current run has shown. A frame's state
+// and its number change in one update, just before the run waits on that
+// frame, so a test that sees frame n knows the run is held on it (in
+// single-step mode, until the next Step).
+func (t *Tracker) Frame() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.frame
+}
+
+// Metric returns the metric called name, if the run set it.
+func (t *Tracker) Metric(name string) (Metric, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, m := range t.st.Metrics {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Metric{}, false
 }
 
 // Clear returns the state to idle with nothing in it (a lab reset).
@@ -542,7 +566,7 @@ func (t *Tracker) Request(seq int) RequestRow {
 func (t *Tracker) Conn(pool string, slot int) (Connection, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if i := FindConn(&t.st, pool, slot); i >= 0 {
+	if i := findConn(&t.st, pool, slot); i >= 0 {
 		return t.st.Connections[i], true
 	}
 	return Connection{}, false
@@ -558,6 +582,33 @@ func (t *Tracker) ConnByPID(pool string, pid uint32) (Connection, bool) {
 		}
 	}
 	return Connection{}, false
+}
+
+// Connections returns every connection shown, as last read.
+func (t *Tracker) Connections() []Connection {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]Connection(nil), t.st.Connections...)
+}
+
+// Leaks counts the requests of the run that returned another tenant's rows.
+func (t *Tracker) Leaks() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.st.Leaks()
+}
+
+// ConnsOf returns the connections of pool as last read.
+func (t *Tracker) ConnsOf(pool string) []Connection {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Connection
+	for _, c := range t.st.Connections {
+		if c.Pool == pool {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // UpdateRequest applies f to the request row seq, if it is still kept.
