@@ -422,3 +422,368 @@ func TestProgressBadInput(t *testing.T) {
 		t.Fatalf("bad input changed progress: %s", got)
 	}
 }
+
+func TestWorkshops(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s, _ := newStore(t)
+	lessons := []string{"set-leak", "split-calls", "rls-bypass"}
+	w, secret, err := s.CreateWorkshop(ctx, "  Onboarding <Tuesday>  ", lessons)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Title != "Onboarding <Tuesday>" || fmt.Sprint(w.Lessons) != fmt.Sprint(lessons) || w.CurrentLesson != 0 || w.Ended() {
+		t.Fatalf("created %+v", w)
+	}
+	if NormalizeCode(w.Code) != w.Code {
+		t.Fatalf("join code %q is not in canonical form", w.Code)
+	}
+	if len(secret) < 40 || !plausibleID(secret) {
+		t.Fatalf("facilitator secret %q: want a long URL-safe random string", secret)
+	}
+
+	got, err := s.Workshop(ctx, w.ID)
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(w) {
+		t.Fatalf("Workshop = %+v, %v; want %+v", got, err, w)
+	}
+	typed := strings.ToLower(w.Code[:3]) + "-" + w.Code[3:] + " "
+	if got, err := s.WorkshopByCode(ctx, typed); err != nil || got.ID != w.ID {
+		t.Fatalf("WorkshopByCode(%q) = %+v, %v", typed, got, err)
+	}
+
+	// The facilitator secret.
+	if err := s.VerifyFacilitator(ctx, w.ID, secret); err != nil {
+		t.Fatal("right secret:", err)
+	}
+	for _, wrong := range []string{"", secret[:len(secret)-1], secret + "x", strings.Repeat("s", 10<<10), string(hashSecret(secret))} {
+		wantCode(t, s.VerifyFacilitator(ctx, w.ID, wrong), rlslab.EFORBIDDEN)
+	}
+	other, otherSecret, err := s.CreateWorkshop(ctx, "Other room", []string{"set-leak"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Code == w.Code || other.ID == w.ID {
+		t.Fatal("two open workshops share a code or an id")
+	}
+	wantCode(t, s.VerifyFacilitator(ctx, w.ID, otherSecret), rlslab.EFORBIDDEN)
+
+	// The current lesson.
+	if err := s.SetCurrentLesson(ctx, w.ID, 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []int{-1, 3, 1 << 40} {
+		wantCode(t, s.SetCurrentLesson(ctx, w.ID, bad), rlslab.EINVALID)
+	}
+	if got, _ := s.Workshop(ctx, w.ID); got.CurrentLesson != 2 {
+		t.Fatalf("current lesson %d, want 2", got.CurrentLesson)
+	}
+
+	// Participants, their labs and last runs.
+	ada, adaToken, err := s.Join(ctx, w.ID, " Ada ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, _, err := s.Join(ctx, w.ID, "<b>Bob</b>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ada.Name != "Ada" || bob.Name != "<b>Bob</b>" || ada.Workshop != w.ID {
+		t.Fatalf("joined %+v and %+v", ada, bob)
+	}
+	if l, err := s.LearnerByToken(ctx, adaToken); err != nil || l.ID != ada.Learner {
+		t.Fatalf("Ada's token finds %+v, %v", l, err)
+	}
+	_, _, err = s.Join(ctx, w.ID, "ADA")
+	wantCode(t, err, rlslab.ECONFLICT)
+	if _, _, err := s.Join(ctx, other.ID, "Ada"); err != nil {
+		t.Fatal("the same name in another workshop:", err)
+	}
+	if err := s.SetParticipantLab(ctx, ada.Learner, "a1b2c3d4"); err != nil {
+		t.Fatal(err)
+	}
+	run := Run{Lesson: "set-leak", Scenario: "set-leak", Variant: "session-set", Status: "done", Leaks: 2}
+	if err := s.RecordRun(ctx, ada.Learner, run); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := s.Participants(ctx, w.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 2 || ps[0].Name != "Ada" || ps[0].Lab != "a1b2c3d4" || ps[1].Name != "<b>Bob</b>" || ps[1].Lab != "" || ps[1].LastRun != nil {
+		t.Fatalf("participants %+v", ps)
+	}
+	lr := ps[0].LastRun
+	if lr == nil || lr.Lesson != "set-leak" || lr.Scenario != "set-leak" || lr.Variant != "session-set" || lr.Status != "done" || lr.Leaks != 2 || lr.At.IsZero() {
+		t.Fatalf("Ada's last run %+v", lr)
+	}
+	if p, err := s.Participant(ctx, bob.Learner); err != nil || p.Name != "<b>Bob</b>" || p.Workshop != w.ID {
+		t.Fatalf("Participant(Bob) = %+v, %v", p, err)
+	}
+	progress, err := s.WorkshopProgress(ctx, w.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(progress) != 2 || len(progress[bob.Learner].Lessons) != 0 || !progress[ada.Learner].Lessons[0].LeakSeen {
+		t.Fatalf("workshop progress %+v", progress)
+	}
+	if err := s.SetParticipantLab(ctx, bob.Learner, "ffff0000"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetParticipantLab(ctx, bob.Learner, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetParticipantLab(ctx, bob.Learner, "0000ffff"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The end.
+	labs, err := s.EndWorkshop(ctx, w.ID)
+	if err != nil || fmt.Sprint(labs) != "[a1b2c3d4 0000ffff]" {
+		t.Fatalf("EndWorkshop = %v, %v; want [a1b2c3d4 0000ffff]", labs, err)
+	}
+	ended, err := s.Workshop(ctx, w.ID)
+	if err != nil || !ended.Ended() {
+		t.Fatalf("after the end: %+v, %v", ended, err)
+	}
+	again, err := s.EndWorkshop(ctx, w.ID)
+	if err != nil || fmt.Sprint(again) != fmt.Sprint(labs) {
+		t.Fatalf("EndWorkshop again = %v, %v", again, err)
+	}
+	if got, _ := s.Workshop(ctx, w.ID); !got.EndedAt.Equal(ended.EndedAt) {
+		t.Fatal("ending twice moved the end time")
+	}
+	_, _, err = s.Join(ctx, w.ID, "Late")
+	wantCode(t, err, rlslab.ECONFLICT)
+	_, err = s.WorkshopByCode(ctx, w.Code)
+	wantCode(t, err, rlslab.ENOTFOUND)
+	wantCode(t, s.SetCurrentLesson(ctx, w.ID, 0), rlslab.ECONFLICT)
+	wantCode(t, s.SetParticipantLab(ctx, ada.Learner, "deadbeef"), rlslab.ECONFLICT)
+	if err := s.VerifyFacilitator(ctx, w.ID, secret); err != nil {
+		t.Fatal("the facilitator of an ended workshop:", err)
+	}
+	if ps, err := s.Participants(ctx, w.ID); err != nil || len(ps) != 2 {
+		t.Fatalf("participants after the end: %v, %v", ps, err)
+	}
+	// The other workshop is untouched.
+	if got, err := s.WorkshopByCode(ctx, other.Code); err != nil || got.ID != other.ID {
+		t.Fatalf("other workshop by code: %+v, %v", got, err)
+	}
+}
+
+func TestWorkshopsBadInput(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s, pool := newStore(t)
+	for i, c := range []struct {
+		title   string
+		lessons []string
+	}{
+		{"", []string{"set-leak"}},
+		{"   ", []string{"set-leak"}},
+		{strings.Repeat("t", 101), []string{"set-leak"}},
+		{strings.Repeat("t", 10<<10), []string{"set-leak"}},
+		{"Title\nwith a newline", []string{"set-leak"}},
+		{"Room", nil},
+		{"Room", []string{""}},
+		{"Room", []string{"Set Leak"}},
+		{"Room", []string{"set-leak", "set-leak"}},
+		{"Room", []string{"set-leak/../x"}},
+		{"Room", make([]string, MaxWorkshopLessons+1)},
+	} {
+		_, _, err := s.CreateWorkshop(ctx, c.title, c.lessons)
+		if rlslab.ErrorCode(err) != rlslab.EINVALID {
+			t.Errorf("case %d: %v, want EINVALID", i, err)
+		}
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM rlslab.workshops").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("bad input stored %d workshops (%v)", n, err)
+	}
+
+	for _, unknown := range []string{"", "nope", "ABCDEF", strings.Repeat("w", 10<<10), "a b"} {
+		_, err := s.Workshop(ctx, unknown)
+		wantCode(t, err, rlslab.ENOTFOUND)
+		_, err = s.WorkshopByCode(ctx, unknown)
+		wantCode(t, err, rlslab.ENOTFOUND)
+		wantCode(t, s.VerifyFacilitator(ctx, unknown, "secret"), rlslab.ENOTFOUND)
+		wantCode(t, s.SetCurrentLesson(ctx, unknown, 0), rlslab.ENOTFOUND)
+		_, err = s.EndWorkshop(ctx, unknown)
+		wantCode(t, err, rlslab.ENOTFOUND)
+		_, _, err = s.Join(ctx, unknown, "Ada")
+		wantCode(t, err, rlslab.ENOTFOUND)
+		_, err = s.Participants(ctx, unknown)
+		wantCode(t, err, rlslab.ENOTFOUND)
+		_, err = s.WorkshopProgress(ctx, unknown)
+		wantCode(t, err, rlslab.ENOTFOUND)
+		_, err = s.Participant(ctx, unknown)
+		wantCode(t, err, rlslab.ENOTFOUND)
+		wantCode(t, s.SetParticipantLab(ctx, unknown, "a1b2c3d4"), rlslab.ENOTFOUND)
+	}
+	// A learner who is not a participant.
+	l, _, err := s.CreateLearner(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Participant(ctx, l.ID)
+	wantCode(t, err, rlslab.ENOTFOUND)
+	wantCode(t, s.SetParticipantLab(ctx, l.ID, "a1b2c3d4"), rlslab.ENOTFOUND)
+	w, _, err := s.CreateWorkshop(ctx, "Room", []string{"set-leak"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := s.Join(ctx, w.ID, "Ada")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"lab 1", strings.Repeat("l", 65), "a/b", "<x>"} {
+		wantCode(t, s.SetParticipantLab(ctx, p.Learner, bad), rlslab.EINVALID)
+	}
+}
+
+func TestJoinNames(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s, pool := newStore(t)
+	w, _, err := s.CreateWorkshop(ctx, "Names", []string{"set-leak"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, bad := range map[string]string{
+		"10 KB":              strings.Repeat("n", 10<<10),
+		"41 characters":      strings.Repeat("é", 41),
+		"empty":              "",
+		"only spaces":        " \t\n ",
+		"NUL":                "Ada\x00",
+		"newline inside":     "Ada\nLovelace",
+		"escape":             "\x1b[31mAda",
+		"DEL":                "Ada\x7f",
+		"C1 control":         "Ada\u0085x",
+		"right-to-left mark": "Ada\u202eecalevol",
+		"line separator":     "Ada\u2028x",
+		"invalid UTF-8":      "Ada\xff",
+	} {
+		_, _, err := s.Join(ctx, w.ID, bad)
+		if rlslab.ErrorCode(err) != rlslab.EINVALID {
+			t.Errorf("%s: %v, want EINVALID", name, err)
+		}
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM rlslab.participants) + (SELECT count(*) FROM rlslab.learners)").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("bad names stored %d rows (%v)", n, err)
+	}
+	for _, good := range []string{strings.Repeat("é", 40), "<script>alert(1)</script>", "Zoë 👩‍💻", "O'Brien; DROP TABLE x", "李"} {
+		p, _, err := s.Join(ctx, w.ID, "  "+good+"  ")
+		if err != nil || p.Name != good {
+			t.Errorf("Join(%q) = %+v, %v", good, p, err)
+		}
+	}
+	ps, err := s.Participants(ctx, w.ID)
+	if err != nil || len(ps) != 5 || ps[1].Name != "<script>alert(1)</script>" {
+		t.Fatalf("participants %+v, %v", ps, err)
+	}
+}
+
+func TestJoinConcurrently(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s, _ := newStore(t)
+	w, _, err := s.CreateWorkshop(ctx, "Busy room", []string{"set-leak"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const joiners = 12
+	var wg sync.WaitGroup
+	errs := make([]error, 2*joiners)
+	for i := range joiners {
+		wg.Go(func() { _, _, errs[i] = s.Join(ctx, w.ID, fmt.Sprintf("P%d", i)) })
+		wg.Go(func() { _, _, errs[joiners+i] = s.Join(ctx, w.ID, "Same") })
+	}
+	wg.Wait()
+	same := 0
+	for i, err := range errs {
+		switch {
+		case i < joiners && err != nil:
+			t.Errorf("joiner %d: %v", i, err)
+		case i >= joiners && err == nil:
+			same++
+		case i >= joiners && rlslab.ErrorCode(err) != rlslab.ECONFLICT:
+			t.Errorf("joiner %d: %v, want ECONFLICT", i, err)
+		}
+	}
+	if same != 1 {
+		t.Fatalf("%d joined as %q, want 1", same, "Same")
+	}
+	ps, err := s.Participants(ctx, w.ID)
+	if err != nil || len(ps) != joiners+1 {
+		t.Fatalf("%d participants (%v), want %d", len(ps), err, joiners+1)
+	}
+}
+
+func TestEndRacesSetParticipantLab(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s, _ := newStore(t)
+	// Every lab set before the end is returned by it; none is set after.
+	for round := range 5 {
+		w, _, err := s.CreateWorkshop(ctx, "Race", []string{"set-leak"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ps []Participant
+		for i := range 4 {
+			p, _, err := s.Join(ctx, w.ID, fmt.Sprint("P", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ps = append(ps, p)
+		}
+		var wg sync.WaitGroup
+		set := make([]error, len(ps))
+		for i, p := range ps {
+			wg.Go(func() { set[i] = s.SetParticipantLab(ctx, p.Learner, fmt.Sprintf("lab%d%d", round, i)) })
+		}
+		var labs []string
+		var endErr error
+		wg.Go(func() { labs, endErr = s.EndWorkshop(ctx, w.ID) })
+		wg.Wait()
+		if endErr != nil {
+			t.Fatal(endErr)
+		}
+		returned := map[string]bool{}
+		for _, l := range labs {
+			returned[l] = true
+		}
+		for i, err := range set {
+			lab := fmt.Sprintf("lab%d%d", round, i)
+			switch {
+			case err == nil && !returned[lab]:
+				t.Errorf("round %d: lab %s was set but EndWorkshop did not return it", round, lab)
+			case err != nil && rlslab.ErrorCode(err) != rlslab.ECONFLICT:
+				t.Errorf("round %d: %v", round, err)
+			}
+		}
+	}
+}
+
+func TestJoinCodes(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for range 2000 {
+		c := newCode()
+		if len(c) != codeLen || NormalizeCode(c) != c {
+			t.Fatalf("code %q", c)
+		}
+		if strings.ContainsAny(c, "01OIL") {
+			t.Fatalf("code %q holds an ambiguous character", c)
+		}
+		seen[c] = true
+	}
+	if len(seen) < 1990 {
+		t.Fatalf("only %d distinct codes of 2000", len(seen))
+	}
+	for in, want := range map[string]string{"abc-d2f": "ABCD2F", " AB CD 23 ": "ABCD23", "ABCD2": "", "ABCD2F7": "", "ABCD0F": "", "ÄBCD2F": "", strings.Repeat("A", 1000): ""} {
+		if got := NormalizeCode(in); got != want {
+			t.Errorf("NormalizeCode(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
