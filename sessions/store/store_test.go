@@ -787,3 +787,324 @@ func TestJoinCodes(t *testing.T) {
 		}
 	}
 }
+
+// testRecording returns a finished run of lab with n frames of about size
+// bytes each, finished at finished.
+func testRecording(lab string, finished time.Time, n, size int) Recording {
+	frames := make([]Frame, n)
+	for i := range frames {
+		state := fmt.Sprintf(`{"status":"running","step":%d,"html":"<td class=\"leak\">Acme & Globex</td>","pad":%q}`, i, strings.Repeat("x", size))
+		frames[i] = Frame{AtMs: int64(i * 50), State: json.RawMessage(state)}
+	}
+	return Recording{
+		Lab: lab, Scenario: "set-leak", Variant: "session-set",
+		Params:  json.RawMessage(`{"speed": 1, "tenants": ["acme", "globex"]}`),
+		Status:  "done", Leaks: 2, Errors: 1,
+		Outcome: json.RawMessage(`{"scenario":"set-leak","variant":"session-set","leaks":2}`),
+		PostgresVersion: "PostgreSQL 15.18", BouncerVersion: "",
+		StartedAt: finished.Add(-time.Duration(n) * 50 * time.Millisecond), FinishedAt: finished,
+		Frames: frames,
+	}
+}
+
+// sameJSON reports whether a and b are the same JSON value.
+func sameJSON(t *testing.T, a, b json.RawMessage) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		t.Fatalf("%s: %v", a, err)
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	return fmt.Sprint(x) == fmt.Sprint(y)
+}
+
+// checkSameRecording fails the test unless got is want as stored.
+func checkSameRecording(t *testing.T, got, want Recording) {
+	t.Helper()
+	if got.ID != want.ID || got.Lab != want.Lab || got.Learner != want.Learner || got.Scenario != want.Scenario ||
+		got.Variant != want.Variant || got.Status != want.Status || got.Error != want.Error || got.Leaks != want.Leaks ||
+		got.Errors != want.Errors || got.PostgresVersion != want.PostgresVersion || got.BouncerVersion != want.BouncerVersion ||
+		!got.StartedAt.Equal(want.StartedAt.Truncate(time.Microsecond)) || !got.FinishedAt.Equal(want.FinishedAt.Truncate(time.Microsecond)) {
+		t.Fatalf("recording\n got %+v\nwant %+v", summary(got), summary(want))
+	}
+	if !sameJSON(t, got.Params, want.Params) || !sameJSON(t, got.Outcome, want.Outcome) {
+		t.Fatalf("params %s, outcome %s; want %s, %s", got.Params, got.Outcome, want.Params, want.Outcome)
+	}
+	if len(got.Frames) != len(want.Frames) {
+		t.Fatalf("%d frames, want %d", len(got.Frames), len(want.Frames))
+	}
+	for i := range got.Frames {
+		if got.Frames[i].AtMs != want.Frames[i].AtMs || string(got.Frames[i].State) != string(want.Frames[i].State) {
+			t.Fatalf("frame %d: %d %s, want %d %s", i, got.Frames[i].AtMs, truncate(string(got.Frames[i].State), 80),
+				want.Frames[i].AtMs, truncate(string(want.Frames[i].State), 80))
+		}
+	}
+}
+
+// summary is r without its frames, for messages.
+func summary(r Recording) Recording {
+	r.Frames = nil
+	return r
+}
+
+func TestRecordings(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s, pool := newStore(t)
+	l, _, err := s.CreateLearner(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	// A few hundred KB of frames.
+	big := testRecording("a1b2c3d4", now.Add(-time.Minute), 300, 1000)
+	big.Learner = l.ID
+	big.Error = "timeout: the lab's connection limit was reached"
+	big.BouncerVersion = "PgBouncer 1.18.0"
+	id, err := s.SaveRecording(ctx, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(id) != 22 || !plausibleID(id) {
+		t.Fatalf("recording id %q: want 22 URL-safe characters (128 random bits)", id)
+	}
+	got, err := s.GetRecording(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big.ID = id
+	checkSameRecording(t, got, big)
+
+	// Newest first, without frames; other labs apart.
+	small := testRecording("a1b2c3d4", now, 0, 0)
+	small.Status, small.Leaks = "failed", 0
+	small.Params, small.Outcome = nil, nil
+	id2, err := s.SaveRecording(ctx, small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got2, err := s.GetRecording(ctx, id2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got2.Params) != "{}" || string(got2.Outcome) != "null" || got2.Frames == nil || len(got2.Frames) != 0 || got2.Learner != "" {
+		t.Fatalf("defaults: params %s, outcome %s, frames %#v, learner %q", got2.Params, got2.Outcome, got2.Frames, got2.Learner)
+	}
+	if _, err := s.SaveRecording(ctx, testRecording("otherlab", now, 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListRecordings(ctx, "a1b2c3d4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(list)
+	want := fmt.Sprintf(`[{"id":%q,"scenario":"set-leak","variant":"session-set","status":"failed","leaks":0,"finished_at":%s},`+
+		`{"id":%q,"scenario":"set-leak","variant":"session-set","status":"done","leaks":2,"finished_at":%s}]`,
+		id2, mustJSON(t, got2.FinishedAt), id, mustJSON(t, got.FinishedAt))
+	if string(b) != want {
+		t.Fatalf("ListRecordings\n got %s\nwant %s", b, want)
+	}
+	if list, err := s.ListRecordings(ctx, "nolab"); err != nil || list == nil || len(list) != 0 {
+		t.Fatalf("a lab without recordings: %#v, %v", list, err)
+	}
+
+	// The frames column really holds them, and the export shape.
+	var frameCount, stored int
+	if err := pool.QueryRow(ctx, "SELECT frame_count, octet_length(frames) FROM rlslab.recordings WHERE id = $1", id).Scan(&frameCount, &stored); err != nil {
+		t.Fatal(err)
+	}
+	if frameCount != 300 || stored < 300*1000 {
+		t.Fatalf("stored %d frames in %d bytes", frameCount, stored)
+	}
+	export, err := json.Marshal(got2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(export), `"frames":[]`) || strings.Contains(string(export), "learner") {
+		t.Fatalf("export %s", export)
+	}
+}
+
+// mustJSON returns v as JSON.
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestRecordingsBadInput(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s, pool := newStore(t)
+	now := time.Now()
+	bad := map[string]func(r *Recording){
+		"no lab":           func(r *Recording) { r.Lab = "" },
+		"lab with a space": func(r *Recording) { r.Lab = "a b" },
+		"long lab":         func(r *Recording) { r.Lab = strings.Repeat("l", 10<<10) },
+		"no scenario":      func(r *Recording) { r.Scenario = "" },
+		"bad variant":      func(r *Recording) { r.Variant = "Session SET" },
+		"no status":        func(r *Recording) { r.Status = "" },
+		"negative leaks":   func(r *Recording) { r.Leaks = -1 },
+		"negative errors":  func(r *Recording) { r.Errors = -1 },
+		"params not JSON":  func(r *Recording) { r.Params = json.RawMessage(`{"speed":`) },
+		"outcome not JSON": func(r *Recording) { r.Outcome = json.RawMessage(`<html>`) },
+		"frame not JSON":   func(r *Recording) { r.Frames[1].State = json.RawMessage(`{"a":}`) },
+		"frame empty":      func(r *Recording) { r.Frames[1].State = nil },
+		"frames backwards": func(r *Recording) { r.Frames[2].AtMs = 1 },
+		"no start":         func(r *Recording) { r.StartedAt = time.Time{} },
+		"finish before":    func(r *Recording) { r.FinishedAt = r.StartedAt.Add(-time.Second) },
+		"unknown learner":  func(r *Recording) { r.Learner = "nobody" },
+		"bad learner":      func(r *Recording) { r.Learner = "no body" },
+		"huge error":       func(r *Recording) { r.Error = strings.Repeat("e", 10<<10) },
+		"huge frames":      func(r *Recording) { r.Frames[0].State = json.RawMessage(`"` + strings.Repeat("f", MaxFramesBytes) + `"`) },
+	}
+	for name, spoil := range bad {
+		r := testRecording("a1b2c3d4", now, 3, 10)
+		spoil(&r)
+		if _, err := s.SaveRecording(ctx, r); rlslab.ErrorCode(err) != rlslab.EINVALID {
+			t.Errorf("%s: %v, want EINVALID", name, err)
+		}
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM rlslab.recordings").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("bad input stored %d recordings (%v)", n, err)
+	}
+	for _, unknown := range []string{"", "nope", "AAAAAAAAAAAAAAAAAAAAAA", strings.Repeat("r", 10<<10), "../etc/passwd"} {
+		_, err := s.GetRecording(ctx, unknown)
+		wantCode(t, err, rlslab.ENOTFOUND)
+	}
+	_, err := s.ListRecordings(ctx, "a b")
+	wantCode(t, err, rlslab.EINVALID)
+}
+
+// saveAt saves a recording of lab finished at the time and returns its id.
+func saveAt(t *testing.T, s *Store, lab string, finished time.Time) string {
+	t.Helper()
+	id, err := s.SaveRecording(testCtx(t), testRecording(lab, finished, 2, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// listIDs returns the ids ListRecordings returns for lab.
+func listIDs(t *testing.T, s *Store, lab string) []string {
+	t.Helper()
+	list, err := s.ListRecordings(testCtx(t), lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, len(list))
+	for i, r := range list {
+		ids[i] = r.ID
+	}
+	return ids
+}
+
+func TestPruneByCount(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s, pool := newStore(t, Options{KeepRecordings: 3})
+	now := time.Now()
+	var a []string
+	for i := range 5 {
+		a = append(a, saveAt(t, s, "laba", now.Add(time.Duration(i)*time.Second)))
+	}
+	b := saveAt(t, s, "labb", now)
+	// SaveRecording keeps its lab within the count, newest first.
+	if got, want := listIDs(t, s, "laba"), []string{a[4], a[3], a[2]}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("lab a keeps %v, want %v", got, want)
+	}
+	if got := listIDs(t, s, "labb"); fmt.Sprint(got) != fmt.Sprint([]string{b}) {
+		t.Fatalf("lab b keeps %v", got)
+	}
+	_, err := s.GetRecording(ctx, a[0])
+	wantCode(t, err, rlslab.ENOTFOUND)
+
+	// Prune applies the count to every lab, here with a smaller one.
+	s1, err := Open(ctx, pool, nil, Options{KeepRecordings: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s1.Prune(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("Prune = %d, %v; want 2", n, err)
+	}
+	if got := listIDs(t, s, "laba"); fmt.Sprint(got) != fmt.Sprint([]string{a[4]}) {
+		t.Fatalf("lab a keeps %v, want [%s]", got, a[4])
+	}
+	if got := listIDs(t, s, "labb"); len(got) != 1 {
+		t.Fatalf("lab b keeps %v", got)
+	}
+	if n, err := s1.Prune(ctx); err != nil || n != 0 {
+		t.Fatalf("second Prune = %d, %v; want 0", n, err)
+	}
+}
+
+func TestPruneByAge(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s, pool := newStore(t)
+	now := time.Now()
+	old := saveAt(t, s, "laba", now.Add(-DefaultRecordingAge-time.Hour))
+	hourOld := saveAt(t, s, "laba", now.Add(-time.Hour))
+	fresh := saveAt(t, s, "labb", now)
+	n, err := s.Prune(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v; want 1", n, err)
+	}
+	_, err = s.GetRecording(ctx, old)
+	wantCode(t, err, rlslab.ENOTFOUND)
+	if got := listIDs(t, s, "laba"); fmt.Sprint(got) != fmt.Sprint([]string{hourOld}) {
+		t.Fatalf("lab a keeps %v, want [%s]", got, hourOld)
+	}
+	// A shorter age limit.
+	s30, err := Open(ctx, pool, nil, Options{RecordingAge: 30 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s30.Prune(ctx); err != nil || n != 1 {
+		t.Fatalf("Prune (30 min) = %d, %v; want 1", n, err)
+	}
+	if _, err := s.GetRecording(ctx, fresh); err != nil {
+		t.Fatal("the fresh recording:", err)
+	}
+}
+
+func TestRecordingSurvivesReopen(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	db := freshDB(t)
+	pool := newPool(t, db)
+	s, err := Open(ctx, pool, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := testRecording("a1b2c3d4", time.Now(), 20, 100)
+	id, err := s.SaveRecording(ctx, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.ID = id
+	s.Close()
+	_, err = s.GetRecording(ctx, id)
+	wantCode(t, err, rlslab.EUNAVAILABLE)
+	_, err = s.SaveRecording(ctx, want)
+	wantCode(t, err, rlslab.EUNAVAILABLE)
+	pool.Close()
+
+	s2, err := Open(ctx, newPool(t, db), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s2.GetRecording(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSameRecording(t, got, want)
+}
