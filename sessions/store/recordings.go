@@ -12,8 +12,11 @@ import (
 	"github.com/rlslab/rlslab"
 )
 
-// MaxFramesBytes bounds a recording's frames, as JSON.
-const MaxFramesBytes = 16 << 20
+// Bounds of a recording, as JSON.
+const (
+	MaxFramesBytes  = 16 << 20 // its frames
+	MaxOutcomeBytes = 4 << 20  // its params, and its outcome
+)
 
 // Recording is a finished run kept in rlslab's own tables: what ran, how it
 // ended and every frame of it, replayable without a lab.
@@ -55,10 +58,13 @@ type RecordingSummary struct {
 }
 
 // jsonOr returns raw compacted, or def when raw is empty; EINVALID when raw
-// is not JSON.
+// is not JSON or longer than MaxOutcomeBytes.
 func jsonOr(field string, raw json.RawMessage, def string) ([]byte, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return []byte(def), nil
+	}
+	if len(raw) > MaxOutcomeBytes {
+		return nil, rlslab.Errorf(rlslab.EINVALID, "the recording's %s take %d bytes, at most %d", field, len(raw), MaxOutcomeBytes)
 	}
 	var b bytes.Buffer
 	if err := json.Compact(&b, raw); err != nil {
@@ -97,7 +103,11 @@ func checkRecording(r Recording) (params, outcome, frames []byte, err error) {
 		return nil, nil, nil, err
 	}
 	var last int64
+	size := 0
 	for i, f := range r.Frames {
+		if size += len(f.State); size > MaxFramesBytes {
+			return nil, nil, nil, rlslab.Errorf(rlslab.EINVALID, "the recording's frames take more than %d bytes", MaxFramesBytes)
+		}
 		if f.AtMs < last {
 			return nil, nil, nil, rlslab.Errorf(rlslab.EINVALID, "frame %d goes back in time (%d ms after %d ms)", i, f.AtMs, last)
 		}

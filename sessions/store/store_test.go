@@ -30,19 +30,30 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// freshDB creates an empty database on the shared server, dropped when the
-// test ends, and returns its name.
-func freshDB(t *testing.T) string {
-	t.Helper()
-	ctx := testCtx(t)
-	url := pgenvtest.MustServer(t).URL
+// createDB creates the database name on the shared server, dropping any
+// leftover of that name first.
+func createDB(ctx context.Context, url, name string) error {
 	admin, err := pgx.Connect(ctx, url)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		return err
+	}
+	_, err = admin.Exec(ctx, "CREATE DATABASE "+name)
+	return err
+}
+
+// freshDB creates an empty database on the shared server, dropped when the
+// test ends, and returns its name. Creating a database takes about half a
+// second here, so only tests that need one of their own (migrations, global
+// pruning) use it; the others share sharedDB.
+func freshDB(t *testing.T) string {
+	t.Helper()
+	url := pgenvtest.MustServer(t).URL
 	name := "store_test_" + strings.ToLower(hex.EncodeToString(hashSecret(randomString(8))[:6]))
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+	if err := createDB(testCtx(t), url, name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -59,6 +70,28 @@ func freshDB(t *testing.T) string {
 		}
 	})
 	return name
+}
+
+// shared is the database most tests share, created on first use. They keep
+// apart through the random ids the Store hands out.
+var shared struct {
+	once sync.Once
+	name string
+	err  error
+}
+
+// sharedDB returns the name of the shared database.
+func sharedDB(t *testing.T) string {
+	t.Helper()
+	url := pgenvtest.MustServer(t).URL
+	shared.once.Do(func() {
+		shared.name = "store_test_shared"
+		shared.err = createDB(testCtx(t), url, shared.name)
+	})
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.name
 }
 
 // newPool opens a small pool (like rlslab's admin pool, 3 connections) on
@@ -79,17 +112,37 @@ func newPool(t *testing.T, db string) *pgxpool.Pool {
 	return pool
 }
 
-// newStore opens a Store with opts on a fresh database and returns it with
-// its pool.
+// newStore opens a Store with opts on the shared database and returns it
+// with its own pool.
 func newStore(t *testing.T, opts ...Options) (*Store, *pgxpool.Pool) {
 	t.Helper()
-	pool := newPool(t, freshDB(t))
+	return openStore(t, sharedDB(t), opts...)
+}
+
+// freshStore opens a Store with opts on a fresh database and returns it
+// with its pool.
+func freshStore(t *testing.T, opts ...Options) (*Store, *pgxpool.Pool) {
+	t.Helper()
+	return openStore(t, freshDB(t), opts...)
+}
+
+// openStore opens a Store with opts on the database and returns it with its
+// own pool.
+func openStore(t *testing.T, db string, opts ...Options) (*Store, *pgxpool.Pool) {
+	t.Helper()
+	pool := newPool(t, db)
 	s, err := Open(testCtx(t), pool, nil, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
 	return s, pool
+}
+
+// newLabID returns a random lab id like the ones package sessions makes, so
+// that tests on the shared database keep apart.
+func newLabID() string {
+	return hex.EncodeToString(hashSecret(randomString(8))[:4])
 }
 
 // wantCode fails the test unless err carries the rlslab error code.
@@ -132,7 +185,7 @@ func appliedVersions(t *testing.T, pool *pgxpool.Pool) []int {
 func TestMigrationsTwice(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	s, pool := newStore(t)
+	s, pool := freshStore(t)
 	want := []string{"learners", "participants", "predictions", "progress", "recordings", "schema_migrations", "workshops"}
 	if got := tablesIn(t, pool, "rlslab"); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("tables in rlslab: %v, want %v", got, want)
@@ -157,6 +210,16 @@ func TestMigrationsTwice(t *testing.T) {
 	}
 	if _, err := s2.LearnerByToken(ctx, token); err != nil {
 		t.Fatal("learner lost by the second Open:", err)
+	}
+
+	// A database migrated by a newer rlslab is refused.
+	if _, err := pool.Exec(ctx, "INSERT INTO rlslab.schema_migrations (version, name) VALUES (999, 'from the future')"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(ctx, pool, nil)
+	wantCode(t, err, rlslab.EUNAVAILABLE)
+	if !strings.Contains(err.Error(), "999") {
+		t.Fatalf("error %q does not name the version", err)
 	}
 }
 
@@ -191,20 +254,6 @@ func TestMigrationsConcurrently(t *testing.T) {
 	}
 	if got := appliedVersions(t, pools[0]); len(got) != len(migrations()) {
 		t.Fatalf("applied versions %v, want each of 1..%d once", got, len(migrations()))
-	}
-}
-
-func TestMigrationsNewerSchema(t *testing.T) {
-	t.Parallel()
-	ctx := testCtx(t)
-	_, pool := newStore(t)
-	if _, err := pool.Exec(ctx, "INSERT INTO rlslab.schema_migrations (version, name) VALUES (999, 'from the future')"); err != nil {
-		t.Fatal(err)
-	}
-	_, err := Open(ctx, pool, nil)
-	wantCode(t, err, rlslab.EUNAVAILABLE)
-	if !strings.Contains(err.Error(), "999") {
-		t.Fatalf("error %q does not name the version", err)
 	}
 }
 
@@ -574,7 +623,7 @@ func TestWorkshopsBadInput(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	s, pool := newStore(t)
-	for i, c := range []struct {
+	cases := []struct {
 		title   string
 		lessons []string
 	}{
@@ -589,14 +638,21 @@ func TestWorkshopsBadInput(t *testing.T) {
 		{"Room", []string{"set-leak", "set-leak"}},
 		{"Room", []string{"set-leak/../x"}},
 		{"Room", make([]string, MaxWorkshopLessons+1)},
-	} {
+	}
+	room := "Room " + randomString(6) // apart from other tests' workshops
+	var titles []string
+	for i, c := range cases {
+		if c.title == "Room" {
+			c.title = room
+		}
+		titles = append(titles, c.title, strings.TrimSpace(c.title))
 		_, _, err := s.CreateWorkshop(ctx, c.title, c.lessons)
 		if rlslab.ErrorCode(err) != rlslab.EINVALID {
 			t.Errorf("case %d: %v, want EINVALID", i, err)
 		}
 	}
 	var n int
-	if err := pool.QueryRow(ctx, "SELECT count(*) FROM rlslab.workshops").Scan(&n); err != nil || n != 0 {
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM rlslab.workshops WHERE title = ANY ($1)", titles).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("bad input stored %d workshops (%v)", n, err)
 	}
 
@@ -668,7 +724,7 @@ func TestJoinNames(t *testing.T) {
 		}
 	}
 	var n int
-	if err := pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM rlslab.participants) + (SELECT count(*) FROM rlslab.learners)").Scan(&n); err != nil || n != 0 {
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM rlslab.participants WHERE workshop_id = $1", w.ID).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("bad names stored %d rows (%v)", n, err)
 	}
 	for _, good := range []string{strings.Repeat("é", 40), "<script>alert(1)</script>", "Zoë 👩‍💻", "O'Brien; DROP TABLE x", "李"} {
@@ -798,9 +854,9 @@ func testRecording(lab string, finished time.Time, n, size int) Recording {
 	}
 	return Recording{
 		Lab: lab, Scenario: "set-leak", Variant: "session-set",
-		Params:  json.RawMessage(`{"speed": 1, "tenants": ["acme", "globex"]}`),
-		Status:  "done", Leaks: 2, Errors: 1,
-		Outcome: json.RawMessage(`{"scenario":"set-leak","variant":"session-set","leaks":2}`),
+		Params: json.RawMessage(`{"speed": 1, "tenants": ["acme", "globex"]}`),
+		Status: "done", Leaks: 2, Errors: 1,
+		Outcome:         json.RawMessage(`{"scenario":"set-leak","variant":"session-set","leaks":2}`),
 		PostgresVersion: "PostgreSQL 15.18", BouncerVersion: "",
 		StartedAt: finished.Add(-time.Duration(n) * 50 * time.Millisecond), FinishedAt: finished,
 		Frames: frames,
@@ -858,8 +914,9 @@ func TestRecordings(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
+	lab := newLabID()
 	// A few hundred KB of frames.
-	big := testRecording("a1b2c3d4", now.Add(-time.Minute), 300, 1000)
+	big := testRecording(lab, now.Add(-time.Minute), 300, 1000)
 	big.Learner = l.ID
 	big.Error = "timeout: the lab's connection limit was reached"
 	big.BouncerVersion = "PgBouncer 1.18.0"
@@ -878,7 +935,7 @@ func TestRecordings(t *testing.T) {
 	checkSameRecording(t, got, big)
 
 	// Newest first, without frames; other labs apart.
-	small := testRecording("a1b2c3d4", now, 0, 0)
+	small := testRecording(lab, now, 0, 0)
 	small.Status, small.Leaks = "failed", 0
 	small.Params, small.Outcome = nil, nil
 	id2, err := s.SaveRecording(ctx, small)
@@ -892,10 +949,10 @@ func TestRecordings(t *testing.T) {
 	if string(got2.Params) != "{}" || string(got2.Outcome) != "null" || got2.Frames == nil || len(got2.Frames) != 0 || got2.Learner != "" {
 		t.Fatalf("defaults: params %s, outcome %s, frames %#v, learner %q", got2.Params, got2.Outcome, got2.Frames, got2.Learner)
 	}
-	if _, err := s.SaveRecording(ctx, testRecording("otherlab", now, 1, 10)); err != nil {
+	if _, err := s.SaveRecording(ctx, testRecording(newLabID(), now, 1, 10)); err != nil {
 		t.Fatal(err)
 	}
-	list, err := s.ListRecordings(ctx, "a1b2c3d4")
+	list, err := s.ListRecordings(ctx, lab)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -906,7 +963,7 @@ func TestRecordings(t *testing.T) {
 	if string(b) != want {
 		t.Fatalf("ListRecordings\n got %s\nwant %s", b, want)
 	}
-	if list, err := s.ListRecordings(ctx, "nolab"); err != nil || list == nil || len(list) != 0 {
+	if list, err := s.ListRecordings(ctx, newLabID()); err != nil || list == nil || len(list) != 0 {
 		t.Fatalf("a lab without recordings: %#v, %v", list, err)
 	}
 
@@ -942,6 +999,7 @@ func TestRecordingsBadInput(t *testing.T) {
 	ctx := testCtx(t)
 	s, pool := newStore(t)
 	now := time.Now()
+	lab := newLabID()
 	bad := map[string]func(r *Recording){
 		"no lab":           func(r *Recording) { r.Lab = "" },
 		"lab with a space": func(r *Recording) { r.Lab = "a b" },
@@ -961,17 +1019,19 @@ func TestRecordingsBadInput(t *testing.T) {
 		"unknown learner":  func(r *Recording) { r.Learner = "nobody" },
 		"bad learner":      func(r *Recording) { r.Learner = "no body" },
 		"huge error":       func(r *Recording) { r.Error = strings.Repeat("e", 10<<10) },
-		"huge frames":      func(r *Recording) { r.Frames[0].State = json.RawMessage(`"` + strings.Repeat("f", MaxFramesBytes) + `"`) },
+		"huge frames": func(r *Recording) {
+			r.Frames[0].State = json.RawMessage(`"` + strings.Repeat("f", MaxFramesBytes) + `"`)
+		},
 	}
 	for name, spoil := range bad {
-		r := testRecording("a1b2c3d4", now, 3, 10)
+		r := testRecording(lab, now, 3, 10)
 		spoil(&r)
 		if _, err := s.SaveRecording(ctx, r); rlslab.ErrorCode(err) != rlslab.EINVALID {
 			t.Errorf("%s: %v, want EINVALID", name, err)
 		}
 	}
 	var n int
-	if err := pool.QueryRow(ctx, "SELECT count(*) FROM rlslab.recordings").Scan(&n); err != nil || n != 0 {
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM rlslab.recordings WHERE lab_id = $1", lab).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("bad input stored %d recordings (%v)", n, err)
 	}
 	for _, unknown := range []string{"", "nope", "AAAAAAAAAAAAAAAAAAAAAA", strings.Repeat("r", 10<<10), "../etc/passwd"} {
@@ -1009,7 +1069,7 @@ func listIDs(t *testing.T, s *Store, lab string) []string {
 func TestPruneByCount(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	s, pool := newStore(t, Options{KeepRecordings: 3})
+	s, pool := freshStore(t, Options{KeepRecordings: 3})
 	now := time.Now()
 	var a []string
 	for i := range 5 {
@@ -1049,7 +1109,7 @@ func TestPruneByCount(t *testing.T) {
 func TestPruneByAge(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	s, pool := newStore(t)
+	s, pool := freshStore(t)
 	now := time.Now()
 	old := saveAt(t, s, "laba", now.Add(-DefaultRecordingAge-time.Hour))
 	hourOld := saveAt(t, s, "laba", now.Add(-time.Hour))
@@ -1079,13 +1139,13 @@ func TestPruneByAge(t *testing.T) {
 func TestRecordingSurvivesReopen(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	db := freshDB(t)
+	db := sharedDB(t)
 	pool := newPool(t, db)
 	s, err := Open(ctx, pool, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := testRecording("a1b2c3d4", time.Now(), 20, 100)
+	want := testRecording(newLabID(), time.Now(), 20, 100)
 	id, err := s.SaveRecording(ctx, want)
 	if err != nil {
 		t.Fatal(err)
