@@ -55,9 +55,10 @@ func cleanText(field, s string, max int) (string, error) {
 }
 
 // isControl reports whether r is a control character (C0, DEL, C1), a
-// line or paragraph separator, or a bidirectional formatting character
-// (which can make a name display as something else). Zero-width joiners
-// stay allowed: emoji sequences use them.
+// line or paragraph separator, a bidirectional formatting character (which
+// can make a name display as something else) or an invisible space. Zero-
+// width joiners and non-joiners stay allowed: emoji sequences and some
+// scripts use them.
 func isControl(r rune) bool {
 	switch {
 	case unicode.IsControl(r):
@@ -69,6 +70,8 @@ func isControl(r rune) bool {
 	case '\u202A' <= r && r <= '\u202E': // LRE, RLE, PDF, LRO, RLO
 		return true
 	case '\u2066' <= r && r <= '\u2069': // LRI, RLI, FSI, PDI
+		return true
+	case r == '\u200B' || r == '\u2060' || r == '\uFEFF': // invisible: "Ada" and "Ada\u200B" would look alike
 		return true
 	}
 	return false

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -716,6 +718,7 @@ func TestJoinNames(t *testing.T) {
 		"C1 control":         "Ada\u0085x",
 		"right-to-left mark": "Ada\u202eecalevol",
 		"line separator":     "Ada\u2028x",
+		"zero-width space":   "Ada\u200b",
 		"invalid UTF-8":      "Ada\xff",
 	} {
 		_, _, err := s.Join(ctx, w.ID, bad)
@@ -1167,4 +1170,49 @@ func TestRecordingSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSameRecording(t, got, want)
+}
+
+// FuzzCleanName checks the display-name rules on any input: CleanName
+// either rejects a name with EINVALID or returns a trimmed, valid name of
+// 1 to MaxNameLen characters without control characters, which it accepts
+// again unchanged.
+func FuzzCleanName(f *testing.F) {
+	for _, seed := range []string{"Ada", "  Ada  ", "", " ", "<b>Bob</b>", "Zoë 👩‍💻", "a\x00b", "a\nb", "\u202eRLO", "\xff", strings.Repeat("é", 40), strings.Repeat("é", 41)} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out, err := CleanName(in)
+		if err != nil {
+			if code := rlslab.ErrorCode(err); code != rlslab.EINVALID {
+				t.Fatalf("CleanName(%q): code %q, want EINVALID", in, code)
+			}
+			if out != "" {
+				t.Fatalf("CleanName(%q) rejected but returned %q", in, out)
+			}
+			// A rejection has a reason.
+			trimmed := strings.TrimSpace(in)
+			if utf8.ValidString(in) && trimmed != "" && utf8.RuneCountInString(trimmed) <= MaxNameLen &&
+				!strings.ContainsFunc(trimmed, isControl) {
+				t.Fatalf("CleanName(%q) rejected a good name: %v", in, err)
+			}
+			return
+		}
+		if !utf8.ValidString(out) {
+			t.Fatalf("CleanName(%q) = %q: not UTF-8", in, out)
+		}
+		if n := utf8.RuneCountInString(out); n < 1 || n > MaxNameLen {
+			t.Fatalf("CleanName(%q) = %q: %d characters", in, out, n)
+		}
+		if out != strings.TrimSpace(out) || !strings.Contains(in, out) {
+			t.Fatalf("CleanName(%q) = %q: not the input trimmed", in, out)
+		}
+		for _, r := range out {
+			if isControl(r) || unicode.IsControl(r) {
+				t.Fatalf("CleanName(%q) = %q holds control character %U", in, out, r)
+			}
+		}
+		if again, err := CleanName(out); err != nil || again != out {
+			t.Fatalf("CleanName(%q) = %q, %v; want it unchanged", out, again, err)
+		}
+	})
 }
