@@ -413,6 +413,15 @@ func TestProgress(t *testing.T) {
 		if err := step(); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
+		if i == 3 { // after the leaky fix
+			p, err := s.Progress(ctx, l.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ls := p.Lessons; len(ls) != 1 || !ls[0].LeakSeen || ls[0].FixRun {
+				t.Fatalf("after a fix that leaked: %+v, want leak seen and no fix run", ls)
+			}
+		}
 	}
 	want := `{"lessons":[` +
 		`{"slug":"rls-bypass","variants_run":["owner"],"leak_seen":false,"fix_run":false,"predictions":[]},` +
