@@ -10,9 +10,13 @@ import (
 
 // Bounds of the texts people type.
 const (
-	MaxNameLen    = 40  // a participant's display name, in characters
-	MaxTitleLen   = 100 // a workshop's title, in characters
-	MaxChoiceLen  = 200 // a prediction's choice, in characters
+	MaxNameLen   = 40  // a participant's display name, in characters
+	MaxTitleLen  = 100 // a workshop's title, in characters
+	MaxChoiceLen = 200 // a prediction's choice, in characters
+)
+
+// Bounds of the identifiers and texts rlslab itself gives the Store, in bytes.
+const (
 	maxSlugLen    = 64
 	maxLabIDLen   = 64
 	maxStatusLen  = 32
@@ -22,7 +26,8 @@ const (
 
 // CleanName returns a participant's display name trimmed of surrounding
 // white space, or EINVALID when it is empty, longer than MaxNameLen
-// characters, not valid UTF-8 or holds a control character. Markup is
+// characters, not valid UTF-8 or holds a control character, a
+// bidirectional override or an invisible space (see isControl). Markup is
 // allowed: it is stored as text and escaped by the views.
 func CleanName(name string) (string, error) {
 	return cleanText("name", name, MaxNameLen)
