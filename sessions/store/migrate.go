@@ -1,0 +1,164 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/rlslab/rlslab"
+)
+
+// migrateLockKey is the pg_advisory_xact_lock key that serializes
+// migrations of one database ("rlslab" in ASCII). Advisory locks are per
+// database, so labs and other databases are not affected.
+const migrateLockKey int64 = 0x726c736c6162
+
+// migration is one versioned change of the rlslab schema. Versions start at
+// 1 and follow each other without gaps; a released migration never changes.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations returns every migration in version order.
+func migrations() []migration {
+	return []migration{
+		{1, "learners, progress, workshops, participants, recordings", `
+CREATE TABLE rlslab.learners (
+	id                text PRIMARY KEY,
+	token_hash        bytea NOT NULL UNIQUE CHECK (octet_length(token_hash) = 32),
+	created_at        timestamptz NOT NULL DEFAULT now(),
+	last_run_lesson   text,
+	last_run_scenario text,
+	last_run_variant  text,
+	last_run_status   text,
+	last_run_leaks    integer,
+	last_run_at       timestamptz
+);
+
+CREATE TABLE rlslab.progress (
+	learner_id   text NOT NULL REFERENCES rlslab.learners ON DELETE CASCADE,
+	lesson       text NOT NULL,
+	variants_run text[] NOT NULL DEFAULT '{}',
+	leak_seen    boolean NOT NULL DEFAULT false,
+	fix_run      boolean NOT NULL DEFAULT false,
+	updated_at   timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (learner_id, lesson)
+);
+
+CREATE TABLE rlslab.predictions (
+	learner_id  text NOT NULL,
+	lesson      text NOT NULL,
+	variant     text NOT NULL,
+	choice      text NOT NULL,
+	correct     boolean NOT NULL,
+	answered_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (learner_id, lesson, variant),
+	FOREIGN KEY (learner_id, lesson) REFERENCES rlslab.progress ON DELETE CASCADE
+);
+
+CREATE TABLE rlslab.workshops (
+	id               text PRIMARY KEY,
+	title            text NOT NULL,
+	lessons          text[] NOT NULL CHECK (cardinality(lessons) > 0),
+	code             text NOT NULL,
+	facilitator_hash bytea NOT NULL CHECK (octet_length(facilitator_hash) = 32),
+	current_lesson   integer NOT NULL DEFAULT 0,
+	created_at       timestamptz NOT NULL DEFAULT now(),
+	ended_at         timestamptz,
+	CHECK (current_lesson >= 0 AND current_lesson < cardinality(lessons))
+);
+-- A join code is unique among open workshops; an ended workshop's code may
+-- be handed out again.
+CREATE UNIQUE INDEX workshops_open_code ON rlslab.workshops (code) WHERE ended_at IS NULL;
+
+CREATE TABLE rlslab.participants (
+	learner_id  text PRIMARY KEY REFERENCES rlslab.learners ON DELETE CASCADE,
+	workshop_id text NOT NULL REFERENCES rlslab.workshops ON DELETE CASCADE,
+	name        text NOT NULL,
+	lab_id      text,
+	joined_at   timestamptz NOT NULL DEFAULT now(),
+	seq         bigint GENERATED ALWAYS AS IDENTITY
+);
+CREATE UNIQUE INDEX participants_name ON rlslab.participants (workshop_id, lower(name));
+
+CREATE TABLE rlslab.recordings (
+	id                text PRIMARY KEY,
+	seq               bigint GENERATED ALWAYS AS IDENTITY,
+	lab_id            text NOT NULL,
+	learner_id        text REFERENCES rlslab.learners ON DELETE SET NULL,
+	scenario          text NOT NULL,
+	variant           text NOT NULL,
+	params            jsonb NOT NULL,
+	status            text NOT NULL,
+	error             text NOT NULL,
+	leaks             integer NOT NULL,
+	errors            integer NOT NULL,
+	outcome           jsonb NOT NULL,
+	postgres_version  text NOT NULL,
+	pgbouncer_version text NOT NULL,
+	started_at        timestamptz NOT NULL,
+	finished_at       timestamptz NOT NULL,
+	frame_count       integer NOT NULL,
+	frames            bytea NOT NULL
+);
+CREATE INDEX recordings_lab ON rlslab.recordings (lab_id, finished_at DESC, seq DESC);
+CREATE INDEX recordings_finished ON rlslab.recordings (finished_at);
+`},
+	}
+}
+
+// migrate brings the rlslab schema up to the newest migration, in one
+// transaction that holds the migration lock.
+func (s *Store) migrate(ctx context.Context) error {
+	start := time.Now()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return rlslab.Errorf(rlslab.EUNAVAILABLE, "store: cannot reach PostgreSQL to migrate rlslab's tables: %v", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", migrateLockKey); err != nil {
+		return wrap("taking the migration lock", err)
+	}
+	if _, err := tx.Exec(ctx, `
+CREATE SCHEMA IF NOT EXISTS rlslab;
+CREATE TABLE IF NOT EXISTS rlslab.schema_migrations (
+	version    integer PRIMARY KEY,
+	name       text NOT NULL,
+	applied_at timestamptz NOT NULL DEFAULT now()
+)`); err != nil {
+		return wrap("creating the schema", err)
+	}
+	var current int
+	if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM rlslab.schema_migrations").Scan(&current); err != nil {
+		return wrap("reading the schema version", err)
+	}
+	all := migrations()
+	if current > len(all) {
+		return rlslab.Errorf(rlslab.EUNAVAILABLE,
+			"store: rlslab's tables are at version %d but this rlslab knows only up to %d: run a newer rlslab", current, len(all))
+	}
+	for _, m := range all[current:] {
+		if _, err := tx.Exec(ctx, m.sql); err != nil {
+			return wrap("migration "+m.name, err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO rlslab.schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
+			return wrap("recording migration "+m.name, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return wrap("committing migrations", err)
+	}
+	if applied := len(all) - current; applied > 0 {
+		s.log.Info("store: migrated rlslab's tables", "from", current, "to", len(all), "took", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// schemaVersion returns the newest applied migration.
+func (s *Store) schemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM rlslab.schema_migrations").Scan(&v)
+	return v, wrap("reading the schema version", err)
+}

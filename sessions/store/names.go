@@ -1,0 +1,122 @@
+package store
+
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/rlslab/rlslab"
+)
+
+// Bounds of the texts people type.
+const (
+	MaxNameLen   = 40  // a participant's display name, in characters
+	MaxTitleLen  = 100 // a workshop's title, in characters
+	MaxChoiceLen = 200 // a prediction's choice, in characters
+)
+
+// Bounds of the identifiers and texts rlslab itself gives the Store, in bytes.
+const (
+	maxSlugLen    = 64
+	maxLabIDLen   = 64
+	maxStatusLen  = 32
+	maxVersionLen = 200
+	maxErrorLen   = 4000
+)
+
+// CleanName returns a participant's display name trimmed of surrounding
+// white space, or EINVALID when it is empty, longer than MaxNameLen
+// characters, not valid UTF-8 or holds a control character, a
+// bidirectional override or an invisible space (see isControl). Markup is
+// allowed: it is stored as text and escaped by the views.
+func CleanName(name string) (string, error) {
+	return cleanText("name", name, MaxNameLen)
+}
+
+// cleanText trims s and checks that it is 1 to max characters of valid
+// UTF-8 without control characters; field names s in the error.
+func cleanText(field, s string, max int) (string, error) {
+	// Bound the work before looking at each character: a character is at
+	// most utf8.UTFMax bytes, and surrounding space beyond that is junk.
+	if len(s) > 4*max*utf8.UTFMax {
+		return "", rlslab.Errorf(rlslab.EINVALID, "the %s is too long (at most %d characters)", field, max)
+	}
+	if !utf8.ValidString(s) {
+		return "", rlslab.Errorf(rlslab.EINVALID, "the %s is not valid UTF-8 text", field)
+	}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", rlslab.Errorf(rlslab.EINVALID, "the %s is empty", field)
+	}
+	if n := utf8.RuneCountInString(s); n > max {
+		return "", rlslab.Errorf(rlslab.EINVALID, "the %s is too long: %d characters, at most %d", field, n, max)
+	}
+	for _, r := range s {
+		if isControl(r) {
+			return "", rlslab.Errorf(rlslab.EINVALID, "the %s holds a control character (%U)", field, r)
+		}
+	}
+	return s, nil
+}
+
+// isControl reports whether r is a control character (C0, DEL, C1), a
+// line or paragraph separator, a bidirectional formatting character (which
+// can make a name display as something else) or an invisible space. Zero-
+// width joiners and non-joiners stay allowed: emoji sequences and some
+// scripts use them.
+func isControl(r rune) bool {
+	switch {
+	case unicode.IsControl(r):
+		return true
+	case r == '\u2028' || r == '\u2029': // line and paragraph separators
+		return true
+	case r == '\u061C' || r == '\u200E' || r == '\u200F': // ALM, LRM, RLM
+		return true
+	case '\u202A' <= r && r <= '\u202E': // LRE, RLE, PDF, LRO, RLO
+		return true
+	case '\u2066' <= r && r <= '\u2069': // LRI, RLI, FSI, PDI
+		return true
+	case r == '\u200B' || r == '\u2060' || r == '\uFEFF': // invisible: "Ada" and "Ada\u200B" would look alike
+		return true
+	}
+	return false
+}
+
+// checkSlug checks a lesson, scenario or variant identifier: 1 to 64
+// lower-case letters, digits and hyphens.
+func checkSlug(field, s string) error {
+	if s == "" {
+		return rlslab.Errorf(rlslab.EINVALID, "no %s given", field)
+	}
+	if len(s) > maxSlugLen {
+		return rlslab.Errorf(rlslab.EINVALID, "the %s is too long (at most %d characters)", field, maxSlugLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return rlslab.Errorf(rlslab.EINVALID, "the %s %q may hold only lower-case letters, digits and hyphens", field, s)
+		}
+	}
+	return nil
+}
+
+// checkLabID checks a lab id given by the caller: 1 to 64 ASCII letters,
+// digits, hyphens or underscores.
+func checkLabID(id string) error {
+	if id == "" || len(id) > maxLabIDLen || !plausibleID(id) {
+		return rlslab.Errorf(rlslab.EINVALID, "bad lab id %q", truncate(id, 70))
+	}
+	return nil
+}
+
+// truncate shortens s to at most n bytes for an error message, on a
+// character boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
