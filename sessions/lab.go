@@ -122,6 +122,16 @@ func (l *Lab) Start(r RunRequest) error {
 	l.ctl.Lock()
 	defer l.ctl.Unlock()
 	l.mu.Lock()
+	if prev := l.run; prev != nil && l.tracker.Finished() {
+		// The last run is over and only closing its pools: wait for that
+		// rather than refuse a learner who saw "done".
+		l.mu.Unlock()
+		select {
+		case <-prev.done:
+		case <-time.After(stopTimeout):
+		}
+		l.mu.Lock()
+	}
 	if l.closed {
 		l.mu.Unlock()
 		return rlslab.Errorf(rlslab.ENOTFOUND, "lab %s is closed", l.ID)
@@ -201,10 +211,19 @@ func (l *Lab) endRun(run *activeRun, err error) error {
 		l.run = nil
 	}
 	l.mu.Unlock()
-	if reset {
+	switch {
+	case reset:
 		err = errCancelledByReset
-	} else if err != nil && errors.Is(err, context.Canceled) {
+	case err != nil && errors.Is(err, context.Canceled):
 		err = errors.New("run cancelled")
+	case err != nil && isOutage(err):
+		// The driver's words name hosts, ports and socket paths: log them,
+		// show the learner what happened in words.
+		l.mgr.log.Warn("run ended by an outage", "lab", l.ID, "err", err)
+		msg := "the database stopped answering during the run (" + ErrDatabaseDown + ")"
+		l.tracker.Update(func(s *engine.State) {
+			s.Error, s.Narration = msg, "The run failed: "+msg
+		})
 	}
 	if f := l.mgr.cfg.OnRunEnd; f != nil {
 		final := l.tracker.Snapshot()

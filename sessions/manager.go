@@ -33,7 +33,7 @@ const (
 	MinConnLimit       = 4
 	MaxConnLimit       = 100
 	DefaultSpares      = 4
-	MaxSpares          = 50
+	MaxSpares          = 500
 	DefaultMargin      = 10
 	// AdminConns is the size of rlslab's admin pool (lab creation, server
 	// counts, health); one more connection holds the instance's lock.

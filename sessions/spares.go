@@ -44,8 +44,10 @@ func (s *spares) refill(ctx context.Context) {
 	}
 	backoff := time.Second
 	for {
-		missing := cap(s.ready) - len(s.ready)
+		missing := min(cap(s.ready)-len(s.ready), MaintConns)
 		if missing > 0 {
+			// At most MaintConns at once: each needs a maintenance
+			// connection, and the loop comes back for the rest.
 			built := make(chan error, missing)
 			for range missing {
 				go func() {
@@ -77,6 +79,7 @@ func (s *spares) refill(ctx context.Context) {
 				continue
 			}
 			backoff = time.Second
+			continue
 		}
 		select {
 		case <-ctx.Done():

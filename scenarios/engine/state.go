@@ -621,3 +621,11 @@ func (t *Tracker) Server() (ServerCounts, string) {
 	defer t.mu.Unlock()
 	return t.st.Server, t.st.Outage
 }
+
+// Finished reports whether the run the state shows is over (done or
+// failed).
+func (t *Tracker) Finished() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.st.Status == StatusDone || t.st.Status == StatusFailed
+}
