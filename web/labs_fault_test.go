@@ -299,4 +299,3 @@ func TestFaultWebsocketThatNeverReads(t *testing.T) {
 	// The stuck browser leaves; its handler must end with it.
 	stuck.Close()
 }
-
