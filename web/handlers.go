@@ -4,11 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/rlslab/rlslab"
@@ -154,68 +151,6 @@ func (s *Server) handleState(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, lab.State(r.Context()))
 }
 
-// runForm is the body of POST /labs/{id}/runs.
-type runForm struct {
-	Scenario string            `json:"scenario"`
-	Variant  string            `json:"variant"`
-	Speed    string            `json:"speed"`
-	Params   map[string]string `json:"params"`
-}
-
-// paramValue lets JSON params be numbers or strings.
-type paramValue string
-
-func (p *paramValue) UnmarshalJSON(b []byte) error {
-	var n json.Number
-	if err := json.Unmarshal(b, &n); err == nil {
-		*p = paramValue(n.String())
-		return nil
-	}
-	var str string
-	if err := json.Unmarshal(b, &str); err != nil {
-		return rlslab.Errorf(rlslab.EINVALID, "parameter values must be numbers")
-	}
-	*p = paramValue(str)
-	return nil
-}
-
-// readRunForm reads a run request from JSON or a form.
-func readRunForm(w http.ResponseWriter, r *http.Request) (runForm, error) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	var f runForm
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		var raw struct {
-			Scenario string                `json:"scenario"`
-			Variant  string                `json:"variant"`
-			Speed    string                `json:"speed"`
-			Params   map[string]paramValue `json:"params"`
-		}
-		dec := json.NewDecoder(r.Body)
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&raw); err != nil {
-			return f, rlslab.Errorf(rlslab.EINVALID, "malformed JSON body: %v", err)
-		}
-		if dec.Decode(&struct{}{}) != io.EOF {
-			return f, rlslab.Errorf(rlslab.EINVALID, "malformed JSON body: more than one value")
-		}
-		f = runForm{Scenario: raw.Scenario, Variant: raw.Variant, Speed: raw.Speed, Params: map[string]string{}}
-		for k, v := range raw.Params {
-			f.Params[k] = string(v)
-		}
-		return f, nil
-	}
-	if err := r.ParseForm(); err != nil {
-		return f, rlslab.Errorf(rlslab.EINVALID, "malformed form: %v", err)
-	}
-	f = runForm{Scenario: r.PostForm.Get("scenario"), Variant: r.PostForm.Get("variant"), Speed: r.PostForm.Get("speed"), Params: map[string]string{}}
-	for k, vs := range r.PostForm {
-		if name, ok := strings.CutPrefix(k, "param."); ok && len(vs) > 0 {
-			f.Params[name] = vs[0]
-		}
-	}
-	return f, nil
-}
-
 // handleRun starts a run: 202, or 400 for an unknown scenario, variant,
 // speed or parameter, 409 while a run is going.
 func (s *Server) handleRun(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
@@ -228,9 +163,9 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request, lab *sessions
 		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "scenario and variant are required"))
 		return
 	}
-	speed, err := engine.ParseSpeed(f.Speed)
+	speed, err := parseSpeed(f.Speed)
 	if err != nil {
-		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "%v", err))
+		s.fail(w, r, err)
 		return
 	}
 	if err := lab.Start(sessions.RunRequest{Scenario: f.Scenario, Variant: f.Variant, Speed: speed, Params: f.Params}); err != nil {
@@ -249,31 +184,9 @@ func (s *Server) handleReset(w http.ResponseWriter, r *http.Request, lab *sessio
 }
 
 func (s *Server) handleSpeed(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	v := ""
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		var body struct {
-			Speed string `json:"speed"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "malformed JSON body: %v", err))
-			return
-		}
-		v = body.Speed
-	} else {
-		if err := r.ParseForm(); err != nil {
-			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "malformed form: %v", err))
-			return
-		}
-		v = r.PostForm.Get("speed")
-	}
-	if v == "" {
-		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "speed is required"))
-		return
-	}
-	speed, err := engine.ParseSpeed(v)
+	speed, err := readSpeedForm(w, r)
 	if err != nil {
-		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "%v", err))
+		s.fail(w, r, err)
 		return
 	}
 	if err := lab.SetSpeed(speed); err != nil {

@@ -1,11 +1,12 @@
 package web
 
 import (
-	"encoding/json"
 	"net/http"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/rlslab/rlslab"
 )
 
 // Websocket limits.
@@ -53,9 +54,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return
 			}
-			var m wsMessage
-			if kind != websocket.TextMessage || json.Unmarshal(data, &m) != nil {
-				msg := websocket.FormatCloseMessage(websocket.CloseUnsupportedData, "malformed message: want a JSON object")
+			if err := checkWSMessage(kind, data); err != nil {
+				msg := websocket.FormatCloseMessage(websocket.CloseUnsupportedData, rlslab.ErrorMessage(err))
 				_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
 				return
 			}

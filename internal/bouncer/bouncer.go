@@ -42,9 +42,10 @@ type Options struct {
 	// Databases are the database names to expose (same name upstream). When
 	// empty, every database is exposed through a "*" fallback entry.
 	Databases []string
-	// Users maps login role to password, written to the auth_file. Every role
-	// that connects through the bouncer must be listed, even when the
-	// upstream trusts it.
+	// Users maps login role to password. Every role that connects through
+	// the bouncer must be listed, even when the upstream trusts it. The
+	// auth_file gets a secret derived from the password, not the password
+	// (unless the upstream asks for cleartext passwords): see authSecrets.
 	Users map[string]string
 	// PoolSize is default_pool_size: server connections per user/database
 	// pair, 1 to 20.

@@ -54,6 +54,10 @@ func startDocker(ctx context.Context, opts Options, logger *slog.Logger) (*Bounc
 		custom = append(custom, testcontainers.WithHostPortAccess(opts.Upstream.Port))
 	}
 	adminPassword := randomPassword()
+	secrets, adminSecret, err := authSecrets(ctx, opts, adminPassword, logger)
+	if err != nil {
+		return nil, fmt.Errorf("bouncer: %w", err)
+	}
 	cfg := config{
 		listenAddr:     "0.0.0.0",
 		listenPort:     dockerPort,
@@ -70,7 +74,7 @@ func startDocker(ctx context.Context, opts Options, logger *slog.Logger) (*Bounc
 	custom = append(custom,
 		testcontainers.WithFiles(
 			testcontainers.ContainerFile{Reader: strings.NewReader(cfg.ini()), ContainerFilePath: "/etc/pgbouncer/pgbouncer.ini", FileMode: 0o644},
-			testcontainers.ContainerFile{Reader: strings.NewReader(authFile(opts.Users, adminUserName, adminPassword)), ContainerFilePath: "/etc/pgbouncer/userlist.txt", FileMode: 0o644},
+			testcontainers.ContainerFile{Reader: strings.NewReader(authFile(secrets, adminUserName, adminSecret)), ContainerFilePath: "/etc/pgbouncer/userlist.txt", FileMode: 0o644},
 		),
 		testcontainers.WithEntrypoint("/usr/bin/pgbouncer"),
 		testcontainers.WithCmd("/etc/pgbouncer/pgbouncer.ini"),

@@ -24,6 +24,15 @@ var binaryCandidates = []string{"/usr/sbin/pgbouncer", "/usr/bin/pgbouncer", "/u
 // stopWait is how long Close waits after SIGINT before SIGKILL.
 const stopWait = 3 * time.Second
 
+// dirPrefix names the temporary directory of each local PgBouncer.
+const dirPrefix = "rlslab-pgbouncer-"
+
+// abandonedAge is how old a temporary directory without a running
+// PgBouncer must be before a sweep removes it: older than the longest
+// start-up (three tries of readyTimeout), so a PgBouncer that another
+// rlslab is still starting keeps its directory.
+const abandonedAge = 3*readyTimeout + 15*time.Second
+
 // findBinary returns the path of a pgbouncer executable.
 func findBinary() (string, error) {
 	if p, err := exec.LookPath("pgbouncer"); err == nil {
@@ -86,7 +95,13 @@ func startLocal(ctx context.Context, bin string, opts Options, logger *slog.Logg
 	if err != nil {
 		return nil, fmt.Errorf("bouncer: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "rlslab-pgbouncer-")
+	sweepAbandoned(logger, os.TempDir(), abandonedAge)
+	adminPassword := randomPassword()
+	secrets, adminSecret, err := authSecrets(ctx, opts, adminPassword, logger)
+	if err != nil {
+		return nil, fmt.Errorf("bouncer: %w", err)
+	}
+	dir, err := os.MkdirTemp("", dirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("bouncer: %w", err)
 	}
@@ -96,9 +111,8 @@ func startLocal(ctx context.Context, bin string, opts Options, logger *slog.Logg
 			_ = os.RemoveAll(dir)
 		}
 	}()
-	adminPassword := randomPassword()
 	authPath := filepath.Join(dir, "userlist.txt")
-	if err := writeOwned(authPath, authFile(opts.Users, adminUserName, adminPassword), cred); err != nil {
+	if err := writeOwned(authPath, authFile(secrets, adminUserName, adminSecret), cred); err != nil {
 		return nil, fmt.Errorf("bouncer: %w", err)
 	}
 	if cred != nil {
@@ -254,4 +268,50 @@ func (p *localProcess) logTail() string {
 		return strings.Join(lines, "\n")
 	}
 	return "(empty)"
+}
+
+// Sweep removes the temporary directories (rlslab-pgbouncer-*) that local
+// PgBouncers of a killed rlslab left behind: their config, log and
+// auth_file. Only directories whose PgBouncer is not running and that are
+// older than any start-up are removed. Every local start sweeps too.
+func Sweep(logger *slog.Logger) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	sweepAbandoned(logger, os.TempDir(), abandonedAge)
+}
+
+// sweepAbandoned removes the rlslab-pgbouncer-* directories in dir that are
+// older than minAge and whose pidfile names no running pgbouncer.
+func sweepAbandoned(logger *slog.Logger, dir string, minAge time.Duration) {
+	matches, _ := filepath.Glob(filepath.Join(dir, dirPrefix+"*"))
+	for _, m := range matches {
+		fi, err := os.Lstat(m)
+		if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < minAge {
+			continue
+		}
+		if data, err := os.ReadFile(filepath.Join(m, "pgbouncer.pid")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 && runsPgBouncer(pid) {
+				continue
+			}
+		}
+		if err := os.RemoveAll(m); err == nil {
+			logger.Info("removed the directory of a PgBouncer that is no longer running", "dir", m)
+		} else {
+			logger.Warn("could not remove the directory of a PgBouncer that is no longer running", "dir", m, "err", err)
+		}
+	}
+}
+
+// runsPgBouncer reports whether pid is alive and, where /proc tells, runs
+// pgbouncer (a pid may have been reused).
+func runsPgBouncer(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return true // cannot tell: assume it does
+	}
+	return strings.HasPrefix(strings.TrimSpace(string(comm)), "pgbouncer")
 }
