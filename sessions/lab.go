@@ -43,6 +43,9 @@ type activeRun struct {
 	done              chan struct{}
 	pace              *engine.Pace
 	err               error
+	params            engine.Params
+	started           time.Time
+	rec               *recorder
 
 	mu    sync.Mutex
 	reset bool // cancelled by a reset
@@ -53,6 +56,10 @@ func newLab(m *Manager, sb engine.Sandbox, owner string) *Lab {
 	return &Lab{ID: sb.Lab, Sandbox: sb, owner: owner, created: now, lastActive: now, mgr: m,
 		tracker: engine.NewTracker(sb.Lab), done: make(chan struct{})}
 }
+
+// Owner returns the secret of the browser that owns the lab (it identifies
+// the learner).
+func (l *Lab) Owner() string { return l.owner }
 
 // IsOwner reports whether token is the secret of the browser that created
 // the lab.
@@ -146,6 +153,7 @@ func (l *Lab) Start(r RunRequest) error {
 	l.lastActive = time.Now()
 	l.mu.Unlock()
 	l.tracker.Begin(sc.ID, r.Variant, r.Speed.String())
+	run.params, run.started, run.rec = params, time.Now(), record(l.tracker)
 	go l.play(ctx, run, sc, params)
 	return nil
 }
@@ -225,12 +233,13 @@ func (l *Lab) endRun(run *activeRun, err error) error {
 			s.Error, s.Narration = msg, "The run failed: "+msg
 		})
 	}
+	frames := run.rec.finish()
 	if f := l.mgr.cfg.OnRunEnd; f != nil {
 		final := l.tracker.Snapshot()
 		if reset {
 			final.Status, final.Error = engine.StatusFailed, err.Error()
 		}
-		f(l, final)
+		f(RunRecord{Lab: l, Scenario: run.scenario, Variant: run.variant, Params: run.params, Started: run.started, Final: final, Frames: frames})
 	}
 	return err
 }

@@ -71,8 +71,10 @@ type Config struct {
 	Bouncers engine.BouncerStarter // how PgBouncer lessons get one; nil: they say none is available
 	Catalog  *engine.Catalog
 	// OnRunEnd, if set, is called after every run of every lab ends (done,
-	// failed or cancelled), with its final state.
-	OnRunEnd func(l *Lab, final engine.State)
+	// failed or cancelled), with its final state and its frames. It runs on
+	// the run's goroutine: keep it short (the lab takes no new run until it
+	// returns).
+	OnRunEnd func(r RunRecord)
 	Logger   *slog.Logger
 }
 

@@ -2,6 +2,7 @@ package sessions_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -394,9 +395,9 @@ func TestStartupSweep(t *testing.T) {
 func TestResetRacingRun(t *testing.T) {
 	var mu sync.Mutex
 	ended := map[string]int{}
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, OnRunEnd: func(l *sessions.Lab, st engine.State) {
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, OnRunEnd: func(r sessions.RunRecord) {
 		mu.Lock()
-		ended[l.ID]++
+		ended[r.Lab.ID]++
 		mu.Unlock()
 	}})
 	l := sessionstest.MustCreateLab(t, m, "owner")
@@ -508,4 +509,43 @@ func BenchmarkCreateLab(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(create.Microseconds())/float64(b.N)/1000, "ms/create")
+}
+
+// TestEveryRunIsRecorded checks a finished run hands over its frames, from
+// the first running frame to the final one, and a run cancelled by a reset
+// is reported as such.
+func TestEveryRunIsRecorded(t *testing.T) {
+	records := make(chan sessions.RunRecord, 4)
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, OnRunEnd: func(r sessions.RunRecord) { records <- r }})
+	l := sessionstest.MustCreateLab(t, m, "owner")
+	sessionstest.MustRun(t, l, "set-leak", "session-set", nil)
+	r := <-records
+	if r.Scenario != "set-leak" || r.Variant != "session-set" || r.Final.Status != engine.StatusDone || len(r.Frames) < 5 {
+		t.Fatalf("record: %s/%s %s, %d frames", r.Scenario, r.Variant, r.Final.Status, len(r.Frames))
+	}
+	var first, last engine.State
+	if err := json.Unmarshal(r.Frames[0].State, &first); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(r.Frames[len(r.Frames)-1].State, &last); err != nil {
+		t.Fatal(err)
+	}
+	if first.Status != engine.StatusRunning || last.Status != engine.StatusDone || last.Leaks() != 1 {
+		t.Errorf("frames go from %s to %s with %d leaks", first.Status, last.Status, last.Leaks())
+	}
+	for i := 1; i < len(r.Frames); i++ {
+		if r.Frames[i].AtMS < r.Frames[i-1].AtMS {
+			t.Fatalf("frame %d is earlier than the one before", i)
+		}
+	}
+	if err := l.Start(sessions.RunRequest{Scenario: "set-leak", Variant: "tx-local", Speed: engine.Speed{Single: true}}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, l, "the pool's first frame", func(st engine.State) bool { return st.Pool.Total > 0 })
+	if err := l.Reset(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-records; r.Final.Status != engine.StatusFailed || !strings.Contains(r.Final.Error, "reset") {
+		t.Errorf("cancelled run recorded as %s %q", r.Final.Status, r.Final.Error)
+	}
 }

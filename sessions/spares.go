@@ -51,7 +51,9 @@ func (s *spares) refill(ctx context.Context) {
 			built := make(chan error, missing)
 			for range missing {
 				go func() {
-					sb, err := s.m.newSandbox(ctx)
+					// A build is never cut off half-way (it has a
+					// deadline of its own); a closing manager drains it.
+					sb, err := s.m.newSandbox(context.WithoutCancel(ctx))
 					if err == nil {
 						select {
 						case s.ready <- sb:

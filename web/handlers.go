@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/url"
+	"regexp"
 	"time"
 
 	"github.com/rlslab/rlslab"
@@ -222,31 +223,51 @@ func (s *Server) owner(h func(http.ResponseWriter, *http.Request, *sessions.Lab)
 	}
 }
 
-// cookieToken returns the owner secret the browser sent, or "".
+// tokenPattern is what a learner token looks like (random, URL-safe).
+var tokenPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{22,64}$`)
+
+// cookieToken returns the learner token the browser sent, or "".
 func cookieToken(r *http.Request) string {
 	c, err := r.Cookie(OwnerCookie)
-	if err != nil || len(c.Value) != 32 {
-		return ""
-	}
-	if _, err := hex.DecodeString(c.Value); err != nil {
+	if err != nil || !tokenPattern.MatchString(c.Value) {
 		return ""
 	}
 	return c.Value
 }
 
-// ownerToken returns the browser's owner secret, giving it one (in an
-// HttpOnly, SameSite=Strict cookie) if it has none.
+// ownerToken returns the browser's learner token, giving it one (a learner
+// in rlslab's own tables, kept in an HttpOnly cookie) if it has none.
 func (s *Server) ownerToken(w http.ResponseWriter, r *http.Request) string {
 	if t := cookieToken(r); t != "" {
 		return t
 	}
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	t := hex.EncodeToString(b)
-	// Lax, so that a participant arriving from a link in a chat keeps their
-	// lab; every control request is a POST, which Lax does not send across
-	// sites, and ServeHTTP also refuses foreign origins.
-	http.SetCookie(w, &http.Cookie{Name: OwnerCookie, Value: t, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode,
-		Secure: r.TLS != nil, MaxAge: int(ownerCookieAge / time.Second)})
+	var t string
+	if s.store != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+		defer cancel()
+		if _, tok, err := s.store.CreateLearner(ctx); err == nil {
+			t = tok
+		} else {
+			s.log.Warn("create learner", "err", err)
+		}
+	}
+	if t == "" {
+		b := make([]byte, 16)
+		_, _ = rand.Read(b)
+		t = hex.EncodeToString(b)
+	}
+	s.setLearnerCookie(w, r, t)
 	return t
 }
+
+// setLearnerCookie keeps token in the browser's learner cookie. It is Lax,
+// so that a participant arriving from a link in a chat keeps their lab;
+// every control request is a POST, which Lax does not send across sites,
+// and ServeHTTP also refuses foreign origins.
+func (s *Server) setLearnerCookie(w http.ResponseWriter, r *http.Request, token string) {
+	http.SetCookie(w, &http.Cookie{Name: OwnerCookie, Value: token, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode,
+		Secure: r.TLS != nil, MaxAge: int(ownerCookieAge / time.Second)})
+}
+
+// dbTimeout bounds a request's work in rlslab's own tables.
+const dbTimeout = 3 * time.Second

@@ -17,6 +17,7 @@ import (
 	"github.com/rlslab/rlslab/lessons"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/web/live"
 	"github.com/rlslab/rlslab/web/views"
 )
@@ -33,6 +34,14 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	hubs    *live.Hubs
+	store   *store.Store
+}
+
+// WithStore gives the server rlslab's own tables (learners, progress,
+// workshops, recordings); call it before serving.
+func (s *Server) WithStore(st *store.Store) *Server {
+	s.store = st
+	return s
 }
 
 // NewServer returns the handler for labs, lessons and static files.

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/static"
 	"github.com/rlslab/rlslab/web"
 )
@@ -188,9 +190,17 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer pg.Close()
+	bouncer.Sweep(log) // PgBouncer directories a killed rlslab left
+	keeper := &runKeeper{lessons: ls, log: log}
+	var keeping atomic.Bool // set once the store is open
 	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: d.maxLabs, TTL: *ttl, MaxLifetime: *lifetime,
 		ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Spares: *spares,
-		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log})
+		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log,
+		OnRunEnd: func(r sessions.RunRecord) {
+			if keeping.Load() {
+				keeper.keep(r)
+			}
+		}})
 	if err != nil {
 		return err
 	}
@@ -198,13 +208,27 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		cctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
 		labs.Close(cctx)
+		keeper.Close()
 	}()
+	st, err := store.Open(ctx, labs.Admin(), log)
+	if err != nil {
+		return fmt.Errorf("rlslab's own tables: %w", err)
+	}
+	defer st.Close()
+	if err := labs.Admin().QueryRow(ctx, "SHOW server_version").Scan(&keeper.pgVersion); err != nil {
+		return err
+	}
+	keeper.st = st
+	keeping.Store(true)
+	if n, err := st.Prune(ctx); err == nil && n > 0 {
+		log.Info("old recordings pruned", "count", n)
+	}
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
-	handler := web.NewServer(labs, ls, static.FS(), log)
+	handler := web.NewServer(labs, ls, static.FS(), log).WithStore(st)
 	defer handler.Close()
 	srv := newHTTPServer(handler)
 	errc := make(chan error, 1)

@@ -1,0 +1,106 @@
+package sessions
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/rlslab/rlslab/scenarios/engine"
+)
+
+// Recording limits: a run keeps at most maxRecordedFrames frames, taken no
+// more often than recordEvery (the live view's own cadence is faster only
+// for crowds, whose frames are alike).
+const (
+	maxRecordedFrames = 1500
+	recordEvery       = 50 * time.Millisecond
+)
+
+// RecordedFrame is one frame of a finished run: the lab's state at AtMS
+// milliseconds after the run began, as JSON.
+type RecordedFrame struct {
+	AtMS  int64           `json:"at_ms"`
+	State json.RawMessage `json:"state"`
+}
+
+// RunRecord is a finished run as OnRunEnd receives it.
+type RunRecord struct {
+	Lab      *Lab
+	Scenario string
+	Variant  string
+	Params   engine.Params
+	Started  time.Time
+	Final    engine.State
+	Frames   []RecordedFrame
+}
+
+// recorder keeps the frames of one run: every change of the lab's state,
+// at most one per recordEvery, the last one always.
+type recorder struct {
+	tracker *engine.Tracker
+	started time.Time
+	frames  []RecordedFrame
+	version uint64
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// record starts recording the tracker's states until the recorder is
+// finished.
+func record(t *engine.Tracker) *recorder {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &recorder{tracker: t, started: time.Now(), stop: cancel, done: make(chan struct{})}
+	changes, unsubscribe := t.Subscribe()
+	go func() {
+		defer close(r.done)
+		defer unsubscribe()
+		r.take()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changes:
+			}
+			r.take()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(recordEvery):
+			}
+		}
+	}()
+	return r
+}
+
+// take adds the current state as a frame if it changed.
+func (r *recorder) take() {
+	st := r.tracker.Snapshot()
+	if st.Version == r.version && len(r.frames) > 0 {
+		return
+	}
+	r.version = st.Version
+	b, err := json.Marshal(st)
+	if err != nil {
+		return
+	}
+	if len(r.frames) >= maxRecordedFrames {
+		// Thin out: keep every other frame, so a long run still spans its
+		// whole length.
+		kept := r.frames[:0]
+		for i, f := range r.frames {
+			if i%2 == 0 {
+				kept = append(kept, f)
+			}
+		}
+		r.frames = kept
+	}
+	r.frames = append(r.frames, RecordedFrame{AtMS: time.Since(r.started).Milliseconds(), State: b})
+}
+
+// finish stops recording, takes the final state, and returns the frames.
+func (r *recorder) finish() []RecordedFrame {
+	r.stop()
+	<-r.done
+	r.take()
+	return r.frames
+}
