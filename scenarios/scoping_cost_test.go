@@ -45,7 +45,7 @@ func TestScopingCostMeasuresEveryPattern(t *testing.T) {
 			t.Errorf("%d iterations: %v timed queries returned other rows", n, got)
 		}
 		// The session-level scope of the bare query is undone at the end.
-		if len(st.Connections) != 1 || st.Connections[0].Tenant == nil || *st.Connections[0].Tenant != "" || st.Connections[0].State != engine.ConnIdle {
+		if len(st.Connections) != 1 || st.Connections[0].Tenant == nil || *st.Connections[0].Tenant != "" || st.Connections[0].State != engine.ConnClosed {
 			t.Errorf("%d iterations: connection after the run: %+v", n, st.Connections)
 		}
 		lines := 0

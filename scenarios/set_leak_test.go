@@ -118,13 +118,19 @@ func TestSetLeakLocalVariantsFailClosed(t *testing.T) {
 	}
 }
 
-// TestStatePIDsAreTheServersBackends checks the connections shown are
-// exactly the lab database's app-role backends in pg_stat_activity, and the
-// pool counts agree with pgxpool.Stat's view (total = shown connections).
+// TestStatePIDsAreTheServersBackends checks the connections shown on the
+// run's last frame (before the lab closes the run's pool) are exactly the
+// lab database's app-role backends in pg_stat_activity, and the pool counts
+// agree with pgxpool.Stat's view (total = shown connections).
 func TestStatePIDsAreTheServersBackends(t *testing.T) {
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	st := sessionstest.MustRun(t, lab, "set-leak", "session-set", map[string]string{"pool": "3"})
+	d := startDirect(t, lab, "set-leak", "session-set", map[string]string{"pool": "3"}, engine.Speed{Max: true})
+	if err := d.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	defer d.env.Close()
+	st := d.tr.Snapshot()
 	rows, err := m.Admin().Query(context.Background(),
 		"SELECT pid, coalesce(usename, '') FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend' ORDER BY pid", lab.Sandbox.Database)
 	if err != nil {
@@ -160,8 +166,12 @@ func TestStatePIDsAreTheServersBackends(t *testing.T) {
 	if int(st.Pool.Total) != len(st.Connections) || st.Pool.Max != 3 || st.Pool.Idle != 3 || st.Pool.Acquired != 0 {
 		t.Errorf("pool counts %+v, %d connections shown", st.Pool, len(st.Connections))
 	}
-	if st.Server.Backends != len(server) || st.Server.RoleConnectionLimit != sessions.DefaultConnLimit {
-		t.Errorf("server counts %+v, pg_stat_activity has %d", st.Server, len(server))
+	// The lab's own server counts come from the same view.
+	if err := lab.RefreshServer(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if sc, _ := lab.Tracker().Server(); sc.Backends != len(server) || sc.RoleConnectionLimit != sessions.DefaultConnLimit {
+		t.Errorf("server counts %+v, pg_stat_activity has %d", sc, len(server))
 	}
 }
 

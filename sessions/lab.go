@@ -224,7 +224,7 @@ func (l *Lab) endRun(run *activeRun, err error) error {
 		err = errCancelledByReset
 	case err != nil && errors.Is(err, context.Canceled):
 		err = errors.New("run cancelled")
-	case err != nil && isOutage(err):
+	case err != nil && isOutage(err) && l.mgr.Ping(context.Background()) != nil:
 		// The driver's words name hosts, ports and socket paths: log them,
 		// show the learner what happened in words.
 		l.mgr.log.Warn("run ended by an outage", "lab", l.ID, "err", err)

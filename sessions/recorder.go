@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 
 	"github.com/rlslab/rlslab/scenarios/engine"
@@ -39,6 +40,8 @@ type RunRecord struct {
 type recorder struct {
 	tracker *engine.Tracker
 	started time.Time
+
+	mu      sync.Mutex
 	frames  []RecordedFrame
 	version uint64
 	stop    context.CancelFunc
@@ -51,6 +54,9 @@ func record(t *engine.Tracker) *recorder {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &recorder{tracker: t, started: time.Now(), stop: cancel, done: make(chan struct{})}
 	changes, unsubscribe := t.Subscribe()
+	// Every paced frame is kept, even at full speed; changes between them
+	// (a crowd's requests) at most every recordEvery.
+	t.OnFrame(func(st engine.State) { r.add(st) })
 	go func() {
 		defer close(r.done)
 		defer unsubscribe()
@@ -73,8 +79,12 @@ func record(t *engine.Tracker) *recorder {
 }
 
 // take adds the current state as a frame if it changed.
-func (r *recorder) take() {
-	st := r.tracker.Snapshot()
+func (r *recorder) take() { r.add(r.tracker.Snapshot()) }
+
+// add adds st as a frame unless it is the last one again.
+func (r *recorder) add(st engine.State) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if st.Version == r.version && len(r.frames) > 0 {
 		return
 	}
@@ -99,8 +109,11 @@ func (r *recorder) take() {
 
 // finish stops recording, takes the final state, and returns the frames.
 func (r *recorder) finish() []RecordedFrame {
+	r.tracker.OnFrame(nil)
 	r.stop()
 	<-r.done
 	r.take()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return r.frames
 }

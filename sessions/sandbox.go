@@ -57,8 +57,6 @@ func (m *Manager) newSandbox(ctx context.Context) (sb engine.Sandbox, err error)
 	password := randomHex(16)
 	n := labNames(id)
 	q := func(s string) string { return pgx.Identifier{s}.Sanitize() }
-	ctx, cancel := context.WithTimeout(ctx, 2*dbTimeout)
-	defer cancel()
 	defer func() {
 		if err != nil {
 			m.dropQuietly(id)
@@ -76,7 +74,7 @@ func (m *Manager) newSandbox(ctx context.Context) (sb engine.Sandbox, err error)
 	}
 	// Creating runs on a maintenance connection, so that many sandboxes
 	// can be made at once without starving the admin pool.
-	err = m.maint(ctx, "", func(conn *pgx.Conn) error {
+	err = m.maint(ctx, "", func(ctx context.Context, conn *pgx.Conn) error {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			for _, s := range roles {
 				if _, err := tx.Exec(ctx, s); err != nil {
@@ -103,7 +101,7 @@ func (m *Manager) newSandbox(ctx context.Context) (sb engine.Sandbox, err error)
 	if err != nil {
 		return sb, err
 	}
-	err = m.maintTx(ctx, id, func(tx pgx.Tx) error {
+	err = m.maintTx(ctx, id, func(ctx context.Context, tx pgx.Tx) error {
 		for _, s := range []string{
 			"REVOKE ALL ON SCHEMA public FROM PUBLIC",
 			fmt.Sprintf("GRANT ALL ON SCHEMA public TO %s", q(n.owner)),
@@ -133,19 +131,27 @@ func (m *Manager) newSandbox(ctx context.Context) (sb engine.Sandbox, err error)
 
 // maintTx runs f in a transaction on a maintenance connection to lab id's
 // database (one of MaintConns) as the superuser, and commits it.
-func (m *Manager) maintTx(ctx context.Context, id string, f func(tx pgx.Tx) error) error {
-	return m.maint(ctx, labNames(id).db, func(conn *pgx.Conn) error { return pgx.BeginFunc(ctx, conn, f) })
+func (m *Manager) maintTx(ctx context.Context, id string, f func(ctx context.Context, tx pgx.Tx) error) error {
+	return m.maint(ctx, labNames(id).db, func(ctx context.Context, conn *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return f(ctx, tx) })
+	})
 }
+
+// maintTimeout bounds one piece of maintenance once it has its connection
+// (waiting for the connection is bounded by the caller's context only).
+const maintTimeout = 20 * time.Second
 
 // maint runs f on a maintenance connection (one of MaintConns) to database
 // db ("" for the admin URL's own).
-func (m *Manager) maint(ctx context.Context, db string, f func(conn *pgx.Conn) error) error {
+func (m *Manager) maint(ctx context.Context, db string, f func(ctx context.Context, conn *pgx.Conn) error) error {
 	select {
 	case m.maintSem <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	defer func() { <-m.maintSem }()
+	ctx, cancel := context.WithTimeout(ctx, maintTimeout)
+	defer cancel()
 	cfg := m.admin.Config().ConnConfig.Copy()
 	if db != "" {
 		cfg.Database = db
@@ -160,21 +166,25 @@ func (m *Manager) maint(ctx context.Context, db string, f func(conn *pgx.Conn) e
 		defer cancel()
 		conn.Close(cctx)
 	}()
-	return f(conn)
+	return f(ctx, conn)
 }
 
-// seed inserts the seed rows (as the superuser, so FORCE RLS does not apply).
+// seed inserts the seed rows (as the superuser, so FORCE RLS does not
+// apply), in two statements.
 func seed(ctx context.Context, tx pgx.Tx) error {
+	var ids []int32
+	var names []string
 	for _, t := range Tenants() {
-		if _, err := tx.Exec(ctx, "INSERT INTO tenants (id, name) VALUES ($1, $2)", t.ID, t.Name); err != nil {
-			return fmt.Errorf("seed tenants: %w", err)
-		}
-		for i := 1; i <= invoicesPerTenant; i++ {
-			if _, err := tx.Exec(ctx, "INSERT INTO invoices (tenant_id, customer, amount) VALUES ($1, $2, $3)",
-				t.ID, fmt.Sprintf("%s customer %d", t.Name, i), 100*t.ID+i); err != nil {
-				return fmt.Errorf("seed invoices: %w", err)
-			}
-		}
+		ids, names = append(ids, int32(t.ID)), append(names, t.Name)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO tenants (id, name) SELECT * FROM unnest($1::int[], $2::text[])", ids, names); err != nil {
+		return fmt.Errorf("seed tenants: %w", err)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO invoices (tenant_id, customer, amount)
+		SELECT t.id, t.name || ' customer ' || i, 100 * t.id + i
+		FROM tenants t, generate_series(1, $1) i ORDER BY t.id, i`, invoicesPerTenant)
+	if err != nil {
+		return fmt.Errorf("seed invoices: %w", err)
 	}
 	return nil
 }
@@ -186,7 +196,7 @@ func (m *Manager) reseed(ctx context.Context, id string) error {
 	if err := m.endAppBackends(ctx, n); err != nil {
 		return fmt.Errorf("reset lab %s: %w", id, err)
 	}
-	return m.maintTx(ctx, id, func(tx pgx.Tx) error {
+	return m.maintTx(ctx, id, func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "TRUNCATE invoices, tenants RESTART IDENTITY"); err != nil {
 			return fmt.Errorf("reset lab %s: %w", id, err)
 		}
@@ -223,7 +233,7 @@ func (m *Manager) endAppBackends(ctx context.Context, n names) error {
 // role under its prefix (scenarios may create roles of their own; a run cut
 // off by a crash could leave them).
 func (m *Manager) dropSandbox(ctx context.Context, id string) error {
-	return m.maint(ctx, "", func(conn *pgx.Conn) error { return dropSandbox(ctx, conn, id) })
+	return m.maint(ctx, "", func(ctx context.Context, conn *pgx.Conn) error { return dropSandbox(ctx, conn, id) })
 }
 
 // dropSandbox drops lab id's database and roles on conn.

@@ -84,7 +84,10 @@ func TestLabSandboxIsWhatTheDesignSays(t *testing.T) {
 
 func TestOwnerAndLookup(t *testing.T) {
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
-	l := sessionstest.MustCreateLab(t, m, "0123456789abcdef0123456789abcdef")
+	l, err := m.Create(context.Background(), "0123456789abcdef0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !l.IsOwner("0123456789abcdef0123456789abcdef") || l.IsOwner("") || l.IsOwner("nope") {
 		t.Error("IsOwner accepts the wrong secrets")
 	}

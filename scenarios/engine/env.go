@@ -132,6 +132,7 @@ func (e *Env) Step(ctx context.Context, narration string) error {
 		s.Narration = narration
 		e.tracker.frame++ // under the tracker's lock: Refresh runs f in Update
 	})
+	e.tracker.stepped()
 	return e.pace.Wait(ctx)
 }
 

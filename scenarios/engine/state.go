@@ -229,6 +229,7 @@ type Tracker struct {
 	mu      sync.Mutex
 	st      State
 	frame   int // frames the current run has shown (Env.Step calls)
+	onFrame func(State)
 	started time.Time
 	changed chan struct{}
 	subs    []chan struct{} // copied on write: Update reads it without the lock
@@ -628,4 +629,24 @@ func (t *Tracker) Finished() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.st.Status == StatusDone || t.st.Status == StatusFailed
+}
+
+// OnFrame makes f receive a copy of the state at the end of every frame a
+// run shows (each Env.Step), on the run's goroutine, so that nothing is
+// missed even at full speed (a recording, say); nil removes it. f must be
+// quick.
+func (t *Tracker) OnFrame(f func(State)) {
+	t.mu.Lock()
+	t.onFrame = f
+	t.mu.Unlock()
+}
+
+// stepped hands the state to the OnFrame function, if any.
+func (t *Tracker) stepped() {
+	t.mu.Lock()
+	f := t.onFrame
+	t.mu.Unlock()
+	if f != nil {
+		f(t.Snapshot())
+	}
 }

@@ -3,6 +3,8 @@ package sessionstest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"testing"
 	"time"
 
@@ -40,12 +42,15 @@ func MustOpenManager(tb testing.TB, cfg sessions.Config) *sessions.Manager {
 	return m
 }
 
-// MustCreateLab creates a lab owned by owner.
+// MustCreateLab creates a new lab whose owner token is owner plus a unique
+// suffix (one browser has one lab, so each call is another browser).
 func MustCreateLab(tb testing.TB, m *sessions.Manager, owner string) *sessions.Lab {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, err := m.Create(ctx, owner)
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	l, err := m.Create(ctx, owner+"-"+hex.EncodeToString(b))
 	if err != nil {
 		tb.Fatalf("create lab: %v", err)
 	}
