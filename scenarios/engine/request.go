@@ -70,19 +70,12 @@ func (r *Request) SetPhase(p string) {
 	r.env.tracker.updateRequest(r.Seq, func(row *RequestRow) { row.Phase = p })
 }
 
-// Acquire takes a connection from the pool.
+// Acquire takes a connection from the pool, in a frame of its own.
 func (r *Request) Acquire(ctx context.Context) error {
-	r.SetPhase("acquiring")
-	c, err := r.pool.AcquireFor(ctx, r.Seq)
-	if err != nil {
-		r.Fail(err)
+	if err := r.AcquireQuiet(ctx); err != nil {
 		return err
 	}
-	r.conn = c
-	r.env.hold(r)
-	pid := r.PID()
-	r.env.tracker.updateRequest(r.Seq, func(row *RequestRow) { row.Phase = "acquired"; row.PID = pid })
-	return r.env.Step(ctx, fmt.Sprintf("%s acquires a connection: backend %d%s.", r.Label(), pid, r.heldNote()))
+	return r.env.Step(ctx, fmt.Sprintf("%s acquires a connection: backend %d%s.", r.Label(), r.PID(), r.heldNote()))
 }
 
 // PID returns the backend PID last read on the acquired connection (0
@@ -394,7 +387,7 @@ func (r *Request) AcquireQuiet(ctx context.Context) error {
 	}
 	r.conn = c
 	r.env.hold(r)
-	pid := c.Conn().PgConn().PID()
+	pid := r.PID() // as last read from the connection's backend
 	r.Update(func(row *RequestRow) { row.Phase = "acquired"; row.PID = pid })
 	return nil
 }
