@@ -302,11 +302,23 @@ func TestSingleStepAndSpeedChange(t *testing.T) {
 	if code, body := do(t, c, "POST", s.URL+"/labs/"+id+"/runs", "application/x-www-form-urlencoded", "scenario=set-leak&variant=tx-local&speed=step"); code != http.StatusAccepted {
 		t.Fatalf("run: %d %s", code, body)
 	}
-	// In single-step mode the run holds on its first frame until Step.
-	time.Sleep(300 * time.Millisecond)
+	// The run's pace is single-step, and it holds on its first frame (the
+	// pool's) until Step.
+	lab, err := s.Labs.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := lab.Pace(); p == nil || !p.Speed().Single {
+		t.Fatalf("pace after speed=step: %+v", p)
+	}
+	changes, unsubscribe := lab.Tracker().Subscribe()
+	defer unsubscribe()
+	for lab.Tracker().Frame() < 1 {
+		<-changes
+	}
 	st := getState(t, s, id)
-	if st.Status != engine.StatusRunning || len(st.Requests) != 0 {
-		t.Fatalf("single step: status %s with %d requests before any step", st.Status, len(st.Requests))
+	if st.Status != engine.StatusRunning || len(st.Requests) != 0 || lab.Tracker().Frame() != 1 {
+		t.Fatalf("single step: status %s with %d requests on frame %d before any step", st.Status, len(st.Requests), lab.Tracker().Frame())
 	}
 	if code, _ := do(t, c, "POST", s.URL+"/labs/"+id+"/step", "", ""); code != http.StatusOK {
 		t.Fatalf("step: %d", code)
@@ -320,6 +332,9 @@ func TestSingleStepAndSpeedChange(t *testing.T) {
 	}
 	if code, body := do(t, c, "POST", s.URL+"/labs/"+id+"/speed", "application/json", `{"speed":"max"}`); code != http.StatusOK {
 		t.Fatalf("speed: %d %s", code, body)
+	}
+	if p := lab.Pace(); p != nil && !p.Speed().Max {
+		t.Errorf("pace after speed=max: %+v", p.Speed())
 	}
 	st = waitStatus(t, s, id, engine.StatusDone)
 	if st.Speed != "max" || st.Leaks() != 0 {
