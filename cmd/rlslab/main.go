@@ -191,14 +191,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer pg.Close()
 	bouncer.Sweep(log) // PgBouncer directories a killed rlslab left
-	keeper := &runKeeper{lessons: ls, log: log}
-	var keeping atomic.Bool // set once the store is open
+	keeper := &runKeeper{log: log}
+	var keeping atomic.Bool                // set once the store is open
+	var checker atomic.Pointer[web.Server] // checks predictions once serving
 	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: d.maxLabs, TTL: *ttl, MaxLifetime: *lifetime,
 		ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Spares: *spares,
 		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log,
 		OnRunEnd: func(r sessions.RunRecord) {
 			if keeping.Load() {
 				keeper.keep(r)
+			}
+			if h := checker.Load(); h != nil {
+				h.RunEnded(r)
 			}
 		}})
 	if err != nil {
@@ -230,6 +234,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	handler := web.NewServer(labs, ls, static.FS(), log).WithStore(st)
 	defer handler.Close()
+	checker.Store(handler)
 	srv := newHTTPServer(handler)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
