@@ -1,4 +1,4 @@
-// Package static holds rlslab's CSS, its tiny script and the vendored htmx,
+// Package static holds rlslab's CSS, its tiny scripts and the vendored htmx,
 // embedded in the binary.
 package static
 
@@ -7,7 +7,7 @@ import (
 	"io/fs"
 )
 
-//go:embed rlslab.css rlslab.js vendor
+//go:embed rlslab.css rlslab.js progress.css predict.js vendor
 var files embed.FS
 
 // FS returns the static files.

@@ -153,10 +153,28 @@ func (b *tab) labID() string {
 	return id
 }
 
-// pressRun chooses variant and speed in the run form and presses Run. It
-// returns the time just before the press, in Unix milliseconds.
+// answer answers the prediction question about variant, if the page asks
+// it, with choice, and waits until Run is enabled.
+func (b *tab) answer(variant string, choice int) {
+	b.t.Helper()
+	b.do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`form.run-form input[name=variant][value=%q]`, variant))))
+	asks := fmt.Sprintf(`form.predict-ask[data-variant=%q]`, variant)
+	if run(b, chromedp.Evaluate[bool](fmt.Sprintf(`!!document.querySelector(%q)`, asks))) {
+		b.do(
+			chromedp.Click(chromedp.CSS(fmt.Sprintf(`%s input[name=choice][value="%d"]`, asks, choice))),
+			chromedp.Click(chromedp.CSS(asks+` button[type=submit]`)),
+		)
+	}
+	run(b, chromedp.Poll[bool](`!document.getElementById("run").disabled`, chromedp.WithPollingTimeout(actionTimeout)))
+}
+
+// pressRun chooses variant and speed in the run form and presses Run,
+// answering the variant's prediction question first (the first choice) if
+// the page asks it. It returns the time just before the press, in Unix
+// milliseconds.
 func (b *tab) pressRun(variant, speed string) int64 {
 	b.t.Helper()
+	b.answer(variant, 0)
 	b.do(
 		chromedp.Click(chromedp.CSS(fmt.Sprintf(`form.run-form input[name=variant][value=%q]`, variant))),
 		chromedp.SetValue(chromedp.CSS(`form.run-form select[name=speed]`), speed),
@@ -347,6 +365,34 @@ func TestBrowserSetLeak(t *testing.T) {
 	b.waitDone(since)
 	waitRunEnd(t, ts.Labs, id)
 	checkLeak(t, b, ts.URL, id)
+}
+
+// TestBrowserPredictionMarkedWrong answers set-leak's session-set question
+// with "no invoices", runs the variant, and finds the answer marked wrong
+// by the run (which leaked Acme's rows to Globex).
+func TestBrowserPredictionMarkedWrong(t *testing.T) {
+	ts := mustStartServer(t, sessions.Config{MaxLabs: 2})
+	browser := newBrowser(t)
+	b := newTab(t, browser, "learner")
+	b.open(ts.URL + "/lessons/set-leak")
+	id := b.labID()
+	b.do(chromedp.Click(chromedp.CSS(`form.run-form input[name=variant][value="session-set"]`)))
+	if !run(b, chromedp.Evaluate[bool](`document.getElementById("run").disabled`)) {
+		t.Fatal("Run is enabled before the prediction is answered")
+	}
+	b.answer(engine.PatternSessionSet, 1) // "no invoices"
+	since := b.pressRun(engine.PatternSessionSet, "max")
+	b.waitDone(since)
+	waitRunEnd(t, ts.Labs, id)
+	got := run(b, chromedp.Poll[string](`(function () {
+		var el = document.querySelector('.predict-checked[data-variant="session-set"]');
+		return el && !el.hidden ? el.className + " | " + el.textContent : null;
+	})()`, chromedp.WithPollingTimeout(actionTimeout)))
+	for _, want := range []string{"verdict-wrong", "wrong", "no invoices", "Acme's invoices", "Globex's request got 3 rows"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the verdict %q lacks %q", got, want)
+		}
+	}
 }
 
 func TestBrowserTwoWatchers(t *testing.T) {

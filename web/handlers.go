@@ -35,13 +35,15 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleIndex(w http.ResponseWriter, r *http.Request) {
-	s.render(w, r, http.StatusOK, views.Index(s.lessons.All()))
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	s.render(w, r, http.StatusOK, views.Home(s.homePage(ctx, cookieToken(r))))
 }
 
 // handleLesson shows a lesson beside the learner's lab. A GET never creates
 // a lab: a browser without one gets a page that asks for one with a POST.
 func (s *Server) handleLesson(w http.ResponseWriter, r *http.Request) {
-	p, err := s.lessonPage(r.PathValue("slug"), s.labs.ForOwner(cookieToken(r)))
+	p, err := s.lessonPage(r.Context(), r.PathValue("slug"), s.labs.ForOwner(cookieToken(r)))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -50,7 +52,7 @@ func (s *Server) handleLesson(w http.ResponseWriter, r *http.Request) {
 }
 
 // lessonPage is the view model of lesson slug beside lab (nil: none yet).
-func (s *Server) lessonPage(slug string, lab *sessions.Lab) (views.LessonPage, error) {
+func (s *Server) lessonPage(ctx context.Context, slug string, lab *sessions.Lab) (views.LessonPage, error) {
 	l, err := s.lessons.Get(slug)
 	if err != nil {
 		return views.LessonPage{}, err
@@ -60,7 +62,7 @@ func (s *Server) lessonPage(slug string, lab *sessions.Lab) (views.LessonPage, e
 		return views.LessonPage{}, err
 	}
 	if lab == nil {
-		return views.LessonPage{Lesson: l}, nil
+		return views.LessonPage{Lesson: l, Nav: s.lessonNav(l)}, nil
 	}
 	lab.Touch()
 	variants := make([]engine.Variant, 0, len(l.Variants))
@@ -76,6 +78,8 @@ func (s *Server) lessonPage(slug string, lab *sessions.Lab) (views.LessonPage, e
 		Lesson:   l,
 		Controls: views.Controls{Lab: lab.ID, Owner: true, Speed: "1", Scenarios: []views.ScenarioChoice{{ID: sc.ID, Title: sc.Title, Variants: variants, Params: sc.Params}}},
 		Live:     views.NewLive(st, sessions.Tenants()),
+		Predict:  s.predictBox(ctx, l, lab.Owner()),
+		Nav:      s.lessonNav(l),
 	}, nil
 }
 
@@ -99,7 +103,7 @@ func (s *Server) handleCreateLab(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "/lessons/"+url.PathEscape(slug), http.StatusSeeOther)
 			return
 		}
-		p, err := s.lessonPage(slug, lab)
+		p, err := s.lessonPage(ctx, slug, lab)
 		if err != nil {
 			s.fail(w, r, err)
 			return

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
+	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/static"
 	"github.com/rlslab/rlslab/web"
 )
@@ -23,8 +25,9 @@ func TestMain(m *testing.M) { pgenvtest.Main(m) }
 
 // testServer is a running rlslab web server on a free port.
 type testServer struct {
-	URL  string
-	Labs *sessions.Manager
+	URL   string
+	Labs  *sessions.Manager
+	Store *store.Store
 }
 
 // mustStartServer serves rlslab on 127.0.0.1:0 with a real lab manager and
@@ -36,7 +39,26 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 		cfg.Catalog = scenarios.DefaultCatalog()
 	}
 	cfg.Logger = log
+	// Every finished run checks the learner's pending prediction, as
+	// rlslab serve wires it.
+	var checker atomic.Pointer[web.Server]
+	onEnd := cfg.OnRunEnd
+	cfg.OnRunEnd = func(r sessions.RunRecord) {
+		if onEnd != nil {
+			onEnd(r)
+		}
+		if h := checker.Load(); h != nil {
+			h.RunEnded(r)
+		}
+	}
 	labs := sessionstest.MustOpenManager(tb, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, labs.Admin(), log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(st.Close)
 	ls, err := lessons.Load(lessons.Content(), cfg.Catalog)
 	if err != nil {
 		tb.Fatal(err)
@@ -45,7 +67,8 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	handler := web.NewServer(labs, ls, static.FS(), log)
+	handler := web.NewServer(labs, ls, static.FS(), log).WithStore(st)
+	checker.Store(handler)
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	tb.Cleanup(func() {
@@ -54,7 +77,7 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
-	return &testServer{URL: "http://" + ln.Addr().String(), Labs: labs}
+	return &testServer{URL: "http://" + ln.Addr().String(), Labs: labs, Store: st}
 }
 
 // newBrowserClient returns an HTTP client with its own cookie jar (one

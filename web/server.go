@@ -70,6 +70,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /labs/{id}/speed", s.owner(s.handleSpeed))
 	s.mux.HandleFunc("POST /labs/{id}/step", s.owner(s.handleStep))
 	s.mux.HandleFunc("GET /labs/{id}/ws", s.handleWS)
+	s.progressRoutes()
 	s.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(s.static)))
 }
 

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -99,6 +100,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 type dbFlags struct {
 	db        string
 	dataDir   string
+	ephemeral bool
 	maxLabs   int
 	connLimit int
 	pgbouncer string
@@ -109,7 +111,8 @@ type dbFlags struct {
 
 func (d *dbFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.db, "db", "auto", `PostgreSQL to use: "auto" (DATABASE_URL, else local binaries in a temporary cluster, else Docker) or a postgres:// URL of a superuser`)
-	fs.StringVar(&d.dataDir, "data-dir", "", "keep the local cluster in this directory (faster restarts) instead of a temporary one")
+	fs.StringVar(&d.dataDir, "data-dir", "", "keep the local cluster in this directory; default: a per-user directory ($XDG_DATA_HOME/rlslab/pgdata, else the user cache directory's rlslab/pgdata), so progress and fast restarts survive")
+	fs.BoolVar(&d.ephemeral, "ephemeral", false, "use a temporary local cluster, removed on exit (progress is lost)")
 	fs.IntVar(&d.connLimit, "lab-conn-limit", sessions.DefaultConnLimit, "CONNECTION LIMIT of each lab's app role")
 	fs.StringVar(&d.pgbouncer, "pgbouncer", "auto", `PgBouncer for the PgBouncer lesson: "auto" (local binary, else Docker) or the postgres:// URL of a running PgBouncer's admin console`)
 	fs.IntVar(&d.budget, "conn-budget", 0, "the most PostgreSQL connections rlslab may hold; 0 computes it from the server (max_connections − reserved − margin)")
@@ -138,7 +141,36 @@ func (d *dbFlags) provision(ctx context.Context, getenv func(string) string, log
 	if d.budget > 0 {
 		maxConns = d.budget + d.margin + 3
 	}
-	return pgenv.Start(ctx, pgenv.Options{DB: d.db, DataDir: d.dataDir, MaxConnections: maxConns, Getenv: getenv, Logger: log})
+	if d.ephemeral && d.dataDir != "" {
+		return nil, usageError("-ephemeral and -data-dir exclude each other")
+	}
+	dir, chosen := d.dataDir, d.dataDir != ""
+	if !chosen && !d.ephemeral {
+		dir = defaultDataDir(getenv)
+	}
+	pg, err := pgenv.Start(ctx, pgenv.Options{DB: d.db, DataDir: dir, MaxConnections: maxConns, Getenv: getenv, Logger: log})
+	if err != nil && !chosen && dir != "" {
+		// The default directory is a convenience: when it cannot be used
+		// (another rlslab holds it; as root, PostgreSQL's account cannot
+		// reach the home directory), fall back to a temporary cluster.
+		log.Warn("the per-user data directory cannot be used; using a temporary cluster (progress is lost on exit)", "dir", dir, "err", err)
+		return pgenv.Start(ctx, pgenv.Options{DB: d.db, MaxConnections: maxConns, Getenv: getenv, Logger: log})
+	}
+	return pg, err
+}
+
+// defaultDataDir is where -db auto keeps its local cluster unless told
+// otherwise: $XDG_DATA_HOME/rlslab/pgdata, else rlslab/pgdata in the user
+// cache directory, or "" (a temporary cluster) when neither is known.
+func defaultDataDir(getenv func(string) string) string {
+	if x := getenv("XDG_DATA_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "rlslab", "pgdata")
+	}
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "rlslab", "pgdata")
 }
 
 // parseInterleaved parses flags that may come before or after positional
@@ -191,14 +223,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer pg.Close()
 	bouncer.Sweep(log) // PgBouncer directories a killed rlslab left
-	keeper := &runKeeper{lessons: ls, log: log}
-	var keeping atomic.Bool // set once the store is open
+	keeper := &runKeeper{log: log}
+	var keeping atomic.Bool                // set once the store is open
+	var checker atomic.Pointer[web.Server] // checks predictions once serving
 	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: d.maxLabs, TTL: *ttl, MaxLifetime: *lifetime,
 		ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Spares: *spares,
 		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log,
 		OnRunEnd: func(r sessions.RunRecord) {
 			if keeping.Load() {
 				keeper.keep(r)
+			}
+			if h := checker.Load(); h != nil {
+				h.RunEnded(r)
 			}
 		}})
 	if err != nil {
@@ -230,6 +266,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	handler := web.NewServer(labs, ls, static.FS(), log).WithStore(st)
 	defer handler.Close()
+	checker.Store(handler)
 	srv := newHTTPServer(handler)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -238,7 +275,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	case err := <-errc:
 		return err
 	case <-pg.Died():
-		return fmt.Errorf("PostgreSQL exited unexpectedly; rlslab stops (start it again: a new cluster is made)")
+		return fmt.Errorf("PostgreSQL exited unexpectedly; rlslab stops (start it again)")
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
@@ -341,6 +378,9 @@ func runScenario(ctx context.Context, args []string, getenv func(string) string,
 	}
 	if _, err := sc.ParseParams(params); err != nil {
 		return err
+	}
+	if d.dataDir == "" {
+		d.ephemeral = true // a one-off run keeps nothing unless told where
 	}
 	log := d.logger(stderr)
 	pg, err := d.provision(ctx, getenv, log)

@@ -142,3 +142,17 @@ func TestServeAndShutdown(t *testing.T) {
 		t.Errorf("%d lab databases left after shutdown", n)
 	}
 }
+
+func TestDefaultDataDir(t *testing.T) {
+	if got := defaultDataDir(func(k string) string { return map[string]string{"XDG_DATA_HOME": "/x/data"}[k] }); got != "/x/data/rlslab/pgdata" {
+		t.Errorf("with XDG_DATA_HOME: %q", got)
+	}
+	if got := defaultDataDir(func(string) string { return "" }); got != "" && !strings.HasSuffix(got, "rlslab/pgdata") {
+		t.Errorf("without XDG_DATA_HOME: %q", got)
+	}
+	var d dbFlags
+	d.ephemeral, d.dataDir = true, t.TempDir()
+	if _, err := d.provision(context.Background(), func(string) string { return "" }, nil); exitCode(err) != 2 {
+		t.Errorf("-ephemeral with -data-dir: %v, want a usage error", err)
+	}
+}

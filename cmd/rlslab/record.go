@@ -4,22 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/rlslab/rlslab/lessons"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/store"
 )
 
-// runKeeper stores every finished run: its recording, and the learner's
-// progress. Saving happens off the run's goroutine; Close waits for what is
+// runKeeper stores every finished run's recording (the learner's progress
+// is counted by the web server's RunEnded). Saving happens off the run's goroutine; Close waits for what is
 // being saved.
 type runKeeper struct {
 	st        *store.Store
-	lessons   *lessons.Set
 	pgVersion string
 	log       *slog.Logger
 	wg        sync.WaitGroup
@@ -41,7 +38,7 @@ func (k *runKeeper) keep(r sessions.RunRecord) {
 // Close waits until every run handed over is saved.
 func (k *runKeeper) Close() { k.wg.Wait() }
 
-// save writes the recording and the progress of one run.
+// save writes the recording of one run.
 func (k *runKeeper) save(ctx context.Context, r sessions.RunRecord) error {
 	learner := ""
 	if l, err := k.st.LearnerByToken(ctx, r.Lab.Owner()); err == nil {
@@ -67,27 +64,5 @@ func (k *runKeeper) save(ctx context.Context, r sessions.RunRecord) error {
 		return err
 	}
 	k.log.Info("run recorded", "lab", r.Lab.ID, "recording", id, "frames", len(frames))
-	if learner == "" {
-		return nil
-	}
-	lesson, fix := k.lessonOf(r.Scenario, r.Variant)
-	return k.st.RecordRun(ctx, learner, store.Run{Lesson: lesson, Scenario: r.Scenario, Variant: r.Variant,
-		Status: r.Final.Status, Leaks: out.Leaks, Errors: out.Errors, Fix: fix})
-}
-
-// lessonOf returns the slug of the lesson that runs scenario, and whether
-// variant is one of its fixes: a variant its lesson expects to show no leak.
-func (k *runKeeper) lessonOf(scenario, variant string) (slug string, fix bool) {
-	for _, l := range k.lessons.All() {
-		if l.Scenario != scenario {
-			continue
-		}
-		for _, e := range l.ExpectationsFor(variant) {
-			if strings.Contains(e.When.String(), "leaks == 0") {
-				fix = true
-			}
-		}
-		return l.Slug, fix
-	}
-	return scenario, false
+	return nil
 }

@@ -105,6 +105,22 @@ CREATE TABLE rlslab.recordings (
 CREATE INDEX recordings_lab ON rlslab.recordings (lab_id, finished_at DESC, seq DESC);
 CREATE INDEX recordings_finished ON rlslab.recordings (finished_at);
 `},
+		{2, "pending predictions; what a checked prediction's run showed", `
+CREATE TABLE rlslab.pending_predictions (
+	learner_id  text NOT NULL,
+	lesson      text NOT NULL,
+	variant     text NOT NULL,
+	choice      integer NOT NULL CHECK (choice >= 0 AND choice < 16),
+	choice_text text NOT NULL,
+	chosen_at   timestamptz NOT NULL,
+	PRIMARY KEY (learner_id, lesson, variant),
+	FOREIGN KEY (learner_id, lesson) REFERENCES rlslab.progress ON DELETE CASCADE
+);
+
+ALTER TABLE rlslab.predictions
+	ADD COLUMN actual   text NOT NULL DEFAULT '',
+	ADD COLUMN evidence text NOT NULL DEFAULT '';
+`},
 	}
 }
 

@@ -15,6 +15,10 @@ const (
 	MaxChoiceLen = 200 // a prediction's choice, in characters
 )
 
+// MaxEvidenceLen bounds what a checked prediction keeps of its run's
+// outcome, in characters.
+const MaxEvidenceLen = 1000
+
 // Bounds of the identifiers and texts rlslab itself gives the Store, in bytes.
 const (
 	maxSlugLen    = 64

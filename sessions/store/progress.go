@@ -25,6 +25,11 @@ type Prediction struct {
 	Variant string `json:"variant"`
 	Choice  string `json:"choice"`
 	Correct bool   `json:"correct"`
+	// Actual is the text of the choice the run showed; Evidence is what the
+	// run's request log said, in words and numbers. Both are optional and
+	// are not part of GET /progress.json.
+	Actual   string `json:"-"`
+	Evidence string `json:"-"`
 }
 
 // Progress is a learner's progress, in the shape of GET /progress.json.
@@ -100,8 +105,9 @@ ON CONFLICT (learner_id, lesson) DO UPDATE SET
 	return wrap("recording a run", err)
 }
 
-// RecordPrediction stores the learner's prediction about a variant of a
-// lesson; a later prediction about the same variant replaces it. It fails
+// RecordPrediction stores the learner's checked prediction about a variant
+// of a lesson, replacing an earlier one and the pending choice about that
+// variant. It fails
 // with ENOTFOUND for an unknown learner and EINVALID for bad input.
 func (s *Store) RecordPrediction(ctx context.Context, learnerID, lesson string, p Prediction) error {
 	if err := s.ready(); err != nil {
@@ -117,6 +123,16 @@ func (s *Store) RecordPrediction(ctx context.Context, learnerID, lesson string, 
 	if err != nil {
 		return err
 	}
+	if p.Actual != "" {
+		if p.Actual, err = cleanText("actual choice", p.Actual, MaxChoiceLen); err != nil {
+			return err
+		}
+	}
+	if p.Evidence != "" {
+		if p.Evidence, err = cleanText("evidence", p.Evidence, MaxEvidenceLen); err != nil {
+			return err
+		}
+	}
 	if !plausibleID(learnerID) {
 		return rlslab.Errorf(rlslab.ENOTFOUND, "unknown learner")
 	}
@@ -131,10 +147,15 @@ ON CONFLICT (learner_id, lesson) DO NOTHING`, learnerID, lesson)
 			return err
 		}
 		_, err = tx.Exec(ctx, `
-INSERT INTO rlslab.predictions (learner_id, lesson, variant, choice, correct) VALUES ($1, $2, $3, $4, $5)
+INSERT INTO rlslab.predictions (learner_id, lesson, variant, choice, correct, actual, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (learner_id, lesson, variant) DO UPDATE SET
-	choice = EXCLUDED.choice, correct = EXCLUDED.correct, answered_at = now()`,
-			learnerID, lesson, p.Variant, choice, p.Correct)
+	choice = EXCLUDED.choice, correct = EXCLUDED.correct, actual = EXCLUDED.actual, evidence = EXCLUDED.evidence, answered_at = now()`,
+			learnerID, lesson, p.Variant, choice, p.Correct, p.Actual, p.Evidence)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "DELETE FROM rlslab.pending_predictions WHERE learner_id = $1 AND lesson = $2 AND variant = $3",
+			learnerID, lesson, p.Variant)
 		return err
 	})
 	return wrap("recording a prediction", err)
@@ -196,7 +217,7 @@ func (s *Store) WorkshopProgress(ctx context.Context, workshopID string) (map[st
 // progress p with one parameter, arg), grouped by learner.
 func (s *Store) progressWhere(ctx context.Context, where string, arg any) (map[string]Progress, error) {
 	rows, err := s.pool.Query(ctx, `
-SELECT p.learner_id, p.lesson, p.variants_run, p.leak_seen, p.fix_run, q.variant, q.choice, q.correct
+SELECT p.learner_id, p.lesson, p.variants_run, p.leak_seen, p.fix_run, q.variant, q.choice, q.correct, q.actual, q.evidence
 FROM rlslab.progress p
 LEFT JOIN rlslab.predictions q USING (learner_id, lesson)
 WHERE `+where+`
@@ -213,8 +234,10 @@ ORDER BY p.learner_id, p.lesson, q.answered_at, q.variant`, arg)
 			variant *string
 			choice  *string
 			correct *bool
+			actual  *string
+			proof   *string
 		)
-		if err := rows.Scan(&learner, &l.Slug, &l.VariantsRun, &l.LeakSeen, &l.FixRun, &variant, &choice, &correct); err != nil {
+		if err := rows.Scan(&learner, &l.Slug, &l.VariantsRun, &l.LeakSeen, &l.FixRun, &variant, &choice, &correct, &actual, &proof); err != nil {
 			return nil, wrap("reading progress", err)
 		}
 		p := out[learner]
@@ -227,7 +250,7 @@ ORDER BY p.learner_id, p.lesson, q.answered_at, q.variant`, arg)
 		}
 		if variant != nil {
 			last := &p.Lessons[len(p.Lessons)-1]
-			last.Predictions = append(last.Predictions, Prediction{Variant: *variant, Choice: *choice, Correct: *correct})
+			last.Predictions = append(last.Predictions, Prediction{Variant: *variant, Choice: *choice, Correct: *correct, Actual: *actual, Evidence: *proof})
 		}
 		out[learner] = p
 	}
