@@ -29,10 +29,11 @@ type serverCounts struct {
 
 // get returns the backends of database db and max_connections, read no
 // longer than countsMaxAge ago; concurrent callers share one read.
-func (c *serverCounts) get(ctx context.Context, db string) (backends, maxConns int, err error) {
+func (c *serverCounts) get(ctx context.Context, db string, maxAge time.Duration) (backends, maxConns int, err error) {
+	asked := time.Now()
 	for {
 		c.mu.Lock()
-		if time.Since(c.at) < countsMaxAge {
+		if time.Since(c.at) < maxAge || !c.at.Before(asked) {
 			b, mc, err := c.backends[db], c.maxConns, c.err
 			c.mu.Unlock()
 			return b, mc, err
@@ -84,8 +85,12 @@ func (c *serverCounts) read(ctx context.Context) (map[string]int, int, error) {
 // RefreshServer reads the lab's server-side counts (shared with every other
 // lab's, at most a few times a second); when the database does not answer,
 // the state shows the outage.
-func (l *Lab) RefreshServer(ctx context.Context) error {
-	b, mc, err := l.mgr.counts.get(ctx, l.Sandbox.Database)
+func (l *Lab) RefreshServer(ctx context.Context) error { return l.refreshServer(ctx, countsMaxAge) }
+
+// refreshServer reads the counts, no older than maxAge (0: a read that
+// starts after this call).
+func (l *Lab) refreshServer(ctx context.Context, maxAge time.Duration) error {
+	b, mc, err := l.mgr.counts.get(ctx, l.Sandbox.Database, maxAge)
 	if err != nil {
 		err = l.mgr.dbError("server counts", err)
 		if rlslab.ErrorCode(err) == rlslab.EUNAVAILABLE {

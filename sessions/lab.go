@@ -363,7 +363,7 @@ func (l *Lab) stopRun() (*activeRun, error) {
 func (l *Lab) State(ctx context.Context) engine.State {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	_ = l.RefreshServer(ctx)
+	_ = l.refreshServer(ctx, 0)
 	return l.tracker.Snapshot()
 }
 
