@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rlslab/rlslab"
@@ -175,9 +176,10 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	defer run.cancel()
 	log := l.mgr.log.With("lab", l.ID, "scenario", sc.ID, "variant", run.variant)
 	need := l.need(sc, run.variant, params)
-	queued, asked := false, time.Now()
+	var queued atomic.Bool // set by the admission queue's goroutines
+	asked := time.Now()
 	err := l.mgr.admit.acquire(ctx, need, func(ahead int) {
-		queued = true
+		queued.Store(true)
 		l.tracker.SetQueue(&engine.Queue{Need: need, Ahead: ahead})
 	})
 	if err != nil {
@@ -189,7 +191,7 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 		return
 	}
 	defer l.mgr.admit.release(need)
-	if queued {
+	if queued.Load() {
 		waited := time.Since(asked).Milliseconds()
 		l.tracker.SetQueue(nil)
 		l.tracker.Update(func(s *engine.State) { s.QueuedMS = waited })
