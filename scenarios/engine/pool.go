@@ -251,7 +251,9 @@ func (p *Pool) record(c *pgx.Conn, id Identity, state string, seq int) {
 			i = len(s.Connections) - 1
 		}
 		cn := &s.Connections[i]
+		isNew := cn.PID == 0
 		cn.PID, cn.Tenant, cn.Role, cn.State, cn.Request = id.PID, id.Tenant, id.Role, state, seq
+		s.timelineRecord(p, *cn, isNew, state)
 	})
 }
 
@@ -259,9 +261,11 @@ func (p *Pool) record(c *pgx.Conn, id Identity, state string, seq int) {
 func (p *Pool) Mark(c *pgx.Conn, state string, seq int) {
 	slot := p.Slot(c)
 	p.env.Refresh(func(s *State) {
-		if i := FindConn(s, p.name, slot); i >= 0 {
+		i := FindConn(s, p.name, slot)
+		if i >= 0 {
 			s.Connections[i].State, s.Connections[i].Request = state, seq
 		}
+		s.timelineMark(p, i, state, seq)
 	})
 }
 
@@ -280,7 +284,9 @@ func (p *Pool) forget(c *pgx.Conn) {
 		return
 	}
 	p.env.Refresh(func(s *State) {
-		if i := FindConn(s, p.name, slot); i >= 0 {
+		i := FindConn(s, p.name, slot)
+		s.timelineClose(p, i)
+		if i >= 0 {
 			s.Connections = append(s.Connections[:i], s.Connections[i+1:]...)
 		}
 	})
