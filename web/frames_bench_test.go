@@ -93,23 +93,36 @@ func deflated(frame []byte) int {
 }
 
 // BenchmarkFrameBytes renders every recorded state the way the server
-// sends it to one watching browser and reports the mean bytes per frame,
-// before and after compression.
+// sends it to one watching browser (the hub renders a frame, the websocket
+// sends what changed since its last message) and reports the mean bytes
+// per message sent, before and after compression. Run it with
+//
+//	go test -run '^$' -bench FrameBytes -benchtime 1x ./web/
 func BenchmarkFrameBytes(b *testing.B) {
 	for _, rec := range benchRecordings(b) {
 		b.Run(rec.name, func(b *testing.B) {
 			var raw, wire, frames int
+			var tally map[string]int
 			for b.Loop() {
 				raw, wire, frames = 0, 0, 0
+				tally = map[string]int{}
 				f := web.NewFrames(nil)
+				rendered := make([][]byte, 0, len(rec.states))
 				for _, st := range rec.states {
-					out := f.Frame(st)
+					rendered = append(rendered, f.Frame(st))
+				}
+				for _, out := range web.NextMessages(rendered, tally) {
 					if len(out) == 0 {
 						continue
 					}
 					frames++
 					raw += len(out)
 					wire += deflated(out)
+				}
+			}
+			if testing.Verbose() {
+				for k, n := range tally {
+					b.Logf("%-14s %8d bytes in %d messages", k, n, frames)
 				}
 			}
 			b.ReportMetric(float64(raw)/float64(frames), "bytes/frame")

@@ -3,7 +3,6 @@ package web
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io/fs"
 	"log/slog"
@@ -191,12 +190,14 @@ func NewFrames(log *slog.Logger) *Frames {
 	return &Frames{log: log}
 }
 
-// Frame renders the live view of st as an HTML fragment swapped in by id.
+// Frame renders the live view of st as its parts (sections and their
+// items, each with a stable id); each websocket sends its browser only the
+// parts that changed (see frameDiff).
 func (f *Frames) Frame(st engine.State) []byte {
-	var buf bytes.Buffer
-	if err := views.LiveView(views.NewFrame(st, sessions.Tenants())).Render(context.Background(), &buf); err != nil {
+	parts, err := views.FrameParts(views.NewFrame(st, sessions.Tenants()))
+	if err != nil {
 		f.log.Error("render frame", "lab", st.Lab, "err", err)
 		return nil
 	}
-	return buf.Bytes()
+	return encodeParts(parts)
 }
