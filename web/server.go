@@ -139,6 +139,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusInternalServerError {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
+	if r.Header.Get("HX-Request") != "" && !wantsJSON(r) && r.Method != http.MethodGet {
+		// A control pressed in a page: htmx swaps the sentence in.
+		s.render(w, r, status, views.ControlMessage(false, msg))
+		return
+	}
 	if wantsJSON(r) || r.Header.Get("HX-Request") != "" || r.Method != http.MethodGet || strings.HasSuffix(r.URL.Path, ".json") {
 		writeJSON(w, status, map[string]string{"error": msg, "code": rlslab.ErrorCode(err)})
 		return

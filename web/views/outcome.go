@@ -209,3 +209,13 @@ var patternTitles = map[string]string{
 
 // PatternTitle explains a pattern in a tooltip ("" for an unknown one).
 func PatternTitle(p string) string { return patternTitles[p] }
+
+// CleanTitle drops the quotes a title written as a quoted string in a
+// lesson's front matter keeps ("…" or '…').
+func CleanTitle(t string) string {
+	t = strings.TrimSpace(t)
+	if len(t) >= 2 && (t[0] == '"' && t[len(t)-1] == '"' || t[0] == '\'' && t[len(t)-1] == '\'') {
+		return strings.TrimSpace(t[1 : len(t)-1])
+	}
+	return t
+}

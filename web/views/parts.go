@@ -16,7 +16,7 @@ type Part struct {
 	Section string
 	// Container is the id of the element an item is appended to when it is
 	// new ("" for a part whose place the section already holds), and Wrap
-	// the tag that may hold it in a fragment (tbody for a table row). A
+	// the tag that may hold it in a fragment (div for a request row). A
 	// part with Wrap but no Container is the inside of the element with
 	// its id (svg: a timeline lane).
 	Container, Wrap string
@@ -56,7 +56,7 @@ func FrameParts(v Live) ([]Part, error) {
 		}
 	}
 	for _, r := range v.RecentRequests() {
-		if err := add(RowID(r), "requests", "request-rows", "tbody", RequestRowView(v, r)); err != nil {
+		if err := add(RowID(r), "requests", "request-rows", "div", RequestRowView(v, r)); err != nil {
 			return nil, err
 		}
 	}
