@@ -23,9 +23,9 @@ const (
 
 // TLLane is one backend's lane.
 type TLLane struct {
-	PID   uint32
-	Label string // where the connection belongs: "app #1", "own connection"
-	Y     float64
+	PID    uint32
+	Label  string // where the connection belongs: "app #1", "own connection"
+	Y      float64
 	Bands  []TLBand
 	Blocks []TLBlock
 }
@@ -300,7 +300,7 @@ func (v Live) Timeline() *TimelineDrawing {
 }
 
 // TenantName names a tenant setting value briefly: the tenant's name,
-// "''" or "NULL".
+// "”" or "NULL".
 func (v Live) TenantName(t *string) string {
 	switch {
 	case t == nil:
