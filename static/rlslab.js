@@ -54,6 +54,7 @@
     var box = document.querySelector("#timeline .tl-scroll");
     if (box && followTimeline) box.scrollLeft = box.scrollWidth;
   }
+  window.addEventListener("resize", followRight);
   document.addEventListener("scroll", function (e) {
     var box = e.target;
     if (box && box.classList && box.classList.contains("tl-scroll")) {

@@ -467,7 +467,7 @@ func screenshots(t *testing.T, b *tab) {
 				_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: s.scheme}}})
 				return err
 			}),
-			chromedp.Evaluate[chromedp.Void](`document.getElementById("outcome").scrollIntoView({block: "start"})`),
+			chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, document.getElementById("live").getBoundingClientRect().top + window.scrollY - 8)`),
 		)
 		png := run(b, chromedp.CaptureScreenshot())
 		out := filepath.Join(dir, "screenshot-"+s.name+".png")

@@ -9,7 +9,7 @@ import (
 
 // Timeline geometry, in SVG user units (drawn at one unit per CSS pixel).
 const (
-	tlLabelW   = 118.0 // the lane labels on the left
+	tlLabelW   = 6.0   // the left margin (the lane labels are HTML, beside the drawing)
 	tlColW     = 34.0  // one event
 	tlLaneH    = 52.0  // one lane
 	tlTop      = 18.0  // the axis caption above the first lane
@@ -160,7 +160,11 @@ func (v Live) Timeline() *TimelineDrawing {
 			l.closedAt = c + 1
 		}
 		if ev.Read {
-			l.readings = append(l.readings, tlReading{col: c, tenant: ev.Tenant, role: ev.Role})
+			// A reading that says what the previous one said continues
+			// its band.
+			if k := len(l.readings); k == 0 || !sameSetting(l.readings[k-1].tenant, ev.Tenant) || l.readings[k-1].role != ev.Role {
+				l.readings = append(l.readings, tlReading{col: c, tenant: ev.Tenant, role: ev.Role})
+			}
 		}
 	}
 	n := len(events) - first
@@ -229,9 +233,9 @@ func (v Live) Timeline() *TimelineDrawing {
 			if b.Role != "" {
 				b.Text = name + " · role " + b.Role
 			}
-			if float64(len(b.Text))*6.5 > b.W-6 {
+			if float64(len(b.Text))*7.4 > b.W-8 {
 				b.Text = ""
-				if float64(len(name))*6.5 <= b.W-6 {
+				if float64(len(name))*7 <= b.W-6 {
 					b.Text = name
 				}
 			}
@@ -266,11 +270,17 @@ func (v Live) Timeline() *TimelineDrawing {
 		if !s.observed && row.Pattern != "" && row.Phase != "acquired" && row.Phase != "acquiring" {
 			b.Text += " (call)"
 		}
-		if float64(len(b.Text))*6.5 > b.W-6 {
-			b.Text = "#" + strconv.Itoa(s.seq)
-			if b.Leak {
-				b.Text = "LEAK"
+		for _, shorter := range []string{name, "#" + strconv.Itoa(s.seq)} {
+			if float64(len(b.Text))*7.4 <= b.W-8 {
+				break
 			}
+			b.Text = shorter
+			if b.Leak {
+				b.Text = "LEAK " + shorter
+			}
+		}
+		if float64(len(b.Text))*7.4 > b.W-8 && b.Leak {
+			b.Text = "LEAK"
 		}
 		b.Title = "request #" + strconv.Itoa(s.seq) + " for " + v.TenantLabel(row.Tenant) + " (" + row.Pattern + ") on backend " + strconv.FormatUint(uint64(s.pid), 10)
 		if b.Leak {
@@ -292,11 +302,19 @@ func (v Live) Timeline() *TimelineDrawing {
 	}
 	d.AxisY = tlTop + float64(len(d.Lanes))*tlLaneH
 	d.Height = d.AxisY + 6
-	// The width grows eight columns at a time, so that a frame seldom has
+	// The width grows four columns at a time, so that a frame seldom has
 	// to redraw the whole timeline.
-	cols := min((n+7)/8*8, tlMaxCols)
+	cols := min((n+3)/4*4, tlMaxCols)
 	d.Width = x(max(cols, 8)) + 8
 	return d
+}
+
+// sameSetting reports whether two readings of the tenant setting agree.
+func sameSetting(a, b *string) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 // TenantName names a tenant setting value briefly: the tenant's name,
