@@ -9,16 +9,16 @@ import (
 
 // Timeline geometry, in SVG user units (drawn at one unit per CSS pixel).
 const (
-	tlLabelW   = 6.0   // the left margin (the lane labels are HTML, beside the drawing)
-	tlColW     = 34.0  // one event
-	tlLaneH    = 52.0  // one lane
-	tlTop      = 18.0  // the axis caption above the first lane
-	tlBlockY   = 4.0   // a request block's top within its lane
-	tlBlockH   = 24.0  // a request block's height
-	tlBandY    = 32.0  // the tenant band's top within its lane
-	tlBandH    = 14.0  // the tenant band's height
-	tlMaxLanes = 12    // lanes drawn at most (the most recently active)
-	tlMaxCols  = 48    // events drawn at most (the newest)
+	tlLabelW   = 6.0  // the left margin (the lane labels are HTML, beside the drawing)
+	tlColW     = 34.0 // one event
+	tlLaneH    = 52.0 // one lane
+	tlTop      = 18.0 // the axis caption above the first lane
+	tlBlockY   = 4.0  // a request block's top within its lane
+	tlBlockH   = 24.0 // a request block's height
+	tlBandY    = 32.0 // the tenant band's top within its lane
+	tlBandH    = 14.0 // the tenant band's height
+	tlMaxLanes = 12   // lanes drawn at most (the most recently active)
+	tlMaxCols  = 48   // events drawn at most (the newest)
 )
 
 // TLLane is one backend's lane.
