@@ -91,6 +91,13 @@ func (v Live) ConnChart() SVGChart {
 	return drawChart(c, float64(max(v.Pool.Max, 1)))
 }
 
+// SeriesSpan reports whether the connections time series spans some time:
+// a run at full speed may end within one sample, and a chart of one
+// instant says nothing.
+func (v Live) SeriesSpan() bool {
+	return len(v.Series) >= 2 && v.Series[len(v.Series)-1].Millis > v.Series[0].Millis
+}
+
 // Charts draws the scenario's own charts.
 func (v Live) Charts() []SVGChart {
 	out := make([]SVGChart, 0, len(v.State.Charts))

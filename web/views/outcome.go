@@ -71,7 +71,7 @@ func (v Live) Outcome() Outcome {
 		o.Kind = "leak"
 		o.Head = o.Leaks[0].Text
 		if n := len(o.Leaks); n > 1 {
-			o.Head = fmt.Sprintf("%d LEAKS. %s", n, o.Leaks[0].Text)
+			o.Head = fmt.Sprintf("%d LEAKS: %d requests got another tenant's rows.", n, n)
 		}
 		if len(o.Leaks) == 1 {
 			o.Leaks = nil // the head says it all
@@ -147,6 +147,10 @@ func (v Live) FinalLine() string {
 	}
 	o := v.Outcome()
 	s := "Outcome: " + o.Head
+	if len(o.Leaks) > 1 {
+		// Several leaks: the first one, in words (the bar lists them all).
+		s += " The first: " + strings.TrimPrefix(o.Leaks[0].Text, "LEAK: ")
+	}
 	if o.Detail != "" {
 		s += " " + o.Detail
 	}

@@ -139,9 +139,24 @@ func (v Live) Timeline() *TimelineDrawing {
 			delete(openSpan, pid)
 		}
 	}
+	// Behind PgBouncer a pool's connection is a client: the backend last
+	// read through it says nothing about the server its next statement
+	// gets. So the lanes are the servers the readings name, a request's
+	// block is where its own query ran, and the client is named on it.
+	bouncer := v.Pairing != nil
+	clients := map[int]string{}
 	for i, ev := range events {
-		l := lane(ev, i)
 		c := col(i)
+		if bouncer && (ev.Kind == engine.TimelineAcquire || ev.Kind == engine.TimelineClose) {
+			if ev.Kind == engine.TimelineAcquire {
+				clients[ev.Seq] = ev.Pool + " #" + strconv.Itoa(ev.Slot)
+			}
+			continue
+		}
+		l := lane(ev, i)
+		if bouncer {
+			l.label = "server, via PgBouncer"
+		}
 		switch ev.Kind {
 		case engine.TimelineAcquire:
 			end(ev.PID, c)
@@ -283,6 +298,9 @@ func (v Live) Timeline() *TimelineDrawing {
 			b.Text = "LEAK"
 		}
 		b.Title = "request #" + strconv.Itoa(s.seq) + " for " + v.TenantLabel(row.Tenant) + " (" + row.Pattern + ") on backend " + strconv.FormatUint(uint64(s.pid), 10)
+		if cl, ok := clients[s.seq]; ok {
+			b.Title += ", sent by client " + cl + " through PgBouncer"
+		}
 		if b.Leak {
 			b.Title += ": LEAK, " + WhyText(row)
 		}
