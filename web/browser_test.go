@@ -569,8 +569,24 @@ func testBrowserTwoWatchers(t *testing.T, ts *testServer, browser context.Contex
 	framesBefore := run(watcher, chromedp.Evaluate[int](`window.rlslabTest.frames`))
 
 	since := owner.pressRun(engine.PatternTxLocal, "4")
+	// While the run goes on, the watcher selects the first finished row's
+	// explanation: frames that follow must leave that text (and the
+	// selection) alone.
+	watcher.do(chromedp.Poll[chromedp.Void](`document.querySelector("#req-1[data-finished-at] .why")`, chromedp.WithPollingInterval(10*time.Millisecond)))
+	selected := run(watcher, chromedp.Evaluate[string](`(function () {
+		var why = document.querySelector("#req-1 .why");
+		var r = document.createRange();
+		r.selectNodeContents(why);
+		window.getSelection().removeAllRanges();
+		window.getSelection().addRange(r);
+		window.rlslabSelected = why;
+		return window.getSelection().toString();
+	})()`))
 	owner.waitDone(since)
 	watcher.waitDone(since)
+	if still := run(watcher, chromedp.Evaluate[string](`window.rlslabSelected.isConnected ? window.getSelection().toString() : "(the row was replaced)"`)); selected == "" || still != selected {
+		t.Errorf("text selected during the run: %q, after the run: %q", selected, still)
+	}
 	waitRunEnd(t, ts.Labs, id)
 	if msg := run(owner, chromedp.Evaluate[string](`document.getElementById("control-msg").textContent`)); msg != "" && !strings.HasPrefix(msg, "Running set-leak / tx-local") {
 		t.Errorf("the Run button's answer: %q", msg)

@@ -74,3 +74,26 @@ func TestChartScalesIntoTheViewBox(t *testing.T) {
 		t.Errorf("one-point chart %q", one.Lines[0].Points)
 	}
 }
+
+func TestHiddenVariablesShowWhenRecorded(t *testing.T) {
+	render := func(st engine.State) string {
+		var buf bytes.Buffer
+		if err := HiddenVars(NewLive(st, []engine.Tenant{{ID: 1, Name: "Acme"}, {ID: 2, Name: "Globex"}})).Render(context.Background(), &buf); err != nil {
+			t.Fatal(err)
+		}
+		return buf.String()
+	}
+	if html := render(engine.State{}); !strings.Contains(html, `hidden`) || strings.Contains(html, "USING") {
+		t.Errorf("nothing recorded, yet the panel shows: %s", html)
+	}
+	html := render(engine.State{
+		Policy:      &engine.Policy{Table: "invoices", Name: "tenant_isolation", Using: "(tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::integer)", Enabled: true, Force: false},
+		SharedField: []engine.FieldReading{{Value: "1", Seq: 1, Wrote: true}, {Value: "2", Seq: 2, Wrote: true}, {Value: "2", Seq: 1}},
+	})
+	for _, want := range []string{"USING", "NULLIF(current_setting(&#39;app.current_tenant&#39;, true)", `data-rls-force="false"`, `data-rls-enabled="true"`,
+		"request #1 wrote <b>Acme</b>", "request #1 read <b>Globex</b>"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("hidden variables lack %q: %s", want, html)
+		}
+	}
+}
