@@ -312,6 +312,7 @@ func checkLeak(t *testing.T, b *tab, base, id string) {
 // (starting a browser costs seconds); each subtest opens its tabs in
 // browser contexts of their own, so each is a browser with its own lab.
 func TestBrowser(t *testing.T) {
+	t.Parallel()
 	ts := mustStartServer(t, sessions.Config{MaxLabs: 6})
 	browser := newBrowser(t)
 	t.Run("SetLeak", func(t *testing.T) { testBrowserSetLeak(t, ts, browser) })
@@ -436,17 +437,34 @@ func checkTimeline(t *testing.T, b *tab, st engine.State) {
 	}
 }
 
+// checkDark checks that a browser asking for a dark scheme gets one, with
+// the tenant colours of the timeline still apart from the background.
+func checkDark(t *testing.T, b *tab) {
+	t.Helper()
+	scheme := func(v string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: v}}})
+			return err
+		})
+	}
+	b.do(scheme("dark"))
+	got := run(b, chromedp.Evaluate[[]string](`[getComputedStyle(document.body).backgroundColor,
+		getComputedStyle(document.querySelector("#timeline .tl-band.tenant-1 rect")).fill,
+		getComputedStyle(document.querySelector("#timeline .tl-block.tl-leak rect")).stroke]`))
+	b.do(scheme(""))
+	if len(got) != 3 || got[0] != "rgb(21, 23, 26)" || got[1] == got[0] || got[2] == got[0] {
+		t.Errorf("dark scheme: body, Acme's band and the LEAK block are %q", got)
+	}
+}
+
 // screenshots saves what a learner sees after the run, light and dark, on
 // a phone, a laptop and a big screen: scrolled to the live view's outcome.
-// With RLSLAB_SCREENSHOT=1 they go to docs/ (the README's pictures).
+// Taken with RLSLAB_SCREENSHOT=1, into docs/ (the README's pictures).
 func screenshots(t *testing.T, b *tab) {
 	t.Helper()
-	dir := t.TempDir()
-	if os.Getenv("RLSLAB_SCREENSHOT") == "1" {
-		dir = filepath.Join("..", "docs")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	dir := filepath.Join("..", "docs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	shots := []struct {
 		name   string
@@ -497,7 +515,10 @@ func testBrowserSetLeak(t *testing.T, ts *testServer, browser context.Context) {
 	st := fetchState(t, ts.URL, id)
 	checkOutcome(t, b, st)
 	checkTimeline(t, b, st)
-	screenshots(t, b)
+	checkDark(t, b)
+	if os.Getenv("RLSLAB_SCREENSHOT") == "1" {
+		screenshots(t, b)
+	}
 
 	// A second pass at full speed: no pauses, frames may be skipped, and
 	// the browser must still end on the same facts.
@@ -673,9 +694,9 @@ func testBrowserNoOverflow(t *testing.T, ts *testServer, browser context.Context
 
 func testBrowserRowLatency(t *testing.T, ts *testServer, browser context.Context) {
 	if testing.Short() {
-		t.Skip("latency measurement: 20 runs in a browser")
+		t.Skip("latency measurement: 10 runs in a browser")
 	}
-	const runs = 20
+	const runs = 10
 	b := newTab(t, browser, "learner")
 	b.open(ts.URL + "/lessons/set-leak")
 	id := b.labID()

@@ -56,6 +56,7 @@ func checkRoles(t *testing.T, st engine.State) {
 // set_config and query on two backends joined by an arrow, and PgBouncer's
 // requests on the server that ran their query.
 func TestTimelineOfRealRuns(t *testing.T) {
+	t.Parallel()
 	labs := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 1})
 	lab := sessionstest.MustCreateLab(t, labs, "timeline-owner-00000000000000000")
 

@@ -68,6 +68,7 @@ func readUntil(t *testing.T, c *websocket.Conn, want string) []string {
 }
 
 func TestWebsocketFramesDuringARunAndTwoWatchers(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 2})
 	c := newBrowserClient(t)
 	id := openLesson(t, s, c, "set-leak")
@@ -132,6 +133,7 @@ func TestWebsocketFramesDuringARunAndTwoWatchers(t *testing.T) {
 }
 
 func TestWebsocketRefusesForeignOrigin(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 1})
 	id := openLesson(t, s, newBrowserClient(t), "set-leak")
 	_, resp, err := dialWS(t, s, id, "http://evil.example")
@@ -148,6 +150,7 @@ func TestWebsocketRefusesForeignOrigin(t *testing.T) {
 // one socket and a malformed one on another; each is closed, a third socket
 // keeps getting frames, and a reconnect gets the full state first.
 func TestWebsocketBadMessagesCloseOnlyThatSocket(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 1})
 	c := newBrowserClient(t)
 	id := openLesson(t, s, c, "set-leak")

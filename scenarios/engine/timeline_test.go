@@ -8,7 +8,9 @@ import (
 func TestTimelineIsBoundedAndCopied(t *testing.T) {
 	tr := NewTracker("x")
 	for i := range maxTimeline + 25 {
-		tr.Update(func(s *State) { s.addTimeline("app", TimelineEvent{Kind: TimelineObserve, PID: uint32(i + 1), Read: true, Role: "app"}) })
+		tr.Update(func(s *State) {
+			s.addTimeline("app", TimelineEvent{Kind: TimelineObserve, PID: uint32(i + 1), Read: true, Role: "app"})
+		})
 	}
 	st := tr.Snapshot()
 	tl := st.Timeline
