@@ -85,6 +85,17 @@ func TenantClass(t *string) string {
 	return "tenant-other"
 }
 
+// InFlight is what the row of a request still in flight shows: its backend
+// and phase at a teaching pace; at full speed only that it is in flight,
+// since its phases pass faster than frames (and each would cost a frame
+// its row).
+func (v Live) InFlight(r engine.RequestRow) (pid uint32, phase string) {
+	if v.Speed == "max" {
+		return 0, "in flight"
+	}
+	return r.PID, r.Phase
+}
+
 // RowClass is the CSS class of a request log row.
 func RowClass(r engine.RequestRow) string {
 	switch {
