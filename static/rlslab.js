@@ -87,10 +87,19 @@
   });
 
   // A control's refusal (400, 403, 409, 503) is a sentence to show too.
+  // A lab that cannot be had (all labs in use) says why in place of
+  // "Preparing your lab", and the button stays to try again.
   document.addEventListener("htmx:beforeSwap", function (e) {
-    if (e.detail.target && e.detail.target.id === "control-msg" && e.detail.xhr.status >= 400) {
+    if (!e.detail.target || e.detail.xhr.status < 400) return;
+    if (e.detail.target.id === "control-msg") {
       e.detail.shouldSwap = true;
       e.detail.isError = false;
+    } else if (e.detail.target.id === "lab-side") {
+      var p = document.querySelector(".lab-pending p");
+      if (p) {
+        p.className = "control-msg bad";
+        p.textContent = new DOMParser().parseFromString(e.detail.xhr.responseText, "text/html").body.textContent;
+      }
     }
   });
 
