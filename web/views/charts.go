@@ -93,7 +93,8 @@ func (v Live) ConnChart() SVGChart {
 
 // SeriesSpan reports whether the connections time series spans some time:
 // a run at full speed may end within one sample, and a chart of one
-// instant says nothing.
+// instant says nothing (nor does a run without a pool: its chart is
+// hidden too).
 func (v Live) SeriesSpan() bool {
 	return len(v.Series) >= 2 && v.Series[len(v.Series)-1].Millis > v.Series[0].Millis
 }

@@ -1783,7 +1783,7 @@ func ConnChartView(v Live) templ.Component {
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
-		if v.SeriesSpan() {
+		if v.SeriesSpan() && v.Pool.Max > 0 {
 			templ_7745c5c3_Err = Chart(v.ConnChart()).Render(ctx, templ_7745c5c3_Buffer)
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err

@@ -248,7 +248,7 @@ func (v Live) Timeline() *TimelineDrawing {
 			if b.Role != "" {
 				b.Text = name + " · role " + b.Role
 			}
-			if float64(len(b.Text))*7.4 > b.W-8 {
+			if float64(len(b.Text))*7.8 > b.W-8 {
 				b.Text = ""
 				if float64(len(name))*7 <= b.W-6 {
 					b.Text = name
@@ -286,7 +286,7 @@ func (v Live) Timeline() *TimelineDrawing {
 			b.Text += " (call)"
 		}
 		for _, shorter := range []string{name, "#" + strconv.Itoa(s.seq)} {
-			if float64(len(b.Text))*7.4 <= b.W-8 {
+			if float64(len(b.Text))*7.8 <= b.W-8 {
 				break
 			}
 			b.Text = shorter
@@ -294,7 +294,7 @@ func (v Live) Timeline() *TimelineDrawing {
 				b.Text = "LEAK " + shorter
 			}
 		}
-		if float64(len(b.Text))*7.4 > b.W-8 && b.Leak {
+		if float64(len(b.Text))*7.8 > b.W-8 && b.Leak {
 			b.Text = "LEAK"
 		}
 		b.Title = "request #" + strconv.Itoa(s.seq) + " for " + v.TenantLabel(row.Tenant) + " (" + row.Pattern + ") on backend " + strconv.FormatUint(uint64(s.pid), 10)

@@ -9,7 +9,7 @@ import (
 	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
-// setLeakTimeline is the timeline a set-leak session-set run records on a
+// setLeakState is the state a set-leak session-set run ends with on a
 // pool of two: Acme scopes backend 100 with a session-level SET and
 // releases it; Globex forgets to scope, gets backend 100 and Acme's rows.
 func setLeakState() engine.State {
