@@ -1,6 +1,9 @@
 // rlslab.js: the little the pages need beyond htmx.
-// - Shows the answer of a control request (errors included) under the controls.
+// - Lets the answer of a control (a sentence of HTML, errors included) show
+//   under the controls, marked ok or bad.
 // - On the lab page, keeps only the chosen scenario's variants and parameters enabled.
+// - Keeps the timeline scrolled to its newest events unless the reader
+//   scrolled it back.
 // - Records when each finished request row first appears in the DOM
 //   (window.rlslabRowLatencies: milliseconds from the server's finished_at),
 //   which the browser test reads to measure frame latency.
@@ -9,19 +12,22 @@
   window.rlslabRowLatencies = [];
   var seen = {};
 
-  function recordRows(root) {
-    var rows = root.querySelectorAll ? root.querySelectorAll("tr[data-finished-at]") : [];
-    var now = Date.now();
-    for (var i = 0; i < rows.length; i++) {
-      var r = rows[i];
-      var fin = parseInt(r.getAttribute("data-finished-at"), 10);
-      var live = document.getElementById("live");
-      var key = (live ? live.getAttribute("data-lab-id") : "") + ":" + r.getAttribute("data-seq") + ":" + fin;
-      if (fin > 0 && !seen[key]) {
-        seen[key] = true;
-        window.rlslabRowLatencies.push(now - fin);
-      }
+  function recordRow(r, now) {
+    var fin = parseInt(r.getAttribute("data-finished-at"), 10);
+    var live = document.getElementById("live");
+    var key = (live ? live.getAttribute("data-lab-id") : "") + ":" + r.getAttribute("data-seq") + ":" + fin;
+    if (fin > 0 && !seen[key]) {
+      seen[key] = true;
+      window.rlslabRowLatencies.push(now - fin);
     }
+  }
+
+  function recordRows(root) {
+    if (!root.querySelectorAll) return;
+    var now = Date.now();
+    if (root.matches && root.matches(".req-row[data-finished-at]")) recordRow(root, now);
+    var rows = root.querySelectorAll(".req-row[data-finished-at]");
+    for (var i = 0; i < rows.length; i++) recordRow(rows[i], now);
   }
 
   function syncScenario(form) {
@@ -41,13 +47,35 @@
     }
   }
 
+  // The timeline's scroll box follows the newest events while its reader
+  // has not scrolled it away from the right edge.
+  var followTimeline = true;
+  function followRight() {
+    var box = document.querySelector("#timeline .tl-scroll");
+    if (box && followTimeline) box.scrollLeft = box.scrollWidth;
+  }
+  window.addEventListener("resize", followRight);
+  document.addEventListener("scroll", function (e) {
+    var box = e.target;
+    if (box && box.classList && box.classList.contains("tl-scroll")) {
+      followTimeline = box.scrollLeft + box.clientWidth >= box.scrollWidth - 8;
+    }
+  }, true);
+
   document.addEventListener("DOMContentLoaded", function () {
     new MutationObserver(function (muts) {
+      var timeline = false;
       for (var i = 0; i < muts.length; i++) {
-        for (var j = 0; j < muts[i].addedNodes.length; j++) recordRows(muts[i].addedNodes[j]);
+        for (var j = 0; j < muts[i].addedNodes.length; j++) {
+          var n = muts[i].addedNodes[j];
+          recordRows(n);
+          if (n.id === "timeline" || (n.closest && n.closest("#timeline"))) timeline = true;
+        }
       }
+      if (timeline) followRight();
     }).observe(document.body, { childList: true, subtree: true });
     recordRows(document);
+    followRight();
     var forms = document.querySelectorAll("form.run-form");
     for (var i = 0; i < forms.length; i++) {
       (function (form) {
@@ -58,20 +86,30 @@
     }
   });
 
+  // A control's refusal (400, 403, 409, 503) is a sentence to show too.
+  // A lab that cannot be had (all labs in use) says why in place of
+  // "Preparing your lab", and the button stays to try again.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    if (!e.detail.target || e.detail.xhr.status < 400) return;
+    if (e.detail.target.id === "control-msg") {
+      e.detail.shouldSwap = true;
+      e.detail.isError = false;
+    } else if (e.detail.target.id === "lab-side") {
+      var p = document.querySelector(".lab-pending p");
+      if (p) {
+        p.className = "control-msg bad";
+        p.textContent = new DOMParser().parseFromString(e.detail.xhr.responseText, "text/html").body.textContent;
+      }
+    }
+  });
+
   document.addEventListener("htmx:afterRequest", function (e) {
     var msg = document.getElementById("control-msg");
-    if (!msg || !e.detail || !e.detail.xhr) return;
-    var text = "";
-    try {
-      var body = JSON.parse(e.detail.xhr.responseText);
-      text = body.error ? body.error : (body.status ? "OK: " + body.status : "OK");
-    } catch (err) {
-      text = e.detail.successful ? "OK" : "Request failed (" + e.detail.xhr.status + ")";
-    }
-    msg.textContent = text;
-    msg.className = "control-msg " + (e.detail.successful ? "ok" : "bad");
+    if (!msg || !e.detail || !e.detail.xhr || e.detail.target !== msg) return;
+    if (e.detail.xhr.status === 0) msg.textContent = "The server did not answer.";
+    msg.className = "control-msg " + (e.detail.xhr.status < 400 && e.detail.xhr.status > 0 ? "ok" : "bad");
     clearTimeout(msg.rlslabTimer);
-    if (e.detail.successful) {
+    if (e.detail.xhr.status < 400) {
       msg.rlslabTimer = setTimeout(function () { msg.textContent = ""; }, 4000);
     }
   });

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
@@ -199,10 +200,11 @@ func (b *tab) waitDone(since int64) {
 		var msg = document.querySelector("#control-msg.bad");
 		if (msg && msg.textContent) return "control: " + msg.textContent;
 		var live = document.getElementById("live");
-		if (!live) return "";
-		var st = live.getAttribute("data-status");
+		var status = document.getElementById("status");
+		if (!live || !status) return "";
+		var st = status.getAttribute("data-status");
 		if (st !== "done" && st !== "failed") return "";
-		var rows = live.querySelectorAll("tr[data-seq]");
+		var rows = live.querySelectorAll(".req-row[data-seq]");
 		if (rows.length === 0) return "";
 		for (var i = 0; i < rows.length; i++) {
 			var fin = parseInt(rows[i].getAttribute("data-finished-at"), 10);
@@ -212,7 +214,7 @@ func (b *tab) waitDone(since int64) {
 	})()`, since)
 	got := run(b, chromedp.Poll[string](pred, chromedp.WithPollingInterval(10*time.Millisecond), chromedp.WithPollingTimeout(actionTimeout)))
 	if got != engine.StatusDone {
-		errText := run(b, chromedp.Evaluate[string](`(document.querySelector("#live .run-error") || {}).textContent || ""`))
+		errText := run(b, chromedp.Evaluate[string](`(document.querySelector("#outcome") || {}).textContent || ""`))
 		b.t.Fatalf("%s: run ended with %q %s", b.name, got, errText)
 	}
 }
@@ -228,12 +230,12 @@ type domRow struct {
 // rows reads the request rows of the live view.
 func (b *tab) rows() []domRow {
 	b.t.Helper()
-	return run(b, chromedp.Evaluate[[]domRow](`Array.from(document.querySelectorAll("#live tr[data-seq]")).map(function (r) {
+	return run(b, chromedp.Evaluate[[]domRow](`Array.from(document.querySelectorAll("#live .req-row[data-seq]")).map(function (r) {
 		return {
 			seq: parseInt(r.getAttribute("data-seq"), 10),
 			pid: parseInt(r.getAttribute("data-pid"), 10),
 			leak: r.getAttribute("data-leak") === "true",
-			text: Array.from(r.cells).map(function (c) { return c.textContent.replace(/\s+/g, " ").trim(); }).join(" | ")
+			text: Array.from(r.children).map(function (c) { return c.textContent.replace(/\s+/g, " ").trim(); }).join(" | ")
 		};
 	})`))
 }
@@ -324,9 +326,202 @@ func checkLeak(t *testing.T, b *tab, base, id string) {
 	t.Logf("LEAK row #%d on backend %d: %s", leak.Seq, leak.PID, leak.Text)
 }
 
-func TestBrowserSetLeak(t *testing.T) {
-	ts := mustStartServer(t, sessions.Config{MaxLabs: 4})
+// TestBrowser runs the browser checks against one server and one chromium
+// (starting a browser costs seconds); each subtest opens its tabs in
+// browser contexts of their own, so each is a browser with its own lab.
+func TestBrowser(t *testing.T) {
+	t.Parallel()
+	ts := mustStartServer(t, sessions.Config{MaxLabs: 6})
 	browser := newBrowser(t)
+	t.Run("SetLeak", func(t *testing.T) { testBrowserSetLeak(t, ts, browser) })
+	t.Run("SetRole", func(t *testing.T) { testBrowserSetRole(t, ts, browser) })
+	t.Run("TwoWatchers", func(t *testing.T) { testBrowserTwoWatchers(t, ts, browser) })
+	t.Run("NoOverflow", func(t *testing.T) { testBrowserNoOverflow(t, ts, browser) })
+	t.Run("RowLatency", func(t *testing.T) { testBrowserRowLatency(t, ts, browser) })
+}
+
+// forgetful returns set-leak's forgetful request and Acme's session-set
+// request from state.json.
+func forgetful(t *testing.T, st engine.State) (forgot, acme engine.RequestRow) {
+	t.Helper()
+	for _, r := range st.Requests {
+		switch {
+		case r.Pattern == engine.PatternForgot:
+			forgot = r
+		case r.Pattern == engine.PatternSessionSet && r.Tenant != nil && *r.Tenant == "1" && acme.Seq == 0:
+			acme = r
+		}
+	}
+	if forgot.Seq == 0 || acme.Seq == 0 {
+		t.Fatalf("state.json: no forgetful request or no Acme session-set request: %+v", st.Requests)
+	}
+	return forgot, acme
+}
+
+// checkOutcome checks that the outcome bar, pinned at the top of the live
+// view, says in words whose rows went to whom, and that the narration's
+// last line states the outcome.
+func checkOutcome(t *testing.T, b *tab, st engine.State) {
+	t.Helper()
+	forgot, _ := forgetful(t, st)
+	kind := run(b, chromedp.Evaluate[string](`document.getElementById("outcome").getAttribute("data-outcome")`))
+	text := run(b, chromedp.Evaluate[string](`document.getElementById("outcome").textContent.replace(/\s+/g, " ").trim()`))
+	want := fmt.Sprintf("LEAK: Globex got Acme's %d rows on backend %d", forgot.ForeignRows, forgot.PID)
+	if kind != "leak" || !strings.Contains(text, want) {
+		t.Errorf("outcome bar: %s %q, want leak %q", kind, text, want)
+	}
+	final := run(b, chromedp.Evaluate[string](`(document.querySelector("#status [data-testid=final]") || {}).textContent || ""`))
+	if !strings.HasPrefix(final, "Outcome: "+want) {
+		t.Errorf("the narration's last line is %q, want the outcome %q", final, want)
+	}
+	// Pinned: the bar is the first thing in the live view, and sticky.
+	pos := run(b, chromedp.Evaluate[string](`getComputedStyle(document.getElementById("outcome")).position + " " + (document.getElementById("live").firstElementChild.id)`))
+	if pos != "sticky outcome" {
+		t.Errorf("outcome bar: position and place %q, want sticky and first", pos)
+	}
+}
+
+// domLane is a timeline lane as drawn: its PID, and its bands and blocks
+// with their drawn extent (the rect's bounding box).
+type domLane struct {
+	PID   uint32 `json:"pid"`
+	Bands []struct {
+		Tenant string  `json:"tenant"`
+		X      float64 `json:"x"`
+		W      float64 `json:"w"`
+	} `json:"bands"`
+	Blocks []struct {
+		Seq    int     `json:"seq"`
+		Tenant string  `json:"tenant"`
+		Leak   bool    `json:"leak"`
+		X      float64 `json:"x"`
+		W      float64 `json:"w"`
+	} `json:"blocks"`
+}
+
+// checkTimeline checks the timeline of backends: one lane per backend the
+// run read, and the forgetful request's block drawn on the lane of the
+// backend it ran on, over a band of Acme's setting.
+func checkTimeline(t *testing.T, b *tab, st engine.State) {
+	t.Helper()
+	forgot, acme := forgetful(t, st)
+	lanes := run(b, chromedp.Evaluate[[]domLane](`Array.from(document.querySelectorAll("#timeline g.tl-lane")).map(function (g) {
+		function box(el) { var r = el.querySelector("rect").getBBox(); return {x: r.x, w: r.width}; }
+		return {
+			pid: parseInt(g.getAttribute("data-pid"), 10),
+			bands: Array.from(g.querySelectorAll("g.tl-band")).map(function (e) { var r = box(e); return {tenant: e.getAttribute("data-tenant"), x: r.x, w: r.w}; }),
+			blocks: Array.from(g.querySelectorAll("g.tl-block")).map(function (e) { var r = box(e); return {seq: parseInt(e.getAttribute("data-seq"), 10), tenant: e.getAttribute("data-tenant"), leak: e.getAttribute("data-leak") === "true", x: r.x, w: r.w}; })
+		};
+	})`))
+	backends := map[uint32]bool{}
+	for _, ev := range st.Timeline.Events {
+		backends[ev.PID] = true
+	}
+	if len(lanes) != len(backends) || len(lanes) != 2 {
+		t.Fatalf("timeline: %d lanes, state.json's timeline read %d backends (the pool has 2)", len(lanes), len(backends))
+	}
+	for _, l := range lanes {
+		if !backends[l.PID] {
+			t.Errorf("timeline: a lane for backend %d, which the run never read", l.PID)
+		}
+	}
+	found := false
+	for _, l := range lanes {
+		for _, blk := range l.Blocks {
+			if blk.Seq != forgot.Seq {
+				continue
+			}
+			found = true
+			if l.PID != forgot.PID || l.PID != acme.PID {
+				t.Errorf("the forgetful request #%d is drawn on backend %d; it ran on %d, which Acme's request #%d scoped on %d", blk.Seq, l.PID, forgot.PID, acme.Seq, acme.PID)
+			}
+			if !blk.Leak || blk.Tenant != "2" {
+				t.Errorf("the forgetful block: tenant %q leak %t, want Globex's (2), marked LEAK", blk.Tenant, blk.Leak)
+			}
+			mid := blk.X + blk.W/2
+			under := ""
+			for _, band := range l.Bands {
+				if band.X <= mid && mid < band.X+band.W {
+					under = band.Tenant
+				}
+			}
+			if under != "1" {
+				t.Errorf("under the forgetful request's block the band says tenant %q, want Acme's (1): %+v", under, l.Bands)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no block for the forgetful request #%d in the timeline: %+v", forgot.Seq, lanes)
+	}
+}
+
+// checkDark checks that a browser asking for a dark scheme gets one, with
+// the tenant colours of the timeline still apart from the background.
+func checkDark(t *testing.T, b *tab) {
+	t.Helper()
+	scheme := func(v string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: v}}})
+			return err
+		})
+	}
+	b.do(scheme("dark"))
+	got := run(b, chromedp.Evaluate[[]string](`[getComputedStyle(document.body).backgroundColor,
+		getComputedStyle(document.querySelector("#timeline .tl-band.tenant-1 rect")).fill,
+		getComputedStyle(document.querySelector("#timeline .tl-block.tl-leak rect")).stroke]`))
+	b.do(scheme(""))
+	if len(got) != 3 || got[0] != "rgb(21, 23, 26)" || got[1] == got[0] || got[2] == got[0] {
+		t.Errorf("dark scheme: body, Acme's band and the LEAK block are %q", got)
+	}
+}
+
+// screenshots saves what a learner sees after the run, light and dark, on
+// a phone, a laptop and a big screen: scrolled to the live view's outcome.
+// Taken with RLSLAB_SCREENSHOT=1, into docs/ (the README's pictures).
+func screenshots(t *testing.T, b *tab) {
+	t.Helper()
+	dir := filepath.Join("..", "docs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shots := []struct {
+		name   string
+		w, h   int64
+		scheme string
+	}{
+		{"timeline-1280x720", 1280, 720, "light"},
+		{"dark-1280x720", 1280, 720, "dark"},
+		{"phone-390", 390, 844, "light"},
+		{"phone-390-dark", 390, 844, "dark"},
+		{"wide-1920x1080", 1920, 1080, "light"},
+		{"wide-1920x1080-dark", 1920, 1080, "dark"},
+	}
+	for _, s := range shots {
+		b.do(
+			chromedp.EmulateViewport(s.w, s.h),
+			chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+				_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: s.scheme}}})
+				return err
+			}),
+			chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, document.getElementById("live").getBoundingClientRect().top + window.scrollY - 8)`),
+		)
+		png := run(b, chromedp.CaptureScreenshot())
+		out := filepath.Join(dir, "screenshot-"+s.name+".png")
+		if err := os.WriteFile(out, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s (%d bytes)", out, len(png))
+	}
+	b.do(
+		chromedp.EmulateViewport(browserWidth, browserHeight),
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{})
+			return err
+		}),
+	)
+}
+
+func testBrowserSetLeak(t *testing.T, ts *testServer, browser context.Context) {
 	b := newTab(t, browser, "learner")
 	b.open(ts.URL + "/lessons/set-leak")
 	id := b.labID()
@@ -335,29 +530,13 @@ func TestBrowserSetLeak(t *testing.T) {
 	b.waitDone(since)
 	waitRunEnd(t, ts.Labs, id)
 	checkLeak(t, b, ts.URL, id)
-
-	// The screenshot for the README: the lesson after a session-set run,
-	// LEAK row in view.
-	dir := t.TempDir()
+	st := fetchState(t, ts.URL, id)
+	checkOutcome(t, b, st)
+	checkTimeline(t, b, st)
+	checkDark(t, b)
 	if os.Getenv("RLSLAB_SCREENSHOT") == "1" {
-		dir = filepath.Join("..", "docs")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		screenshots(t, b)
 	}
-	// Scrolled to the top: the lesson column is sticky, and a full-page
-	// capture draws it where the scroll position puts it.
-	b.do(
-		chromedp.WaitVisible(chromedp.CSS(`#live tr[data-leak=true]`)),
-		chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`),
-	)
-	// Quality 100 makes chromedp ask for a PNG; any other quality gives JPEG.
-	png := run(b, chromedp.FullScreenshot(100))
-	out := filepath.Join(dir, "screenshot-live-view.png")
-	if err := os.WriteFile(out, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s (%d bytes)", out, len(png))
 
 	// A second pass at full speed: no pauses, frames may be skipped, and
 	// the browser must still end on the same facts.
@@ -365,6 +544,9 @@ func TestBrowserSetLeak(t *testing.T) {
 	b.waitDone(since)
 	waitRunEnd(t, ts.Labs, id)
 	checkLeak(t, b, ts.URL, id)
+	st = fetchState(t, ts.URL, id)
+	checkOutcome(t, b, st)
+	checkTimeline(t, b, st)
 }
 
 // TestBrowserPredictionMarkedWrong answers set-leak's session-set question
@@ -395,9 +577,44 @@ func TestBrowserPredictionMarkedWrong(t *testing.T) {
 	}
 }
 
-func TestBrowserTwoWatchers(t *testing.T) {
-	ts := mustStartServer(t, sessions.Config{MaxLabs: 4})
-	browser := newBrowser(t)
+// testBrowserSetRole checks that the request log shows the role a leaking
+// request ran as: in set-role the leak comes through the role, not the
+// tenant setting.
+func testBrowserSetRole(t *testing.T, ts *testServer, browser context.Context) {
+	b := newTab(t, browser, "learner")
+	b.open(ts.URL + "/lessons/set-role")
+	id := b.labID()
+	since := b.pressRun("set-role", "max")
+	b.waitDone(since)
+	waitRunEnd(t, ts.Labs, id)
+	st := fetchState(t, ts.URL, id)
+	var leak engine.RequestRow
+	for _, r := range st.Requests {
+		if r.Role == "" && r.FinishedAt != 0 {
+			t.Errorf("state.json: request #%d finished without a role: %+v", r.Seq, r)
+		}
+		if r.Leak {
+			leak = r
+		}
+	}
+	if leak.Seq == 0 || leak.Role == "" || leak.Role == st.Timeline.AppRole {
+		t.Fatalf("state.json: no leak under a role other than the app role: %+v", st.Requests)
+	}
+	got := run(b, chromedp.Evaluate[[]string](fmt.Sprintf(`(function () {
+		var td = document.querySelector('#live .req-row[data-seq="%d"] .role');
+		return td ? [td.textContent.trim(), td.getAttribute("title"), String(td.classList.contains("role-other"))] : [];
+	})()`, leak.Seq)))
+	if len(got) != 3 || got[1] != leak.Role || got[0] == "" || !strings.HasSuffix(leak.Role, got[0]) || got[2] != "true" {
+		t.Errorf("LEAK row #%d's role cell: %q, want %q shown as another role", leak.Seq, got, leak.Role)
+	}
+	text := run(b, chromedp.Evaluate[string](`document.getElementById("outcome").textContent`))
+	if !strings.Contains(text, "as role "+got[0]) {
+		t.Errorf("the outcome bar does not name the role: %q", text)
+	}
+	t.Logf("set-role LEAK row #%d ran as %s: %q", leak.Seq, leak.Role, text)
+}
+
+func testBrowserTwoWatchers(t *testing.T, ts *testServer, browser context.Context) {
 	owner := newTab(t, browser, "owner")
 	owner.open(ts.URL + "/lessons/set-leak")
 	id := owner.labID()
@@ -419,9 +636,28 @@ func TestBrowserTwoWatchers(t *testing.T) {
 	framesBefore := run(watcher, chromedp.Evaluate[int](`window.rlslabTest.frames`))
 
 	since := owner.pressRun(engine.PatternTxLocal, "4")
+	// While the run goes on, the watcher selects the first finished row's
+	// explanation: frames that follow must leave that text (and the
+	// selection) alone.
+	watcher.do(chromedp.Poll[chromedp.Void](`document.querySelector("#req-1[data-finished-at] .why")`, chromedp.WithPollingInterval(10*time.Millisecond)))
+	selected := run(watcher, chromedp.Evaluate[string](`(function () {
+		var why = document.querySelector("#req-1 .why");
+		var r = document.createRange();
+		r.selectNodeContents(why);
+		window.getSelection().removeAllRanges();
+		window.getSelection().addRange(r);
+		window.rlslabSelected = why;
+		return window.getSelection().toString();
+	})()`))
 	owner.waitDone(since)
 	watcher.waitDone(since)
+	if still := run(watcher, chromedp.Evaluate[string](`window.rlslabSelected.isConnected ? window.getSelection().toString() : "(the row was replaced)"`)); selected == "" || still != selected {
+		t.Errorf("text selected during the run: %q, after the run: %q", selected, still)
+	}
 	waitRunEnd(t, ts.Labs, id)
+	if msg := run(owner, chromedp.Evaluate[string](`document.getElementById("control-msg").textContent`)); msg != "" && !strings.HasPrefix(msg, "Running set-leak / tx-local") {
+		t.Errorf("the Run button's answer: %q", msg)
+	}
 
 	ownerRows, watcherRows := owner.rows(), watcher.rows()
 	key := func(rs []domRow) []string {
@@ -447,6 +683,9 @@ func TestBrowserTwoWatchers(t *testing.T) {
 			t.Errorf("tx-local leaked: %+v", r)
 		}
 	}
+	if o := run(watcher, chromedp.Evaluate[string](`document.getElementById("outcome").getAttribute("data-outcome")`)); o != "safe" {
+		t.Errorf("the watcher's outcome bar says %q, want safe", o)
+	}
 	frames := run(watcher, chromedp.Evaluate[int](`window.rlslabTest.frames`)) - framesBefore
 	if frames < 2 {
 		t.Errorf("the watcher got %d frames during the run, want several", frames)
@@ -454,13 +693,56 @@ func TestBrowserTwoWatchers(t *testing.T) {
 	t.Logf("both tabs show %d rows %v; the watcher got %d frames", len(ownerRows), key(ownerRows), frames)
 }
 
-func TestBrowserRowLatency(t *testing.T) {
-	if testing.Short() {
-		t.Skip("latency measurement: 20 runs in a browser")
+// testBrowserNoOverflow checks that no page is wider than the screen, from
+// a phone to a big screen, on the home page and on a lesson page after a
+// run (the widest content there is).
+func testBrowserNoOverflow(t *testing.T, ts *testServer, browser context.Context) {
+	b := newTab(t, browser, "learner")
+	b.open(ts.URL + "/lessons/set-leak")
+	id := b.labID()
+	since := b.pressRun(engine.PatternSessionSet, "max")
+	b.waitDone(since)
+	waitRunEnd(t, ts.Labs, id)
+	sizes := [][2]int64{{390, 844}, {768, 1024}, {1280, 720}, {1920, 1080}}
+	check := func(page string) {
+		for _, sz := range sizes {
+			b.do(chromedp.EmulateViewport(sz[0], sz[1]))
+			got := run(b, chromedp.Evaluate[[]int](`[document.documentElement.scrollWidth, window.innerWidth]`))
+			if got[0] > got[1] {
+				t.Errorf("%s at %dx%d: the page is %d px wide in a %d px window", page, sz[0], sz[1], got[0], got[1])
+			}
+		}
 	}
-	const runs = 20
-	ts := mustStartServer(t, sessions.Config{MaxLabs: 4})
-	browser := newBrowser(t)
+	check("lesson page")
+	// The lesson column keeps its width whatever the lab shows.
+	b.do(chromedp.EmulateViewport(1280, 720))
+	w := run(b, chromedp.Evaluate[float64](`document.querySelector("article.lesson").getBoundingClientRect().width`))
+	b.do(chromedp.Navigate(ts.URL+"/"), chromedp.WaitReady(chromedp.CSS(".lesson-list")))
+	check("home page")
+	b.do(chromedp.Navigate(ts.URL+"/lessons/reset-on-release"), chromedp.WaitReady(chromedp.ID("live")), chromedp.EmulateViewport(1280, 720))
+	if w2 := run(b, chromedp.Evaluate[float64](`document.querySelector("article.lesson").getBoundingClientRect().width`)); w2 != w {
+		t.Errorf("the lesson column is %v px wide on one lesson and %v on another", w, w2)
+	}
+	if title := run(b, chromedp.Evaluate[string](`document.querySelector("article.lesson h1").textContent`)); strings.ContainsAny(title, `"`) {
+		t.Errorf("lesson 7's title shows quotes: %s", title)
+	}
+	check("lesson 7")
+	// The theme toggle is remembered across pages.
+	b.do(chromedp.Click(chromedp.ID("theme-toggle")))
+	first := run(b, chromedp.Evaluate[string](`document.documentElement.getAttribute("data-theme")`))
+	b.do(chromedp.Navigate(ts.URL+"/"), chromedp.WaitReady(chromedp.CSS(".lesson-list")))
+	if again := run(b, chromedp.Evaluate[string](`document.documentElement.getAttribute("data-theme")`)); first == "" || again != first {
+		t.Errorf("theme: %q after the toggle, %q on the next page", first, again)
+	}
+	bg := run(b, chromedp.Evaluate[string](`getComputedStyle(document.body).backgroundColor`))
+	t.Logf("theme %s: body background %s", first, bg)
+}
+
+func testBrowserRowLatency(t *testing.T, ts *testServer, browser context.Context) {
+	if testing.Short() {
+		t.Skip("latency measurement: 10 runs in a browser")
+	}
+	const runs = 10
 	b := newTab(t, browser, "learner")
 	b.open(ts.URL + "/lessons/set-leak")
 	id := b.labID()

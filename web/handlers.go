@@ -177,7 +177,8 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request, lab *sessions
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"lab": lab.ID, "scenario": f.Scenario, "variant": f.Variant, "speed": speed.String(), "status": engine.StatusRunning})
+	s.answer(w, r, http.StatusAccepted, map[string]string{"lab": lab.ID, "scenario": f.Scenario, "variant": f.Variant, "speed": speed.String(), "status": engine.StatusRunning},
+		"Running "+f.Scenario+" / "+f.Variant+" at speed "+speed.String()+".")
 }
 
 func (s *Server) handleReset(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
@@ -185,7 +186,7 @@ func (s *Server) handleReset(w http.ResponseWriter, r *http.Request, lab *sessio
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"lab": lab.ID, "status": engine.StatusIdle})
+	s.answer(w, r, http.StatusOK, map[string]string{"lab": lab.ID, "status": engine.StatusIdle}, "The lab is reset: no run, no connection.")
 }
 
 func (s *Server) handleSpeed(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
@@ -198,7 +199,7 @@ func (s *Server) handleSpeed(w http.ResponseWriter, r *http.Request, lab *sessio
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"lab": lab.ID, "speed": speed.String()})
+	s.answer(w, r, http.StatusOK, map[string]string{"lab": lab.ID, "speed": speed.String()}, "Speed "+speed.String()+".")
 }
 
 func (s *Server) handleStep(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
@@ -206,7 +207,18 @@ func (s *Server) handleStep(w http.ResponseWriter, r *http.Request, lab *session
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"lab": lab.ID})
+	s.answer(w, r, http.StatusOK, map[string]string{"lab": lab.ID}, "One step.")
+}
+
+// answer answers a control: htmx gets a sentence as an HTML fragment for
+// the controls' message line, everyone else (and htmx asking for JSON) the
+// JSON body.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, status int, body any, text string) {
+	if r.Header.Get("HX-Request") != "" && !wantsJSON(r) {
+		s.render(w, r, status, views.ControlMessage(true, text))
+		return
+	}
+	writeJSON(w, status, body)
 }
 
 // owner wraps a control endpoint: 404 for an unknown lab, 403 unless the

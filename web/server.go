@@ -3,7 +3,6 @@ package web
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io/fs"
 	"log/slog"
@@ -150,6 +149,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusInternalServerError {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
+	if r.Header.Get("HX-Request") != "" && !wantsJSON(r) && r.Method != http.MethodGet {
+		// A control pressed in a page: htmx swaps the sentence in.
+		s.render(w, r, status, views.ControlMessage(false, msg))
+		return
+	}
 	if wantsJSON(r) || r.Header.Get("HX-Request") != "" || r.Method != http.MethodGet || strings.HasSuffix(r.URL.Path, ".json") {
 		writeJSON(w, status, map[string]string{"error": msg, "code": rlslab.ErrorCode(err)})
 		return
@@ -201,12 +205,14 @@ func NewFrames(log *slog.Logger) *Frames {
 	return &Frames{log: log}
 }
 
-// Frame renders the live view of st as an HTML fragment swapped in by id.
+// Frame renders the live view of st as its parts (sections and their
+// items, each with a stable id); each websocket sends its browser only the
+// parts that changed (see frameDiff).
 func (f *Frames) Frame(st engine.State) []byte {
-	var buf bytes.Buffer
-	if err := views.LiveView(views.NewFrame(st, sessions.Tenants())).Render(context.Background(), &buf); err != nil {
+	parts, err := views.FrameParts(views.NewFrame(st, sessions.Tenants()))
+	if err != nil {
 		f.log.Error("render frame", "lab", st.Lab, "err", err)
 		return nil
 	}
-	return buf.Bytes()
+	return encodeParts(parts)
 }

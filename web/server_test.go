@@ -93,6 +93,7 @@ func waitStatus(t *testing.T, s *testServer, id, want string) engine.State {
 }
 
 func TestLessonGivesEachBrowserItsOwnLab(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 3})
 	a := newBrowserClient(t)
 	id1 := openLesson(t, s, a, "set-leak")
@@ -130,6 +131,7 @@ func TestLessonGivesEachBrowserItsOwnLab(t *testing.T) {
 // TestGetNeverCreatesALab opens every lesson and the home page as a
 // cookie-less client (a crawler, a link preview): no lab is made.
 func TestGetNeverCreatesALab(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 3})
 	for _, path := range []string{"/", "/lessons/set-leak", "/lessons/pgbouncer-tx", "/lessons/shared-pool"} {
 		code, body := do(t, &http.Client{}, "GET", s.URL+path, "", "")
@@ -146,6 +148,7 @@ func TestGetNeverCreatesALab(t *testing.T) {
 }
 
 func TestFullLabsGiveAClearPage(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 1})
 	openLesson(t, s, newBrowserClient(t), "set-leak")
 	code, body := do(t, newBrowserClient(t), "POST", s.URL+"/labs?lesson=set-leak", "", "", "HX-Request", "true")
@@ -158,6 +161,7 @@ func TestFullLabsGiveAClearPage(t *testing.T) {
 }
 
 func TestCreateLab(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 3})
 	c := newBrowserClient(t)
 	code, body := do(t, c, "POST", s.URL+"/labs", "", "", "Accept", "application/json")
@@ -185,6 +189,7 @@ func TestCreateLab(t *testing.T) {
 // TestBadInputChangesNothing sends bad input to every endpoint and checks
 // the documented status and that the lab's state did not change.
 func TestBadInputChangesNothing(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 3})
 	owner := newBrowserClient(t)
 	id := openLesson(t, s, owner, "set-leak")
@@ -254,6 +259,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 }
 
 func TestRunConflictResetAndRunAgain(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 2})
 	c := newBrowserClient(t)
 	id := openLesson(t, s, c, "set-leak")
@@ -296,6 +302,7 @@ func TestRunConflictResetAndRunAgain(t *testing.T) {
 }
 
 func TestSingleStepAndSpeedChange(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 2})
 	c := newBrowserClient(t)
 	id := openLesson(t, s, c, "set-leak")
@@ -343,6 +350,7 @@ func TestSingleStepAndSpeedChange(t *testing.T) {
 }
 
 func TestHealthz(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 1})
 	code, body := do(t, http.DefaultClient, "GET", s.URL+"/healthz", "", "")
 	if code != http.StatusOK || !strings.Contains(body, `"ok"`) {
@@ -361,6 +369,7 @@ func TestHealthz(t *testing.T) {
 // TestErrorsAnswerInTheRightFormat checks plain 404s get the site's page,
 // and .json endpoints answer JSON whatever the Accept header says.
 func TestErrorsAnswerInTheRightFormat(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 2})
 	code, body := do(t, &http.Client{}, "GET", s.URL+"/no/such/page", "", "")
 	if code != http.StatusNotFound || !strings.Contains(body, `class="error-page"`) {

@@ -31,7 +31,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	up := websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10} // nil CheckOrigin: same origin only
+	// nil CheckOrigin: same origin only. Frames are HTML: compression
+	// (permessage-deflate, when the browser offers it) shrinks them a lot.
+	up := websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10, EnableCompression: true}
 	conn, err := up.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader already answered (403 for a foreign origin)
@@ -71,9 +73,14 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		conn.Close()
 		<-readDone
 	}()
+	diff := &frameDiff{}
 	for {
 		select {
 		case frame := <-watcher.Frames():
+			frame = diff.next(frame)
+			if frame == nil {
+				continue // nothing this browser shows has changed
+			}
 			_ = conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
 			if err := conn.WriteMessage(websocket.TextMessage, frame); err != nil {
 				return

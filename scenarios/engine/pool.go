@@ -328,7 +328,9 @@ func (p *Pool) record(c *pgx.Conn, id Identity, state string, seq int) {
 			i = len(s.Connections) - 1
 		}
 		cn := &s.Connections[i]
+		isNew := cn.PID == 0
 		cn.PID, cn.Tenant, cn.Role, cn.State, cn.Request = id.PID, id.Tenant, id.Role, state, seq
+		s.timelineRecord(p, *cn, isNew, state)
 	})
 }
 
@@ -339,9 +341,11 @@ func (p *Pool) Mark(c *pgx.Conn, state string, seq int) {
 		p.handOut(slot)
 	}
 	p.env.Refresh(func(s *State) {
-		if i := findConn(s, p.name, slot); i >= 0 {
+		i := findConn(s, p.name, slot)
+		if i >= 0 {
 			s.Connections[i].State, s.Connections[i].Request = state, seq
 		}
+		s.timelineMark(p, i, state, seq)
 	})
 }
 
@@ -361,7 +365,9 @@ func (p *Pool) forget(c *pgx.Conn) {
 	}
 	p.back(slot)
 	p.env.Refresh(func(s *State) {
-		if i := findConn(s, p.name, slot); i >= 0 {
+		i := findConn(s, p.name, slot)
+		s.timelineClose(p, i)
+		if i >= 0 {
 			s.Connections = append(s.Connections[:i], s.Connections[i+1:]...)
 		}
 	})

@@ -223,6 +223,7 @@ func (r *Request) Observe(ctx context.Context, q Querier) error {
 		row.FinishedAt = done
 		row.Why = explain(r.env.Sandbox, r.Tenant, seen, len(tenants), foreign)
 	})
+	r.env.tracker.Update(func(s *State) { s.timelineObserve(r, uint32(pid), seen, role) })
 	return nil
 }
 

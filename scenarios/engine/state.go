@@ -191,6 +191,9 @@ type State struct {
 	Queue           *Queue             `json:"queue,omitempty"`
 	QueuedMS        int64              `json:"queued_ms,omitempty"` // how long the run waited for connections
 	Outage          string             `json:"outage,omitempty"`
+	Timeline        *Timeline          `json:"timeline,omitempty"`
+	Policy          *Policy            `json:"policy,omitempty"`
+	SharedField     []FieldReading     `json:"shared_field,omitempty"`
 	Version         uint64             `json:"version"`
 }
 
@@ -259,6 +262,7 @@ func (t *Tracker) Snapshot() State {
 	s.Series = append([]Sample{}, t.st.Series...)
 	s.Notes = append([]string(nil), t.st.Notes...)
 	s.Metrics = append([]Metric(nil), t.st.Metrics...)
+	s.Timeline, s.SharedField = t.st.Timeline.clone(), append([]FieldReading(nil), t.st.SharedField...)
 	s.Charts = make([]Chart, len(t.st.Charts))
 	for i, c := range t.st.Charts {
 		s.Charts[i] = c

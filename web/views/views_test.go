@@ -29,8 +29,9 @@ func TestLiveViewShowsWhatTheStateSays(t *testing.T) {
 	html := buf.String()
 	for _, want := range []string{
 		`data-lab-id="abc"`, `data-status="done"`,
-		`<tr class="leak" data-seq="3" data-pid="4711" data-leak="true"`,
-		`<tr class="closed" data-seq="4" data-pid="4712" data-leak="false"`,
+		`<div id="req-3" class="req-row leak" role="row" data-seq="3" data-pid="4711" data-leak="true"`,
+		`<div id="req-4" class="req-row closed" role="row" data-seq="4" data-pid="4712" data-leak="false"`,
+		`data-outcome="leak"`, `LEAK: Globex got Acme&#39;s 3 rows on backend 4711 (request #3).`,
 		`Acme (1)`, `Globex (2)`, `&#39;&#39; (empty)`, `held Acme`, `0 rows, fails closed`,
 		`&lt;script&gt;`,
 	} {
@@ -61,11 +62,38 @@ func TestTenantLabels(t *testing.T) {
 
 func TestChartScalesIntoTheViewBox(t *testing.T) {
 	c := drawChart(engine.Chart{Title: "t", Lines: []engine.Line{{Name: "a", Points: []engine.Point{{X: 0, Y: 0}, {X: 10, Y: 5}}}}}, 0)
-	if c.Lines[0].Points != "0.0,160.0 600.0,14.0" || c.YMax != "5" || c.XMax != "10" {
+	// The plot area runs from x 44 to 600 and from y 160 (0) up to 8 (5).
+	if c.Lines[0].Points != "44,160 600,8" || c.YMax != "5" || c.XMax != "10" {
 		t.Errorf("chart %+v", c)
 	}
+	if len(c.YTicks) != 3 || c.YTicks[2].Label != "5" || c.YTicks[0].Label != "0" {
+		t.Errorf("y ticks %+v", c.YTicks)
+	}
 	one := drawChart(engine.Chart{Lines: []engine.Line{{Name: "a", Points: []engine.Point{{X: 3, Y: 1}}}}}, 2)
-	if one.Lines[0].Points != "0.0,87.0 600.0,87.0" {
+	if one.Lines[0].Points != "44,84 600,84" {
 		t.Errorf("one-point chart %q", one.Lines[0].Points)
+	}
+}
+
+func TestHiddenVariablesShowWhenRecorded(t *testing.T) {
+	render := func(st engine.State) string {
+		var buf bytes.Buffer
+		if err := HiddenVars(NewLive(st, []engine.Tenant{{ID: 1, Name: "Acme"}, {ID: 2, Name: "Globex"}})).Render(context.Background(), &buf); err != nil {
+			t.Fatal(err)
+		}
+		return buf.String()
+	}
+	if html := render(engine.State{}); !strings.Contains(html, `hidden`) || strings.Contains(html, "USING") {
+		t.Errorf("nothing recorded, yet the panel shows: %s", html)
+	}
+	html := render(engine.State{
+		Policy:      &engine.Policy{Table: "invoices", Name: "tenant_isolation", Using: "(tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::integer)", Enabled: true, Force: false},
+		SharedField: []engine.FieldReading{{Value: "1", Seq: 1, Wrote: true}, {Value: "2", Seq: 2, Wrote: true}, {Value: "2", Seq: 1}},
+	})
+	for _, want := range []string{"USING", "NULLIF(current_setting(&#39;app.current_tenant&#39;, true)", `data-rls-force="false"`, `data-rls-enabled="true"`,
+		"request #1 wrote <b>Acme</b>", "request #1 read <b>Globex</b>"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("hidden variables lack %q: %s", want, html)
+		}
 	}
 }

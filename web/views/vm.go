@@ -3,8 +3,6 @@
 package views
 
 import (
-	"fmt"
-	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -87,6 +85,17 @@ func TenantClass(t *string) string {
 	return "tenant-other"
 }
 
+// InFlight is what the row of a request still in flight shows: its backend
+// and phase at a teaching pace; at full speed only that it is in flight,
+// since its phases pass faster than frames (and each would cost a frame
+// its row).
+func (v Live) InFlight(r engine.RequestRow) (pid uint32, phase string) {
+	if v.Speed == "max" {
+		return 0, "in flight"
+	}
+	return r.PID, r.Phase
+}
+
 // RowClass is the CSS class of a request log row.
 func RowClass(r engine.RequestRow) string {
 	switch {
@@ -94,7 +103,7 @@ func RowClass(r engine.RequestRow) string {
 		return "leak"
 	case r.Error != "":
 		return "failed"
-	case r.Phase == "queried" || r.Phase == "released":
+	case r.FinishedAt != 0:
 		if r.Rows == 0 {
 			return "closed"
 		}
@@ -135,102 +144,6 @@ func PIDText(pid uint32) string {
 	}
 	return strconv.FormatUint(uint64(pid), 10)
 }
-
-// chartW and chartH are the SVG viewBox of every chart.
-const (
-	chartW = 600.0
-	chartH = 160.0
-)
-
-// Polyline is one line of an SVG chart, in viewBox coordinates.
-type Polyline struct {
-	Name   string
-	Class  string
-	Points string
-	Last   string
-}
-
-// SVGChart is a chart ready to draw.
-type SVGChart struct {
-	Title  string
-	YMax   string
-	XMax   string
-	XUnit  string
-	YUnit  string
-	Lines  []Polyline
-	Width  float64
-	Height float64
-}
-
-// ConnChart draws the total/idle/acquired time series.
-func (v Live) ConnChart() SVGChart {
-	lines := []engine.Line{{Name: "total"}, {Name: "idle"}, {Name: "acquired"}}
-	for _, s := range v.Series {
-		x := float64(s.Millis) / 1000
-		lines[0].Points = append(lines[0].Points, engine.Point{X: x, Y: float64(s.Total)})
-		lines[1].Points = append(lines[1].Points, engine.Point{X: x, Y: float64(s.Idle)})
-		lines[2].Points = append(lines[2].Points, engine.Point{X: x, Y: float64(s.Acquired)})
-	}
-	c := engine.Chart{Title: "Pool connections over time", XUnit: "s", YUnit: "connections", Lines: lines}
-	return drawChart(c, float64(max(v.Pool.Max, 1)))
-}
-
-// Charts draws the scenario's own charts.
-func (v Live) Charts() []SVGChart {
-	out := make([]SVGChart, 0, len(v.State.Charts))
-	for _, c := range v.State.Charts {
-		out = append(out, drawChart(c, 0))
-	}
-	return out
-}
-
-// drawChart scales c's lines into the viewBox; yMin is the least top of the
-// y axis.
-func drawChart(c engine.Chart, yTop float64) SVGChart {
-	xMin, xMax, yMax := 0.0, 0.0, yTop
-	first := true
-	for _, l := range c.Lines {
-		for _, p := range l.Points {
-			if first {
-				xMin, xMax, first = p.X, p.X, false
-			}
-			xMin, xMax, yMax = min(xMin, p.X), max(xMax, p.X), max(yMax, p.Y)
-		}
-	}
-	single := xMax == xMin
-	if single {
-		xMax = xMin + 1
-	}
-	if yMax == 0 {
-		yMax = 1
-	}
-	out := SVGChart{Title: c.Title, XUnit: c.XUnit, YUnit: c.YUnit, Width: chartW, Height: chartH,
-		YMax: trimFloat(yMax), XMax: trimFloat(xMax)}
-	for i, l := range c.Lines {
-		var b strings.Builder
-		for j, p := range l.Points {
-			if j > 0 {
-				b.WriteByte(' ')
-			}
-			x := (p.X - xMin) / (xMax - xMin) * chartW
-			y := chartH - p.Y/yMax*(chartH-14)
-			fmt.Fprintf(&b, "%.1f,%.1f", x, y)
-			if single && len(l.Points) == 1 {
-				// One instant only (a run at full speed): draw it across.
-				fmt.Fprintf(&b, " %.1f,%.1f", chartW, y)
-			}
-		}
-		last := ""
-		if n := len(l.Points); n > 0 {
-			last = trimFloat(l.Points[n-1].Y)
-		}
-		out.Lines = append(out.Lines, Polyline{Name: l.Name, Class: "line-" + strconv.Itoa(i%6), Points: b.String(), Last: last})
-	}
-	return out
-}
-
-// trimFloat formats f with at most two decimals.
-func trimFloat(f float64) string { return strconv.FormatFloat(math.Round(f*100)/100, 'f', -1, 64) }
 
 // PairLine is one client↔server link of the PgBouncer view.
 type PairLine struct{ Y1, Y2 float64 }

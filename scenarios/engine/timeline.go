@@ -1,0 +1,179 @@
+package engine
+
+import "time"
+
+// Kinds of timeline events.
+const (
+	// TimelineConnect is a reading taken from a new connection's backend.
+	TimelineConnect = "connect"
+	// TimelineAcquire is a request taking a connection (not a reading: the
+	// backend is the one last read on that connection).
+	TimelineAcquire = "acquire"
+	// TimelineObserve is a reading taken by a request's own query.
+	TimelineObserve = "observe"
+	// TimelineRelease is a reading taken as a connection came back to its
+	// pool.
+	TimelineRelease = "release"
+	// TimelineClose is a connection leaving its pool.
+	TimelineClose = "close"
+)
+
+// maxTimeline bounds the events kept in State.Timeline; older events are
+// dropped (their count stays in Timeline.Dropped).
+const maxTimeline = 600
+
+// TimelineEvent is one moment in the life of a backend: a reading of its
+// tenant setting and role taken from the backend itself, or a request
+// taking it.
+type TimelineEvent struct {
+	// At is the server's wall clock in Unix microseconds.
+	At   int64  `json:"at_us"`
+	Kind string `json:"kind"`
+	Pool string `json:"pool,omitempty"`
+	Slot int    `json:"slot,omitempty"`
+	PID  uint32 `json:"pid"`
+	// Read reports whether Tenant and Role were read from the backend at
+	// this moment (connect, observe, release).
+	Read   bool    `json:"read,omitempty"`
+	Tenant *string `json:"tenant"`
+	Role   string  `json:"role,omitempty"`
+	// Seq is the request the event belongs to (0: none).
+	Seq int `json:"seq,omitempty"`
+}
+
+// Timeline is what the live view draws as lanes of backends: the events of
+// the run in the order they happened, newest last.
+type Timeline struct {
+	// AppRole is the role the lab's application logs in as; a reading
+	// under another role is worth showing.
+	AppRole string          `json:"app_role,omitempty"`
+	Events  []TimelineEvent `json:"events"`
+	Dropped int             `json:"dropped,omitempty"`
+}
+
+// clone returns a copy of tl that shares nothing with it.
+func (tl *Timeline) clone() *Timeline {
+	if tl == nil {
+		return nil
+	}
+	c := *tl
+	c.Events = append([]TimelineEvent(nil), tl.Events...)
+	return &c
+}
+
+// addTimeline appends ev to the state's timeline, stamping its time and
+// dropping the oldest events beyond the bound.
+func (s *State) addTimeline(appRole string, ev TimelineEvent) {
+	if s.Timeline == nil {
+		s.Timeline = &Timeline{}
+	}
+	tl := s.Timeline
+	if tl.AppRole == "" {
+		tl.AppRole = appRole
+	}
+	if ev.At == 0 {
+		ev.At = time.Now().UnixMicro()
+	}
+	tl.Events = append(tl.Events, ev)
+	if len(tl.Events) > maxTimeline {
+		drop := len(tl.Events) - maxTimeline
+		tl.Events = append([]TimelineEvent(nil), tl.Events[drop:]...)
+		tl.Dropped += drop
+	}
+}
+
+// timelineRecord is the pool's hook for a reading stored by record: the
+// reading at connect (a new slot), or at release. A request's own reading
+// is recorded by timelineObserve.
+func (s *State) timelineRecord(p *Pool, cn Connection, isNew bool, state string) {
+	if state == ConnAcquired {
+		return // a request's query: timelineObserve has it, with its request
+	}
+	kind := TimelineRelease
+	if isNew {
+		kind = TimelineConnect
+	}
+	s.addTimeline(p.env.Sandbox.AppRole, TimelineEvent{Kind: kind, Pool: p.name, Slot: cn.Slot, PID: cn.PID, Read: true, Tenant: cn.Tenant, Role: cn.Role})
+}
+
+// timelineMark is the pool's hook for a connection marked as taken by a
+// request.
+func (s *State) timelineMark(p *Pool, i int, state string, seq int) {
+	if i < 0 || state != ConnAcquired || seq == 0 {
+		return
+	}
+	cn := s.Connections[i]
+	s.addTimeline(p.env.Sandbox.AppRole, TimelineEvent{Kind: TimelineAcquire, Pool: p.name, Slot: cn.Slot, PID: cn.PID, Tenant: cn.Tenant, Role: cn.Role, Seq: seq})
+}
+
+// timelineObserve is the request's hook for what its own query read on the
+// backend (which may be one the request never acquired itself: a pool call
+// made on the pool, not on a held connection).
+func (s *State) timelineObserve(r *Request, pid uint32, seen *string, role string) {
+	ev := TimelineEvent{Kind: TimelineObserve, PID: pid, Read: true, Tenant: seen, Role: role, Seq: r.Seq}
+	if r.pool != nil {
+		ev.Pool = r.pool.name
+	}
+	s.addTimeline(r.env.Sandbox.AppRole, ev)
+}
+
+// timelineClose is the pool's hook for a connection leaving the pool.
+func (s *State) timelineClose(p *Pool, i int) {
+	if i < 0 {
+		return
+	}
+	cn := s.Connections[i]
+	s.addTimeline(p.env.Sandbox.AppRole, TimelineEvent{Kind: TimelineClose, Pool: p.name, Slot: cn.Slot, PID: cn.PID})
+}
+
+// Policy is the row-level security in force on the table a scenario
+// queries, as the scenario read it from the catalog (pg_policies and
+// pg_class), for the live view to show beside the run.
+type Policy struct {
+	Table string `json:"table"`
+	Name  string `json:"name,omitempty"`
+	// Using is the policy's USING expression as the server prints it.
+	Using string `json:"using"`
+	// Enabled and Force are the table's relrowsecurity and
+	// relforcerowsecurity.
+	Enabled bool `json:"enabled"`
+	Force   bool `json:"force"`
+}
+
+// FieldReading is one value of a field the application shares between
+// requests (wrong-scope's global tenant id), read at a moment by a request.
+type FieldReading struct {
+	At    int64  `json:"at_us"`
+	Value string `json:"value"`
+	// Seq is the request that wrote (Wrote) or read the value.
+	Seq   int  `json:"seq,omitempty"`
+	Wrote bool `json:"wrote,omitempty"`
+}
+
+// maxFieldReadings bounds State.SharedField.
+const maxFieldReadings = 200
+
+// SetPolicy records the policy in force (nil: none to show).
+func (t *Tracker) SetPolicy(p *Policy) {
+	t.Update(func(s *State) {
+		if p == nil {
+			s.Policy = nil
+			return
+		}
+		c := *p
+		s.Policy = &c
+	})
+}
+
+// AddFieldReading records a value of the shared field, stamped now.
+func (t *Tracker) AddFieldReading(r FieldReading) {
+	t.Update(func(s *State) {
+		if r.At == 0 {
+			r.At = time.Now().UnixMicro()
+		}
+		s.SharedField = append(s.SharedField, r)
+		if len(s.SharedField) > maxFieldReadings {
+			s.SharedField = append([]FieldReading(nil), s.SharedField[len(s.SharedField)-maxFieldReadings:]...)
+		}
+	})
+}

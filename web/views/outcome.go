@@ -1,0 +1,225 @@
+package views
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/rlslab/rlslab/scenarios/engine"
+)
+
+// Connection and RequestRow are the engine's, named here for the templates.
+type (
+	Connection = engine.Connection
+	RequestRow = engine.RequestRow
+)
+
+// OutcomeLeak is one leak in words, with who got whose rows.
+type OutcomeLeak struct {
+	Seq    int
+	PID    uint32
+	Reader string // the tenant whose request got the rows
+	Victim string // the tenant whose rows they were ("" when unknown)
+	Text   string
+}
+
+// Outcome is what the outcome bar says: Kind is one of idle, queued,
+// outage, error, leak, running, safe.
+type Outcome struct {
+	Kind   string
+	Head   string
+	Detail string
+	Leaks  []OutcomeLeak
+}
+
+// maxOutcomeLeaks bounds the leaks the outcome bar lists one by one.
+const maxOutcomeLeaks = 5
+
+// Outcome puts what the run has shown so far into one sentence: an outage
+// or a place in the admission queue first, then the run's error, its leaks
+// (whose rows went to whom, on which backend), or that no request leaked
+// and how many failed closed.
+func (v Live) Outcome() Outcome {
+	var o Outcome
+	own, closed, failed := 0, 0, 0
+	for _, r := range v.Requests {
+		switch {
+		case r.Leak:
+			o.Leaks = append(o.Leaks, v.leakOf(r))
+		case r.Error != "":
+			failed++
+		case r.FinishedAt != 0 && r.Rows == 0:
+			closed++
+		case r.FinishedAt != 0:
+			own++
+		}
+	}
+	counts := v.countsText(own, closed, failed)
+	switch {
+	case v.Outage != "":
+		o.Kind, o.Head, o.Detail = "outage", "The database is not answering.", v.Outage
+	case v.Status == engine.StatusQueued && v.Queue != nil:
+		runs := "runs"
+		if v.Queue.Ahead == 1 {
+			runs = "run"
+		}
+		o.Kind, o.Head = "queued", "Waiting in the admission queue."
+		o.Detail = fmt.Sprintf("This run needs %d connections of the server's budget; %d %s ahead of it. It starts by itself.", v.Queue.Need, v.Queue.Ahead, runs)
+	case v.Status == engine.StatusFailed:
+		o.Kind, o.Head, o.Detail = "error", "The run failed.", v.Error
+	case len(o.Leaks) > 0:
+		o.Kind = "leak"
+		o.Head = o.Leaks[0].Text
+		if n := len(o.Leaks); n > 1 {
+			o.Head = fmt.Sprintf("%d LEAKS: %d requests got another tenant's rows.", n, n)
+		}
+		if len(o.Leaks) == 1 {
+			o.Leaks = nil // the head says it all
+		} else if len(o.Leaks) > maxOutcomeLeaks {
+			o.Detail = fmt.Sprintf("The first %d are listed; the request log has them all.", maxOutcomeLeaks)
+			o.Leaks = o.Leaks[:maxOutcomeLeaks]
+		}
+	case v.Status == engine.StatusIdle:
+		o.Kind, o.Head = "idle", "No run yet."
+		o.Detail = "Choose a variant and press Run: the outcome appears here."
+	case own+closed+failed == 0:
+		o.Kind, o.Head = "running", "Running: no request has queried yet."
+	case v.Status == engine.StatusRunning:
+		o.Kind, o.Head, o.Detail = "running", "No leak so far.", counts
+	default:
+		o.Kind, o.Head, o.Detail = "safe", "No leak.", counts
+	}
+	return o
+}
+
+// countsText says how the requests that did not leak ended.
+func (v Live) countsText(own, closed, failed int) string {
+	var parts []string
+	if own > 0 {
+		parts = append(parts, plural(own, "request")+" got only their own rows")
+	}
+	if closed > 0 {
+		parts = append(parts, plural(closed, "request")+" failed closed (0 rows)")
+	}
+	if failed > 0 {
+		parts = append(parts, plural(failed, "request")+" failed with an error")
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return strings.Join(parts, ", ") + "."
+}
+
+// plural says "1 request" or "3 requests".
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.Itoa(n) + " " + word + "s"
+}
+
+// leakOf puts one leaking request into words: "LEAK: Globex got Acme's 3
+// rows on backend 4242".
+func (v Live) leakOf(r RequestRow) OutcomeLeak {
+	l := OutcomeLeak{Seq: r.Seq, PID: r.PID, Reader: v.TenantName(r.Tenant)}
+	whose := "another tenant's"
+	if r.SeenTenant != nil && *r.SeenTenant != "" && (r.Tenant == nil || *r.SeenTenant != *r.Tenant) {
+		l.Victim = v.TenantName(r.SeenTenant)
+		whose = l.Victim + "'s"
+	}
+	rows := "rows"
+	if r.ForeignRows == 1 {
+		rows = "row"
+	}
+	l.Text = fmt.Sprintf("LEAK: %s got %s %d %s on backend %d", l.Reader, whose, r.ForeignRows, rows, r.PID)
+	if v.OtherRole(r.Role) {
+		l.Text += " as role " + ShortRole(r.Role, v.Lab)
+	}
+	l.Text += " (request #" + strconv.Itoa(r.Seq) + ")."
+	return l
+}
+
+// FinalLine is the last line of the narration once a run has ended: its
+// outcome.
+func (v Live) FinalLine() string {
+	if v.Status != engine.StatusDone && v.Status != engine.StatusFailed {
+		return ""
+	}
+	o := v.Outcome()
+	s := "Outcome: " + o.Head
+	if len(o.Leaks) > 1 {
+		// Several leaks: the first one, in words (the bar lists them all).
+		s += " The first: " + strings.TrimPrefix(o.Leaks[0].Text, "LEAK: ")
+	}
+	if o.Detail != "" {
+		s += " " + o.Detail
+	}
+	return s
+}
+
+// OtherRole reports whether role is a role other than the lab's app role
+// (as the timeline recorded it); "" is not.
+func (v Live) OtherRole(role string) bool {
+	if role == "" {
+		return false
+	}
+	if tl := v.State.Timeline; tl != nil && tl.AppRole != "" {
+		return role != tl.AppRole
+	}
+	return v.Lab != "" && role != "lab_"+v.Lab+"_app"
+}
+
+// ConnID is the element id of a connection box.
+func ConnID(c Connection) string {
+	return "conn-" + idPart(c.Pool) + "-" + strconv.Itoa(c.Slot)
+}
+
+// RowID is the element id of a request log row.
+func RowID(r RequestRow) string { return "req-" + strconv.Itoa(r.Seq) }
+
+// idPart makes s usable inside an element id.
+func idPart(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			b.WriteRune(c)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}
+
+// tenantAttr is a tenant setting value for a data attribute ("NULL" for
+// NULL).
+func tenantAttr(t *string) string {
+	if t == nil {
+		return "NULL"
+	}
+	return *t
+}
+
+// patternTitles says what each pattern sends to the server.
+var patternTitles = map[string]string{
+	engine.PatternSessionSet: "set_config('app.current_tenant', $1, false): a session-level SET",
+	engine.PatternTxLocal:    "BEGIN; set_config('app.current_tenant', $1, true); query; COMMIT",
+	engine.PatternBatchLocal: "set_config(..., true) and the query in one pgx.Batch (one round trip)",
+	engine.PatternForgot:     "no scoping at all: the query runs under whatever the backend holds",
+	"split":                  "set_config and the query sent as two separate pool calls",
+	"role":                   "SET ROLE to the tenant's role: lasts for the Postgres session",
+	"local-role":             "SET LOCAL ROLE inside BEGIN ... COMMIT",
+}
+
+// PatternTitle explains a pattern in a tooltip ("" for an unknown one).
+func PatternTitle(p string) string { return patternTitles[p] }
+
+// CleanTitle drops the quotes a title written as a quoted string in a
+// lesson's front matter keeps ("…" or '…').
+func CleanTitle(t string) string {
+	t = strings.TrimSpace(t)
+	if len(t) >= 2 && (t[0] == '"' && t[len(t)-1] == '"' || t[0] == '\'' && t[len(t)-1] == '\'') {
+		return strings.TrimSpace(t[1 : len(t)-1])
+	}
+	return t
+}

@@ -1,0 +1,371 @@
+package views
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/rlslab/rlslab/scenarios/engine"
+)
+
+// Timeline geometry, in SVG user units (drawn at one unit per CSS pixel).
+const (
+	tlLabelW   = 6.0  // the left margin (the lane labels are HTML, beside the drawing)
+	tlColW     = 34.0 // one event
+	tlLaneH    = 52.0 // one lane
+	tlTop      = 18.0 // the axis caption above the first lane
+	tlBlockY   = 4.0  // a request block's top within its lane
+	tlBlockH   = 24.0 // a request block's height
+	tlBandY    = 32.0 // the tenant band's top within its lane
+	tlBandH    = 14.0 // the tenant band's height
+	tlMaxLanes = 12   // lanes drawn at most (the most recently active)
+	tlMaxCols  = 48   // events drawn at most (the newest)
+)
+
+// TLLane is one backend's lane.
+type TLLane struct {
+	PID    uint32
+	Label  string // where the connection belongs: "app #1", "own connection"
+	Y      float64
+	Bands  []TLBand
+	Blocks []TLBlock
+}
+
+// TLBand is a stretch of a lane during which the backend held one tenant
+// setting, as last read from it.
+type TLBand struct {
+	X, W   float64
+	Tenant *string
+	Class  string // tenant colour
+	Text   string // the tenant's name, when the band is wide enough
+	Role   string // the role, when it is not the app role
+	Title  string // the whole reading in words (a tooltip)
+}
+
+// TLBlock is one request's time on a lane.
+type TLBlock struct {
+	Seq    int
+	PID    uint32
+	X, Y   float64
+	W      float64
+	Tenant *string
+	Class  string
+	Text   string
+	Leak   bool
+	// Observed reports whether the request's query ran in this block (a
+	// split request has a block for its set_config call without one).
+	Observed bool
+	Title    string
+}
+
+// TLArrow joins a request's earlier call to the block where its query ran
+// on another backend.
+type TLArrow struct {
+	Seq            int
+	X1, Y1, X2, Y2 float64
+}
+
+// TimelineDrawing is the timeline of backends ready to draw.
+type TimelineDrawing struct {
+	Width, Height float64
+	Lanes         []TLLane
+	Arrows        []TLArrow
+	// HiddenLanes and HiddenEvents count what is not drawn.
+	HiddenLanes, HiddenEvents int
+	AxisY                     float64
+}
+
+// laneAcc gathers one lane's events while the drawing is laid out.
+type laneAcc struct {
+	pid      uint32
+	label    string
+	last     int // index of its latest event
+	readings []tlReading
+	closedAt int // column where the connection closed, or -1
+}
+
+type tlReading struct {
+	col    int
+	tenant *string
+	role   string
+}
+
+// Timeline lays out the state's timeline: one lane per backend PID, one
+// column per event (oldest left), the newest tlMaxCols events and the
+// tlMaxLanes lanes active most recently. It returns nil when there is
+// nothing to draw.
+func (v Live) Timeline() *TimelineDrawing {
+	tl := v.State.Timeline
+	if tl == nil || len(tl.Events) == 0 {
+		return nil
+	}
+	events := tl.Events
+	first := max(0, len(events)-tlMaxCols)
+	d := &TimelineDrawing{HiddenEvents: first + tl.Dropped}
+
+	lanes := map[uint32]*laneAcc{}
+	var order []uint32
+	lane := func(ev engine.TimelineEvent, i int) *laneAcc {
+		l := lanes[ev.PID]
+		if l == nil {
+			l = &laneAcc{pid: ev.PID, closedAt: -1}
+			lanes[ev.PID] = l
+			order = append(order, ev.PID)
+		}
+		if l.label == "" || ev.Slot != 0 {
+			switch {
+			case ev.Pool != "" && ev.Slot != 0:
+				l.label = ev.Pool + " #" + strconv.Itoa(ev.Slot)
+			case ev.Pool != "":
+				l.label = ev.Pool
+			}
+		}
+		l.last = i
+		return l
+	}
+	col := func(i int) int { return i - first } // negative: before the window
+
+	// Blocks are kept as [start, end) columns.
+	type span struct {
+		seq        int
+		pid        uint32
+		start, end int
+		observed   bool
+	}
+	var spans []span
+	openSpan := map[uint32]int{} // pid -> index in spans of its open block
+	end := func(pid uint32, c int) {
+		if k, ok := openSpan[pid]; ok {
+			spans[k].end = c
+			delete(openSpan, pid)
+		}
+	}
+	// Behind PgBouncer a pool's connection is a client: the backend last
+	// read through it says nothing about the server its next statement
+	// gets. So the lanes are the servers the readings name, a request's
+	// block is where its own query ran, and the client is named on it.
+	bouncer := v.Pairing != nil
+	clients := map[int]string{}
+	for i, ev := range events {
+		c := col(i)
+		if bouncer && (ev.Kind == engine.TimelineAcquire || ev.Kind == engine.TimelineClose) {
+			if ev.Kind == engine.TimelineAcquire {
+				clients[ev.Seq] = ev.Pool + " #" + strconv.Itoa(ev.Slot)
+			}
+			continue
+		}
+		l := lane(ev, i)
+		if bouncer {
+			l.label = "server, via PgBouncer"
+		}
+		switch ev.Kind {
+		case engine.TimelineAcquire:
+			end(ev.PID, c)
+			openSpan[ev.PID] = len(spans)
+			spans = append(spans, span{seq: ev.Seq, pid: ev.PID, start: c, end: -1})
+		case engine.TimelineObserve:
+			if k, ok := openSpan[ev.PID]; ok && spans[k].seq == ev.Seq {
+				spans[k].observed = true
+			} else {
+				spans = append(spans, span{seq: ev.Seq, pid: ev.PID, start: c, end: c + 1, observed: true})
+			}
+		case engine.TimelineRelease:
+			end(ev.PID, c+1)
+		case engine.TimelineClose:
+			end(ev.PID, c+1)
+			l.closedAt = c + 1
+		}
+		if ev.Read {
+			// A reading that says what the previous one said continues
+			// its band.
+			if k := len(l.readings); k == 0 || !sameSetting(l.readings[k-1].tenant, ev.Tenant) || l.readings[k-1].role != ev.Role {
+				l.readings = append(l.readings, tlReading{col: c, tenant: ev.Tenant, role: ev.Role})
+			}
+		}
+	}
+	n := len(events) - first
+	for k := range spans {
+		if spans[k].end < 0 {
+			spans[k].end = n
+		}
+	}
+
+	// The lanes drawn: the most recently active ones, in order of their
+	// first appearance.
+	shown := order
+	if len(order) > tlMaxLanes {
+		byLast := append([]uint32(nil), order...)
+		// keep the tlMaxLanes with the largest last index
+		keep := map[uint32]bool{}
+		for range tlMaxLanes {
+			best := -1
+			for j, pid := range byLast {
+				if keep[pid] {
+					continue
+				}
+				if best < 0 || lanes[pid].last > lanes[byLast[best]].last {
+					best = j
+				}
+			}
+			keep[byLast[best]] = true
+		}
+		shown = nil
+		for _, pid := range order {
+			if keep[pid] {
+				shown = append(shown, pid)
+			}
+		}
+		d.HiddenLanes = len(order) - len(shown)
+	}
+	x := func(c int) float64 { return tlLabelW + float64(max(c, 0))*tlColW }
+	laneY := map[uint32]float64{}
+	for li, pid := range shown {
+		l := lanes[pid]
+		y := tlTop + float64(li)*tlLaneH
+		laneY[pid] = y
+		out := TLLane{PID: pid, Label: l.label, Y: y}
+		for ri, r := range l.readings {
+			endCol := n
+			if ri+1 < len(l.readings) {
+				endCol = l.readings[ri+1].col
+			}
+			if l.closedAt >= 0 && l.closedAt > r.col && l.closedAt < endCol {
+				endCol = l.closedAt
+			}
+			if endCol <= 0 {
+				continue // wholly before the window
+			}
+			if endCol == r.col {
+				continue
+			}
+			b := TLBand{X: x(r.col), Tenant: r.tenant, Class: TenantClass(r.tenant)}
+			b.W = x(endCol) - b.X
+			name := v.TenantName(r.tenant)
+			if r.role != "" && tl.AppRole != "" && r.role != tl.AppRole {
+				b.Role = ShortRole(r.role, v.Lab)
+			}
+			b.Title = "backend " + strconv.FormatUint(uint64(pid), 10) + " held tenant setting " + v.TenantLabel(r.tenant) + " as role " + r.role
+			b.Text = name
+			if b.Role != "" {
+				b.Text = name + " · role " + b.Role
+			}
+			if float64(len(b.Text))*7.8 > b.W-8 {
+				b.Text = ""
+				if float64(len(name))*7 <= b.W-6 {
+					b.Text = name
+				}
+			}
+			out.Bands = append(out.Bands, b)
+		}
+		d.Lanes = append(d.Lanes, out)
+	}
+	rows := map[int]engine.RequestRow{}
+	for _, r := range v.Requests {
+		rows[r.Seq] = r
+	}
+	observedAt := map[int]TLBlock{}
+	laneIndex := map[uint32]int{}
+	for i, l := range d.Lanes {
+		laneIndex[l.PID] = i
+	}
+	var all []TLBlock
+	for _, s := range spans {
+		y, ok := laneY[s.pid]
+		if !ok || s.end <= 0 {
+			continue
+		}
+		row := rows[s.seq]
+		b := TLBlock{Seq: s.seq, PID: s.pid, X: x(s.start) + 2, Y: y + tlBlockY, W: x(s.end) - x(s.start) - 4,
+			Tenant: row.Tenant, Class: TenantClass(row.Tenant), Observed: s.observed, Leak: s.observed && row.Leak}
+		b.W = max(b.W, tlColW-4)
+		name := v.TenantName(row.Tenant)
+		b.Text = "#" + strconv.Itoa(s.seq) + " " + name
+		if b.Leak {
+			b.Text = "LEAK #" + strconv.Itoa(s.seq) + " " + name
+		}
+		if !s.observed && row.Pattern != "" && row.Phase != "acquired" && row.Phase != "acquiring" {
+			b.Text += " (call)"
+		}
+		for _, shorter := range []string{name, "#" + strconv.Itoa(s.seq)} {
+			if float64(len(b.Text))*7.8 <= b.W-8 {
+				break
+			}
+			b.Text = shorter
+			if b.Leak {
+				b.Text = "LEAK " + shorter
+			}
+		}
+		if float64(len(b.Text))*7.8 > b.W-8 && b.Leak {
+			b.Text = "LEAK"
+		}
+		b.Title = "request #" + strconv.Itoa(s.seq) + " for " + v.TenantLabel(row.Tenant) + " (" + row.Pattern + ") on backend " + strconv.FormatUint(uint64(s.pid), 10)
+		if cl, ok := clients[s.seq]; ok {
+			b.Title += ", sent by client " + cl + " through PgBouncer"
+		}
+		if b.Leak {
+			b.Title += ": LEAK, " + WhyText(row)
+		}
+		li := laneIndex[s.pid]
+		d.Lanes[li].Blocks = append(d.Lanes[li].Blocks, b)
+		all = append(all, b)
+		if s.observed {
+			observedAt[s.seq] = b
+		}
+	}
+	for _, b := range all {
+		o, ok := observedAt[b.Seq]
+		if !ok || b.Observed || o.PID == b.PID {
+			continue
+		}
+		d.Arrows = append(d.Arrows, TLArrow{Seq: b.Seq, X1: b.X + b.W, Y1: b.Y + tlBlockH/2, X2: o.X, Y2: o.Y + tlBlockH/2})
+	}
+	d.AxisY = tlTop + float64(len(d.Lanes))*tlLaneH
+	d.Height = d.AxisY + 6
+	// The width grows four columns at a time, so that a frame seldom has
+	// to redraw the whole timeline.
+	cols := min((n+3)/4*4, tlMaxCols)
+	d.Width = x(max(cols, 8)) + 8
+	return d
+}
+
+// sameSetting reports whether two readings of the tenant setting agree.
+func sameSetting(a, b *string) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// TenantName names a tenant setting value briefly: the tenant's name,
+// "”" or "NULL".
+func (v Live) TenantName(t *string) string {
+	switch {
+	case t == nil:
+		return "NULL"
+	case *t == "":
+		return "''"
+	}
+	if n, ok := v.TenantNames[*t]; ok {
+		return n
+	}
+	if _, err := strconv.Atoi(*t); err == nil {
+		return "Tenant " + *t
+	}
+	return "'" + *t + "'"
+}
+
+// ShortRole drops the lab's prefix from a role name (lab_abc_app → app),
+// which is the same in every role of the lab.
+func ShortRole(role, lab string) string {
+	if lab != "" {
+		if s, ok := strings.CutPrefix(role, "lab_"+lab+"_"); ok && s != "" {
+			return s
+		}
+	}
+	return role
+}
+
+// LaneID is the element id of a timeline lane.
+func LaneID(l TLLane) string { return "tl-lane-" + strconv.FormatUint(uint64(l.PID), 10) }
+
+// ChartID is the element id of the scenario's i-th chart.
+func ChartID(i int) string { return "chart-" + strconv.Itoa(i) }

@@ -1,0 +1,163 @@
+package views
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/rlslab/rlslab/scenarios/engine"
+)
+
+// setLeakState is the state a set-leak session-set run ends with on a
+// pool of two: Acme scopes backend 100 with a session-level SET and
+// releases it; Globex forgets to scope, gets backend 100 and Acme's rows.
+func setLeakState() engine.State {
+	acme, globex, initech := ptr("1"), ptr("2"), ptr("3")
+	app := "lab_x_app"
+	ev := func(kind string, slot int, pid uint32, read bool, tenant *string, seq int) engine.TimelineEvent {
+		return engine.TimelineEvent{Kind: kind, Pool: "app", Slot: slot, PID: pid, Read: read, Tenant: tenant, Role: app, Seq: seq}
+	}
+	return engine.State{Lab: "x", Status: engine.StatusDone, Scenario: "set-leak", Variant: "session-set",
+		Timeline: &engine.Timeline{AppRole: app, Events: []engine.TimelineEvent{
+			ev(engine.TimelineConnect, 1, 100, true, nil, 0),
+			ev(engine.TimelineConnect, 2, 200, true, nil, 0),
+			ev(engine.TimelineAcquire, 1, 100, false, nil, 1),
+			ev(engine.TimelineAcquire, 2, 200, false, nil, 2),
+			ev(engine.TimelineObserve, 0, 100, true, acme, 1),
+			ev(engine.TimelineRelease, 1, 100, true, acme, 0),
+			ev(engine.TimelineAcquire, 1, 100, false, acme, 3),
+			ev(engine.TimelineObserve, 0, 100, true, acme, 3),
+			ev(engine.TimelineRelease, 1, 100, true, acme, 0),
+			ev(engine.TimelineObserve, 0, 200, true, initech, 2),
+			ev(engine.TimelineRelease, 2, 200, true, initech, 0),
+		}},
+		Requests: []engine.RequestRow{
+			{Seq: 1, Tenant: acme, Pattern: "session-set", PID: 100, SeenTenant: acme, Role: app, Rows: 3, FinishedAt: 1, Phase: "released"},
+			{Seq: 2, Tenant: initech, Pattern: "session-set", PID: 200, SeenTenant: initech, Role: app, Rows: 3, FinishedAt: 3, Phase: "released"},
+			{Seq: 3, Tenant: globex, Pattern: "forgot", PID: 100, SeenTenant: acme, Role: app, Rows: 3, ForeignRows: 3, Leak: true, FinishedAt: 2, Phase: "released"},
+		},
+	}
+}
+
+var tenants = []engine.Tenant{{ID: 1, Name: "Acme"}, {ID: 2, Name: "Globex"}, {ID: 3, Name: "Initech"}}
+
+func TestTimelinePutsTheForgetfulRequestOnTheLaneAcmeScoped(t *testing.T) {
+	d := NewLive(setLeakState(), tenants).Timeline()
+	if d == nil || len(d.Lanes) != 2 || d.Lanes[0].PID != 100 || d.Lanes[1].PID != 200 {
+		t.Fatalf("lanes: %+v", d)
+	}
+	lane := d.Lanes[0]
+	var forgot *TLBlock
+	for i, b := range lane.Blocks {
+		if b.Seq == 3 {
+			forgot = &lane.Blocks[i]
+		}
+	}
+	if forgot == nil || !forgot.Leak || *forgot.Tenant != "2" || !strings.Contains(forgot.Text, "LEAK") {
+		t.Fatalf("the forgetful request's block on backend 100: %+v", lane.Blocks)
+	}
+	mid := forgot.X + forgot.W/2
+	var under *TLBand
+	for i, b := range lane.Bands {
+		if b.X <= mid && mid < b.X+b.W {
+			under = &lane.Bands[i]
+		}
+	}
+	if under == nil || under.Tenant == nil || *under.Tenant != "1" || under.Text != "Acme" {
+		t.Fatalf("the band under the forgetful request is %+v, want Acme's", under)
+	}
+	// Acme's own block starts where the backend still held NULL.
+	if lane.Bands[0].Tenant != nil {
+		t.Errorf("the first band of backend 100 is %v, want NULL (read at connect)", *lane.Bands[0].Tenant)
+	}
+}
+
+func TestTimelineDrawsASplitRequestsArrow(t *testing.T) {
+	acme := ptr("1")
+	st := engine.State{Lab: "x", Timeline: &engine.Timeline{AppRole: "app", Events: []engine.TimelineEvent{
+		{Kind: engine.TimelineConnect, Pool: "app", Slot: 1, PID: 100, Read: true, Role: "app"},
+		{Kind: engine.TimelineConnect, Pool: "app", Slot: 2, PID: 200, Read: true, Role: "app"},
+		{Kind: engine.TimelineAcquire, Pool: "app", Slot: 1, PID: 100, Seq: 1},
+		{Kind: engine.TimelineRelease, Pool: "app", Slot: 1, PID: 100, Read: true, Tenant: acme, Role: "app"},
+		{Kind: engine.TimelineAcquire, Pool: "app", Slot: 2, PID: 200, Seq: 1},
+		{Kind: engine.TimelineObserve, Pool: "app", PID: 200, Read: true, Role: "other_role", Seq: 1},
+		{Kind: engine.TimelineRelease, Pool: "app", Slot: 2, PID: 200, Read: true, Role: "app"},
+	}}, Requests: []engine.RequestRow{{Seq: 1, Tenant: acme, Pattern: "split", PID: 200, FinishedAt: 1, Phase: "released"}}}
+	d := NewLive(st, tenants).Timeline()
+	if len(d.Arrows) != 1 || d.Arrows[0].X1 >= d.Arrows[0].X2 || d.Arrows[0].Y1 >= d.Arrows[0].Y2 {
+		t.Fatalf("arrows %+v", d.Arrows)
+	}
+	roles := 0
+	for _, b := range d.Lanes[1].Bands {
+		if b.Role == "other_role" {
+			roles++
+		}
+	}
+	if roles != 1 {
+		t.Errorf("the reading under another role is not marked: %+v", d.Lanes[1].Bands)
+	}
+	var buf bytes.Buffer
+	if err := LiveView(NewLive(st, tenants)).Render(context.Background(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `class="tl-arrow" data-seq="1"`) {
+		t.Error("the arrow is not drawn")
+	}
+}
+
+func TestOutcomeSaysWhatTheRunShowed(t *testing.T) {
+	st := setLeakState()
+	if o := NewLive(st, tenants).Outcome(); o.Kind != "leak" || o.Head != "LEAK: Globex got Acme's 3 rows on backend 100 (request #3)." {
+		t.Errorf("leak outcome %+v", o)
+	}
+	st.Requests[2].Leak, st.Requests[2].ForeignRows, st.Requests[2].Rows = false, 0, 0
+	o := NewLive(st, tenants).Outcome()
+	if o.Kind != "safe" || o.Detail != "2 requests got only their own rows, 1 request failed closed (0 rows)." {
+		t.Errorf("safe outcome %+v", o)
+	}
+	if f := NewLive(st, tenants).FinalLine(); !strings.HasPrefix(f, "Outcome: No leak.") {
+		t.Errorf("final line %q", f)
+	}
+	st.Status, st.Queue = engine.StatusQueued, &engine.Queue{Need: 3, Ahead: 1}
+	if o := NewLive(st, tenants).Outcome(); o.Kind != "queued" || !strings.Contains(o.Detail, "needs 3 connections") || !strings.Contains(o.Detail, "1 run ahead") {
+		t.Errorf("queued outcome %+v", o)
+	}
+	st.Outage = "the database is not answering"
+	if o := NewLive(st, tenants).Outcome(); o.Kind != "outage" {
+		t.Errorf("outage outcome %+v", o)
+	}
+}
+
+func TestFramePartsCarryStableIDs(t *testing.T) {
+	parts, err := FrameParts(NewLive(setLeakState(), tenants))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, p := range parts {
+		if ids[p.ID] {
+			t.Errorf("part %s twice", p.ID)
+		}
+		ids[p.ID] = true
+		if !bytes.Contains(p.HTML, []byte(`id="`+p.ID+`"`)) && p.Wrap != "svg" {
+			t.Errorf("part %s does not carry its id: %.80s", p.ID, p.HTML)
+		}
+		if p.Wrap != "svg" && !bytes.Contains(p.HTML, []byte(`hx-swap-oob="true"`)) {
+			t.Errorf("part %s is not swapped out of band: %.80s", p.ID, p.HTML)
+		}
+	}
+	for _, want := range []string{"outcome", "status", "timeline", "requests", "req-3", "tl-lane-100", "tl-lane-200"} {
+		if !ids[want] {
+			t.Errorf("no part %s", want)
+		}
+	}
+}
+
+func TestCleanTitle(t *testing.T) {
+	for in, want := range map[string]string{`"Belt and braces: reset"`: "Belt and braces: reset", "plain": "plain", `'q'`: "q", `say "x"`: `say "x"`} {
+		if got := CleanTitle(in); got != want {
+			t.Errorf("CleanTitle(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
