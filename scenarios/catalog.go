@@ -16,6 +16,7 @@ func allScenarios() []*engine.Scenario {
 		SetRole(),
 		ScopingCost(),
 		PgBouncerTx(),
+		ViewBypass(),
 	}
 }
 
