@@ -17,6 +17,7 @@ func allScenarios() []*engine.Scenario {
 		ScopingCost(),
 		PgBouncerTx(),
 		ViewBypass(),
+		ResetScope(),
 	}
 }
 
