@@ -18,6 +18,7 @@ func allScenarios() []*engine.Scenario {
 		PgBouncerTx(),
 		ViewBypass(),
 		ResetScope(),
+		LostContext(),
 	}
 }
 
