@@ -19,6 +19,7 @@ func allScenarios() []*engine.Scenario {
 		ViewBypass(),
 		ResetScope(),
 		LostContext(),
+		TrustedFlag(),
 	}
 }
 
