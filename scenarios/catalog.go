@@ -20,6 +20,7 @@ func allScenarios() []*engine.Scenario {
 		ResetScope(),
 		LostContext(),
 		TrustedFlag(),
+		SideChannels(),
 	}
 }
 
