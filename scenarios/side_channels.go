@@ -122,7 +122,11 @@ func runSideChannels(ctx context.Context, env *engine.Env, unique, grant string,
 	case errors.As(ierr, &pe) && pe.Code == "23505":
 		revealed = 1
 		r.Fail(ierr)
-		say = fmt.Sprintf("SELECT for %s finds %d rows, yet INSERT of it for %s fails: %s (SQLSTATE %s). %s. So some other tenant has that address.", probe, visible, acme.Name, pe.Message, pe.Code, pe.Detail)
+		detail := "no DETAIL line: the server leaves the key out on a table with RLS, but the error is the answer"
+		if pe.Detail != "" {
+			detail = "DETAIL: " + pe.Detail
+		}
+		say = fmt.Sprintf("SELECT for %s finds %d rows, yet INSERT of it for %s fails: %s (SQLSTATE %s; %s). So some other tenant has that address.", probe, visible, acme.Name, pe.Message, pe.Code, detail)
 		r.Update(func(rr *engine.RequestRow) {
 			rr.Why = fmt.Sprintf("The duplicate-key error reveals a row RLS hides: %s exists in another tenant.", probe)
 		})
