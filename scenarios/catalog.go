@@ -21,6 +21,7 @@ func allScenarios() []*engine.Scenario {
 		LostContext(),
 		TrustedFlag(),
 		SideChannels(),
+		RLSPerformance(),
 	}
 }
 
