@@ -22,6 +22,7 @@ func allScenarios() []*engine.Scenario {
 		TrustedFlag(),
 		SideChannels(),
 		RLSPerformance(),
+		StalePlan(),
 	}
 }
 
