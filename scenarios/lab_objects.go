@@ -129,3 +129,11 @@ func scopedTx(ctx context.Context, r *engine.Request, setting string) (pgx.Tx, e
 	}
 	return tx, nil
 }
+
+// adminAndPool is the connection need of a variant that changes the lab on
+// its superuser connection, runs requests on a pool of one connection, and
+// undoes its changes on the superuser connection while the pool is still
+// open: one pool connection and the superuser connection, plus the
+// superuser connection the run closed a moment before, whose backend may
+// not have left the server yet.
+var adminAndPool = engine.Fixed(3)

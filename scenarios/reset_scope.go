@@ -37,7 +37,7 @@ const scopeSearchPath = "acme, public"
 // all six.
 func ResetScope() *engine.Scenario {
 	v := func(name, summary string) engine.Variant {
-		return engine.Variant{Name: name, Summary: summary, Conns: engine.Fixed(2), Run: func(ctx context.Context, env *engine.Env) error {
+		return engine.Variant{Name: name, Summary: summary, Conns: adminAndPool, Run: func(ctx context.Context, env *engine.Env) error {
 			return runResetScope(ctx, env, resetStatements[name])
 		}}
 	}

@@ -64,7 +64,7 @@ type perfSetup struct {
 func RLSPerformance() *engine.Scenario {
 	gin := "CREATE INDEX perf_invoices_tags ON " + perfTable + " USING gin (tags jsonb_path_ops)"
 	v := func(name, summary string, s perfSetup) engine.Variant {
-		return engine.Variant{Name: name, Summary: summary, Conns: engine.Fixed(2), Run: func(ctx context.Context, env *engine.Env) error {
+		return engine.Variant{Name: name, Summary: summary, Conns: adminAndPool, Run: func(ctx context.Context, env *engine.Env) error {
 			return runRLSPerformance(ctx, env, name, s)
 		}}
 	}

@@ -29,7 +29,7 @@ const contactsTable = "contacts"
 // role may run it. A unique key per tenant and no TRUNCATE grant close both.
 func SideChannels() *engine.Scenario {
 	v := func(name, summary, unique, grant string, truncate bool) engine.Variant {
-		return engine.Variant{Name: name, Summary: summary, Conns: engine.Fixed(2), Run: func(ctx context.Context, env *engine.Env) error {
+		return engine.Variant{Name: name, Summary: summary, Conns: adminAndPool, Run: func(ctx context.Context, env *engine.Env) error {
 			return runSideChannels(ctx, env, unique, grant, truncate)
 		}}
 	}

@@ -28,7 +28,7 @@ const (
 // called when the query runs.
 func StalePlan() *engine.Scenario {
 	v := func(name, volatility, summary string) engine.Variant {
-		return engine.Variant{Name: name, Summary: summary, Conns: engine.Fixed(2), Run: func(ctx context.Context, env *engine.Env) error {
+		return engine.Variant{Name: name, Summary: summary, Conns: adminAndPool, Run: func(ctx context.Context, env *engine.Env) error {
 			return runStalePlan(ctx, env, volatility)
 		}}
 	}

@@ -31,12 +31,12 @@ func TrustedFlag() *engine.Scenario {
 		ID:    "trusted-flag",
 		Title: "A policy that trusts a flag anyone can set",
 		Variants: []engine.Variant{
-			{Name: TrustedFlagSettable, Conns: engine.Fixed(2),
+			{Name: TrustedFlagSettable, Conns: adminAndPool,
 				Summary: "Admins are recognised by the setting app.is_admin = 'on': a search term that calls set_config turns Acme's request into an admin.",
 				Run: func(ctx context.Context, env *engine.Env) error {
 					return runTrustedFlag(ctx, env, false)
 				}},
-			{Name: TrustedFlagAdminRole, Conns: engine.Fixed(2),
+			{Name: TrustedFlagAdminRole, Conns: adminAndPool,
 				Summary: "The admin policy is granted TO a role the app role cannot become: the same injected set_config changes nothing.",
 				Run: func(ctx context.Context, env *engine.Env) error {
 					return runTrustedFlag(ctx, env, true)

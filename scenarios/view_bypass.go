@@ -31,7 +31,7 @@ const (
 // SECURITY INVOKER function run as the app role and are filtered.
 func ViewBypass() *engine.Scenario {
 	v := func(name, summary, create, from, object string) engine.Variant {
-		return engine.Variant{Name: name, Summary: summary, Conns: engine.Fixed(2), Run: func(ctx context.Context, env *engine.Env) error {
+		return engine.Variant{Name: name, Summary: summary, Conns: adminAndPool, Run: func(ctx context.Context, env *engine.Env) error {
 			return runViewBypass(ctx, env, create, from, object)
 		}}
 	}
