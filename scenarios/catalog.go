@@ -16,6 +16,13 @@ func allScenarios() []*engine.Scenario {
 		SetRole(),
 		ScopingCost(),
 		PgBouncerTx(),
+		ViewBypass(),
+		ResetScope(),
+		LostContext(),
+		TrustedFlag(),
+		SideChannels(),
+		RLSPerformance(),
+		StalePlan(),
 	}
 }
 

@@ -179,3 +179,22 @@ func narrationStarts(prefix string) func(int, engine.State) bool {
 func atFrame(n int) func(int, engine.State) bool {
 	return func(f int, _ engine.State) bool { return f == n }
 }
+
+// leftoverObjects counts the views, functions and tables of the lab's
+// public schema beyond the sandbox's own two tables.
+func leftoverObjects(t *testing.T, lab *sessions.Lab) int {
+	t.Helper()
+	ctx := context.Background()
+	conn, release, err := lab.Sandbox.Admin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm') AND c.relname NOT IN ('tenants', 'invoices'))
+		+ (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public')`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
