@@ -35,6 +35,13 @@ type Server struct {
 	mux     *http.ServeMux
 	hubs    *live.Hubs
 	store   *store.Store
+
+	// Workshops, presenters and recordings (workshops.go, present.go,
+	// runs.go).
+	joins   *joinLimiter
+	present *live.Hubs
+	recs    *recordingCache
+	seen    *lessonSeen
 }
 
 // WithStore gives the server rlslab's own tables (learners, progress,
@@ -50,12 +57,19 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{labs: labs, lessons: ls, static: static, log: log, mux: http.NewServeMux(), hubs: live.NewHubs(NewFrames(log), log)}
+	s.joins = newJoinLimiter()
+	s.present = live.NewHubs(&presentFrames{cat: labs.Catalog(), log: log}, log)
+	s.recs = newRecordingCache()
+	s.seen = newLessonSeen()
 	s.routes()
 	return s
 }
 
 // Close stops the live views (every watcher is told).
-func (s *Server) Close() { s.hubs.Close() }
+func (s *Server) Close() {
+	s.hubs.Close()
+	s.present.Close()
+}
 
 // routes registers every endpoint.
 func (s *Server) routes() {
@@ -70,6 +84,9 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /labs/{id}/speed", s.owner(s.handleSpeed))
 	s.mux.HandleFunc("POST /labs/{id}/step", s.owner(s.handleStep))
 	s.mux.HandleFunc("GET /labs/{id}/ws", s.handleWS)
+	s.workshopRoutes()
+	s.runRoutes()
+	s.presentRoutes()
 	s.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(s.static)))
 }
 
@@ -138,6 +155,8 @@ func ErrorStatus(err error) int {
 		return http.StatusForbidden
 	case rlslab.EUNAVAILABLE:
 		return http.StatusServiceUnavailable
+	case rlslab.ETOOMANY:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
