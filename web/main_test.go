@@ -15,6 +15,7 @@ import (
 	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
+	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/static"
 	"github.com/rlslab/rlslab/web"
 )
@@ -23,12 +24,14 @@ func TestMain(m *testing.M) { pgenvtest.Main(m) }
 
 // testServer is a running rlslab web server on a free port.
 type testServer struct {
-	URL  string
-	Labs *sessions.Manager
+	URL   string
+	Labs  *sessions.Manager
+	Store *store.Store
 }
 
-// mustStartServer serves rlslab on 127.0.0.1:0 with a real lab manager and
-// the real lessons; it stops when the test ends.
+// mustStartServer serves rlslab on 127.0.0.1:0 with a real lab manager,
+// the real lessons and rlslab's own tables, where every finished run is
+// recorded (see testKeeper); it stops when the test ends.
 func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 	tb.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -36,16 +39,27 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 		cfg.Catalog = scenarios.DefaultCatalog()
 	}
 	cfg.Logger = log
-	labs := sessionstest.MustOpenManager(tb, cfg)
 	ls, err := lessons.Load(lessons.Content(), cfg.Catalog)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	keeper := &testKeeper{tb: tb, lessons: ls}
+	if cfg.OnRunEnd == nil {
+		cfg.OnRunEnd = keeper.keep
+	}
+	labs := sessionstest.MustOpenManager(tb, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, labs.Admin(), log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	keeper.st.Store(st)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	handler := web.NewServer(labs, ls, static.FS(), log)
+	handler := web.NewServer(labs, ls, static.FS(), log).WithStore(st)
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	tb.Cleanup(func() {
@@ -54,7 +68,7 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
-	return &testServer{URL: "http://" + ln.Addr().String(), Labs: labs}
+	return &testServer{URL: "http://" + ln.Addr().String(), Labs: labs, Store: st}
 }
 
 // newBrowserClient returns an HTTP client with its own cookie jar (one

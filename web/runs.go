@@ -23,7 +23,7 @@ const cachedRecordings = 4
 // runRoutes registers the recordings' endpoints.
 func (s *Server) runRoutes() {
 	s.mux.HandleFunc("GET /labs/{id}/runs.json", s.handleLabRunsJSON)
-	s.mux.HandleFunc("GET /labs/{id}/runs", s.handleLabRuns)
+	s.mux.HandleFunc("GET /labs/{id}/recent-runs", s.handleLabRuns)
 	s.mux.HandleFunc("GET /runs/{id}", s.handleRun1)
 	s.mux.HandleFunc("GET /runs/{id}/frames/{n}", s.handleReplayFrame)
 	s.mux.HandleFunc("GET /runs/{a}/vs/{b}", s.handleCompare)

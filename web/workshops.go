@@ -321,14 +321,14 @@ func (s *Server) lessonTitle(slug string) string {
 
 // workshopState is GET /workshops/{id}/state.json.
 type workshopState struct {
-	ID           string             `json:"id"`
-	Title        string             `json:"title"`
-	Code         string             `json:"code"`
-	Lesson       string             `json:"lesson"` // the workshop's current lesson
-	Ended        bool               `json:"ended"`
-	Counts       views.WorkshopCounts       `json:"counts"`
-	Capacity     views.Capacity     `json:"capacity"`
-	Participants []participantState `json:"participants"`
+	ID           string               `json:"id"`
+	Title        string               `json:"title"`
+	Code         string               `json:"code"`
+	Lesson       string               `json:"lesson"` // the workshop's current lesson
+	Ended        bool                 `json:"ended"`
+	Counts       views.WorkshopCounts `json:"counts"`
+	Capacity     views.Capacity       `json:"capacity"`
+	Participants []participantState   `json:"participants"`
 }
 
 // participantState is one participant in workshopState.
