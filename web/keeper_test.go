@@ -20,6 +20,8 @@ import (
 type testKeeper struct {
 	tb      testing.TB
 	lessons *lessons.Set
+	// pgVersion is the server's version, set before the first run.
+	pgVersion string
 	st      atomic.Pointer[store.Store]
 }
 
@@ -44,7 +46,7 @@ func (k *testKeeper) keep(r sessions.RunRecord) {
 	}
 	if _, err := st.SaveRecording(ctx, store.Recording{Lab: r.Lab.ID, Learner: learner, Scenario: r.Scenario, Variant: r.Variant,
 		Params: params, Status: r.Final.Status, Error: r.Final.Error, Leaks: out.Leaks, Errors: out.Errors, Outcome: outcome,
-		PostgresVersion: "test", StartedAt: r.Started, FinishedAt: time.Now(), Frames: frames}); err != nil {
+		PostgresVersion: k.pgVersion, StartedAt: r.Started, FinishedAt: time.Now(), Frames: frames}); err != nil {
 		k.tb.Logf("recording not saved: %v", err)
 		return
 	}

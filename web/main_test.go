@@ -54,6 +54,9 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	if err := labs.Admin().QueryRow(ctx, "SHOW server_version").Scan(&keeper.pgVersion); err != nil {
+		tb.Fatal(err)
+	}
 	keeper.st.Store(st)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
