@@ -20,8 +20,8 @@ func (s *Server) presentRoutes() {
 // presentFrames renders the frames of the presenter and watch views: the
 // live view plus the pinned head (scenario, variant, outcome so far).
 type presentFrames struct {
-	cat *engine.Catalog
-	log *slog.Logger
+	labs *sessions.Manager
+	log  *slog.Logger
 }
 
 // Frame renders st as the live view and the head, both swapped in by id.
@@ -32,7 +32,7 @@ func (f *presentFrames) Frame(st engine.State) []byte {
 		f.log.Error("render frame", "lab", st.Lab, "err", err)
 		return nil
 	}
-	if err := views.PresentHead(headOf(f.cat, st), true).Render(ctx, &buf); err != nil {
+	if err := views.PresentHead(headOf(f.labs.Catalog(), st), true).Render(ctx, &buf); err != nil {
 		f.log.Error("render head", "lab", st.Lab, "err", err)
 		return nil
 	}

@@ -58,7 +58,7 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 	}
 	s := &Server{labs: labs, lessons: ls, static: static, log: log, mux: http.NewServeMux(), hubs: live.NewHubs(NewFrames(log), log)}
 	s.joins = newJoinLimiter()
-	s.present = live.NewHubs(&presentFrames{cat: labs.Catalog(), log: log}, log)
+	s.present = live.NewHubs(&presentFrames{labs: labs, log: log}, log)
 	s.recs = newRecordingCache()
 	s.seen = newLessonSeen()
 	s.routes()
