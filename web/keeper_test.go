@@ -22,7 +22,7 @@ type testKeeper struct {
 	lessons *lessons.Set
 	// pgVersion is the server's version, set before the first run.
 	pgVersion string
-	st      atomic.Pointer[store.Store]
+	st        atomic.Pointer[store.Store]
 }
 
 // keep saves r.
