@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
@@ -136,6 +137,14 @@ func TestBrowserWorkshop(t *testing.T) {
 	fac.do(chromedp.EmulateViewport(1280, 720))
 	fac.screenshot(shots, "screenshot-dashboard.png")
 
+	// The facilitator moves everyone to lesson 2: Bob's lesson page says so.
+	fac.do(
+		chromedp.SetValue(chromedp.CSS(`.dash-controls select[name=lesson]`), "2"),
+		chromedp.Click(chromedp.ID("move")),
+	)
+	people[1].tab.poll("the move notice", `(function () { var a = document.getElementById("ws-moved");
+		return !!a && a.textContent.indexOf("Your facilitator moved to lesson 2") === 0 && a.getAttribute("href") === "/lessons/split-calls"; })()`)
+
 	// The facilitator projects Ann's lab: the presenter view shows what
 	// Ann's tab shows, without controls.
 	ann := people[0]
@@ -172,11 +181,17 @@ func TestBrowserWorkshop(t *testing.T) {
 	fac.screenshot(shots, "screenshot-presenter-1280x720.png")
 
 	t.Logf("%v: the projector matches Ann's tab", time.Since(start).Round(time.Millisecond))
-	// Ann presents her own lab with the keyboard: 2 picks tx-local, Space
-	// runs it (and does not scroll), R resets the lab.
+	// Ann presents her own lab with the keyboard: 2 picks tx-local, the
+	// arrows full speed, Space runs it (and does not scroll), R resets the
+	// lab.
 	ann.tab.do(chromedp.Navigate(ts.URL+"/labs/"+ann.lab+"/present"), chromedp.WaitReady(chromedp.ID("variant-keys")))
 	ann.tab.poll("presenter socket", `window.rlslabTest.wsOpen > 0`)
-	ann.tab.do(chromedp.KeyEvent("2"), chromedp.KeyEvent(" "))
+	ann.tab.do(chromedp.KeyEvent("2"), chromedp.KeyEvent(kb.ArrowRight), chromedp.KeyEvent(kb.ArrowRight), chromedp.KeyEvent(kb.ArrowRight),
+		chromedp.KeyEvent(kb.ArrowRight), chromedp.KeyEvent(kb.ArrowLeft), chromedp.KeyEvent(kb.ArrowRight))
+	if sp := run(ann.tab, chromedp.Evaluate[string](`document.getElementById("present-speed").textContent`)); sp != "full speed" {
+		t.Errorf("after → → → → ← → the presenter's speed is %q", sp)
+	}
+	ann.tab.do(chromedp.KeyEvent(" "))
 	ann.tab.poll("tx-local done", `document.getElementById("present-head").getAttribute("data-variant") === "tx-local" &&
 		document.getElementById("live").getAttribute("data-status") === "done"`)
 	if y := run(ann.tab, chromedp.Evaluate[int](`window.scrollY`)); y != 0 {

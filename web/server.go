@@ -42,6 +42,7 @@ type Server struct {
 	present *live.Hubs
 	recs    *recordingCache
 	seen    *lessonSeen
+	closing chan struct{} // closed by Close: the dashboards' websockets end
 }
 
 // WithStore gives the server rlslab's own tables (learners, progress,
@@ -61,12 +62,18 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 	s.present = live.NewHubs(&presentFrames{labs: labs, log: log}, log)
 	s.recs = newRecordingCache()
 	s.seen = newLessonSeen()
+	s.closing = make(chan struct{})
 	s.routes()
 	return s
 }
 
 // Close stops the live views (every watcher is told).
 func (s *Server) Close() {
+	select {
+	case <-s.closing:
+	default:
+		close(s.closing)
+	}
 	s.hubs.Close()
 	s.present.Close()
 }

@@ -427,6 +427,10 @@ func (s *Server) handleDashboardWS(w http.ResponseWriter, r *http.Request, ws st
 			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteWait)); err != nil {
 				return
 			}
+		case <-s.closing:
+			msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "rlslab is stopping")
+			_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
+			return
 		case <-ctx.Done():
 			return
 		}
