@@ -181,6 +181,18 @@ func TestBrowserWorkshop(t *testing.T) {
 	fac.screenshot(shots, "screenshot-presenter-1280x720.png")
 
 	t.Logf("%v: the projector matches Ann's tab", time.Since(start).Round(time.Millisecond))
+
+	// The read-only view the dashboard links to: the lesson's title, the
+	// variant, the narration, no controls.
+	fac.do(chromedp.Navigate(ts.URL+"/labs/"+ann.lab), chromedp.WaitReady(chromedp.ID("live")))
+	watch := run(fac, chromedp.Evaluate[map[string]string](`({lesson: (document.querySelector(".watch-lesson") || {}).textContent || "",
+		variant: document.getElementById("present-head").getAttribute("data-variant"),
+		narration: String(document.querySelectorAll("#narration-history li").length),
+		controls: String(document.querySelectorAll("form.run-form, #run, #reset, #step, #variant-keys").length)})`))
+	if watch["lesson"] != "Why SET leaks across pooled connections" || watch["variant"] != engine.PatternSessionSet || watch["narration"] == "0" || watch["controls"] != "0" {
+		t.Errorf("the watch view shows %v", watch)
+	}
+	fac.screenshot(shots, "screenshot-watch.png")
 	// Ann presents her own lab with the keyboard: 2 picks tx-local, the
 	// arrows full speed, Space runs it (and does not scroll), R resets the
 	// lab.
@@ -191,6 +203,10 @@ func TestBrowserWorkshop(t *testing.T) {
 	if sp := run(ann.tab, chromedp.Evaluate[string](`document.getElementById("present-speed").textContent`)); sp != "full speed" {
 		t.Errorf("after → → → → ← → the presenter's speed is %q", sp)
 	}
+	ann.tab.do(chromedp.KeyEvent("?"))
+	ann.tab.poll("help", `!document.getElementById("present-help").hidden`)
+	ann.tab.do(chromedp.KeyEvent("?"))
+	ann.tab.poll("help closed", `document.getElementById("present-help").hidden`)
 	ann.tab.do(chromedp.KeyEvent(" "))
 	ann.tab.poll("tx-local done", `document.getElementById("present-head").getAttribute("data-variant") === "tx-local" &&
 		document.getElementById("live").getAttribute("data-status") === "done"`)
