@@ -246,6 +246,13 @@ func TestBrowserWorkshop(t *testing.T) {
 	ann.tab.poll("step back", fmt.Sprintf(`document.querySelector("#replay-target .replay-frame").getAttribute("data-frame") === "%d"`, total-2))
 	ann.tab.do(chromedp.Click(chromedp.ID("replay-fwd")))
 	ann.tab.poll("last frame", fmt.Sprintf(`document.querySelector("#replay-target .replay-frame").getAttribute("data-frame") === "%d"`, total-1))
+	// The scrubber jumps to a frame; Play plays from the start to the end.
+	ann.tab.do(chromedp.Evaluate[chromedp.Void](`(function () { var s = document.getElementById("replay-scrub"); s.value = "0";
+		s.dispatchEvent(new Event("input", {bubbles: true})); })()`))
+	ann.tab.poll("scrubbed to frame 0", `document.querySelector("#replay-target .replay-frame").getAttribute("data-frame") === "0"`)
+	ann.tab.do(chromedp.Click(chromedp.ID("replay-play")))
+	ann.tab.poll("played to the end", fmt.Sprintf(`document.querySelector("#replay-target .replay-frame").getAttribute("data-frame") === "%d" &&
+		document.getElementById("replay-play").textContent === "Play"`, total-1))
 	ann.tab.do(chromedp.EmulateViewport(1280, 900))
 	ann.tab.screenshot(shots, "screenshot-replay.png")
 	t.Logf("replayed %d frames of recording %s after the lab's reset", total, rec)
