@@ -44,6 +44,7 @@
     var keys = document.getElementById("variant-keys");
     var help = document.getElementById("present-help");
     var shown = document.getElementById("present-speed");
+    var msg = document.getElementById("present-msg");
     function variants() { return keys ? keys.querySelectorAll("li[data-variant]") : []; }
     function chosen() { var c = keys && keys.querySelector("li.chosen"); return c ? c.getAttribute("data-variant") : ""; }
     function showSpeed() { if (shown) shown.textContent = SPEEDS[speed] === "step" ? "single-step" : SPEEDS[speed] === "max" ? "full speed" : SPEEDS[speed] + "×"; }
@@ -62,7 +63,8 @@
         e.preventDefault();
         var st = status();
         if (st === "running" || st === "queued") {
-          post("/labs/" + lab + "/step");
+          if (SPEEDS[speed] === "step") post("/labs/" + lab + "/step");
+          else if (msg) msg.textContent = "running: ← down to single-step to step";
         } else {
           post("/labs/" + lab + "/runs", "scenario=" + encodeURIComponent(root.getAttribute("data-scenario")) +
             "&variant=" + encodeURIComponent(chosen()) + "&speed=" + encodeURIComponent(SPEEDS[speed]));

@@ -24,7 +24,7 @@ const cachedRecordings = 4
 func (s *Server) runRoutes() {
 	s.mux.HandleFunc("GET /labs/{id}/runs.json", s.handleLabRunsJSON)
 	s.mux.HandleFunc("GET /labs/{id}/recent-runs", s.handleLabRuns)
-	s.mux.HandleFunc("GET /runs/{id}", s.handleRun1)
+	s.mux.HandleFunc("GET /runs/{id}", s.handleRecording)
 	s.mux.HandleFunc("GET /runs/{id}/frames/{n}", s.handleReplayFrame)
 	s.mux.HandleFunc("GET /runs/{a}/vs/{b}", s.handleCompare)
 }
@@ -84,9 +84,9 @@ func (s *Server) recording(ctx context.Context, id string) (store.Recording, err
 	return rec, nil
 }
 
-// handleRun1 serves GET /runs/{id}.json (the recording) and GET /runs/{id}
+// handleRecording serves GET /runs/{id}.json (the recording) and GET /runs/{id}
 // (its replay page).
-func (s *Server) handleRun1(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleRecording(w http.ResponseWriter, r *http.Request) {
 	id, asJSON := strings.CutSuffix(r.PathValue("id"), ".json")
 	rec, err := s.recording(r.Context(), id)
 	if err != nil {
@@ -265,8 +265,10 @@ type recordingCache struct {
 	recs []store.Recording
 }
 
+// newRecordingCache returns an empty cache.
 func newRecordingCache() *recordingCache { return &recordingCache{} }
 
+// get returns the cached recording with that id, now the newest.
 func (c *recordingCache) get(id string) (store.Recording, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -279,6 +281,7 @@ func (c *recordingCache) get(id string) (store.Recording, bool) {
 	return store.Recording{}, false
 }
 
+// put caches r as the newest, dropping the oldest beyond cachedRecordings.
 func (c *recordingCache) put(r store.Recording) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -716,11 +716,13 @@ type joinLimiter struct {
 	clients map[string]*joinWindowCount
 }
 
+// joinWindowCount is one client's failures since its window started.
 type joinWindowCount struct {
 	start time.Time
 	fails int
 }
 
+// newJoinLimiter returns a limiter that remembers no client yet.
 func newJoinLimiter() *joinLimiter { return &joinLimiter{clients: map[string]*joinWindowCount{}} }
 
 // blocked reports whether ip has used up its failures in the current window.
@@ -760,8 +762,10 @@ type lessonSeen struct {
 	m  map[string]string
 }
 
+// newLessonSeen returns an empty record of lesson pages.
 func newLessonSeen() *lessonSeen { return &lessonSeen{m: map[string]string{}} }
 
+// set notes that learner is on lesson slug ("" changes nothing).
 func (l *lessonSeen) set(learner, slug string) {
 	if slug == "" {
 		return
@@ -774,6 +778,7 @@ func (l *lessonSeen) set(learner, slug string) {
 	l.m[learner] = slug
 }
 
+// get returns the lesson learner was last seen on, or "".
 func (l *lessonSeen) get(learner string) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
