@@ -14,6 +14,7 @@ const (
 	ECONFLICT    = "conflict"    // a run is already going: 409
 	EFORBIDDEN   = "forbidden"   // not the lab's owner, foreign origin: 403
 	EUNAVAILABLE = "unavailable" // the lab cap is reached, a dependency is missing: 503
+	ETOOMANY     = "too_many"    // too many failed tries (join codes) from one client: 429
 	EINTERNAL    = "internal"    // everything else: 500
 )
 

@@ -627,7 +627,7 @@ func testBrowserTwoWatchers(t *testing.T, ts *testServer, browser context.Contex
 	if n := run(watcher, chromedp.Evaluate[int](`document.querySelectorAll("form.run-form, button#run, button#reset, button#step").length`)); n != 0 {
 		t.Errorf("the watcher has %d run controls, want none (controls are owner-only)", n)
 	}
-	if text := run(watcher, chromedp.Evaluate[string](`(document.querySelector(".controls .watching") || {}).textContent || ""`)); !strings.Contains(text, "You are watching this lab") {
+	if text := run(watcher, chromedp.Evaluate[string](`(document.querySelector(".watching") || {}).textContent || ""`)); !strings.Contains(text, "You are watching this lab") {
 		t.Errorf("the watcher's controls say %q, want \"You are watching this lab\"", text)
 	}
 	if n := run(owner, chromedp.Evaluate[int](`document.querySelectorAll("form.run-form").length`)); n != 1 {

@@ -127,9 +127,11 @@ func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	owner := lab.IsOwner(cookieToken(r))
-	if owner {
-		lab.Touch()
+	if !owner {
+		s.renderWatch(w, r, lab)
+		return
 	}
+	lab.Touch()
 	var choices []views.ScenarioChoice
 	for _, sc := range s.labs.Catalog().All() {
 		choices = append(choices, views.ScenarioChoice{ID: sc.ID, Title: sc.Title, Variants: sc.Variants, Params: sc.Params})

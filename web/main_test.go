@@ -30,8 +30,9 @@ type testServer struct {
 	Store *store.Store
 }
 
-// mustStartServer serves rlslab on 127.0.0.1:0 with a real lab manager and
-// the real lessons; it stops when the test ends.
+// mustStartServer serves rlslab on 127.0.0.1:0 with a real lab manager,
+// the real lessons and rlslab's own tables, where every finished run is
+// recorded (see testKeeper); it stops when the test ends.
 func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 	tb.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -39,14 +40,20 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 		cfg.Catalog = scenarios.DefaultCatalog()
 	}
 	cfg.Logger = log
-	// Every finished run checks the learner's pending prediction, as
-	// rlslab serve wires it.
+	ls, err := lessons.Load(lessons.Content(), cfg.Catalog)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Every finished run is recorded and checks the learner's pending
+	// prediction, as rlslab serve wires it.
+	keeper := &testKeeper{tb: tb, lessons: ls}
 	var checker atomic.Pointer[web.Server]
 	onEnd := cfg.OnRunEnd
+	if onEnd == nil {
+		onEnd = keeper.keep
+	}
 	cfg.OnRunEnd = func(r sessions.RunRecord) {
-		if onEnd != nil {
-			onEnd(r)
-		}
+		onEnd(r)
 		if h := checker.Load(); h != nil {
 			h.RunEnded(r)
 		}
@@ -59,10 +66,10 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(st.Close)
-	ls, err := lessons.Load(lessons.Content(), cfg.Catalog)
-	if err != nil {
+	if err := labs.Admin().QueryRow(ctx, "SHOW server_version").Scan(&keeper.pgVersion); err != nil {
 		tb.Fatal(err)
 	}
+	keeper.st.Store(st)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

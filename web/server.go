@@ -34,6 +34,14 @@ type Server struct {
 	mux     *http.ServeMux
 	hubs    *live.Hubs
 	store   *store.Store
+
+	// Workshops, presenters and recordings (workshops.go, present.go,
+	// runs.go).
+	joins   *joinLimiter
+	present *live.Hubs
+	recs    *recordingCache
+	seen    *lessonSeen
+	closing chan struct{} // closed by Close: the dashboards' websockets end
 }
 
 // WithStore gives the server rlslab's own tables (learners, progress,
@@ -49,12 +57,25 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{labs: labs, lessons: ls, static: static, log: log, mux: http.NewServeMux(), hubs: live.NewHubs(NewFrames(log), log)}
+	s.joins = newJoinLimiter()
+	s.present = live.NewHubs(&presentFrames{labs: labs, log: log}, log)
+	s.recs = newRecordingCache()
+	s.seen = newLessonSeen()
+	s.closing = make(chan struct{})
 	s.routes()
 	return s
 }
 
 // Close stops the live views (every watcher is told).
-func (s *Server) Close() { s.hubs.Close() }
+func (s *Server) Close() {
+	select {
+	case <-s.closing:
+	default:
+		close(s.closing)
+	}
+	s.hubs.Close()
+	s.present.Close()
+}
 
 // routes registers every endpoint.
 func (s *Server) routes() {
@@ -70,6 +91,9 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /labs/{id}/step", s.owner(s.handleStep))
 	s.mux.HandleFunc("GET /labs/{id}/ws", s.handleWS)
 	s.progressRoutes()
+	s.workshopRoutes()
+	s.runRoutes()
+	s.presentRoutes()
 	s.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(s.static)))
 }
 
@@ -138,6 +162,8 @@ func ErrorStatus(err error) int {
 		return http.StatusForbidden
 	case rlslab.EUNAVAILABLE:
 		return http.StatusServiceUnavailable
+	case rlslab.ETOOMANY:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/web/live"
 )
 
 // Websocket limits.
@@ -25,7 +26,10 @@ type wsMessage map[string]any
 // handleWS streams a lab's frames to one browser. The first frame is the
 // full current state. One goroutine reads (and only checks what the browser
 // sends), one writes; a slow browser skips frames through its mailbox.
-func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, s.hubs) }
+
+// serveWS streams the frames hubs render for the lab in the path.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, hubs *live.Hubs) {
 	lab, err := s.labs.Get(r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, err)
@@ -42,7 +46,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if owner {
 		lab.Touch()
 	}
-	watcher := s.hubs.Watch(lab)
+	watcher := hubs.Watch(lab)
 	defer watcher.Close()
 	conn.SetReadLimit(wsReadLimit)
 

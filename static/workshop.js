@@ -1,0 +1,138 @@
+// workshop.js: the little the presenter, watch and replay pages need.
+// - Keeps the narration history: each frame's new narration line goes on
+//   top of #narration-history (the last few lines are kept).
+// - Presenter keys, for the lab's owner: Space run/step, arrows speed,
+//   R reset, 1-9 variant, ? help.
+// - The replay player: play, pause, step, scrub, fetching one frame at a time.
+(function () {
+  "use strict";
+  var HISTORY = 6;
+  var SPEEDS = ["step", "0.25", "0.5", "1", "2", "4", "max"];
+
+  function narrate() {
+    var list = document.getElementById("narration-history");
+    var live = document.getElementById("live");
+    if (!list || !live) return;
+    var n = live.querySelector(".narration");
+    var text = n ? n.textContent.replace(/\s+/g, " ").trim() : "";
+    var status = live.getAttribute("data-status");
+    if (status === "running" && list.getAttribute("data-status") !== "running" && list.getAttribute("data-status") !== "queued") {
+      list.textContent = ""; // a new run: a new story
+    }
+    list.setAttribute("data-status", status);
+    if (!text || (list.firstElementChild && list.firstElementChild.textContent === text)) return;
+    var li = document.createElement("li");
+    li.textContent = text;
+    list.insertBefore(li, list.firstChild);
+    while (list.children.length > HISTORY) list.removeChild(list.lastChild);
+  }
+
+  function post(url, body, then) {
+    var msg = document.getElementById("present-msg");
+    fetch(url, { method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json" }, body: body || "" })
+      .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j }; }); })
+      .then(function (res) {
+        if (msg) msg.textContent = res.ok ? "" : res.j.error || "refused";
+        if (res.ok && then) then(res.j);
+      })
+      .catch(function () { if (msg) msg.textContent = "no answer from the server"; });
+  }
+
+  function presenter(root) {
+    var lab = root.getAttribute("data-lab");
+    var speed = 3; // "1"
+    var keys = document.getElementById("variant-keys");
+    var help = document.getElementById("present-help");
+    var shown = document.getElementById("present-speed");
+    var msg = document.getElementById("present-msg");
+    function variants() { return keys ? keys.querySelectorAll("li[data-variant]") : []; }
+    function chosen() { var c = keys && keys.querySelector("li.chosen"); return c ? c.getAttribute("data-variant") : ""; }
+    function showSpeed() { if (shown) shown.textContent = SPEEDS[speed] === "step" ? "single-step" : SPEEDS[speed] === "max" ? "full speed" : SPEEDS[speed] + "×"; }
+    function status() { var l = document.getElementById("live"); return l ? l.getAttribute("data-status") : ""; }
+    function setSpeed(d) {
+      speed = Math.max(0, Math.min(SPEEDS.length - 1, speed + d));
+      showSpeed();
+      if (status() === "running") post("/labs/" + lab + "/speed", "speed=" + encodeURIComponent(SPEEDS[speed]));
+    }
+    showSpeed();
+    document.addEventListener("keydown", function (e) {
+      if (e.ctrlKey || e.metaKey || e.altKey) return;
+      var t = e.target && e.target.tagName;
+      if (t === "INPUT" || t === "SELECT" || t === "TEXTAREA") return;
+      if (e.key === " ") {
+        e.preventDefault();
+        var st = status();
+        if (st === "running" || st === "queued") {
+          if (SPEEDS[speed] === "step") post("/labs/" + lab + "/step");
+          else if (msg) msg.textContent = "running: ← down to single-step to step";
+        } else {
+          post("/labs/" + lab + "/runs", "scenario=" + encodeURIComponent(root.getAttribute("data-scenario")) +
+            "&variant=" + encodeURIComponent(chosen()) + "&speed=" + encodeURIComponent(SPEEDS[speed]));
+        }
+      } else if (e.key === "ArrowRight") { e.preventDefault(); setSpeed(1); }
+      else if (e.key === "ArrowLeft") { e.preventDefault(); setSpeed(-1); }
+      else if (e.key === "r" || e.key === "R") { post("/labs/" + lab + "/reset"); }
+      else if (e.key === "?") { if (help) help.hidden = !help.hidden; }
+      else if (e.key === "Escape") { if (help) help.hidden = true; }
+      else if (/^[1-9]$/.test(e.key)) {
+        var vs = variants(), i = parseInt(e.key, 10) - 1;
+        if (i < vs.length) {
+          for (var j = 0; j < vs.length; j++) vs[j].classList.toggle("chosen", j === i);
+        }
+      }
+    });
+  }
+
+  function player(root) {
+    var run = root.getAttribute("data-run");
+    var total = parseInt(root.getAttribute("data-frames"), 10);
+    var at = (root.getAttribute("data-at") || "").split(",").map(Number);
+    var scrub = document.getElementById("replay-scrub");
+    var pos = document.getElementById("replay-pos");
+    var play = document.getElementById("replay-play");
+    var target = document.getElementById("replay-target");
+    var current = parseInt(scrub.value, 10), timer = null, want = current;
+    function show(n) {
+      n = Math.max(0, Math.min(total - 1, n));
+      want = n;
+      scrub.value = n;
+      pos.textContent = (n + 1) + " / " + total;
+      return fetch("/runs/" + run + "/frames/" + n).then(function (r) { return r.text(); }).then(function (html) {
+        if (want !== n) return; // a later frame was asked for meanwhile
+        target.innerHTML = html;
+        current = n;
+      });
+    }
+    function pause() { clearTimeout(timer); timer = null; play.textContent = "Play"; }
+    function tick() {
+      if (current >= total - 1) { pause(); return; }
+      var gap = Math.max(60, Math.min(800, (at[current + 1] || 0) - (at[current] || 0)));
+      timer = setTimeout(function () { show(current + 1).then(function () { if (timer) tick(); }); }, gap);
+    }
+    play.addEventListener("click", function () {
+      if (timer) { pause(); return; }
+      if (current >= total - 1) current = -1;
+      play.textContent = "Pause";
+      timer = -1;
+      if (current < 0) { show(0).then(tick); } else { tick(); }
+    });
+    document.getElementById("replay-back").addEventListener("click", function () { pause(); show(want - 1); });
+    document.getElementById("replay-fwd").addEventListener("click", function () { pause(); show(want + 1); });
+    scrub.addEventListener("input", function () { pause(); show(parseInt(scrub.value, 10)); });
+    document.addEventListener("keydown", function (e) {
+      if (e.target === scrub) return;
+      if (e.key === " ") { e.preventDefault(); play.click(); }
+      else if (e.key === "ArrowRight") { e.preventDefault(); pause(); show(want + 1); }
+      else if (e.key === "ArrowLeft") { e.preventDefault(); pause(); show(want - 1); }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var p = document.getElementById("present");
+    if (p && p.getAttribute("data-owner") === "yes") presenter(p);
+    var pl = document.getElementById("player");
+    if (pl) player(pl);
+    narrate();
+  });
+  document.addEventListener("htmx:wsAfterMessage", narrate);
+})();

@@ -1,0 +1,298 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/scenarios/engine"
+	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/store"
+	"github.com/rlslab/rlslab/web/views"
+)
+
+// cachedRecordings is how many recordings (frames included) the server
+// keeps in memory for replays; a recording never changes once saved.
+const cachedRecordings = 4
+
+// runRoutes registers the recordings' endpoints.
+func (s *Server) runRoutes() {
+	s.mux.HandleFunc("GET /labs/{id}/runs.json", s.handleLabRunsJSON)
+	s.mux.HandleFunc("GET /labs/{id}/recent-runs", s.handleLabRuns)
+	s.mux.HandleFunc("GET /runs/{id}", s.handleRecording)
+	s.mux.HandleFunc("GET /runs/{id}/frames/{n}", s.handleReplayFrame)
+	s.mux.HandleFunc("GET /runs/{a}/vs/{b}", s.handleCompare)
+}
+
+// listRuns returns the lab's recordings, newest first.
+func (s *Server) listRuns(r *http.Request) ([]store.RecordingSummary, error) {
+	if s.store == nil {
+		return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "recordings need rlslab's own tables, and this server runs without them")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	runs, err := s.store.ListRecordings(ctx, r.PathValue("id"))
+	if rlslab.ErrorCode(err) == rlslab.EINVALID {
+		return nil, rlslab.Errorf(rlslab.ENOTFOUND, "no such lab")
+	}
+	return runs, err
+}
+
+// handleLabRunsJSON lists a lab's recordings: they outlive the lab.
+func (s *Server) handleLabRunsJSON(w http.ResponseWriter, r *http.Request) {
+	runs, err := s.listRuns(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, runs)
+}
+
+// handleLabRuns is the lab page's "recent runs" fragment.
+func (s *Server) handleLabRuns(w http.ResponseWriter, r *http.Request) {
+	runs, err := s.listRuns(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if len(runs) > 10 {
+		runs = runs[:10]
+	}
+	s.render(w, r, http.StatusOK, views.RunList(runs))
+}
+
+// recording returns a recording, from memory when it was read lately.
+func (s *Server) recording(ctx context.Context, id string) (store.Recording, error) {
+	if rec, ok := s.recs.get(id); ok {
+		return rec, nil
+	}
+	if s.store == nil {
+		return store.Recording{}, rlslab.Errorf(rlslab.EUNAVAILABLE, "recordings need rlslab's own tables, and this server runs without them")
+	}
+	ctx, cancel := context.WithTimeout(ctx, dbTimeout)
+	defer cancel()
+	rec, err := s.store.GetRecording(ctx, id)
+	if err != nil {
+		return store.Recording{}, err
+	}
+	s.recs.put(rec)
+	return rec, nil
+}
+
+// handleRecording serves GET /runs/{id}.json (the recording) and GET /runs/{id}
+// (its replay page).
+func (s *Server) handleRecording(w http.ResponseWriter, r *http.Request) {
+	id, asJSON := strings.CutSuffix(r.PathValue("id"), ".json")
+	rec, err := s.recording(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if asJSON {
+		writeJSON(w, http.StatusOK, rec)
+		return
+	}
+	if len(rec.Frames) == 0 {
+		s.fail(w, r, rlslab.Errorf(rlslab.ENOTFOUND, "this recording has no frames to replay"))
+		return
+	}
+	start := 0
+	if n, err := strconv.Atoi(r.URL.Query().Get("frame")); err == nil && n >= 0 && n < len(rec.Frames) {
+		start = n
+	}
+	st, err := frameState(rec, start)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p := views.Replay{ID: rec.ID, Lab: rec.Lab, Scenario: rec.Scenario, Variant: rec.Variant, Status: rec.Status, Leaks: rec.Leaks,
+		Errors: rec.Errors, FinishedAt: rec.FinishedAt, PostgresVersion: rec.PostgresVersion, BouncerVersion: rec.BouncerVersion,
+		Frames: len(rec.Frames), Start: start, Frame: replayFrame(rec, start, st)}
+	for _, f := range rec.Frames {
+		p.AtMs = append(p.AtMs, f.AtMs)
+	}
+	if sc, err := s.labs.Catalog().Lookup(rec.Scenario); err == nil {
+		p.Title = sc.Title
+	}
+	s.render(w, r, http.StatusOK, views.ReplayPage(p))
+}
+
+// frameState decodes frame n of rec.
+func frameState(rec store.Recording, n int) (engine.State, error) {
+	var st engine.State
+	if err := json.Unmarshal(rec.Frames[n].State, &st); err != nil {
+		return st, rlslab.Errorf(rlslab.EINTERNAL, "frame %d of recording %s cannot be read: %v", n, rec.ID, err)
+	}
+	return st, nil
+}
+
+// replayFrame is the view model of frame n of rec.
+func replayFrame(rec store.Recording, n int, st engine.State) views.ReplayFrame {
+	return views.ReplayFrame{Index: n, Total: len(rec.Frames), AtMs: rec.Frames[n].AtMs, Live: views.NewLive(st, sessions.Tenants())}
+}
+
+// handleReplayFrame serves one frame of a recording as a fragment.
+func (s *Server) handleReplayFrame(w http.ResponseWriter, r *http.Request) {
+	rec, err := s.recording(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	n, err := strconv.Atoi(r.PathValue("n"))
+	if err != nil || n < 0 || n >= len(rec.Frames) {
+		s.fail(w, r, rlslab.Errorf(rlslab.ENOTFOUND, "this recording has frames 0 to %d", len(rec.Frames)-1))
+		return
+	}
+	st, err := frameState(rec, n)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, views.ReplayFrameView(replayFrame(rec, n, st)))
+}
+
+// finishedAt maps each request's sequence number to the first frame in
+// which that request had finished.
+func finishedAt(rec store.Recording) map[int]int {
+	out := map[int]int{}
+	for i, f := range rec.Frames {
+		var st struct {
+			Requests []struct {
+				Seq        int   `json:"seq"`
+				FinishedAt int64 `json:"finished_at"`
+			} `json:"requests"`
+		}
+		if json.Unmarshal(f.State, &st) != nil {
+			continue
+		}
+		for _, q := range st.Requests {
+			if _, ok := out[q.Seq]; !ok && q.FinishedAt != 0 {
+				out[q.Seq] = i
+			}
+		}
+	}
+	return out
+}
+
+// handleCompare shows two recordings of one scenario side by side, aligned
+// on the requests' sequence numbers, with the rows that differ marked.
+func (s *Server) handleCompare(w http.ResponseWriter, r *http.Request) {
+	a, err := s.recording(r.Context(), r.PathValue("a"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	b, err := s.recording(r.Context(), r.PathValue("b"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if a.Scenario != b.Scenario {
+		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "run %s is of scenario %s and run %s of %s: only runs of the same scenario compare", a.ID, a.Scenario, b.ID, b.Scenario))
+		return
+	}
+	if len(a.Frames) == 0 || len(b.Frames) == 0 {
+		s.fail(w, r, rlslab.Errorf(rlslab.ENOTFOUND, "a recording without frames cannot be compared"))
+		return
+	}
+	sa, err := frameState(a, len(a.Frames)-1)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	sb, err := frameState(b, len(b.Frames)-1)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	la, lb := views.NewLive(sa, sessions.Tenants()), views.NewLive(sb, sessions.Tenants())
+	fa, fb := finishedAt(a), finishedAt(b)
+	rows := map[int]*views.CompareRow{}
+	side := func(v views.Live, fin map[int]int, left bool) {
+		for _, q := range v.Requests {
+			row := rows[q.Seq]
+			if row == nil {
+				row = &views.CompareRow{Seq: q.Seq, FrameA: -1, FrameB: -1}
+				rows[q.Seq] = row
+			}
+			c := &views.CompareCell{Tenant: v.TenantLabel(q.Tenant), TenantClass: views.TenantClass(q.Tenant), Pattern: q.Pattern,
+				PID: views.PIDText(q.PID), Seen: v.TenantLabel(q.SeenTenant), SeenClass: views.TenantClass(q.SeenTenant),
+				Rows: q.Rows, Foreign: q.ForeignRows, Verdict: views.Verdict(q), Leak: q.Leak, Class: views.RowClass(q)}
+			if left {
+				row.A = c
+				if f, ok := fin[q.Seq]; ok {
+					row.FrameA = f
+				}
+			} else {
+				row.B = c
+				if f, ok := fin[q.Seq]; ok {
+					row.FrameB = f
+				}
+			}
+		}
+	}
+	side(la, fa, true)
+	side(lb, fb, false)
+	p := views.Compare{A: summaryOf(a), B: summaryOf(b), Scenario: a.Scenario}
+	if sc, err := s.labs.Catalog().Lookup(a.Scenario); err == nil {
+		p.Title = sc.Title
+	}
+	for _, row := range rows {
+		row.Differs = row.A == nil || row.B == nil || row.A.Leak != row.B.Leak || row.A.Verdict != row.B.Verdict ||
+			row.A.Seen != row.B.Seen || row.A.Rows != row.B.Rows || row.A.Foreign != row.B.Foreign || row.A.Tenant != row.B.Tenant
+		if row.Differs {
+			p.Differ++
+		}
+		p.Rows = append(p.Rows, *row)
+	}
+	slices.SortFunc(p.Rows, func(x, y views.CompareRow) int { return x.Seq - y.Seq })
+	s.render(w, r, http.StatusOK, views.ComparePage(p))
+}
+
+// summaryOf is one side's heading in a comparison.
+func summaryOf(rec store.Recording) views.RunSummary {
+	return views.RunSummary{ID: rec.ID, Variant: rec.Variant, Status: rec.Status, Leaks: rec.Leaks, Errors: rec.Errors, Frames: len(rec.Frames)}
+}
+
+// recordingCache keeps the last few recordings read, newest last.
+type recordingCache struct {
+	mu   sync.Mutex
+	recs []store.Recording
+}
+
+// newRecordingCache returns an empty cache.
+func newRecordingCache() *recordingCache { return &recordingCache{} }
+
+// get returns the cached recording with that id, now the newest.
+func (c *recordingCache) get(id string) (store.Recording, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, r := range c.recs {
+		if r.ID == id {
+			c.recs = append(append(c.recs[:i:i], c.recs[i+1:]...), r)
+			return r, true
+		}
+	}
+	return store.Recording{}, false
+}
+
+// put caches r as the newest, dropping the oldest beyond cachedRecordings.
+func (c *recordingCache) put(r store.Recording) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, old := range c.recs {
+		if old.ID == r.ID {
+			c.recs = append(c.recs[:i:i], c.recs[i+1:]...)
+			break
+		}
+	}
+	c.recs = append(c.recs, r)
+	if len(c.recs) > cachedRecordings {
+		c.recs = c.recs[len(c.recs)-cachedRecordings:]
+	}
+}

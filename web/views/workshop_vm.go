@@ -1,0 +1,119 @@
+package views
+
+import (
+	"strconv"
+	"time"
+)
+
+// WorkshopLinks are the two links of a new workshop.
+type WorkshopLinks struct {
+	ID, Title, Code         string
+	JoinURL, FacilitatorURL string
+}
+
+// WorkshopCounts are the numbers at the top of a workshop's dashboard.
+type WorkshopCounts struct {
+	Joined  int `json:"joined"`
+	Running int `json:"running"`
+	Leaked  int `json:"leaked"`
+	Fixed   int `json:"fixed"`
+}
+
+// Capacity is what the server holds for every lab, workshop or not.
+type Capacity struct {
+	Labs    int `json:"labs"`
+	MaxLabs int `json:"max_labs"`
+	Conns   int `json:"connections"`
+	Budget  int `json:"budget"`
+	Queued  int `json:"queued_runs"`
+}
+
+// LessonRef is one lesson of a workshop.
+type LessonRef struct {
+	Index int
+	Slug  string
+	Title string
+}
+
+// CardRun is a participant's last finished run.
+type CardRun struct {
+	Scenario string `json:"scenario"`
+	Variant  string `json:"variant"`
+	Status   string `json:"status"`
+	Leaks    int    `json:"leaks"`
+}
+
+// Card is one participant on the dashboard.
+type Card struct {
+	Name        string
+	Lab         string // "" when none
+	LessonSlug  string
+	Lesson      string // the lesson's title
+	Status      string // the lab's live status, "no lab" or "lab closed"
+	Running     bool
+	LiveRun     string // scenario / variant of the run going
+	LastRun     *CardRun
+	LeakSeen    bool
+	FixRun      bool
+	Predictions string // "–" when none
+	QueueAhead  int    // runs ahead in the admission queue; -1 when not waiting
+	Idle        time.Duration
+}
+
+// IdleText says how long the participant has been away.
+func (c Card) IdleText() string {
+	switch {
+	case c.Lab == "" || c.Status == "lab closed":
+		return "–"
+	case c.Idle < 5*time.Second:
+		return "active"
+	case c.Idle < time.Minute:
+		return strconv.Itoa(int(c.Idle/time.Second)) + " s idle"
+	}
+	return strconv.Itoa(int(c.Idle/time.Minute)) + " min idle"
+}
+
+// Dashboard is the view model of a workshop's dashboard.
+type Dashboard struct {
+	ID, Title, Code string
+	JoinURL         string
+	Lessons         []LessonRef
+	Current         int
+	Ended           bool
+	Counts          WorkshopCounts
+	Capacity        Capacity
+	Cards           []Card
+}
+
+// CurrentTitle is the title of the lesson everyone is on.
+func (d Dashboard) CurrentTitle() string {
+	if d.Current < len(d.Lessons) {
+		return d.Lessons[d.Current].Title
+	}
+	return ""
+}
+
+// JoinForm is the view model of the join page.
+type JoinForm struct {
+	ID, Title, Code string
+	Name            string // as typed, shown again after an error
+	Error           string
+}
+
+// Notice is what a participant's lesson page says about the workshop.
+type Notice struct {
+	Workshop string
+	Ended    bool
+	Moved    bool // the facilitator is on another lesson than this page
+	Number   int  // 1-based
+	Slug     string
+	Title    string
+}
+
+// yesNo shows a boolean on a card.
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

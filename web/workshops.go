@@ -1,0 +1,786 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/sessions/store"
+	"github.com/rlslab/rlslab/web/views"
+)
+
+// FacilitatorCookie holds a workshop's facilitator secret; its path is the
+// workshop's own (/workshops/{id}), so each workshop has its own.
+const FacilitatorCookie = "rlslab_facilitator"
+
+// Join code limits: a client (by IP address) may fail joinFailures times
+// in joinWindow; then every try is 429 until the window ends.
+const (
+	joinFailures = 10
+	joinWindow   = time.Minute
+	joinClients  = 10000 // clients remembered at most; older windows are dropped first
+)
+
+// dashboardEvery is how often the dashboard's websocket renders the cards
+// again (sent only when they changed).
+const dashboardEvery = 300 * time.Millisecond
+
+// workshopRoutes registers the workshop endpoints.
+func (s *Server) workshopRoutes() {
+	s.mux.HandleFunc("POST /workshops", s.handleCreateWorkshop)
+	s.mux.HandleFunc("GET /join", s.handleJoinByCode)
+	s.mux.HandleFunc("GET /workshops/{id}", s.handleDashboard)
+	s.mux.HandleFunc("GET /workshops/{id}/state.json", s.facilitator(s.handleWorkshopState))
+	s.mux.HandleFunc("GET /workshops/{id}/ws", s.facilitator(s.handleDashboardWS))
+	s.mux.HandleFunc("POST /workshops/{id}/lesson", s.facilitator(s.handleSetLesson))
+	s.mux.HandleFunc("POST /workshops/{id}/end", s.facilitator(s.handleEndWorkshop))
+	s.mux.HandleFunc("GET /workshops/{id}/join", s.handleJoinForm)
+	s.mux.HandleFunc("POST /workshops/{id}/join", s.handleJoin)
+	s.mux.HandleFunc("GET /me/workshop", s.handleWorkshopNotice)
+}
+
+// needStore fails the request when the server runs without its own tables.
+func (s *Server) needStore(w http.ResponseWriter, r *http.Request) bool {
+	if s.store == nil {
+		s.fail(w, r, rlslab.Errorf(rlslab.EUNAVAILABLE, "workshops and recordings need rlslab's own tables, and this server runs without them"))
+		return false
+	}
+	return true
+}
+
+// workshopForm is what POST /workshops reads.
+type workshopForm struct {
+	Title   string   `json:"title"`
+	Lessons []string `json:"lessons"`
+}
+
+// readWorkshopForm reads a workshop from JSON or a form. In a form, lessons
+// may repeat or be separated by commas or spaces.
+func readWorkshopForm(w http.ResponseWriter, r *http.Request) (workshopForm, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	var f workshopForm
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		dec := json.NewDecoder(r.Body)
+		if err := dec.Decode(&f); err != nil {
+			return f, rlslab.Errorf(rlslab.EINVALID, "the body is not a workshop as JSON: %s", shortJSONError(err))
+		}
+		return f, nil
+	}
+	if err := r.ParseForm(); err != nil {
+		return f, rlslab.Errorf(rlslab.EINVALID, "the form could not be read")
+	}
+	f.Title = r.PostForm.Get("title")
+	for _, v := range r.PostForm["lessons"] {
+		f.Lessons = append(f.Lessons, strings.FieldsFunc(v, func(c rune) bool { return c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t' })...)
+	}
+	return f, nil
+}
+
+// shortJSONError names what was wrong with a JSON body without echoing it.
+func shortJSONError(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return "it is empty"
+	case errors.As(err, &se):
+		return "a syntax error at byte " + strconv.FormatInt(se.Offset, 10)
+	case errors.As(err, &te):
+		return "field " + strconv.Quote(te.Field) + " has the wrong type"
+	}
+	return "it could not be read"
+}
+
+// handleCreateWorkshop creates a workshop: the page with its two links, or
+// 201 with them as JSON.
+func (s *Server) handleCreateWorkshop(w http.ResponseWriter, r *http.Request) {
+	if !s.needStore(w, r) {
+		return
+	}
+	f, err := readWorkshopForm(w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for _, slug := range f.Lessons {
+		if _, err := s.lessons.Get(slug); err != nil {
+			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "there is no lesson %q", truncateText(slug, 64)))
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	ws, secret, err := s.store.CreateWorkshop(ctx, f.Title, f.Lessons)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	base := baseURL(r)
+	join := base + "/workshops/" + ws.ID + "/join?code=" + ws.Code
+	fac := base + "/workshops/" + ws.ID + "?key=" + url.QueryEscape(secret)
+	s.setFacilitatorCookie(w, r, ws.ID, secret)
+	if wantsJSON(r) {
+		w.Header().Set("Location", "/workshops/"+ws.ID)
+		writeJSON(w, http.StatusCreated, map[string]string{"id": ws.ID, "code": ws.Code, "join_url": join, "facilitator_url": fac})
+		return
+	}
+	s.render(w, r, http.StatusCreated, views.WorkshopCreated(views.WorkshopLinks{ID: ws.ID, Title: ws.Title, Code: ws.Code, JoinURL: join, FacilitatorURL: fac}))
+}
+
+// baseURL is the scheme and host the request came to.
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// truncateText cuts s to at most n bytes (for quoting bad input in errors).
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// setFacilitatorCookie keeps a workshop's facilitator secret in a cookie
+// sent only to that workshop's pages.
+func (s *Server) setFacilitatorCookie(w http.ResponseWriter, r *http.Request, id, secret string) {
+	http.SetCookie(w, &http.Cookie{Name: FacilitatorCookie, Value: secret, Path: "/workshops/" + id, HttpOnly: true,
+		SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil, MaxAge: int(ownerCookieAge / time.Second)})
+}
+
+// facilitatorSecret returns the secret the request carries for the
+// workshop: its ?key= or its cookie.
+func facilitatorSecret(r *http.Request) string {
+	if k := r.URL.Query().Get("key"); k != "" {
+		return k
+	}
+	if c, err := r.Cookie(FacilitatorCookie); err == nil {
+		return c.Value
+	}
+	return ""
+}
+
+// checkFacilitator returns the workshop in the path if the request carries
+// its facilitator secret: ENOTFOUND for an unknown workshop, EFORBIDDEN
+// otherwise.
+func (s *Server) checkFacilitator(ctx context.Context, r *http.Request) (store.Workshop, error) {
+	id := r.PathValue("id")
+	secret := facilitatorSecret(r)
+	if secret == "" {
+		if _, err := s.store.Workshop(ctx, id); err != nil {
+			return store.Workshop{}, err
+		}
+		return store.Workshop{}, rlslab.Errorf(rlslab.EFORBIDDEN, "only the facilitator may open this workshop's dashboard: use the facilitator link")
+	}
+	if err := s.store.VerifyFacilitator(ctx, id, secret); err != nil {
+		if rlslab.ErrorCode(err) == rlslab.EFORBIDDEN {
+			return store.Workshop{}, rlslab.Errorf(rlslab.EFORBIDDEN, "that is not this workshop's facilitator key")
+		}
+		return store.Workshop{}, err
+	}
+	return s.store.Workshop(ctx, id)
+}
+
+// facilitator wraps an endpoint only the workshop's facilitator may use.
+func (s *Server) facilitator(h func(http.ResponseWriter, *http.Request, store.Workshop)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.needStore(w, r) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+		ws, err := s.checkFacilitator(ctx, r)
+		cancel()
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		h(w, r, ws)
+	}
+}
+
+// handleDashboard shows the facilitator's dashboard. Opened with ?key=, it
+// keeps the key in a cookie and redirects to the address without it.
+func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
+	if !s.needStore(w, r) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	ws, err := s.checkFacilitator(ctx, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if k := r.URL.Query().Get("key"); k != "" {
+		s.setFacilitatorCookie(w, r, ws.ID, k)
+		http.Redirect(w, r, "/workshops/"+ws.ID, http.StatusSeeOther)
+		return
+	}
+	d, err := s.dashboard(ctx, ws, baseURL(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, views.DashboardPage(d))
+}
+
+// dashboard reads everything the dashboard shows.
+func (s *Server) dashboard(ctx context.Context, ws store.Workshop, base string) (views.Dashboard, error) {
+	ps, err := s.store.Participants(ctx, ws.ID)
+	if err != nil {
+		return views.Dashboard{}, err
+	}
+	prog, err := s.store.WorkshopProgress(ctx, ws.ID)
+	if err != nil {
+		return views.Dashboard{}, err
+	}
+	u := s.labs.Usage()
+	d := views.Dashboard{ID: ws.ID, Title: ws.Title, Code: ws.Code, Current: ws.CurrentLesson, Ended: ws.Ended(),
+		JoinURL:  base + "/workshops/" + ws.ID + "/join?code=" + ws.Code,
+		Capacity: views.Capacity{Labs: u.Labs, MaxLabs: u.MaxLabs, Conns: u.RunConns, Budget: u.Budget, Queued: u.Queued},
+		Cards:    []views.Card{}}
+	for i, slug := range ws.Lessons {
+		d.Lessons = append(d.Lessons, views.LessonRef{Index: i, Slug: slug, Title: s.lessonTitle(slug)})
+	}
+	for _, p := range ps {
+		c := views.Card{Name: p.Name, Lab: p.Lab, QueueAhead: -1, Predictions: "–"}
+		c.LessonSlug = s.seen.get(p.Learner)
+		if c.LessonSlug == "" && ws.CurrentLesson < len(ws.Lessons) {
+			c.LessonSlug = ws.Lessons[ws.CurrentLesson]
+		}
+		c.Lesson = s.lessonTitle(c.LessonSlug)
+		if p.LastRun != nil {
+			c.LastRun = &views.CardRun{Scenario: p.LastRun.Scenario, Variant: p.LastRun.Variant, Status: p.LastRun.Status, Leaks: p.LastRun.Leaks}
+		}
+		right, asked := 0, 0
+		for _, l := range prog[p.Learner].Lessons {
+			c.LeakSeen = c.LeakSeen || l.LeakSeen
+			c.FixRun = c.FixRun || l.FixRun
+			for _, q := range l.Predictions {
+				asked++
+				if q.Correct {
+					right++
+				}
+			}
+		}
+		if asked > 0 {
+			c.Predictions = strconv.Itoa(right) + " of " + strconv.Itoa(asked) + " right"
+		}
+		c.Status = "no lab"
+		if p.Lab != "" {
+			if lab, err := s.labs.Get(p.Lab); err == nil {
+				st := lab.Tracker().Snapshot()
+				c.Status = st.Status
+				if st.Queue != nil {
+					c.QueueAhead = st.Queue.Ahead
+				}
+				c.Idle = lab.IdleFor().Round(time.Second)
+				if lab.Running() {
+					c.Running = true
+					d.Counts.Running++
+					c.LiveRun = st.Scenario + " / " + st.Variant
+				}
+			} else {
+				c.Status = "lab closed"
+			}
+		}
+		d.Counts.Joined++
+		if c.LeakSeen {
+			d.Counts.Leaked++
+		}
+		if c.FixRun {
+			d.Counts.Fixed++
+		}
+		d.Cards = append(d.Cards, c)
+	}
+	return d, nil
+}
+
+// lessonTitle returns the title of the lesson slug, or the slug.
+func (s *Server) lessonTitle(slug string) string {
+	if l, err := s.lessons.Get(slug); err == nil {
+		return l.Title
+	}
+	return slug
+}
+
+// workshopState is GET /workshops/{id}/state.json.
+type workshopState struct {
+	ID           string               `json:"id"`
+	Title        string               `json:"title"`
+	Code         string               `json:"code"`
+	Lesson       string               `json:"lesson"` // the workshop's current lesson
+	Ended        bool                 `json:"ended"`
+	Counts       views.WorkshopCounts `json:"counts"`
+	Capacity     views.Capacity       `json:"capacity"`
+	Participants []participantState   `json:"participants"`
+}
+
+// participantState is one participant in workshopState.
+type participantState struct {
+	Name     string         `json:"name"`
+	Lab      string         `json:"lab"`
+	Lesson   string         `json:"lesson"`
+	Status   string         `json:"status"` // the lab's live status
+	LeakSeen bool           `json:"leak_seen"`
+	FixRun   bool           `json:"fix_run"`
+	LastRun  *views.CardRun `json:"last_run"`
+}
+
+func (s *Server) handleWorkshopState(w http.ResponseWriter, r *http.Request, ws store.Workshop) {
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	d, err := s.dashboard(ctx, ws, baseURL(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := workshopState{ID: d.ID, Title: d.Title, Code: d.Code, Ended: d.Ended, Counts: d.Counts, Capacity: d.Capacity, Participants: []participantState{}}
+	if ws.CurrentLesson < len(ws.Lessons) {
+		out.Lesson = ws.Lessons[ws.CurrentLesson]
+	}
+	for _, c := range d.Cards {
+		out.Participants = append(out.Participants, participantState{Name: c.Name, Lab: c.Lab, Lesson: c.LessonSlug, Status: c.Status,
+			LeakSeen: c.LeakSeen, FixRun: c.FixRun, LastRun: c.LastRun})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleDashboardWS keeps the dashboard's cards live: it renders them
+// every dashboardEvery and sends them when they changed. One goroutine
+// reads (pongs, and the close), this one writes; both stop with ctx.
+func (s *Server) handleDashboardWS(w http.ResponseWriter, r *http.Request, ws store.Workshop) {
+	up := websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10} // nil CheckOrigin: same origin only
+	conn, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	conn.SetReadLimit(wsReadLimit)
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		defer cancel()
+		_ = conn.SetReadDeadline(time.Now().Add(wsPongWait))
+		conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(wsPongWait)) })
+		for {
+			kind, data, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			if err := checkWSMessage(kind, data); err != nil {
+				msg := websocket.FormatCloseMessage(websocket.CloseUnsupportedData, rlslab.ErrorMessage(err))
+				_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
+				return
+			}
+		}
+	}()
+	defer func() {
+		conn.Close()
+		<-readDone
+	}()
+	base := baseURL(r)
+	tick := time.NewTicker(dashboardEvery)
+	defer tick.Stop()
+	ping := time.NewTicker(wsPingPeriod)
+	defer ping.Stop()
+	var last []byte
+	for {
+		qctx, qcancel := context.WithTimeout(ctx, dbTimeout)
+		cur, err := s.store.Workshop(qctx, ws.ID)
+		var d views.Dashboard
+		if err == nil {
+			d, err = s.dashboard(qctx, cur, base)
+		}
+		qcancel()
+		if err == nil {
+			var buf bytes.Buffer
+			if err := views.DashboardLive(d, true).Render(ctx, &buf); err == nil && !bytes.Equal(buf.Bytes(), last) {
+				last = buf.Bytes()
+				_ = conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
+				if err := conn.WriteMessage(websocket.TextMessage, last); err != nil {
+					return
+				}
+			}
+		} else if ctx.Err() == nil {
+			s.log.Warn("dashboard", "workshop", ws.ID, "err", err)
+		}
+		select {
+		case <-tick.C:
+		case <-ping.C:
+			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteWait)); err != nil {
+				return
+			}
+		case <-s.closing:
+			msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "rlslab is stopping")
+			_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// handleSetLesson moves everyone to the lesson at form field "lesson" (a
+// 1-based number, or a slug of the workshop).
+func (s *Server) handleSetLesson(w http.ResponseWriter, r *http.Request, ws store.Workshop) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	var v string
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		var f struct {
+			Lesson json.RawMessage `json:"lesson"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
+			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "the body is not JSON: %s", shortJSONError(err)))
+			return
+		}
+		v = strings.Trim(string(f.Lesson), `"`)
+	} else {
+		if err := r.ParseForm(); err != nil {
+			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "the form could not be read"))
+			return
+		}
+		v = r.PostForm.Get("lesson")
+	}
+	idx := -1
+	if n, err := strconv.Atoi(v); err == nil {
+		idx = n - 1
+	} else {
+		for i, slug := range ws.Lessons {
+			if slug == v {
+				idx = i
+			}
+		}
+	}
+	if idx < 0 || idx >= len(ws.Lessons) {
+		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "lesson must be a number from 1 to %d, or one of the workshop's lessons", len(ws.Lessons)))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	if err := s.store.SetCurrentLesson(ctx, ws.ID, idx); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if r.Header.Get("HX-Request") == "" && !wantsJSON(r) {
+		http.Redirect(w, r, "/workshops/"+ws.ID, http.StatusSeeOther)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": ws.ID, "lesson": ws.Lessons[idx], "number": idx + 1, "status": "moved to lesson " + strconv.Itoa(idx+1)})
+}
+
+// handleEndWorkshop drops every participant's lab, then ends the workshop.
+func (s *Server) handleEndWorkshop(w http.ResponseWriter, r *http.Request, ws store.Workshop) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 60*time.Second)
+	defer cancel()
+	ps, err := s.store.Participants(ctx, ws.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	closed := map[string]bool{}
+	closeLab := func(id string) {
+		if id == "" || closed[id] {
+			return
+		}
+		closed[id] = true
+		if err := s.labs.CloseLab(ctx, id); err != nil && rlslab.ErrorCode(err) != rlslab.ENOTFOUND {
+			s.log.Warn("end workshop: close lab", "workshop", ws.ID, "lab", id, "err", err)
+		}
+	}
+	for _, p := range ps {
+		closeLab(p.Lab)
+	}
+	ids, err := s.store.EndWorkshop(ctx, ws.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for _, id := range ids {
+		closeLab(id)
+	}
+	if r.Header.Get("HX-Request") == "" && !wantsJSON(r) {
+		http.Redirect(w, r, "/workshops/"+ws.ID, http.StatusSeeOther)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": ws.ID, "status": "ended", "labs_closed": len(closed)})
+}
+
+// clientIP is the address the request came from (proxies' headers are not
+// trusted).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// workshopByCode finds the open workshop with that code, counting a miss
+// against the client; id, when not "", must be the workshop's. Blocked
+// clients get ETOOMANY without a look-up.
+func (s *Server) workshopByCode(ctx context.Context, r *http.Request, id, code string) (store.Workshop, error) {
+	ip := clientIP(r)
+	if s.joins.blocked(ip, time.Now()) {
+		return store.Workshop{}, rlslab.Errorf(rlslab.ETOOMANY, "too many wrong join codes from your address: wait a minute and try again")
+	}
+	ws, err := s.store.WorkshopByCode(ctx, code)
+	if err == nil && id != "" && ws.ID != id {
+		err = rlslab.Errorf(rlslab.ENOTFOUND, "no open workshop has that code")
+	}
+	if err != nil {
+		if rlslab.ErrorCode(err) == rlslab.ENOTFOUND {
+			s.joins.fail(ip, time.Now())
+			err = rlslab.Errorf(rlslab.ENOTFOUND, "no open workshop has that join code: check it with your facilitator")
+		}
+		return store.Workshop{}, err
+	}
+	return ws, nil
+}
+
+// handleJoinByCode is the home page's join box: the code as typed, to the
+// workshop's join page.
+func (s *Server) handleJoinByCode(w http.ResponseWriter, r *http.Request) {
+	if !s.needStore(w, r) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	ws, err := s.workshopByCode(ctx, r, "", r.URL.Query().Get("code"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/workshops/"+ws.ID+"/join?code="+url.QueryEscape(ws.Code), http.StatusSeeOther)
+}
+
+// handleJoinForm asks a participant for their display name.
+func (s *Server) handleJoinForm(w http.ResponseWriter, r *http.Request) {
+	if !s.needStore(w, r) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	ws, err := s.workshopByCode(ctx, r, r.PathValue("id"), r.URL.Query().Get("code"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, views.JoinPage(views.JoinForm{ID: ws.ID, Title: ws.Title, Code: ws.Code}))
+}
+
+// handleJoin adds a participant: the learner cookie, their own lab, and a
+// redirect to the workshop's current lesson (201 {"lab"} for JSON).
+func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
+	if !s.needStore(w, r) {
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	code := r.URL.Query().Get("code")
+	var name string
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		var f struct {
+			Name string `json:"name"`
+			Code string `json:"code"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
+			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "the body is not JSON with a name: %s", shortJSONError(err)))
+			return
+		}
+		name = f.Name
+		if code == "" {
+			code = f.Code
+		}
+	} else {
+		if err := r.ParseForm(); err != nil {
+			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "the form could not be read"))
+			return
+		}
+		name = r.PostForm.Get("name")
+		if code == "" {
+			code = r.PostForm.Get("code")
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), createTimeout)
+	defer cancel()
+	ws, err := s.workshopByCode(ctx, r, r.PathValue("id"), code)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p, token, err := s.store.Join(ctx, ws.ID, name)
+	if err != nil {
+		if !wantsJSON(r) && rlslab.ErrorCode(err) != rlslab.EUNAVAILABLE {
+			// Show the form again with the reason, the name escaped.
+			s.render(w, r, ErrorStatus(err), views.JoinPage(views.JoinForm{ID: ws.ID, Title: ws.Title, Code: ws.Code,
+				Name: truncateText(name, store.MaxNameLen*4), Error: rlslab.ErrorMessage(err)}))
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	s.setLearnerCookie(w, r, token)
+	lab, err := s.labs.Create(ctx, token)
+	if err != nil {
+		// Joined, but no lab yet: the lesson page asks for one again.
+		s.log.Warn("join: no lab yet", "workshop", ws.ID, "err", err)
+		if wantsJSON(r) {
+			s.fail(w, r, err)
+			return
+		}
+	} else if err := s.store.SetParticipantLab(ctx, p.Learner, lab.ID); err != nil {
+		s.log.Warn("join: set lab", "workshop", ws.ID, "lab", lab.ID, "err", err)
+	}
+	slug := ""
+	if ws.CurrentLesson < len(ws.Lessons) {
+		slug = ws.Lessons[ws.CurrentLesson]
+	}
+	s.seen.set(p.Learner, slug)
+	if wantsJSON(r) {
+		w.Header().Set("Location", "/lessons/"+slug)
+		writeJSON(w, http.StatusCreated, map[string]string{"lab": lab.ID, "lesson": slug, "workshop": ws.ID, "name": p.Name})
+		return
+	}
+	http.Redirect(w, r, "/lessons/"+url.PathEscape(slug), http.StatusSeeOther)
+}
+
+// stopPolling is htmx's status for "stop polling".
+const stopPolling = 286
+
+// handleWorkshopNotice is polled by lesson pages: for a participant it
+// says when the facilitator moved to another lesson or ended the
+// workshop, and notes which lesson the participant is on; anyone else gets
+// an empty answer that stops the polling.
+func (s *Server) handleWorkshopNotice(w http.ResponseWriter, r *http.Request) {
+	token := cookieToken(r)
+	if s.store == nil || token == "" {
+		w.WriteHeader(stopPolling)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	l, err := s.store.LearnerByToken(ctx, token)
+	if err != nil {
+		w.WriteHeader(stopPolling)
+		return
+	}
+	p, err := s.store.Participant(ctx, l.ID)
+	if err != nil {
+		w.WriteHeader(stopPolling)
+		return
+	}
+	ws, err := s.store.Workshop(ctx, p.Workshop)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	here := r.URL.Query().Get("lesson")
+	if _, err := s.lessons.Get(here); err == nil {
+		s.seen.set(l.ID, here)
+	}
+	if lab := s.labs.ForOwner(token); lab != nil && lab.ID != p.Lab && !ws.Ended() {
+		// The lesson page made the participant a new lab (the old one
+		// expired): the dashboard follows.
+		if err := s.store.SetParticipantLab(ctx, l.ID, lab.ID); err != nil {
+			s.log.Warn("notice: set lab", "workshop", ws.ID, "err", err)
+		}
+	}
+	n := views.Notice{Workshop: ws.Title, Ended: ws.Ended(), Number: ws.CurrentLesson + 1}
+	if ws.CurrentLesson < len(ws.Lessons) {
+		n.Slug = ws.Lessons[ws.CurrentLesson]
+		n.Title = s.lessonTitle(n.Slug)
+	}
+	n.Moved = n.Slug != "" && n.Slug != here
+	s.render(w, r, http.StatusOK, views.WorkshopNotice(n))
+}
+
+// joinLimiter counts failed join codes per client in fixed windows.
+type joinLimiter struct {
+	mu      sync.Mutex
+	clients map[string]*joinWindowCount
+}
+
+// joinWindowCount is one client's failures since its window started.
+type joinWindowCount struct {
+	start time.Time
+	fails int
+}
+
+// newJoinLimiter returns a limiter that remembers no client yet.
+func newJoinLimiter() *joinLimiter { return &joinLimiter{clients: map[string]*joinWindowCount{}} }
+
+// blocked reports whether ip has used up its failures in the current window.
+func (l *joinLimiter) blocked(ip string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.clients[ip]
+	return c != nil && now.Sub(c.start) < joinWindow && c.fails >= joinFailures
+}
+
+// fail counts one failure of ip.
+func (l *joinLimiter) fail(ip string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.clients[ip]
+	if c == nil || now.Sub(c.start) >= joinWindow {
+		if len(l.clients) >= joinClients {
+			for k, v := range l.clients {
+				if now.Sub(v.start) >= joinWindow {
+					delete(l.clients, k)
+				}
+			}
+		}
+		if len(l.clients) >= joinClients {
+			return // under attack from many addresses: the store's codes are still unguessable
+		}
+		c = &joinWindowCount{start: now}
+		l.clients[ip] = c
+	}
+	c.fails++
+}
+
+// lessonSeen remembers which lesson page each participant last polled
+// from (the dashboard's "current lesson"); it lives in memory only.
+type lessonSeen struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// newLessonSeen returns an empty record of lesson pages.
+func newLessonSeen() *lessonSeen { return &lessonSeen{m: map[string]string{}} }
+
+// set notes that learner is on lesson slug ("" changes nothing).
+func (l *lessonSeen) set(learner, slug string) {
+	if slug == "" {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.m) > 100000 {
+		clear(l.m)
+	}
+	l.m[learner] = slug
+}
+
+// get returns the lesson learner was last seen on, or "".
+func (l *lessonSeen) get(learner string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[learner]
+}
