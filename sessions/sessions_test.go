@@ -443,15 +443,18 @@ func TestResetRacingRun(t *testing.T) {
 // returns within 2 s, the run has returned, and the app role has no backend
 // left.
 func TestStepModeResetOverTheCatalog(t *testing.T) {
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 40, Spares: 4})
-	sem := make(chan struct{}, 4)
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 4, Spares: -1})
+	// Four labs, each reset and handed to the next variant.
+	labs := make(chan *sessions.Lab, 4)
+	for range cap(labs) {
+		labs <- sessionstest.MustCreateLab(t, m, "stepper")
+	}
 	for _, sc := range m.Catalog().All() {
 		for _, v := range sc.Variants {
 			t.Run(sc.ID+"/"+v.Name, func(t *testing.T) {
 				t.Parallel()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				l := sessionstest.MustCreateLab(t, m, sc.ID+"/"+v.Name)
+				l := <-labs
+				defer func() { labs <- l }()
 				if err := l.Start(sessions.RunRequest{Scenario: sc.ID, Variant: v.Name, Speed: engine.Speed{Single: true}}); err != nil {
 					t.Fatal(err)
 				}

@@ -9,13 +9,19 @@
   var HISTORY = 6;
   var SPEEDS = ["step", "0.25", "0.5", "1", "2", "4", "max"];
 
+  // liveStatus reads the run's status from the live view's status bar.
+  function liveStatus() {
+    var s = document.getElementById("status") || document.getElementById("live");
+    return s ? s.getAttribute("data-status") || "" : "";
+  }
+
   function narrate() {
     var list = document.getElementById("narration-history");
     var live = document.getElementById("live");
     if (!list || !live) return;
     var n = live.querySelector(".narration");
     var text = n ? n.textContent.replace(/\s+/g, " ").trim() : "";
-    var status = live.getAttribute("data-status");
+    var status = liveStatus();
     if (status === "running" && list.getAttribute("data-status") !== "running" && list.getAttribute("data-status") !== "queued") {
       list.textContent = ""; // a new run: a new story
     }
@@ -48,7 +54,7 @@
     function variants() { return keys ? keys.querySelectorAll("li[data-variant]") : []; }
     function chosen() { var c = keys && keys.querySelector("li.chosen"); return c ? c.getAttribute("data-variant") : ""; }
     function showSpeed() { if (shown) shown.textContent = SPEEDS[speed] === "step" ? "single-step" : SPEEDS[speed] === "max" ? "full speed" : SPEEDS[speed] + "×"; }
-    function status() { var l = document.getElementById("live"); return l ? l.getAttribute("data-status") : ""; }
+    function status() { return liveStatus(); }
     function setSpeed(d) {
       speed = Math.max(0, Math.min(SPEEDS.length - 1, speed + d));
       showSpeed();

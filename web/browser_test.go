@@ -47,7 +47,7 @@ document.addEventListener("htmx:wsAfterMessage", function () { window.rlslabTest
 // newBrowser starts a headless chromium with a fresh profile for the test
 // and returns a context bound to it; the browser stops when the test ends.
 // Without chromium the test is skipped, or fails when CI is set.
-func newBrowser(t *testing.T) context.Context {
+func newBrowser(t testing.TB) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
 		if os.Getenv("CI") != "" {
@@ -84,14 +84,14 @@ func newBrowser(t *testing.T) context.Context {
 
 // tab is one browser tab in its own browser context (its own cookie jar).
 type tab struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	ctx  context.Context
 }
 
 // newTab opens a tab in a new browser context of browser: a browser of its
 // own as far as cookies go.
-func newTab(t *testing.T, browser context.Context, name string) *tab {
+func newTab(t testing.TB, browser context.Context, name string) *tab {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
 	t.Cleanup(cancel)
@@ -242,7 +242,7 @@ func (b *tab) rows() []domRow {
 
 // waitRunEnd waits until the lab's run goroutine has ended: the live view
 // shows done a moment before the lab accepts the next run.
-func waitRunEnd(t *testing.T, labs *sessions.Manager, id string) {
+func waitRunEnd(t testing.TB, labs *sessions.Manager, id string) {
 	t.Helper()
 	lab, err := labs.Get(id)
 	if err != nil {
@@ -337,7 +337,6 @@ func TestBrowser(t *testing.T) {
 	t.Run("SetRole", func(t *testing.T) { testBrowserSetRole(t, ts, browser) })
 	t.Run("TwoWatchers", func(t *testing.T) { testBrowserTwoWatchers(t, ts, browser) })
 	t.Run("NoOverflow", func(t *testing.T) { testBrowserNoOverflow(t, ts, browser) })
-	t.Run("RowLatency", func(t *testing.T) { testBrowserRowLatency(t, ts, browser) })
 }
 
 // forgetful returns set-leak's forgetful request and Acme's session-set
@@ -738,36 +737,30 @@ func testBrowserNoOverflow(t *testing.T, ts *testServer, browser context.Context
 	t.Logf("theme %s: body background %s", first, bg)
 }
 
-func testBrowserRowLatency(t *testing.T, ts *testServer, browser context.Context) {
-	if testing.Short() {
-		t.Skip("latency measurement: 10 runs in a browser")
+// BenchmarkBrowserRowLatency measures how long a finished request takes to
+// reach the browser's DOM (server's finished_at to the row's first
+// appearance), over b.N full-speed set-leak runs in Debian chromium:
+//
+//	go test ./web -run '^$' -bench BrowserRowLatency -benchtime 10x
+func BenchmarkBrowserRowLatency(b *testing.B) {
+	ts := mustStartServer(b, sessions.Config{MaxLabs: 2})
+	browser := newBrowser(b)
+	tb := newTab(b, browser, "learner")
+	tb.open(ts.URL + "/lessons/set-leak")
+	id := tb.labID()
+	for b.Loop() {
+		since := tb.pressRun(engine.PatternSessionSet, "max")
+		tb.waitDone(since)
+		waitRunEnd(b, ts.Labs, id)
 	}
-	const runs = 10
-	b := newTab(t, browser, "learner")
-	b.open(ts.URL + "/lessons/set-leak")
-	id := b.labID()
-
-	start := time.Now()
-	for range runs {
-		since := b.pressRun(engine.PatternSessionSet, "max")
-		b.waitDone(since)
-		waitRunEnd(t, ts.Labs, id)
-	}
-	took := time.Since(start)
-
-	lat := run(b, chromedp.Evaluate[[]float64](`window.rlslabRowLatencies`))
-	if len(lat) < runs {
-		t.Fatalf("collected %d row latencies in %d runs, want at least %d", len(lat), runs, runs)
-	}
-	for _, v := range lat {
-		// Server and browser read the same machine's clock.
-		if v < -5 {
-			t.Errorf("a row appeared %v ms before the server finished it", v)
-		}
+	lat := run(tb, chromedp.Evaluate[[]float64](`window.rlslabRowLatencies`))
+	if len(lat) == 0 {
+		b.Fatal("no row latencies collected")
 	}
 	slices.Sort(lat)
-	t.Logf("%d runs at full speed in %v (%v per run incl. waits)", runs, took.Round(time.Millisecond), (took / runs).Round(time.Millisecond))
-	t.Logf("row-to-DOM latency p50=%gms p95=%gms max=%gms n=%d", percentile(lat, 50), percentile(lat, 95), lat[len(lat)-1], len(lat))
+	b.ReportMetric(percentile(lat, 50), "p50-ms")
+	b.ReportMetric(percentile(lat, 95), "p95-ms")
+	b.ReportMetric(lat[len(lat)-1], "max-ms")
 }
 
 // percentile returns the p-th percentile of sorted (nearest rank).

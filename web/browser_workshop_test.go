@@ -209,13 +209,13 @@ func TestBrowserWorkshop(t *testing.T) {
 	ann.tab.poll("help closed", `document.getElementById("present-help").hidden`)
 	ann.tab.do(chromedp.KeyEvent(" "))
 	ann.tab.poll("tx-local done", `document.getElementById("present-head").getAttribute("data-variant") === "tx-local" &&
-		document.getElementById("live").getAttribute("data-status") === "done"`)
+		document.getElementById("status").getAttribute("data-status") === "done"`)
 	if y := run(ann.tab, chromedp.Evaluate[int](`window.scrollY`)); y != 0 {
 		t.Errorf("Space scrolled the presenter view to %d", y)
 	}
 	waitRunEnd(t, ts.Labs, ann.lab)
 	ann.tab.do(chromedp.KeyEvent("r"))
-	ann.tab.poll("reset", `document.getElementById("live").getAttribute("data-status") === "idle"`)
+	ann.tab.poll("reset", `document.getElementById("status").getAttribute("data-status") === "idle"`)
 
 	t.Logf("%v: Ann ran tx-local with the keyboard and reset her lab", time.Since(start).Round(time.Millisecond))
 	// Ann's session-set run replays frame by frame after the reset.
@@ -234,12 +234,12 @@ func TestBrowserWorkshop(t *testing.T) {
 	for i := 1; i < total; i++ {
 		ann.tab.do(chromedp.Click(chromedp.ID("replay-fwd")))
 		ann.tab.poll("frame", fmt.Sprintf(`(document.querySelector("#replay-target .replay-frame") || {getAttribute: function () {}}).getAttribute("data-frame") === "%d"`, i))
-		versions = append(versions, run(ann.tab, chromedp.Evaluate[int](`parseInt(document.getElementById("live").getAttribute("data-version"), 10)`)))
+		versions = append(versions, run(ann.tab, chromedp.Evaluate[int](`parseInt(document.getElementById("status").getAttribute("data-version"), 10)`)))
 	}
 	if !slices.IsSorted(versions) {
 		t.Errorf("replayed frames out of order: versions %v", versions)
 	}
-	if n := run(ann.tab, chromedp.Evaluate[int](`document.querySelectorAll('#live tr[data-leak="true"]').length`)); n == 0 {
+	if n := run(ann.tab, chromedp.Evaluate[int](`document.querySelectorAll('#live .req-row[data-leak="true"]').length`)); n == 0 {
 		t.Errorf("the last frame of the session-set recording shows no leak")
 	}
 	ann.tab.do(chromedp.Click(chromedp.ID("replay-back")))

@@ -24,19 +24,20 @@ type presentFrames struct {
 	log  *slog.Logger
 }
 
-// Frame renders st as the live view and the head, both swapped in by id.
+// Frame renders st as the live view's parts and the head, each swapped in
+// by id (a browser gets only the parts that changed).
 func (f *presentFrames) Frame(st engine.State) []byte {
-	var buf bytes.Buffer
-	ctx := context.Background()
-	if err := views.LiveView(views.NewFrame(st, sessions.Tenants())).Render(ctx, &buf); err != nil {
+	parts, err := views.FrameParts(views.NewFrame(st, sessions.Tenants()))
+	if err != nil {
 		f.log.Error("render frame", "lab", st.Lab, "err", err)
 		return nil
 	}
-	if err := views.PresentHead(headOf(f.labs.Catalog(), st), true).Render(ctx, &buf); err != nil {
+	var head bytes.Buffer
+	if err := views.PresentHead(headOf(f.labs.Catalog(), st), true).Render(context.Background(), &head); err != nil {
 		f.log.Error("render head", "lab", st.Lab, "err", err)
 		return nil
 	}
-	return buf.Bytes()
+	return encodeParts(append(parts, views.Part{ID: "present-head", HTML: head.Bytes()}))
 }
 
 // headOf is the pinned head of a lab in state st.
