@@ -22,7 +22,7 @@ const ownBackendsSQL = `SELECT count(*) FROM pg_stat_activity
 
 // TestStockServerQueuesRunsWithinTheBudget starts a PostgreSQL with the
 // stock max_connections = 100, opens rlslab on it with the default flags,
-// and starts twelve crowd runs at once (each needs a lab's whole
+// and starts ten crowd runs at once (each needs a lab's whole
 // allowance): some wait in the queue and say so, all finish, and rlslab's
 // backends, sampled all along, never exceed the budget.
 func TestStockServerQueuesRunsWithinTheBudget(t *testing.T) {
@@ -62,7 +62,7 @@ func TestStockServerQueuesRunsWithinTheBudget(t *testing.T) {
 		}
 	}()
 
-	const runs = 12
+	const runs = 10
 	labs := make([]*sessions.Lab, runs)
 	var wg sync.WaitGroup
 	for i := range labs {
@@ -98,7 +98,7 @@ func TestStockServerQueuesRunsWithinTheBudget(t *testing.T) {
 			}
 		}()
 		if err := l.Start(sessions.RunRequest{Scenario: "shared-pool", Variant: "conn-per-user", Speed: engine.Speed{Max: true},
-			Params: map[string]string{"users": "60"}}); err != nil {
+			Params: map[string]string{"users": "40"}}); err != nil {
 			t.Fatal(err)
 		}
 	}

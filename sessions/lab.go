@@ -198,17 +198,9 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	}
 	env := engine.NewEnv(l.Sandbox, params, l.tracker, run.pace, log)
 	start := time.Now()
-	err = engine.Play(ctx, sc, run.variant, env)
-	// Close the run's pools now (an idle lab holds no connection), but keep
-	// the last picture of its connections as they were read.
-	final := l.tracker.Snapshot()
-	env.Close()
-	for i := range final.Connections {
-		final.Connections[i].State = engine.ConnClosed
-	}
-	l.tracker.Update(func(s *engine.State) {
-		s.Connections, s.Pool, s.Pools = final.Connections, final.Pool, final.Pools
-	})
+	// The run's pools close as it ends (an idle lab holds no connection);
+	// the last picture of its connections stays.
+	err = engine.PlayAndClose(ctx, sc, run.variant, env)
 	log.Info("run finished", "took", time.Since(start).Round(time.Millisecond), "connections", need, "err", err)
 	run.err = l.endRun(run, err)
 }

@@ -492,7 +492,7 @@ func TestPresentAndWatchViews(t *testing.T) {
 	}
 	defer conn.Close()
 	f, err := readFrame(t, conn)
-	if err != nil || !strings.Contains(f, `id="live"`) || !strings.Contains(f, `id="present-head"`) || !strings.Contains(f, `data-testid="outcome"`) {
+	if err != nil || !strings.Contains(f, `id="status"`) || !strings.Contains(f, `id="present-head"`) || !strings.Contains(f, `data-testid="outcome"`) {
 		t.Errorf("presenter frame: %v %.300s", err, f)
 	}
 }

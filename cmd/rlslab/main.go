@@ -199,6 +199,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.IntVar(&d.maxLabs, "max-labs", sessions.DefaultMaxLabs, "labs open at once")
 	ttl := fs.Duration("lab-ttl", sessions.DefaultTTL, "a lab whose owner is away this long is closed and dropped")
 	lifetime := fs.Duration("lab-max-life", sessions.DefaultMaxLifetime, "no lab lives longer than this")
+	readTimeout := fs.Duration("read-timeout", 15*time.Second, "how long a client may take to send a request (a third of it for the headers)")
 	spares := fs.Int("spares", sessions.DefaultSpares, "sandboxes kept ready in advance so a new lab is ready at once (-1: none)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -267,7 +268,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	handler := web.NewServer(labs, ls, static.FS(), log).WithStore(st)
 	defer handler.Close()
 	checker.Store(handler)
-	srv := newHTTPServer(handler)
+	srv := newHTTPServer(handler, *readTimeout)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	fmt.Fprintf(stdout, "rlslab listening on http://%s\n", ln.Addr())
@@ -462,11 +463,11 @@ func bouncerStarter(mode string, log *slog.Logger) engine.BouncerStarter {
 // newHTTPServer returns the HTTP server with its timeouts: slow or idle
 // clients cannot hold connections for ever (websockets keep deadlines of
 // their own).
-func newHTTPServer(h http.Handler) *http.Server {
+func newHTTPServer(h http.Handler, readTimeout time.Duration) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
+		ReadHeaderTimeout: readTimeout / 3,
+		ReadTimeout:       readTimeout,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    64 << 10,

@@ -214,6 +214,18 @@ var errEnvClosed = errors.New("scenario environment closed")
 // follows the run's own lifetime: once ctx ends, or Play returns, no frame
 // waits any more, so a cleanup path that still calls Step cannot hang.
 func Play(ctx context.Context, sc *Scenario, variant string, env *Env) error {
+	return play(ctx, sc, variant, env, false)
+}
+
+// PlayAndClose is Play, but it closes env (its pools and whatever the run
+// started) before it records the final status: when the state says the run
+// is over, the run holds no connection. The last picture of the run's
+// connections stays in the state, marked closed.
+func PlayAndClose(ctx context.Context, sc *Scenario, variant string, env *Env) error {
+	return play(ctx, sc, variant, env, true)
+}
+
+func play(ctx context.Context, sc *Scenario, variant string, env *Env, closeFirst bool) error {
 	stop := context.AfterFunc(ctx, env.pace.Stop)
 	defer stop()
 	defer env.pace.Stop()
@@ -235,6 +247,16 @@ func Play(ctx context.Context, sc *Scenario, variant string, env *Env) error {
 		err = errors.New("run cancelled")
 	}
 	env.Refresh(nil)
+	if closeFirst {
+		final := env.tracker.Snapshot()
+		env.Close()
+		for i := range final.Connections {
+			final.Connections[i].State = ConnClosed
+		}
+		env.tracker.Update(func(s *State) {
+			s.Connections, s.Pool, s.Pools = final.Connections, final.Pool, final.Pools
+		})
+	}
 	env.tracker.Finish(err)
 	return err
 }
