@@ -336,6 +336,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("SetLeak", func(t *testing.T) { testBrowserSetLeak(t, ts, browser) })
 	t.Run("SetRole", func(t *testing.T) { testBrowserSetRole(t, ts, browser) })
 	t.Run("TwoWatchers", func(t *testing.T) { testBrowserTwoWatchers(t, ts, browser) })
+	t.Run("LabGone", func(t *testing.T) { testBrowserLabGone(t, ts, browser) })
 	t.Run("NoOverflow", func(t *testing.T) { testBrowserNoOverflow(t, ts, browser) })
 }
 
@@ -767,4 +768,23 @@ func BenchmarkBrowserRowLatency(b *testing.B) {
 func percentile(sorted []float64, p float64) float64 {
 	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// testBrowserLabGone closes a learner's lab under the page (as expiry
+// does): the page says the lab is gone and offers a new one.
+func testBrowserLabGone(t *testing.T, ts *testServer, browser context.Context) {
+	b := newTab(t, browser, "learner")
+	b.open(ts.URL + "/lessons/set-leak")
+	id := b.labID()
+	if err := ts.Labs.CloseLab(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	b.do(chromedp.WaitVisible(chromedp.ID("lab-gone")))
+	if text := run(b, chromedp.Text(chromedp.ID("lab-gone"))); !strings.Contains(text, "This lab is gone") {
+		t.Errorf("the notice says %q", text)
+	}
+	// The way on is a plain POST for a new lab beside this lesson.
+	if action := run(b, chromedp.Evaluate[string](`document.getElementById("lab-gone").getAttribute("action") + " " + document.getElementById("lab-gone").method`)); action != "/labs?lesson=set-leak post" {
+		t.Errorf("the notice's form: %q", action)
+	}
 }
