@@ -26,6 +26,7 @@ const ownBackendsSQL = `SELECT count(*) FROM pg_stat_activity
 // allowance): some wait in the queue and say so, all finish, and rlslab's
 // backends, sampled all along, never exceed the budget.
 func TestStockServerQueuesRunsWithinTheBudget(t *testing.T) {
+	t.Parallel()
 	srv := pgenvtest.MustStockServer(t)
 	ctx := context.Background()
 	m, err := sessions.Open(ctx, sessions.Config{AdminURL: srv.URL, Catalog: scenarios.DefaultCatalog(), Spares: 2, Bouncers: nil})

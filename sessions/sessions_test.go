@@ -51,6 +51,7 @@ func countLeftovers(t *testing.T, m *sessions.Manager, sb engine.Sandbox) (backe
 }
 
 func TestLabSandboxIsWhatTheDesignSays(t *testing.T) {
+	t.Parallel()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
 	l := sessionstest.MustCreateLab(t, m, "owner")
 	var super, bypass, login, ownerLogin bool
@@ -83,6 +84,7 @@ func TestLabSandboxIsWhatTheDesignSays(t *testing.T) {
 }
 
 func TestOwnerAndLookup(t *testing.T) {
+	t.Parallel()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
 	l, err := m.Create(context.Background(), "0123456789abcdef0123456789abcdef")
 	if err != nil {
@@ -100,6 +102,7 @@ func TestOwnerAndLookup(t *testing.T) {
 }
 
 func TestCapIsEnforced(t *testing.T) {
+	t.Parallel()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 1})
 	sessionstest.MustCreateLab(t, m, "a")
 	_, err := m.Create(context.Background(), "b")
@@ -109,6 +112,7 @@ func TestCapIsEnforced(t *testing.T) {
 }
 
 func TestBudgetIsComputedFromTheServer(t *testing.T) {
+	t.Parallel()
 	srv := pgenvtest.MustServer(t)
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Spares: -1})
 	var maxConns, reserved int
@@ -166,6 +170,7 @@ func waitState(t *testing.T, l *sessions.Lab, what string, ok func(engine.State)
 // TestIdleLabHoldsNoConnection checks that a finished run's pools are
 // closed (no backend of the lab is left) while its last picture stays.
 func TestIdleLabHoldsNoConnection(t *testing.T) {
+	t.Parallel()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
 	l := sessionstest.MustCreateLab(t, m, "owner")
 	st := sessionstest.MustRun(t, l, "set-leak", "session-set", map[string]string{"pool": "3"})
@@ -212,6 +217,7 @@ func TestClosingALabLeavesNothing(t *testing.T) {
 // TestResetDuringARunCancelsIt checks a reset cancels a slow run cleanly,
 // says so, leaves no app backend behind and the lab runs again.
 func TestResetDuringARunCancelsIt(t *testing.T) {
+	t.Parallel()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
 	l := sessionstest.MustCreateLab(t, m, "owner")
 	if err := l.Start(sessions.RunRequest{Scenario: "set-leak", Variant: "session-set", Speed: engine.Speed{Factor: 0.25}}); err != nil {
@@ -236,6 +242,7 @@ func TestResetDuringARunCancelsIt(t *testing.T) {
 }
 
 func TestIdleLabsExpire(t *testing.T) {
+	t.Parallel()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, TTL: time.Second})
 	l := sessionstest.MustCreateLab(t, m, "owner")
 	waitClosed(t, m, l)
@@ -261,6 +268,7 @@ func waitClosed(t *testing.T, m *sessions.Manager, l *sessions.Lab) {
 // TestSteppedRunExpires leaves a run in single-step mode holding a
 // connection: it is idle time, so the lab expires and its run stops.
 func TestSteppedRunExpires(t *testing.T) {
+	t.Parallel()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, TTL: time.Second})
 	l := sessionstest.MustCreateLab(t, m, "owner")
 	if err := l.Start(sessions.RunRequest{Scenario: "set-leak", Variant: "session-set", Speed: engine.Speed{Single: true}}); err != nil {
@@ -276,6 +284,7 @@ func TestSteppedRunExpires(t *testing.T) {
 // TestLifetimeCapsActiveLabs keeps touching a lab: it still closes at the
 // absolute lifetime.
 func TestLifetimeCapsActiveLabs(t *testing.T) {
+	t.Parallel()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, TTL: time.Second, MaxLifetime: 2 * time.Second})
 	l := sessionstest.MustCreateLab(t, m, "owner")
 	stop := make(chan struct{})
@@ -298,6 +307,7 @@ func TestLifetimeCapsActiveLabs(t *testing.T) {
 
 // TestOneLabPerBrowser sends ten concurrent creates with one owner: one lab.
 func TestOneLabPerBrowser(t *testing.T) {
+	t.Parallel()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 20, Spares: 1})
 	var wg sync.WaitGroup
 	labs := make([]*sessions.Lab, 10)
@@ -326,6 +336,7 @@ func TestOneLabPerBrowser(t *testing.T) {
 // TestSparesMakeLabsReadyAtOnce takes more labs than there are spares, and
 // checks the spares are refilled.
 func TestSparesMakeLabsReadyAtOnce(t *testing.T) {
+	t.Parallel()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 10, Spares: 3})
 	deadline := time.Now().Add(20 * time.Second)
 	for m.Usage().Spares < 3 {
@@ -349,6 +360,7 @@ func TestSparesMakeLabsReadyAtOnce(t *testing.T) {
 // gone), a live rlslab's lab and a user's own lab_ database: a new start
 // drops only the first.
 func TestStartupSweep(t *testing.T) {
+	t.Parallel()
 	srv := pgenvtest.MustServer(t)
 	ctx := context.Background()
 	crashed := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Spares: -1})
@@ -396,6 +408,7 @@ func TestStartupSweep(t *testing.T) {
 // once, forty times: every accepted run ends exactly once (done, failed or
 // cancelled by a reset), and the state never says idle while a run goes.
 func TestResetRacingRun(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	ended := map[string]int{}
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, OnRunEnd: func(r sessions.RunRecord) {
@@ -443,6 +456,7 @@ func TestResetRacingRun(t *testing.T) {
 // returns within 2 s, the run has returned, and the app role has no backend
 // left.
 func TestStepModeResetOverTheCatalog(t *testing.T) {
+	t.Parallel()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 4, Spares: -1})
 	// Four labs, each reset and handed to the next variant.
 	labs := make(chan *sessions.Lab, 4)
@@ -521,6 +535,7 @@ func BenchmarkCreateLab(b *testing.B) {
 // the first running frame to the final one, and a run cancelled by a reset
 // is reported as such.
 func TestEveryRunIsRecorded(t *testing.T) {
+	t.Parallel()
 	records := make(chan sessions.RunRecord, 4)
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, OnRunEnd: func(r sessions.RunRecord) { records <- r }})
 	l := sessionstest.MustCreateLab(t, m, "owner")
