@@ -201,6 +201,10 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	// The run's pools close as it ends (an idle lab holds no connection);
 	// the last picture of its connections stays.
 	err = engine.PlayAndClose(ctx, sc, run.variant, env)
+	// A closed connection's backend exits a moment later: the run's
+	// connections go back to the budget only once the server has let them
+	// go, so the budget holds on the server's own count.
+	l.waitBackendsGone(backendsGoneTimeout)
 	log.Info("run finished", "took", time.Since(start).Round(time.Millisecond), "connections", need, "err", err)
 	run.err = l.endRun(run, err)
 }
@@ -386,4 +390,28 @@ func (l *Lab) close(ctx context.Context) {
 	}
 	l.mgr.forgetSem(l.ID)
 	l.mgr.log.Info("lab closed", "lab", l.ID)
+}
+
+// backendsGoneTimeout bounds how long a finished run waits for its
+// backends to exit before it gives its connections back.
+const backendsGoneTimeout = 2 * time.Second
+
+// waitBackendsGone waits until pg_stat_activity shows no backend on the
+// lab's database, or the timeout passes (the server gives no notice, so it
+// asks again every few milliseconds).
+func (l *Lab) waitBackendsGone(timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		// A fresh read, shared with every other lab that asks at once.
+		n, _, err := l.mgr.counts.get(ctx, l.Sandbox.Database, 0)
+		if err != nil || n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

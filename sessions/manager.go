@@ -37,7 +37,7 @@ const (
 	DefaultMargin      = 10
 	// AdminConns is the size of rlslab's admin pool (lab creation, server
 	// counts, health); one more connection holds the instance's lock.
-	AdminConns = 3
+	AdminConns = 6
 	// MaintConns bounds the direct connections to lab databases that
 	// building and reseeding sandboxes use at once.
 	MaintConns = 4
@@ -188,6 +188,11 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	pcfg.MaxConns, pcfg.MinConns = AdminConns, 0
 	pcfg.MaxConnIdleTime = time.Minute
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "rlslab admin"
+	// rlslab's own writes (learners, progress, recordings) need not wait
+	// for the disk: a server crash may lose the last fraction of a second
+	// of them, never leave them half-written. Fifty learners arriving at
+	// once then do not queue behind each other's WAL flush.
+	pcfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
 	pcfg.ConnConfig.ConnectTimeout = dbTimeout
 	admin, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 // for crowds, whose frames are alike).
 const (
 	maxRecordedFrames = 1500
+	maxRecordedBytes  = 6 << 20
 	recordEvery       = 50 * time.Millisecond
 )
 
@@ -43,6 +44,7 @@ type recorder struct {
 
 	mu      sync.Mutex
 	frames  []RecordedFrame
+	bytes   int // of the frames' states
 	version uint64
 	stop    context.CancelFunc
 	done    chan struct{}
@@ -93,13 +95,16 @@ func (r *recorder) add(st engine.State) {
 	if err != nil {
 		return
 	}
-	if len(r.frames) >= maxRecordedFrames {
+	r.bytes += len(b)
+	for len(r.frames) >= maxRecordedFrames || r.bytes > maxRecordedBytes && len(r.frames) > 2 {
 		// Thin out: keep every other frame, so a long run still spans its
 		// whole length.
 		kept := r.frames[:0]
 		for i, f := range r.frames {
-			if i%2 == 0 {
+			if i%2 == 0 || i == len(r.frames)-1 {
 				kept = append(kept, f)
+			} else {
+				r.bytes -= len(f.State)
 			}
 		}
 		r.frames = kept

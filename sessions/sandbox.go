@@ -161,12 +161,32 @@ func (m *Manager) maint(ctx context.Context, db string, f func(ctx context.Conte
 	if err != nil {
 		return fmt.Errorf("maintenance connection: %w", err)
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), connCloseTimeout)
-		defer cancel()
-		conn.Close(cctx)
-	}()
+	defer m.closeAndWait(conn)
 	return f(ctx, conn)
+}
+
+// closeAndWait closes a direct connection and waits (a second at most)
+// until its backend has left pg_stat_activity: its slot of the budget is
+// free only once the server has let it go.
+func (m *Manager) closeAndWait(conn *pgx.Conn) {
+	pid := conn.PgConn().PID()
+	ctx, cancel := context.WithTimeout(context.Background(), connCloseTimeout)
+	defer cancel()
+	conn.Close(ctx)
+	wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
+	defer wcancel()
+	for {
+		var alive bool
+		err := m.admin.QueryRow(wctx, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", int32(pid)).Scan(&alive)
+		if err != nil || !alive {
+			return
+		}
+		select {
+		case <-wctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // seed inserts the seed rows (as the superuser, so FORCE RLS does not
@@ -290,9 +310,7 @@ func (m *Manager) labAdmin(ctx context.Context, id string) (*pgx.Conn, func(), e
 		return nil, nil, fmt.Errorf("lab %s: admin connection: %w", id, err)
 	}
 	return conn, func() {
-		closeCtx, cancel := context.WithTimeout(context.Background(), connCloseTimeout)
-		defer cancel()
-		conn.Close(closeCtx)
+		m.closeAndWait(conn)
 		<-sem
 	}, nil
 }
