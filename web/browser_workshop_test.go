@@ -207,7 +207,7 @@ func TestBrowserWorkshop(t *testing.T) {
 	ann.tab.poll("help", `!document.getElementById("present-help").hidden`)
 	ann.tab.do(chromedp.KeyEvent("?"))
 	ann.tab.poll("help closed", `document.getElementById("present-help").hidden`)
-	ann.tab.do(chromedp.KeyEvent(" "))
+	ann.tab.do(chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`), chromedp.KeyEvent(" "))
 	ann.tab.poll("tx-local done", `document.getElementById("present-head").getAttribute("data-variant") === "tx-local" &&
 		document.getElementById("status").getAttribute("data-status") === "done"`)
 	if y := run(ann.tab, chromedp.Evaluate[int](`window.scrollY`)); y != 0 {
