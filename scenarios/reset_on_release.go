@@ -67,12 +67,13 @@ func ResetOnRelease() *engine.Scenario {
 	}
 	for _, k := range kinds {
 		// The replay's pool of 2 and the timing pool without guard; the
-		// timing pool with the guard; for the check, the backend the pool
-		// refused (until it has exited) and the superuser connection that
-		// asks the server whether it has.
+		// timing pool with the guard, and a backend of a pool closed a
+		// moment earlier that may still be exiting; for the check, the
+		// backend the pool refused (until it has exited) and the superuser
+		// connection that asks the server whether it has.
 		need := 3
 		if k.reset != "" {
-			need = 4
+			need = 5
 		} else if k.check {
 			need = 6
 		}
