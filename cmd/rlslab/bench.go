@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -19,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rlslab/rlslab/scenarios/engine/measure"
 
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
@@ -433,16 +434,11 @@ type durStats struct {
 	N             int
 }
 
-// summarize returns the nearest-rank p50, p95 and the maximum of ds.
+// summarize returns the nearest-rank p50, p95 and the maximum of ds, with
+// the engine's one percentile definition.
 func summarize(ds []time.Duration) durStats {
 	if len(ds) == 0 {
 		return durStats{}
 	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	rank := func(p float64) time.Duration {
-		i := int(math.Ceil(p*float64(len(s)))) - 1
-		return s[max(i, 0)]
-	}
-	return durStats{P50: rank(0.50), P95: rank(0.95), Max: s[len(s)-1], N: len(s)}
+	return durStats{P50: measure.Percentile(ds, 50), P95: measure.Percentile(ds, 95), Max: measure.Percentile(ds, 100), N: len(ds)}
 }
