@@ -1,84 +1,11 @@
 package scenarios_test
 
 import (
-	"context"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/scenarios/engine"
-	"github.com/rlslab/rlslab/sessions"
-	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
-
-// peakBackends samples the number of backends in the lab's database every
-// few milliseconds until stop is called, which returns the most it saw.
-func peakBackends(t *testing.T, m *sessions.Manager, lab *sessions.Lab) (stop func() int) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var peak int
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			var n int
-			err := m.Admin().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, lab.Sandbox.Database).Scan(&n)
-			if err == nil {
-				peak = max(peak, n)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	})
-	return func() int {
-		cancel()
-		wg.Wait()
-		return peak
-	}
-}
-
-// TestEveryVariantStaysWithinItsConnectionNeed runs every variant of the
-// catalog at its default parameters while sampling pg_stat_activity, and
-// checks the lab's database never held more backends than the variant's
-// declared need: what the lab manager admits the run with.
-func TestEveryVariantStaysWithinItsConnectionNeed(t *testing.T) {
-	t.Parallel()
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 3})
-	labs := make(chan *sessions.Lab, 3)
-	for range cap(labs) {
-		labs <- sessionstest.MustCreateLab(t, m, "owner")
-	}
-	for _, sc := range scenarios.DefaultCatalog().All() {
-		t.Run(sc.ID, func(t *testing.T) {
-			t.Parallel()
-			lab := <-labs
-			defer func() { labs <- lab }()
-			for _, v := range sc.VariantNames() {
-				need := sc.Need(v, nil, lab.Sandbox)
-				if need <= 0 {
-					t.Errorf("%s: declares a need of %d connections", v, need)
-				}
-				waitNoBackends(t, m, lab)
-				stop := peakBackends(t, m, lab)
-				st, err := playToEnd(t, lab, sc.ID, v, nil)
-				peak := stop()
-				if err != nil || st.Status != engine.StatusDone {
-					t.Fatalf("%s: %v (status %s)", v, err, st.Status)
-				}
-				if peak > need {
-					t.Errorf("%s: %d backends at the peak, declared need %d", v, peak, need)
-				}
-				t.Logf("%s: peak %d of %d", v, peak, need)
-			}
-			waitNoBackends(t, m, lab)
-		})
-	}
-}
 
 // TestNeedFollowsParamsAndSandbox checks Need applies defaults, reads the
 // parameters and the sandbox's CONNECTION LIMIT, and knows no unknown
