@@ -148,14 +148,15 @@ func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 	}))
 }
 
-// handleState serves the lab's live state as JSON, with fresh server counts.
+// handleState serves the lab's live state as JSON (state.json's own type,
+// see statejson.go), with fresh server counts.
 func (s *Server) handleState(w http.ResponseWriter, r *http.Request) {
 	lab, err := s.labs.Get(r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, lab.State(r.Context()))
+	writeJSON(w, http.StatusOK, stateJSONOf(lab.State(r.Context())))
 }
 
 // handleRun starts a run: 202, or 400 for an unknown scenario, variant,
