@@ -91,13 +91,14 @@ func (k *Keeper) Close() {
 	k.wg.Wait()
 }
 
-// learnerOf returns the id of the learner who owns r's lab, or "" when the
-// owner is not a learner in st.
+// learnerOf returns the id of the learner who owns r's lab (storing the
+// learner if this is its first run), or "" when the owner is not a learner
+// token.
 func learnerOf(ctx context.Context, st *store.Store, r RunRecord) string {
 	if r.Lab == nil {
 		return ""
 	}
-	l, err := st.LearnerByToken(ctx, r.Lab.Owner())
+	l, err := st.EnsureLearner(ctx, r.Lab.Owner())
 	if err != nil {
 		return ""
 	}

@@ -2,8 +2,6 @@ package web
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -12,6 +10,7 @@ import (
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/web/views"
 )
 
@@ -290,27 +289,14 @@ func cookieToken(r *http.Request) string {
 	return c.Value
 }
 
-// ownerToken returns the browser's learner token, giving it one (a learner
-// in rlslab's own tables, kept in an HttpOnly cookie) if it has none.
+// ownerToken returns the browser's learner token, giving it a new one (in an
+// HttpOnly cookie) if it has none. Nothing is written to rlslab's tables:
+// the learner is stored once it has something to keep (ensureLearner).
 func (s *Server) ownerToken(w http.ResponseWriter, r *http.Request) string {
 	if t := cookieToken(r); t != "" {
 		return t
 	}
-	var t string
-	if s.store != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
-		defer cancel()
-		if _, tok, err := s.store.CreateLearner(ctx); err == nil {
-			t = tok
-		} else {
-			s.log.Warn("create learner", "err", err)
-		}
-	}
-	if t == "" {
-		b := make([]byte, 16)
-		_, _ = rand.Read(b)
-		t = hex.EncodeToString(b)
-	}
+	t := store.NewToken()
 	s.setLearnerCookie(w, r, t)
 	return t
 }
