@@ -22,7 +22,7 @@ func TestNeedFollowsParamsAndSandbox(t *testing.T) {
 		{"set-leak", engine.PatternSessionSet, engine.Params{"pool": 3}, 3},
 		{"shared-pool", scenarios.SharedPoolShared, nil, 11},                                     // pool 10 + admin for the extra tenants
 		{"shared-pool", scenarios.SharedPoolShared, engine.Params{"pool": 50, "tenants": 3}, 12}, // capped at the limit, no admin
-		{"shared-pool", scenarios.SharedPoolConnPerUser, nil, 12 + 2 + 1},
+		{"shared-pool", scenarios.SharedPoolConnPerUser, nil, 12 + 4 + 1},
 		{"wrong-scope", scenarios.WrongScopeConnPerUser, engine.Params{"pool": 8}, 8},
 		{"pgbouncer-tx", scenarios.PgBouncerTxFanIn, engine.Params{"pool_size": 20}, 12},
 		{"pgbouncer-tx", scenarios.PgBouncerTxResetAlways, nil, 3},
