@@ -66,6 +66,7 @@ func lookAt(t *testing.T, b *tab, prefix, scrollTo string) {
 }
 
 func TestBrowserRecentRunsAndCompareLink(t *testing.T) {
+	t.Parallel()
 	ts := mustStartServer(t, sessions.Config{MaxLabs: 3})
 	w := mustCreateWorkshop(t, ts, "Recent runs", "set-leak", "split-calls")
 	browser := newBrowser(t)

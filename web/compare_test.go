@@ -52,6 +52,7 @@ func labRuns(t *testing.T, s *testServer, lab string) []struct{ ID, Variant stri
 }
 
 func TestLessonCompareLink(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 3})
 	c := newBrowserClient(t)
 	lab := openLesson(t, s, c, "set-leak")
@@ -143,6 +144,7 @@ func TestLessonCompareLink(t *testing.T) {
 }
 
 func TestDashboardPredictionsAndLessonAfterRestart(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 3})
 	w := mustCreateWorkshop(t, s, "Predictions", "set-leak", "split-calls")
 	fac := facilitatorClient(t, s, w)
