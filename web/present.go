@@ -8,6 +8,7 @@ import (
 
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/web/live"
 	"github.com/rlslab/rlslab/web/views"
 )
 
@@ -22,12 +23,19 @@ func (s *Server) presentRoutes() {
 type presentFrames struct {
 	labs *sessions.Manager
 	log  *slog.Logger
+	rows *views.RowCache // this lab's finished rows (ForLab); nil renders them all
+}
+
+// ForLab returns a renderer for one lab's frames, which keeps its finished
+// request rows rendered.
+func (f *presentFrames) ForLab() live.Renderer {
+	return &presentFrames{labs: f.labs, log: f.log, rows: views.NewRowCache()}
 }
 
 // Frame renders st as the live view's parts and the head, each swapped in
 // by id (a browser gets only the parts that changed).
 func (f *presentFrames) Frame(st engine.State) []byte {
-	parts, err := views.FrameParts(views.NewFrame(st, sessions.Tenants()))
+	parts, err := f.rows.FrameParts(views.NewFrame(st, sessions.Tenants()))
 	if err != nil {
 		f.log.Error("render frame", "lab", st.Lab, "err", err)
 		return nil

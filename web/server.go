@@ -225,7 +225,10 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, c te
 }
 
 // Frames renders lab states into websocket frames for the live hubs.
-type Frames struct{ log *slog.Logger }
+type Frames struct {
+	log  *slog.Logger
+	rows *views.RowCache // one lab's finished rows (ForLab); nil renders them all
+}
 
 // NewFrames returns the frame renderer.
 func NewFrames(log *slog.Logger) *Frames {
@@ -235,11 +238,15 @@ func NewFrames(log *slog.Logger) *Frames {
 	return &Frames{log: log}
 }
 
+// ForLab returns a renderer for one lab's frames, which keeps its finished
+// request rows rendered.
+func (f *Frames) ForLab() live.Renderer { return &Frames{log: f.log, rows: views.NewRowCache()} }
+
 // Frame renders the live view of st as its parts (sections and their
 // items, each with a stable id); each websocket sends its browser only the
 // parts that changed (see frameDiff).
 func (f *Frames) Frame(st engine.State) []byte {
-	parts, err := views.FrameParts(views.NewFrame(st, sessions.Tenants()))
+	parts, err := f.rows.FrameParts(views.NewFrame(st, sessions.Tenants()))
 	if err != nil {
 		f.log.Error("render frame", "lab", st.Lab, "err", err)
 		return nil

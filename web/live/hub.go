@@ -25,6 +25,14 @@ type Renderer interface {
 	Frame(engine.State) []byte
 }
 
+// LabRenderer is a Renderer that keeps what it rendered for one lab's next
+// frames: each hub asks it for a renderer of its own, which lives as long
+// as the hub.
+type LabRenderer interface {
+	Renderer
+	ForLab() Renderer
+}
+
 // Lab is what a hub needs of a lab.
 type Lab interface {
 	Tracker() *engine.Tracker
@@ -59,7 +67,10 @@ func (hs *Hubs) Watch(lab Lab) *Watcher {
 	hs.mu.Lock()
 	h := hs.hubs[lab]
 	if h == nil {
-		h = &hub{hubs: hs, lab: lab, subs: map[*Watcher]struct{}{}, stop: make(chan struct{})}
+		h = &hub{hubs: hs, lab: lab, render: hs.render, subs: map[*Watcher]struct{}{}, stop: make(chan struct{})}
+		if r, ok := hs.render.(LabRenderer); ok {
+			h.render = r.ForLab()
+		}
 		hs.hubs[lab] = h
 		h.wg.Add(1)
 		go h.run()
@@ -94,11 +105,12 @@ func (hs *Hubs) Close() {
 
 // hub renders one lab's frames while anyone watches it.
 type hub struct {
-	hubs *Hubs
-	lab  Lab
-	stop chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup
+	hubs   *Hubs
+	lab    Lab
+	render Renderer // the hubs' renderer, or this lab's own (LabRenderer)
+	stop   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
 
 	mu      sync.Mutex // guards last and version; subs is guarded by hubs.mu
 	subs    map[*Watcher]struct{}
@@ -163,7 +175,7 @@ func (h *hub) frame(force bool) []byte {
 		return nil
 	}
 	h.mu.Unlock()
-	f := h.hubs.render.Frame(st)
+	f := h.render.Frame(st)
 	if f == nil {
 		return nil
 	}

@@ -26,7 +26,13 @@ type Part struct {
 // FrameParts renders the live view of v as parts, in document order: each
 // section without its items, then the items. Every part carries
 // hx-swap-oob, so that any subset of them is a valid frame.
-func FrameParts(v Live) ([]Part, error) {
+func FrameParts(v Live) ([]Part, error) { return framePartsWith(v, nil) }
+
+// FrameParts is the package function FrameParts, with the finished request
+// rows taken from c where it has them.
+func (c *RowCache) FrameParts(v Live) ([]Part, error) { return framePartsWith(v, c) }
+
+func framePartsWith(v Live, rows *RowCache) ([]Part, error) {
 	v.Frame = true
 	var parts []Part
 	add := func(id, section, container, wrap string, c templ.Component) error {
@@ -55,10 +61,10 @@ func FrameParts(v Live) ([]Part, error) {
 			return nil, err
 		}
 	}
-	for _, r := range v.RecentRequests() {
-		if err := add(RowID(r), "requests", "request-rows", "div", RequestRowView(v, r)); err != nil {
-			return nil, err
-		}
+	if err := rows.render(v, func(id string, html []byte) {
+		parts = append(parts, Part{ID: id, Section: "requests", Container: "request-rows", Wrap: "div", HTML: html})
+	}); err != nil {
+		return nil, err
 	}
 	if err := add("conn-chart", "counts", "", "", ConnChartView(v)); err != nil {
 		return nil, err
