@@ -3,6 +3,7 @@ package scenarios_test
 import (
 	"context"
 	"errors"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -349,5 +350,43 @@ func TestPgBouncerTxUnreachablePgBouncer(t *testing.T) {
 	st = sessionstest.MustRun(t, lab, "pgbouncer-tx", engine.PatternTxLocal, nil)
 	if st.Status != engine.StatusDone {
 		t.Fatalf("after the failure: %q %s", st.Status, st.Error)
+	}
+}
+
+// TestPgBouncerTxStepNarrationNamesWhatTheServerHolds plays session-set one
+// frame at a time and checks that each acquire's narration says the backend
+// holds what it was last read to hold, by whichever client read it: app-2's
+// first request gets the server app-1 left scoped to Acme, though app-2's
+// own client connection was last read (at connect) holding nothing.
+func TestPgBouncerTxStepNarrationNamesWhatTheServerHolds(t *testing.T) {
+	t.Parallel()
+	_, lab := pbLab(t)
+	d := startDirect(t, lab, "pgbouncer-tx", engine.PatternSessionSet, nil, engine.Speed{Single: true})
+	acquire := regexp.MustCompile(`^Request #(\d+) .* acquires a connection: backend (\d+), which (holds .*)\.$`)
+	release := regexp.MustCompile(`^Request #\d+ .* releases backend (\d+): it now (holds .*)\.$`)
+	left := map[string]string{} // backend -> what the last release said it holds
+	acquires := 0
+	d.stepTo(t, func(_ int, st engine.State) bool {
+		if m := release.FindStringSubmatch(st.Narration); m != nil {
+			left[m[1]] = m[2]
+		}
+		m := acquire.FindStringSubmatch(st.Narration)
+		if m == nil {
+			return false
+		}
+		acquires++
+		if want, ok := left[m[2]]; ok && m[3] != want {
+			t.Errorf("request #%s: the narration says backend %s %q, the last release read it to %q", m[1], m[2], m[3], want)
+		}
+		if m[1] == "2" && !strings.Contains(m[3], "tenant Acme") {
+			t.Errorf("request #2 (app-2) gets app-1's server, which app-1 left scoped to Acme; the narration says: %s", st.Narration)
+		}
+		return false
+	})
+	if err := d.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if acquires != 4 {
+		t.Errorf("%d acquire frames, want 4", acquires)
 	}
 }

@@ -117,6 +117,28 @@ func (s *State) timelineObserve(r *Request, pid uint32, seen *string, role strin
 	s.addTimeline(r.env.Sandbox.AppRole, ev)
 }
 
+// LastReading returns the tenant setting that backend pid was last read to
+// hold, by any connection (at connect, in a request's query, at release),
+// and whether the timeline still has such a reading.
+func (t *Tracker) LastReading(pid uint32) (*string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tl := t.st.Timeline
+	if tl == nil || pid == 0 {
+		return nil, false
+	}
+	for i := len(tl.Events) - 1; i >= 0; i-- {
+		if ev := tl.Events[i]; ev.Read && ev.PID == pid {
+			if ev.Tenant == nil {
+				return nil, true
+			}
+			v := *ev.Tenant
+			return &v, true
+		}
+	}
+	return nil, false
+}
+
 // timelineClose is the pool's hook for a connection leaving the pool.
 func (s *State) timelineClose(p *Pool, i int) {
 	if i < 0 {
