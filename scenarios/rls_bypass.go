@@ -157,6 +157,11 @@ func runPrivileged(ctx context.Context, env *engine.Env, variant string, steps [
 			return err
 		}
 	}
+	// The policy and flags as this transaction sees them, its own NO FORCE
+	// included: what the query below runs under.
+	if err := env.ShowPolicy(ctx, tx, "invoices"); err != nil {
+		return err
+	}
 	var enabled, forced, super, bypassAttr bool
 	err = tx.QueryRow(ctx, `SELECT c.relrowsecurity, c.relforcerowsecurity, r.rolsuper, r.rolbypassrls
 		FROM pg_class c, pg_roles r WHERE c.oid = 'invoices'::regclass AND r.rolname = current_user`).Scan(&enabled, &forced, &super, &bypassAttr)
@@ -216,7 +221,17 @@ func runBypassAppRole(ctx context.Context, env *engine.Env) error {
 		return err
 	}
 	r := pool.NewRequest(acme, engine.PatternTxLocal)
-	if err := r.Do(ctx); err != nil {
+	if err := r.Acquire(ctx); err != nil {
+		r.ReleaseQuiet(context.WithoutCancel(ctx))
+		return err
+	}
+	// The app role reads the catalog too: reading it sets nothing on the
+	// connection.
+	if err := env.ShowPolicy(ctx, r.Conn(), "invoices"); err != nil {
+		r.ReleaseQuiet(context.WithoutCancel(ctx))
+		return err
+	}
+	if err := r.Finish(ctx); err != nil {
 		return err
 	}
 	row := r.Row()
@@ -255,6 +270,9 @@ func appRoleTx(ctx context.Context, env *engine.Env, t engine.Tenant, narration 
 				_, err = tx.Exec(ctx, s)
 			}
 		}
+	}
+	if err == nil {
+		err = env.ShowPolicy(ctx, tx, "invoices")
 	}
 	if err == nil {
 		err = env.Step(ctx, fmt.Sprintf("Request #%d: %s", r.Seq, narration))

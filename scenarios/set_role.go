@@ -237,7 +237,7 @@ func roleSetup(ctx context.Context, env *engine.Env) error {
 				return fmt.Errorf("set-role setup: %s: %w", s, err)
 			}
 		}
-		return nil
+		return env.ShowPolicy(ctx, tx, "invoices")
 	})
 }
 

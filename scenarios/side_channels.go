@@ -81,7 +81,7 @@ func runSideChannels(ctx context.Context, env *engine.Env, unique, grant string,
 		"ALTER TABLE "+contactsTable+" FORCE ROW LEVEL SECURITY",
 		"CREATE POLICY tenant_isolation ON "+contactsTable+" USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::int)",
 		"GRANT "+grant+" ON "+contactsTable+" TO "+quote(sb.AppRole))
-	if err := labDDL(ctx, env, true, stmts...); err != nil {
+	if err := labDDLShowing(ctx, env, true, contactsTable, stmts...); err != nil {
 		return err
 	}
 	others := 2 * (len(sb.Tenants) - 1)

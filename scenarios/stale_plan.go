@@ -49,7 +49,7 @@ func runStalePlan(ctx context.Context, env *engine.Env, volatility string) (err 
 	fn := "CREATE FUNCTION " + stalePlanFunc + "() RETURNS int LANGUAGE sql " + volatility +
 		" AS $$ SELECT NULLIF(current_setting('app.current_tenant', true), '')::int $$"
 	policy := "CREATE POLICY tenant_isolation ON " + stalePlanTable + " USING (tenant_id = " + stalePlanFunc + "())"
-	if err := labDDL(ctx, env, true,
+	if err := labDDLShowing(ctx, env, true, stalePlanTable,
 		fn,
 		"CREATE TABLE "+stalePlanTable+" (id int PRIMARY KEY, tenant_id int NOT NULL)",
 		"ALTER TABLE "+stalePlanTable+" ENABLE ROW LEVEL SECURITY",
