@@ -114,6 +114,7 @@ type bouncerRun struct {
 
 	mu      sync.Mutex
 	held    map[int]*string // remote_pid → the tenant setting last read on that backend
+	links   map[string]int  // a client's ptr → the remote_pid of the server it was last seen linked to
 	ports   map[int]string  // a client connection's local TCP port → its instance
 	peakCl  int
 	peakSv  int
@@ -214,7 +215,7 @@ func startBouncer(ctx context.Context, env *engine.Env, poolSize int, reset bool
 	}
 	db, user, pw, _ := appCredentials(env.Sandbox.AppURL)
 	rb := &bouncerRun{env: env, b: b, db: db, user: user, password: pw, started: time.Now(),
-		held: map[int]*string{}, ports: map[int]string{}}
+		held: map[int]*string{}, ports: map[int]string{}, links: map[string]int{}}
 	tr := env.Tracker()
 	tr.SetMetric(MetricPgBouncerVersion, b.Version(), versionNumber(b.Version()))
 	if pid := b.PID(); pid > 0 {
@@ -423,7 +424,34 @@ func (rb *bouncerRun) readPairing(ctx context.Context, admin *pgx.Conn) error {
 		rb.peakCl = max(rb.peakCl, mine.ClWaiting)
 		rb.peakMax = max(rb.peakMax, time.Duration(mine.MaxWaitMS)*time.Millisecond)
 	}
+	// A pairing seen for the first time goes on the timeline: which client
+	// was linked to which backend, and when.
+	pidOf := map[string]uint32{}
+	for _, sv := range p.Servers {
+		pidOf[sv.Ptr] = sv.PID
+	}
+	var newLinks []engine.PeerConn
+	seen := map[string]bool{}
+	for _, c := range p.Clients {
+		pid := pidOf[c.Link]
+		if c.Link == "" || pid == 0 {
+			continue
+		}
+		seen[c.Ptr] = true
+		if rb.links[c.Ptr] != int(pid) {
+			rb.links[c.Ptr] = int(pid)
+			newLinks = append(newLinks, engine.PeerConn{Label: c.Label, PID: pid})
+		}
+	}
+	for ptr := range rb.links {
+		if !seen[ptr] {
+			delete(rb.links, ptr)
+		}
+	}
 	rb.mu.Unlock()
+	for _, l := range newLinks {
+		rb.env.Tracker().AddLink(l.Label, l.PID)
+	}
 	sort.Slice(p.Clients, func(i, j int) bool { return p.Clients[i].Label < p.Clients[j].Label })
 	sort.Slice(p.Servers, func(i, j int) bool { return p.Servers[i].PID < p.Servers[j].PID })
 	tr := rb.env.Tracker()

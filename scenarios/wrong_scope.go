@@ -100,7 +100,7 @@ func runScopeRace(ctx context.Context, env *engine.Env, variant string) error {
 		return err
 	}
 	shared := &sharedTenant{}
-	reqs := []*engine.Request{pool.NewRequest(a, variant), pool.NewRequest(b, variant)}
+	reqs := []*engine.Request{pool.NewRequest(a, engine.PatternTxLocal), pool.NewRequest(b, engine.PatternTxLocal)}
 	ctxs := []context.Context{ctx, ctx}
 	defer func() {
 		for _, r := range reqs {
@@ -113,6 +113,7 @@ func runScopeRace(ctx context.Context, env *engine.Env, variant string) error {
 		narration := fmt.Sprintf("%s: the handler stores tenant %s in its request's context.", r.Label(), r.Tenant.Name)
 		if global {
 			shared.set(r.Tenant)
+			env.Tracker().AddFieldReading(engine.FieldReading{Value: shared.get().Setting(), Seq: r.Seq, Wrote: true})
 			narration = fmt.Sprintf("%s: the handler stores tenant %s in the shared field; it now says %s.", r.Label(), r.Tenant.Name, shared.get().Name)
 		} else {
 			ctxs[i] = context.WithValue(ctxs[i], tenantKey{}, r.Tenant)
@@ -133,10 +134,10 @@ func runScopeRace(ctx context.Context, env *engine.Env, variant string) error {
 	leaks := 0
 	for i, r := range reqs {
 		t, ok := shared.get(), true
-		if !global {
-			if t, ok = ctxs[i].Value(tenantKey{}).(engine.Tenant); !ok {
-				return fmt.Errorf("%s: no tenant in the request's context", r.Label())
-			}
+		if global {
+			env.Tracker().AddFieldReading(engine.FieldReading{Value: t.Setting(), Seq: r.Seq})
+		} else if t, ok = ctxs[i].Value(tenantKey{}).(engine.Tenant); !ok {
+			return fmt.Errorf("%s: no tenant in the request's context", r.Label())
 		}
 		if err := r.Acquire(ctx); err != nil {
 			return err

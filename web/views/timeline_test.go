@@ -161,3 +161,41 @@ func TestCleanTitle(t *testing.T) {
 		}
 	}
 }
+
+// TestTimelineDrawsTheSharedField draws wrong-scope's shared field as a
+// lane above the backends: Acme's band from request #1's write until #2
+// overwrites it with Globex, and both requests' reads under Globex's band.
+func TestTimelineDrawsTheSharedField(t *testing.T) {
+	tr := engine.NewTracker("x")
+	tr.Begin("wrong-scope", "global", "1x")
+	tr.AddFieldReading(engine.FieldReading{Value: "1", Seq: 1, Wrote: true})
+	tr.AddFieldReading(engine.FieldReading{Value: "2", Seq: 2, Wrote: true})
+	tr.AddFieldReading(engine.FieldReading{Value: "2", Seq: 1})
+	tr.AddFieldReading(engine.FieldReading{Value: "2", Seq: 2})
+	st := tr.Snapshot()
+	d := NewLive(st, tenants).Timeline()
+	if d == nil || len(d.Lanes) != 1 || d.Lanes[0].Kind != LaneField {
+		t.Fatalf("lanes: %+v", d)
+	}
+	l := d.Lanes[0]
+	if len(l.Bands) != 2 || *l.Bands[0].Tenant != "1" || *l.Bands[1].Tenant != "2" || l.Bands[0].X+l.Bands[0].W != l.Bands[1].X {
+		t.Fatalf("bands %+v, want Acme's then Globex's, end to end", l.Bands)
+	}
+	var texts []string
+	for _, m := range l.Marks {
+		texts = append(texts, m.Text)
+		if m.Text[0] == 'R' && !(m.X >= l.Bands[1].X) {
+			t.Errorf("read %+v drawn before Globex's write", m)
+		}
+	}
+	if strings.Join(texts, " ") != "W#1 W#2 R#1 R#2" {
+		t.Errorf("marks %v", texts)
+	}
+	var buf bytes.Buffer
+	if err := TimelinePanel(NewLive(st, tenants)).Render(context.Background(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `id="tl-lane-field"`) || !strings.Contains(buf.String(), "<b>shared field</b>") {
+		t.Errorf("the field lane is not in the page")
+	}
+}
