@@ -526,7 +526,7 @@ func (v Live) fieldLane(fields []engine.TimelineEvent, cols map[int]int, n int, 
 			verb = "wrote"
 		}
 		l.Marks = append(l.Marks, TLMark{X: x(c), Y: l.Y + tlBlockY, W: tlColW - 4, Seq: f.Seq, Class: "tl-field-" + verb + " " + TenantClass(f.Tenant),
-			Text: strings.ToUpper(verb[:1]) + "#" + strconv.Itoa(f.Seq),
+			Text:  strings.ToUpper(verb[:1]) + "#" + strconv.Itoa(f.Seq),
 			Title: "request #" + strconv.Itoa(f.Seq) + " " + verb + " " + v.TenantLabel(f.Tenant) + " (the shared field)"})
 	}
 	return l
