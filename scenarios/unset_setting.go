@@ -20,6 +20,10 @@ const (
 	UnsetSettingNullif      = "nullif"
 )
 
+// PatternReset labels a request that runs RESET app.current_tenant and then
+// its query, with no scoping of its own.
+const PatternReset = "reset"
+
 // labPolicyUsing is the USING expression of the sandbox's tenant_isolation
 // policy; scenarios that swap the policy put this one back.
 const labPolicyUsing = `tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::int`
@@ -180,7 +184,7 @@ func playAfterReset(ctx context.Context, env *engine.Env, u unsetCase, pool *eng
 			return err
 		}
 	}
-	r := pool.NewRequest(ts[1], engine.PatternForgot)
+	r := pool.NewRequest(ts[1], PatternReset)
 	// Release even when Acquire's frame was cut short: the connection may
 	// already be held.
 	defer r.ReleaseQuiet(context.WithoutCancel(ctx))

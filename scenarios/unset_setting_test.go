@@ -35,7 +35,7 @@ func TestUnsetSettingVariants(t *testing.T) {
 		using   string
 	}{
 		{"fresh", []unsetWant{{"2", "forgot", nil, 0, 0, ""}}, originalQual},
-		{"after-reset", []unsetWant{{"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"2", "forgot", empty, 0, 0, ""}, {"3", "session-set", unsetStr("3"), 3, 0, ""}, {"2", "forgot", empty, 0, 0, ""}}, originalQual},
+		{"after-reset", []unsetWant{{"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"2", "forgot", empty, 0, 0, ""}, {"3", "session-set", unsetStr("3"), 3, 0, ""}, {"2", "reset", empty, 0, 0, ""}}, originalQual},
 		{"no-missing-ok", []unsetWant{{"2", "forgot", nil, 0, 0, "42704"}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, ""}}, noMissingOK},
 		{"naive-cast", []unsetWant{{"2", "forgot", nil, 0, 0, ""}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, "22P02"}}, naiveCast},
 		{"fail-open", []unsetWant{{"2", "forgot", nil, 9, 6, ""}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 9, 6, ""}}, "CASE"},

@@ -207,6 +207,12 @@ var patternTitles = map[string]string{
 	engine.PatternBatchLocal: "set_config(..., true) and the query in one pgx.Batch (one round trip)",
 	engine.PatternForgot:     "no scoping at all: the query runs under whatever the backend holds",
 	"split":                  "set_config and the query sent as two separate pool calls",
+	"set-param":              "SET app.current_tenant = $1 with a bind parameter (extended protocol)",
+	"set-param-simple":       "SET app.current_tenant = $1 under pgx's simple protocol: the value is written into the SQL on the client",
+	"reset":                  "RESET app.current_tenant, then the query with no scoping of its own",
+	"bare":                   "the query alone, on a connection scoped once beforehand",
+	"four-trips":             "BEGIN; set_config(..., true); query; COMMIT: four round trips",
+	"batch":                  "set_config(..., true) and the query in one pgx.Batch: one round trip",
 	"role":                   "SET ROLE to the tenant's role: lasts for the Postgres session",
 	"local-role":             "SET LOCAL ROLE inside BEGIN ... COMMIT",
 }
