@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/rlslab/rlslab/scenarios/engine"
@@ -112,7 +113,7 @@ func observeFrom(ctx context.Context, r *engine.Request, q engine.Querier, from 
 	r.Update(func(row *engine.RequestRow) {
 		row.PID, row.SeenTenant, row.Role = uint32(pid), seen, role
 		row.Rows, row.ForeignRows, row.Leak = len(tenants), foreign, foreign > 0
-		row.Phase = "queried"
+		row.Phase, row.FinishedAt = "queried", time.Now().UnixMilli()
 		if foreign > 0 {
 			row.Why = fmt.Sprintf("LEAK: %d rows, %d of them another tenant's.", len(tenants), foreign)
 		} else {

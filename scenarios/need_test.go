@@ -2,6 +2,7 @@ package scenarios_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -72,6 +73,11 @@ func TestEveryVariantStaysWithinItsConnectionNeed(t *testing.T) {
 				}
 				if peak > need {
 					t.Errorf("%s: %d backends at the peak, declared need %d", v, peak, need)
+				}
+				// The last narration line states the outcome, derived from
+				// the run's own request log.
+				if want := engine.Conclusion(st.Requests, lab.Sandbox.TenantName); !strings.HasPrefix(st.Narration, want) {
+					t.Errorf("%s: the last narration is %q, want it to start with the outcome %q", v, st.Narration, want)
 				}
 				t.Logf("%s: peak %d of %d", v, peak, need)
 			}

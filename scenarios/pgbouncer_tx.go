@@ -555,7 +555,7 @@ func (rb *bouncerRun) crossClient(ctx context.Context, writer string, reset bool
 			return err
 		}
 	}
-	return env.Step(ctx, "Done. The request log says which backend (remote_pid) served each request through PgBouncer and whose rows came back; the pairing shows the client and server sides.")
+	return env.Conclude(ctx, "The backend column is the server each request's query ran on through PgBouncer; the timeline joins each client's requests to it.")
 }
 
 // noteCrossClient writes what the four requests established.
@@ -702,7 +702,7 @@ func (rb *bouncerRun) prepared(ctx context.Context) error {
 			return err
 		}
 	}
-	return env.Step(ctx, "Done. pgx caches a named prepared statement per client connection, but through transaction pooling the statement lives on whichever server connection ran it, shared by every client.")
+	return env.Conclude(ctx, "pgx caches a named prepared statement per client connection, but through transaction pooling the statement lives on whichever server connection ran it, shared by every client.")
 }
 
 // showConfig reads PgBouncer's SHOW CONFIG on a connection of its own.
@@ -788,7 +788,10 @@ func (rb *bouncerRun) fanIn(ctx context.Context, poolSize int) error {
 	if err := env.Step(ctx, fmt.Sprintf("%d clients were served by %d server connections. Every request scoped itself inside its own transaction, so sharing backends leaked nothing.", n*m, len(list))); err != nil {
 		return err
 	}
-	return rb.measure(ctx, false)
+	if err := rb.measure(ctx, false); err != nil {
+		return err
+	}
+	return env.Conclude(ctx, fmt.Sprintf("%d clients shared %d server connections; each request scoped itself inside its own transaction.", n*m, len(list)))
 }
 
 // fanInRequest runs one batch-local request that holds its server

@@ -207,7 +207,7 @@ func runPrivileged(ctx context.Context, env *engine.Env, variant string, steps [
 			return err
 		}
 	}
-	return env.Step(ctx, say)
+	return env.Conclude(ctx, say)
 }
 
 // runBypassAppRole runs the same query as the app's own login role.
@@ -242,7 +242,7 @@ func runBypassAppRole(ctx context.Context, env *engine.Env) error {
 	}
 	row = f.Row()
 	env.Tracker().Note(fmt.Sprintf("app-role: the same query with no tenant set, on backend %d, returned %d rows: the policy fails closed.", row.PID, row.Rows))
-	return env.Step(ctx, "Done: as the app role the policy decides what each query sees.")
+	return env.Conclude(ctx, "As the app role, the policy decides what each query sees.")
 }
 
 // appRoleTx opens a one-connection pool of the app role, begins a
@@ -335,7 +335,14 @@ func runRowSecurityOff(ctx context.Context, env *engine.Env) error {
 		row := r.Row()
 		env.Tracker().Note(fmt.Sprintf("row-security-off: the query returned %d rows, %d of other tenants.", row.Rows, row.ForeignRows))
 	}
-	return finishAppRoleTx(ctx, env, r, tx, fmt.Sprintf("Request #%d: %s", r.Seq, r.Row().Why))
+	if err := finishAppRoleTx(ctx, env, r, tx, fmt.Sprintf("Request #%d: %s", r.Seq, r.Row().Why)); err != nil {
+		return err
+	}
+	detail := ""
+	if r.Row().Error != "" {
+		detail = "row_security = off made a query that RLS would filter an error, not a way around the policy."
+	}
+	return env.Conclude(ctx, detail)
 }
 
 // runInsertForeign has the app role, scoped to Acme, insert Globex's row.
@@ -369,5 +376,5 @@ func runInsertForeign(ctx context.Context, env *engine.Env) error {
 	}
 	row = g.Row()
 	env.Tracker().Note(fmt.Sprintf("insert-foreign: %s then saw %d invoices of its own: nothing was written into it.", globex.Name, row.Rows))
-	return env.Step(ctx, fmt.Sprintf("%s's own request sees %d invoices: the refused row was never written.", globex.Name, row.Rows))
+	return env.Conclude(ctx, fmt.Sprintf("%s's own request sees %d invoices: the refused row was never written.", globex.Name, row.Rows))
 }

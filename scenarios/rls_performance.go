@@ -280,5 +280,5 @@ func runRLSPerformance(ctx context.Context, env *engine.Env, variant string, s p
 	if err := r.Release(ctx); err != nil {
 		return err
 	}
-	return env.Step(ctx, "Done: the table is dropped again. Run the other variants and compare their plans and timings.")
+	return env.Conclude(ctx, "The table is dropped again. Run the other variants and compare their plans and timings.")
 }

@@ -221,7 +221,7 @@ func runScopingCost(ctx context.Context, env *engine.Env) (err error) {
 	} else {
 		tr.Note(fmt.Sprintf("%d timed queries did not return exactly their tenant's 3 invoices.", wrong))
 	}
-	return env.Step(ctx, fmt.Sprintf("Done: four round trips cost %.2f× the bare query, one batch %.2f×, measured on this server just now.", ratios[CostFourTrips], ratios[CostBatch]))
+	return env.Conclude(ctx, fmt.Sprintf("Four round trips cost %.2f× the bare query, one batch %.2f×, measured on this server just now.", ratios[CostFourTrips], ratios[CostBatch]))
 }
 
 // recordScopingTimings sets each pattern's timing and the ratios of the

@@ -95,7 +95,7 @@ func runSetParam(ctx context.Context, env *engine.Env) error {
 		s.Fail(err)
 		tr.Note(fmt.Sprintf("Request #%d (%s): SET with $1 under the simple protocol failed too: %s", s.Seq, b.Name, err))
 		s.ReleaseQuiet(ctx)
-		return env.Step(ctx, "Done.")
+		return env.Conclude(ctx, "")
 	}
 	s.SetPhase("scoped")
 	if err := env.Step(ctx, fmt.Sprintf("%s sends the same SET with pgx.QueryExecModeSimpleProtocol on backend %d: no error, because pgx wrote '%s' into the SQL text on the client; the server never saw a $1.", s.Label(), s.PID(), b.Setting())); err != nil {

@@ -80,7 +80,7 @@ func runStalePlan(ctx context.Context, env *engine.Env, volatility string) (err 
 		}
 	}
 	env.NoteRequests(nil)
-	return env.Step(ctx, "Done: the table and the function are dropped again.")
+	return env.Conclude(ctx, "The table and the function are dropped again.")
 }
 
 // staleRequest runs one request of stale-plan: scoped to its tenant in a

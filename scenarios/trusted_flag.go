@@ -119,7 +119,7 @@ func runTrustedFlag(ctx context.Context, env *engine.Env, byRole bool) (err erro
 	if err := r.Release(ctx); err != nil {
 		return err
 	}
-	return env.Step(ctx, "Done: the admin policy is dropped again.")
+	return env.Conclude(ctx, "The admin policy is dropped again.")
 }
 
 // deref returns *s, or "NULL".

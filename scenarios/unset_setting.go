@@ -135,7 +135,7 @@ func runUnsetSetting(ctx context.Context, env *engine.Env, u unsetCase) (err err
 		return err
 	}
 	env.NoteRequests(nil)
-	return env.Step(ctx, "Done. The request log says, per request, which value of the setting its backend held and what the policy made of it.")
+	return env.Conclude(ctx, "The ran under column is the value each request's backend held; the outcome column says what the policy made of it.")
 }
 
 // unsetAlterPolicy replaces the USING clause of the lab's tenant_isolation
