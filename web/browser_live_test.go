@@ -84,7 +84,7 @@ func TestBrowserHiddenVariables(t *testing.T) {
 		if got != want || !strings.HasPrefix(got.Using, "CASE WHEN") {
 			t.Errorf("policy box %+v, want %+v (fail-open's CASE policy, as pg_policies prints it)", got, want)
 		}
-		shots(t, b, "policy-unset-setting")
+		shots(t, b, "policy-unset-setting", "hidden-vars")
 		checkNoOverflow(t, b, "unset-setting")
 	})
 
@@ -100,7 +100,7 @@ func TestBrowserHiddenVariables(t *testing.T) {
 		if got := policyBox(b); got.Force != "true" {
 			t.Errorf("owner-forced: policy box %+v, want FORCE on", got)
 		}
-		shots(t, b, "policy-rls-bypass")
+		shots(t, b, "policy-rls-bypass", "hidden-vars")
 		checkNoOverflow(t, b, "rls-bypass")
 	})
 
@@ -115,7 +115,7 @@ func TestBrowserHiddenVariables(t *testing.T) {
 		if strings.Join(bands, " ") != "1 2" {
 			t.Errorf("shared field bands %v, want Acme's (1) then Globex's (2)", bands)
 		}
-		shots(t, b, "shared-field")
+		shots(t, b, "shared-field", "timeline")
 		checkNoOverflow(t, b, "wrong-scope")
 	})
 
@@ -163,7 +163,7 @@ func TestBrowserHiddenVariables(t *testing.T) {
 				t.Errorf("request #%d: the pair line %v does not reach the block on server %d (y %v)", r.Seq, p, r.PID, sy)
 			}
 		}
-		shots(t, b, "pgbouncer-clients")
+		shots(t, b, "pgbouncer-clients", "timeline")
 		checkNoOverflow(t, b, "pgbouncer-tx")
 	})
 }
@@ -171,7 +171,7 @@ func TestBrowserHiddenVariables(t *testing.T) {
 // shots saves screenshots of the live view (phone, laptop, big screen;
 // light and dark) into the directory RLSLAB_SHOTS names, for a person to
 // look at; without it, nothing is taken.
-func shots(t *testing.T, b *tab, name string) {
+func shots(t *testing.T, b *tab, name, id string) {
 	t.Helper()
 	dir := os.Getenv("RLSLAB_SHOTS")
 	if dir == "" {
@@ -187,7 +187,7 @@ func shots(t *testing.T, b *tab, name string) {
 				_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: s.scheme}}})
 				return err
 			}),
-			chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, document.getElementById("timeline").getBoundingClientRect().top + window.scrollY - 8)`),
+			chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`window.scrollTo(0, document.getElementById(%q).getBoundingClientRect().top + window.scrollY - document.getElementById("outcome").offsetHeight - 16)`, id)),
 		)
 		png := run(b, chromedp.CaptureScreenshot())
 		out := filepath.Join(dir, fmt.Sprintf("%s-%dx%d-%s.png", name, s.w, s.h, s.scheme))

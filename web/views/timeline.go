@@ -80,6 +80,9 @@ type TLBlock struct {
 	// Observed reports whether the request's query ran in this block (a
 	// split request has a block for its set_config call without one).
 	Observed bool
+	// Client marks a block on a PgBouncer client's lane: the request from
+	// its acquire to its release, wherever its statements ran.
+	Client bool
 	Title    string
 }
 
@@ -151,7 +154,24 @@ func (v Live) Timeline() *TimelineDrawing {
 		l.last = i
 		return l
 	}
-	col := func(i int) int { return i - first } // negative: before the window
+	// One column per event in the window (negative: before it), except
+	// that behind PgBouncer a client closing draws nothing on a server
+	// lane and takes no column: the pools' closes at the end of a run
+	// would leave the newest columns empty.
+	bouncer := v.Pairing != nil
+	colOf := make([]int, len(events))
+	n := 0
+	for i, ev := range events {
+		if i < first {
+			colOf[i] = i - first
+			continue
+		}
+		colOf[i] = n
+		if !bouncer || ev.Kind != engine.TimelineClose {
+			n++
+		}
+	}
+	col := func(i int) int { return colOf[i] }
 
 	// Blocks are kept as [start, end) columns.
 	type span struct {
@@ -172,7 +192,6 @@ func (v Live) Timeline() *TimelineDrawing {
 	// read through it says nothing about the server its next statement
 	// gets. So the lanes are the servers the readings name, a request's
 	// block is where its own query ran, and the client is named on it.
-	bouncer := v.Pairing != nil
 	clients := map[int]string{}
 	// A client's lane shows each request it sent, from its acquire to its
 	// release; links are what PgBouncer's admin console showed.
@@ -218,8 +237,10 @@ func (v Live) Timeline() *TimelineDrawing {
 				endClient(client, c)
 				openClient[client] = len(cspans)
 				cspans = append(cspans, clientSpan{seq: ev.Seq, client: client, start: c, end: -1})
-			case engine.TimelineRelease, engine.TimelineClose:
+			case engine.TimelineRelease:
 				endClient(client, c+1)
+			case engine.TimelineClose:
+				endClient(client, c) // a close takes no column of its own
 			}
 		}
 		if bouncer && (ev.Kind == engine.TimelineAcquire || ev.Kind == engine.TimelineClose) {
@@ -254,7 +275,6 @@ func (v Live) Timeline() *TimelineDrawing {
 			}
 		}
 	}
-	n := len(events) - first
 	for k := range spans {
 		if spans[k].end < 0 {
 			spans[k].end = n
@@ -435,7 +455,7 @@ func (v Live) Timeline() *TimelineDrawing {
 		}
 		row := rows[cs.seq]
 		b := TLBlock{Seq: cs.seq, X: x(cs.start) + 2, Y: d.Lanes[li].Y + tlBlockY, W: max(x(cs.end)-x(cs.start)-4, tlColW-4),
-			Tenant: row.Tenant, Class: TenantClass(row.Tenant), Leak: row.Leak}
+			Tenant: row.Tenant, Class: TenantClass(row.Tenant), Leak: row.Leak, Client: true}
 		name := v.TenantName(row.Tenant)
 		b.Text = "#" + strconv.Itoa(cs.seq) + " " + name
 		if float64(len(b.Text))*7.8 > b.W-8 {
