@@ -83,7 +83,7 @@ type TLBlock struct {
 	// Client marks a block on a PgBouncer client's lane: the request from
 	// its acquire to its release, wherever its statements ran.
 	Client bool
-	Title    string
+	Title  string
 }
 
 // TLArrow joins a request's earlier call to the block where its query ran
