@@ -140,9 +140,13 @@ func (v Live) leakOf(r RequestRow) OutcomeLeak {
 }
 
 // FinalLine is the last line of the narration once a run has ended: its
-// outcome.
+// outcome, unless the run's own last narration already states it (every
+// scenario ends with engine.Conclusion; a recording made before may not).
 func (v Live) FinalLine() string {
 	if v.Status != engine.StatusDone && v.Status != engine.StatusFailed {
+		return ""
+	}
+	if v.Status == engine.StatusDone && strings.HasPrefix(v.Narration, v.Conclusion()) {
 		return ""
 	}
 	o := v.Outcome()
@@ -155,6 +159,12 @@ func (v Live) FinalLine() string {
 		s += " " + o.Detail
 	}
 	return s
+}
+
+// Conclusion is engine.Conclusion of the state's request log, with the
+// lab's tenant names: the sentence a run's last narration starts with.
+func (v Live) Conclusion() string {
+	return engine.Conclusion(v.Requests, func(s string) string { return v.TenantName(&s) })
 }
 
 // OtherRole reports whether role is a role other than the lab's app role

@@ -199,3 +199,22 @@ func TestTimelineDrawsTheSharedField(t *testing.T) {
 		t.Errorf("the field lane is not in the page")
 	}
 }
+
+// TestFinalLineNotRepeated: a run whose last narration states its outcome
+// gets no second line saying it again; one that does not (a recording
+// made before runs concluded so) still does.
+func TestFinalLineNotRepeated(t *testing.T) {
+	st := setLeakState()
+	v := NewLive(st, tenants)
+	if c := v.Conclusion(); c != "Globex got 3 of Acme's rows: leak." {
+		t.Fatalf("conclusion %q", c)
+	}
+	st.Narration = v.Conclusion() + " The timeline shows it."
+	if f := NewLive(st, tenants).FinalLine(); f != "" {
+		t.Errorf("final line %q repeats the narration", f)
+	}
+	st.Narration = "Done."
+	if f := NewLive(st, tenants).FinalLine(); !strings.HasPrefix(f, "Outcome: LEAK: Globex got Acme's 3 rows") {
+		t.Errorf("final line %q after an old narration", f)
+	}
+}
