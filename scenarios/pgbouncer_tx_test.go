@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rlslab/rlslab/internal/bouncer"
 	"github.com/rlslab/rlslab/scenarios"
@@ -365,10 +366,14 @@ func TestPgBouncerTxStepNarrationNamesWhatTheServerHolds(t *testing.T) {
 	acquire := regexp.MustCompile(`^Request #(\d+) .* acquires a connection: backend (\d+), which (holds .*)\.$`)
 	release := regexp.MustCompile(`^Request #\d+ .* releases backend (\d+): it now (holds .*)\.$`)
 	left := map[string]string{} // backend -> what the last release said it holds
-	acquires := 0
-	d.stepTo(t, func(_ int, st engine.State) bool {
+	acquires, linkChecked := 0, false
+	check := func(_ int, st engine.State) bool {
 		if m := release.FindStringSubmatch(st.Narration); m != nil {
 			left[m[1]] = m[2]
+		}
+		if strings.HasPrefix(st.Narration, "Request #3 (Initech, tx-local) runs BEGIN") && !linkChecked {
+			linkChecked = true
+			return true // held here: app-3 is inside its transaction
 		}
 		m := acquire.FindStringSubmatch(st.Narration)
 		if m == nil {
@@ -382,7 +387,32 @@ func TestPgBouncerTxStepNarrationNamesWhatTheServerHolds(t *testing.T) {
 			t.Errorf("request #2 (app-2) gets app-1's server, which app-1 left scoped to Acme; the narration says: %s", st.Narration)
 		}
 		return false
-	})
+	}
+	held, ok := d.stepTo(t, check)
+	if !ok {
+		t.Fatalf("the run ended before app-3's BEGIN: %+v", held.Requests)
+	}
+	// While app-3's request holds its transaction open, PgBouncer's admin
+	// console shows app-3 linked to the server: the poller must put that
+	// pairing on the timeline.
+	server := held.Requests[0].PID
+	deadline := time.After(10 * time.Second)
+	for linked := false; !linked; {
+		for _, ev := range d.tr.Snapshot().Timeline.Events {
+			linked = linked || (ev.Kind == engine.TimelineLink && ev.Pool == "app-3" && ev.PID == server)
+		}
+		if linked {
+			break
+		}
+		select {
+		case <-d.tr.Changed():
+		case <-deadline:
+			t.Fatalf("app-3 holds a transaction on backend %d, and no SHOW CLIENTS link to it reached the timeline", server)
+		}
+	}
+	if _, held := d.stepTo(t, check); held {
+		t.Fatal("stopped again")
+	}
 	if err := d.wait(t); err != nil {
 		t.Fatal(err)
 	}

@@ -218,3 +218,43 @@ func TestFinalLineNotRepeated(t *testing.T) {
 		t.Errorf("final line %q after an old narration", f)
 	}
 }
+
+// TestTimelineDrawsPgBouncerClients lays out a PgBouncer run: a lane per
+// client above the server's, each request on its client's lane joined to
+// the server block where its query ran, and the admin console's link as a
+// mark on the client's lane.
+func TestTimelineDrawsPgBouncerClients(t *testing.T) {
+	acme := ptr("1")
+	ev := func(kind, pool string, pid uint32, tenant *string, seq int) engine.TimelineEvent {
+		return engine.TimelineEvent{Kind: kind, Pool: pool, Slot: 1, PID: pid, Read: kind != engine.TimelineAcquire, Tenant: tenant, Seq: seq}
+	}
+	st := engine.State{Lab: "x", Status: engine.StatusDone, Pairing: &engine.Pairing{Mode: "transaction"},
+		Timeline: &engine.Timeline{Events: []engine.TimelineEvent{
+			ev(engine.TimelineConnect, "app-1", 500, nil, 0),
+			ev(engine.TimelineAcquire, "app-1", 500, nil, 1),
+			{Kind: engine.TimelineLink, Pool: "app-1", PID: 500},
+			{Kind: engine.TimelineObserve, PID: 500, Read: true, Tenant: acme, Seq: 1},
+			ev(engine.TimelineRelease, "app-1", 500, acme, 0),
+			ev(engine.TimelineClose, "app-1", 500, nil, 0),
+		}},
+		Requests: []engine.RequestRow{{Seq: 1, Tenant: acme, Pattern: "session-set", Pool: "app-1", PID: 500, SeenTenant: acme, Rows: 3, FinishedAt: 1}},
+	}
+	d := NewLive(st, tenants).Timeline()
+	if d == nil || len(d.Lanes) != 2 || d.Lanes[0].Kind != LaneClient || d.Lanes[0].Client != "app-1 #1" || d.Lanes[1].Kind != LaneBackend || d.Lanes[1].PID != 500 {
+		t.Fatalf("lanes %+v", d)
+	}
+	c, s := d.Lanes[0], d.Lanes[1]
+	if len(c.Blocks) != 1 || c.Blocks[0].Seq != 1 || !c.Blocks[0].Client || len(s.Blocks) != 1 {
+		t.Fatalf("client blocks %+v, server blocks %+v", c.Blocks, s.Blocks)
+	}
+	if len(d.Pairs) != 1 || d.Pairs[0].Y1 != c.Blocks[0].Y+tlBlockH || d.Pairs[0].Y2 != s.Blocks[0].Y {
+		t.Errorf("pair %+v does not join %+v to %+v", d.Pairs, c.Blocks[0], s.Blocks[0])
+	}
+	if len(c.Marks) != 1 || c.Marks[0].PID != 500 || c.Marks[0].Text != "→ 500" {
+		t.Errorf("link marks %+v", c.Marks)
+	}
+	// The pool's close takes no column: the drawing ends at the release.
+	if end := s.Bands[len(s.Bands)-1]; end.X+end.W != tlLabelW+5*tlColW {
+		t.Errorf("the server's last band ends at %v, want column 5 (six events, the close takes none)", end.X+end.W)
+	}
+}
