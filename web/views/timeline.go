@@ -552,6 +552,20 @@ func (v Live) fieldLane(fields []engine.TimelineEvent, cols map[int]int, n int, 
 	return l
 }
 
+// Caption says how to read the drawing: which kinds of lanes it has.
+func (d *TimelineDrawing) Caption() string {
+	s := "each lane one backend (PID); the band is the tenant setting read from it; blocks are requests"
+	for _, l := range d.Lanes {
+		switch l.Kind {
+		case LaneClient:
+			return "PgBouncer's clients above, each request joined to the server backend its query ran on; the band is the tenant setting read from that backend"
+		case LaneField:
+			s = "the shared field on top (W: a request wrote it, R: read it back), then " + s
+		}
+	}
+	return s
+}
+
 // sameSetting reports whether two readings of the tenant setting agree.
 func sameSetting(a, b *string) bool {
 	if a == nil || b == nil {
