@@ -99,6 +99,9 @@ func TestBadLessonsStopTheLoad(t *testing.T) {
 // snippet: a lesson whose scenario fails does not ship. Each variant's run
 // must satisfy the lesson's expect: lines, and fit exactly one choice of the
 // variant's prediction, so what the prose claims is asserted on the server.
+// It also samples pg_stat_activity through each run: the lab's database
+// never holds more backends than the variant declares it needs; and the
+// run's last narration starts with the outcome (engine.Conclusion).
 func TestEveryLessonRuns(t *testing.T) {
 	cat := scenarios.DefaultCatalog()
 	set, err := lessons.Load(lessons.Content(), cat)
@@ -115,13 +118,27 @@ func TestEveryLessonRuns(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, v := range sc.Variants {
+				// The run must fit the connections it declares: what the
+				// lab manager admits it with.
+				need := sc.Need(v.Name, nil, lab.Sandbox)
+				sessionstest.WaitNoBackends(t, m, lab)
+				stop := sessionstest.PeakBackends(m, lab)
 				st, err := sessionstest.Run(lab, sc.ID, v.Name, nil)
+				peak := stop()
 				if err != nil || st.Status != engine.StatusDone {
 					t.Errorf("%s/%s: status %q, error %v", sc.ID, v.Name, st.Status, err)
 					continue
 				}
+				if need <= 0 || peak > need {
+					t.Errorf("%s/%s: %d backends at the peak, declared need %d", sc.ID, v.Name, peak, need)
+				}
 				if len(st.Requests) == 0 && len(st.Timings) == 0 && len(st.Metrics) == 0 {
 					t.Errorf("%s/%s: the run showed nothing", sc.ID, v.Name)
+				}
+				// The last narration line states the outcome, derived from
+				// the run's own request log.
+				if want := engine.Conclusion(st.Requests, lab.Sandbox.TenantName); !strings.HasPrefix(st.Narration, want) {
+					t.Errorf("%s/%s: the last narration is %q, want it to start with the outcome %q", sc.ID, v.Name, st.Narration, want)
 				}
 				if !slices.Contains(l.Variants, v.Name) {
 					continue

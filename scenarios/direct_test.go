@@ -9,6 +9,7 @@ import (
 	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
 // directRun is a run played straight through engine.Play on a lab's
@@ -132,18 +133,10 @@ func labBackends(t *testing.T, m *sessions.Manager, lab *sessions.Lab) int {
 	return n
 }
 
-// waitNoBackends waits until no backend is left in the lab's database: a
-// closed connection's backend exits a moment after the client let it go,
-// and the server tells nobody, so this asks every 5 ms, for at most 5 s.
+// waitNoBackends waits until no backend is left in the lab's database.
 func waitNoBackends(t *testing.T, m *sessions.Manager, lab *sessions.Lab) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for labBackends(t, m, lab) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d backends still in %s 5 s after the run closed its connections", labBackends(t, m, lab), lab.Sandbox.Database)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	sessionstest.WaitNoBackends(t, m, lab)
 }
 
 // cancelAt plays scenario/variant in single steps until stop holds on a

@@ -50,15 +50,19 @@ func TestStockServerQueuesRunsWithinTheBudget(t *testing.T) {
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
+		// Every 2 ms: a backend lives at least as long as its run's
+		// connection, and a busy loop would take a core from the runs.
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
 		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
 			var n int
 			if err := sampler.QueryRow(ctx, ownBackendsSQL).Scan(&n); err == nil && n > peak {
 				peak = n
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
 			}
 		}
 	}()

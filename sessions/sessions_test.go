@@ -418,7 +418,7 @@ func TestResetRacingRun(t *testing.T) {
 	}})
 	l := sessionstest.MustCreateLab(t, m, "owner")
 	accepted := 0
-	for range 40 {
+	for range 16 {
 		var wg sync.WaitGroup
 		var amu sync.Mutex
 		for i := range 4 {

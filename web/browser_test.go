@@ -555,6 +555,7 @@ func testBrowserSetLeak(t *testing.T, ts *testServer, browser context.Context) {
 // with "no invoices", runs the variant, and finds the answer marked wrong
 // by the run (which leaked Acme's rows to Globex).
 func TestBrowserPredictionMarkedWrong(t *testing.T) {
+	t.Parallel()
 	ts := mustStartServer(t, sessions.Config{MaxLabs: 2})
 	browser := newBrowser(t)
 	b := newTab(t, browser, "learner")

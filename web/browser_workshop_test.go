@@ -61,6 +61,7 @@ func (b *tab) overflow(width, height int64) int {
 }
 
 func TestBrowserWorkshop(t *testing.T) {
+	t.Parallel()
 	ts := mustStartServer(t, sessions.Config{MaxLabs: 6})
 	browser := newBrowser(t)
 	shots := screenshotDir(t)

@@ -2,8 +2,6 @@ package web
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -12,6 +10,7 @@ import (
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/web/views"
 )
 
@@ -148,19 +147,20 @@ func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 	}))
 }
 
-// handleState serves the lab's live state as JSON, with fresh server counts.
+// handleState serves the lab's live state as JSON (state.json's own type,
+// see statejson.go), with fresh server counts.
 func (s *Server) handleState(w http.ResponseWriter, r *http.Request) {
-	lab, err := s.labs.Get(r.PathValue("id"))
+	lab, err := s.controls(r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, lab.State(r.Context()))
+	writeJSON(w, http.StatusOK, stateJSONOf(lab.State(r.Context())))
 }
 
 // handleRun starts a run: 202, or 400 for an unknown scenario, variant,
 // speed or parameter, 409 while a run is going.
-func (s *Server) handleRun(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
+func (s *Server) handleRun(w http.ResponseWriter, r *http.Request, id string, lab controlLab) {
 	f, err := readRunForm(w, r)
 	if err != nil {
 		s.fail(w, r, err)
@@ -179,19 +179,22 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request, lab *sessions
 		s.fail(w, r, err)
 		return
 	}
-	s.answer(w, r, http.StatusAccepted, map[string]string{"lab": lab.ID, "scenario": f.Scenario, "variant": f.Variant, "speed": speed.String(), "status": engine.StatusRunning},
+	s.answer(w, r, http.StatusAccepted, map[string]string{"lab": id, "scenario": f.Scenario, "variant": f.Variant, "speed": speed.String(), "status": engine.StatusRunning},
 		"Running "+f.Scenario+" / "+f.Variant+" at speed "+speed.String()+".")
 }
 
-func (s *Server) handleReset(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
+// handleReset stops the lab's run, if any, and empties its live view.
+func (s *Server) handleReset(w http.ResponseWriter, r *http.Request, id string, lab controlLab) {
 	if err := lab.Reset(context.WithoutCancel(r.Context())); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.answer(w, r, http.StatusOK, map[string]string{"lab": lab.ID, "status": engine.StatusIdle}, "The lab is reset: no run, no connection.")
+	s.answer(w, r, http.StatusOK, map[string]string{"lab": id, "status": engine.StatusIdle}, "The lab is reset: no run, no connection.")
 }
 
-func (s *Server) handleSpeed(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
+// handleSpeed changes the pace of the lab's run: 400 for a bad speed, 409
+// when no run is going.
+func (s *Server) handleSpeed(w http.ResponseWriter, r *http.Request, id string, lab controlLab) {
 	speed, err := readSpeedForm(w, r)
 	if err != nil {
 		s.fail(w, r, err)
@@ -201,15 +204,16 @@ func (s *Server) handleSpeed(w http.ResponseWriter, r *http.Request, lab *sessio
 		s.fail(w, r, err)
 		return
 	}
-	s.answer(w, r, http.StatusOK, map[string]string{"lab": lab.ID, "speed": speed.String()}, "Speed "+speed.String()+".")
+	s.answer(w, r, http.StatusOK, map[string]string{"lab": id, "speed": speed.String()}, "Speed "+speed.String()+".")
 }
 
-func (s *Server) handleStep(w http.ResponseWriter, r *http.Request, lab *sessions.Lab) {
+// handleStep lets a run in single-step mode show its next frame.
+func (s *Server) handleStep(w http.ResponseWriter, r *http.Request, id string, lab controlLab) {
 	if err := lab.Step(); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.answer(w, r, http.StatusOK, map[string]string{"lab": lab.ID}, "One step.")
+	s.answer(w, r, http.StatusOK, map[string]string{"lab": id}, "One step.")
 }
 
 // answer answers a control: htmx gets a sentence as an HTML fragment for
@@ -223,21 +227,53 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, status int, body
 	writeJSON(w, status, body)
 }
 
+// controlLab is what state.json and the control endpoints (run, reset,
+// speed, step) need of a lab; *sessions.Lab is one. Pages that show a lab
+// use the manager's *sessions.Lab itself.
+type controlLab interface {
+	State(ctx context.Context) engine.State
+	IsOwner(token string) bool
+	Touch()
+	Start(sessions.RunRequest) error
+	Reset(ctx context.Context) error
+	SetSpeed(engine.Speed) error
+	Step() error
+}
+
+// controlLabs finds the lab with an id for state.json or a control
+// endpoint: an error with code ENOTFOUND when there is none.
+type controlLabs func(id string) (controlLab, error)
+
+// managerLabs returns the control lookup over the lab manager, the one a
+// server uses unless a test gives it another.
+func managerLabs(m *sessions.Manager) controlLabs {
+	return func(id string) (controlLab, error) {
+		lab, err := m.Get(id)
+		if err != nil {
+			return nil, err // not a typed nil inside the interface
+		}
+		return lab, nil
+	}
+}
+
 // owner wraps a control endpoint: 404 for an unknown lab, 403 unless the
 // request carries the owner cookie of the browser that created the lab.
-func (s *Server) owner(h func(http.ResponseWriter, *http.Request, *sessions.Lab)) http.HandlerFunc {
+// The handler gets the lab's id (the one in the path, which is how the
+// manager keys its labs) and the lab.
+func (s *Server) owner(h func(w http.ResponseWriter, r *http.Request, id string, lab controlLab)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		lab, err := s.labs.Get(r.PathValue("id"))
+		id := r.PathValue("id")
+		lab, err := s.controls(id)
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
 		if !lab.IsOwner(cookieToken(r)) {
-			s.fail(w, r, rlslab.Errorf(rlslab.EFORBIDDEN, "only the browser that created lab %s may control it", lab.ID))
+			s.fail(w, r, rlslab.Errorf(rlslab.EFORBIDDEN, "only the browser that created lab %s may control it", id))
 			return
 		}
 		lab.Touch()
-		h(w, r, lab)
+		h(w, r, id, lab)
 	}
 }
 
@@ -253,27 +289,14 @@ func cookieToken(r *http.Request) string {
 	return c.Value
 }
 
-// ownerToken returns the browser's learner token, giving it one (a learner
-// in rlslab's own tables, kept in an HttpOnly cookie) if it has none.
+// ownerToken returns the browser's learner token, giving it a new one (in an
+// HttpOnly cookie) if it has none. Nothing is written to rlslab's tables:
+// the learner is stored once it has something to keep (ensureLearner).
 func (s *Server) ownerToken(w http.ResponseWriter, r *http.Request) string {
 	if t := cookieToken(r); t != "" {
 		return t
 	}
-	var t string
-	if s.store != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
-		defer cancel()
-		if _, tok, err := s.store.CreateLearner(ctx); err == nil {
-			t = tok
-		} else {
-			s.log.Warn("create learner", "err", err)
-		}
-	}
-	if t == "" {
-		b := make([]byte, 16)
-		_, _ = rand.Read(b)
-		t = hex.EncodeToString(b)
-	}
+	t := store.NewToken()
 	s.setLearnerCookie(w, r, t)
 	return t
 }

@@ -32,7 +32,7 @@ type testServer struct {
 
 // mustStartServer serves rlslab on 127.0.0.1:0 with a real lab manager,
 // the real lessons and rlslab's own tables, where every finished run is
-// recorded (see testKeeper); it stops when the test ends.
+// recorded; it stops when the test ends.
 func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 	tb.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -46,11 +46,19 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 	}
 	// Every finished run is recorded and checks the learner's pending
 	// prediction, as rlslab serve wires it.
-	keeper := &testKeeper{tb: tb, lessons: ls}
+	keeper := sessions.NewKeeper(log)
 	var checker atomic.Pointer[web.Server]
 	onEnd := cfg.OnRunEnd
 	if onEnd == nil {
-		onEnd = keeper.keep
+		// Saved on the run's goroutine, so that a run's recording is
+		// there once the lab takes the next run (lab.Wait).
+		onEnd = func(r sessions.RunRecord) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := keeper.Save(ctx, r); err != nil {
+				tb.Logf("recording not saved: %v", err)
+			}
+		}
 	}
 	cfg.OnRunEnd = func(r sessions.RunRecord) {
 		onEnd(r)
@@ -66,10 +74,11 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(st.Close)
-	if err := labs.Admin().QueryRow(ctx, "SHOW server_version").Scan(&keeper.pgVersion); err != nil {
+	var pgVersion string
+	if err := labs.Admin().QueryRow(ctx, "SHOW server_version").Scan(&pgVersion); err != nil {
 		tb.Fatal(err)
 	}
-	keeper.st.Store(st)
+	keeper.Attach(st, pgVersion)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

@@ -129,24 +129,28 @@ func (s *Server) handlePredict(w http.ResponseWriter, r *http.Request) {
 }
 
 // learnerFor returns the store id of the browser's learner, giving the
-// browser a learner first when it has none (or one the store does not know,
-// as after a restart with a new cluster). Only POST handlers call it.
+// browser a learner token first when it has none. Only POST handlers call
+// it.
 func (s *Server) learnerFor(ctx context.Context, w http.ResponseWriter, r *http.Request) (string, error) {
-	if t := cookieToken(r); t != "" {
-		l, err := s.store.LearnerByToken(ctx, t)
-		if err == nil {
-			return l.ID, nil
-		}
-		if rlslab.ErrorCode(err) != rlslab.ENOTFOUND {
-			return "", err
-		}
-	}
-	l, tok, err := s.store.CreateLearner(ctx)
+	l, err := s.store.EnsureLearner(ctx, s.ownerToken(w, r))
 	if err != nil {
 		return "", err
 	}
-	s.setLearnerCookie(w, r, tok)
 	return l.ID, nil
+}
+
+// ensureLearner returns the store id of the learner with that token,
+// storing the learner if it is new, or "" when the server keeps no store.
+func (s *Server) ensureLearner(ctx context.Context, token string) string {
+	if s.store == nil || token == "" {
+		return ""
+	}
+	l, err := s.store.EnsureLearner(ctx, token)
+	if err != nil {
+		s.log.Warn("store learner", "err", err)
+		return ""
+	}
+	return l.ID
 }
 
 // knownLearner returns the store id of the browser's learner, or "" when
@@ -283,7 +287,7 @@ func (s *Server) RunEnded(r sessions.RunRecord) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*dbTimeout)
 	defer cancel()
-	learner := s.knownLearner(ctx, r.Lab.Owner())
+	learner := s.ensureLearner(ctx, r.Lab.Owner())
 	if learner == "" {
 		return
 	}

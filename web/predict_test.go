@@ -49,6 +49,7 @@ type progressJSON struct {
 // wrong and one right, runs both variants on the real server and reads the
 // verdicts the runs gave.
 func TestPredictionsAreCheckedByTheRun(t *testing.T) {
+	t.Parallel()
 	ts := mustStartServer(t, sessions.Config{MaxLabs: 2})
 	c := newBrowserClient(t)
 
@@ -143,6 +144,7 @@ func TestPredictionsAreCheckedByTheRun(t *testing.T) {
 // TestPredictionBadInput sends bad predictions: each is refused and
 // nothing is stored.
 func TestPredictionBadInput(t *testing.T) {
+	t.Parallel()
 	ts := mustStartServer(t, sessions.Config{MaxLabs: 1})
 	c := newBrowserClient(t)
 	code, body := do(t, c, "POST", ts.URL+"/labs", "", "", "Accept", "application/json")
@@ -184,6 +186,7 @@ func TestPredictionBadInput(t *testing.T) {
 // is going (in single-step mode, so it cannot end before): that run does
 // not check the answer; the next one does.
 func TestAnswerDuringARunWaitsForTheNext(t *testing.T) {
+	t.Parallel()
 	ts := mustStartServer(t, sessions.Config{MaxLabs: 1})
 	c := newBrowserClient(t)
 	code, body := do(t, c, "POST", ts.URL+"/labs", "", "", "Accept", "application/json")

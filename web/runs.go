@@ -27,6 +27,128 @@ func (s *Server) runRoutes() {
 	s.mux.HandleFunc("GET /runs/{id}", s.handleRecording)
 	s.mux.HandleFunc("GET /runs/{id}/frames/{n}", s.handleReplayFrame)
 	s.mux.HandleFunc("GET /runs/{a}/vs/{b}", s.handleCompare)
+	s.mux.HandleFunc("GET /lessons/{slug}/compare", s.handleLessonCompare)
+	s.mux.HandleFunc("GET /labs/{id}/compare", s.handleLabCompare)
+}
+
+// handleLessonCompare is a lesson's compare link:
+// /lessons/{slug}/compare?a=VARIANT&b=VARIANT finds this browser's newest
+// recordings of the two variants of the lesson's scenario (made in its
+// current lab or, by its learner, in an earlier one) and redirects to them
+// side by side. When a variant has not been run yet, a page says which.
+func (s *Server) handleLessonCompare(w http.ResponseWriter, r *http.Request) {
+	l, err := s.lessons.Get(r.PathValue("slug"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	token := cookieToken(r)
+	q := store.RecordingQuery{Scenario: l.Scenario, Learner: s.knownLearner(ctx, token)}
+	if lab := s.labs.ForOwner(token); lab != nil {
+		q.Lab = lab.ID
+	}
+	s.resolveCompare(ctx, w, r, q, views.CompareWaiting{Title: l.Title, Back: "/lessons/" + l.Slug, BackText: "Back to the lesson, to run it"})
+}
+
+// handleLabCompare is /labs/{id}/compare?a=VARIANT&b=VARIANT with
+// scenario=ID or lesson=SLUG: the lab's newest recordings of the two
+// variants, side by side. Recordings outlive their lab, so the lab need
+// not be open; a lab neither open nor recorded is unknown.
+func (s *Server) handleLabCompare(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	page := views.CompareWaiting{Back: "/labs/" + id, BackText: "Back to the lab, to run it"}
+	scenario := r.URL.Query().Get("scenario")
+	if slug := r.URL.Query().Get("lesson"); slug != "" {
+		l, err := s.lessons.Get(slug)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if scenario != "" && scenario != l.Scenario {
+			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "lesson %s is about scenario %s, not %s", l.Slug, l.Scenario, truncateText(scenario, 64)))
+			return
+		}
+		scenario, page.Title = l.Scenario, l.Title
+	}
+	if scenario == "" {
+		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "name the scenario (scenario=ID) or the lesson (lesson=SLUG) whose runs to compare"))
+		return
+	}
+	if _, err := s.labs.Get(id); err != nil {
+		runs, err := s.listRuns(r)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if len(runs) == 0 {
+			s.fail(w, r, rlslab.Errorf(rlslab.ENOTFOUND, "no such lab: it is not open and has no recorded runs"))
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	s.resolveCompare(ctx, w, r, store.RecordingQuery{Lab: id, Scenario: scenario}, page)
+}
+
+// resolveCompare checks the variants a= and b= against q's scenario, finds
+// the newest recording of each that q names and redirects (303) to the
+// two side by side. A variant without a recording yet gets the page that
+// says to run it first (404), or a JSON error.
+func (s *Server) resolveCompare(ctx context.Context, w http.ResponseWriter, r *http.Request, q store.RecordingQuery, page views.CompareWaiting) {
+	sc, err := s.labs.Catalog().Lookup(q.Scenario)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	names := make([]string, len(sc.Variants))
+	for i, v := range sc.Variants {
+		names[i] = v.Name
+	}
+	a, b := r.URL.Query().Get("a"), r.URL.Query().Get("b")
+	for _, v := range []string{a, b} {
+		if !slices.Contains(names, v) {
+			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "scenario %s has no variant %q: compare two of %s", sc.ID, truncateText(v, 64), strings.Join(names, ", ")))
+			return
+		}
+	}
+	if a == b {
+		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "compare two different variants (a and b are both %s)", a))
+		return
+	}
+	if s.store == nil {
+		s.fail(w, r, rlslab.Errorf(rlslab.EUNAVAILABLE, "recordings need rlslab's own tables, and this server runs without them"))
+		return
+	}
+	if page.Title == "" {
+		page.Title = sc.Title
+	}
+	page.Scenario = sc.ID
+	page.A, page.B = views.CompareSide{Variant: a}, views.CompareSide{Variant: b}
+	for _, side := range []*views.CompareSide{&page.A, &page.B} {
+		if q.Lab == "" && q.Learner == "" {
+			break // a browser without a lab or a learner has run nothing
+		}
+		q.Variant = side.Variant
+		rec, err := s.store.NewestRecording(ctx, q)
+		switch {
+		case err == nil:
+			side.Run = rec.ID
+		case rlslab.ErrorCode(err) != rlslab.ENOTFOUND:
+			s.fail(w, r, err)
+			return
+		}
+	}
+	if missing := page.Missing(); len(missing) > 0 {
+		if wantsJSON(r) || r.Header.Get("HX-Request") != "" {
+			s.fail(w, r, rlslab.Errorf(rlslab.ENOTFOUND, "run %s first: there is no recorded run of it to compare", strings.Join(missing, " and ")))
+			return
+		}
+		s.render(w, r, http.StatusNotFound, views.CompareWaitingPage(page))
+		return
+	}
+	http.Redirect(w, r, "/runs/"+page.A.Run+"/vs/"+page.B.Run, http.StatusSeeOther)
 }
 
 // listRuns returns the lab's recordings, newest first.
@@ -53,17 +175,43 @@ func (s *Server) handleLabRunsJSON(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, runs)
 }
 
-// handleLabRuns is the lab page's "recent runs" fragment.
+// recentRuns is how many runs the "recent runs" fragment lists unless
+// ?limit= (1 to 20) says otherwise.
+const recentRuns = 10
+
+// handleLabRuns is the "recent runs" fragment of a lab: its newest
+// recordings, of one scenario with ?scenario=, at most ?limit= of them.
 func (s *Server) handleLabRuns(w http.ResponseWriter, r *http.Request) {
+	limit := recentRuns
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 20 {
+			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "limit must be a number from 1 to 20"))
+			return
+		}
+		limit = n
+	}
+	scenario := r.URL.Query().Get("scenario")
+	if scenario != "" {
+		if _, err := s.labs.Catalog().Lookup(scenario); err != nil {
+			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "there is no scenario %q", truncateText(scenario, 64)))
+			return
+		}
+	}
 	runs, err := s.listRuns(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if len(runs) > 10 {
-		runs = runs[:10]
+	if scenario != "" {
+		runs = slices.DeleteFunc(runs, func(x store.RecordingSummary) bool { return x.Scenario != scenario })
 	}
-	s.render(w, r, http.StatusOK, views.RunList(runs))
+	// One more than shown, so that the oldest shown can still link to the
+	// run before it.
+	if len(runs) > limit+1 {
+		runs = runs[:limit+1]
+	}
+	s.render(w, r, http.StatusOK, views.RunList(runs, limit))
 }
 
 // recording returns a recording, from memory when it was read lately.

@@ -35,6 +35,10 @@ type Server struct {
 	hubs    *live.Hubs
 	store   *store.Store
 
+	// controls finds a lab for state.json and the control endpoints:
+	// managerLabs(labs), unless a test gives the server another lookup.
+	controls controlLabs
+
 	// Workshops, presenters and recordings (workshops.go, present.go,
 	// runs.go).
 	joins   *joinLimiter
@@ -56,7 +60,7 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{labs: labs, lessons: ls, static: static, log: log, mux: http.NewServeMux(), hubs: live.NewHubs(NewFrames(log), log)}
+	s := &Server{labs: labs, controls: managerLabs(labs), lessons: ls, static: static, log: log, mux: http.NewServeMux(), hubs: live.NewHubs(NewFrames(log), log)}
 	s.joins = newJoinLimiter()
 	s.present = live.NewHubs(&presentFrames{labs: labs, log: log}, log)
 	s.recs = newRecordingCache()

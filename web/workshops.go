@@ -249,6 +249,10 @@ func (s *Server) dashboard(ctx context.Context, ws store.Workshop, base string) 
 	if err != nil {
 		return views.Dashboard{}, err
 	}
+	seen, err := s.store.ParticipantLessons(ctx, ws.ID)
+	if err != nil {
+		return views.Dashboard{}, err
+	}
 	u := s.labs.Usage()
 	d := views.Dashboard{ID: ws.ID, Title: ws.Title, Code: ws.Code, Current: ws.CurrentLesson, Ended: ws.Ended(),
 		JoinURL:  base + "/workshops/" + ws.ID + "/join?code=" + ws.Code,
@@ -259,7 +263,7 @@ func (s *Server) dashboard(ctx context.Context, ws store.Workshop, base string) 
 	}
 	for _, p := range ps {
 		c := views.Card{Name: p.Name, Lab: p.Lab, QueueAhead: -1, Predictions: "–"}
-		c.LessonSlug = s.seen.get(p.Learner)
+		c.LessonSlug = seen[p.Learner]
 		if c.LessonSlug == "" && ws.CurrentLesson < len(ws.Lessons) {
 			c.LessonSlug = ws.Lessons[ws.CurrentLesson]
 		}
@@ -267,19 +271,18 @@ func (s *Server) dashboard(ctx context.Context, ws store.Workshop, base string) 
 		if p.LastRun != nil {
 			c.LastRun = &views.CardRun{Scenario: p.LastRun.Scenario, Variant: p.LastRun.Variant, Status: p.LastRun.Status, Leaks: p.LastRun.Leaks}
 		}
-		right, asked := 0, 0
 		for _, l := range prog[p.Learner].Lessons {
 			c.LeakSeen = c.LeakSeen || l.LeakSeen
 			c.FixRun = c.FixRun || l.FixRun
 			for _, q := range l.Predictions {
-				asked++
+				c.PredTotal++
 				if q.Correct {
-					right++
+					c.PredRight++
 				}
 			}
 		}
-		if asked > 0 {
-			c.Predictions = strconv.Itoa(right) + " of " + strconv.Itoa(asked) + " right"
+		if c.PredTotal > 0 {
+			c.Predictions = strconv.Itoa(c.PredRight) + "/" + strconv.Itoa(c.PredTotal) + " right"
 		}
 		c.Status = "no lab"
 		if p.Lab != "" {
@@ -333,13 +336,21 @@ type workshopState struct {
 
 // participantState is one participant in workshopState.
 type participantState struct {
-	Name     string         `json:"name"`
-	Lab      string         `json:"lab"`
-	Lesson   string         `json:"lesson"`
-	Status   string         `json:"status"` // the lab's live status
-	LeakSeen bool           `json:"leak_seen"`
-	FixRun   bool           `json:"fix_run"`
-	LastRun  *views.CardRun `json:"last_run"`
+	Name        string          `json:"name"`
+	Lab         string          `json:"lab"`
+	Lesson      string          `json:"lesson"`
+	Status      string          `json:"status"` // the lab's live status
+	LeakSeen    bool            `json:"leak_seen"`
+	FixRun      bool            `json:"fix_run"`
+	LastRun     *views.CardRun  `json:"last_run"`
+	Predictions predictionScore `json:"predictions"`
+}
+
+// predictionScore is how many of a participant's checked predictions were
+// right, of how many.
+type predictionScore struct {
+	Right int `json:"right"`
+	Total int `json:"total"`
 }
 
 func (s *Server) handleWorkshopState(w http.ResponseWriter, r *http.Request, ws store.Workshop) {
@@ -356,7 +367,7 @@ func (s *Server) handleWorkshopState(w http.ResponseWriter, r *http.Request, ws 
 	}
 	for _, c := range d.Cards {
 		out.Participants = append(out.Participants, participantState{Name: c.Name, Lab: c.Lab, Lesson: c.LessonSlug, Status: c.Status,
-			LeakSeen: c.LeakSeen, FixRun: c.FixRun, LastRun: c.LastRun})
+			LeakSeen: c.LeakSeen, FixRun: c.FixRun, LastRun: c.LastRun, Predictions: predictionScore{Right: c.PredRight, Total: c.PredTotal}})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -651,7 +662,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	if ws.CurrentLesson < len(ws.Lessons) {
 		slug = ws.Lessons[ws.CurrentLesson]
 	}
-	s.seen.set(p.Learner, slug)
+	s.noteLesson(ctx, p.Learner, slug)
 	if wantsJSON(r) {
 		w.Header().Set("Location", "/lessons/"+slug)
 		writeJSON(w, http.StatusCreated, map[string]string{"lab": lab.ID, "lesson": slug, "workshop": ws.ID, "name": p.Name})
@@ -692,7 +703,7 @@ func (s *Server) handleWorkshopNotice(w http.ResponseWriter, r *http.Request) {
 	}
 	here := r.URL.Query().Get("lesson")
 	if _, err := s.lessons.Get(here); err == nil {
-		s.seen.set(l.ID, here)
+		s.noteLesson(ctx, l.ID, here)
 	}
 	if lab := s.labs.ForOwner(token); lab != nil && lab.ID != p.Lab && !ws.Ended() {
 		// The lesson page made the participant a new lab (the old one
@@ -755,8 +766,23 @@ func (l *joinLimiter) fail(ip string, now time.Time) {
 	c.fails++
 }
 
-// lessonSeen remembers which lesson page each participant last polled
-// from (the dashboard's "current lesson"); it lives in memory only.
+// noteLesson records that the participant learner is on lesson slug, in
+// rlslab's own tables (the dashboard's "current lesson" survives a
+// restart); it writes only when the lesson changed since it last wrote.
+func (s *Server) noteLesson(ctx context.Context, learner, slug string) {
+	if slug == "" || s.seen.get(learner) == slug {
+		return
+	}
+	if err := s.store.SetParticipantLesson(ctx, learner, slug); err != nil {
+		s.log.Warn("note a participant's lesson", "lesson", slug, "err", err)
+		return
+	}
+	s.seen.set(learner, slug)
+}
+
+// lessonSeen remembers, in memory, which lesson each participant was last
+// noted on in rlslab's tables, so that a page polling from the same lesson
+// writes nothing.
 type lessonSeen struct {
 	mu sync.Mutex
 	m  map[string]string

@@ -138,6 +138,7 @@ func runToEnd(t *testing.T, s *testServer, c *http.Client, lab, scenario, varian
 }
 
 func TestWorkshopCreateJoinRunDashboard(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 5})
 	w := mustCreateWorkshop(t, s, "Onboarding", "set-leak", "split-calls")
 
@@ -216,6 +217,7 @@ func TestWorkshopCreateJoinRunDashboard(t *testing.T) {
 }
 
 func TestWorkshopBadInput(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 3})
 	w := mustCreateWorkshop(t, s, "Bad input", "set-leak")
 	fac := facilitatorClient(t, s, w)
@@ -274,6 +276,7 @@ func TestWorkshopBadInput(t *testing.T) {
 }
 
 func TestJoinCodesAreRateLimited(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 2, Spares: -1})
 	w := mustCreateWorkshop(t, s, "Limits", "set-leak")
 	c := newBrowserClient(t)
@@ -293,6 +296,7 @@ func TestJoinCodesAreRateLimited(t *testing.T) {
 }
 
 func TestWorkshopMoveLessonAndEnd(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 3})
 	w := mustCreateWorkshop(t, s, "Moves", "set-leak", "split-calls", "shared-pool")
 	fac := facilitatorClient(t, s, w)
@@ -355,6 +359,7 @@ func dialPath(t *testing.T, s *testServer, c *http.Client, path string) (*websoc
 }
 
 func TestDashboardWebsocket(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 3})
 	w := mustCreateWorkshop(t, s, "Live", "set-leak")
 	if _, resp, err := dialPath(t, s, newBrowserClient(t), "/workshops/"+w.ID+"/ws"); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
@@ -394,6 +399,7 @@ func TestDashboardWebsocket(t *testing.T) {
 }
 
 func TestRecordingsReplayAndCompare(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 2})
 	c := newBrowserClient(t)
 	lab := openLesson(t, s, c, "set-leak")
@@ -460,6 +466,7 @@ func TestRecordingsReplayAndCompare(t *testing.T) {
 }
 
 func TestPresentAndWatchViews(t *testing.T) {
+	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 3})
 	owner := newBrowserClient(t)
 	lab := openLesson(t, s, owner, "set-leak")

@@ -223,17 +223,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer pg.Close()
-	bouncer.Sweep(log) // PgBouncer directories a killed rlslab left
-	keeper := &runKeeper{log: log}
-	var keeping atomic.Bool                // set once the store is open
+	bouncer.Sweep(log)                     // PgBouncer directories a killed rlslab left
+	keeper := sessions.NewKeeper(log)      // saves runs once the store is open
 	var checker atomic.Pointer[web.Server] // checks predictions once serving
 	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: d.maxLabs, TTL: *ttl, MaxLifetime: *lifetime,
 		ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Spares: *spares,
 		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log,
 		OnRunEnd: func(r sessions.RunRecord) {
-			if keeping.Load() {
-				keeper.keep(r)
-			}
+			keeper.Keep(r)
 			if h := checker.Load(); h != nil {
 				h.RunEnded(r)
 			}
@@ -252,11 +249,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("rlslab's own tables: %w", err)
 	}
 	defer st.Close()
-	if err := labs.Admin().QueryRow(ctx, "SHOW server_version").Scan(&keeper.pgVersion); err != nil {
+	var pgVersion string
+	if err := labs.Admin().QueryRow(ctx, "SHOW server_version").Scan(&pgVersion); err != nil {
 		return err
 	}
-	keeper.st = st
-	keeping.Store(true)
+	keeper.Attach(st, pgVersion)
 	if n, err := st.Prune(ctx); err == nil && n > 0 {
 		log.Info("old recordings pruned", "count", n)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,4 +89,55 @@ func Bouncers(ctx context.Context, sb engine.Sandbox, o engine.BouncerOptions) (
 		return nil, err
 	}
 	return b, nil
+}
+
+// PeakBackends samples the number of backends in the lab's database every
+// few milliseconds until the returned stop is called, which returns the
+// most it saw.
+func PeakBackends(m *sessions.Manager, lab *sessions.Lab) (stop func() int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var peak int
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var n int
+			err := m.Admin().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, lab.Sandbox.Database).Scan(&n)
+			if err == nil {
+				peak = max(peak, n)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	return func() int {
+		cancel()
+		wg.Wait()
+		return peak
+	}
+}
+
+// WaitNoBackends waits until no backend is left in the lab's database: a
+// closed connection's backend exits a moment after the client let it go,
+// and the server tells nobody, so this asks every 5 ms, for at most 5 s.
+func WaitNoBackends(tb testing.TB, m *sessions.Manager, lab *sessions.Lab) {
+	tb.Helper()
+	count := func() int {
+		var n int
+		if err := m.Admin().QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, lab.Sandbox.Database).Scan(&n); err != nil {
+			tb.Fatal(err)
+		}
+		return n
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n := count(); n > 0; n = count() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%d backends still in %s 5 s after the run closed its connections", n, lab.Sandbox.Database)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -45,6 +45,40 @@ func createLearner(ctx context.Context, q querier) (Learner, string, error) {
 	return l, token, nil
 }
 
+// NewToken returns a fresh learner token for a browser's cookie. The
+// learner is stored only once there is something to keep for it
+// (EnsureLearner), so a visit that runs nothing writes nothing.
+func NewToken() string { return newToken() }
+
+// EnsureLearner returns the learner whose token this is, storing it first
+// if the store does not know it yet (a new browser, or one that comes back
+// after rlslab's tables were lost). A malformed token is EINVALID.
+func (s *Store) EnsureLearner(ctx context.Context, token string) (Learner, error) {
+	if err := s.ready(); err != nil {
+		return Learner{}, err
+	}
+	if !plausibleID(token) || len(token) < minTokenLen {
+		return Learner{}, rlslab.Errorf(rlslab.EINVALID, "not a learner token")
+	}
+	// The insert and the lookup share one snapshot: exactly one of them
+	// gives a row, unless another request stored the same token after the
+	// statement began; then the lookup below finds it.
+	var l Learner
+	err := s.pool.QueryRow(ctx, `WITH ins AS (
+		INSERT INTO rlslab.learners (id, token_hash) VALUES ($1, $2)
+		ON CONFLICT (token_hash) DO NOTHING RETURNING id, created_at)
+	SELECT id, created_at FROM ins
+	UNION ALL SELECT id, created_at FROM rlslab.learners WHERE token_hash = $2
+	LIMIT 1`, randomString(idBytes), hashSecret(token)).Scan(&l.ID, &l.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s.LearnerByToken(ctx, token)
+	}
+	if err != nil {
+		return Learner{}, wrap("storing a learner", err)
+	}
+	return l, nil
+}
+
 // LearnerByToken returns the learner whose token this is, or ENOTFOUND.
 func (s *Store) LearnerByToken(ctx context.Context, token string) (Learner, error) {
 	if err := s.ready(); err != nil {

@@ -121,6 +121,14 @@ ALTER TABLE rlslab.predictions
 	ADD COLUMN actual   text NOT NULL DEFAULT '',
 	ADD COLUMN evidence text NOT NULL DEFAULT '';
 `},
+		{3, "a participant's current lesson; recordings by learner", `
+ALTER TABLE rlslab.participants
+	ADD COLUMN current_lesson    text,
+	ADD COLUMN current_lesson_at timestamptz;
+
+CREATE INDEX recordings_learner ON rlslab.recordings (learner_id, scenario, variant, finished_at DESC)
+	WHERE learner_id IS NOT NULL;
+`},
 	}
 }
 

@@ -14,6 +14,9 @@ const (
 	recordingBytes = 16 // recording ids: unguessable, they are shared as links
 	idBytes        = 12 // learner and workshop ids
 	maxTokenLen    = 128
+	// minTokenLen is the shortest token EnsureLearner stores: about 128
+	// random bits, as a browser's cookie holds them.
+	minTokenLen = 22
 )
 
 // Join codes: codeLen characters from codeAlphabet, which leaves out the

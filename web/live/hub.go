@@ -202,12 +202,9 @@ func (h *hub) run() {
 		case <-changes:
 		case <-tick.C:
 		}
-		if time.Since(lastServer) >= serverCountsEvery {
-			lastServer = time.Now()
-			sctx, scancel := context.WithTimeout(ctx, time.Second)
-			_ = h.lab.RefreshServer(sctx) // an outage shows in the state itself
-			scancel()
-		}
+		// The frame goes out first; the server counts are read after it,
+		// inside the pause before the next frame, which shows them. A
+		// read that waits for the admin pool never holds a frame back.
 		if f := h.frame(false); f != nil {
 			h.hubs.mu.Lock()
 			for w := range h.subs {
@@ -215,10 +212,17 @@ func (h *hub) run() {
 			}
 			h.hubs.mu.Unlock()
 		}
+		next := time.Now().Add(FrameInterval)
+		if time.Since(lastServer) >= serverCountsEvery {
+			lastServer = time.Now()
+			sctx, scancel := context.WithTimeout(ctx, time.Second)
+			_ = h.lab.RefreshServer(sctx) // an outage shows in the state itself
+			scancel()
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(FrameInterval):
+		case <-time.After(time.Until(next)):
 		}
 	}
 }

@@ -55,7 +55,9 @@ type Card struct {
 	LastRun     *CardRun
 	LeakSeen    bool
 	FixRun      bool
-	Predictions string // "–" when none
+	Predictions string // e.g. "2/3 right"; "–" when none was checked
+	PredRight   int    // checked predictions that were right
+	PredTotal   int    // checked predictions
 	QueueAhead  int    // runs ahead in the admission queue; -1 when not waiting
 	Idle        time.Duration
 }
