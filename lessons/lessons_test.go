@@ -100,7 +100,8 @@ func TestBadLessonsStopTheLoad(t *testing.T) {
 // must satisfy the lesson's expect: lines, and fit exactly one choice of the
 // variant's prediction, so what the prose claims is asserted on the server.
 // It also samples pg_stat_activity through each run: the lab's database
-// never holds more backends than the variant declares it needs.
+// never holds more backends than the variant declares it needs; and the
+// run's last narration starts with the outcome (engine.Conclusion).
 func TestEveryLessonRuns(t *testing.T) {
 	cat := scenarios.DefaultCatalog()
 	set, err := lessons.Load(lessons.Content(), cat)
@@ -133,6 +134,11 @@ func TestEveryLessonRuns(t *testing.T) {
 				}
 				if len(st.Requests) == 0 && len(st.Timings) == 0 && len(st.Metrics) == 0 {
 					t.Errorf("%s/%s: the run showed nothing", sc.ID, v.Name)
+				}
+				// The last narration line states the outcome, derived from
+				// the run's own request log.
+				if want := engine.Conclusion(st.Requests, lab.Sandbox.TenantName); !strings.HasPrefix(st.Narration, want) {
+					t.Errorf("%s/%s: the last narration is %q, want it to start with the outcome %q", sc.ID, v.Name, st.Narration, want)
 				}
 				if !slices.Contains(l.Variants, v.Name) {
 					continue

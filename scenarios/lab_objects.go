@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/rlslab/rlslab/scenarios/engine"
@@ -21,6 +22,13 @@ func quote(name string) string { return pgx.Identifier{name}.Sanitize() }
 // commits them. With asOwner the transaction first switches to the lab's
 // owner role (SET LOCAL ROLE), so what it creates belongs to the owner.
 func labDDL(ctx context.Context, env *engine.Env, asOwner bool, stmts ...string) error {
+	return labDDLShowing(ctx, env, asOwner, "", stmts...)
+}
+
+// labDDLShowing is labDDL that, when table is not "", ends its transaction
+// by reading the row-level security on table from the catalog and showing
+// it as the policy in force (see engine.ReadPolicy).
+func labDDLShowing(ctx context.Context, env *engine.Env, asOwner bool, table string, stmts ...string) error {
 	return env.AdminTx(ctx, func(tx pgx.Tx) error {
 		if asOwner {
 			if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+quote(env.Sandbox.OwnerRole)); err != nil {
@@ -32,7 +40,10 @@ func labDDL(ctx context.Context, env *engine.Env, asOwner bool, stmts ...string)
 				return fmt.Errorf("%s: %w", s, err)
 			}
 		}
-		return nil
+		if table == "" {
+			return nil
+		}
+		return env.ShowPolicy(ctx, tx, table)
 	})
 }
 
@@ -102,7 +113,7 @@ func observeFrom(ctx context.Context, r *engine.Request, q engine.Querier, from 
 	r.Update(func(row *engine.RequestRow) {
 		row.PID, row.SeenTenant, row.Role = uint32(pid), seen, role
 		row.Rows, row.ForeignRows, row.Leak = len(tenants), foreign, foreign > 0
-		row.Phase = "queried"
+		row.Phase, row.FinishedAt = "queried", time.Now().UnixMilli()
 		if foreign > 0 {
 			row.Why = fmt.Sprintf("LEAK: %d rows, %d of them another tenant's.", len(tenants), foreign)
 		} else {

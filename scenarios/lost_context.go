@@ -150,7 +150,7 @@ func runLostBackground(ctx context.Context, env *engine.Env) error {
 		return err
 	}
 	jobMetrics(env, lost)
-	return env.Step(ctx, fmt.Sprintf("Done: the job for %s ran with no tenant. RLS failed closed, so the e-mail went out empty and nothing reported an error.", acme.Name))
+	return env.Conclude(ctx, fmt.Sprintf("The job for %s ran with no tenant: RLS failed closed, so the e-mail went out empty and nothing reported an error.", acme.Name))
 }
 
 func runLostWorkerReuse(ctx context.Context, env *engine.Env) error {
@@ -197,7 +197,7 @@ func runLostWorkerReuse(ctx context.Context, env *engine.Env) error {
 		return err
 	}
 	jobMetrics(env, lost)
-	return env.Step(ctx, fmt.Sprintf("Done: %s's job ran with %s's tenant, which the worker kept from the job before.", globex.Name, acme.Name))
+	return env.Conclude(ctx, fmt.Sprintf("%s's job ran with %s's tenant, which the worker kept from the job before.", globex.Name, acme.Name))
 }
 
 func runLostPropagated(ctx context.Context, env *engine.Env) error {
@@ -229,5 +229,5 @@ func runLostPropagated(ctx context.Context, env *engine.Env) error {
 		}
 	}
 	jobMetrics(env, lost)
-	return env.Step(ctx, "Done: each job carried its request's tenant across the goroutine boundary and got its own invoices.")
+	return env.Conclude(ctx, "Each job carried its request's tenant across the goroutine boundary.")
 }

@@ -114,6 +114,7 @@ type bouncerRun struct {
 
 	mu      sync.Mutex
 	held    map[int]*string // remote_pid → the tenant setting last read on that backend
+	links   map[string]int  // a client's ptr → the remote_pid of the server it was last seen linked to
 	ports   map[int]string  // a client connection's local TCP port → its instance
 	peakCl  int
 	peakSv  int
@@ -214,7 +215,7 @@ func startBouncer(ctx context.Context, env *engine.Env, poolSize int, reset bool
 	}
 	db, user, pw, _ := appCredentials(env.Sandbox.AppURL)
 	rb := &bouncerRun{env: env, b: b, db: db, user: user, password: pw, started: time.Now(),
-		held: map[int]*string{}, ports: map[int]string{}}
+		held: map[int]*string{}, ports: map[int]string{}, links: map[string]int{}}
 	tr := env.Tracker()
 	tr.SetMetric(MetricPgBouncerVersion, b.Version(), versionNumber(b.Version()))
 	if pid := b.PID(); pid > 0 {
@@ -423,7 +424,34 @@ func (rb *bouncerRun) readPairing(ctx context.Context, admin *pgx.Conn) error {
 		rb.peakCl = max(rb.peakCl, mine.ClWaiting)
 		rb.peakMax = max(rb.peakMax, time.Duration(mine.MaxWaitMS)*time.Millisecond)
 	}
+	// A pairing seen for the first time goes on the timeline: which client
+	// was linked to which backend, and when.
+	pidOf := map[string]uint32{}
+	for _, sv := range p.Servers {
+		pidOf[sv.Ptr] = sv.PID
+	}
+	var newLinks []engine.PeerConn
+	seen := map[string]bool{}
+	for _, c := range p.Clients {
+		pid := pidOf[c.Link]
+		if c.Link == "" || pid == 0 {
+			continue
+		}
+		seen[c.Ptr] = true
+		if rb.links[c.Ptr] != int(pid) {
+			rb.links[c.Ptr] = int(pid)
+			newLinks = append(newLinks, engine.PeerConn{Label: c.Label, PID: pid})
+		}
+	}
+	for ptr := range rb.links {
+		if !seen[ptr] {
+			delete(rb.links, ptr)
+		}
+	}
 	rb.mu.Unlock()
+	for _, l := range newLinks {
+		rb.env.Tracker().AddLink(l.Label, l.PID)
+	}
 	sort.Slice(p.Clients, func(i, j int) bool { return p.Clients[i].Label < p.Clients[j].Label })
 	sort.Slice(p.Servers, func(i, j int) bool { return p.Servers[i].PID < p.Servers[j].PID })
 	tr := rb.env.Tracker()
@@ -527,7 +555,7 @@ func (rb *bouncerRun) crossClient(ctx context.Context, writer string, reset bool
 			return err
 		}
 	}
-	return env.Step(ctx, "Done. The request log says which backend (remote_pid) served each request through PgBouncer and whose rows came back; the pairing shows the client and server sides.")
+	return env.Conclude(ctx, "The backend column is the server each request's query ran on through PgBouncer; the timeline joins each client's requests to it.")
 }
 
 // noteCrossClient writes what the four requests established.
@@ -674,7 +702,7 @@ func (rb *bouncerRun) prepared(ctx context.Context) error {
 			return err
 		}
 	}
-	return env.Step(ctx, "Done. pgx caches a named prepared statement per client connection, but through transaction pooling the statement lives on whichever server connection ran it, shared by every client.")
+	return env.Conclude(ctx, "pgx caches a named prepared statement per client connection, but through transaction pooling the statement lives on whichever server connection ran it, shared by every client.")
 }
 
 // showConfig reads PgBouncer's SHOW CONFIG on a connection of its own.
@@ -760,7 +788,10 @@ func (rb *bouncerRun) fanIn(ctx context.Context, poolSize int) error {
 	if err := env.Step(ctx, fmt.Sprintf("%d clients were served by %d server connections. Every request scoped itself inside its own transaction, so sharing backends leaked nothing.", n*m, len(list))); err != nil {
 		return err
 	}
-	return rb.measure(ctx, false)
+	if err := rb.measure(ctx, false); err != nil {
+		return err
+	}
+	return env.Conclude(ctx, fmt.Sprintf("%d clients shared %d server connections; each request scoped itself inside its own transaction.", n*m, len(list)))
 }
 
 // fanInRequest runs one batch-local request that holds its server

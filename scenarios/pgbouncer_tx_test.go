@@ -3,11 +3,13 @@ package scenarios_test
 import (
 	"context"
 	"errors"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rlslab/rlslab/internal/bouncer"
 	"github.com/rlslab/rlslab/scenarios"
@@ -349,5 +351,72 @@ func TestPgBouncerTxUnreachablePgBouncer(t *testing.T) {
 	st = sessionstest.MustRun(t, lab, "pgbouncer-tx", engine.PatternTxLocal, nil)
 	if st.Status != engine.StatusDone {
 		t.Fatalf("after the failure: %q %s", st.Status, st.Error)
+	}
+}
+
+// TestPgBouncerTxStepNarrationNamesWhatTheServerHolds plays session-set one
+// frame at a time and checks that each acquire's narration says the backend
+// holds what it was last read to hold, by whichever client read it: app-2's
+// first request gets the server app-1 left scoped to Acme, though app-2's
+// own client connection was last read (at connect) holding nothing.
+func TestPgBouncerTxStepNarrationNamesWhatTheServerHolds(t *testing.T) {
+	t.Parallel()
+	_, lab := pbLab(t)
+	d := startDirect(t, lab, "pgbouncer-tx", engine.PatternSessionSet, nil, engine.Speed{Single: true})
+	acquire := regexp.MustCompile(`^Request #(\d+) .* acquires a connection: backend (\d+), which (holds .*)\.$`)
+	release := regexp.MustCompile(`^Request #\d+ .* releases backend (\d+): it now (holds .*)\.$`)
+	left := map[string]string{} // backend -> what the last release said it holds
+	acquires, linkChecked := 0, false
+	check := func(_ int, st engine.State) bool {
+		if m := release.FindStringSubmatch(st.Narration); m != nil {
+			left[m[1]] = m[2]
+		}
+		if strings.HasPrefix(st.Narration, "Request #3 (Initech, tx-local) runs BEGIN") && !linkChecked {
+			linkChecked = true
+			return true // held here: app-3 is inside its transaction
+		}
+		m := acquire.FindStringSubmatch(st.Narration)
+		if m == nil {
+			return false
+		}
+		acquires++
+		if want, ok := left[m[2]]; ok && m[3] != want {
+			t.Errorf("request #%s: the narration says backend %s %q, the last release read it to %q", m[1], m[2], m[3], want)
+		}
+		if m[1] == "2" && !strings.Contains(m[3], "tenant Acme") {
+			t.Errorf("request #2 (app-2) gets app-1's server, which app-1 left scoped to Acme; the narration says: %s", st.Narration)
+		}
+		return false
+	}
+	held, ok := d.stepTo(t, check)
+	if !ok {
+		t.Fatalf("the run ended before app-3's BEGIN: %+v", held.Requests)
+	}
+	// While app-3's request holds its transaction open, PgBouncer's admin
+	// console shows app-3 linked to the server: the poller must put that
+	// pairing on the timeline.
+	server := held.Requests[0].PID
+	deadline := time.After(10 * time.Second)
+	for linked := false; !linked; {
+		for _, ev := range d.tr.Snapshot().Timeline.Events {
+			linked = linked || (ev.Kind == engine.TimelineLink && ev.Pool == "app-3" && ev.PID == server)
+		}
+		if linked {
+			break
+		}
+		select {
+		case <-d.tr.Changed():
+		case <-deadline:
+			t.Fatalf("app-3 holds a transaction on backend %d, and no SHOW CLIENTS link to it reached the timeline", server)
+		}
+	}
+	if _, held := d.stepTo(t, check); held {
+		t.Fatal("stopped again")
+	}
+	if err := d.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if acquires != 4 {
+		t.Errorf("%d acquire frames, want 4", acquires)
 	}
 }

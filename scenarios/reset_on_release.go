@@ -254,7 +254,7 @@ func runResetOnRelease(ctx context.Context, env *engine.Env, kind rorGuardKind) 
 	if err := rorMeasure(ctx, env, kind, iterations); err != nil {
 		return err
 	}
-	return env.Step(ctx, "Done. The request log shows which backend each request ran on and what it saw; the metrics and timings show what the guard costs per request.")
+	return env.Conclude(ctx, "The metrics and timings show what the guard costs per request.")
 }
 
 // rorPlayRest runs a request's scope, query and release; a failed query is an

@@ -201,5 +201,5 @@ func runResetScope(ctx context.Context, env *engine.Env, reset string) (err erro
 	pid := next.Row().PID
 	pool.Reset()
 	pool.WaitGone(ctx, pid)
-	return env.Step(ctx, "Done: rlslab closes the backend and drops the support role; the table above is what the next request on that backend would have inherited.")
+	return env.Conclude(ctx, "rlslab closes the backend and drops the support role; the table above is what the next request on that backend would have inherited.")
 }

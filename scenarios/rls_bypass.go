@@ -157,6 +157,11 @@ func runPrivileged(ctx context.Context, env *engine.Env, variant string, steps [
 			return err
 		}
 	}
+	// The policy and flags as this transaction sees them, its own NO FORCE
+	// included: what the query below runs under.
+	if err := env.ShowPolicy(ctx, tx, "invoices"); err != nil {
+		return err
+	}
 	var enabled, forced, super, bypassAttr bool
 	err = tx.QueryRow(ctx, `SELECT c.relrowsecurity, c.relforcerowsecurity, r.rolsuper, r.rolbypassrls
 		FROM pg_class c, pg_roles r WHERE c.oid = 'invoices'::regclass AND r.rolname = current_user`).Scan(&enabled, &forced, &super, &bypassAttr)
@@ -202,7 +207,7 @@ func runPrivileged(ctx context.Context, env *engine.Env, variant string, steps [
 			return err
 		}
 	}
-	return env.Step(ctx, say)
+	return env.Conclude(ctx, say)
 }
 
 // runBypassAppRole runs the same query as the app's own login role.
@@ -216,7 +221,17 @@ func runBypassAppRole(ctx context.Context, env *engine.Env) error {
 		return err
 	}
 	r := pool.NewRequest(acme, engine.PatternTxLocal)
-	if err := r.Do(ctx); err != nil {
+	if err := r.Acquire(ctx); err != nil {
+		r.ReleaseQuiet(context.WithoutCancel(ctx))
+		return err
+	}
+	// The app role reads the catalog too: reading it sets nothing on the
+	// connection.
+	if err := env.ShowPolicy(ctx, r.Conn(), "invoices"); err != nil {
+		r.ReleaseQuiet(context.WithoutCancel(ctx))
+		return err
+	}
+	if err := r.Finish(ctx); err != nil {
 		return err
 	}
 	row := r.Row()
@@ -227,7 +242,7 @@ func runBypassAppRole(ctx context.Context, env *engine.Env) error {
 	}
 	row = f.Row()
 	env.Tracker().Note(fmt.Sprintf("app-role: the same query with no tenant set, on backend %d, returned %d rows: the policy fails closed.", row.PID, row.Rows))
-	return env.Step(ctx, "Done: as the app role the policy decides what each query sees.")
+	return env.Conclude(ctx, "As the app role, the policy decides what each query sees.")
 }
 
 // appRoleTx opens a one-connection pool of the app role, begins a
@@ -255,6 +270,9 @@ func appRoleTx(ctx context.Context, env *engine.Env, t engine.Tenant, narration 
 				_, err = tx.Exec(ctx, s)
 			}
 		}
+	}
+	if err == nil {
+		err = env.ShowPolicy(ctx, tx, "invoices")
 	}
 	if err == nil {
 		err = env.Step(ctx, fmt.Sprintf("Request #%d: %s", r.Seq, narration))
@@ -317,7 +335,14 @@ func runRowSecurityOff(ctx context.Context, env *engine.Env) error {
 		row := r.Row()
 		env.Tracker().Note(fmt.Sprintf("row-security-off: the query returned %d rows, %d of other tenants.", row.Rows, row.ForeignRows))
 	}
-	return finishAppRoleTx(ctx, env, r, tx, fmt.Sprintf("Request #%d: %s", r.Seq, r.Row().Why))
+	if err := finishAppRoleTx(ctx, env, r, tx, fmt.Sprintf("Request #%d: %s", r.Seq, r.Row().Why)); err != nil {
+		return err
+	}
+	detail := ""
+	if r.Row().Error != "" {
+		detail = "row_security = off made a query that RLS would filter an error, not a way around the policy."
+	}
+	return env.Conclude(ctx, detail)
 }
 
 // runInsertForeign has the app role, scoped to Acme, insert Globex's row.
@@ -351,5 +376,5 @@ func runInsertForeign(ctx context.Context, env *engine.Env) error {
 	}
 	row = g.Row()
 	env.Tracker().Note(fmt.Sprintf("insert-foreign: %s then saw %d invoices of its own: nothing was written into it.", globex.Name, row.Rows))
-	return env.Step(ctx, fmt.Sprintf("%s's own request sees %d invoices: the refused row was never written.", globex.Name, row.Rows))
+	return env.Conclude(ctx, fmt.Sprintf("%s's own request sees %d invoices: the refused row was never written.", globex.Name, row.Rows))
 }

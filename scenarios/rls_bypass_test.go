@@ -111,18 +111,22 @@ func TestRLSBypassVariants(t *testing.T) {
 		variant       string
 		rows, foreign int
 		role          string
+		force         bool // FORCE as the query's transaction saw it
 	}{
-		{"owner", 9, 6, sb.OwnerRole},
-		{"owner-forced", 3, 0, sb.OwnerRole},
-		{"superuser", 9, 6, ""},
-		{"bypassrls", 9, 6, "lab_" + lab.ID + "_bypass"},
-		{"owner", 9, 6, sb.OwnerRole}, // the owner variant leaks every time, the forced one never
-		{"owner-forced", 3, 0, sb.OwnerRole},
+		{"owner", 9, 6, sb.OwnerRole, false},
+		{"owner-forced", 3, 0, sb.OwnerRole, true},
+		{"superuser", 9, 6, "", true},
+		{"bypassrls", 9, 6, "lab_" + lab.ID + "_bypass", true},
+		{"owner", 9, 6, sb.OwnerRole, false}, // the owner variant leaks every time, the forced one never
+		{"owner-forced", 3, 0, sb.OwnerRole, true},
 	}
 	for _, c := range cases {
 		st := sessionstest.MustRun(t, lab, "rls-bypass", c.variant, nil)
 		if st.Status != engine.StatusDone {
 			t.Fatalf("%s: status %q (%s)", c.variant, st.Status, st.Error)
+		}
+		if p := st.Policy; p == nil || p.Table != "invoices" || p.Using != originalQual || !p.Enabled || p.Force != c.force {
+			t.Errorf("%s: policy in force %+v, want invoices, enabled, FORCE %v, USING %s", c.variant, p, c.force, originalQual)
 		}
 		r := bypassRow(t, st, "admin", "1")
 		if r.Rows != c.rows || r.ForeignRows != c.foreign || r.Error != "" || r.SeenTenant == nil || *r.SeenTenant != "1" {
@@ -147,6 +151,9 @@ func TestRLSBypassVariants(t *testing.T) {
 	}
 
 	st := sessionstest.MustRun(t, lab, "rls-bypass", "app-role", nil)
+	if p := st.Policy; p == nil || p.Using != originalQual || !p.Force {
+		t.Errorf("app-role: policy in force %+v", p)
+	}
 	a := bypassRow(t, st, "app", "1")
 	if a.Rows != 3 || a.Leak || a.Role != sb.AppRole || a.Error != "" {
 		t.Errorf("app-role: want Acme's 3 rows as %s, got %+v", sb.AppRole, a)

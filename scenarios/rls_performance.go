@@ -166,7 +166,7 @@ func runRLSPerformance(ctx context.Context, env *engine.Env, variant string, s p
 		"CREATE POLICY tenant_isolation ON "+perfTable+" USING ("+s.policy+")",
 		"GRANT SELECT ON "+perfTable+" TO "+quote(sb.AppRole),
 		"ANALYZE "+perfTable)
-	if err := labDDL(ctx, env, true, stmts...); err != nil {
+	if err := labDDLShowing(ctx, env, true, perfTable, stmts...); err != nil {
 		return err
 	}
 	indexes := "no index but its primary key"
@@ -280,5 +280,5 @@ func runRLSPerformance(ctx context.Context, env *engine.Env, variant string, s p
 	if err := r.Release(ctx); err != nil {
 		return err
 	}
-	return env.Step(ctx, "Done: the table is dropped again. Run the other variants and compare their plans and timings.")
+	return env.Conclude(ctx, "The table is dropped again. Run the other variants and compare their plans and timings.")
 }

@@ -32,7 +32,10 @@ func TestScopingCostMeasuresEveryPattern(t *testing.T) {
 			t.Fatalf("%d iterations: want one sample request per pattern, got %d rows", n, len(st.Requests))
 		}
 		pids := map[uint32]bool{}
-		for _, r := range st.Requests {
+		for i, r := range st.Requests {
+			if r.Pattern != scenarios.ScopingPatterns[i] {
+				t.Errorf("%d iterations: sample #%d is labelled %q, it ran %s", n, r.Seq, r.Pattern, scenarios.ScopingPatterns[i])
+			}
 			pids[r.PID] = true
 			if r.Error != "" || r.Rows != 3 || r.ForeignRows != 0 || r.SeenTenant == nil || *r.SeenTenant != *r.Tenant {
 				t.Errorf("%d iterations: sample %+v: want its own tenant's 3 rows", n, r)

@@ -70,5 +70,5 @@ func runSetLeak(ctx context.Context, env *engine.Env, pattern string) error {
 		}
 	}
 	env.NoteRequests(engine.Notable)
-	return env.Step(ctx, "Done. The request log says, request by request, which backend served it, which tenant setting it ran under and whose rows came back.")
+	return env.Conclude(ctx, "The timeline shows the backend each request ran on and the tenant setting that backend held.")
 }

@@ -122,7 +122,7 @@ func runSetRole(ctx context.Context, env *engine.Env, steps ...roleStep) (err er
 	for _, c := range env.Tracker().Connections() {
 		env.Tracker().Note(fmt.Sprintf("After the run, backend %d (%s) was released as role %s with setting %s.", c.PID, c.Pool, c.Role, sqlValue(c.Tenant)))
 	}
-	return env.Step(ctx, "Done. The request log shows the role (current_user) each query ran as, read from its backend, and whose rows came back.")
+	return env.Conclude(ctx, "The role column is current_user as each query's own backend reported it.")
 }
 
 // roleRequest plays one request of set-role: acquire, scope as its pattern
@@ -237,7 +237,7 @@ func roleSetup(ctx context.Context, env *engine.Env) error {
 				return fmt.Errorf("set-role setup: %s: %w", s, err)
 			}
 		}
-		return nil
+		return env.ShowPolicy(ctx, tx, "invoices")
 	})
 }
 

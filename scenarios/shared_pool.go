@@ -221,7 +221,7 @@ func runCrowd(ctx context.Context, env *engine.Env, line string, w crowdWave) (e
 	if stats.otherErr != "" {
 		tr.Note(fmt.Sprintf("%d requests failed otherwise, first: %s", stats.failed, stats.otherErr))
 	}
-	return env.Step(ctx, w.verdict(stats))
+	return env.Conclude(ctx, w.verdict(stats))
 }
 
 // crowdTenants returns count tenants: the lab's seeded ones and, when count
@@ -417,7 +417,7 @@ func (c *connPerUser) verdict(s *crowdStats) string {
 	if refusal == "" {
 		refusal = "no error"
 	}
-	return fmt.Sprintf("Done: %d users served, %d refused with %s. At most %d connections were open at once: the role's CONNECTION LIMIT is %d.",
+	return fmt.Sprintf("%d users served, %d refused with %s. At most %d connections were open at once: the role's CONNECTION LIMIT is %d.",
 		s.served, s.refused, refusal, c.peak.Load(), c.env.Sandbox.ConnLimit)
 }
 
@@ -512,7 +512,7 @@ func (c *sharedCrowd) pids() []uint32 {
 
 func (c *sharedCrowd) verdict(s *crowdStats) string {
 	st := c.pool.Stat()
-	return fmt.Sprintf("Done: %d users served by %d connections (%d opened in the whole run), %d refused, %d failed otherwise, %d leaks.",
+	return fmt.Sprintf("%d users served by %d connections (%d opened in the whole run), %d refused, %d failed otherwise, %d leaks.",
 		s.served, st.TotalConns(), st.NewConnsCount(), s.refused, s.failed, s.leaks)
 }
 

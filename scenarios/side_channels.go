@@ -81,7 +81,7 @@ func runSideChannels(ctx context.Context, env *engine.Env, unique, grant string,
 		"ALTER TABLE "+contactsTable+" FORCE ROW LEVEL SECURITY",
 		"CREATE POLICY tenant_isolation ON "+contactsTable+" USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::int)",
 		"GRANT "+grant+" ON "+contactsTable+" TO "+quote(sb.AppRole))
-	if err := labDDL(ctx, env, true, stmts...); err != nil {
+	if err := labDDLShowing(ctx, env, true, contactsTable, stmts...); err != nil {
 		return err
 	}
 	others := 2 * (len(sb.Tenants) - 1)
@@ -147,7 +147,7 @@ func runSideChannels(ctx context.Context, env *engine.Env, unique, grant string,
 	if err := r.Release(ctx); err != nil {
 		return err
 	}
-	return env.Step(ctx, "Done: the contacts table is dropped again.")
+	return env.Conclude(ctx, "The contacts table is dropped again.")
 }
 
 // sideTruncate has r, scoped to Acme, empty contacts with TRUNCATE (and
@@ -220,5 +220,5 @@ func sideTruncate(ctx context.Context, env *engine.Env, r *engine.Request, tx pg
 	wiped := others - left
 	env.Tracker().SetMetric("wiped_rows", fmt.Sprintf("%d of other tenants' %d contacts", wiped, others), float64(wiped))
 	env.Tracker().Note(fmt.Sprintf("Counted by the superuser afterwards: %d of the other tenants' %d contacts are left, %d wiped by %s's request.", left, others, wiped, acme.Name))
-	return env.Step(ctx, fmt.Sprintf("The superuser counts the other tenants' contacts: %d of %d left. Done: the contacts table is dropped again.", left, others))
+	return env.Conclude(ctx, fmt.Sprintf("The superuser counts the other tenants' contacts: %d of %d left. The contacts table is dropped again.", left, others))
 }

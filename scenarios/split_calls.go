@@ -95,7 +95,7 @@ func runSetParam(ctx context.Context, env *engine.Env) error {
 		s.Fail(err)
 		tr.Note(fmt.Sprintf("Request #%d (%s): SET with $1 under the simple protocol failed too: %s", s.Seq, b.Name, err))
 		s.ReleaseQuiet(ctx)
-		return env.Step(ctx, "Done.")
+		return env.Conclude(ctx, "")
 	}
 	s.SetPhase("scoped")
 	if err := env.Step(ctx, fmt.Sprintf("%s sends the same SET with pgx.QueryExecModeSimpleProtocol on backend %d: no error, because pgx wrote '%s' into the SQL text on the client; the server never saw a $1.", s.Label(), s.PID(), b.Setting())); err != nil {
@@ -115,7 +115,7 @@ func runSetParam(ctx context.Context, env *engine.Env) error {
 	}
 	held := engine.DescribeSetting(env.Sandbox, pool.Setting(pid), "holds")
 	tr.Note(fmt.Sprintf("Request #%d (%s): SET with $1 under the simple protocol worked (pgx substituted the value client-side), but it is a session-level SET: after release, backend %d still %s.", s.Seq, b.Name, pid, held))
-	return env.Step(ctx, fmt.Sprintf("Done. With a bind parameter SET is a syntax error; the simple-protocol form runs, but it is a session-level SET: backend %d still %s after release (the set-leak lesson shows where that goes). Use set_config('app.current_tenant', $1, true) in a transaction.", pid, held))
+	return env.Conclude(ctx, fmt.Sprintf("With a bind parameter SET is a syntax error; the simple-protocol form runs, but it is a session-level SET: backend %d still %s after release (the set-leak lesson shows where that goes). Use set_config('app.current_tenant', $1, true) in a transaction.", pid, held))
 }
 
 // gateKey is the context key under which a pool call carries its gate.
@@ -296,7 +296,7 @@ func runSplit(ctx context.Context, env *engine.Env) error {
 		tr.Note(fmt.Sprintf("Request #%d (%s): set_config on backend %d, query on backend %d, which %s: %d rows, %d of another tenant.",
 			r.Seq, r.Tenant.Name, set, query, engine.DescribeSetting(env.Sandbox, row.SeenTenant, "held"), row.Rows, row.ForeignRows))
 	}
-	return env.Step(ctx, fmt.Sprintf("Done. %d of %d queries ran on another backend than their set_config; %d returned another tenant's rows. Two pool calls are two acquires: nothing ties the second to the first.", crossed, len(reqs), leaks))
+	return env.Conclude(ctx, fmt.Sprintf("%d of %d queries ran on another backend than their set_config: two pool calls are two acquires, and nothing ties the second to the first.", crossed, len(reqs)))
 }
 
 // runOneTx plays the same three concurrent requests, each acquiring one
@@ -327,5 +327,5 @@ func runOneTx(ctx context.Context, env *engine.Env) error {
 		}
 	}
 	env.NoteRequests(nil)
-	return env.Step(ctx, fmt.Sprintf("Done. %d leaks: each request scoped and queried on the one connection it acquired, and the setting ended with its transaction.", env.Tracker().Leaks()))
+	return env.Conclude(ctx, "Each request scoped and queried on the one connection it acquired, and the setting ended with its transaction.")
 }

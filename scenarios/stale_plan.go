@@ -49,7 +49,7 @@ func runStalePlan(ctx context.Context, env *engine.Env, volatility string) (err 
 	fn := "CREATE FUNCTION " + stalePlanFunc + "() RETURNS int LANGUAGE sql " + volatility +
 		" AS $$ SELECT NULLIF(current_setting('app.current_tenant', true), '')::int $$"
 	policy := "CREATE POLICY tenant_isolation ON " + stalePlanTable + " USING (tenant_id = " + stalePlanFunc + "())"
-	if err := labDDL(ctx, env, true,
+	if err := labDDLShowing(ctx, env, true, stalePlanTable,
 		fn,
 		"CREATE TABLE "+stalePlanTable+" (id int PRIMARY KEY, tenant_id int NOT NULL)",
 		"ALTER TABLE "+stalePlanTable+" ENABLE ROW LEVEL SECURITY",
@@ -80,7 +80,7 @@ func runStalePlan(ctx context.Context, env *engine.Env, volatility string) (err 
 		}
 	}
 	env.NoteRequests(nil)
-	return env.Step(ctx, "Done: the table and the function are dropped again.")
+	return env.Conclude(ctx, "The table and the function are dropped again.")
 }
 
 // staleRequest runs one request of stale-plan: scoped to its tenant in a

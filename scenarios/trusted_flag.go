@@ -60,7 +60,7 @@ func runTrustedFlag(ctx context.Context, env *engine.Env, byRole bool) (err erro
 		policy = "CREATE POLICY " + adminPolicy + " ON invoices TO " + admin + " USING (true)"
 		stmts = []string{"CREATE ROLE " + admin + " NOLOGIN", "GRANT USAGE ON SCHEMA public TO " + admin, "GRANT SELECT ON invoices TO " + admin, policy}
 	}
-	if err := labDDL(ctx, env, false, stmts...); err != nil {
+	if err := labDDLShowing(ctx, env, false, "invoices", stmts...); err != nil {
 		return err
 	}
 	if err := env.Step(ctx, fmt.Sprintf("A second policy on invoices for the admin screens: %s. Policies are permissive: a row is visible if any of them allows it.", policy)); err != nil {
@@ -119,7 +119,7 @@ func runTrustedFlag(ctx context.Context, env *engine.Env, byRole bool) (err erro
 	if err := r.Release(ctx); err != nil {
 		return err
 	}
-	return env.Step(ctx, "Done: the admin policy is dropped again.")
+	return env.Conclude(ctx, "The admin policy is dropped again.")
 }
 
 // deref returns *s, or "NULL".

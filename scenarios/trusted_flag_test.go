@@ -1,6 +1,7 @@
 package scenarios_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/rlslab/rlslab/scenarios/engine"
@@ -18,6 +19,10 @@ func TestTrustedFlagVariants(t *testing.T) {
 		st := sessionstest.MustRun(t, lab, "trusted-flag", c.variant, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("%s: status %q (%s), requests %+v", c.variant, st.Status, st.Error, st.Requests)
+		}
+		// Both permissive policies are in force, combined with OR.
+		if p := st.Policy; p == nil || !strings.Contains(p.Name, "tenant_isolation") || strings.Count(p.Using, " OR ") != 1 || !p.Force {
+			t.Errorf("%s: policy in force %+v, want the lab's and the admin policy, OR'd", c.variant, p)
 		}
 		plain, injected := st.Requests[0], st.Requests[1]
 		if plain.Rows != 3 || plain.Leak {

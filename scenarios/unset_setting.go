@@ -20,6 +20,10 @@ const (
 	UnsetSettingNullif      = "nullif"
 )
 
+// PatternReset labels a request that runs RESET app.current_tenant and then
+// its query, with no scoping of its own.
+const PatternReset = "reset"
+
 // labPolicyUsing is the USING expression of the sandbox's tenant_isolation
 // policy; scenarios that swap the policy put this one back.
 const labPolicyUsing = `tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::int`
@@ -88,10 +92,9 @@ func UnsetSetting() *engine.Scenario {
 		MinTenants: 3,
 	}
 	for _, u := range cases {
-		need := int(u.pool)
-		if u.using != "" {
-			need++ // the lab's superuser connection swaps the policy back while the pool is open
-		}
+		// The lab's superuser connection reads (and may swap) the policy
+		// before the pool opens, and swaps it back while the pool is open.
+		need := int(u.pool) + 1
 		sc.Variants = append(sc.Variants, engine.Variant{Name: u.name, Summary: u.summary, Conns: engine.Fixed(need),
 			Run: func(ctx context.Context, env *engine.Env) error { return runUnsetSetting(ctx, env, u) }})
 	}
@@ -100,15 +103,20 @@ func UnsetSetting() *engine.Scenario {
 
 func runUnsetSetting(ctx context.Context, env *engine.Env, u unsetCase) (err error) {
 	policy := labPolicyUsing
-	if u.using != "" {
+	if u.using == "" {
+		// The lab's policy stays: show it as the catalog has it.
+		if err := env.AdminTx(ctx, func(tx pgx.Tx) error { return env.ShowPolicy(ctx, tx, "invoices") }); err != nil {
+			return err
+		}
+	} else {
 		policy = u.using
-		if err := unsetAlterPolicy(ctx, env, u.using); err != nil {
+		if err := unsetAlterPolicy(ctx, env, u.using, true); err != nil {
 			return err
 		}
 		defer func() {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 			defer cancel()
-			if rerr := unsetAlterPolicy(rctx, env, labPolicyUsing); rerr != nil {
+			if rerr := unsetAlterPolicy(rctx, env, labPolicyUsing, false); rerr != nil {
 				env.Logger().Error("restore tenant_isolation policy", "err", rerr)
 				if err == nil {
 					err = fmt.Errorf("restore the lab's policy: %w", rerr)
@@ -127,13 +135,15 @@ func runUnsetSetting(ctx context.Context, env *engine.Env, u unsetCase) (err err
 		return err
 	}
 	env.NoteRequests(nil)
-	return env.Step(ctx, "Done. The request log says, per request, which value of the setting its backend held and what the policy made of it.")
+	return env.Conclude(ctx, "The ran under column is the value each request's backend held; the outcome column says what the policy made of it.")
 }
 
 // unsetAlterPolicy replaces the USING clause of the lab's tenant_isolation
 // policy on the lab's superuser connection (a committed change, so the
-// app's connections see it).
-func unsetAlterPolicy(ctx context.Context, env *engine.Env, using string) error {
+// app's connections see it); with show, it shows the policy as the catalog
+// then has it: the policy the run's requests run under (putting the lab's
+// policy back after the run does not replace it in the live view).
+func unsetAlterPolicy(ctx context.Context, env *engine.Env, using string, show bool) error {
 	return env.AdminTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
 			return err
@@ -141,7 +151,10 @@ func unsetAlterPolicy(ctx context.Context, env *engine.Env, using string) error 
 		if _, err := tx.Exec(ctx, "ALTER POLICY tenant_isolation ON invoices USING ("+using+")"); err != nil {
 			return fmt.Errorf("alter policy: %w", err)
 		}
-		return nil
+		if !show {
+			return nil
+		}
+		return env.ShowPolicy(ctx, tx, "invoices")
 	})
 }
 
@@ -171,7 +184,7 @@ func playAfterReset(ctx context.Context, env *engine.Env, u unsetCase, pool *eng
 			return err
 		}
 	}
-	r := pool.NewRequest(ts[1], engine.PatternForgot)
+	r := pool.NewRequest(ts[1], PatternReset)
 	// Release even when Acquire's frame was cut short: the connection may
 	// already be held.
 	defer r.ReleaseQuiet(context.WithoutCancel(ctx))

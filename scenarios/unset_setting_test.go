@@ -1,6 +1,7 @@
 package scenarios_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/rlslab/rlslab/scenarios/engine"
@@ -22,22 +23,33 @@ func TestUnsetSettingVariants(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	empty := unsetStr("")
+	// using is the policy's USING expression as pg_policies prints it: the
+	// live view's policy box must show what the catalog says.
+	const (
+		noMissingOK = "(tenant_id = (NULLIF(current_setting('app.current_tenant'::text), ''::text))::integer)"
+		naiveCast   = "(tenant_id = (current_setting('app.current_tenant'::text, true))::integer)"
+	)
 	cases := []struct {
 		variant string
 		reqs    []unsetWant
+		using   string
 	}{
-		{"fresh", []unsetWant{{"2", "forgot", nil, 0, 0, ""}}},
-		{"after-reset", []unsetWant{{"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"2", "forgot", empty, 0, 0, ""}, {"3", "session-set", unsetStr("3"), 3, 0, ""}, {"2", "forgot", empty, 0, 0, ""}}},
-		{"no-missing-ok", []unsetWant{{"2", "forgot", nil, 0, 0, "42704"}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, ""}}},
-		{"naive-cast", []unsetWant{{"2", "forgot", nil, 0, 0, ""}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, "22P02"}}},
-		{"fail-open", []unsetWant{{"2", "forgot", nil, 9, 6, ""}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 9, 6, ""}}},
-		{"nullif", []unsetWant{{"2", "forgot", nil, 0, 0, ""}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, ""}}},
+		{"fresh", []unsetWant{{"2", "forgot", nil, 0, 0, ""}}, originalQual},
+		{"after-reset", []unsetWant{{"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"2", "forgot", empty, 0, 0, ""}, {"3", "session-set", unsetStr("3"), 3, 0, ""}, {"2", "reset", empty, 0, 0, ""}}, originalQual},
+		{"no-missing-ok", []unsetWant{{"2", "forgot", nil, 0, 0, "42704"}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, ""}}, noMissingOK},
+		{"naive-cast", []unsetWant{{"2", "forgot", nil, 0, 0, ""}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, "22P02"}}, naiveCast},
+		{"fail-open", []unsetWant{{"2", "forgot", nil, 9, 6, ""}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 9, 6, ""}}, "CASE"},
+		{"nullif", []unsetWant{{"2", "forgot", nil, 0, 0, ""}, {"1", "tx-local", unsetStr("1"), 3, 0, ""}, {"3", "forgot", empty, 0, 0, ""}}, originalQual},
 	}
 	for round := 0; round < 2; round++ {
 		for _, c := range cases {
 			st := sessionstest.MustRun(t, lab, "unset-setting", c.variant, nil)
 			if st.Status != engine.StatusDone {
 				t.Fatalf("%s: status %q (%s)", c.variant, st.Status, st.Error)
+			}
+			if p := st.Policy; p == nil || p.Table != "invoices" || p.Name != "tenant_isolation" || !p.Enabled || !p.Force ||
+				(c.using == "CASE" && !strings.HasPrefix(p.Using, "CASE WHEN (COALESCE(")) || (c.using != "CASE" && p.Using != c.using) {
+				t.Errorf("%s: policy in force %+v, want invoices' tenant_isolation, enabled, forced, USING %s", c.variant, p, c.using)
 			}
 			if len(st.Requests) != len(c.reqs) {
 				t.Fatalf("%s: %d requests, want %d: %+v", c.variant, len(st.Requests), len(c.reqs), st.Requests)

@@ -2,6 +2,8 @@ package scenarios_test
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +37,27 @@ func TestWrongScopeGlobalGivesAnotherTenantsRowsOnEveryRun(t *testing.T) {
 		if st.Leaks() != 1 {
 			t.Errorf("delay %s: want 1 leak, got %d", delay, st.Leaks())
 		}
+		// The shared field over time: #1 wrote Acme, #2 overwrote it with
+		// Globex, and both read Globex back before their queries.
+		var got []string
+		for _, f := range st.SharedField {
+			verb := "read"
+			if f.Wrote {
+				verb = "wrote"
+			}
+			got = append(got, fmt.Sprintf("#%d %s %s", f.Seq, verb, f.Value))
+			if f.At == 0 {
+				t.Errorf("delay %s: reading %+v has no time", delay, f)
+			}
+		}
+		if want := []string{"#1 wrote 1", "#2 wrote 2", "#1 read 2", "#2 read 2"}; !slices.Equal(got, want) {
+			t.Errorf("delay %s: shared field %v, want %v", delay, got, want)
+		}
+		for _, r := range st.Requests {
+			if r.Pattern != engine.PatternTxLocal {
+				t.Errorf("delay %s: request #%d labelled %q: it scopes with BEGIN; set_config(..., true)", delay, r.Seq, r.Pattern)
+			}
+		}
 	}
 }
 
@@ -46,6 +69,9 @@ func TestWrongScopeContextKeepsEachTenant(t *testing.T) {
 		st := sessionstest.MustRun(t, lab, "wrong-scope", scenarios.WrongScopeContext, map[string]string{"delay_ms": delay})
 		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("delay %s: status %q (%s), %d requests", delay, st.Status, st.Error, len(st.Requests))
+		}
+		if len(st.SharedField) != 0 {
+			t.Errorf("delay %s: no shared field in this variant, got %+v", delay, st.SharedField)
 		}
 		for _, r := range st.Requests {
 			if r.Leak || r.Error != "" || r.Rows != 3 || r.SeenTenant == nil || *r.SeenTenant != *r.Tenant {

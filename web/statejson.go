@@ -178,6 +178,7 @@ type timelineEventJSON struct {
 	Tenant *string `json:"tenant"`
 	Role   string  `json:"role,omitempty"`
 	Seq    int     `json:"seq,omitempty"`
+	Wrote  bool    `json:"wrote,omitempty"`
 }
 
 // timelineJSON is the run's backend timeline in state.json.
@@ -274,7 +275,7 @@ func pairingJSONOf(p engine.Pairing) pairingJSON {
 
 func timelineJSONOf(t engine.Timeline) timelineJSON {
 	return timelineJSON{AppRole: t.AppRole, Dropped: t.Dropped, Events: convertSlice(t.Events, func(e engine.TimelineEvent) timelineEventJSON {
-		return timelineEventJSON{At: e.At, Kind: e.Kind, Pool: e.Pool, Slot: e.Slot, PID: e.PID, Read: e.Read, Tenant: copyString(e.Tenant), Role: e.Role, Seq: e.Seq}
+		return timelineEventJSON{At: e.At, Kind: e.Kind, Pool: e.Pool, Slot: e.Slot, PID: e.PID, Read: e.Read, Tenant: copyString(e.Tenant), Role: e.Role, Seq: e.Seq, Wrote: e.Wrote}
 	})}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/rlslab/rlslab/scenarios/engine"
@@ -116,17 +117,47 @@ func TestTimelineOfRealRuns(t *testing.T) {
 		checkRoles(t, st)
 		d := drawTimeline(t, st)
 		onLane := map[int]uint32{}
+		onClient := map[int]string{}
+		serverY := map[uint32]float64{}
+		var clients []string
 		for _, l := range d.Lanes {
-			if l.Label != "server, via PgBouncer" {
-				t.Errorf("lane %d is labelled %q", l.PID, l.Label)
+			switch l.Kind {
+			case views.LaneBackend:
+				if l.Label != "server, via PgBouncer" {
+					t.Errorf("lane %d is labelled %q", l.PID, l.Label)
+				}
+				serverY[l.PID] = l.Y
+				for _, b := range l.Blocks {
+					onLane[b.Seq] = l.PID
+				}
+			case views.LaneClient:
+				clients = append(clients, l.Client)
+				for _, b := range l.Blocks {
+					onClient[b.Seq] = l.Client
+				}
+			default:
+				t.Errorf("a %s lane in a PgBouncer run", l.Kind)
 			}
-			for _, b := range l.Blocks {
-				onLane[b.Seq] = l.PID
-			}
+		}
+		// One lane per client connection (each app instance has one), each
+		// request on its client's lane, joined to the server lane its query
+		// ran on.
+		if want := []string{"app-1 #1", "app-2 #1", "app-3 #1"}; !slices.Equal(clients, want) {
+			t.Errorf("client lanes %v, want %v", clients, want)
+		}
+		pairs := map[int]views.TLArrow{}
+		for _, p := range d.Pairs {
+			pairs[p.Seq] = p
 		}
 		for _, r := range st.Requests {
 			if r.FinishedAt != 0 && onLane[r.Seq] != r.PID {
 				t.Errorf("request #%d ran its query on server %d, drawn on %d", r.Seq, r.PID, onLane[r.Seq])
+			}
+			if onClient[r.Seq] != r.Pool+" #1" {
+				t.Errorf("request #%d was sent by %s, drawn on client lane %q", r.Seq, r.Pool, onClient[r.Seq])
+			}
+			if p, ok := pairs[r.Seq]; !ok || p.Y2 != serverY[r.PID]+4 {
+				t.Errorf("request #%d: pair line %+v does not reach server lane %d (y %v)", r.Seq, p, r.PID, serverY[r.PID])
 			}
 		}
 		if len(d.Arrows) != 0 {

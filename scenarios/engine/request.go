@@ -85,14 +85,14 @@ func (r *Request) PID() uint32 {
 	return pid
 }
 
-// heldNote says which tenant setting the acquired connection still holds,
-// as last read from it.
+// heldNote says which tenant setting the backend of the acquired
+// connection holds, as last read from that backend.
 func (r *Request) heldNote() string {
-	c, ok := r.env.tracker.Conn(r.pool.name, r.pool.Slot(r.conn.Conn()))
-	if !ok {
+	pid, tenant := r.Held()
+	if pid == 0 {
 		return ""
 	}
-	return ", which " + DescribeSetting(r.env.Sandbox, c.Tenant, "holds")
+	return ", which " + DescribeSetting(r.env.Sandbox, tenant, "holds")
 }
 
 // DescribeSetting puts a tenant setting value into words.
@@ -273,7 +273,9 @@ func (r *Request) Release(ctx context.Context) error {
 	r.pool.WaitReleased(ctx, slot)
 	r.SetPhase("released")
 	held := ""
-	if cn, ok := r.env.tracker.ConnByPID(r.pool.name, pid); ok {
+	if tenant, ok := r.env.tracker.LastReading(pid); ok {
+		held = ": it now " + DescribeSetting(r.env.Sandbox, tenant, "holds")
+	} else if cn, ok := r.env.tracker.ConnByPID(r.pool.name, pid); ok {
 		held = ": it now " + DescribeSetting(r.env.Sandbox, cn.Tenant, "holds")
 	}
 	return r.env.Step(ctx, fmt.Sprintf("%s releases backend %d%s.", r.Label(), pid, held))
@@ -406,8 +408,11 @@ func (r *Request) ReleaseQuiet(ctx context.Context) {
 	r.SetPhase("released")
 }
 
-// Held returns the PID and tenant setting last read on the request's
-// connection.
+// Held returns the PID last read on the request's connection and the
+// tenant setting that backend was last read to hold. Behind PgBouncer a
+// pool's connection is a client: its own last reading may be older than
+// another client's reading of the same server backend, so the newest
+// reading of the backend wins over the connection's.
 func (r *Request) Held() (pid uint32, tenant *string) {
 	if r.conn == nil {
 		return 0, nil
@@ -415,6 +420,9 @@ func (r *Request) Held() (pid uint32, tenant *string) {
 	c, ok := r.env.tracker.Conn(r.pool.name, r.pool.Slot(r.conn.Conn()))
 	if !ok {
 		return 0, nil
+	}
+	if t, ok := r.env.tracker.LastReading(c.PID); ok {
+		return c.PID, t
 	}
 	return c.PID, c.Tenant
 }

@@ -16,6 +16,14 @@ const (
 	TimelineRelease = "release"
 	// TimelineClose is a connection leaving its pool.
 	TimelineClose = "close"
+	// TimelineField is a value of a field the application shares between
+	// requests, written (Wrote) or read by request Seq (not a backend: PID
+	// is 0 and Tenant is the value).
+	TimelineField = "field"
+	// TimelineLink is PgBouncer's admin console showing client Pool (an app
+	// instance) linked to the server connection of backend PID (SHOW
+	// CLIENTS' link joined with SHOW SERVERS' ptr and remote_pid).
+	TimelineLink = "link"
 )
 
 // maxTimeline bounds the events kept in State.Timeline; older events are
@@ -39,6 +47,8 @@ type TimelineEvent struct {
 	Role   string  `json:"role,omitempty"`
 	// Seq is the request the event belongs to (0: none).
 	Seq int `json:"seq,omitempty"`
+	// Wrote marks a field event that wrote the value (else it read it).
+	Wrote bool `json:"wrote,omitempty"`
 }
 
 // Timeline is what the live view draws as lanes of backends: the events of
@@ -117,6 +127,28 @@ func (s *State) timelineObserve(r *Request, pid uint32, seen *string, role strin
 	s.addTimeline(r.env.Sandbox.AppRole, ev)
 }
 
+// LastReading returns the tenant setting that backend pid was last read to
+// hold, by any connection (at connect, in a request's query, at release),
+// and whether the timeline still has such a reading.
+func (t *Tracker) LastReading(pid uint32) (*string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tl := t.st.Timeline
+	if tl == nil || pid == 0 {
+		return nil, false
+	}
+	for i := len(tl.Events) - 1; i >= 0; i-- {
+		if ev := tl.Events[i]; ev.Read && ev.PID == pid {
+			if ev.Tenant == nil {
+				return nil, true
+			}
+			v := *ev.Tenant
+			return &v, true
+		}
+	}
+	return nil, false
+}
+
 // timelineClose is the pool's hook for a connection leaving the pool.
 func (s *State) timelineClose(p *Pool, i int) {
 	if i < 0 {
@@ -172,8 +204,17 @@ func (t *Tracker) AddFieldReading(r FieldReading) {
 			r.At = time.Now().UnixMicro()
 		}
 		s.SharedField = append(s.SharedField, r)
+		v := r.Value
+		s.addTimeline("", TimelineEvent{At: r.At, Kind: TimelineField, Tenant: &v, Seq: r.Seq, Wrote: r.Wrote})
 		if len(s.SharedField) > maxFieldReadings {
 			s.SharedField = append([]FieldReading(nil), s.SharedField[len(s.SharedField)-maxFieldReadings:]...)
 		}
 	})
+}
+
+// AddLink records, as a timeline event, that PgBouncer's admin console
+// showed client (an app instance's name) linked to the server connection of
+// backend pid. The caller records each pairing once, when it appears.
+func (t *Tracker) AddLink(client string, pid uint32) {
+	t.Update(func(s *State) { s.addTimeline("", TimelineEvent{Kind: TimelineLink, Pool: client, PID: pid}) })
 }

@@ -140,9 +140,13 @@ func (v Live) leakOf(r RequestRow) OutcomeLeak {
 }
 
 // FinalLine is the last line of the narration once a run has ended: its
-// outcome.
+// outcome, unless the run's own last narration already states it (every
+// scenario ends with engine.Conclusion; a recording made before may not).
 func (v Live) FinalLine() string {
 	if v.Status != engine.StatusDone && v.Status != engine.StatusFailed {
+		return ""
+	}
+	if v.Status == engine.StatusDone && strings.HasPrefix(v.Narration, v.Conclusion()) {
 		return ""
 	}
 	o := v.Outcome()
@@ -155,6 +159,12 @@ func (v Live) FinalLine() string {
 		s += " " + o.Detail
 	}
 	return s
+}
+
+// Conclusion is engine.Conclusion of the state's request log, with the
+// lab's tenant names: the sentence a run's last narration starts with.
+func (v Live) Conclusion() string {
+	return engine.Conclusion(v.Requests, func(s string) string { return v.TenantName(&s) })
 }
 
 // OtherRole reports whether role is a role other than the lab's app role
@@ -207,6 +217,12 @@ var patternTitles = map[string]string{
 	engine.PatternBatchLocal: "set_config(..., true) and the query in one pgx.Batch (one round trip)",
 	engine.PatternForgot:     "no scoping at all: the query runs under whatever the backend holds",
 	"split":                  "set_config and the query sent as two separate pool calls",
+	"set-param":              "SET app.current_tenant = $1 with a bind parameter (extended protocol)",
+	"set-param-simple":       "SET app.current_tenant = $1 under pgx's simple protocol: the value is written into the SQL on the client",
+	"reset":                  "RESET app.current_tenant, then the query with no scoping of its own",
+	"bare":                   "the query alone, on a connection scoped once beforehand",
+	"four-trips":             "BEGIN; set_config(..., true); query; COMMIT: four round trips",
+	"batch":                  "set_config(..., true) and the query in one pgx.Batch: one round trip",
 	"role":                   "SET ROLE to the tenant's role: lasts for the Postgres session",
 	"local-role":             "SET LOCAL ROLE inside BEGIN ... COMMIT",
 }

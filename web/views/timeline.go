@@ -1,6 +1,7 @@
 package views
 
 import (
+	"sort"
 	"strconv"
 	"strings"
 
@@ -21,13 +22,38 @@ const (
 	tlMaxCols  = 48   // events drawn at most (the newest)
 )
 
-// TLLane is one backend's lane.
+// Kinds of timeline lanes.
+const (
+	LaneBackend = "backend" // one backend (PID)
+	LaneClient  = "client"  // one PgBouncer client connection of an app instance
+	LaneField   = "field"   // the field the application shares between requests
+)
+
+// TLLane is one lane: a backend's, a PgBouncer client's, or the shared
+// field's.
 type TLLane struct {
-	PID    uint32
+	Kind   string
+	PID    uint32 // a backend lane's PID
+	Client string // a client lane's connection: "app-1 #1"
+	Head   string // the lane's name in bold: the PID, the client, "shared field"
 	Label  string // where the connection belongs: "app #1", "own connection"
 	Y      float64
 	Bands  []TLBand
 	Blocks []TLBlock
+	Marks  []TLMark
+}
+
+// TLMark is a small mark on a lane at one moment: a request reading the
+// shared field, or PgBouncer's admin console showing a client linked to a
+// server.
+type TLMark struct {
+	X, Y  float64
+	W     float64
+	Seq   int
+	PID   uint32
+	Class string
+	Text  string
+	Title string
 }
 
 // TLBand is a stretch of a lane during which the backend held one tenant
@@ -54,7 +80,10 @@ type TLBlock struct {
 	// Observed reports whether the request's query ran in this block (a
 	// split request has a block for its set_config call without one).
 	Observed bool
-	Title    string
+	// Client marks a block on a PgBouncer client's lane: the request from
+	// its acquire to its release, wherever its statements ran.
+	Client bool
+	Title  string
 }
 
 // TLArrow joins a request's earlier call to the block where its query ran
@@ -69,6 +98,9 @@ type TimelineDrawing struct {
 	Width, Height float64
 	Lanes         []TLLane
 	Arrows        []TLArrow
+	// Pairs join a request's block on its PgBouncer client's lane to the
+	// block on the server lane where its query ran (Seq is the request).
+	Pairs []TLArrow
 	// HiddenLanes and HiddenEvents count what is not drawn.
 	HiddenLanes, HiddenEvents int
 	AxisY                     float64
@@ -122,7 +154,24 @@ func (v Live) Timeline() *TimelineDrawing {
 		l.last = i
 		return l
 	}
-	col := func(i int) int { return i - first } // negative: before the window
+	// One column per event in the window (negative: before it), except
+	// that behind PgBouncer a client closing draws nothing on a server
+	// lane and takes no column: the pools' closes at the end of a run
+	// would leave the newest columns empty.
+	bouncer := v.Pairing != nil
+	colOf := make([]int, len(events))
+	n := 0
+	for i, ev := range events {
+		if i < first {
+			colOf[i] = i - first
+			continue
+		}
+		colOf[i] = n
+		if !bouncer || ev.Kind != engine.TimelineClose {
+			n++
+		}
+	}
+	col := func(i int) int { return colOf[i] }
 
 	// Blocks are kept as [start, end) columns.
 	type span struct {
@@ -143,14 +192,58 @@ func (v Live) Timeline() *TimelineDrawing {
 	// read through it says nothing about the server its next statement
 	// gets. So the lanes are the servers the readings name, a request's
 	// block is where its own query ran, and the client is named on it.
-	bouncer := v.Pairing != nil
 	clients := map[int]string{}
+	// A client's lane shows each request it sent, from its acquire to its
+	// release; links are what PgBouncer's admin console showed.
+	type clientSpan struct {
+		seq        int
+		client     string
+		start, end int
+	}
+	var cspans []clientSpan
+	openClient := map[string]int{}
+	clientLast := map[string]int{}
+	endClient := func(client string, c int) {
+		if k, ok := openClient[client]; ok {
+			cspans[k].end = c
+			delete(openClient, client)
+		}
+	}
+	type linkAt struct {
+		col    int
+		client string
+		pid    uint32
+	}
+	var links []linkAt
+	var fields []engine.TimelineEvent
+	fieldCol := map[int]int{} // index in fields -> column
 	for i, ev := range events {
 		c := col(i)
-		if bouncer && (ev.Kind == engine.TimelineAcquire || ev.Kind == engine.TimelineClose) {
-			if ev.Kind == engine.TimelineAcquire {
-				clients[ev.Seq] = ev.Pool + " #" + strconv.Itoa(ev.Slot)
+		switch {
+		case ev.Kind == engine.TimelineField:
+			fieldCol[len(fields)] = c
+			fields = append(fields, ev)
+			continue
+		case ev.Kind == engine.TimelineLink:
+			links = append(links, linkAt{col: c, client: ev.Pool, pid: ev.PID})
+			continue
+		}
+		if bouncer && ev.Pool != "" && ev.Slot != 0 {
+			client := ev.Pool + " #" + strconv.Itoa(ev.Slot)
+			clientLast[client] = i
+			switch ev.Kind {
+			case engine.TimelineAcquire:
+				clients[ev.Seq] = client
+				endClient(client, c)
+				openClient[client] = len(cspans)
+				cspans = append(cspans, clientSpan{seq: ev.Seq, client: client, start: c, end: -1})
+			case engine.TimelineRelease:
+				endClient(client, c+1)
+			case engine.TimelineClose:
+				endClient(client, c) // a close takes no column of its own
 			}
+		}
+		if bouncer && (ev.Kind == engine.TimelineAcquire || ev.Kind == engine.TimelineClose) {
 			continue
 		}
 		l := lane(ev, i)
@@ -182,11 +275,31 @@ func (v Live) Timeline() *TimelineDrawing {
 			}
 		}
 	}
-	n := len(events) - first
 	for k := range spans {
 		if spans[k].end < 0 {
 			spans[k].end = n
 		}
+	}
+	for k := range cspans {
+		if cspans[k].end < 0 {
+			cspans[k].end = n
+		}
+	}
+	// The lanes above the backends: the shared field, then the clients
+	// (the most recently active, by name).
+	var clientNames []string
+	for name := range clientLast {
+		clientNames = append(clientNames, name)
+	}
+	sort.Slice(clientNames, func(i, j int) bool { return clientLast[clientNames[i]] > clientLast[clientNames[j]] })
+	if len(clientNames) > tlMaxLanes {
+		d.HiddenLanes += len(clientNames) - tlMaxLanes
+		clientNames = clientNames[:tlMaxLanes]
+	}
+	sort.Strings(clientNames)
+	above := len(clientNames)
+	if len(fields) > 0 {
+		above++
 	}
 
 	// The lanes drawn: the most recently active ones, in order of their
@@ -217,12 +330,21 @@ func (v Live) Timeline() *TimelineDrawing {
 		d.HiddenLanes = len(order) - len(shown)
 	}
 	x := func(c int) float64 { return tlLabelW + float64(max(c, 0))*tlColW }
+	if len(fields) > 0 {
+		d.Lanes = append(d.Lanes, v.fieldLane(fields, fieldCol, n, x))
+	}
+	clientY := map[string]float64{}
+	for _, name := range clientNames {
+		y := tlTop + float64(len(d.Lanes))*tlLaneH
+		clientY[name] = y
+		d.Lanes = append(d.Lanes, TLLane{Kind: LaneClient, Client: name, Head: name, Label: "client of PgBouncer", Y: y})
+	}
 	laneY := map[uint32]float64{}
 	for li, pid := range shown {
 		l := lanes[pid]
-		y := tlTop + float64(li)*tlLaneH
+		y := tlTop + float64(above+li)*tlLaneH
 		laneY[pid] = y
-		out := TLLane{PID: pid, Label: l.label, Y: y}
+		out := TLLane{Kind: LaneBackend, PID: pid, Head: strconv.FormatUint(uint64(pid), 10), Label: l.label, Y: y}
 		for ri, r := range l.readings {
 			endCol := n
 			if ri+1 < len(l.readings) {
@@ -264,8 +386,14 @@ func (v Live) Timeline() *TimelineDrawing {
 	}
 	observedAt := map[int]TLBlock{}
 	laneIndex := map[uint32]int{}
+	clientIndex := map[string]int{}
 	for i, l := range d.Lanes {
-		laneIndex[l.PID] = i
+		switch l.Kind {
+		case LaneBackend:
+			laneIndex[l.PID] = i
+		case LaneClient:
+			clientIndex[l.Client] = i
+		}
 	}
 	var all []TLBlock
 	for _, s := range spans {
@@ -318,6 +446,58 @@ func (v Live) Timeline() *TimelineDrawing {
 		}
 		d.Arrows = append(d.Arrows, TLArrow{Seq: b.Seq, X1: b.X + b.W, Y1: b.Y + tlBlockH/2, X2: o.X, Y2: o.Y + tlBlockH/2})
 	}
+	// Each request a client sent: a block on the client's lane, joined to
+	// the block of the server its query ran on.
+	for _, cs := range cspans {
+		li, ok := clientIndex[cs.client]
+		if !ok || cs.end <= 0 {
+			continue
+		}
+		row := rows[cs.seq]
+		b := TLBlock{Seq: cs.seq, X: x(cs.start) + 2, Y: d.Lanes[li].Y + tlBlockY, W: max(x(cs.end)-x(cs.start)-4, tlColW-4),
+			Tenant: row.Tenant, Class: TenantClass(row.Tenant), Leak: row.Leak, Client: true}
+		name := v.TenantName(row.Tenant)
+		b.Text = "#" + strconv.Itoa(cs.seq) + " " + name
+		if float64(len(b.Text))*7.8 > b.W-8 {
+			b.Text = "#" + strconv.Itoa(cs.seq)
+		}
+		b.Title = "request #" + strconv.Itoa(cs.seq) + " for " + v.TenantLabel(row.Tenant) + " (" + row.Pattern + "), sent by client " + cs.client + " through PgBouncer"
+		if o, ok := observedAt[cs.seq]; ok {
+			b.PID = o.PID
+			b.Title += "; its query ran on server backend " + strconv.FormatUint(uint64(o.PID), 10)
+			px := max(o.X, b.X) + 6
+			d.Pairs = append(d.Pairs, TLArrow{Seq: cs.seq, X1: px, Y1: b.Y + tlBlockH, X2: px, Y2: o.Y})
+		}
+		d.Lanes[li].Blocks = append(d.Lanes[li].Blocks, b)
+	}
+	// What the admin console showed: a client linked to a server. SHOW
+	// CLIENTS names the app instance, so the mark goes on that instance's
+	// client lane that was busy then (or its first).
+	for _, l := range links {
+		if l.col < 0 {
+			continue
+		}
+		li := -1
+		for _, cs := range cspans {
+			if k, ok := clientIndex[cs.client]; ok && strings.HasPrefix(cs.client, l.client+" #") && cs.start <= l.col && l.col < cs.end {
+				li = k
+			}
+		}
+		if li < 0 {
+			for _, name := range clientNames {
+				if strings.HasPrefix(name, l.client+" #") {
+					li = clientIndex[name]
+					break
+				}
+			}
+		}
+		if li < 0 {
+			continue
+		}
+		pid := strconv.FormatUint(uint64(l.pid), 10)
+		d.Lanes[li].Marks = append(d.Lanes[li].Marks, TLMark{X: x(l.col), Y: d.Lanes[li].Y + tlBandY, W: float64(len(pid)+2)*7 + 4, PID: l.pid, Class: "tl-link",
+			Text: "→ " + pid, Title: "SHOW CLIENTS / SHOW SERVERS: " + l.client + " linked to the server connection of backend " + pid})
+	}
 	d.AxisY = tlTop + float64(len(d.Lanes))*tlLaneH
 	d.Height = d.AxisY + 6
 	// The width grows four columns at a time, so that a frame seldom has
@@ -325,6 +505,65 @@ func (v Live) Timeline() *TimelineDrawing {
 	cols := min((n+3)/4*4, tlMaxCols)
 	d.Width = x(max(cols, 8)) + 8
 	return d
+}
+
+// fieldLane draws the shared field: a band per value written, from the
+// write to the next one, and a mark where a request read it back.
+func (v Live) fieldLane(fields []engine.TimelineEvent, cols map[int]int, n int, x func(int) float64) TLLane {
+	l := TLLane{Kind: LaneField, Head: "shared field", Label: "W wrote it, R read it back", Y: tlTop}
+	var writes []int
+	for i, f := range fields {
+		if f.Wrote {
+			writes = append(writes, i)
+		}
+	}
+	for k, i := range writes {
+		f := fields[i]
+		end := n
+		if k+1 < len(writes) {
+			end = cols[writes[k+1]]
+		}
+		start := cols[i]
+		if end <= 0 || end <= start {
+			continue
+		}
+		b := TLBand{X: x(start), Tenant: f.Tenant, Class: TenantClass(f.Tenant)}
+		b.W = x(end) - b.X
+		b.Text = v.TenantName(f.Tenant)
+		b.Title = "request #" + strconv.Itoa(f.Seq) + " wrote " + v.TenantLabel(f.Tenant) + " into the shared field"
+		if float64(len(b.Text))*7 > b.W-6 {
+			b.Text = ""
+		}
+		l.Bands = append(l.Bands, b)
+	}
+	for i, f := range fields {
+		c := cols[i]
+		if c < 0 {
+			continue
+		}
+		verb := "read"
+		if f.Wrote {
+			verb = "wrote"
+		}
+		l.Marks = append(l.Marks, TLMark{X: x(c), Y: l.Y + tlBlockY, W: tlColW - 4, Seq: f.Seq, Class: "tl-field-" + verb + " " + TenantClass(f.Tenant),
+			Text:  strings.ToUpper(verb[:1]) + "#" + strconv.Itoa(f.Seq),
+			Title: "request #" + strconv.Itoa(f.Seq) + " " + verb + " " + v.TenantLabel(f.Tenant) + " (the shared field)"})
+	}
+	return l
+}
+
+// Caption says how to read the drawing: which kinds of lanes it has.
+func (d *TimelineDrawing) Caption() string {
+	s := "each lane one backend (PID); the band is the tenant setting read from it; blocks are requests"
+	for _, l := range d.Lanes {
+		switch l.Kind {
+		case LaneClient:
+			return "PgBouncer's clients above, each request joined to the server backend its query ran on; the band is the tenant setting read from that backend"
+		case LaneField:
+			s = "the shared field on top (W: a request wrote it, R: read it back), then " + s
+		}
+	}
+	return s
 }
 
 // sameSetting reports whether two readings of the tenant setting agree.
@@ -365,7 +604,15 @@ func ShortRole(role, lab string) string {
 }
 
 // LaneID is the element id of a timeline lane.
-func LaneID(l TLLane) string { return "tl-lane-" + strconv.FormatUint(uint64(l.PID), 10) }
+func LaneID(l TLLane) string {
+	switch l.Kind {
+	case LaneClient:
+		return "tl-lane-client-" + idPart(l.Client)
+	case LaneField:
+		return "tl-lane-field"
+	}
+	return "tl-lane-" + strconv.FormatUint(uint64(l.PID), 10)
+}
 
 // ChartID is the element id of the scenario's i-th chart.
 func ChartID(i int) string { return "chart-" + strconv.Itoa(i) }

@@ -161,3 +161,100 @@ func TestCleanTitle(t *testing.T) {
 		}
 	}
 }
+
+// TestTimelineDrawsTheSharedField draws wrong-scope's shared field as a
+// lane above the backends: Acme's band from request #1's write until #2
+// overwrites it with Globex, and both requests' reads under Globex's band.
+func TestTimelineDrawsTheSharedField(t *testing.T) {
+	tr := engine.NewTracker("x")
+	tr.Begin("wrong-scope", "global", "1x")
+	tr.AddFieldReading(engine.FieldReading{Value: "1", Seq: 1, Wrote: true})
+	tr.AddFieldReading(engine.FieldReading{Value: "2", Seq: 2, Wrote: true})
+	tr.AddFieldReading(engine.FieldReading{Value: "2", Seq: 1})
+	tr.AddFieldReading(engine.FieldReading{Value: "2", Seq: 2})
+	st := tr.Snapshot()
+	d := NewLive(st, tenants).Timeline()
+	if d == nil || len(d.Lanes) != 1 || d.Lanes[0].Kind != LaneField {
+		t.Fatalf("lanes: %+v", d)
+	}
+	l := d.Lanes[0]
+	if len(l.Bands) != 2 || *l.Bands[0].Tenant != "1" || *l.Bands[1].Tenant != "2" || l.Bands[0].X+l.Bands[0].W != l.Bands[1].X {
+		t.Fatalf("bands %+v, want Acme's then Globex's, end to end", l.Bands)
+	}
+	var texts []string
+	for _, m := range l.Marks {
+		texts = append(texts, m.Text)
+		if m.Text[0] == 'R' && !(m.X >= l.Bands[1].X) {
+			t.Errorf("read %+v drawn before Globex's write", m)
+		}
+	}
+	if strings.Join(texts, " ") != "W#1 W#2 R#1 R#2" {
+		t.Errorf("marks %v", texts)
+	}
+	var buf bytes.Buffer
+	if err := TimelinePanel(NewLive(st, tenants)).Render(context.Background(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `id="tl-lane-field"`) || !strings.Contains(buf.String(), "<b>shared field</b>") {
+		t.Errorf("the field lane is not in the page")
+	}
+}
+
+// TestFinalLineNotRepeated: a run whose last narration states its outcome
+// gets no second line saying it again; one that does not (a recording
+// made before runs concluded so) still does.
+func TestFinalLineNotRepeated(t *testing.T) {
+	st := setLeakState()
+	v := NewLive(st, tenants)
+	if c := v.Conclusion(); c != "Globex got 3 of Acme's rows: leak." {
+		t.Fatalf("conclusion %q", c)
+	}
+	st.Narration = v.Conclusion() + " The timeline shows it."
+	if f := NewLive(st, tenants).FinalLine(); f != "" {
+		t.Errorf("final line %q repeats the narration", f)
+	}
+	st.Narration = "Done."
+	if f := NewLive(st, tenants).FinalLine(); !strings.HasPrefix(f, "Outcome: LEAK: Globex got Acme's 3 rows") {
+		t.Errorf("final line %q after an old narration", f)
+	}
+}
+
+// TestTimelineDrawsPgBouncerClients lays out a PgBouncer run: a lane per
+// client above the server's, each request on its client's lane joined to
+// the server block where its query ran, and the admin console's link as a
+// mark on the client's lane.
+func TestTimelineDrawsPgBouncerClients(t *testing.T) {
+	acme := ptr("1")
+	ev := func(kind, pool string, pid uint32, tenant *string, seq int) engine.TimelineEvent {
+		return engine.TimelineEvent{Kind: kind, Pool: pool, Slot: 1, PID: pid, Read: kind != engine.TimelineAcquire, Tenant: tenant, Seq: seq}
+	}
+	st := engine.State{Lab: "x", Status: engine.StatusDone, Pairing: &engine.Pairing{Mode: "transaction"},
+		Timeline: &engine.Timeline{Events: []engine.TimelineEvent{
+			ev(engine.TimelineConnect, "app-1", 500, nil, 0),
+			ev(engine.TimelineAcquire, "app-1", 500, nil, 1),
+			{Kind: engine.TimelineLink, Pool: "app-1", PID: 500},
+			{Kind: engine.TimelineObserve, PID: 500, Read: true, Tenant: acme, Seq: 1},
+			ev(engine.TimelineRelease, "app-1", 500, acme, 0),
+			ev(engine.TimelineClose, "app-1", 500, nil, 0),
+		}},
+		Requests: []engine.RequestRow{{Seq: 1, Tenant: acme, Pattern: "session-set", Pool: "app-1", PID: 500, SeenTenant: acme, Rows: 3, FinishedAt: 1}},
+	}
+	d := NewLive(st, tenants).Timeline()
+	if d == nil || len(d.Lanes) != 2 || d.Lanes[0].Kind != LaneClient || d.Lanes[0].Client != "app-1 #1" || d.Lanes[1].Kind != LaneBackend || d.Lanes[1].PID != 500 {
+		t.Fatalf("lanes %+v", d)
+	}
+	c, s := d.Lanes[0], d.Lanes[1]
+	if len(c.Blocks) != 1 || c.Blocks[0].Seq != 1 || !c.Blocks[0].Client || len(s.Blocks) != 1 {
+		t.Fatalf("client blocks %+v, server blocks %+v", c.Blocks, s.Blocks)
+	}
+	if len(d.Pairs) != 1 || d.Pairs[0].Y1 != c.Blocks[0].Y+tlBlockH || d.Pairs[0].Y2 != s.Blocks[0].Y {
+		t.Errorf("pair %+v does not join %+v to %+v", d.Pairs, c.Blocks[0], s.Blocks[0])
+	}
+	if len(c.Marks) != 1 || c.Marks[0].PID != 500 || c.Marks[0].Text != "→ 500" {
+		t.Errorf("link marks %+v", c.Marks)
+	}
+	// The pool's close takes no column: the drawing ends at the release.
+	if end := s.Bands[len(s.Bands)-1]; end.X+end.W != tlLabelW+5*tlColW {
+		t.Errorf("the server's last band ends at %v, want column 5 (six events, the close takes none)", end.X+end.W)
+	}
+}
