@@ -144,7 +144,7 @@ func TestPredictionsAreCheckedByTheRun(t *testing.T) {
 // TestPredictionBadInput sends bad predictions: each is refused and
 // nothing is stored.
 func TestPredictionBadInput(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it counts every learner's predictions.
 	ts := mustStartServer(t, sessions.Config{MaxLabs: 1})
 	c := newBrowserClient(t)
 	code, body := do(t, c, "POST", ts.URL+"/labs", "", "", "Accept", "application/json")
