@@ -18,7 +18,8 @@ import (
 
 // MustOpenManager opens a lab manager on the package's shared test server
 // (see pgenvtest.Main) and closes it when the test ends. cfg's AdminURL is
-// filled in; zero fields take their defaults.
+// filled in; zero fields take their defaults, except Spares: none unless
+// the test asks for them.
 func MustOpenManager(tb testing.TB, cfg sessions.Config) *sessions.Manager {
 	tb.Helper()
 	srv := pgenvtest.MustServer(tb)
@@ -28,6 +29,12 @@ func MustOpenManager(tb testing.TB, cfg sessions.Config) *sessions.Manager {
 	}
 	if cfg.Bouncers == nil {
 		cfg.Bouncers = Bouncers
+	}
+	if cfg.Spares == 0 {
+		// No spare sandboxes unless a test asks: most tests make one or
+		// two labs, and four databases built and dropped behind every
+		// test were most of the suite's disk and system time.
+		cfg.Spares = -1
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
