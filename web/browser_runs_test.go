@@ -90,6 +90,12 @@ func TestBrowserRecentRunsAndCompareLink(t *testing.T) {
 	b.poll("the first run in the panel", `document.querySelectorAll('#recent-runs li[data-run]').length === 1 &&
 		document.querySelector('#recent-runs li[data-run]').getAttribute("data-variant") === "session-set"`)
 	waitRunEnd(t, ts.Labs, lab)
+	// The run's end also checks Ann's session-set prediction, and the page
+	// swaps its prediction box: the next press waits for that swap.
+	b.poll("session-set's prediction checked", `(function () {
+		var el = document.querySelector('.predict-checked[data-variant="session-set"]');
+		return !!el && !el.hidden;
+	})()`)
 	since = b.pressRun(engine.PatternTxLocal, "max")
 	b.waitDone(since)
 	b.poll("the second run in the panel, with a compare link", `document.querySelectorAll('#recent-runs li[data-run]').length === 2 &&
