@@ -333,11 +333,18 @@ func TestBrowser(t *testing.T) {
 	t.Parallel()
 	ts := mustStartServer(t, sessions.Config{MaxLabs: 6})
 	browser := newBrowser(t)
-	t.Run("SetLeak", func(t *testing.T) { testBrowserSetLeak(t, ts, browser) })
-	t.Run("SetRole", func(t *testing.T) { testBrowserSetRole(t, ts, browser) })
-	t.Run("TwoWatchers", func(t *testing.T) { testBrowserTwoWatchers(t, ts, browser) })
-	t.Run("LabGone", func(t *testing.T) { testBrowserLabGone(t, ts, browser) })
-	t.Run("NoOverflow", func(t *testing.T) { testBrowserNoOverflow(t, ts, browser) })
+	for _, c := range []struct {
+		name string
+		test func(*testing.T, *testServer, context.Context)
+	}{
+		{"SetLeak", testBrowserSetLeak}, {"SetRole", testBrowserSetRole}, {"TwoWatchers", testBrowserTwoWatchers},
+		{"LabGone", testBrowserLabGone}, {"NoOverflow", testBrowserNoOverflow},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // each in its own browser context, with its own lab
+			c.test(t, ts, browser)
+		})
+	}
 }
 
 // forgetful returns set-leak's forgetful request and Acme's session-set
