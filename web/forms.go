@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gorilla/websocket"
@@ -13,7 +16,8 @@ import (
 )
 
 // This file holds the parsers of what a browser or an API client sends:
-// the run form (JSON or urlencoded), the speed form and websocket messages.
+// the run form (JSON or urlencoded), the speed form, websocket messages and
+// the query of the recent-runs and compare links.
 // They are pure functions of the request, so they can be fuzzed; every
 // error they return is EINVALID (400).
 
@@ -123,4 +127,32 @@ func checkWSMessage(kind int, data []byte) error {
 		return rlslab.Errorf(rlslab.EINVALID, "malformed message: want a JSON object")
 	}
 	return nil
+}
+
+// parseRunsLimit reads the limit= of a lab's recent runs: empty is def,
+// otherwise a number from 1 to 20.
+func parseRunsLimit(v string, def int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 20 {
+		return 0, rlslab.Errorf(rlslab.EINVALID, "limit must be a number from 1 to 20")
+	}
+	return n, nil
+}
+
+// parseCompareVariants reads a= and b= of a compare link: two different
+// variants of the scenario, whose variant names are names.
+func parseCompareVariants(q url.Values, scenario string, names []string) (a, b string, err error) {
+	a, b = q.Get("a"), q.Get("b")
+	for _, v := range []string{a, b} {
+		if !slices.Contains(names, v) {
+			return "", "", rlslab.Errorf(rlslab.EINVALID, "scenario %s has no variant %q: compare two of %s", scenario, truncateText(v, 64), strings.Join(names, ", "))
+		}
+	}
+	if a == b {
+		return "", "", rlslab.Errorf(rlslab.EINVALID, "compare two different variants (a and b are both %s)", a)
+	}
+	return a, b, nil
 }

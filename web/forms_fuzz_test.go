@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -294,6 +295,65 @@ func FuzzWSMessage(f *testing.F) {
 		}
 		if want := text && isJSONObject(data); (err == nil) != want {
 			t.Fatalf("text %v, message %q: accepted %v, want %v", text, data, err == nil, want)
+		}
+	})
+}
+
+// FuzzParseRunsLimit checks the recent-runs limit: empty takes the default,
+// a number from 1 to 20 is itself, anything else is EINVALID.
+func FuzzParseRunsLimit(f *testing.F) {
+	for _, s := range []string{"", "1", "5", "20", "21", "0", "-1", "+5", "05", "5.0", "1e1", " 5", "x", "99999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		n, err := parseRunsLimit(in, 5)
+		if err != nil {
+			if rlslab.ErrorCode(err) != rlslab.EINVALID {
+				t.Fatalf("parseRunsLimit(%q): %v, not EINVALID", in, err)
+			}
+			return
+		}
+		if n < 1 || n > 20 {
+			t.Fatalf("parseRunsLimit(%q) = %d, outside 1 to 20", in, n)
+		}
+		if in == "" && n != 5 {
+			t.Fatalf("the empty limit gave %d, not the default", n)
+		}
+		if in != "" && strconv.Itoa(n) != strings.TrimLeft(strings.TrimPrefix(in, "+"), "0") {
+			t.Fatalf("parseRunsLimit(%q) = %d", in, n)
+		}
+	})
+}
+
+// FuzzParseCompareVariants checks a compare link's query: two different
+// variants of the scenario, or EINVALID with the input shown only in part.
+func FuzzParseCompareVariants(f *testing.F) {
+	sc, err := scenarios.DefaultCatalog().Lookup("set-leak")
+	if err != nil {
+		f.Fatal(err)
+	}
+	names := sc.VariantNames()
+	for _, s := range []string{"a=session-set&b=tx-local", "a=tx-local&b=tx-local", "a=session-set", "b=tx-local", "", "a=nope&b=tx-local",
+		"a=session-set&b=tx-local&a=batch-local", "a=%3Cscript%3E&b=tx-local", "a=session-set&b=" + strings.Repeat("x", 300), "a=%zz"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return // the server's own query parser refuses it first
+		}
+		a, b, err := parseCompareVariants(q, sc.ID, names)
+		if err != nil {
+			if rlslab.ErrorCode(err) != rlslab.EINVALID {
+				t.Fatalf("%q: %v, not EINVALID", raw, err)
+			}
+			if len(rlslab.ErrorMessage(err)) > 400 {
+				t.Fatalf("%q: a message of %d bytes", raw, len(rlslab.ErrorMessage(err)))
+			}
+			return
+		}
+		if a == b || !slices.Contains(names, a) || !slices.Contains(names, b) || a != q.Get("a") || b != q.Get("b") {
+			t.Fatalf("%q: accepted a=%q b=%q", raw, a, b)
 		}
 	})
 }

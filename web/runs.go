@@ -106,15 +106,9 @@ func (s *Server) resolveCompare(ctx context.Context, w http.ResponseWriter, r *h
 	for i, v := range sc.Variants {
 		names[i] = v.Name
 	}
-	a, b := r.URL.Query().Get("a"), r.URL.Query().Get("b")
-	for _, v := range []string{a, b} {
-		if !slices.Contains(names, v) {
-			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "scenario %s has no variant %q: compare two of %s", sc.ID, truncateText(v, 64), strings.Join(names, ", ")))
-			return
-		}
-	}
-	if a == b {
-		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "compare two different variants (a and b are both %s)", a))
+	a, b, err := parseCompareVariants(r.URL.Query(), sc.ID, names)
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if s.store == nil {
@@ -182,14 +176,10 @@ const recentRuns = 10
 // handleLabRuns is the "recent runs" fragment of a lab: its newest
 // recordings, of one scenario with ?scenario=, at most ?limit= of them.
 func (s *Server) handleLabRuns(w http.ResponseWriter, r *http.Request) {
-	limit := recentRuns
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 20 {
-			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "limit must be a number from 1 to 20"))
-			return
-		}
-		limit = n
+	limit, err := parseRunsLimit(r.URL.Query().Get("limit"), recentRuns)
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	scenario := r.URL.Query().Get("scenario")
 	if scenario != "" {
