@@ -33,13 +33,19 @@
     while (list.children.length > HISTORY) list.removeChild(list.lastChild);
   }
 
-  function post(url, body, then) {
+  // post sends a control the way htmx does (HX-Request), so the server
+  // answers with its message as an HTML fragment; a refusal is shown as
+  // that fragment's text.
+  function post(url, body) {
     var msg = document.getElementById("present-msg");
-    fetch(url, { method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json" }, body: body || "" })
-      .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j }; }); })
+    fetch(url, { method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded", "HX-Request": "true" }, body: body || "" })
+      .then(function (r) { return r.text().then(function (html) { return { ok: r.ok, html: html }; }); })
       .then(function (res) {
-        if (msg) msg.textContent = res.ok ? "" : res.j.error || "refused";
-        if (res.ok && then) then(res.j);
+        if (!msg) return;
+        if (res.ok) { msg.textContent = ""; return; }
+        var t = document.createElement("template");
+        t.innerHTML = res.html;
+        msg.textContent = t.content.textContent.trim() || "refused";
       })
       .catch(function () { if (msg) msg.textContent = "no answer from the server"; });
   }
