@@ -26,9 +26,11 @@ import (
 const FacilitatorCookie = "rlslab_facilitator"
 
 // Join code limits: a client (by IP address) may fail joinFailures times
-// in joinWindow; then every try is 429 until the window ends.
+// in joinWindow; then every try is 429 until the window ends. A room often
+// shares one public address, so the limit allows a roomful of typos; at 30
+// tries a minute the 31^6 codes would still take decades to walk.
 const (
-	joinFailures = 10
+	joinFailures = 30
 	joinWindow   = time.Minute
 	joinClients  = 10000 // clients remembered at most; older windows are dropped first
 )
@@ -273,7 +275,9 @@ func (s *Server) dashboard(ctx context.Context, ws store.Workshop, base string) 
 		}
 		for _, l := range prog[p.Learner].Lessons {
 			c.LeakSeen = c.LeakSeen || l.LeakSeen
-			c.FixRun = c.FixRun || l.FixRun
+			// A fix counts where its leak was seen: a leak-free run of
+			// another lesson fixes nothing.
+			c.FixRun = c.FixRun || l.LeakSeen && l.FixRun
 			for _, q := range l.Predictions {
 				c.PredTotal++
 				if q.Correct {
