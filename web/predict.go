@@ -375,17 +375,32 @@ func Evidence(st engine.State, tenants []engine.Tenant) string {
 	var parts []string
 	leaks, failed := 0, map[string]int{}
 	nFailed := 0
+	same := map[string]int{} // index in parts of each leak sentence, said once
+	times := map[int]int{}   // how many requests each said sentence stands for
 	for _, q := range st.Requests {
 		switch {
 		case q.Leak:
 			leaks++
-			if leaks <= 3 {
-				parts = append(parts, fmt.Sprintf("%s's request got %d rows of another tenant (it ran with the tenant setting %s)",
-					name(q.Tenant), q.ForeignRows, name(q.SeenTenant)))
+			if leaks > 3 {
+				continue
 			}
+			text := fmt.Sprintf("%s's request got %d rows of another tenant (it ran with the tenant setting %s)",
+				name(q.Tenant), q.ForeignRows, name(q.SeenTenant))
+			if i, ok := same[text]; ok {
+				times[i]++
+				continue
+			}
+			same[text] = len(parts)
+			times[len(parts)] = 1
+			parts = append(parts, text)
 		case q.Error != "":
 			nFailed++
 			failed[q.SQLState]++
+		}
+	}
+	for i, n := range times {
+		if n > 1 {
+			parts[i] += fmt.Sprintf(", %d times", n)
 		}
 	}
 	if leaks > 3 {
