@@ -50,6 +50,12 @@ func lookAt(t *testing.T, b *tab, prefix, scrollTo string) {
 		if over := run(b, chromedp.Evaluate[int](`document.documentElement.scrollWidth - window.innerWidth`)); over > 0 {
 			t.Errorf("%s at %s: the page is %d px wider than the window", prefix, s.name, over)
 		}
+		// The request log never hides its columns (the outcome) behind a
+		// sideways scroll: narrow, it wraps each request instead.
+		if hidden := run(b, chromedp.Evaluate[int](`Array.from(document.querySelectorAll(".table-scroll")).filter(function (e) {
+			return e.querySelector(".request-log") && e.scrollWidth > e.clientWidth + 1; }).length`)); hidden > 0 {
+			t.Errorf("%s at %s: the request log scrolls sideways", prefix, s.name)
+		}
 		if scrollTo != "" {
 			b.do(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`window.scrollTo(0, document.querySelector(%q).getBoundingClientRect().top + window.scrollY - 8)`, scrollTo)))
 		}
@@ -90,6 +96,7 @@ func TestBrowserRecentRunsAndCompareLink(t *testing.T) {
 	b.poll("the first run in the panel", `document.querySelectorAll('#recent-runs li[data-run]').length === 1 &&
 		document.querySelector('#recent-runs li[data-run]').getAttribute("data-variant") === "session-set"`)
 	waitRunEnd(t, ts.Labs, lab)
+	lookAt(t, b, "lesson-request-log", "#requests")
 	// The run's end also checks Ann's session-set prediction, and the page
 	// swaps its prediction box: the next press waits for that swap.
 	b.poll("session-set's prediction checked", `(function () {
