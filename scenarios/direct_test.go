@@ -123,22 +123,6 @@ func countFrames(t *testing.T, lab *sessions.Lab, scenario, variant string, para
 	return d.tr.Frame()
 }
 
-// labBackends counts the backends of any role in the lab's database.
-func labBackends(t *testing.T, m *sessions.Manager, lab *sessions.Lab) int {
-	t.Helper()
-	var n int
-	if err := m.Admin().QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, lab.Sandbox.Database).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// waitNoBackends waits until no backend is left in the lab's database.
-func waitNoBackends(t *testing.T, m *sessions.Manager, lab *sessions.Lab) {
-	t.Helper()
-	sessionstest.WaitNoBackends(t, m, lab)
-}
-
 // cancelAt plays scenario/variant in single steps until stop holds on a
 // frame, cancels the run there (without any re-seed), and checks what the
 // scenario itself left: no connection shown, no backend in the lab's
@@ -155,7 +139,7 @@ func cancelAt(t *testing.T, m *sessions.Manager, lab *sessions.Lab, scenario, va
 	if after := d.tr.Snapshot(); len(after.Connections) != 0 || after.Status != engine.StatusFailed {
 		t.Errorf("%s/%s cancelled at frame %d: status %q, connections still shown %+v", scenario, variant, d.tr.Frame(), after.Status, after.Connections)
 	}
-	waitNoBackends(t, m, lab)
+	sessionstest.WaitNoBackends(t, m, lab)
 	if left := labLeftovers(t, m, lab); len(left) > 0 {
 		t.Errorf("%s/%s cancelled at frame %d (%q) left: %v", scenario, variant, d.tr.Frame(), st.Narration, left)
 	}

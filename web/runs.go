@@ -102,11 +102,7 @@ func (s *Server) resolveCompare(ctx context.Context, w http.ResponseWriter, r *h
 		s.fail(w, r, err)
 		return
 	}
-	names := make([]string, len(sc.Variants))
-	for i, v := range sc.Variants {
-		names[i] = v.Name
-	}
-	a, b, err := parseCompareVariants(r.URL.Query(), sc.ID, names)
+	a, b, err := parseCompareVariants(r.URL.Query(), sc.ID, sc.VariantNames())
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -109,8 +109,7 @@ func PeakBackends(m *sessions.Manager, lab *sessions.Lab) (stop func() int) {
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			var n int
-			err := m.Admin().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, lab.Sandbox.Database).Scan(&n)
+			n, err := labBackends(ctx, m, lab)
 			if err == nil {
 				peak = max(peak, n)
 			}
@@ -134,8 +133,8 @@ func PeakBackends(m *sessions.Manager, lab *sessions.Lab) (stop func() int) {
 func WaitNoBackends(tb testing.TB, m *sessions.Manager, lab *sessions.Lab) {
 	tb.Helper()
 	count := func() int {
-		var n int
-		if err := m.Admin().QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, lab.Sandbox.Database).Scan(&n); err != nil {
+		n, err := labBackends(context.Background(), m, lab)
+		if err != nil {
 			tb.Fatal(err)
 		}
 		return n
@@ -147,4 +146,11 @@ func WaitNoBackends(tb testing.TB, m *sessions.Manager, lab *sessions.Lab) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// labBackends counts the backends of any role in the lab's database.
+func labBackends(ctx context.Context, m *sessions.Manager, lab *sessions.Lab) (int, error) {
+	var n int
+	err := m.Admin().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, lab.Sandbox.Database).Scan(&n)
+	return n, err
 }
