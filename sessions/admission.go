@@ -3,51 +3,68 @@ package sessions
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/rlslab/rlslab"
 )
 
-// admission admits runs against the connection budget, first come first
-// served: a run that does not fit waits in the queue, and every waiting run
-// is told its place whenever the queue moves.
+// starveAfter is how long the oldest waiting run may be passed over by
+// runs that fit in the free connections; after that nothing passes it, so
+// every run eventually starts.
+const starveAfter = 20 * time.Second
+
+// admission admits runs against the connection budget. It is fair in two
+// ways. A run that fits in the free connections starts at once even when a
+// larger run waits ahead of it (until that larger run has waited
+// starveAfter; then the connections are kept for it). And among waiting
+// runs, the client that holds the fewest admitted runs goes first, so one
+// client with many labs cannot starve another; between clients holding as
+// many, the earlier run goes first. Every waiting run is told its place
+// whenever the queue moves.
 type admission struct {
-	mu    sync.Mutex
-	limit int
-	used  int
-	queue []*ticket
+	mu      sync.Mutex
+	limit   int
+	used    int
+	queue   []*ticket      // in arrival order
+	running map[string]int // admitted runs per client
+	now     func() time.Time
 }
 
 // ticket is one run waiting to be admitted.
 type ticket struct {
-	need  int
-	ready chan struct{}
+	need   int
+	client string
+	since  time.Time
+	ready  chan struct{}
 	// place is told how many runs wait ahead; it must not block.
 	place func(ahead int)
+	// mu orders place against admission: once admitted, the run is told no
+	// place, so a late tell cannot show an admitted run as queued.
+	mu       sync.Mutex
+	admitted bool
 }
 
-func newAdmission(limit int) *admission { return &admission{limit: limit} }
+func newAdmission(limit int) *admission {
+	return &admission{limit: limit, running: make(map[string]int), now: time.Now}
+}
 
-// acquire waits until need connections of the budget are free and no run
-// that came earlier still waits, then takes them. place is called with the
-// number of runs ahead whenever that changes while the run waits (and not
-// at all if it is admitted at once). It fails when ctx ends, or at once when
-// need is more than the whole budget.
-func (a *admission) acquire(ctx context.Context, need int, place func(ahead int)) error {
+// acquire waits until need connections of the budget are free and it is
+// this run's turn (see admission), then takes them for client (the learner
+// who asked; "" is one anonymous client). place is called with the number
+// of runs ahead whenever that changes while the run waits (and not at all
+// if it is admitted at once). It fails when ctx ends, or at once when need
+// is more than the whole budget.
+func (a *admission) acquire(ctx context.Context, client string, need int, place func(ahead int)) error {
 	a.mu.Lock()
 	if need > a.limit {
 		a.mu.Unlock()
 		return rlslab.Errorf(rlslab.EUNAVAILABLE, "this run needs %d connections but rlslab's whole budget for runs is %d", need, a.limit)
 	}
-	if len(a.queue) == 0 && a.used+need <= a.limit {
-		a.used += need
-		a.mu.Unlock()
-		return nil
-	}
-	t := &ticket{need: need, ready: make(chan struct{}), place: place}
+	t := &ticket{need: need, client: client, since: a.now(), ready: make(chan struct{}), place: place}
 	a.queue = append(a.queue, t)
-	ahead := len(a.queue) - 1
+	waiting := a.admitLocked()
 	a.mu.Unlock()
-	place(ahead)
+	tell(waiting)
 	select {
 	case <-t.ready:
 		return nil
@@ -56,6 +73,7 @@ func (a *admission) acquire(ctx context.Context, need int, place func(ahead int)
 		select {
 		case <-t.ready: // admitted meanwhile: give the connections back
 			a.used -= need
+			a.doneLocked(client)
 		default:
 			for i, q := range a.queue {
 				if q == t {
@@ -64,43 +82,99 @@ func (a *admission) acquire(ctx context.Context, need int, place func(ahead int)
 				}
 			}
 		}
-		moved := a.admitLocked()
+		waiting := a.admitLocked()
 		a.mu.Unlock()
-		tell(moved)
+		tell(waiting)
 		return ctx.Err()
 	}
 }
 
-// release gives need connections back and admits whoever now fits.
-func (a *admission) release(need int) {
+// release gives an admitted run's need connections back and admits
+// whoever now fits.
+func (a *admission) release(client string, need int) {
 	a.mu.Lock()
 	a.used -= need
-	moved := a.admitLocked()
+	a.doneLocked(client)
+	waiting := a.admitLocked()
 	a.mu.Unlock()
-	tell(moved)
+	tell(waiting)
 }
 
-// admitLocked admits waiting runs from the head of the queue while they fit
-// and returns the ones still waiting, to be told their new place.
+// doneLocked counts one admitted run of client less.
+func (a *admission) doneLocked(client string) {
+	if a.running[client] <= 1 {
+		delete(a.running, client)
+		return
+	}
+	a.running[client]--
+}
+
+// order returns the waiting tickets in the order they are to be admitted:
+// fewest admitted runs of the same client first, then arrival.
+func (a *admission) order() []*ticket {
+	out := append([]*ticket(nil), a.queue...)
+	// Insertion sort: stable, and queues are short.
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && a.running[out[j].client] < a.running[out[j-1].client]; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+// admitLocked admits waiting runs in turn while connections are free and
+// returns the ones still waiting, in turn order, to be told their place.
 func (a *admission) admitLocked() []*ticket {
-	admitted := 0
-	for len(a.queue) > 0 && a.used+a.queue[0].need <= a.limit {
-		t := a.queue[0]
-		a.queue = a.queue[1:]
-		a.used += t.need
-		close(t.ready)
-		admitted++
+	for {
+		order := a.order()
+		if len(order) == 0 {
+			return nil
+		}
+		// The oldest waiting run, once it has waited starveAfter, is the
+		// only one that may start: the connections that free up are kept
+		// for it.
+		oldest := a.queue[0]
+		strict := a.now().Sub(oldest.since) >= starveAfter
+		var next *ticket
+		for _, t := range order {
+			if strict && t != oldest {
+				continue
+			}
+			if a.used+t.need <= a.limit {
+				next = t
+				break
+			}
+			if strict {
+				break
+			}
+		}
+		if next == nil {
+			return order
+		}
+		for i, q := range a.queue {
+			if q == next {
+				a.queue = append(a.queue[:i:i], a.queue[i+1:]...)
+				break
+			}
+		}
+		a.used += next.need
+		a.running[next.client]++
+		next.mu.Lock()
+		next.admitted = true
+		next.mu.Unlock()
+		close(next.ready)
 	}
-	if admitted == 0 {
-		return nil
-	}
-	return append([]*ticket(nil), a.queue...)
 }
 
-// tell tells each waiting run its place.
+// tell tells each run still waiting its place; a run admitted since the
+// list was made is skipped.
 func tell(waiting []*ticket) {
 	for i, t := range waiting {
-		t.place(i)
+		t.mu.Lock()
+		if !t.admitted {
+			t.place(i)
+		}
+		t.mu.Unlock()
 	}
 }
 

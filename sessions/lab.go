@@ -159,15 +159,15 @@ func (l *Lab) Start(r RunRequest) error {
 	return nil
 }
 
-// need is how many connections a run of variant may hold: what the variant
-// declares, and never more than the lab's app role may open plus its one
-// superuser connection.
+// need is how many connections a run of variant is admitted for: what the
+// variant declares (its pools, its crowd, PgBouncer's server connections,
+// a superuser connection), or, for a variant that declares nothing, what
+// the lab's app role may open plus one superuser connection.
 func (l *Lab) need(sc *engine.Scenario, variant string, p engine.Params) int {
-	limit := l.Sandbox.ConnLimit + 1
-	if n := sc.Need(variant, p, l.Sandbox); n > 0 && n < limit {
+	if n := sc.Need(variant, p, l.Sandbox); n > 0 {
 		return n
 	}
-	return limit
+	return l.Sandbox.ConnLimit + 1
 }
 
 // play admits the run, plays it, closes its pools and reports its end.
@@ -178,7 +178,7 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	need := l.need(sc, run.variant, params)
 	var queued atomic.Bool // set by the admission queue's goroutines
 	asked := time.Now()
-	err := l.mgr.admit.acquire(ctx, need, func(ahead int) {
+	err := l.mgr.admit.acquire(ctx, l.owner, need, func(ahead int) {
 		queued.Store(true)
 		l.tracker.SetQueue(&engine.Queue{Need: need, Ahead: ahead})
 	})
@@ -190,7 +190,14 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 		run.err = l.endRun(run, err)
 		return
 	}
-	defer l.mgr.admit.release(need)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			l.mgr.admit.release(l.owner, need)
+		}
+	}
+	defer release()
 	if queued.Load() {
 		waited := time.Since(asked).Milliseconds()
 		l.tracker.SetQueue(nil)
@@ -205,6 +212,9 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	// connections go back to the budget only once the server has let them
 	// go, so the budget holds on the server's own count.
 	l.waitBackendsGone(backendsGoneTimeout)
+	// The connections go back to the budget before anything is written to
+	// rlslab's tables: a recording may take seconds to store.
+	release()
 	log.Info("run finished", "took", time.Since(start).Round(time.Millisecond), "connections", need, "err", err)
 	run.err = l.endRun(run, err)
 }
