@@ -13,6 +13,7 @@ import (
 	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
 // ownBackendsSQL counts rlslab's backends: on lab databases, or named by
@@ -130,5 +131,41 @@ func TestStockServerQueuesRunsWithinTheBudget(t *testing.T) {
 	}
 	if u := m.Usage(); u.RunConns != 0 || u.Queued != 0 {
 		t.Errorf("after the runs: %+v", u)
+	}
+}
+
+// TestRunIsAdmittedForWhatItDeclares: a crowd run (shared-pool
+// conn-per-user) declares more connections than the lab's app role may
+// open (the crowd's dialers and a superuser connection); the budget counts
+// all of them while it runs, and none once it has ended.
+func TestRunIsAdmittedForWhatItDeclares(t *testing.T) {
+	t.Parallel()
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
+	l := sessionstest.MustCreateLab(t, m, "crowd")
+	sc, err := m.Catalog().Lookup("shared-pool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sc.Need("conn-per-user", nil, l.Sandbox)
+	if want <= l.Sandbox.ConnLimit+1 {
+		t.Fatalf("conn-per-user declares %d, no more than the role's limit + 1: the test shows nothing", want)
+	}
+	if err := l.Start(sessions.RunRequest{Scenario: "shared-pool", Variant: "conn-per-user", Speed: engine.Speed{Single: true}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for m.Usage().RunConns == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := m.Usage().RunConns; got != want {
+		t.Errorf("a running conn-per-user run holds %d of the budget, want the %d it declares", got, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := l.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Usage().RunConns; got != 0 {
+		t.Errorf("after the run: %d connections still counted", got)
 	}
 }
