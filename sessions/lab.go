@@ -21,6 +21,7 @@ type Lab struct {
 	Sandbox engine.Sandbox
 
 	owner   string
+	addr    string // the client address that asked for it; "" for workshop labs
 	created time.Time
 	mgr     *Manager
 	tracker *engine.Tracker

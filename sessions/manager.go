@@ -33,8 +33,14 @@ const (
 	MinConnLimit       = 4
 	MaxConnLimit       = 100
 	DefaultSpares      = 4
-	MaxSpares          = 500
-	DefaultMargin      = 10
+	// DefaultLabsPerAddress is how many labs one client address may hold
+	// outside a workshop (a room behind one address joins a workshop).
+	DefaultLabsPerAddress = 10
+	// recycleIdle is how long a lab must have been idle before a new lab
+	// may take its place when every lab is in use.
+	recycleIdle   = 5 * time.Minute
+	MaxSpares     = 500
+	DefaultMargin = 10
 	// AdminConns is the size of rlslab's admin pool (lab creation, server
 	// counts, health); one more connection holds the instance's lock.
 	AdminConns = 6
@@ -67,9 +73,14 @@ type Config struct {
 	Margin int
 	// Spares is how many sandboxes are kept ready in advance; a negative
 	// value means none, 0 means DefaultSpares.
-	Spares   int
-	Bouncers engine.BouncerStarter // how PgBouncer lessons get one; nil: they say none is available
-	Catalog  *engine.Catalog
+	Spares int
+	// LabsPerAddress caps the labs one client address may hold outside a
+	// workshop; at the cap, that address's least recently active idle lab
+	// is recycled for the new one. 0 means DefaultLabsPerAddress, a
+	// negative value no cap.
+	LabsPerAddress int
+	Bouncers       engine.BouncerStarter // how PgBouncer lessons get one; nil: they say none is available
+	Catalog        *engine.Catalog
 	// OnRunEnd, if set, is called after every run of every lab ends (done,
 	// failed or cancelled), with its final state and its frames. It runs on
 	// the run's goroutine: keep it short (the lab takes no new run until it
@@ -97,6 +108,12 @@ func (c Config) withDefaults() (Config, error) {
 		c.Margin = DefaultMargin
 	case c.Margin < 0:
 		c.Margin = 0
+	}
+	switch {
+	case c.LabsPerAddress == 0:
+		c.LabsPerAddress = DefaultLabsPerAddress
+	case c.LabsPerAddress < 0:
+		c.LabsPerAddress = 0
 	}
 	switch {
 	case c.Spares == 0:
@@ -168,6 +185,7 @@ type Manager struct {
 // creation is a lab being made for one owner; concurrent requests of the
 // same owner wait for it instead of making another.
 type creation struct {
+	addr string
 	done chan struct{}
 	lab  *Lab
 	err  error
@@ -322,8 +340,18 @@ func (m *Manager) dbError(what string, err error) error {
 // Create returns the lab of the browser that holds owner (a secret token
 // it keeps in a cookie), making one if it has none: one lab per browser,
 // even under concurrent requests. A spare sandbox makes it ready at once.
-// It fails with EUNAVAILABLE when every lab is in use.
+// When every lab is in use, a lab idle for a while is recycled for it; it
+// fails with EUNAVAILABLE when none is.
 func (m *Manager) Create(ctx context.Context, owner string) (*Lab, error) {
+	return m.CreateFor(ctx, owner, "")
+}
+
+// CreateFor is Create for a browser at client address addr: an address
+// holds at most Config.LabsPerAddress labs, and at that cap its least
+// recently active idle lab is recycled for the new one (its learner keeps
+// what rlslab's tables hold and gets a new lab on the next action). An
+// empty addr has no cap (workshop participants share a room's address).
+func (m *Manager) CreateFor(ctx context.Context, owner, addr string) (*Lab, error) {
 	if owner == "" {
 		return nil, rlslab.Errorf(rlslab.EINVALID, "a lab needs an owner")
 	}
@@ -346,16 +374,43 @@ func (m *Manager) Create(ctx context.Context, owner string) (*Lab, error) {
 			return nil, ctx.Err()
 		}
 	}
-	if len(m.labs)+len(m.creating) >= m.cfg.MaxLabs {
-		next := m.nextFreeLocked()
-		m.mu.Unlock()
-		return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "all %d labs are in use; %s", m.cfg.MaxLabs, next)
+	var recycled *Lab
+	if n := m.cfg.LabsPerAddress; addr != "" && n > 0 && m.addrLabsLocked(addr) >= n {
+		recycled = m.leastActiveLocked(func(l *Lab) bool { return l.addr == addr }, 0)
+		if recycled == nil {
+			m.mu.Unlock()
+			return nil, rlslab.Errorf(rlslab.ETOOMANY, "this address already has %d labs with runs going; reset one or wait for a run to end", n)
+		}
 	}
-	c := &creation{done: make(chan struct{})}
+	if recycled == nil && len(m.labs)+len(m.creating) >= m.cfg.MaxLabs {
+		recycled = m.leastActiveLocked(func(*Lab) bool { return true }, recycleIdle)
+		if recycled == nil {
+			next := m.nextFreeLocked()
+			m.mu.Unlock()
+			return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "all %d labs are in use; %s", m.cfg.MaxLabs, next)
+		}
+	}
+	if recycled != nil {
+		m.forgetLocked(recycled)
+		m.wg.Add(1) // under m.mu: Close waits for it only after marking closed
+	}
+	c := &creation{done: make(chan struct{}), addr: addr}
 	m.creating[owner] = c
 	m.mu.Unlock()
+	if recycled != nil {
+		m.log.Info("lab recycled for a new one", "lab", recycled.ID, "idle", recycled.IdleFor().Round(time.Second))
+		go func() {
+			defer m.wg.Done()
+			dctx, cancel := context.WithTimeout(context.Background(), dropTimeout)
+			defer cancel()
+			recycled.close(dctx)
+		}()
+	}
 
 	c.lab, c.err = m.create(ctx, owner)
+	if c.lab != nil {
+		c.lab.addr = addr
+	}
 	m.mu.Lock()
 	delete(m.creating, owner)
 	if c.err == nil {
@@ -374,6 +429,47 @@ func (m *Manager) Create(ctx context.Context, owner string) (*Lab, error) {
 	}
 	close(c.done)
 	return c.lab, c.err
+}
+
+// addrLabsLocked counts the labs held and being made for addr.
+func (m *Manager) addrLabsLocked(addr string) int {
+	n := 0
+	for _, l := range m.labs {
+		if l.addr == addr {
+			n++
+		}
+	}
+	for _, c := range m.creating {
+		if c.addr == addr {
+			n++
+		}
+	}
+	return n
+}
+
+// leastActiveLocked returns the lab among those that match with no run
+// going, idle at least minIdle, whose owner was active least recently; nil
+// if there is none.
+func (m *Manager) leastActiveLocked(match func(*Lab) bool, minIdle time.Duration) *Lab {
+	var pick *Lab
+	var pickIdle time.Duration
+	for _, l := range m.labs {
+		if !match(l) || l.Running() {
+			continue
+		}
+		if idle := l.IdleFor(); idle >= minIdle && (pick == nil || idle > pickIdle) {
+			pick, pickIdle = l, idle
+		}
+	}
+	return pick
+}
+
+// forgetLocked removes l from the manager's maps (it is about to close).
+func (m *Manager) forgetLocked(l *Lab) {
+	delete(m.labs, l.ID)
+	if m.byOwner[l.owner] == l {
+		delete(m.byOwner, l.owner)
+	}
 }
 
 // nextFreeLocked says when a lab frees up: the soonest expiry of a lab.

@@ -92,7 +92,9 @@ func (s *Server) handleCreateLab(w http.ResponseWriter, r *http.Request) {
 	token := s.ownerToken(w, r)
 	ctx, cancel := context.WithTimeout(r.Context(), createTimeout)
 	defer cancel()
-	lab, err := s.labs.Create(ctx, token)
+	// Outside a workshop an address holds a few labs at most, so a script
+	// cannot take every lab from the people who come next.
+	lab, err := s.labs.CreateFor(ctx, token, clientIP(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return
