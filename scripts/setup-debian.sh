@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # setup-debian.sh installs the system packages rlslab and its tests need on a
-# Debian machine: PostgreSQL server binaries, PgBouncer and Chromium (for the
-# browser tests). It installs only what is missing and is safe to run again.
+# Debian machine: PostgreSQL server binaries, PgBouncer, Chromium (for the
+# browser tests), HAProxy, psycopg and Node.js with the seed app's packages
+# (real clients through rlslab's proxy). It installs only what is missing
+# and is safe to run again.
 #
 #   scripts/setup-debian.sh          # everything (tests)
 #   scripts/setup-debian.sh run      # only what `rlslab serve` needs
 set -euo pipefail
 
-want=(postgresql pgbouncer chromium)
+want=(postgresql pgbouncer chromium haproxy psycopg nodejs)
 [ "${1:-}" = "run" ] && want=(postgresql)
 
 have() {
@@ -15,12 +17,31 @@ have() {
     postgresql) ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1 ;;
     pgbouncer) command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] ;;
     chromium) command -v chromium >/dev/null 2>&1 ;;
+    haproxy) command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] ;;
+    psycopg) /usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 ;;
+    nodejs) command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 ;;
   esac
+}
+
+# node_modules of the apps that lessons and tests run through the proxy.
+apps() {
+  [ "${1:-}" = "run" ] && return 0
+  command -v npm >/dev/null 2>&1 || return 0
+  local here app
+  here="$(cd "$(dirname "$0")/.." && pwd)"
+  for app in "$here"/lessons/apps/*/; do
+    [ -f "$app/package-lock.json" ] || continue
+    [ -d "$app/node_modules" ] && [ "$app/node_modules/.package-lock.json" -nt "$app/package-lock.json" ] && continue
+    (cd "$app" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || { echo "setup-debian.sh: npm ci in $app failed" >&2; exit 1; }
+  done
 }
 
 missing=()
 for p in "${want[@]}"; do have "$p" || missing+=("$p"); done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  apps "${1:-}"
+  exit 0
+fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "setup-debian.sh: missing ${missing[*]} and apt-get is not available; install them by hand" >&2
@@ -42,7 +63,10 @@ pkgs=()
 for p in "${missing[@]}"; do
   case "$p" in
     chromium) pkgs+=(chromium fonts-dejavu-core) ;;
+    psycopg) pkgs+=(python3-psycopg) ;;
+    nodejs) pkgs+=(nodejs npm) ;;
     *) pkgs+=("$p") ;;
   esac
 done
 $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+apps "${1:-}"
