@@ -385,7 +385,7 @@ func (l *Lab) close(ctx context.Context) {
 	}
 	close(l.done)
 	if err := l.mgr.dropSandbox(ctx, l.ID); err != nil {
-		l.mgr.log.Warn("drop lab; will retry", "lab", l.ID, "err", err)
+		l.mgr.fails.Warn("drop lab; will retry", "lab", l.ID, "err", err)
 		l.mgr.retryDrop(l.ID)
 	}
 	l.mgr.forgetSem(l.ID)

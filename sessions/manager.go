@@ -145,6 +145,7 @@ type Manager struct {
 	cfg      Config
 	admin    *pgxpool.Pool
 	log      *slog.Logger
+	fails    *failureLog // failures that recur while the database is down
 	capa     Capacity
 	admit    *admission
 	maintSem chan struct{} // one token per maintenance connection
@@ -198,7 +199,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin pool: %w", err)
 	}
-	m := &Manager{cfg: cfg, admin: admin, log: cfg.Logger, labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
+	m := &Manager{cfg: cfg, admin: admin, log: cfg.Logger, fails: newFailureLog(cfg.Logger, failLogEvery), labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
 		creating: map[string]*creation{}, retry: map[string]bool{}, sems: map[string]chan struct{}{},
 		maintSem: make(chan struct{}, MaintConns)}
 	m.counts = &serverCounts{m: m}
@@ -313,7 +314,7 @@ func (m *Manager) dbError(what string, err error) error {
 		return err
 	}
 	if isOutage(err) {
-		m.log.Warn("database not answering", "op", what, "err", err)
+		m.fails.Warn("database not answering", "op", what, "err", err)
 		return rlslab.Errorf(rlslab.EUNAVAILABLE, "%s", ErrDatabaseDown)
 	}
 	return err
@@ -477,7 +478,6 @@ func (m *Manager) Close(ctx context.Context) {
 	m.labs, m.byOwner = map[string]*Lab{}, map[string]*Lab{}
 	m.mu.Unlock()
 	m.cancel()
-	m.wg.Wait()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -486,6 +486,10 @@ func (m *Manager) Close(ctx context.Context) {
 			wg.Add(1)
 			go func() { defer wg.Done(); l.close(ctx) }()
 		}
+		// The reaper and the spares' builder stop at once unless a
+		// build is under way (it has a deadline of its own); then the
+		// spares it made are dropped too.
+		m.wg.Wait()
 		m.spare.drain(ctx)
 		wg.Wait()
 	}()
