@@ -99,16 +99,16 @@ const (
 	refillMaxBackoff = 30 * time.Second
 )
 
-// drain drops every spare sandbox (at shutdown).
-func (s *spares) drain(ctx context.Context) {
+// takeAll empties the spares and returns their lab ids (at shutdown, to
+// be dropped).
+func (s *spares) takeAll() []string {
+	var ids []string
 	for {
 		select {
 		case sb := <-s.ready:
-			if err := s.m.dropSandbox(ctx, sb.Lab); err != nil {
-				s.m.log.Warn("drop spare sandbox", "lab", sb.Lab, "err", err)
-			}
+			ids = append(ids, sb.Lab)
 		default:
-			return
+			return ids
 		}
 	}
 }
