@@ -17,11 +17,13 @@ import (
 // opened on the manager's admin pool); runs that end before Attach are not
 // kept.
 type Keeper struct {
-	log *slog.Logger
-	to  atomic.Pointer[keeperTarget]
-	wg  sync.WaitGroup
-	mu  sync.Mutex // guards closed against wg.Add racing Close's Wait
-	end bool
+	log    *slog.Logger
+	to     atomic.Pointer[keeperTarget]
+	wg     sync.WaitGroup
+	saving context.Context // the saves' context; cutOff ends it
+	cutOff context.CancelFunc
+	mu     sync.Mutex // guards end against wg.Add racing Close's Wait
+	end    bool
 }
 
 // keeperTarget is where a Keeper saves: the tables and the server's version.
@@ -35,7 +37,8 @@ func NewKeeper(log *slog.Logger) *Keeper {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Keeper{log: log}
+	saving, cutOff := context.WithCancel(context.Background())
+	return &Keeper{log: log, saving: saving, cutOff: cutOff}
 }
 
 // Attach makes the keeper save into st, noting pgVersion (the server's
@@ -59,7 +62,7 @@ func (k *Keeper) Keep(r RunRecord) {
 	k.mu.Unlock()
 	go func() {
 		defer k.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(k.saving, 30*time.Second)
 		defer cancel()
 		if _, err := k.Save(ctx, r); err != nil {
 			k.log.Warn("recording not saved", "lab", r.Lab.ID, "scenario", r.Scenario, "variant", r.Variant, "err", err)
@@ -82,13 +85,21 @@ func (k *Keeper) Save(ctx context.Context, r RunRecord) (string, error) {
 	return id, nil
 }
 
-// Close waits until every run handed over is saved; runs handed over after
-// Close are not kept.
-func (k *Keeper) Close() {
+// Close waits until every run handed over is saved, or until ctx ends:
+// then the saves still under way are cut off. Runs handed over after Close
+// are not kept.
+func (k *Keeper) Close(ctx context.Context) {
 	k.mu.Lock()
 	k.end = true
 	k.mu.Unlock()
-	k.wg.Wait()
+	done := make(chan struct{})
+	go func() { k.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		k.cutOff()
+		<-done
+	}
 }
 
 // learnerOf returns the id of the learner who owns r's lab (storing the

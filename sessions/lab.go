@@ -49,8 +49,9 @@ type activeRun struct {
 	started           time.Time
 	rec               *recorder
 
-	mu    sync.Mutex
-	reset bool // cancelled by a reset
+	mu      sync.Mutex
+	reset   bool // cancelled by a reset or the lab's close
+	closing bool // cancelled by the lab's close
 }
 
 func newLab(m *Manager, sb engine.Sandbox, owner string) *Lab {
@@ -228,7 +229,13 @@ func (l *Lab) endRun(run *activeRun, err error) error {
 		l.run = nil
 	}
 	l.mu.Unlock()
+	closing := run.isClosing()
 	switch {
+	case closing:
+		err = errCancelledByClose
+		if l.mgr.isClosed() {
+			err = errCancelledByShutdown
+		}
 	case reset:
 		err = errCancelledByReset
 	case err != nil && errors.Is(err, context.Canceled):
@@ -245,7 +252,11 @@ func (l *Lab) endRun(run *activeRun, err error) error {
 	frames := run.rec.finish()
 	if f := l.mgr.cfg.OnRunEnd; f != nil {
 		final := l.tracker.Snapshot()
-		if reset {
+		switch {
+		case closing:
+			final.Status, final.Error = engine.StatusCancelled, err.Error()
+			final.Narration = "The run was cancelled: " + err.Error() + "."
+		case reset:
 			final.Status, final.Error = engine.StatusFailed, err.Error()
 		}
 		f(RunRecord{Lab: l, Scenario: run.scenario, Variant: run.variant, Params: run.params, Started: run.started, Final: final, Frames: frames})
@@ -260,8 +271,19 @@ func (r *activeRun) isReset() bool {
 	return r.reset
 }
 
-// errCancelledByReset is the end of a run that a reset stopped.
-var errCancelledByReset = errors.New("cancelled by a reset")
+// isClosing reports whether the lab's close stopped the run.
+func (r *activeRun) isClosing() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closing
+}
+
+// The ends of a run that rlslab stopped.
+var (
+	errCancelledByReset    = errors.New("cancelled by a reset")
+	errCancelledByClose    = errors.New("the lab was closed")
+	errCancelledByShutdown = errors.New("rlslab shut down")
+)
 
 // Wait waits for the current run (if any) to end and returns its error.
 func (l *Lab) Wait(ctx context.Context) error {
@@ -325,7 +347,7 @@ func (l *Lab) Step() error {
 func (l *Lab) Reset(ctx context.Context) error {
 	l.ctl.Lock()
 	defer l.ctl.Unlock()
-	cancelled, err := l.stopRun()
+	cancelled, err := l.stopRun(false)
 	if err != nil {
 		return err
 	}
@@ -345,8 +367,8 @@ func (l *Lab) Reset(ctx context.Context) error {
 // stopRun cancels the current run and waits (at most stopTimeout) until it
 // has returned and closed its pools; it returns the run it stopped. The run
 // closes its own environment, so nothing is closed while still in use.
-// Callers hold l.ctl.
-func (l *Lab) stopRun() (*activeRun, error) {
+// Callers hold l.ctl; closing says the lab's close stops it.
+func (l *Lab) stopRun(closing bool) (*activeRun, error) {
 	l.mu.Lock()
 	run := l.run
 	l.mu.Unlock()
@@ -354,7 +376,7 @@ func (l *Lab) stopRun() (*activeRun, error) {
 		return nil, nil
 	}
 	run.mu.Lock()
-	run.reset = true
+	run.reset, run.closing = true, closing
 	run.mu.Unlock()
 	run.pace.Stop()
 	run.cancel()
@@ -382,25 +404,35 @@ func (l *Lab) Tracker() *engine.Tracker { return l.tracker }
 // close stops everything the lab runs and drops its sandbox; a failed drop
 // is retried by the reaper.
 func (l *Lab) close(ctx context.Context) {
+	if !l.shut() {
+		return
+	}
+	if err := l.mgr.dropSandbox(ctx, l.ID); err != nil {
+		l.mgr.fails.Warn("drop lab; will retry", "lab", l.ID, "err", err)
+		l.mgr.retryDrop(l.ID)
+	}
+	l.mgr.forgetSem(l.ID)
+	l.mgr.log.Info("lab closed", "lab", l.ID)
+}
+
+// shut marks the lab closed, stops its run (which is then reported as
+// cancelled) and tells its watchers; it reports false when the lab was
+// closed already. The sandbox is left for the caller to drop.
+func (l *Lab) shut() bool {
 	l.ctl.Lock()
 	defer l.ctl.Unlock()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return
+		return false
 	}
 	l.closed = true
 	l.mu.Unlock()
-	if _, err := l.stopRun(); err != nil {
+	if _, err := l.stopRun(true); err != nil {
 		l.mgr.log.Warn("close lab", "lab", l.ID, "err", err)
 	}
 	close(l.done)
-	if err := l.mgr.dropSandbox(ctx, l.ID); err != nil {
-		l.mgr.log.Warn("drop lab; will retry", "lab", l.ID, "err", err)
-		l.mgr.retryDrop(l.ID)
-	}
-	l.mgr.forgetSem(l.ID)
-	l.mgr.log.Info("lab closed", "lab", l.ID)
+	return true
 }
 
 // backendsGoneTimeout bounds how long a finished run waits for its

@@ -15,8 +15,10 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rlslab/rlslab"
@@ -162,6 +164,7 @@ type Manager struct {
 	cfg      Config
 	admin    *pgxpool.Pool
 	log      *slog.Logger
+	fails    *failureLog // failures that recur while the database is down
 	capa     Capacity
 	admit    *admission
 	maintSem chan struct{} // one token per maintenance connection
@@ -216,7 +219,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin pool: %w", err)
 	}
-	m := &Manager{cfg: cfg, admin: admin, log: cfg.Logger, labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
+	m := &Manager{cfg: cfg, admin: admin, log: cfg.Logger, fails: newFailureLog(cfg.Logger, failLogEvery), labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
 		creating: map[string]*creation{}, retry: map[string]bool{}, sems: map[string]chan struct{}{},
 		maintSem: make(chan struct{}, MaintConns)}
 	m.counts = &serverCounts{m: m}
@@ -331,7 +334,7 @@ func (m *Manager) dbError(what string, err error) error {
 		return err
 	}
 	if isOutage(err) {
-		m.log.Warn("database not answering", "op", what, "err", err)
+		m.fails.Warn("database not answering", "op", what, "err", err)
 		return rlslab.Errorf(rlslab.EUNAVAILABLE, "%s", ErrDatabaseDown)
 	}
 	return err
@@ -560,8 +563,11 @@ func (m *Manager) CloseLab(ctx context.Context, id string) error {
 }
 
 // Close closes every lab (dropping their databases and roles) and the spare
-// sandboxes, stops the reaper and closes the admin pool. It returns when
-// done or when ctx ends, whichever is first.
+// sandboxes, stops the reaper and closes the admin pool. Every run stops
+// first, at once (each is reported as cancelled); then the sandboxes are
+// dropped in parallel, on connections of the runs' budget that the stopped
+// runs gave back. It returns when done or when ctx ends, whichever is
+// first.
 func (m *Manager) Close(ctx context.Context) {
 	m.mu.Lock()
 	if m.closed {
@@ -573,17 +579,31 @@ func (m *Manager) Close(ctx context.Context) {
 	m.labs, m.byOwner = map[string]*Lab{}, map[string]*Lab{}
 	m.mu.Unlock()
 	m.cancel()
-	m.wg.Wait()
+	begin := time.Now()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		var wg sync.WaitGroup
+		var mu sync.Mutex
+		ids := make([]string, 0, len(labs)+cap(m.spare.ready))
 		for _, l := range labs {
 			wg.Add(1)
-			go func() { defer wg.Done(); l.close(ctx) }()
+			go func() {
+				defer wg.Done()
+				if l.shut() {
+					mu.Lock()
+					ids = append(ids, l.ID)
+					mu.Unlock()
+				}
+			}()
 		}
-		m.spare.drain(ctx)
+		// The reaper and the spares' builder stop at once unless a
+		// build is under way (it has a deadline of its own).
+		m.wg.Wait()
 		wg.Wait()
+		ids = append(ids, m.spare.takeAll()...)
+		dropped := m.dropAll(ctx, ids)
+		m.log.Info("labs closed", "labs", len(labs), "dropped", dropped, "of", len(ids), "took", time.Since(begin).Round(time.Millisecond))
 	}()
 	select {
 	case <-done:
@@ -592,6 +612,72 @@ func (m *Manager) Close(ctx context.Context) {
 	}
 	m.inst.unlock()
 	m.admin.Close()
+}
+
+// closeDropConns bounds the connections that drop sandboxes at once when
+// the manager closes: every drop forces a checkpoint, and drops that run
+// together share one.
+const closeDropConns = 32
+
+// dropAll drops the sandboxes ids on up to closeDropConns connections
+// taken from the runs' budget (MaintConns when that is not free) and
+// returns how many it dropped.
+func (m *Manager) dropAll(ctx context.Context, ids []string) int {
+	if len(ids) == 0 {
+		return 0
+	}
+	workers := min(len(ids), closeDropConns, m.capa.Runs)
+	actx, cancel := context.WithTimeout(ctx, stopTimeout)
+	err := m.admit.acquire(actx, workers, func(int) {})
+	cancel()
+	if err == nil {
+		defer m.admit.release(workers)
+	} else {
+		workers = min(len(ids), MaintConns) // through the maintenance connections
+	}
+	cfg := m.admin.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = "rlslab maintenance"
+	todo := make(chan string, len(ids))
+	for _, id := range ids {
+		todo <- id
+	}
+	close(todo)
+	var dropped atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			drop := func(id string) error { return m.dropSandbox(ctx, id) }
+			if err == nil {
+				conn, cerr := pgx.ConnectConfig(ctx, cfg)
+				if cerr != nil {
+					m.fails.Warn("drop lab; will retry", "err", cerr)
+					return
+				}
+				defer m.closeAndWait(conn)
+				drop = func(id string) error { return dropSandbox(ctx, conn, id) }
+			}
+			for id := range todo {
+				if err := drop(id); err != nil {
+					m.fails.Warn("drop lab; will retry", "lab", id, "err", err)
+					m.retryDrop(id)
+					continue
+				}
+				m.forgetSem(id)
+				dropped.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return int(dropped.Load())
+}
+
+// isClosed reports whether Close has begun.
+func (m *Manager) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
 }
 
 // reap drops labs whose owner has been away longer than the TTL, and labs

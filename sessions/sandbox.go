@@ -287,7 +287,7 @@ func (m *Manager) dropQuietly(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), dropTimeout)
 	defer cancel()
 	if err := m.dropSandbox(ctx, id); err != nil {
-		m.log.Warn("drop lab; will retry", "lab", id, "err", err)
+		m.fails.Warn("drop lab; will retry", "lab", id, "err", err)
 		m.retryDrop(id)
 	}
 }

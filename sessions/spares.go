@@ -37,70 +37,78 @@ func (s *spares) take() (engine.Sandbox, bool) {
 func (s *spares) count() int { return len(s.ready) }
 
 // refill keeps the spares full until ctx ends, building up to MaintConns
-// sandboxes at once. A failure (the database down) backs off and retries.
+// sandboxes at once. A failure (the database down) backs off, up to
+// refillMaxBackoff between tries, and is logged once per failLogEvery.
 func (s *spares) refill(ctx context.Context) {
 	if cap(s.ready) == 0 {
 		return
 	}
-	backoff := time.Second
-	for {
+	b := backoff{min: refillMinBackoff, max: refillMaxBackoff}
+	for ctx.Err() == nil {
 		missing := min(cap(s.ready)-len(s.ready), MaintConns)
-		if missing > 0 {
-			// At most MaintConns at once: each needs a maintenance
-			// connection, and the loop comes back for the rest.
-			built := make(chan error, missing)
-			for range missing {
-				go func() {
-					// A build is never cut off half-way (it has a
-					// deadline of its own); a closing manager drains it.
-					sb, err := s.m.newSandbox(context.WithoutCancel(ctx))
-					if err == nil {
-						select {
-						case s.ready <- sb:
-						default: // full meanwhile
-							s.m.dropQuietly(sb.Lab)
-						}
-					}
-					built <- err
-				}()
+		if missing == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.taken:
 			}
-			var failed error
-			for range missing {
-				if err := <-built; err != nil && failed == nil {
-					failed = err
-				}
-			}
-			if failed != nil && ctx.Err() == nil {
-				s.m.log.Warn("spare sandboxes: build failed; retrying", "err", failed, "in", backoff)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(backoff):
-				}
-				backoff = min(backoff*2, 30*time.Second)
-				continue
-			}
-			backoff = time.Second
 			continue
 		}
-		select {
-		case <-ctx.Done():
+		s.m.log.Debug("building spare sandboxes", "count", missing, "ready", len(s.ready), "want", cap(s.ready))
+		// At most MaintConns at once: each needs a maintenance
+		// connection, and the loop comes back for the rest.
+		built := make(chan error, missing)
+		for range missing {
+			go func() {
+				// A build is never cut off half-way (it has a deadline of
+				// its own); a closing manager drains it.
+				sb, err := s.m.newSandbox(context.WithoutCancel(ctx))
+				if err == nil {
+					select {
+					case s.ready <- sb:
+					default: // full meanwhile
+						s.m.dropQuietly(sb.Lab)
+					}
+				}
+				built <- err
+			}()
+		}
+		var failed error
+		for range missing {
+			if err := <-built; err != nil && failed == nil {
+				failed = err
+			}
+		}
+		if failed == nil {
+			b.reset()
+			continue
+		}
+		if ctx.Err() != nil {
 			return
-		case <-s.taken:
+		}
+		s.m.fails.Warn("spare sandboxes: build failed; retrying", "err", failed, "in", b.delay())
+		if !b.wait(ctx) {
+			return
 		}
 	}
 }
 
-// drain drops every spare sandbox (at shutdown).
-func (s *spares) drain(ctx context.Context) {
+// Pauses between failed rounds of building spares.
+const (
+	refillMinBackoff = 500 * time.Millisecond
+	refillMaxBackoff = 30 * time.Second
+)
+
+// takeAll empties the spares and returns their lab ids (at shutdown, to
+// be dropped).
+func (s *spares) takeAll() []string {
+	var ids []string
 	for {
 		select {
 		case sb := <-s.ready:
-			if err := s.m.dropSandbox(ctx, sb.Lab); err != nil {
-				s.m.log.Warn("drop spare sandbox", "lab", sb.Lab, "err", err)
-			}
+			ids = append(ids, sb.Lab)
 		default:
-			return
+			return ids
 		}
 	}
 }

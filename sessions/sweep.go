@@ -83,7 +83,7 @@ func (m *Manager) sweep(ctx context.Context, startup bool) {
 		SELECT rolname, shobj_description(oid, 'pg_authid'), false FROM pg_roles
 		WHERE rolname LIKE 'lab\_%' AND shobj_description(oid, 'pg_authid') LIKE 'rlslab lab; instance %'`)
 	if err != nil {
-		m.log.Warn("sweep: list leftovers", "err", err)
+		m.fails.Warn("sweep: list leftovers", "err", err)
 		return
 	}
 	found, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (leftover, error) {
@@ -99,7 +99,7 @@ func (m *Manager) sweep(ctx context.Context, startup bool) {
 		return l, nil
 	})
 	if err != nil {
-		m.log.Warn("sweep: list leftovers", "err", err)
+		m.fails.Warn("sweep: list leftovers", "err", err)
 		return
 	}
 	alive := map[int32]bool{m.inst.id: true}
@@ -113,7 +113,7 @@ func (m *Manager) sweep(ctx context.Context, startup bool) {
 		err := m.admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2 AND granted)`,
 			int64(lockClass), int64(uint32(l.instance))).Scan(&held)
 		if err != nil {
-			m.log.Warn("sweep: instance check", "err", err)
+			m.fails.Warn("sweep: instance check", "err", err)
 			return
 		}
 		alive[l.instance], dead[l.instance] = held, !held
@@ -133,7 +133,7 @@ func (m *Manager) sweep(ctx context.Context, startup bool) {
 	}
 	for id := range labIDs {
 		if err := m.dropSandbox(ctx, id); err != nil {
-			m.log.Warn("sweep: drop lab", "lab", id, "err", err)
+			m.fails.Warn("sweep: drop lab", "lab", id, "err", err)
 			m.mu.Lock()
 			m.retry[id] = true
 			m.mu.Unlock()

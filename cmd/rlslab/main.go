@@ -33,8 +33,14 @@ import (
 	"github.com/rlslab/rlslab/web"
 )
 
-// shutdownTimeout bounds the graceful shutdown.
-const shutdownTimeout = 15 * time.Second
+// Bounds of the graceful shutdown: httpShutdownTimeout for the requests
+// in flight, shutdownTimeout for the labs (runs cancelled and recorded,
+// sandboxes dropped); mainExitTimeout for all of it after the first signal.
+const (
+	httpShutdownTimeout = 2 * time.Second
+	shutdownTimeout     = 5 * time.Second
+	mainExitTimeout     = httpShutdownTimeout + shutdownTimeout + time.Second
+)
 
 func main() {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -45,8 +51,12 @@ func main() {
 		// at once.
 		<-sigs
 		cancel()
-		<-sigs
-		fmt.Fprintln(os.Stderr, "rlslab: second signal, exiting at once")
+		select {
+		case <-sigs:
+			fmt.Fprintln(os.Stderr, "rlslab: second signal, exiting at once")
+		case <-time.After(mainExitTimeout):
+			fmt.Fprintf(os.Stderr, "rlslab: not shut down within %s of the signal, exiting\n", mainExitTimeout)
+		}
 		os.Exit(1)
 	}()
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
@@ -223,6 +233,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer pg.Close()
+	// From here on, PostgreSQL's death ends every phase: start-up, spare
+	// building, serving.
+	ctx, stopWatching := watchPostgres(ctx, pg)
+	defer stopWatching()
 	bouncer.Sweep(log)                     // PgBouncer directories a killed rlslab left
 	keeper := sessions.NewKeeper(log)      // saves runs once the store is open
 	var checker atomic.Pointer[web.Server] // checks predictions once serving
@@ -236,22 +250,34 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			}
 		}})
 	if err != nil {
-		return err
+		return postgresDied(ctx, err)
 	}
+	var st *store.Store
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		// In this order: the labs' runs are cancelled and handed to the
+		// keeper, the keeper saves them, and only then is the store
+		// closed. After PostgreSQL died there is nothing to wait for.
+		budget := shutdownTimeout
+		if errors.Is(context.Cause(ctx), errPostgresDied) {
+			budget = diedCloseTimeout
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), budget)
 		defer cancel()
+		begin := time.Now()
 		labs.Close(cctx)
-		keeper.Close()
+		keeper.Close(cctx)
+		if st != nil {
+			st.Close()
+		}
+		log.Info("labs closed", "took", time.Since(begin).Round(time.Millisecond))
 	}()
-	st, err := store.Open(ctx, labs.Admin(), log)
+	st, err = store.Open(ctx, labs.Admin(), log)
 	if err != nil {
-		return fmt.Errorf("rlslab's own tables: %w", err)
+		return postgresDied(ctx, fmt.Errorf("rlslab's own tables: %w", err))
 	}
-	defer st.Close()
 	var pgVersion string
 	if err := labs.Admin().QueryRow(ctx, "SHOW server_version").Scan(&pgVersion); err != nil {
-		return err
+		return postgresDied(ctx, err)
 	}
 	keeper.Attach(st, pgVersion)
 	if n, err := st.Prune(ctx); err == nil && n > 0 {
@@ -272,21 +298,58 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	select {
 	case err := <-errc:
 		return err
-	case <-pg.Died():
-		return fmt.Errorf("PostgreSQL exited unexpectedly; rlslab stops (start it again)")
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
+	died := errors.Is(context.Cause(ctx), errPostgresDied)
+	log.Info("shutting down", "postgres_died", died)
 	// Websockets are hijacked connections that Shutdown does not wait for:
 	// tell their watchers first, so they close at once.
 	handler.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	budget := httpShutdownTimeout
+	if died {
+		budget = diedCloseTimeout
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown: connections still open were closed", "err", err)
 		srv.Close()
 	}
+	if died {
+		return errPostgresDied
+	}
 	return nil
+}
+
+// errPostgresDied ends serve when the PostgreSQL rlslab started exits
+// without being told to.
+var errPostgresDied = errors.New("PostgreSQL exited unexpectedly; rlslab stops (start it again)")
+
+// diedCloseTimeout bounds the shutdown after PostgreSQL died: nothing is
+// left to drop or save, only goroutines to end.
+const diedCloseTimeout = time.Second
+
+// watchPostgres returns a context that ends, with the cause
+// errPostgresDied, when pg dies; stop releases the watch.
+func watchPostgres(ctx context.Context, pg *pgenv.Server) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-pg.Died():
+			cancel(errPostgresDied)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(context.Canceled) }
+}
+
+// postgresDied returns errPostgresDied when ctx ended by PostgreSQL's
+// death (err is then a consequence of it), else err.
+func postgresDied(ctx context.Context, err error) error {
+	if errors.Is(context.Cause(ctx), errPostgresDied) {
+		return errPostgresDied
+	}
+	return err
 }
 
 // scenarioJSON is one scenario as rlslab list -json prints it.

@@ -12,6 +12,9 @@ const (
 	StatusRunning = "running"
 	StatusDone    = "done"
 	StatusFailed  = "failed"
+	// StatusCancelled is a run that rlslab stopped because its lab closed
+	// (rlslab shutting down, the lab expiring); State.Error says why.
+	StatusCancelled = "cancelled"
 	// StatusQueued is a run that waits for connections of the server-wide
 	// budget; State.Queue says for how many and behind how many runs.
 	StatusQueued = "queued"

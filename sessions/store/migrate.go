@@ -2,7 +2,11 @@ package store
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/rlslab/rlslab"
 )
@@ -171,6 +175,9 @@ CREATE TABLE IF NOT EXISTS rlslab.schema_migrations (
 			return wrap("recording migration "+m.name, err)
 		}
 	}
+	if err := checkSchema(ctx, tx, len(all)); err != nil {
+		return err
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return wrap("committing migrations", err)
 	}
@@ -185,4 +192,103 @@ func (s *Store) schemaVersion(ctx context.Context) (int, error) {
 	var v int
 	err := s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM rlslab.schema_migrations").Scan(&v)
 	return v, wrap("reading the schema version", err)
+}
+
+// schemaTables lists every table of the rlslab schema and its columns as
+// the newest migration leaves them; schemaIndexes lists its indexes (beyond
+// primary keys and unique constraints). A migration that adds or removes
+// one changes these lists too (a test compares them with a migrated
+// database).
+var (
+	schemaTables = []struct {
+		name    string
+		columns []string
+	}{
+		{"schema_migrations", []string{"version", "name", "applied_at"}},
+		{"learners", []string{"id", "token_hash", "created_at", "last_run_lesson", "last_run_scenario", "last_run_variant", "last_run_status", "last_run_leaks", "last_run_at"}},
+		{"progress", []string{"learner_id", "lesson", "variants_run", "leak_seen", "fix_run", "updated_at"}},
+		{"predictions", []string{"learner_id", "lesson", "variant", "choice", "correct", "answered_at", "actual", "evidence"}},
+		{"pending_predictions", []string{"learner_id", "lesson", "variant", "choice", "choice_text", "chosen_at"}},
+		{"workshops", []string{"id", "title", "lessons", "code", "facilitator_hash", "current_lesson", "created_at", "ended_at"}},
+		{"participants", []string{"learner_id", "workshop_id", "name", "lab_id", "joined_at", "seq", "current_lesson", "current_lesson_at"}},
+		{"recordings", []string{"id", "seq", "lab_id", "learner_id", "scenario", "variant", "params", "status", "error", "leaks", "errors", "outcome",
+			"postgres_version", "pgbouncer_version", "started_at", "finished_at", "frame_count", "frames"}},
+	}
+	schemaIndexes = []string{"workshops_open_code", "participants_name", "recordings_lab", "recordings_finished", "recordings_learner"}
+)
+
+// wantedSchema returns the objects the newest migration leaves, as
+// "table rlslab.t", "column rlslab.t.c" and "index rlslab.i", in order.
+func wantedSchema() []string {
+	var out []string
+	for _, t := range schemaTables {
+		out = append(out, "table rlslab."+t.name)
+		for _, c := range t.columns {
+			out = append(out, "column rlslab."+t.name+"."+c)
+		}
+	}
+	for _, i := range schemaIndexes {
+		out = append(out, "index rlslab."+i)
+	}
+	return out
+}
+
+// presentSchema returns the tables, columns and indexes that exist in the
+// rlslab schema, named as wantedSchema names them.
+func presentSchema(ctx context.Context, q pgx.Tx) (map[string]bool, error) {
+	rows, err := q.Query(ctx, `
+		SELECT 'table rlslab.' || c.relname FROM pg_class c
+		WHERE c.relnamespace = 'rlslab'::regnamespace AND c.relkind IN ('r', 'p')
+		UNION ALL
+		SELECT 'column rlslab.' || c.relname || '.' || a.attname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+		WHERE c.relnamespace = 'rlslab'::regnamespace AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+		UNION ALL
+		SELECT 'index rlslab.' || c.relname FROM pg_class c
+		WHERE c.relnamespace = 'rlslab'::regnamespace AND c.relkind IN ('i', 'I')`)
+	if err != nil {
+		return nil, err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(names))
+	for _, n := range names {
+		out[n] = true
+	}
+	return out, nil
+}
+
+// checkSchema refuses a schema that lacks an object its migration version
+// promises (a table dropped by hand, say): rlslab would start and then fail
+// on every request that needs it. The error names what is missing.
+func checkSchema(ctx context.Context, tx pgx.Tx, version int) error {
+	have, err := presentSchema(ctx, tx)
+	if err != nil {
+		return wrap("checking the schema", err)
+	}
+	var missing []string
+	for _, o := range wantedSchema() {
+		if have[o] {
+			continue
+		}
+		// A missing table's columns go without saying.
+		if rest, ok := strings.CutPrefix(o, "column "); ok {
+			if table := rest[:strings.LastIndexByte(rest, '.')]; !have["table "+table] {
+				continue
+			}
+		}
+		missing = append(missing, o)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	more := ""
+	if len(missing) > 3 {
+		more = fmt.Sprintf(" (and %d more)", len(missing)-3)
+		missing = missing[:3]
+	}
+	return rlslab.Errorf(rlslab.EUNAVAILABLE,
+		"store: rlslab schema is missing %s%s, though rlslab.schema_migrations says version %d: restore the schema from a backup, or drop schema rlslab (its data is lost) to have it created again",
+		strings.Join(missing, ", "), more, version)
 }
