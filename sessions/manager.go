@@ -628,10 +628,10 @@ func (m *Manager) dropAll(ctx context.Context, ids []string) int {
 	}
 	workers := min(len(ids), closeDropConns, m.capa.Runs)
 	actx, cancel := context.WithTimeout(ctx, stopTimeout)
-	err := m.admit.acquire(actx, workers, func(int) {})
+	err := m.admit.acquire(actx, "rlslab shutdown", workers, func(int) {})
 	cancel()
 	if err == nil {
-		defer m.admit.release(workers)
+		defer m.admit.release("rlslab shutdown", workers)
 	} else {
 		workers = min(len(ids), MaintConns) // through the maintenance connections
 	}
