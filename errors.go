@@ -15,6 +15,7 @@ const (
 	EFORBIDDEN   = "forbidden"   // not the lab's owner, foreign origin: 403
 	EUNAVAILABLE = "unavailable" // the lab cap is reached, a dependency is missing: 503
 	ETOOMANY     = "too_many"    // too many failed tries (join codes) from one client: 429
+	EPREPARING   = "preparing"   // the lab asked for is still being made: 202, ask again
 	EINTERNAL    = "internal"    // everything else: 500
 )
 

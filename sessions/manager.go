@@ -188,10 +188,11 @@ type Manager struct {
 // creation is a lab being made for one owner; concurrent requests of the
 // same owner wait for it instead of making another.
 type creation struct {
-	addr string
-	done chan struct{}
-	lab  *Lab
-	err  error
+	addr  string
+	ahead atomic.Int64 // labs waiting ahead of it for a sandbox
+	done  chan struct{}
+	lab   *Lab
+	err   error
 }
 
 // Open connects the admin pool, computes the connection budget from the
@@ -234,7 +235,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	m.sweep(ctx, true)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.spare = newSpares(m, cfg.Spares)
+	m.spare = newSpares(m, cfg.Spares, min(MaxSpares, cfg.MaxLabs))
 	m.wg.Add(2)
 	go func() { defer m.wg.Done(); m.reap() }()
 	go func() { defer m.wg.Done(); m.spare.refill(m.ctx) }()
@@ -370,12 +371,7 @@ func (m *Manager) CreateFor(ctx context.Context, owner, addr string) (*Lab, erro
 	}
 	if c := m.creating[owner]; c != nil {
 		m.mu.Unlock()
-		select {
-		case <-c.done:
-			return c.lab, c.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		return c.wait(ctx)
 	}
 	var recycled *Lab
 	if n := m.cfg.LabsPerAddress; addr != "" && n > 0 && m.addrLabsLocked(addr) >= n {
@@ -399,6 +395,7 @@ func (m *Manager) CreateFor(ctx context.Context, owner, addr string) (*Lab, erro
 	}
 	c := &creation{done: make(chan struct{}), addr: addr}
 	m.creating[owner] = c
+	m.wg.Add(1) // for finishCreate, under m.mu as above
 	m.mu.Unlock()
 	if recycled != nil {
 		m.log.Info("lab recycled for a new one", "lab", recycled.ID, "idle", recycled.IdleFor().Round(time.Second))
@@ -410,7 +407,40 @@ func (m *Manager) CreateFor(ctx context.Context, owner, addr string) (*Lab, erro
 		}()
 	}
 
-	c.lab, c.err = m.create(ctx, owner)
+	// The lab is made on a deadline of its own: a caller that stops
+	// waiting (its request timed out while the lab waits in line for a
+	// sandbox) finds it made, or still in line, when it asks again.
+	go func() {
+		defer m.wg.Done()
+		cctx, cancel := context.WithTimeout(m.ctx, createDeadline)
+		defer cancel()
+		m.finishCreate(cctx, owner, addr, c)
+	}()
+	return c.wait(ctx)
+}
+
+// createDeadline bounds how long a lab may wait in line for a sandbox.
+const createDeadline = 5 * time.Minute
+
+// wait waits for the creation to end, or for ctx: then it says the lab is
+// being prepared, and how many labs wait ahead of it.
+func (c *creation) wait(ctx context.Context) (*Lab, error) {
+	select {
+	case <-c.done:
+		return c.lab, c.err
+	case <-ctx.Done():
+		select {
+		case <-c.done:
+			return c.lab, c.err
+		default:
+		}
+		return nil, errPreparing(int(c.ahead.Load()))
+	}
+}
+
+// finishCreate makes the lab of a creation and registers it.
+func (m *Manager) finishCreate(ctx context.Context, owner, addr string, c *creation) {
+	c.lab, c.err = m.create(ctx, owner, func(ahead int) { c.ahead.Store(int64(ahead)) })
 	if c.lab != nil {
 		c.lab.addr = addr
 	}
@@ -431,7 +461,6 @@ func (m *Manager) CreateFor(ctx context.Context, owner, addr string) (*Lab, erro
 		m.mu.Unlock()
 	}
 	close(c.done)
-	return c.lab, c.err
 }
 
 // addrLabsLocked counts the labs held and being made for addr.
@@ -493,15 +522,18 @@ func (m *Manager) nextFreeLocked() string {
 	return fmt.Sprintf("the next one frees up in about %s, unless its owner comes back", wait)
 }
 
-// create makes a lab from a spare sandbox or a new one.
-func (m *Manager) create(ctx context.Context, owner string) (*Lab, error) {
+// create makes a lab from a spare sandbox, or from the next one built.
+func (m *Manager) create(ctx context.Context, owner string, place func(ahead int)) (*Lab, error) {
 	start := time.Now()
-	sb, spare := m.spare.take()
-	if !spare {
-		var err error
-		if sb, err = m.newSandbox(ctx); err != nil {
+	sb, spare, err := m.spare.take(ctx, place)
+	if err != nil {
+		if m.ctx.Err() != nil {
+			return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "rlslab is shutting down")
+		}
+		if m.Ping(context.Background()) != nil {
 			return nil, m.dbError("create lab", err)
 		}
+		return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "no lab could be prepared in %s; try again", createDeadline)
 	}
 	l := newLab(m, sb, owner)
 	m.log.Info("lab created", "lab", l.ID, "spare", spare, "took", time.Since(start).Round(time.Microsecond))
@@ -585,7 +617,7 @@ func (m *Manager) Close(ctx context.Context) {
 		defer close(done)
 		var wg sync.WaitGroup
 		var mu sync.Mutex
-		ids := make([]string, 0, len(labs)+cap(m.spare.ready))
+		ids := make([]string, 0, len(labs)+m.spare.count())
 		for _, l := range labs {
 			wg.Add(1)
 			go func() {

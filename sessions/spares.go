@@ -2,95 +2,218 @@ package sessions
 
 import (
 	"context"
+	"sync"
 	"time"
 
+	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // spares keeps sandboxes built in advance, so that a new lab is ready at
-// once; a background goroutine refills it, several sandboxes at a time.
+// once. Its target is the configured number plus what workshops have
+// reserved for the participants they expect. A lab asked for when none is
+// ready waits in line for the next one built, in order of asking; MaintConns
+// builders work at once, each building one sandbox after another while the
+// line or the target wants more.
 type spares struct {
-	m     *Manager
-	ready chan engine.Sandbox
-	taken chan struct{} // a value after each take: time to refill
+	m    *Manager
+	base int // Config.Spares
+	max  int // no more sandboxes than this are kept ready or reserved
+
+	mu       sync.Mutex
+	ready    []engine.Sandbox
+	waiting  []*sandboxWait // in order of asking
+	reserved map[string]int // by workshop (or other key)
+	building int
+	changed  chan struct{} // closed and replaced whenever there is work
 }
 
-func newSpares(m *Manager, n int) *spares {
-	return &spares{m: m, ready: make(chan engine.Sandbox, n), taken: make(chan struct{}, 1)}
+// sandboxWait is one lab waiting for a sandbox.
+type sandboxWait struct {
+	got chan engine.Sandbox // buffered: the builder never blocks on it
 }
 
-// take returns a ready sandbox, if there is one.
-func (s *spares) take() (engine.Sandbox, bool) {
-	select {
-	case sb := <-s.ready:
-		select {
-		case s.taken <- struct{}{}:
-		default:
-		}
-		return sb, true
-	default:
-		return engine.Sandbox{}, false
+func newSpares(m *Manager, base, max int) *spares {
+	return &spares{m: m, base: base, max: max, reserved: map[string]int{}, changed: make(chan struct{})}
+}
+
+// wakeLocked tells the builders that there may be work.
+func (s *spares) wakeLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// targetLocked is how many sandboxes should be ready, not counting the
+// labs waiting in line.
+func (s *spares) targetLocked() int {
+	t := s.base
+	for _, n := range s.reserved {
+		t += n
 	}
+	return min(t, s.max)
+}
+
+// wantLocked is how many more sandboxes to start building.
+func (s *spares) wantLocked() int {
+	return s.targetLocked() + len(s.waiting) - len(s.ready) - s.building
+}
+
+// reserve sets how many sandboxes key wants kept ready (a workshop: the
+// participants it still expects); 0 removes the reservation.
+func (s *spares) reserve(key string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n <= 0 {
+		delete(s.reserved, key)
+	} else {
+		s.reserved[key] = n
+	}
+	s.wakeLocked()
+}
+
+// status returns how many sandboxes are ready, how many are wanted ready
+// (the target), and how many labs wait in line for one.
+func (s *spares) status() (ready, target, waiting int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ready), s.targetLocked(), len(s.waiting)
 }
 
 // count returns how many sandboxes are ready.
-func (s *spares) count() int { return len(s.ready) }
+func (s *spares) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ready)
+}
 
-// refill keeps the spares full until ctx ends, building up to MaintConns
-// sandboxes at once. A failure (the database down) backs off, up to
-// refillMaxBackoff between tries, and is logged once per failLogEvery.
-func (s *spares) refill(ctx context.Context) {
-	if cap(s.ready) == 0 {
-		return
+// take returns a ready sandbox at once, or waits in line for the next one
+// built (telling place how many labs wait ahead, whenever that changes)
+// until ctx ends. ready reports whether it came from the spares without
+// waiting.
+func (s *spares) take(ctx context.Context, place func(ahead int)) (sb engine.Sandbox, ready bool, err error) {
+	s.mu.Lock()
+	if len(s.ready) > 0 && len(s.waiting) == 0 {
+		sb = s.ready[0]
+		s.ready = s.ready[1:]
+		s.wakeLocked() // the target may want it replaced
+		s.mu.Unlock()
+		return sb, true, nil
 	}
-	b := backoff{min: refillMinBackoff, max: refillMaxBackoff}
-	for ctx.Err() == nil {
-		missing := min(cap(s.ready)-len(s.ready), MaintConns)
-		if missing == 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-s.taken:
+	w := &sandboxWait{got: make(chan engine.Sandbox, 1)}
+	s.waiting = append(s.waiting, w)
+	ahead := len(s.waiting) - 1
+	s.wakeLocked()
+	s.mu.Unlock()
+	if place != nil {
+		place(ahead)
+	}
+	select {
+	case sb := <-w.got:
+		return sb, false, nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		select {
+		case sb := <-w.got: // handed over meanwhile: keep it for the next
+			s.ready = append(s.ready, sb)
+		default:
+			for i, q := range s.waiting {
+				if q == w {
+					s.waiting = append(s.waiting[:i:i], s.waiting[i+1:]...)
+					break
+				}
 			}
-			continue
 		}
-		s.m.log.Debug("building spare sandboxes", "count", missing, "ready", len(s.ready), "want", cap(s.ready))
-		// At most MaintConns at once: each needs a maintenance
-		// connection, and the loop comes back for the rest.
-		built := make(chan error, missing)
-		for range missing {
-			go func() {
-				// A build is never cut off half-way (it has a deadline of
-				// its own); a closing manager drains it.
-				sb, err := s.m.newSandbox(context.WithoutCancel(ctx))
-				if err == nil {
+		return engine.Sandbox{}, false, ctx.Err()
+	}
+}
+
+// waitingAhead returns how many labs wait in line in all.
+func (s *spares) waitingCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.waiting)
+}
+
+// deliver hands a built sandbox to the first lab in line, or keeps it ready;
+// beyond the target it reports false (the caller drops it).
+func (s *spares) deliver(sb engine.Sandbox) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.waiting) > 0 {
+		w := s.waiting[0]
+		s.waiting = s.waiting[1:]
+		w.got <- sb
+		return true
+	}
+	if len(s.ready) < s.targetLocked() {
+		s.ready = append(s.ready, sb)
+		return true
+	}
+	return false
+}
+
+// refill runs MaintConns builders until ctx ends. A failure (the database
+// down) backs off, up to refillMaxBackoff between tries, and is logged once
+// per failLogEvery.
+func (s *spares) refill(ctx context.Context) {
+	var wg sync.WaitGroup
+	var bmu sync.Mutex
+	b := backoff{min: refillMinBackoff, max: refillMaxBackoff}
+	for range MaintConns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				s.mu.Lock()
+				if s.wantLocked() <= 0 {
+					changed := s.changed
+					s.mu.Unlock()
 					select {
-					case s.ready <- sb:
-					default: // full meanwhile
+					case <-ctx.Done():
+						return
+					case <-changed:
+					}
+					continue
+				}
+				s.building++
+				ready, target := len(s.ready), s.targetLocked()
+				s.mu.Unlock()
+				s.m.log.Debug("building a spare sandbox", "ready", ready, "want", target)
+				// A build is never cut off half-way (it has a deadline of
+				// its own); a closing manager drops what it made.
+				sb, err := s.m.newSandbox(context.WithoutCancel(ctx))
+				s.mu.Lock()
+				s.building--
+				s.mu.Unlock()
+				if err == nil {
+					if !s.deliver(sb) {
 						s.m.dropQuietly(sb.Lab)
 					}
+					bmu.Lock()
+					b.reset()
+					bmu.Unlock()
+					continue
 				}
-				built <- err
-			}()
-		}
-		var failed error
-		for range missing {
-			if err := <-built; err != nil && failed == nil {
-				failed = err
+				if ctx.Err() != nil {
+					return
+				}
+				bmu.Lock()
+				delay := b.delay()
+				b.next = min(delay*2, b.max)
+				bmu.Unlock()
+				s.m.fails.Warn("spare sandboxes: build failed; retrying", "err", err, "in", delay)
+				t := time.NewTimer(delay)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
 			}
-		}
-		if failed == nil {
-			b.reset()
-			continue
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		s.m.fails.Warn("spare sandboxes: build failed; retrying", "err", failed, "in", b.delay())
-		if !b.wait(ctx) {
-			return
-		}
+		}()
 	}
+	wg.Wait()
 }
 
 // Pauses between failed rounds of building spares.
@@ -102,13 +225,21 @@ const (
 // takeAll empties the spares and returns their lab ids (at shutdown, to
 // be dropped).
 func (s *spares) takeAll() []string {
-	var ids []string
-	for {
-		select {
-		case sb := <-s.ready:
-			ids = append(ids, sb.Lab)
-		default:
-			return ids
-		}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.ready))
+	for _, sb := range s.ready {
+		ids = append(ids, sb.Lab)
 	}
+	s.ready = nil
+	return ids
+}
+
+// errPreparing is returned by Create while a lab waits in line for a
+// sandbox beyond its caller's deadline; the lab is still being made.
+func errPreparing(ahead int) error {
+	if ahead <= 0 {
+		return rlslab.Errorf(rlslab.EPREPARING, "your lab is being prepared; it is next")
+	}
+	return rlslab.Errorf(rlslab.EPREPARING, "your lab is being prepared: %d ahead of you", ahead)
 }

@@ -83,7 +83,7 @@ func (s *Server) lessonPage(ctx context.Context, slug string, lab *sessions.Lab)
 }
 
 // createTimeout bounds making a lab when no spare sandbox is ready.
-const createTimeout = 10 * time.Second
+const createTimeout = 3 * time.Second
 
 // handleCreateLab gives this browser its lab (one per browser: the one it
 // has, or a new one). With ?lesson=SLUG it answers htmx with the lesson's
@@ -95,6 +95,10 @@ func (s *Server) handleCreateLab(w http.ResponseWriter, r *http.Request) {
 	// Outside a workshop an address holds a few labs at most, so a script
 	// cannot take every lab from the people who come next.
 	lab, err := s.labs.CreateFor(ctx, token, clientIP(r))
+	if rlslab.ErrorCode(err) == rlslab.EPREPARING {
+		s.preparing(w, r, err)
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -314,3 +318,18 @@ func (s *Server) setLearnerCookie(w http.ResponseWriter, r *http.Request, token 
 
 // dbTimeout bounds a request's work in rlslab's own tables.
 const dbTimeout = 3 * time.Second
+
+// preparing answers a request for a lab that is still waiting in line for
+// its database: 202, and a page or fragment that asks again by itself.
+func (s *Server) preparing(w http.ResponseWriter, r *http.Request, err error) {
+	msg := rlslab.ErrorMessage(err)
+	w.Header().Set("Retry-After", "1")
+	switch {
+	case wantsJSON(r):
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "preparing", "message": msg})
+	case r.Header.Get("HX-Request") != "":
+		s.render(w, r, http.StatusAccepted, views.LabPreparing(r.URL.RequestURI(), msg))
+	default:
+		s.render(w, r, http.StatusAccepted, views.LabPreparingPage(r.URL.RequestURI(), msg))
+	}
+}

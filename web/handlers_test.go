@@ -66,6 +66,8 @@ func TestErrorStatus(t *testing.T) {
 		rlslab.ECONFLICT:    http.StatusConflict,
 		rlslab.EFORBIDDEN:   http.StatusForbidden,
 		rlslab.EUNAVAILABLE: http.StatusServiceUnavailable,
+		rlslab.ETOOMANY:     http.StatusTooManyRequests,
+		rlslab.EPREPARING:   http.StatusAccepted,
 		rlslab.EINTERNAL:    http.StatusInternalServerError,
 		"no-such-code":      http.StatusInternalServerError,
 	} {

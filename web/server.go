@@ -168,6 +168,8 @@ func ErrorStatus(err error) int {
 		return http.StatusServiceUnavailable
 	case rlslab.ETOOMANY:
 		return http.StatusTooManyRequests
+	case rlslab.EPREPARING:
+		return http.StatusAccepted
 	}
 	return http.StatusInternalServerError
 }
