@@ -323,7 +323,7 @@ func (l *Lab) Step() error {
 // back), puts the seed data back, ends any leftover backends of the app
 // role and clears the live state. A cancelled run is reported as cancelled
 // by the reset. When the database does not answer it fails with
-// EUNAVAILABLE within about a second and a half (see guard).
+// EUNAVAILABLE within about a second (see guard).
 func (l *Lab) Reset(ctx context.Context) error {
 	return guard{pool: l.mgr.admin, log: l.mgr.log}.do(ctx, "reset lab", l.reset)
 }

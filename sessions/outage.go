@@ -14,11 +14,11 @@ import (
 // Bounds of an outage's answer: a call to the database that has not
 // returned after probeAfter makes the guard ask the server whether it
 // answers at all, for at most probeTimeout. A stopped or frozen server is
-// thus reported within about a second and a half, while a slow answer of a
+// thus reported within about a second, while a slow answer of a
 // live server is still waited for.
 const (
-	probeAfter   = 500 * time.Millisecond
-	probeTimeout = time.Second
+	probeAfter   = 300 * time.Millisecond
+	probeTimeout = 800 * time.Millisecond
 )
 
 // guard runs calls to the database for the store-backed services and the

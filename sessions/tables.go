@@ -38,7 +38,7 @@ func NewToken() string { return store.NewToken() }
 // DB is rlslab's own tables as the services (Workshops, Progress,
 // Recordings) use them: every call goes through the outage guard, so that a
 // stopped or frozen server is reported as EUNAVAILABLE with ErrDatabaseDown
-// within about a second and a half.
+// within about a second.
 type DB struct {
 	st *store.Store
 	g  guard
