@@ -36,7 +36,7 @@ func startDirect(t *testing.T, lab *sessions.Lab, scenario, variant string, para
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &directRun{tr: engine.NewTracker(lab.ID), pace: engine.NewPace(speed), done: make(chan error, 1)}
+	d := &directRun{tr: engine.NewTracker(lab.ID, lab.Sandbox.Tenants), pace: engine.NewPace(speed), done: make(chan error, 1)}
 	d.env = engine.NewEnv(lab.Sandbox, p, d.tr, d.pace, nil)
 	d.tr.Begin(scenario, variant, speed.String())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -99,16 +99,6 @@ func (d *directRun) stop(t *testing.T) error {
 	err := d.wait(t)
 	d.env.Close()
 	return err
-}
-
-// playToEnd plays scenario/variant on lab's sandbox at full speed and
-// returns its final state; the environment is closed.
-func playToEnd(t *testing.T, lab *sessions.Lab, scenario, variant string, params map[string]string) (engine.State, error) {
-	t.Helper()
-	d := startDirect(t, lab, scenario, variant, params, engine.Speed{Max: true})
-	err := d.wait(t)
-	d.env.Close()
-	return d.tr.Snapshot(), err
 }
 
 // countFrames plays scenario/variant in single-step mode to its end and

@@ -5,54 +5,40 @@ import (
 	"encoding/json"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions/store"
 )
 
-// Keeper stores finished runs as recordings in rlslab's own tables. It is
-// handed runs from Config.OnRunEnd before the tables are open (the store is
-// opened on the manager's admin pool); runs that end before Attach are not
-// kept.
+// Keeper stores finished runs as recordings in rlslab's own tables: it is
+// a subscriber of the manager's run ends (Config.Subscribers).
 type Keeper struct {
-	log    *slog.Logger
-	to     atomic.Pointer[keeperTarget]
-	wg     sync.WaitGroup
-	saving context.Context // the saves' context; cutOff ends it
-	cutOff context.CancelFunc
-	mu     sync.Mutex // guards end against wg.Add racing Close's Wait
-	end    bool
-}
-
-// keeperTarget is where a Keeper saves: the tables and the server's version.
-type keeperTarget struct {
+	log       *slog.Logger
 	st        *store.Store
 	pgVersion string
+	saving    context.Context // the saves' context; cutOff ends it
+	cutOff    context.CancelFunc
+	wg        sync.WaitGroup
+	mu        sync.Mutex // guards end against wg.Add racing Close's Wait
+	end       bool
 }
 
-// NewKeeper returns a keeper that logs to log.
-func NewKeeper(log *slog.Logger) *Keeper {
+// NewKeeper returns a keeper that saves into st, noting pgVersion (the
+// server's version) on every recording, and logs to log.
+func NewKeeper(st *store.Store, pgVersion string, log *slog.Logger) *Keeper {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	saving, cutOff := context.WithCancel(context.Background())
-	return &Keeper{log: log, saving: saving, cutOff: cutOff}
+	return &Keeper{log: log, st: st, pgVersion: pgVersion, saving: saving, cutOff: cutOff}
 }
 
-// Attach makes the keeper save into st, noting pgVersion (the server's
-// version) on every recording.
-func (k *Keeper) Attach(st *store.Store, pgVersion string) {
-	k.to.Store(&keeperTarget{st: st, pgVersion: pgVersion})
-}
+// RunEnded saves r in the background (see Keep).
+func (k *Keeper) RunEnded(r RunRecord) { k.Keep(r) }
 
-// Keep saves r in the background, once the keeper is attached and until it
-// is closed.
+// Keep saves r in the background, until the keeper is closed.
 func (k *Keeper) Keep(r RunRecord) {
-	if k.to.Load() == nil {
-		return
-	}
 	k.mu.Lock()
 	if k.end {
 		k.mu.Unlock()
@@ -70,14 +56,9 @@ func (k *Keeper) Keep(r RunRecord) {
 	}()
 }
 
-// Save writes the recording of r now and returns its id. It does nothing
-// (and returns "") while the keeper is not attached.
+// Save writes the recording of r now and returns its id.
 func (k *Keeper) Save(ctx context.Context, r RunRecord) (string, error) {
-	to := k.to.Load()
-	if to == nil {
-		return "", nil
-	}
-	id, err := to.st.SaveRecording(ctx, recordingOf(r, learnerOf(ctx, to.st, r), to.pgVersion))
+	id, err := k.st.SaveRecording(ctx, recordingOf(r, learnerOf(ctx, k.st, r), k.pgVersion))
 	if err != nil {
 		return "", err
 	}

@@ -57,7 +57,7 @@ type activeRun struct {
 func newLab(m *Manager, sb engine.Sandbox, owner string) *Lab {
 	now := time.Now()
 	return &Lab{ID: sb.Lab, Sandbox: sb, owner: owner, created: now, lastActive: now, mgr: m,
-		tracker: engine.NewTracker(sb.Lab), done: make(chan struct{})}
+		tracker: engine.NewTracker(sb.Lab, sb.Tenants), done: make(chan struct{})}
 }
 
 // Owner returns the secret of the browser that owns the lab (it identifies
@@ -176,6 +176,10 @@ func (l *Lab) need(sc *engine.Scenario, variant string, p engine.Params) int {
 func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, params engine.Params) {
 	defer close(run.done)
 	defer run.cancel()
+	// The run's end is published last, after its connections are back in
+	// the budget (the deferred release below runs first).
+	var ended *RunRecord
+	defer func() { l.mgr.publish(ended) }()
 	log := l.mgr.log.With("lab", l.ID, "scenario", sc.ID, "variant", run.variant)
 	need := l.need(sc, run.variant, params)
 	var queued atomic.Bool // set by the admission queue's goroutines
@@ -189,7 +193,7 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 			l.tracker.SetQueue(nil)
 			l.tracker.Finish(err)
 		}
-		run.err = l.endRun(run, err)
+		ended, run.err = l.endRun(run, err)
 		return
 	}
 	released := false
@@ -218,11 +222,12 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	// rlslab's tables: a recording may take seconds to store.
 	release()
 	log.Info("run finished", "took", time.Since(start).Round(time.Millisecond), "connections", need, "err", err)
-	run.err = l.endRun(run, err)
+	ended, run.err = l.endRun(run, err)
 }
 
-// endRun records how the run ended and frees the lab for the next one.
-func (l *Lab) endRun(run *activeRun, err error) error {
+// endRun records how the run ended and frees the lab for the next one; it
+// returns the record of the run for the subscribers, and the run's error.
+func (l *Lab) endRun(run *activeRun, err error) (*RunRecord, error) {
 	reset := run.isReset()
 	l.mu.Lock()
 	if l.run == run {
@@ -250,18 +255,25 @@ func (l *Lab) endRun(run *activeRun, err error) error {
 		})
 	}
 	frames := run.rec.finish()
-	if f := l.mgr.cfg.OnRunEnd; f != nil {
-		final := l.tracker.Snapshot()
-		switch {
-		case closing:
-			final.Status, final.Error = engine.StatusCancelled, err.Error()
-			final.Narration = "The run was cancelled: " + err.Error() + "."
-		case reset:
-			final.Status, final.Error = engine.StatusFailed, err.Error()
-		}
-		f(RunRecord{Lab: l, Scenario: run.scenario, Variant: run.variant, Params: run.params, Started: run.started, Final: final, Frames: frames})
+	final := l.tracker.Snapshot()
+	switch {
+	case closing:
+		final.Status, final.Error = engine.StatusCancelled, err.Error()
+		final.Narration = "The run was cancelled: " + err.Error() + "."
+	case reset:
+		final.Status, final.Error = engine.StatusFailed, err.Error()
 	}
-	return err
+	return &RunRecord{Lab: l, Scenario: run.scenario, Variant: run.variant, Params: run.params, Started: run.started, Final: final, Frames: frames}, err
+}
+
+// publish tells every subscriber of r's end (nil: nothing to tell).
+func (m *Manager) publish(r *RunRecord) {
+	if r == nil {
+		return
+	}
+	for _, s := range m.cfg.Subscribers {
+		s.RunEnded(*r)
+	}
 }
 
 // isReset reports whether a reset (or the lab's close) stopped the run.
@@ -343,8 +355,14 @@ func (l *Lab) Step() error {
 // Reset cancels a run in progress (waiting for it to give its connections
 // back), puts the seed data back, ends any leftover backends of the app
 // role and clears the live state. A cancelled run is reported as cancelled
-// by the reset.
+// by the reset. When the database does not answer it fails with
+// EUNAVAILABLE within about a second (see guard).
 func (l *Lab) Reset(ctx context.Context) error {
+	return guard{pool: l.mgr.admin, log: l.mgr.log}.do(ctx, "reset lab", l.reset)
+}
+
+// reset is Reset without the guard.
+func (l *Lab) reset(ctx context.Context) error {
 	l.ctl.Lock()
 	defer l.ctl.Unlock()
 	cancelled, err := l.stopRun(false)

@@ -61,7 +61,11 @@ const (
 
 // Config configures a Manager.
 type Config struct {
-	AdminURL    string        // a superuser URL (from internal/pgenv)
+	AdminURL string // a superuser URL (from internal/pgenv)
+	// Admin, if set, is the admin pool (from OpenAdmin on AdminURL), which
+	// the caller shares with rlslab's own tables and closes itself; nil
+	// makes Open open one of its own and Close close it.
+	Admin       *pgxpool.Pool
 	MaxLabs     int           // labs open at once; 0 means DefaultMaxLabs
 	TTL         time.Duration // a lab without its owner's activity is dropped after this; 0 means DefaultTTL
 	MaxLifetime time.Duration // no lab lives longer; 0 means DefaultMaxLifetime
@@ -83,13 +87,24 @@ type Config struct {
 	LabsPerAddress int
 	Bouncers       engine.BouncerStarter // how PgBouncer lessons get one; nil: they say none is available
 	Catalog        *engine.Catalog
-	// OnRunEnd, if set, is called after every run of every lab ends (done,
-	// failed or cancelled), with its final state and its frames. It runs on
-	// the run's goroutine: keep it short (the lab takes no new run until it
-	// returns).
-	OnRunEnd func(r RunRecord)
-	Logger   *slog.Logger
+	// Subscribers are told of every run of every lab that ends (done,
+	// failed or cancelled), with its final state and its frames, in order,
+	// once the run's connections are back in the budget. They run on the
+	// run's goroutine: keep them short (Lab.Wait returns after them).
+	Subscribers []RunSubscriber
+	Logger      *slog.Logger
 }
+
+// RunSubscriber is told of every run that ends (see Config.Subscribers).
+type RunSubscriber interface {
+	RunEnded(r RunRecord)
+}
+
+// RunEndFunc is a function that is a RunSubscriber.
+type RunEndFunc func(r RunRecord)
+
+// RunEnded calls f(r).
+func (f RunEndFunc) RunEnded(r RunRecord) { f(r) }
 
 // withDefaults fills zero fields and checks bounds.
 func (c Config) withDefaults() (Config, error) {
@@ -163,6 +178,7 @@ type Capacity struct {
 type Manager struct {
 	cfg      Config
 	admin    *pgxpool.Pool
+	ownAdmin bool // Open opened admin, and Close closes it
 	log      *slog.Logger
 	fails    *failureLog // failures that recur while the database is down
 	capa     Capacity
@@ -203,7 +219,49 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	pcfg, err := pgxpool.ParseConfig(cfg.AdminURL)
+	admin, own := cfg.Admin, false
+	if admin == nil {
+		if admin, err = OpenAdmin(ctx, cfg.AdminURL); err != nil {
+			return nil, err
+		}
+		own = true
+	}
+	closeAdmin := func() {
+		if own {
+			admin.Close()
+		}
+	}
+	m := &Manager{cfg: cfg, admin: admin, ownAdmin: own, log: cfg.Logger, fails: newFailureLog(cfg.Logger, failLogEvery), labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
+		creating: map[string]*creation{}, retry: map[string]bool{}, sems: map[string]chan struct{}{},
+		maintSem: make(chan struct{}, MaintConns)}
+	m.counts = &serverCounts{m: m}
+	if err := m.computeCapacity(ctx); err != nil {
+		closeAdmin()
+		return nil, err
+	}
+	m.admit = newAdmission(m.capa.Runs)
+	if m.inst, err = lockInstance(ctx, admin.Config().ConnConfig); err != nil {
+		closeAdmin()
+		return nil, err
+	}
+	m.sweep(ctx, true)
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.spare = newSpares(m, cfg.Spares, min(MaxSpares, cfg.MaxLabs))
+	m.wg.Add(2)
+	go func() { defer m.wg.Done(); m.reap() }()
+	go func() { defer m.wg.Done(); m.spare.refill(m.ctx) }()
+	cfg.Logger.Info("labs ready", "max_labs", cfg.MaxLabs, "lab_conn_limit", cfg.ConnLimit, "ttl", cfg.TTL, "max_lifetime", cfg.MaxLifetime,
+		"spares", cfg.Spares, "connection_budget", m.capa.Budget, "for_runs", m.capa.Runs, "server_max_connections", m.capa.MaxConnections,
+		"formula", "budget = max_connections − reserved − margin; runs = budget − admin pool − instance lock − maintenance")
+	return m, nil
+}
+
+// OpenAdmin connects rlslab's admin pool to the superuser URL: AdminConns
+// connections at most, counted in the connection budget. The caller that
+// opens it hands it to Open (Config.Admin) and to rlslab's own tables, and
+// closes it after both.
+func OpenAdmin(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("admin URL: %w", err)
 	}
@@ -220,30 +278,9 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin pool: %w", err)
 	}
-	m := &Manager{cfg: cfg, admin: admin, log: cfg.Logger, fails: newFailureLog(cfg.Logger, failLogEvery), labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
-		creating: map[string]*creation{}, retry: map[string]bool{}, sems: map[string]chan struct{}{},
-		maintSem: make(chan struct{}, MaintConns)}
-	m.counts = &serverCounts{m: m}
-	if err := m.computeCapacity(ctx); err != nil {
-		admin.Close()
-		return nil, err
-	}
-	m.admit = newAdmission(m.capa.Runs)
-	if m.inst, err = lockInstance(ctx, pcfg.ConnConfig); err != nil {
-		admin.Close()
-		return nil, err
-	}
-	m.sweep(ctx, true)
-	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.spare = newSpares(m, cfg.Spares, min(MaxSpares, cfg.MaxLabs))
-	m.wg.Add(2)
-	go func() { defer m.wg.Done(); m.reap() }()
-	go func() { defer m.wg.Done(); m.spare.refill(m.ctx) }()
-	cfg.Logger.Info("labs ready", "max_labs", cfg.MaxLabs, "lab_conn_limit", cfg.ConnLimit, "ttl", cfg.TTL, "max_lifetime", cfg.MaxLifetime,
-		"spares", cfg.Spares, "connection_budget", m.capa.Budget, "for_runs", m.capa.Runs, "server_max_connections", m.capa.MaxConnections,
-		"formula", "budget = max_connections − reserved − margin; runs = budget − admin pool − instance lock − maintenance")
-	return m, nil
+	return admin, nil
 }
+
 
 // computeCapacity reads the server's limits and sets the budget.
 func (m *Manager) computeCapacity(ctx context.Context) error {
@@ -643,7 +680,9 @@ func (m *Manager) Close(ctx context.Context) {
 		m.log.Warn("closing labs took too long; the next start sweeps what is left")
 	}
 	m.inst.unlock()
-	m.admin.Close()
+	if m.ownAdmin {
+		m.admin.Close()
+	}
 }
 
 // closeDropConns bounds the connections that drop sandboxes at once when

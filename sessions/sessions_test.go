@@ -411,11 +411,11 @@ func TestResetRacingRun(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	ended := map[string]int{}
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, OnRunEnd: func(r sessions.RunRecord) {
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Subscribers: []sessions.RunSubscriber{sessions.RunEndFunc(func(r sessions.RunRecord) {
 		mu.Lock()
 		ended[r.Lab.ID]++
 		mu.Unlock()
-	}})
+	})}})
 	l := sessionstest.MustCreateLab(t, m, "owner")
 	accepted := 0
 	for range 16 {
@@ -537,10 +537,20 @@ func BenchmarkCreateLab(b *testing.B) {
 func TestEveryRunIsRecorded(t *testing.T) {
 	t.Parallel()
 	records := make(chan sessions.RunRecord, 4)
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, OnRunEnd: func(r sessions.RunRecord) { records <- r }})
+	held := make(chan int, 4) // the run connections held as each run's end is published
+	var m *sessions.Manager
+	m = sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, Subscribers: []sessions.RunSubscriber{sessions.RunEndFunc(func(r sessions.RunRecord) {
+		held <- m.Usage().RunConns
+		records <- r
+	})}})
 	l := sessionstest.MustCreateLab(t, m, "owner")
 	sessionstest.MustRun(t, l, "set-leak", "session-set", nil)
 	r := <-records
+	// The only lab's run is told of once its connections are back in the
+	// budget.
+	if n := <-held; n != 0 {
+		t.Errorf("the run's end was published while runs held %d connections of the budget", n)
+	}
 	if r.Scenario != "set-leak" || r.Variant != "session-set" || r.Final.Status != engine.StatusDone || len(r.Frames) < 5 {
 		t.Fatalf("record: %s/%s %s, %d frames", r.Scenario, r.Variant, r.Final.Status, len(r.Frames))
 	}

@@ -203,7 +203,8 @@ func TestDashboardPredictionsAndLessonAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := web.NewServer(s.Labs, ls, static.FS(), slog.New(slog.DiscardHandler)).WithStore(st2)
+	log := slog.New(slog.DiscardHandler)
+	h := web.NewServer(s.Labs, ls, static.FS(), log).WithServices(services(s.Labs, st2, ls, log))
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		h.Close()

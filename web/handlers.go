@@ -10,7 +10,6 @@ import (
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
-	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/web/views"
 )
 
@@ -76,7 +75,7 @@ func (s *Server) lessonPage(ctx context.Context, slug string, lab *sessions.Lab)
 	return views.LessonPage{
 		Lesson:   l,
 		Controls: views.Controls{Lab: lab.ID, Owner: true, Speed: "1", Scenarios: []views.ScenarioChoice{{ID: sc.ID, Title: sc.Title, Variants: variants, Params: sc.Params}}},
-		Live:     views.NewLive(st, sessions.Tenants()),
+		Live:     views.NewLive(st, st.Tenants),
 		Predict:  s.predictBox(ctx, l, lab.Owner()),
 		Nav:      s.lessonNav(l),
 	}, nil
@@ -148,7 +147,7 @@ func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 	}
 	s.render(w, r, http.StatusOK, views.Lab(views.LabPage{
 		Controls: views.Controls{Lab: lab.ID, Owner: owner, Speed: "1", Scenarios: choices},
-		Live:     views.NewLive(st, sessions.Tenants()),
+		Live:     views.NewLive(st, st.Tenants),
 		WatchURL: scheme + "://" + r.Host + "/labs/" + lab.ID,
 	}))
 }
@@ -302,7 +301,7 @@ func (s *Server) ownerToken(w http.ResponseWriter, r *http.Request) string {
 	if t := cookieToken(r); t != "" {
 		return t
 	}
-	t := store.NewToken()
+	t := sessions.NewToken()
 	s.setLearnerCookie(w, r, t)
 	return t
 }

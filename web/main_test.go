@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,47 +43,45 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	// Every finished run is recorded and checks the learner's pending
-	// prediction, as rlslab serve wires it.
-	keeper := sessions.NewKeeper(log)
-	var checker atomic.Pointer[web.Server]
-	onEnd := cfg.OnRunEnd
-	if onEnd == nil {
-		// Saved on the run's goroutine, so that a run's recording is
-		// there once the lab takes the next run (lab.Wait).
-		onEnd = func(r sessions.RunRecord) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if _, err := keeper.Save(ctx, r); err != nil {
-				tb.Logf("recording not saved: %v", err)
-			}
-		}
-	}
-	cfg.OnRunEnd = func(r sessions.RunRecord) {
-		onEnd(r)
-		if h := checker.Load(); h != nil {
-			h.RunEnded(r)
-		}
-	}
-	labs := sessionstest.MustOpenManager(tb, cfg)
+	// The admin pool and rlslab's own tables come first, as rlslab serve
+	// wires them: every finished run is recorded and checks the learner's
+	// pending prediction.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := store.Open(ctx, labs.Admin(), log)
+	admin, err := sessions.OpenAdmin(ctx, pgenvtest.MustServer(tb).URL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(admin.Close)
+	st, err := store.Open(ctx, admin, log)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(st.Close)
 	var pgVersion string
-	if err := labs.Admin().QueryRow(ctx, "SHOW server_version").Scan(&pgVersion); err != nil {
+	if err := admin.QueryRow(ctx, "SHOW server_version").Scan(&pgVersion); err != nil {
 		tb.Fatal(err)
 	}
-	keeper.Attach(st, pgVersion)
+	keeper := sessions.NewKeeper(st, pgVersion, log)
+	db := sessions.NewDB(st, admin, log)
+	progress := sessions.NewProgress(db, ls, log)
+	// Saved on the run's goroutine, so that a run's recording is there
+	// once the lab takes the next run (lab.Wait).
+	save := sessions.RunEndFunc(func(r sessions.RunRecord) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := keeper.Save(ctx, r); err != nil {
+			tb.Logf("recording not saved: %v", err)
+		}
+	})
+	cfg.Admin = admin
+	cfg.Subscribers = append([]sessions.RunSubscriber{save, progress}, cfg.Subscribers...)
+	labs := sessionstest.MustOpenManager(tb, cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	handler := web.NewServer(labs, ls, static.FS(), log).WithStore(st)
-	checker.Store(handler)
+	handler := web.NewServer(labs, ls, static.FS(), log).WithServices(services(labs, st, ls, log))
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	tb.Cleanup(func() {
@@ -94,6 +91,13 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 		_ = srv.Shutdown(ctx)
 	})
 	return &testServer{URL: "http://" + ln.Addr().String(), Labs: labs, Store: st}
+}
+
+// services returns the store-backed services of a server on labs and st,
+// as rlslab serve wires them.
+func services(labs *sessions.Manager, st *store.Store, ls *lessons.Set, log *slog.Logger) web.Services {
+	db := sessions.NewDB(st, labs.Admin(), log)
+	return web.Services{Workshops: sessions.NewWorkshops(db, labs, ls, log), Progress: sessions.NewProgress(db, ls, log), Recordings: sessions.NewRecordings(db)}
 }
 
 // newBrowserClient returns an HTTP client with its own cookie jar (one

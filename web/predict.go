@@ -7,16 +7,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/lessons"
-	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
-	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/web/views"
 )
 
@@ -102,19 +98,14 @@ func (s *Server) handlePredict(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "choice %d: the question has choices 0 to %d", f.Choice, len(p.Choices)-1))
 		return
 	}
-	if s.store == nil {
+	if s.progress == nil {
 		s.fail(w, r, rlslab.Errorf(rlslab.EUNAVAILABLE, "predictions are not kept on this server (it has no store)"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
-	learner, err := s.learnerFor(ctx, w, r)
+	pend, err := s.progress.Predict(ctx, s.ownerToken(w, r), l, f.Variant, f.Choice)
 	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	pend := store.Pending{Variant: f.Variant, Choice: f.Choice, Text: p.Choices[f.Choice].Text, ChosenAt: time.Now()}
-	if err := s.store.SetPending(ctx, learner, l.Slug, pend); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -126,47 +117,6 @@ func (s *Server) handlePredict(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.Redirect(w, r, "/lessons/"+url.PathEscape(l.Slug), http.StatusSeeOther)
 	}
-}
-
-// learnerFor returns the store id of the browser's learner, giving the
-// browser a learner token first when it has none. Only POST handlers call
-// it.
-func (s *Server) learnerFor(ctx context.Context, w http.ResponseWriter, r *http.Request) (string, error) {
-	l, err := s.store.EnsureLearner(ctx, s.ownerToken(w, r))
-	if err != nil {
-		return "", err
-	}
-	return l.ID, nil
-}
-
-// ensureLearner returns the store id of the learner with that token,
-// storing the learner if it is new, or "" when the server keeps no store.
-func (s *Server) ensureLearner(ctx context.Context, token string) string {
-	if s.store == nil || token == "" {
-		return ""
-	}
-	l, err := s.store.EnsureLearner(ctx, token)
-	if err != nil {
-		s.log.Warn("store learner", "err", err)
-		return ""
-	}
-	return l.ID
-}
-
-// knownLearner returns the store id of the browser's learner, or "" when
-// the browser has none or the server keeps no store. It never creates one.
-func (s *Server) knownLearner(ctx context.Context, token string) string {
-	if s.store == nil || token == "" {
-		return ""
-	}
-	l, err := s.store.LearnerByToken(ctx, token)
-	if err != nil {
-		if rlslab.ErrorCode(err) != rlslab.ENOTFOUND {
-			s.log.Warn("look up learner", "err", err)
-		}
-		return ""
-	}
-	return l.ID
 }
 
 // handlePrediction shows where the learner's prediction about a variant
@@ -181,9 +131,18 @@ func (s *Server) handlePrediction(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if s.progress == nil {
+		s.fail(w, r, rlslab.Errorf(rlslab.EUNAVAILABLE, "predictions are not kept on this server (it has no store)"))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
-	item := s.predictItems(ctx, l, s.knownLearner(ctx, cookieToken(r)))[p.Variant]
+	items, err := s.predictItems(ctx, l, cookieToken(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	item := items[p.Variant]
 	if wantsJSON(r) {
 		writeJSON(w, http.StatusOK, item)
 		return
@@ -192,12 +151,17 @@ func (s *Server) handlePrediction(w http.ResponseWriter, r *http.Request) {
 }
 
 // predictBox is the view model of a lesson's prediction questions for the
-// browser whose learner token is token.
+// browser whose learner token is token. When the predictions cannot be
+// read (an outage), the box is left out of the page, which still works.
 func (s *Server) predictBox(ctx context.Context, l *lessons.Lesson, token string) views.PredictBox {
-	if s.store == nil || len(l.Predictions) == 0 {
+	if s.progress == nil || len(l.Predictions) == 0 {
 		return views.PredictBox{}
 	}
-	items := s.predictItems(ctx, l, s.knownLearner(ctx, token))
+	items, err := s.predictItems(ctx, l, token)
+	if err != nil {
+		s.log.Warn("read predictions", "lesson", l.Slug, "err", err)
+		return views.PredictBox{}
+	}
 	box := views.PredictBox{Slug: l.Slug}
 	for _, p := range l.Predictions {
 		box.Items = append(box.Items, items[p.Variant])
@@ -205,42 +169,26 @@ func (s *Server) predictBox(ctx context.Context, l *lessons.Lesson, token string
 	return box
 }
 
-// predictItems returns, per variant with a question, where the learner's
-// prediction stands. learner "" has answered nothing.
-func (s *Server) predictItems(ctx context.Context, l *lessons.Lesson, learner string) map[string]views.PredictItem {
+// predictItems returns, per variant with a question, where the prediction
+// of the learner whose token is token stands.
+func (s *Server) predictItems(ctx context.Context, l *lessons.Lesson, token string) (map[string]views.PredictItem, error) {
+	states, err := s.progress.Predictions(ctx, token, l)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]views.PredictItem{}
 	for _, p := range l.Predictions {
-		out[p.Variant] = askItem(p)
-	}
-	if learner == "" || s.store == nil {
-		return out
-	}
-	pending, err := s.store.PendingFor(ctx, learner, l.Slug)
-	if err != nil {
-		s.log.Warn("read pending predictions", "err", err)
-		return out
-	}
-	for v, pend := range pending {
-		if p, ok := l.Prediction(v); ok {
-			out[v] = pendingItem(p, pend)
+		st := states[p.Variant]
+		switch {
+		case st.Checked != nil:
+			out[p.Variant] = checkedItem(p, *st.Checked)
+		case st.Pending != nil:
+			out[p.Variant] = pendingItem(p, *st.Pending)
+		default:
+			out[p.Variant] = askItem(p)
 		}
 	}
-	prog, err := s.store.Progress(ctx, learner)
-	if err != nil {
-		s.log.Warn("read progress", "err", err)
-		return out
-	}
-	for _, lp := range prog.Lessons {
-		if lp.Slug != l.Slug {
-			continue
-		}
-		for _, q := range lp.Predictions {
-			if p, ok := l.Prediction(q.Variant); ok {
-				out[q.Variant] = checkedItem(p, q)
-			}
-		}
-	}
-	return out
+	return out, nil
 }
 
 // askItem is a question not answered yet.
@@ -253,14 +201,14 @@ func askItem(p lessons.Prediction) views.PredictItem {
 }
 
 // pendingItem is a question answered, waiting for a run to check it.
-func pendingItem(p lessons.Prediction, pend store.Pending) views.PredictItem {
+func pendingItem(p lessons.Prediction, pend sessions.Pending) views.PredictItem {
 	it := askItem(p)
 	it.State, it.Picked = views.PredictPending, pend.Text
 	return it
 }
 
 // checkedItem is a question answered and checked by a run.
-func checkedItem(p lessons.Prediction, q store.Prediction) views.PredictItem {
+func checkedItem(p lessons.Prediction, q sessions.Prediction) views.PredictItem {
 	it := askItem(p)
 	it.State, it.Picked, it.Correct, it.Actual, it.Evidence = views.PredictChecked, q.Choice, q.Correct, q.Actual, q.Evidence
 	for _, c := range p.Choices {
@@ -269,162 +217,4 @@ func checkedItem(p lessons.Prediction, q store.Prediction) views.PredictItem {
 		}
 	}
 	return it
-}
-
-// RunEnded counts a finished run in its owner's progress (the variant run,
-// a leak seen, the fix run), then checks the owner's pending prediction
-// about the run's variant against what the run showed (its request log,
-// metrics and ratios) and stores the verdict. Only a finished (done) run
-// that started after the choice was made checks it. Wire it to
-// sessions.Config.OnRunEnd; it returns within twice dbTimeout.
-func (s *Server) RunEnded(r sessions.RunRecord) {
-	if s.store == nil || r.Lab == nil {
-		return
-	}
-	l := s.lessons.ForScenario(r.Scenario)
-	if l == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*dbTimeout)
-	defer cancel()
-	learner := s.ensureLearner(ctx, r.Lab.Owner())
-	if learner == "" {
-		return
-	}
-	run := store.Run{Lesson: l.Slug, Scenario: r.Scenario, Variant: r.Variant, Status: r.Final.Status,
-		Leaks: r.Final.Leaks(), Errors: r.Final.Errors(), Fix: isFix(l, r.Variant)}
-	if err := s.store.RecordRun(ctx, learner, run); err != nil {
-		s.log.Warn("run not counted in progress", "lab", r.Lab.ID, "err", err)
-	}
-	p, ok := l.Prediction(r.Variant)
-	if !ok || r.Final.Status != engine.StatusDone {
-		return
-	}
-	pending, err := s.store.PendingFor(ctx, learner, l.Slug)
-	if err != nil {
-		s.log.Warn("prediction not checked", "lab", r.Lab.ID, "err", err)
-		return
-	}
-	pend, ok := pending[r.Variant]
-	if !ok || !pend.ChosenAt.Before(r.Started) {
-		return
-	}
-	if pend.Choice >= len(p.Choices) || p.Choices[pend.Choice].Text != pend.Text {
-		s.log.Warn("prediction not checked: the lesson's choices changed", "lesson", l.Slug, "variant", r.Variant)
-		return
-	}
-	o := Observed(r.Final)
-	v, err := p.Check(pend.Choice, o)
-	if err != nil {
-		s.log.Warn("prediction not checked", "lesson", l.Slug, "variant", r.Variant, "err", err)
-		return
-	}
-	actual := p.Choices[v.Actual]
-	evidence := Evidence(r.Final, sessions.Tenants()) + " (" + actual.When.Explain(o) + ")"
-	if n := []rune(evidence); len(n) > store.MaxEvidenceLen {
-		evidence = string(n[:store.MaxEvidenceLen])
-	}
-	q := store.Prediction{Variant: r.Variant, Choice: pend.Text, Correct: v.Correct, Actual: actual.Text, Evidence: evidence}
-	if err := s.store.RecordPrediction(ctx, learner, l.Slug, q); err != nil {
-		s.log.Warn("prediction not stored", "lesson", l.Slug, "variant", r.Variant, "err", err)
-	}
-}
-
-// isFix reports whether variant is one of the lesson's fixes: a variant
-// its expect: lines say shows no leak.
-func isFix(l *lessons.Lesson, variant string) bool {
-	for _, e := range l.ExpectationsFor(variant) {
-		if strings.Contains(e.When.String(), "leaks == 0") {
-			return true
-		}
-	}
-	return false
-}
-
-// Observed counts a run's final state as the lessons' conditions read it.
-func Observed(st engine.State) lessons.Observed {
-	reqs := make([]lessons.Request, len(st.Requests))
-	for i, q := range st.Requests {
-		reqs[i] = lessons.Request{Leak: q.Leak, Error: q.Error, SQLState: q.SQLState, ForeignRows: q.ForeignRows, SeenTenant: q.SeenTenant}
-	}
-	metrics := map[string]float64{}
-	for _, m := range st.Metrics {
-		metrics[m.Name] = m.Number
-	}
-	return lessons.Observe(reqs, metrics, st.Ratios)
-}
-
-// Evidence says in words what a run's request log shows about leaks and
-// failures, e.g. "Globex's request got 3 rows of another tenant (it ran
-// with the tenant setting of Acme)".
-func Evidence(st engine.State, tenants []engine.Tenant) string {
-	name := func(id *string) string {
-		if id == nil {
-			return "NULL"
-		}
-		for _, t := range tenants {
-			if strconv.Itoa(t.ID) == *id {
-				return t.Name
-			}
-		}
-		if *id == "" {
-			return "''"
-		}
-		return *id
-	}
-	var parts []string
-	leaks, failed := 0, map[string]int{}
-	nFailed := 0
-	same := map[string]int{} // index in parts of each leak sentence, said once
-	times := map[int]int{}   // how many requests each said sentence stands for
-	for _, q := range st.Requests {
-		switch {
-		case q.Leak:
-			leaks++
-			if leaks > 3 {
-				continue
-			}
-			text := fmt.Sprintf("%s's request got %d rows of another tenant (it ran with the tenant setting %s)",
-				name(q.Tenant), q.ForeignRows, name(q.SeenTenant))
-			if i, ok := same[text]; ok {
-				times[i]++
-				continue
-			}
-			same[text] = len(parts)
-			times[len(parts)] = 1
-			parts = append(parts, text)
-		case q.Error != "":
-			nFailed++
-			failed[q.SQLState]++
-		}
-	}
-	for i, n := range times {
-		if n > 1 {
-			parts[i] += fmt.Sprintf(", %d times", n)
-		}
-	}
-	if leaks > 3 {
-		parts = append(parts, fmt.Sprintf("%d more requests leaked", leaks-3))
-	}
-	if nFailed > 0 {
-		codes := make([]string, 0, len(failed))
-		for c, n := range failed {
-			if c == "" {
-				c = "no SQLSTATE"
-			}
-			codes = append(codes, fmt.Sprintf("%d × %s", n, c))
-		}
-		parts = append(parts, fmt.Sprintf("%d requests failed (%s)", nFailed, strings.Join(sorted(codes), ", ")))
-	}
-	if len(parts) == 0 {
-		return fmt.Sprintf("No request got another tenant's rows and none failed (%d requests)", len(st.Requests))
-	}
-	return strings.Join(parts, "; ")
-}
-
-// sorted sorts list in place and returns it, so texts built from maps are
-// stable.
-func sorted(list []string) []string {
-	slices.Sort(list)
-	return list
 }

@@ -35,7 +35,7 @@ func (f *presentFrames) ForLab() live.Renderer {
 // Frame renders st as the live view's parts and the head, each swapped in
 // by id (a browser gets only the parts that changed).
 func (f *presentFrames) Frame(st engine.State) []byte {
-	parts, err := f.rows.FrameParts(views.NewFrame(st, sessions.Tenants()))
+	parts, err := f.rows.FrameParts(views.NewFrame(st, st.Tenants))
 	if err != nil {
 		f.log.Error("render frame", "lab", st.Lab, "err", err)
 		return nil
@@ -101,7 +101,7 @@ func (s *Server) handlePresent(w http.ResponseWriter, r *http.Request) {
 
 // watchPage is the view model shared by the presenter and watch views.
 func (s *Server) watchPage(lab *sessions.Lab, st engine.State) views.WatchPage {
-	p := views.WatchPage{Lab: lab.ID, Head: headOf(s.labs.Catalog(), st), Live: views.NewLive(st, sessions.Tenants()), Narration: st.Narration}
+	p := views.WatchPage{Lab: lab.ID, Head: headOf(s.labs.Catalog(), st), Live: views.NewLive(st, st.Tenants), Narration: st.Narration}
 	if l := s.lessons.ForScenario(st.Scenario); l != nil {
 		p.Lesson = l.Title
 		p.LessonSlug = l.Slug

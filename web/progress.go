@@ -5,7 +5,7 @@ import (
 	"net/http"
 
 	"github.com/rlslab/rlslab/lessons"
-	"github.com/rlslab/rlslab/sessions/store"
+	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/web/views"
 )
 
@@ -21,34 +21,41 @@ func (s *Server) progressRoutes() {
 // predictions. A browser the store does not know gets no lessons; the GET
 // creates no learner.
 func (s *Server) handleProgress(w http.ResponseWriter, r *http.Request) {
+	if s.progress == nil {
+		s.fail(w, r, errNoTables())
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
-	writeJSON(w, http.StatusOK, s.progressOf(ctx, cookieToken(r)))
-}
-
-// progressOf returns the progress of the learner with that token; an
-// unknown learner, or a server without a store, has none.
-func (s *Server) progressOf(ctx context.Context, token string) store.Progress {
-	empty := store.Progress{Lessons: []store.LessonProgress{}}
-	learner := s.knownLearner(ctx, token)
-	if learner == "" {
-		return empty
-	}
-	p, err := s.store.Progress(ctx, learner)
+	p, err := s.progress.Of(ctx, cookieToken(r))
 	if err != nil {
-		s.log.Warn("read progress", "err", err)
-		return empty
+		s.fail(w, r, err)
+		return
 	}
-	return p
+	writeJSON(w, http.StatusOK, p)
 }
 
 // homePage is the view model of the lesson list for the browser whose
-// learner token is token: each lesson's marks, and where to continue.
+// learner token is token: each lesson's marks, and where to continue. When
+// the progress cannot be read (an outage), the lessons are listed without
+// marks.
 func (s *Server) homePage(ctx context.Context, token string) views.HomePage {
 	all := s.lessons.All()
-	prog := map[string]store.LessonProgress{}
-	for _, lp := range s.progressOf(ctx, token).Lessons {
-		prog[lp.Slug] = lp
+	prog := map[string]sessions.LessonProgress{}
+	cont := ""
+	if s.progress != nil && token != "" {
+		p, err := s.progress.Of(ctx, token)
+		if err != nil {
+			s.log.Warn("read progress", "err", err)
+		}
+		for _, lp := range p.Lessons {
+			prog[lp.Slug] = lp
+		}
+		if err == nil {
+			if cont, err = s.progress.LastLesson(ctx, token); err != nil {
+				s.log.Warn("read the last lesson", "err", err)
+			}
+		}
 	}
 	home := views.HomePage{}
 	for _, l := range all {
@@ -62,11 +69,9 @@ func (s *Server) homePage(ctx context.Context, token string) views.HomePage {
 		}
 		home.Lessons = append(home.Lessons, e)
 	}
-	if learner := s.knownLearner(ctx, token); learner != "" {
-		if slug, err := s.store.LastLesson(ctx, learner); err == nil && slug != "" {
-			if l, err := s.lessons.Get(slug); err == nil {
-				home.Continue = l
-			}
+	if cont != "" {
+		if l, err := s.lessons.Get(cont); err == nil {
+			home.Continue = l
 		}
 	}
 	return home

@@ -12,7 +12,6 @@ import (
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
-	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/web/views"
 )
 
@@ -45,11 +44,11 @@ func (s *Server) handleLessonCompare(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
 	token := cookieToken(r)
-	q := store.RecordingQuery{Scenario: l.Scenario, Learner: s.knownLearner(ctx, token)}
+	q := sessions.RecordingQuery{Scenario: l.Scenario}
 	if lab := s.labs.ForOwner(token); lab != nil {
 		q.Lab = lab.ID
 	}
-	s.resolveCompare(ctx, w, r, q, views.CompareWaiting{Title: l.Title, Back: "/lessons/" + l.Slug, BackText: "Back to the lesson, to run it"})
+	s.resolveCompare(ctx, w, r, q, token, views.CompareWaiting{Title: l.Title, Back: "/lessons/" + l.Slug, BackText: "Back to the lesson, to run it"})
 }
 
 // handleLabCompare is /labs/{id}/compare?a=VARIANT&b=VARIANT with
@@ -89,14 +88,15 @@ func (s *Server) handleLabCompare(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
-	s.resolveCompare(ctx, w, r, store.RecordingQuery{Lab: id, Scenario: scenario}, page)
+	s.resolveCompare(ctx, w, r, sessions.RecordingQuery{Lab: id, Scenario: scenario}, "", page)
 }
 
 // resolveCompare checks the variants a= and b= against q's scenario, finds
-// the newest recording of each that q names and redirects (303) to the
+// the newest recording of each that q and the learner token (may be "")
+// name and redirects (303) to the
 // two side by side. A variant without a recording yet gets the page that
 // says to run it first (404), or a JSON error.
-func (s *Server) resolveCompare(ctx context.Context, w http.ResponseWriter, r *http.Request, q store.RecordingQuery, page views.CompareWaiting) {
+func (s *Server) resolveCompare(ctx context.Context, w http.ResponseWriter, r *http.Request, q sessions.RecordingQuery, token string, page views.CompareWaiting) {
 	sc, err := s.labs.Catalog().Lookup(q.Scenario)
 	if err != nil {
 		s.fail(w, r, err)
@@ -107,8 +107,8 @@ func (s *Server) resolveCompare(ctx context.Context, w http.ResponseWriter, r *h
 		s.fail(w, r, err)
 		return
 	}
-	if s.store == nil {
-		s.fail(w, r, rlslab.Errorf(rlslab.EUNAVAILABLE, "recordings need rlslab's own tables, and this server runs without them"))
+	if s.recordings == nil {
+		s.fail(w, r, errNoTables())
 		return
 	}
 	if page.Title == "" {
@@ -117,11 +117,11 @@ func (s *Server) resolveCompare(ctx context.Context, w http.ResponseWriter, r *h
 	page.Scenario = sc.ID
 	page.A, page.B = views.CompareSide{Variant: a}, views.CompareSide{Variant: b}
 	for _, side := range []*views.CompareSide{&page.A, &page.B} {
-		if q.Lab == "" && q.Learner == "" {
+		if q.Lab == "" && token == "" {
 			break // a browser without a lab or a learner has run nothing
 		}
 		q.Variant = side.Variant
-		rec, err := s.store.NewestRecording(ctx, q)
+		rec, err := s.recordings.Newest(ctx, q, token)
 		switch {
 		case err == nil:
 			side.Run = rec.ID
@@ -142,17 +142,13 @@ func (s *Server) resolveCompare(ctx context.Context, w http.ResponseWriter, r *h
 }
 
 // listRuns returns the lab's recordings, newest first.
-func (s *Server) listRuns(r *http.Request) ([]store.RecordingSummary, error) {
-	if s.store == nil {
-		return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "recordings need rlslab's own tables, and this server runs without them")
+func (s *Server) listRuns(r *http.Request) ([]sessions.RecordingSummary, error) {
+	if s.recordings == nil {
+		return nil, errNoTables()
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
-	runs, err := s.store.ListRecordings(ctx, r.PathValue("id"))
-	if rlslab.ErrorCode(err) == rlslab.EINVALID {
-		return nil, rlslab.Errorf(rlslab.ENOTFOUND, "no such lab")
-	}
-	return runs, err
+	return s.recordings.List(ctx, r.PathValue("id"))
 }
 
 // handleLabRunsJSON lists a lab's recordings: they outlive the lab.
@@ -190,7 +186,7 @@ func (s *Server) handleLabRuns(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if scenario != "" {
-		runs = slices.DeleteFunc(runs, func(x store.RecordingSummary) bool { return x.Scenario != scenario })
+		runs = slices.DeleteFunc(runs, func(x sessions.RecordingSummary) bool { return x.Scenario != scenario })
 	}
 	// One more than shown, so that the oldest shown can still link to the
 	// run before it.
@@ -201,18 +197,18 @@ func (s *Server) handleLabRuns(w http.ResponseWriter, r *http.Request) {
 }
 
 // recording returns a recording, from memory when it was read lately.
-func (s *Server) recording(ctx context.Context, id string) (store.Recording, error) {
+func (s *Server) recording(ctx context.Context, id string) (sessions.Recording, error) {
 	if rec, ok := s.recs.get(id); ok {
 		return rec, nil
 	}
-	if s.store == nil {
-		return store.Recording{}, rlslab.Errorf(rlslab.EUNAVAILABLE, "recordings need rlslab's own tables, and this server runs without them")
+	if s.recordings == nil {
+		return sessions.Recording{}, errNoTables()
 	}
 	ctx, cancel := context.WithTimeout(ctx, dbTimeout)
 	defer cancel()
-	rec, err := s.store.GetRecording(ctx, id)
+	rec, err := s.recordings.Get(ctx, id)
 	if err != nil {
-		return store.Recording{}, err
+		return sessions.Recording{}, err
 	}
 	s.recs.put(rec)
 	return rec, nil
@@ -257,7 +253,7 @@ func (s *Server) handleRecording(w http.ResponseWriter, r *http.Request) {
 }
 
 // frameState decodes frame n of rec.
-func frameState(rec store.Recording, n int) (engine.State, error) {
+func frameState(rec sessions.Recording, n int) (engine.State, error) {
 	var st engine.State
 	if err := json.Unmarshal(rec.Frames[n].State, &st); err != nil {
 		return st, rlslab.Errorf(rlslab.EINTERNAL, "frame %d of recording %s cannot be read: %v", n, rec.ID, err)
@@ -266,8 +262,8 @@ func frameState(rec store.Recording, n int) (engine.State, error) {
 }
 
 // replayFrame is the view model of frame n of rec.
-func replayFrame(rec store.Recording, n int, st engine.State) views.ReplayFrame {
-	return views.ReplayFrame{Index: n, Total: len(rec.Frames), AtMs: rec.Frames[n].AtMs, Live: views.NewLive(st, sessions.Tenants())}
+func replayFrame(rec sessions.Recording, n int, st engine.State) views.ReplayFrame {
+	return views.ReplayFrame{Index: n, Total: len(rec.Frames), AtMs: rec.Frames[n].AtMs, Live: views.NewLive(st, st.Tenants)}
 }
 
 // handleReplayFrame serves one frame of a recording as a fragment.
@@ -292,7 +288,7 @@ func (s *Server) handleReplayFrame(w http.ResponseWriter, r *http.Request) {
 
 // finishedAt maps each request's sequence number to the first frame in
 // which that request had finished.
-func finishedAt(rec store.Recording) map[int]int {
+func finishedAt(rec sessions.Recording) map[int]int {
 	out := map[int]int{}
 	for i, f := range rec.Frames {
 		var st struct {
@@ -344,7 +340,7 @@ func (s *Server) handleCompare(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	la, lb := views.NewLive(sa, sessions.Tenants()), views.NewLive(sb, sessions.Tenants())
+	la, lb := views.NewLive(sa, sa.Tenants), views.NewLive(sb, sb.Tenants)
 	fa, fb := finishedAt(a), finishedAt(b)
 	rows := map[int]*views.CompareRow{}
 	side := func(v views.Live, fin map[int]int, left bool) {
@@ -389,21 +385,21 @@ func (s *Server) handleCompare(w http.ResponseWriter, r *http.Request) {
 }
 
 // summaryOf is one side's heading in a comparison.
-func summaryOf(rec store.Recording) views.RunSummary {
+func summaryOf(rec sessions.Recording) views.RunSummary {
 	return views.RunSummary{ID: rec.ID, Variant: rec.Variant, Status: rec.Status, Leaks: rec.Leaks, Errors: rec.Errors, Frames: len(rec.Frames)}
 }
 
 // recordingCache keeps the last few recordings read, newest last.
 type recordingCache struct {
 	mu   sync.Mutex
-	recs []store.Recording
+	recs []sessions.Recording
 }
 
 // newRecordingCache returns an empty cache.
 func newRecordingCache() *recordingCache { return &recordingCache{} }
 
 // get returns the cached recording with that id, now the newest.
-func (c *recordingCache) get(id string) (store.Recording, bool) {
+func (c *recordingCache) get(id string) (sessions.Recording, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, r := range c.recs {
@@ -412,11 +408,11 @@ func (c *recordingCache) get(id string) (store.Recording, bool) {
 			return r, true
 		}
 	}
-	return store.Recording{}, false
+	return sessions.Recording{}, false
 }
 
 // put caches r as the newest, dropping the oldest beyond cachedRecordings.
-func (c *recordingCache) put(r store.Recording) {
+func (c *recordingCache) put(r sessions.Recording) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, old := range c.recs {

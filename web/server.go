@@ -16,7 +16,6 @@ import (
 	"github.com/rlslab/rlslab/lessons"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
-	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/web/live"
 	"github.com/rlslab/rlslab/web/views"
 )
@@ -33,7 +32,12 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	hubs    *live.Hubs
-	store   *store.Store
+
+	// The store-backed services (services.go); nil without rlslab's own
+	// tables.
+	workshops  Workshops
+	progress   Progress
+	recordings Recordings
 
 	// controls finds a lab for state.json and the control endpoints:
 	// managerLabs(labs), unless a test gives the server another lookup.
@@ -44,15 +48,7 @@ type Server struct {
 	joins   *joinLimiter
 	present *live.Hubs
 	recs    *recordingCache
-	seen    *lessonSeen
 	closing chan struct{} // closed by Close: the dashboards' websockets end
-}
-
-// WithStore gives the server rlslab's own tables (learners, progress,
-// workshops, recordings); call it before serving.
-func (s *Server) WithStore(st *store.Store) *Server {
-	s.store = st
-	return s
 }
 
 // NewServer returns the handler for labs, lessons and static files.
@@ -64,7 +60,6 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 	s.joins = newJoinLimiter()
 	s.present = live.NewHubs(&presentFrames{labs: labs, log: log}, log)
 	s.recs = newRecordingCache()
-	s.seen = newLessonSeen()
 	s.closing = make(chan struct{})
 	s.routes()
 	return s
@@ -248,7 +243,7 @@ func (f *Frames) ForLab() live.Renderer { return &Frames{log: f.log, rows: views
 // items, each with a stable id); each websocket sends its browser only the
 // parts that changed (see frameDiff).
 func (f *Frames) Frame(st engine.State) []byte {
-	parts, err := f.rows.FrameParts(views.NewFrame(st, sessions.Tenants()))
+	parts, err := f.rows.FrameParts(views.NewFrame(st, st.Tenants))
 	if err != nil {
 		f.log.Error("render frame", "lab", st.Lab, "err", err)
 		return nil

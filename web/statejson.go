@@ -12,6 +12,7 @@ import "github.com/rlslab/rlslab/scenarios/engine"
 // stateJSON is a lab's live state as state.json serves it.
 type stateJSON struct {
 	Lab             string                `json:"lab"`
+	Tenants         []tenantJSON          `json:"tenants,omitempty"`
 	Scenario        string                `json:"scenario"`
 	Variant         string                `json:"variant"`
 	Status          string                `json:"status"`
@@ -38,6 +39,12 @@ type stateJSON struct {
 	Policy          *policyJSON           `json:"policy,omitempty"`
 	SharedField     []fieldReadingJSON    `json:"shared_field,omitempty"`
 	Version         uint64                `json:"version"`
+}
+
+// tenantJSON is one of the lab's seeded tenants in state.json.
+type tenantJSON struct {
+	ID   int    `json:"id"`
+	Name string `json:"name"`
 }
 
 // poolCountsJSON is a pool's counts (pgxpool.Stat) in state.json.
@@ -212,6 +219,7 @@ type fieldReadingJSON struct {
 func stateJSONOf(st engine.State) stateJSON {
 	return stateJSON{
 		Lab:             st.Lab,
+		Tenants:         convertSlice(st.Tenants, func(t engine.Tenant) tenantJSON { return tenantJSON(t) }),
 		Scenario:        st.Scenario,
 		Variant:         st.Variant,
 		Status:          st.Status,

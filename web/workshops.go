@@ -11,29 +11,18 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/rlslab/rlslab"
-	"github.com/rlslab/rlslab/sessions/store"
+	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/web/views"
 )
 
 // FacilitatorCookie holds a workshop's facilitator secret; its path is the
 // workshop's own (/workshops/{id}), so each workshop has its own.
 const FacilitatorCookie = "rlslab_facilitator"
-
-// Join code limits: a client (by IP address) may fail joinFailures times
-// in joinWindow; then every try is 429 until the window ends. A room often
-// shares one public address, so the limit allows a roomful of typos; at 30
-// tries a minute the 31^6 codes would still take decades to walk.
-const (
-	joinFailures = 30
-	joinWindow   = time.Minute
-	joinClients  = 10000 // clients remembered at most; older windows are dropped first
-)
 
 // dashboardEvery is how often the dashboard's websocket renders the cards
 // again (sent only when they changed).
@@ -51,15 +40,6 @@ func (s *Server) workshopRoutes() {
 	s.mux.HandleFunc("GET /workshops/{id}/join", s.handleJoinForm)
 	s.mux.HandleFunc("POST /workshops/{id}/join", s.handleJoin)
 	s.mux.HandleFunc("GET /me/workshop", s.handleWorkshopNotice)
-}
-
-// needStore fails the request when the server runs without its own tables.
-func (s *Server) needStore(w http.ResponseWriter, r *http.Request) bool {
-	if s.store == nil {
-		s.fail(w, r, rlslab.Errorf(rlslab.EUNAVAILABLE, "workshops and recordings need rlslab's own tables, and this server runs without them"))
-		return false
-	}
-	return true
 }
 
 // workshopForm is what POST /workshops reads.
@@ -108,7 +88,7 @@ func shortJSONError(err error) string {
 // handleCreateWorkshop creates a workshop: the page with its two links, or
 // 201 with them as JSON.
 func (s *Server) handleCreateWorkshop(w http.ResponseWriter, r *http.Request) {
-	if !s.needStore(w, r) {
+	if !s.needWorkshops(w, r) {
 		return
 	}
 	f, err := readWorkshopForm(w, r)
@@ -116,15 +96,9 @@ func (s *Server) handleCreateWorkshop(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	for _, slug := range f.Lessons {
-		if _, err := s.lessons.Get(slug); err != nil {
-			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "there is no lesson %q", truncateText(slug, 64)))
-			return
-		}
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
-	ws, secret, err := s.store.CreateWorkshop(ctx, f.Title, f.Lessons)
+	ws, secret, err := s.workshops.Create(ctx, f.Title, f.Lessons)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -180,28 +154,14 @@ func facilitatorSecret(r *http.Request) string {
 // checkFacilitator returns the workshop in the path if the request carries
 // its facilitator secret: ENOTFOUND for an unknown workshop, EFORBIDDEN
 // otherwise.
-func (s *Server) checkFacilitator(ctx context.Context, r *http.Request) (store.Workshop, error) {
-	id := r.PathValue("id")
-	secret := facilitatorSecret(r)
-	if secret == "" {
-		if _, err := s.store.Workshop(ctx, id); err != nil {
-			return store.Workshop{}, err
-		}
-		return store.Workshop{}, rlslab.Errorf(rlslab.EFORBIDDEN, "only the facilitator may open this workshop's dashboard: use the facilitator link")
-	}
-	if err := s.store.VerifyFacilitator(ctx, id, secret); err != nil {
-		if rlslab.ErrorCode(err) == rlslab.EFORBIDDEN {
-			return store.Workshop{}, rlslab.Errorf(rlslab.EFORBIDDEN, "that is not this workshop's facilitator key")
-		}
-		return store.Workshop{}, err
-	}
-	return s.store.Workshop(ctx, id)
+func (s *Server) checkFacilitator(ctx context.Context, r *http.Request) (sessions.Workshop, error) {
+	return s.workshops.Facilitate(ctx, r.PathValue("id"), facilitatorSecret(r))
 }
 
 // facilitator wraps an endpoint only the workshop's facilitator may use.
-func (s *Server) facilitator(h func(http.ResponseWriter, *http.Request, store.Workshop)) http.HandlerFunc {
+func (s *Server) facilitator(h func(http.ResponseWriter, *http.Request, sessions.Workshop)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !s.needStore(w, r) {
+		if !s.needWorkshops(w, r) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
@@ -218,7 +178,7 @@ func (s *Server) facilitator(h func(http.ResponseWriter, *http.Request, store.Wo
 // handleDashboard shows the facilitator's dashboard. Opened with ?key=, it
 // keeps the key in a cookie and redirects to the address without it.
 func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
-	if !s.needStore(w, r) {
+	if !s.needWorkshops(w, r) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
@@ -233,89 +193,38 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/workshops/"+ws.ID, http.StatusSeeOther)
 		return
 	}
-	d, err := s.dashboard(ctx, ws, baseURL(r))
+	b, err := s.workshops.Board(ctx, ws.ID)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, views.DashboardPage(d))
+	s.render(w, r, http.StatusOK, views.DashboardPage(s.dashboard(b, baseURL(r))))
 }
 
-// dashboard reads everything the dashboard shows.
-func (s *Server) dashboard(ctx context.Context, ws store.Workshop, base string) (views.Dashboard, error) {
-	ps, err := s.store.Participants(ctx, ws.ID)
-	if err != nil {
-		return views.Dashboard{}, err
-	}
-	prog, err := s.store.WorkshopProgress(ctx, ws.ID)
-	if err != nil {
-		return views.Dashboard{}, err
-	}
-	seen, err := s.store.ParticipantLessons(ctx, ws.ID)
-	if err != nil {
-		return views.Dashboard{}, err
-	}
-	u := s.labs.Usage()
+// dashboard is the view model of a workshop's dashboard.
+func (s *Server) dashboard(b sessions.Board, base string) views.Dashboard {
+	ws, u := b.Workshop, b.Usage
 	d := views.Dashboard{ID: ws.ID, Title: ws.Title, Code: ws.Code, Current: ws.CurrentLesson, Ended: ws.Ended(),
 		JoinURL:  base + "/workshops/" + ws.ID + "/join?code=" + ws.Code,
 		Capacity: views.Capacity{Labs: u.Labs, MaxLabs: u.MaxLabs, Conns: u.RunConns, Budget: u.Budget, Queued: u.Queued},
+		Counts:   views.WorkshopCounts{Joined: b.Counts.Joined, Running: b.Counts.Running, Leaked: b.Counts.Leaked, Fixed: b.Counts.Fixed},
 		Cards:    []views.Card{}}
 	for i, slug := range ws.Lessons {
 		d.Lessons = append(d.Lessons, views.LessonRef{Index: i, Slug: slug, Title: s.lessonTitle(slug)})
 	}
-	for _, p := range ps {
-		c := views.Card{Name: p.Name, Lab: p.Lab, QueueAhead: -1, Predictions: "–"}
-		c.LessonSlug = seen[p.Learner]
-		if c.LessonSlug == "" && ws.CurrentLesson < len(ws.Lessons) {
-			c.LessonSlug = ws.Lessons[ws.CurrentLesson]
-		}
-		c.Lesson = s.lessonTitle(c.LessonSlug)
-		if p.LastRun != nil {
-			c.LastRun = &views.CardRun{Scenario: p.LastRun.Scenario, Variant: p.LastRun.Variant, Status: p.LastRun.Status, Leaks: p.LastRun.Leaks}
-		}
-		for _, l := range prog[p.Learner].Lessons {
-			c.LeakSeen = c.LeakSeen || l.LeakSeen
-			// A fix counts where its leak was seen: a leak-free run of
-			// another lesson fixes nothing.
-			c.FixRun = c.FixRun || l.LeakSeen && l.FixRun
-			for _, q := range l.Predictions {
-				c.PredTotal++
-				if q.Correct {
-					c.PredRight++
-				}
-			}
+	for _, c := range b.Cards {
+		v := views.Card{Name: c.Name, Lab: c.Lab, LessonSlug: c.Lesson, Lesson: s.lessonTitle(c.Lesson), Status: c.Status, Running: c.Running,
+			LiveRun: c.LiveRun, LeakSeen: c.LeakSeen, FixRun: c.FixRun, Predictions: "–", PredRight: c.PredRight, PredTotal: c.PredTotal,
+			QueueAhead: c.QueueAhead, Idle: c.Idle}
+		if c.LastRun != nil {
+			v.LastRun = &views.CardRun{Scenario: c.LastRun.Scenario, Variant: c.LastRun.Variant, Status: c.LastRun.Status, Leaks: c.LastRun.Leaks}
 		}
 		if c.PredTotal > 0 {
-			c.Predictions = strconv.Itoa(c.PredRight) + "/" + strconv.Itoa(c.PredTotal) + " right"
+			v.Predictions = strconv.Itoa(c.PredRight) + "/" + strconv.Itoa(c.PredTotal) + " right"
 		}
-		c.Status = "no lab"
-		if p.Lab != "" {
-			if lab, err := s.labs.Get(p.Lab); err == nil {
-				st := lab.Tracker().Snapshot()
-				c.Status = st.Status
-				if st.Queue != nil {
-					c.QueueAhead = st.Queue.Ahead
-				}
-				c.Idle = lab.IdleFor().Round(time.Second)
-				if lab.Running() {
-					c.Running = true
-					d.Counts.Running++
-					c.LiveRun = st.Scenario + " / " + st.Variant
-				}
-			} else {
-				c.Status = "lab closed"
-			}
-		}
-		d.Counts.Joined++
-		if c.LeakSeen {
-			d.Counts.Leaked++
-		}
-		if c.FixRun {
-			d.Counts.Fixed++
-		}
-		d.Cards = append(d.Cards, c)
+		d.Cards = append(d.Cards, v)
 	}
-	return d, nil
+	return d
 }
 
 // lessonTitle returns the title of the lesson slug, or the slug.
@@ -357,14 +266,15 @@ type predictionScore struct {
 	Total int `json:"total"`
 }
 
-func (s *Server) handleWorkshopState(w http.ResponseWriter, r *http.Request, ws store.Workshop) {
+func (s *Server) handleWorkshopState(w http.ResponseWriter, r *http.Request, ws sessions.Workshop) {
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
-	d, err := s.dashboard(ctx, ws, baseURL(r))
+	b, err := s.workshops.Board(ctx, ws.ID)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	d := s.dashboard(b, baseURL(r))
 	out := workshopState{ID: d.ID, Title: d.Title, Code: d.Code, Ended: d.Ended, Counts: d.Counts, Capacity: d.Capacity, Participants: []participantState{}}
 	if ws.CurrentLesson < len(ws.Lessons) {
 		out.Lesson = ws.Lessons[ws.CurrentLesson]
@@ -379,7 +289,7 @@ func (s *Server) handleWorkshopState(w http.ResponseWriter, r *http.Request, ws 
 // handleDashboardWS keeps the dashboard's cards live: it renders them
 // every dashboardEvery and sends them when they changed. One goroutine
 // reads (pongs, and the close), this one writes; both stop with ctx.
-func (s *Server) handleDashboardWS(w http.ResponseWriter, r *http.Request, ws store.Workshop) {
+func (s *Server) handleDashboardWS(w http.ResponseWriter, r *http.Request, ws sessions.Workshop) {
 	up := websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10} // nil CheckOrigin: same origin only
 	conn, err := up.Upgrade(w, r, nil)
 	if err != nil {
@@ -418,15 +328,11 @@ func (s *Server) handleDashboardWS(w http.ResponseWriter, r *http.Request, ws st
 	var last []byte
 	for {
 		qctx, qcancel := context.WithTimeout(ctx, dbTimeout)
-		cur, err := s.store.Workshop(qctx, ws.ID)
-		var d views.Dashboard
-		if err == nil {
-			d, err = s.dashboard(qctx, cur, base)
-		}
+		b, err := s.workshops.Board(qctx, ws.ID)
 		qcancel()
 		if err == nil {
 			var buf bytes.Buffer
-			if err := views.DashboardLive(d, true).Render(ctx, &buf); err == nil && !bytes.Equal(buf.Bytes(), last) {
+			if err := views.DashboardLive(s.dashboard(b, base), true).Render(ctx, &buf); err == nil && !bytes.Equal(buf.Bytes(), last) {
 				last = buf.Bytes()
 				_ = conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
 				if err := conn.WriteMessage(websocket.TextMessage, last); err != nil {
@@ -454,7 +360,7 @@ func (s *Server) handleDashboardWS(w http.ResponseWriter, r *http.Request, ws st
 
 // handleSetLesson moves everyone to the lesson at form field "lesson" (a
 // 1-based number, or a slug of the workshop).
-func (s *Server) handleSetLesson(w http.ResponseWriter, r *http.Request, ws store.Workshop) {
+func (s *Server) handleSetLesson(w http.ResponseWriter, r *http.Request, ws sessions.Workshop) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	var v string
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
@@ -489,7 +395,7 @@ func (s *Server) handleSetLesson(w http.ResponseWriter, r *http.Request, ws stor
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
-	if err := s.store.SetCurrentLesson(ctx, ws.ID, idx); err != nil {
+	if err := s.workshops.Move(ctx, ws.ID, idx); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -501,40 +407,17 @@ func (s *Server) handleSetLesson(w http.ResponseWriter, r *http.Request, ws stor
 }
 
 // handleEndWorkshop drops every participant's lab, then ends the workshop.
-func (s *Server) handleEndWorkshop(w http.ResponseWriter, r *http.Request, ws store.Workshop) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 60*time.Second)
-	defer cancel()
-	ps, err := s.store.Participants(ctx, ws.ID)
+func (s *Server) handleEndWorkshop(w http.ResponseWriter, r *http.Request, ws sessions.Workshop) {
+	closed, err := s.workshops.End(context.WithoutCancel(r.Context()), ws.ID)
 	if err != nil {
 		s.fail(w, r, err)
 		return
-	}
-	closed := map[string]bool{}
-	closeLab := func(id string) {
-		if id == "" || closed[id] {
-			return
-		}
-		closed[id] = true
-		if err := s.labs.CloseLab(ctx, id); err != nil && rlslab.ErrorCode(err) != rlslab.ENOTFOUND {
-			s.log.Warn("end workshop: close lab", "workshop", ws.ID, "lab", id, "err", err)
-		}
-	}
-	for _, p := range ps {
-		closeLab(p.Lab)
-	}
-	ids, err := s.store.EndWorkshop(ctx, ws.ID)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	for _, id := range ids {
-		closeLab(id)
 	}
 	if r.Header.Get("HX-Request") == "" && !wantsJSON(r) {
 		http.Redirect(w, r, "/workshops/"+ws.ID, http.StatusSeeOther)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": ws.ID, "status": "ended", "labs_closed": len(closed)})
+	writeJSON(w, http.StatusOK, map[string]any{"id": ws.ID, "status": "ended", "labs_closed": closed})
 }
 
 // clientIP is the address the request came from (proxies' headers are not
@@ -550,12 +433,12 @@ func clientIP(r *http.Request) string {
 // workshopByCode finds the open workshop with that code, counting a miss
 // against the client; id, when not "", must be the workshop's. Blocked
 // clients get ETOOMANY without a look-up.
-func (s *Server) workshopByCode(ctx context.Context, r *http.Request, id, code string) (store.Workshop, error) {
+func (s *Server) workshopByCode(ctx context.Context, r *http.Request, id, code string) (sessions.Workshop, error) {
 	ip := clientIP(r)
-	if s.joins.blocked(ip, time.Now()) {
-		return store.Workshop{}, rlslab.Errorf(rlslab.ETOOMANY, "too many wrong join codes from your address: wait a minute and try again")
+	if err := s.joins.check(ip, time.Now()); err != nil {
+		return sessions.Workshop{}, err
 	}
-	ws, err := s.store.WorkshopByCode(ctx, code)
+	ws, err := s.workshops.ByCode(ctx, code)
 	if err == nil && id != "" && ws.ID != id {
 		err = rlslab.Errorf(rlslab.ENOTFOUND, "no open workshop has that code")
 	}
@@ -564,7 +447,7 @@ func (s *Server) workshopByCode(ctx context.Context, r *http.Request, id, code s
 			s.joins.fail(ip, time.Now())
 			err = rlslab.Errorf(rlslab.ENOTFOUND, "no open workshop has that join code: check it with your facilitator")
 		}
-		return store.Workshop{}, err
+		return sessions.Workshop{}, err
 	}
 	return ws, nil
 }
@@ -572,7 +455,7 @@ func (s *Server) workshopByCode(ctx context.Context, r *http.Request, id, code s
 // handleJoinByCode is the home page's join box: the code as typed, to the
 // workshop's join page.
 func (s *Server) handleJoinByCode(w http.ResponseWriter, r *http.Request) {
-	if !s.needStore(w, r) {
+	if !s.needWorkshops(w, r) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
@@ -587,7 +470,7 @@ func (s *Server) handleJoinByCode(w http.ResponseWriter, r *http.Request) {
 
 // handleJoinForm asks a participant for their display name.
 func (s *Server) handleJoinForm(w http.ResponseWriter, r *http.Request) {
-	if !s.needStore(w, r) {
+	if !s.needWorkshops(w, r) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
@@ -603,7 +486,7 @@ func (s *Server) handleJoinForm(w http.ResponseWriter, r *http.Request) {
 // handleJoin adds a participant: the learner cookie, their own lab, and a
 // redirect to the workshop's current lesson (201 {"lab"} for JSON).
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
-	if !s.needStore(w, r) {
+	if !s.needWorkshops(w, r) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
@@ -639,40 +522,29 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	p, token, err := s.store.Join(ctx, ws.ID, name)
+	j, err := s.workshops.Join(ctx, ws, name)
 	if err != nil {
 		if !wantsJSON(r) && rlslab.ErrorCode(err) != rlslab.EUNAVAILABLE {
 			// Show the form again with the reason, the name escaped.
 			s.render(w, r, ErrorStatus(err), views.JoinPage(views.JoinForm{ID: ws.ID, Title: ws.Title, Code: ws.Code,
-				Name: truncateText(name, store.MaxNameLen*4), Error: rlslab.ErrorMessage(err)}))
+				Name: truncateText(name, sessions.MaxNameLen*4), Error: rlslab.ErrorMessage(err)}))
 			return
 		}
 		s.fail(w, r, err)
 		return
 	}
-	s.setLearnerCookie(w, r, token)
-	lab, err := s.labs.Create(ctx, token)
-	if err != nil {
+	s.setLearnerCookie(w, r, j.Token)
+	if j.LabErr != nil && wantsJSON(r) {
 		// Joined, but no lab yet: the lesson page asks for one again.
-		s.log.Warn("join: no lab yet", "workshop", ws.ID, "err", err)
-		if wantsJSON(r) {
-			s.fail(w, r, err)
-			return
-		}
-	} else if err := s.store.SetParticipantLab(ctx, p.Learner, lab.ID); err != nil {
-		s.log.Warn("join: set lab", "workshop", ws.ID, "lab", lab.ID, "err", err)
-	}
-	slug := ""
-	if ws.CurrentLesson < len(ws.Lessons) {
-		slug = ws.Lessons[ws.CurrentLesson]
-	}
-	s.noteLesson(ctx, p.Learner, slug)
-	if wantsJSON(r) {
-		w.Header().Set("Location", "/lessons/"+slug)
-		writeJSON(w, http.StatusCreated, map[string]string{"lab": lab.ID, "lesson": slug, "workshop": ws.ID, "name": p.Name})
+		s.fail(w, r, j.LabErr)
 		return
 	}
-	http.Redirect(w, r, "/lessons/"+url.PathEscape(slug), http.StatusSeeOther)
+	if wantsJSON(r) {
+		w.Header().Set("Location", "/lessons/"+j.Lesson)
+		writeJSON(w, http.StatusCreated, map[string]string{"lab": j.Lab.ID, "lesson": j.Lesson, "workshop": ws.ID, "name": j.Participant.Name})
+		return
+	}
+	http.Redirect(w, r, "/lessons/"+url.PathEscape(j.Lesson), http.StatusSeeOther)
 }
 
 // stopPolling is htmx's status for "stop polling".
@@ -684,133 +556,27 @@ const stopPolling = 286
 // an empty answer that stops the polling.
 func (s *Server) handleWorkshopNotice(w http.ResponseWriter, r *http.Request) {
 	token := cookieToken(r)
-	if s.store == nil || token == "" {
+	if s.workshops == nil || token == "" {
 		w.WriteHeader(stopPolling)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
-	l, err := s.store.LearnerByToken(ctx, token)
-	if err != nil {
+	here := r.URL.Query().Get("lesson")
+	got, err := s.workshops.Notice(ctx, token, here)
+	if rlslab.ErrorCode(err) == rlslab.ENOTFOUND {
 		w.WriteHeader(stopPolling)
 		return
 	}
-	p, err := s.store.Participant(ctx, l.ID)
-	if err != nil {
-		w.WriteHeader(stopPolling)
-		return
-	}
-	ws, err := s.store.Workshop(ctx, p.Workshop)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	here := r.URL.Query().Get("lesson")
-	if _, err := s.lessons.Get(here); err == nil {
-		s.noteLesson(ctx, l.ID, here)
-	}
-	if lab := s.labs.ForOwner(token); lab != nil && lab.ID != p.Lab && !ws.Ended() {
-		// The lesson page made the participant a new lab (the old one
-		// expired): the dashboard follows.
-		if err := s.store.SetParticipantLab(ctx, l.ID, lab.ID); err != nil {
-			s.log.Warn("notice: set lab", "workshop", ws.ID, "err", err)
-		}
-	}
-	n := views.Notice{Workshop: ws.Title, Ended: ws.Ended(), Number: ws.CurrentLesson + 1}
-	if ws.CurrentLesson < len(ws.Lessons) {
-		n.Slug = ws.Lessons[ws.CurrentLesson]
+	ws := got.Workshop
+	n := views.Notice{Workshop: ws.Title, Ended: ws.Ended(), Number: ws.CurrentLesson + 1, Slug: got.Lesson}
+	if n.Slug != "" {
 		n.Title = s.lessonTitle(n.Slug)
 	}
 	n.Moved = n.Slug != "" && n.Slug != here
 	s.render(w, r, http.StatusOK, views.WorkshopNotice(n))
-}
-
-// joinLimiter counts failed join codes per client in fixed windows.
-type joinLimiter struct {
-	mu      sync.Mutex
-	clients map[string]*joinWindowCount
-}
-
-// joinWindowCount is one client's failures since its window started.
-type joinWindowCount struct {
-	start time.Time
-	fails int
-}
-
-// newJoinLimiter returns a limiter that remembers no client yet.
-func newJoinLimiter() *joinLimiter { return &joinLimiter{clients: map[string]*joinWindowCount{}} }
-
-// blocked reports whether ip has used up its failures in the current window.
-func (l *joinLimiter) blocked(ip string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	c := l.clients[ip]
-	return c != nil && now.Sub(c.start) < joinWindow && c.fails >= joinFailures
-}
-
-// fail counts one failure of ip.
-func (l *joinLimiter) fail(ip string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	c := l.clients[ip]
-	if c == nil || now.Sub(c.start) >= joinWindow {
-		if len(l.clients) >= joinClients {
-			for k, v := range l.clients {
-				if now.Sub(v.start) >= joinWindow {
-					delete(l.clients, k)
-				}
-			}
-		}
-		if len(l.clients) >= joinClients {
-			return // under attack from many addresses: the store's codes are still unguessable
-		}
-		c = &joinWindowCount{start: now}
-		l.clients[ip] = c
-	}
-	c.fails++
-}
-
-// noteLesson records that the participant learner is on lesson slug, in
-// rlslab's own tables (the dashboard's "current lesson" survives a
-// restart); it writes only when the lesson changed since it last wrote.
-func (s *Server) noteLesson(ctx context.Context, learner, slug string) {
-	if slug == "" || s.seen.get(learner) == slug {
-		return
-	}
-	if err := s.store.SetParticipantLesson(ctx, learner, slug); err != nil {
-		s.log.Warn("note a participant's lesson", "lesson", slug, "err", err)
-		return
-	}
-	s.seen.set(learner, slug)
-}
-
-// lessonSeen remembers, in memory, which lesson each participant was last
-// noted on in rlslab's tables, so that a page polling from the same lesson
-// writes nothing.
-type lessonSeen struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-// newLessonSeen returns an empty record of lesson pages.
-func newLessonSeen() *lessonSeen { return &lessonSeen{m: map[string]string{}} }
-
-// set notes that learner is on lesson slug ("" changes nothing).
-func (l *lessonSeen) set(learner, slug string) {
-	if slug == "" {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.m) > 100000 {
-		clear(l.m)
-	}
-	l.m[learner] = slug
-}
-
-// get returns the lesson learner was last seen on, or "".
-func (l *lessonSeen) get(learner string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.m[learner]
 }

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rlslab/rlslab/sessions/store"
+	"github.com/rlslab/rlslab/sessions"
 )
 
 func TestJoinLimiterWindow(t *testing.T) {
@@ -50,4 +50,4 @@ func TestRecordingCacheKeepsTheNewest(t *testing.T) {
 	}
 }
 
-func recordingWithID(id string) store.Recording { return store.Recording{ID: id} }
+func recordingWithID(id string) sessions.Recording { return sessions.Recording{ID: id} }

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -237,22 +236,37 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// building, serving.
 	ctx, stopWatching := watchPostgres(ctx, pg)
 	defer stopWatching()
-	bouncer.Sweep(log)                     // PgBouncer directories a killed rlslab left
-	keeper := sessions.NewKeeper(log)      // saves runs once the store is open
-	var checker atomic.Pointer[web.Server] // checks predictions once serving
-	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, MaxLabs: d.maxLabs, TTL: *ttl, MaxLifetime: *lifetime,
-		ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Spares: *spares,
-		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log,
-		OnRunEnd: func(r sessions.RunRecord) {
-			keeper.Keep(r)
-			if h := checker.Load(); h != nil {
-				h.RunEnded(r)
-			}
-		}})
+	bouncer.Sweep(log) // PgBouncer directories a killed rlslab left
+	// The admin pool and rlslab's own tables come first: the lab manager
+	// shares the pool, and the services that the manager tells of run ends
+	// (recordings, progress) need the tables from the start.
+	admin, err := sessions.OpenAdmin(ctx, pg.URL)
 	if err != nil {
 		return postgresDied(ctx, err)
 	}
-	var st *store.Store
+	defer admin.Close()
+	st, err := store.Open(ctx, admin, log)
+	if err != nil {
+		return postgresDied(ctx, fmt.Errorf("rlslab's own tables: %w", err))
+	}
+	defer st.Close() // after the keeper has saved (the defer below runs first)
+	var pgVersion string
+	if err := admin.QueryRow(ctx, "SHOW server_version").Scan(&pgVersion); err != nil {
+		return postgresDied(ctx, err)
+	}
+	if n, err := st.Prune(ctx); err == nil && n > 0 {
+		log.Info("old recordings pruned", "count", n)
+	}
+	db := sessions.NewDB(st, admin, log)
+	keeper := sessions.NewKeeper(st, pgVersion, log)
+	progress := sessions.NewProgress(db, ls, log)
+	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, Admin: admin, MaxLabs: d.maxLabs, TTL: *ttl, MaxLifetime: *lifetime,
+		ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Spares: *spares,
+		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log,
+		Subscribers: []sessions.RunSubscriber{keeper, progress}})
+	if err != nil {
+		return postgresDied(ctx, err)
+	}
 	defer func() {
 		// In this order: the labs' runs are cancelled and handed to the
 		// keeper, the keeper saves them, and only then is the store
@@ -266,31 +280,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		begin := time.Now()
 		labs.Close(cctx)
 		keeper.Close(cctx)
-		if st != nil {
-			st.Close()
-		}
 		log.Info("labs closed", "took", time.Since(begin).Round(time.Millisecond))
 	}()
-	st, err = store.Open(ctx, labs.Admin(), log)
-	if err != nil {
-		return postgresDied(ctx, fmt.Errorf("rlslab's own tables: %w", err))
-	}
-	var pgVersion string
-	if err := labs.Admin().QueryRow(ctx, "SHOW server_version").Scan(&pgVersion); err != nil {
-		return postgresDied(ctx, err)
-	}
-	keeper.Attach(st, pgVersion)
-	if n, err := st.Prune(ctx); err == nil && n > 0 {
-		log.Info("old recordings pruned", "count", n)
-	}
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
-	handler := web.NewServer(labs, ls, static.FS(), log).WithStore(st)
+	handler := web.NewServer(labs, ls, static.FS(), log).WithServices(web.Services{
+		Workshops: sessions.NewWorkshops(db, labs, ls, log), Progress: progress, Recordings: sessions.NewRecordings(db)})
 	defer handler.Close()
-	checker.Store(handler)
 	srv := newHTTPServer(handler, *readTimeout)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -44,7 +44,7 @@ func TestKilledBackendLeavesTheLiveView(t *testing.T) {
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 1})
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	ctx := t.Context()
-	tr := engine.NewTracker(lab.ID)
+	tr := engine.NewTracker(lab.ID, lab.Sandbox.Tenants)
 	env := engine.NewEnv(lab.Sandbox, nil, tr, engine.NewPace(engine.Speed{Max: true}), nil)
 	defer env.Close()
 	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 2, MinConns: 2})
@@ -102,7 +102,7 @@ func TestReleaseIsReadBeforeTheWaitReturns(t *testing.T) {
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 1})
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	ctx := t.Context()
-	tr := engine.NewTracker(lab.ID)
+	tr := engine.NewTracker(lab.ID, lab.Sandbox.Tenants)
 	env := engine.NewEnv(lab.Sandbox, nil, tr, engine.NewPace(engine.Speed{Max: true}), nil)
 	defer env.Close()
 	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 1, MinConns: 1})
@@ -139,7 +139,7 @@ func steps(minTenants int) *engine.Scenario {
 // the run stays on its frame until Step, and a speed change lets it run to
 // the end at full speed.
 func TestSingleStepHoldsEachFrame(t *testing.T) {
-	tr := engine.NewTracker("x")
+	tr := engine.NewTracker("x", nil)
 	pace := engine.NewPace(engine.Speed{Single: true})
 	env := engine.NewEnv(engine.Sandbox{}, nil, tr, pace, nil)
 	tr.Begin("steps", "v", "step")
@@ -174,7 +174,7 @@ func TestSingleStepHoldsEachFrame(t *testing.T) {
 // parameters' defaults.
 func TestPlayChecksTenantsAndAppliesDefaults(t *testing.T) {
 	play := func(sc *engine.Scenario, sb engine.Sandbox) (*engine.Tracker, error) {
-		tr := engine.NewTracker("x")
+		tr := engine.NewTracker("x", nil)
 		tr.Begin(sc.ID, "v", "max")
 		err := engine.Play(context.Background(), sc, "v", engine.NewEnv(sb, nil, tr, engine.NewPace(engine.Speed{Max: true}), nil))
 		return tr, err

@@ -172,6 +172,7 @@ type Pairing struct {
 // serves.
 type State struct {
 	Lab             string             `json:"lab"`
+	Tenants         []Tenant           `json:"tenants,omitempty"` // the lab's seeded tenants, for showing names
 	Scenario        string             `json:"scenario"`
 	Variant         string             `json:"variant"`
 	Status          string             `json:"status"`
@@ -241,10 +242,11 @@ type Tracker struct {
 	subs    []chan struct{} // copied on write: Update reads it without the lock
 }
 
-// NewTracker returns a tracker for the lab with the given id, in status idle.
-func NewTracker(lab string) *Tracker {
+// NewTracker returns a tracker for the lab with the given id and seeded
+// tenants, in status idle.
+func NewTracker(lab string, tenants []Tenant) *Tracker {
 	return &Tracker{
-		st:      State{Lab: lab, Status: StatusIdle, Connections: []Connection{}, Requests: []RequestRow{}, Series: []Sample{}},
+		st:      State{Lab: lab, Tenants: tenants, Status: StatusIdle, Connections: []Connection{}, Requests: []RequestRow{}, Series: []Sample{}},
 		started: time.Now(),
 		changed: make(chan struct{}, 1),
 	}
@@ -259,6 +261,7 @@ func (t *Tracker) Snapshot() State {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.st
+	s.Tenants = append([]Tenant(nil), t.st.Tenants...)
 	s.Pools = append([]PoolCounts(nil), t.st.Pools...)
 	s.Connections = append([]Connection{}, t.st.Connections...)
 	s.Requests = append([]RequestRow{}, t.st.Requests...)
@@ -342,8 +345,8 @@ func (t *Tracker) Subscribe() (changes <-chan struct{}, cancel func()) {
 // Begin clears the state for a new run of scenario/variant.
 func (t *Tracker) Begin(scenario, variant, speed string) {
 	t.Update(func(s *State) {
-		lab, server := s.Lab, s.Server
-		*s = State{Lab: lab, Server: server, Scenario: scenario, Variant: variant, Speed: speed,
+		lab, tenants, server := s.Lab, s.Tenants, s.Server
+		*s = State{Lab: lab, Tenants: tenants, Server: server, Scenario: scenario, Variant: variant, Speed: speed,
 			Status: StatusRunning, Connections: []Connection{}, Requests: []RequestRow{}, Series: []Sample{}, Version: s.Version}
 	})
 	t.mu.Lock()
@@ -377,7 +380,7 @@ func (t *Tracker) Metric(name string) (Metric, bool) {
 // Clear returns the state to idle with nothing in it (a lab reset).
 func (t *Tracker) Clear() {
 	t.Update(func(s *State) {
-		*s = State{Lab: s.Lab, Server: s.Server, Status: StatusIdle, Connections: []Connection{}, Requests: []RequestRow{}, Series: []Sample{}, Version: s.Version}
+		*s = State{Lab: s.Lab, Tenants: s.Tenants, Server: s.Server, Status: StatusIdle, Connections: []Connection{}, Requests: []RequestRow{}, Series: []Sample{}, Version: s.Version}
 	})
 }
 

@@ -6,7 +6,7 @@ import (
 )
 
 func TestTimelineIsBoundedAndCopied(t *testing.T) {
-	tr := NewTracker("x")
+	tr := NewTracker("x", nil)
 	for i := range maxTimeline + 25 {
 		tr.Update(func(s *State) {
 			s.addTimeline("app", TimelineEvent{Kind: TimelineObserve, PID: uint32(i + 1), Read: true, Role: "app"})
@@ -38,7 +38,7 @@ func TestTimelineIsBoundedAndCopied(t *testing.T) {
 }
 
 func TestFieldReadingsAndPolicy(t *testing.T) {
-	tr := NewTracker("x")
+	tr := NewTracker("x", nil)
 	for i := range maxFieldReadings + 3 {
 		tr.AddFieldReading(FieldReading{Value: "1", Seq: i + 1})
 	}

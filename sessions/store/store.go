@@ -99,6 +99,14 @@ func (s *Store) Close() {
 	s.closed.Store(true)
 }
 
+// Ping checks that the database answers on the Store's pool.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	return s.pool.Ping(ctx)
+}
+
 // ready fails with EUNAVAILABLE once the Store is closed.
 func (s *Store) ready() error {
 	if s.closed.Load() {

@@ -166,7 +166,7 @@ func TestCleanTitle(t *testing.T) {
 // lane above the backends: Acme's band from request #1's write until #2
 // overwrites it with Globex, and both requests' reads under Globex's band.
 func TestTimelineDrawsTheSharedField(t *testing.T) {
-	tr := engine.NewTracker("x")
+	tr := engine.NewTracker("x", nil)
 	tr.Begin("wrong-scope", "global", "1x")
 	tr.AddFieldReading(engine.FieldReading{Value: "1", Seq: 1, Wrote: true})
 	tr.AddFieldReading(engine.FieldReading{Value: "2", Seq: 2, Wrote: true})

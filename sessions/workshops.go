@@ -1,0 +1,390 @@
+package sessions
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/lessons"
+	"github.com/rlslab/rlslab/sessions/store"
+)
+
+// endTimeout bounds ending a workshop: every participant's lab is dropped.
+const endTimeout = 60 * time.Second
+
+// Workshops runs facilitators' rooms: a workshop has lessons in order, a
+// join code, participants (each a learner with a display name and a lab of
+// their own) and the lesson everyone is on. Its data lives in rlslab's own
+// tables; the labs are the manager's.
+type Workshops struct {
+	db      *DB
+	labs    *Manager
+	lessons *lessons.Set
+	log     *slog.Logger
+	seen    *lessonSeen
+}
+
+// NewWorkshops returns the workshop service over db, making participants'
+// labs in labs, for the lessons ls.
+func NewWorkshops(db *DB, labs *Manager, ls *lessons.Set, log *slog.Logger) *Workshops {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Workshops{db: db, labs: labs, lessons: ls, log: log, seen: newLessonSeen()}
+}
+
+// Create makes a workshop of the lessons slugs (in order) and returns it
+// with its facilitator secret, which is not kept. An unknown lesson is
+// EINVALID.
+func (w *Workshops) Create(ctx context.Context, title string, slugs []string) (Workshop, string, error) {
+	for _, slug := range slugs {
+		if _, err := w.lessons.Get(slug); err != nil {
+			return Workshop{}, "", rlslab.Errorf(rlslab.EINVALID, "there is no lesson %q", truncate(slug, 64))
+		}
+	}
+	var ws Workshop
+	var secret string
+	err := w.db.do(ctx, "create a workshop", func(ctx context.Context, st *store.Store) (err error) {
+		ws, secret, err = st.CreateWorkshop(ctx, title, slugs)
+		return err
+	})
+	return ws, secret, err
+}
+
+// truncate cuts s to at most n bytes (for quoting bad input in errors).
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// Get returns the workshop with that id, or ENOTFOUND.
+func (w *Workshops) Get(ctx context.Context, id string) (Workshop, error) {
+	var ws Workshop
+	err := w.db.do(ctx, "read a workshop", func(ctx context.Context, st *store.Store) (err error) {
+		ws, err = st.Workshop(ctx, id)
+		return err
+	})
+	return ws, err
+}
+
+// Facilitate returns the workshop with that id when secret is its
+// facilitator's: ENOTFOUND for an unknown workshop, EFORBIDDEN for a
+// missing or wrong secret.
+func (w *Workshops) Facilitate(ctx context.Context, id, secret string) (Workshop, error) {
+	var ws Workshop
+	err := w.db.do(ctx, "check a facilitator", func(ctx context.Context, st *store.Store) error {
+		if secret == "" {
+			if _, err := st.Workshop(ctx, id); err != nil {
+				return err
+			}
+			return rlslab.Errorf(rlslab.EFORBIDDEN, "only the facilitator may open this workshop's dashboard: use the facilitator link")
+		}
+		if err := st.VerifyFacilitator(ctx, id, secret); err != nil {
+			if rlslab.ErrorCode(err) == rlslab.EFORBIDDEN {
+				return rlslab.Errorf(rlslab.EFORBIDDEN, "that is not this workshop's facilitator key")
+			}
+			return err
+		}
+		var err error
+		ws, err = st.Workshop(ctx, id)
+		return err
+	})
+	return ws, err
+}
+
+// Board is what a workshop's dashboard shows: the workshop, the server's
+// capacity, and one card per participant.
+type Board struct {
+	Workshop Workshop
+	Usage    Usage
+	Cards    []Card
+	Counts   BoardCounts
+}
+
+// BoardCounts counts the participants: joined, with a run going, who saw a
+// leak, who ran the fix where they saw it.
+type BoardCounts struct {
+	Joined, Running, Leaked, Fixed int
+}
+
+// Card is one participant on the dashboard.
+type Card struct {
+	Name       string
+	Lab        string // "" when none
+	Lesson     string // slug of the lesson the participant has open
+	Status     string // the lab's live status, "no lab" or "lab closed"
+	Running    bool
+	LiveRun    string // scenario / variant of the run going
+	LastRun    *LastRun
+	LeakSeen   bool
+	FixRun     bool // in a lesson where the leak was seen
+	PredRight  int  // checked predictions that were right
+	PredTotal  int  // checked predictions
+	QueueAhead int  // runs ahead in the admission queue; -1 when not waiting
+	Idle       time.Duration
+}
+
+// Board reads the workshop with that id and everything its dashboard
+// shows.
+func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
+	var b Board
+	var ps []store.Participant
+	var prog map[string]store.Progress
+	var seen map[string]string
+	err := w.db.do(ctx, "read a dashboard", func(ctx context.Context, st *store.Store) (err error) {
+		if b.Workshop, err = st.Workshop(ctx, id); err != nil {
+			return err
+		}
+		if ps, err = st.Participants(ctx, id); err != nil {
+			return err
+		}
+		if prog, err = st.WorkshopProgress(ctx, id); err != nil {
+			return err
+		}
+		seen, err = st.ParticipantLessons(ctx, id)
+		return err
+	})
+	if err != nil {
+		return Board{}, err
+	}
+	ws := b.Workshop
+	b.Usage = w.labs.Usage()
+	b.Cards = []Card{}
+	for _, p := range ps {
+		c := Card{Name: p.Name, Lab: p.Lab, QueueAhead: -1, LastRun: p.LastRun}
+		c.Lesson = seen[p.Learner]
+		if c.Lesson == "" && ws.CurrentLesson < len(ws.Lessons) {
+			c.Lesson = ws.Lessons[ws.CurrentLesson]
+		}
+		for _, l := range prog[p.Learner].Lessons {
+			c.LeakSeen = c.LeakSeen || l.LeakSeen
+			// A fix counts where its leak was seen: a leak-free run of
+			// another lesson fixes nothing.
+			c.FixRun = c.FixRun || l.LeakSeen && l.FixRun
+			for _, q := range l.Predictions {
+				c.PredTotal++
+				if q.Correct {
+					c.PredRight++
+				}
+			}
+		}
+		c.Status = "no lab"
+		if p.Lab != "" {
+			if lab, err := w.labs.Get(p.Lab); err == nil {
+				st := lab.Tracker().Snapshot()
+				c.Status = st.Status
+				if st.Queue != nil {
+					c.QueueAhead = st.Queue.Ahead
+				}
+				c.Idle = lab.IdleFor().Round(time.Second)
+				if lab.Running() {
+					c.Running = true
+					b.Counts.Running++
+					c.LiveRun = st.Scenario + " / " + st.Variant
+				}
+			} else {
+				c.Status = "lab closed"
+			}
+		}
+		b.Counts.Joined++
+		if c.LeakSeen {
+			b.Counts.Leaked++
+		}
+		if c.FixRun {
+			b.Counts.Fixed++
+		}
+		b.Cards = append(b.Cards, c)
+	}
+	return b, nil
+}
+
+// Move moves everyone in the workshop with that id to its lesson at index.
+func (w *Workshops) Move(ctx context.Context, id string, index int) error {
+	return w.db.do(ctx, "move a workshop", func(ctx context.Context, st *store.Store) error {
+		return st.SetCurrentLesson(ctx, id, index)
+	})
+}
+
+// End drops every participant's lab, then ends the workshop; it returns
+// how many labs it closed.
+func (w *Workshops) End(ctx context.Context, id string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, endTimeout)
+	defer cancel()
+	var ps []store.Participant
+	err := w.db.do(ctx, "read participants", func(ctx context.Context, st *store.Store) (err error) {
+		ps, err = st.Participants(ctx, id)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	closed := map[string]bool{}
+	closeLab := func(lab string) {
+		if lab == "" || closed[lab] {
+			return
+		}
+		closed[lab] = true
+		if err := w.labs.CloseLab(ctx, lab); err != nil && rlslab.ErrorCode(err) != rlslab.ENOTFOUND {
+			w.log.Warn("end workshop: close lab", "workshop", id, "lab", lab, "err", err)
+		}
+	}
+	for _, p := range ps {
+		closeLab(p.Lab)
+	}
+	var ids []string
+	err = w.db.do(ctx, "end a workshop", func(ctx context.Context, st *store.Store) (err error) {
+		ids, err = st.EndWorkshop(ctx, id)
+		return err
+	})
+	if err != nil {
+		return len(closed), err
+	}
+	for _, lab := range ids {
+		closeLab(lab)
+	}
+	return len(closed), nil
+}
+
+// ByCode returns the open workshop with that join code, or ENOTFOUND.
+func (w *Workshops) ByCode(ctx context.Context, code string) (Workshop, error) {
+	var ws Workshop
+	err := w.db.do(ctx, "find a workshop by its code", func(ctx context.Context, st *store.Store) (err error) {
+		ws, err = st.WorkshopByCode(ctx, code)
+		return err
+	})
+	return ws, err
+}
+
+// Joined is a new participant of a workshop.
+type Joined struct {
+	Participant Participant
+	// Token is the new learner's token, for the browser's cookie; it is
+	// not kept.
+	Token string
+	// Lab is the participant's own lab, or nil when none could be made
+	// (LabErr says why; the lesson page asks for one again).
+	Lab    *Lab
+	LabErr error
+	Lesson string // slug of the workshop's current lesson, "" when none
+}
+
+// Join adds a participant with that display name to ws, as a new learner,
+// and makes their lab. The name must be new in the workshop (ECONFLICT) and
+// well formed (EINVALID). A participant without a lab yet is still joined.
+func (w *Workshops) Join(ctx context.Context, ws Workshop, name string) (Joined, error) {
+	var j Joined
+	err := w.db.do(ctx, "join a workshop", func(ctx context.Context, st *store.Store) (err error) {
+		j.Participant, j.Token, err = st.Join(ctx, ws.ID, name)
+		if err != nil {
+			return err
+		}
+		j.Lab, j.LabErr = w.labs.Create(ctx, j.Token)
+		if j.LabErr != nil {
+			w.log.Warn("join: no lab yet", "workshop", ws.ID, "err", j.LabErr)
+		} else if err := st.SetParticipantLab(ctx, j.Participant.Learner, j.Lab.ID); err != nil {
+			w.log.Warn("join: set lab", "workshop", ws.ID, "lab", j.Lab.ID, "err", err)
+		}
+		if ws.CurrentLesson < len(ws.Lessons) {
+			j.Lesson = ws.Lessons[ws.CurrentLesson]
+		}
+		w.noteLesson(ctx, st, j.Participant.Learner, j.Lesson)
+		return nil
+	})
+	return j, err
+}
+
+// Notice is what a participant's lesson page is told about their workshop.
+type Notice struct {
+	Workshop Workshop
+	Lesson   string // slug of the workshop's current lesson, "" when none
+}
+
+// Notice returns the workshop of the participant with that token, noting
+// that they have lesson here open (a slug, or "" for none) and that their
+// lab is now the one they hold, if the old one expired. It fails with
+// ENOTFOUND when the token is not a participant's.
+func (w *Workshops) Notice(ctx context.Context, token, here string) (Notice, error) {
+	var n Notice
+	err := w.db.do(ctx, "read a participant's workshop", func(ctx context.Context, st *store.Store) error {
+		id, err := learner(ctx, st, token)
+		if err != nil {
+			return err
+		}
+		if id == "" {
+			return rlslab.Errorf(rlslab.ENOTFOUND, "not a participant of a workshop")
+		}
+		p, err := st.Participant(ctx, id)
+		if err != nil {
+			return err
+		}
+		if n.Workshop, err = st.Workshop(ctx, p.Workshop); err != nil {
+			return err
+		}
+		ws := n.Workshop
+		if _, err := w.lessons.Get(here); err == nil {
+			w.noteLesson(ctx, st, id, here)
+		}
+		if lab := w.labs.ForOwner(token); lab != nil && lab.ID != p.Lab && !ws.Ended() {
+			// The lesson page made the participant a new lab (the old one
+			// expired): the dashboard follows.
+			if err := st.SetParticipantLab(ctx, id, lab.ID); err != nil {
+				w.log.Warn("notice: set lab", "workshop", ws.ID, "err", err)
+			}
+		}
+		if ws.CurrentLesson < len(ws.Lessons) {
+			n.Lesson = ws.Lessons[ws.CurrentLesson]
+		}
+		return nil
+	})
+	return n, err
+}
+
+// noteLesson records that the participant learner is on lesson slug, in
+// rlslab's own tables (the dashboard's "current lesson" survives a
+// restart); it writes only when the lesson changed since it last wrote.
+func (w *Workshops) noteLesson(ctx context.Context, st *store.Store, learner, slug string) {
+	if slug == "" || w.seen.get(learner) == slug {
+		return
+	}
+	if err := st.SetParticipantLesson(ctx, learner, slug); err != nil {
+		w.log.Warn("note a participant's lesson", "lesson", slug, "err", err)
+		return
+	}
+	w.seen.set(learner, slug)
+}
+
+// lessonSeen remembers, in memory, which lesson each participant was last
+// noted on in rlslab's tables, so that a page polling from the same lesson
+// writes nothing.
+type lessonSeen struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// newLessonSeen returns an empty record of lesson pages.
+func newLessonSeen() *lessonSeen { return &lessonSeen{m: map[string]string{}} }
+
+// set notes that learner is on lesson slug ("" changes nothing).
+func (l *lessonSeen) set(learner, slug string) {
+	if slug == "" {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.m) > 100000 {
+		clear(l.m)
+	}
+	l.m[learner] = slug
+}
+
+// get returns the lesson learner was last seen on, or "".
+func (l *lessonSeen) get(learner string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[learner]
+}
