@@ -281,7 +281,6 @@ func OpenAdmin(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	return admin, nil
 }
 
-
 // computeCapacity reads the server's limits and sets the budget.
 func (m *Manager) computeCapacity(ctx context.Context) error {
 	var super bool
