@@ -395,6 +395,13 @@ func (m *Manager) CreateFor(ctx context.Context, owner, addr string) (*Lab, erro
 	if owner == "" {
 		return nil, rlslab.Errorf(rlslab.EINVALID, "a lab needs an owner")
 	}
+	if m.spare.count() == 0 && m.ForOwner(owner) == nil {
+		// A new lab would wait in line for a sandbox: not behind an outage
+		// that no build gets past. Say so at once instead.
+		if err := m.Ping(ctx); err != nil {
+			return nil, err
+		}
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()

@@ -179,7 +179,7 @@ func (s *spares) refill(ctx context.Context) {
 				s.building++
 				ready, target := len(s.ready), s.targetLocked()
 				s.mu.Unlock()
-				s.m.log.Debug("building a spare sandbox", "ready", ready, "want", target)
+				s.m.log.Debug("building spare sandboxes", "ready", ready, "want", target)
 				// A build is never cut off half-way (it has a deadline of
 				// its own); a closing manager drops what it made.
 				sb, err := s.m.newSandbox(context.WithoutCancel(ctx))

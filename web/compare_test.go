@@ -204,7 +204,7 @@ func TestDashboardPredictionsAndLessonAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	h := web.NewServer(s.Labs, ls, static.FS(), log).WithServices(services(s.Labs, st2, ls, log))
+	h := web.NewServer(s.Labs, ls, static.FS(), log).WithCreateWait(time.Minute).WithServices(services(s.Labs, st2, ls, log))
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		h.Close()

@@ -81,15 +81,17 @@ func (s *Server) lessonPage(ctx context.Context, slug string, lab *sessions.Lab)
 	}, nil
 }
 
-// createTimeout bounds making a lab when no spare sandbox is ready.
-const createTimeout = 3 * time.Second
+// createTimeout is how long a request for a lab waits by default before it
+// is told the lab is being prepared (a lab waits in line for a sandbox when
+// no spare is ready).
+const createTimeout = 5 * time.Second
 
 // handleCreateLab gives this browser its lab (one per browser: the one it
 // has, or a new one). With ?lesson=SLUG it answers htmx with the lesson's
 // lab panel, and a plain form with a redirect to the lesson.
 func (s *Server) handleCreateLab(w http.ResponseWriter, r *http.Request) {
 	token := s.ownerToken(w, r)
-	ctx, cancel := context.WithTimeout(r.Context(), createTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), s.createWait)
 	defer cancel()
 	// Outside a workshop an address holds a few labs at most, so a script
 	// cannot take every lab from the people who come next.

@@ -81,7 +81,7 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	handler := web.NewServer(labs, ls, static.FS(), log).WithServices(services(labs, st, ls, log))
+	handler := web.NewServer(labs, ls, static.FS(), log).WithCreateWait(time.Minute).WithServices(services(labs, st, ls, log))
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	tb.Cleanup(func() {

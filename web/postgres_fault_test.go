@@ -237,7 +237,7 @@ func startServerOn(t *testing.T, url string) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	handler := web.NewServer(labs, ls, static.FS(), log).WithServices(services(labs, st, ls, log))
+	handler := web.NewServer(labs, ls, static.FS(), log).WithCreateWait(time.Minute).WithServices(services(labs, st, ls, log))
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	t.Cleanup(func() {

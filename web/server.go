@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/a-h/templ"
 
@@ -49,6 +50,17 @@ type Server struct {
 	present *live.Hubs
 	recs    *recordingCache
 	closing chan struct{} // closed by Close: the dashboards' websockets end
+
+	// createWait is how long a request for a new lab waits before it is
+	// told the lab is being prepared (WithCreateWait).
+	createWait time.Duration
+}
+
+// WithCreateWait sets how long a request for a new lab waits for it before
+// the answer says it is being prepared (default 5 s), and returns s.
+func (s *Server) WithCreateWait(d time.Duration) *Server {
+	s.createWait = d
+	return s
 }
 
 // NewServer returns the handler for labs, lessons and static files.
@@ -61,6 +73,7 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 	s.present = live.NewHubs(&presentFrames{labs: labs, log: log}, log)
 	s.recs = newRecordingCache()
 	s.closing = make(chan struct{})
+	s.createWait = createTimeout
 	s.routes()
 	return s
 }

@@ -515,7 +515,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 			code = r.PostForm.Get("code")
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), createTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), s.createWait)
 	defer cancel()
 	ws, err := s.workshopByCode(ctx, r, r.PathValue("id"), code)
 	if err != nil {

@@ -71,12 +71,19 @@ func call(t *testing.T, c *http.Client, method, u, contentType, body string) (in
 // newLab makes a lab for c and returns its id.
 func newLab(t *testing.T, c *http.Client, base string) string {
 	t.Helper()
-	code, body := call(t, c, "POST", base+"/labs", "", "")
-	var got struct{ ID string }
-	if code != http.StatusCreated || json.Unmarshal([]byte(body), &got) != nil || got.ID == "" {
-		t.Fatalf("POST /labs: %d %s", code, body)
+	// 202: the lab waits in line for a sandbox; ask again, as the page does.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		code, body := call(t, c, "POST", base+"/labs", "", "")
+		if code == http.StatusAccepted && time.Now().Before(deadline) {
+			continue
+		}
+		var got struct{ ID string }
+		if code != http.StatusCreated || json.Unmarshal([]byte(body), &got) != nil || got.ID == "" {
+			t.Fatalf("POST /labs: %d %s", code, body)
+		}
+		return got.ID
 	}
-	return got.ID
 }
 
 // state reads a lab's state.json.

@@ -48,7 +48,7 @@ func TestFaultShutdownWithManyLabsAndASteppedRun(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "-addr", "127.0.0.1:0", "-db", srv.URL, "-max-labs", "120", "-spares", "-1"}, func(string) string { return "" }, pw, &logs)
+		done <- run(ctx, []string{"serve", "-addr", "127.0.0.1:0", "-db", srv.URL, "-max-labs", "120", "-spares", "-1", "-labs-per-address", "0"}, func(string) string { return "" }, pw, &logs)
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')
