@@ -144,11 +144,17 @@ func TestServeAndShutdown(t *testing.T) {
 }
 
 func TestDefaultDataDir(t *testing.T) {
-	if got := defaultDataDir(func(k string) string { return map[string]string{"XDG_DATA_HOME": "/x/data"}[k] }); got != "/x/data/rlslab/pgdata" {
+	xdg := func(k string) string { return map[string]string{"XDG_DATA_HOME": "/x/data"}[k] }
+	if got := defaultDataDir(xdg, 1000); got != "/x/data/rlslab/pgdata" {
 		t.Errorf("with XDG_DATA_HOME: %q", got)
 	}
-	if got := defaultDataDir(func(string) string { return "" }); got != "" && !strings.HasSuffix(got, "rlslab/pgdata") {
+	if got := defaultDataDir(func(string) string { return "" }, 1000); got != "" && !strings.HasSuffix(got, "rlslab/pgdata") {
 		t.Errorf("without XDG_DATA_HOME: %q", got)
+	}
+	// As root, PostgreSQL runs as another user, who cannot reach root's
+	// home: the cluster lives under /var/lib.
+	if got := defaultDataDir(xdg, 0); got != "/var/lib/rlslab/pgdata" {
+		t.Errorf("as root: %q", got)
 	}
 	var d dbFlags
 	d.ephemeral, d.dataDir = true, t.TempDir()
