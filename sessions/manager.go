@@ -221,7 +221,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	m.wg.Add(2)
 	go func() { defer m.wg.Done(); m.reap() }()
 	go func() { defer m.wg.Done(); m.spare.refill(m.ctx) }()
-	cfg.Logger.Info("labs ready", "max_labs", cfg.MaxLabs, "lab_conn_limit", cfg.ConnLimit, "ttl", cfg.TTL, "max_lifetime", cfg.MaxLifetime,
+	cfg.Logger.Info("labs ready", "instance", m.inst.id, "max_labs", cfg.MaxLabs, "lab_conn_limit", cfg.ConnLimit, "ttl", cfg.TTL, "max_lifetime", cfg.MaxLifetime,
 		"spares", cfg.Spares, "connection_budget", m.capa.Budget, "for_runs", m.capa.Runs, "server_max_connections", m.capa.MaxConnections,
 		"formula", "budget = max_connections − reserved − margin; runs = budget − admin pool − instance lock − maintenance")
 	return m, nil

@@ -103,8 +103,9 @@ func TestServeAndShutdown(t *testing.T) {
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	var logs lockedBuffer
 	go func() {
-		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-db", srv.URL, "-max-labs", "2"}, func(string) string { return "" }, pw, io.Discard)
+		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-db", srv.URL, "-max-labs", "2"}, func(string) string { return "" }, pw, &logs)
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')
@@ -134,11 +135,7 @@ func TestServeAndShutdown(t *testing.T) {
 		t.Fatal("serve did not shut down")
 	}
 	// The labs it created are gone.
-	var n int
-	if err := pgenvtest.MustConnect(t).QueryRow(context.Background(), "SELECT count(*) FROM pg_database WHERE datname LIKE 'lab\\_%'").Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	if n != 0 {
+	if n, _, _ := leftovers(t, logs.String()); n != 0 {
 		t.Errorf("%d lab databases left after shutdown", n)
 	}
 }

@@ -121,7 +121,7 @@ func TestFaultShutdownWithManyLabsAndASteppedRun(t *testing.T) {
 	if err != nil || status != engine.StatusCancelled {
 		t.Errorf("the stepped run's recording: %q (%q), %v; want status %q", status, why, err, engine.StatusCancelled)
 	}
-	if dbs, roles, backends := leftovers(t); dbs+roles+backends != 0 {
+	if dbs, roles, backends := leftovers(t, logs.String()); dbs+roles+backends != 0 {
 		t.Errorf("left on the server: %d lab databases, %d lab roles, %d lab backends", dbs, roles, backends)
 	}
 }
