@@ -146,8 +146,9 @@ func (c *serveChild) lineCount() int {
 	return len(c.lines)
 }
 
-// fault-test temporary directory: PostgreSQL may run as another user, who
-// must be able to enter it.
+// traversableTempDir returns a temporary directory of the test's own,
+// removed when it ends, that PostgreSQL (which may run as another user) can
+// enter.
 func traversableTempDir(t *testing.T) string {
 	t.Helper()
 	tmp, err := os.MkdirTemp("", "rlslab-fault-")
