@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -250,7 +251,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	m.wg.Add(2)
 	go func() { defer m.wg.Done(); m.reap() }()
 	go func() { defer m.wg.Done(); m.spare.refill(m.ctx) }()
-	cfg.Logger.Info("labs ready", "max_labs", cfg.MaxLabs, "lab_conn_limit", cfg.ConnLimit, "ttl", cfg.TTL, "max_lifetime", cfg.MaxLifetime,
+	cfg.Logger.Info("labs ready", "instance", m.inst.id, "max_labs", cfg.MaxLabs, "lab_conn_limit", cfg.ConnLimit, "ttl", cfg.TTL, "max_lifetime", cfg.MaxLifetime,
 		"spares", cfg.Spares, "connection_budget", m.capa.Budget, "for_runs", m.capa.Runs, "server_max_connections", m.capa.MaxConnections,
 		"formula", "budget = max_connections − reserved − margin; runs = budget − admin pool − instance lock − maintenance")
 	return m, nil
@@ -692,13 +693,14 @@ func (m *Manager) Close(ctx context.Context) {
 }
 
 // closeDropConns bounds the connections that drop sandboxes at once when
-// the manager closes: every drop forces a checkpoint, and drops that run
-// together share one.
+// the manager closes: every DROP DATABASE forces a checkpoint, and drops
+// that run together share one.
 const closeDropConns = 32
 
-// dropAll drops the sandboxes ids on up to closeDropConns connections
-// taken from the runs' budget (MaintConns when that is not free) and
-// returns how many it dropped.
+// dropAll drops the sandboxes ids and returns how many it dropped: first
+// their databases, on up to closeDropConns connections taken from the runs'
+// budget (MaintConns when that is not free), then all their roles in one
+// statement. A failure is left for the next start's sweep.
 func (m *Manager) dropAll(ctx context.Context, ids []string) int {
 	if len(ids) == 0 {
 		return 0
@@ -707,13 +709,58 @@ func (m *Manager) dropAll(ctx context.Context, ids []string) int {
 	actx, cancel := context.WithTimeout(ctx, stopTimeout)
 	err := m.admit.acquire(actx, "rlslab shutdown", workers, func(int) {})
 	cancel()
-	if err == nil {
-		defer m.admit.release("rlslab shutdown", workers)
-	} else {
-		workers = min(len(ids), MaintConns) // through the maintenance connections
+	if err != nil {
+		// Runs still hold the budget: the maintenance connections only.
+		return m.dropEach(ctx, ids, min(len(ids), MaintConns))
 	}
+	defer m.admit.release("rlslab shutdown", workers)
+	begin := time.Now()
 	cfg := m.admin.Config().ConnConfig.Copy()
 	cfg.RuntimeParams["application_name"] = "rlslab maintenance"
+	todo := make(chan string, len(ids))
+	for _, id := range ids {
+		todo <- id
+	}
+	close(todo)
+	var mu sync.Mutex
+	gone := make([]string, 0, len(ids))
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				m.fails.Warn("drop lab; the next start sweeps it", "err", err)
+				return
+			}
+			defer conn.Close(context.WithoutCancel(ctx))
+			for id := range todo {
+				if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{labNames(id).db}.Sanitize()+" WITH (FORCE)"); err != nil {
+					m.fails.Warn("drop lab; the next start sweeps it", "lab", id, "err", err)
+					continue
+				}
+				mu.Lock()
+				gone = append(gone, id)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	m.log.Debug("lab databases dropped", "count", len(gone), "of", len(ids), "connections", workers, "took", time.Since(begin).Round(time.Millisecond))
+	if err := dropRolesOf(ctx, m.admin, gone); err != nil {
+		m.fails.Warn("drop lab roles; the next start sweeps them", "err", err)
+		return 0
+	}
+	for _, id := range gone {
+		m.forgetSem(id)
+	}
+	return len(gone)
+}
+
+// dropEach drops the sandboxes ids one by one on the maintenance
+// connections, workers at once, and returns how many it dropped.
+func (m *Manager) dropEach(ctx context.Context, ids []string, workers int) int {
 	todo := make(chan string, len(ids))
 	for _, id := range ids {
 		todo <- id
@@ -725,18 +772,8 @@ func (m *Manager) dropAll(ctx context.Context, ids []string) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			drop := func(id string) error { return m.dropSandbox(ctx, id) }
-			if err == nil {
-				conn, cerr := pgx.ConnectConfig(ctx, cfg)
-				if cerr != nil {
-					m.fails.Warn("drop lab; will retry", "err", cerr)
-					return
-				}
-				defer m.closeAndWait(conn)
-				drop = func(id string) error { return dropSandbox(ctx, conn, id) }
-			}
 			for id := range todo {
-				if err := drop(id); err != nil {
+				if err := m.dropSandbox(ctx, id); err != nil {
 					m.fails.Warn("drop lab; will retry", "lab", id, "err", err)
 					m.retryDrop(id)
 					continue
@@ -748,6 +785,32 @@ func (m *Manager) dropAll(ctx context.Context, ids []string) int {
 	}
 	wg.Wait()
 	return int(dropped.Load())
+}
+
+// dropRolesOf drops every role of the labs ids (whose databases are gone)
+// in one statement.
+func dropRolesOf(ctx context.Context, admin *pgxpool.Pool, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	prefixes := make([]string, len(ids))
+	for i, id := range ids {
+		prefixes[i] = "lab_" + id + "_"
+	}
+	rows, err := admin.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname ^@ ANY ($1::text[])`, prefixes)
+	if err != nil {
+		return err
+	}
+	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(roles) == 0 {
+		return err
+	}
+	quoted := make([]string, len(roles))
+	for i, r := range roles {
+		quoted[i] = pgx.Identifier{r}.Sanitize()
+	}
+	_, err = admin.Exec(ctx, "DROP ROLE IF EXISTS "+strings.Join(quoted, ", "))
+	return err
 }
 
 // isClosed reports whether Close has begun.

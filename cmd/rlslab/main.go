@@ -120,7 +120,7 @@ type dbFlags struct {
 
 func (d *dbFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.db, "db", "auto", `PostgreSQL to use: "auto" (DATABASE_URL, else local binaries in a temporary cluster, else Docker) or a postgres:// URL of a superuser`)
-	fs.StringVar(&d.dataDir, "data-dir", "", "keep the local cluster in this directory; default: a per-user directory ($XDG_DATA_HOME/rlslab/pgdata, else the user cache directory's rlslab/pgdata), so progress and fast restarts survive")
+	fs.StringVar(&d.dataDir, "data-dir", "", "keep the local cluster in this directory; default: "+rootDataDir+" as root, else a per-user directory ($XDG_DATA_HOME/rlslab/pgdata, else the user cache directory's rlslab/pgdata), so progress and fast restarts survive")
 	fs.BoolVar(&d.ephemeral, "ephemeral", false, "use a temporary local cluster, removed on exit (progress is lost)")
 	fs.IntVar(&d.connLimit, "lab-conn-limit", sessions.DefaultConnLimit, "CONNECTION LIMIT of each lab's app role")
 	fs.StringVar(&d.pgbouncer, "pgbouncer", "auto", `PgBouncer for the PgBouncer lesson: "auto" (local binary, else Docker) or the postgres:// URL of a running PgBouncer's admin console`)
@@ -155,23 +155,32 @@ func (d *dbFlags) provision(ctx context.Context, getenv func(string) string, log
 	}
 	dir, chosen := d.dataDir, d.dataDir != ""
 	if !chosen && !d.ephemeral {
-		dir = defaultDataDir(getenv)
+		dir = defaultDataDir(getenv, os.Geteuid())
 	}
 	pg, err := pgenv.Start(ctx, pgenv.Options{DB: d.db, DataDir: dir, MaxConnections: maxConns, Getenv: getenv, Logger: log})
 	if err != nil && !chosen && dir != "" {
 		// The default directory is a convenience: when it cannot be used
-		// (another rlslab holds it; as root, PostgreSQL's account cannot
-		// reach the home directory), fall back to a temporary cluster.
+		// (another rlslab holds it), fall back to a temporary cluster.
 		log.Warn("the per-user data directory cannot be used; using a temporary cluster (progress is lost on exit)", "dir", dir, "err", err)
 		return pgenv.Start(ctx, pgenv.Options{DB: d.db, MaxConnections: maxConns, Getenv: getenv, Logger: log})
 	}
 	return pg, err
 }
 
+// rootDataDir is where -db auto keeps its cluster when rlslab runs as
+// root: PostgreSQL then runs as an unprivileged user, who cannot reach
+// root's home directory but can reach /var/lib (rlslab creates
+// /var/lib/rlslab and gives pgdata in it to that user).
+const rootDataDir = "/var/lib/rlslab/pgdata"
+
 // defaultDataDir is where -db auto keeps its local cluster unless told
-// otherwise: $XDG_DATA_HOME/rlslab/pgdata, else rlslab/pgdata in the user
-// cache directory, or "" (a temporary cluster) when neither is known.
-func defaultDataDir(getenv func(string) string) string {
+// otherwise: rootDataDir as root; else $XDG_DATA_HOME/rlslab/pgdata, else
+// rlslab/pgdata in the user cache directory, or "" (a temporary cluster)
+// when neither is known.
+func defaultDataDir(getenv func(string) string, euid int) string {
+	if euid == 0 {
+		return rootDataDir
+	}
 	if x := getenv("XDG_DATA_HOME"); filepath.IsAbs(x) {
 		return filepath.Join(x, "rlslab", "pgdata")
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -18,6 +17,7 @@ import (
 type serveChild struct {
 	cmd    *exec.Cmd
 	exited chan error
+	base   chan string // the address it listens on, once it does
 
 	mu     sync.Mutex
 	lines  []string
@@ -29,7 +29,7 @@ type serveChild struct {
 // TMPDIR is tmp and whose environment has no DATABASE_URL.
 func startServeChild(t *testing.T, tmp string, args ...string) *serveChild {
 	t.Helper()
-	c := &serveChild{exited: make(chan error, 1)}
+	c := &serveChild{exited: make(chan error, 1), base: make(chan string, 1)}
 	c.cmd = exec.Command(os.Args[0], append([]string{"serve"}, args...)...)
 	var env []string
 	for _, kv := range os.Environ() {
@@ -38,7 +38,10 @@ func startServeChild(t *testing.T, tmp string, args ...string) *serveChild {
 		}
 	}
 	c.cmd.Env = append(env, serveEnv+"=1", "TMPDIR="+tmp)
-	c.cmd.Stdout = io.Discard
+	stdout, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	stderr, err := c.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +49,14 @@ func startServeChild(t *testing.T, tmp string, args ...string) *serveChild {
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if base, ok := strings.CutPrefix(sc.Text(), "rlslab listening on "); ok {
+				c.base <- base
+			}
+		}
+	}()
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
@@ -71,6 +82,21 @@ func startServeChild(t *testing.T, tmp string, args ...string) *serveChild {
 		c.exited <- err
 	})
 	return c
+}
+
+// listening waits until the child listens and returns its base URL.
+func (c *serveChild) listening(t *testing.T, timeout time.Duration) string {
+	t.Helper()
+	select {
+	case base := <-c.base:
+		return base
+	case err := <-c.exited:
+		c.exited <- err
+		t.Fatalf("rlslab exited (%v) before listening; log:\n%s", err, c.log())
+	case <-time.After(timeout):
+		t.Fatalf("rlslab did not listen within %s; log:\n%s", timeout, c.log())
+	}
+	return ""
 }
 
 // waitLine waits until the child logs a line containing all of parts (or
@@ -120,8 +146,9 @@ func (c *serveChild) lineCount() int {
 	return len(c.lines)
 }
 
-// fault-test temporary directory: PostgreSQL may run as another user, who
-// must be able to enter it.
+// traversableTempDir returns a temporary directory of the test's own,
+// removed when it ends, that PostgreSQL (which may run as another user) can
+// enter.
 func traversableTempDir(t *testing.T) string {
 	t.Helper()
 	tmp, err := os.MkdirTemp("", "rlslab-fault-")

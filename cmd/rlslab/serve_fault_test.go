@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -128,14 +129,22 @@ func childrenNamed(ppid int, name string) []int {
 	return out
 }
 
-// leftovers counts the lab databases, lab roles and lab role backends on
-// the shared server.
-func leftovers(t *testing.T) (dbs, roles, backends int) {
+// leftovers counts the lab databases and lab roles that the rlslab whose
+// log is given made (by the instance number its log names, so that other
+// test packages sharing the server are not counted), and the backends on
+// those databases.
+func leftovers(t *testing.T, log string) (dbs, roles, backends int) {
 	t.Helper()
+	m := regexp.MustCompile(`msg="labs ready" instance=(-?\d+)`).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no instance number in the log:\n%s", log)
+	}
+	marker := "rlslab lab; instance " + m[1]
 	err := pgenvtest.MustConnect(t).QueryRow(context.Background(), `SELECT
-		(SELECT count(*) FROM pg_database WHERE datname LIKE 'lab\_%'),
-		(SELECT count(*) FROM pg_roles WHERE rolname LIKE 'lab\_%'),
-		(SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'lab\_%')`).Scan(&dbs, &roles, &backends)
+		(SELECT count(*) FROM pg_database WHERE shobj_description(oid, 'pg_database') = $1),
+		(SELECT count(*) FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = $1),
+		(SELECT count(*) FROM pg_stat_activity a JOIN pg_database d ON d.datname = a.datname
+		 WHERE shobj_description(d.oid, 'pg_database') = $1)`, marker).Scan(&dbs, &roles, &backends)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +246,10 @@ func TestFaultSIGTERMMidRun(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(tmp, "*")); len(left) != 0 {
 		t.Errorf("left in TMPDIR: %v", left)
 	}
-	if dbs, roles, backends := leftovers(t); dbs+roles+backends != 0 {
+	logsMu.Lock()
+	log := logs.String()
+	logsMu.Unlock()
+	if dbs, roles, backends := leftovers(t, log); dbs+roles+backends != 0 {
 		t.Errorf("left on the server: %d lab databases, %d lab roles, %d lab backends", dbs, roles, backends)
 	}
 }

@@ -48,7 +48,7 @@ func TestFaultShutdownWithManyLabsAndASteppedRun(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "-addr", "127.0.0.1:0", "-db", srv.URL, "-max-labs", "120", "-spares", "-1", "-labs-per-address", "0"}, func(string) string { return "" }, pw, &logs)
+		done <- run(ctx, []string{"serve", "-addr", "127.0.0.1:0", "-db", srv.URL, "-max-labs", "120", "-spares", "-1", "-labs-per-address", "0", "-v"}, func(string) string { return "" }, pw, &logs)
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')
@@ -108,7 +108,7 @@ func TestFaultShutdownWithManyLabsAndASteppedRun(t *testing.T) {
 		t.Errorf("shutting down took %s, want under 3s", took.Round(time.Millisecond))
 	}
 	for _, l := range strings.Split(logs.String(), "\n") {
-		if strings.Contains(l, "shutting down") || strings.Contains(l, "labs closed") || strings.Contains(l, "run finished") {
+		if strings.Contains(l, "shutting down") || strings.Contains(l, "labs closed") || strings.Contains(l, "databases dropped") || strings.Contains(l, "run finished") {
 			t.Log(l)
 		}
 	}
@@ -121,7 +121,7 @@ func TestFaultShutdownWithManyLabsAndASteppedRun(t *testing.T) {
 	if err != nil || status != engine.StatusCancelled {
 		t.Errorf("the stepped run's recording: %q (%q), %v; want status %q", status, why, err, engine.StatusCancelled)
 	}
-	if dbs, roles, backends := leftovers(t); dbs+roles+backends != 0 {
+	if dbs, roles, backends := leftovers(t, logs.String()); dbs+roles+backends != 0 {
 		t.Errorf("left on the server: %d lab databases, %d lab roles, %d lab backends", dbs, roles, backends)
 	}
 }

@@ -181,9 +181,19 @@ func startLocal(ctx context.Context, opts Options, b bins) (s *Server, err error
 	if err != nil {
 		return nil, err
 	}
+	// Locked for as long as this process lives: the sweep of a later
+	// rlslab removes the directory once the lock is free.
+	runLock, _, err := tryLock(filepath.Join(runDir, lockName))
+	if err != nil {
+		os.RemoveAll(runDir)
+		return nil, err
+	}
+	var dataLock *lockFile
 	defer func() {
 		if err != nil {
 			os.RemoveAll(runDir)
+			runLock.unlock()
+			dataLock.unlock()
 		}
 	}()
 	if err := acct.chown(runDir); err != nil {
@@ -192,7 +202,7 @@ func startLocal(ctx context.Context, opts Options, b bins) (s *Server, err error
 	if err := acct.checkReachable(runDir); err != nil {
 		return nil, err
 	}
-	s = &Server{Kind: "local", maxConns: opts.MaxConnections, runDir: runDir, died: make(chan struct{}), logger: opts.Logger}
+	s = &Server{Kind: "local", maxConns: opts.MaxConnections, runDir: runDir, died: make(chan struct{}), logger: opts.Logger, runLock: runLock}
 	password := rand.Text()
 
 	if opts.DataDir == "" {
@@ -205,7 +215,12 @@ func startLocal(ctx context.Context, opts Options, b bins) (s *Server, err error
 		if s.dataDir, err = filepath.Abs(opts.DataDir); err != nil {
 			return nil, err
 		}
-		if acct, err = prepareDataDir(ctx, opts, b, acct, s.dataDir, runDir, password); err != nil {
+		var lockedBefore bool
+		if dataLock, lockedBefore, err = lockDataDir(opts, s.dataDir); err != nil {
+			return nil, err
+		}
+		s.dataLock = dataLock
+		if acct, err = prepareDataDir(ctx, opts, b, acct, s.dataDir, runDir, password, lockedBefore); err != nil {
 			return nil, err
 		}
 	}
@@ -232,11 +247,11 @@ func startLocal(ctx context.Context, opts Options, b bins) (s *Server, err error
 		}
 		// After a crash (postgres killed hard), its backends linger briefly
 		// and postgres refuses to start until they are gone.
-		if attempt < 25 && bytes.Contains(logTail, []byte("pre-existing shared memory block")) {
+		if attempt < 12 && bytes.Contains(logTail, []byte("pre-existing shared memory block")) {
 			if attempt == 1 {
 				opts.Logger.Warn("processes of a previous server still use DataDir; waiting for them to exit", "dir", s.dataDir)
 			}
-			time.Sleep(200 * time.Millisecond)
+			time.Sleep(min(25*time.Millisecond<<attempt, time.Second))
 			continue
 		}
 		return nil, err
@@ -254,7 +269,8 @@ func startLocal(ctx context.Context, opts Options, b bins) (s *Server, err error
 // prepareDataDir makes dataDir ready to start: it initdb's an empty or
 // missing directory and checks a directory that already holds a cluster. It
 // returns the account to run postgres as, the cluster owner when we are root.
-func prepareDataDir(ctx context.Context, opts Options, b bins, acct *account, dataDir, runDir, password string) (*account, error) {
+// lockedBefore says an rlslab used dataDir before (see checkStalePid).
+func prepareDataDir(ctx context.Context, opts Options, b bins, acct *account, dataDir, runDir, password string, lockedBefore bool) (*account, error) {
 	if _, err := os.Stat(filepath.Join(dataDir, "PG_VERSION")); err == nil {
 		st, err := os.Stat(dataDir)
 		if err != nil {
@@ -273,7 +289,7 @@ func prepareDataDir(ctx context.Context, opts Options, b bins, acct *account, da
 				return nil, err
 			}
 		}
-		if err := checkStalePid(opts, dataDir); err != nil {
+		if err := checkStalePid(opts, dataDir, lockedBefore); err != nil {
 			return nil, err
 		}
 		opts.Logger.Info("reusing PostgreSQL cluster", "dir", dataDir)
@@ -303,31 +319,117 @@ func prepareDataDir(ctx context.Context, opts Options, b bins, acct *account, da
 }
 
 // sweepAbandoned removes temporary cluster directories (rlslab-pg-*) that a
-// killed rlslab left in dir: only those older than minAge whose server is
-// not running, so that a cluster another process is still starting or using
-// is never touched.
-func sweepAbandoned(log *slog.Logger, dir string, minAge time.Duration) {
+// dead rlslab left in dir. Such a directory holds a lock file that its
+// rlslab keeps locked while it lives (the kernel releases it however the
+// process dies): a free lock means a dead owner, whatever the directory's
+// age. Its postgres, if it still shuts down, is waited for (and asked to
+// stop) first. A directory without a lock file (an older rlslab's, or one
+// being made this instant) is removed only when older than legacyAge and
+// its server is not running.
+func sweepAbandoned(log *slog.Logger, dir string, legacyAge time.Duration) {
 	matches, _ := filepath.Glob(filepath.Join(dir, "rlslab-pg-*"))
 	for _, m := range matches {
 		fi, err := os.Stat(m)
-		if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < minAge {
+		if err != nil || !fi.IsDir() {
 			continue
 		}
-		if data, err := os.ReadFile(filepath.Join(m, "data", "postmaster.pid")); err == nil {
-			first, _, _ := strings.Cut(string(data), "\n")
-			if pid, err := strconv.Atoi(strings.TrimSpace(first)); err == nil && pid > 0 && processRunsPostgres(pid) {
+		pid := postmasterPid(filepath.Join(m, "data"))
+		lock, _, err := tryLockExisting(filepath.Join(m, lockName))
+		switch {
+		case err != nil:
+			continue // held by a live rlslab (or unreadable)
+		case lock == nil:
+			if time.Since(fi.ModTime()) < legacyAge || (pid > 0 && processRunsPostgres(pid)) {
+				continue
+			}
+		default:
+			// The owner is dead: its postgres got SIGINT as it died.
+			if pid > 0 && !stopOrphan(log, pid) {
+				lock.unlock()
 				continue
 			}
 		}
-		if err := os.RemoveAll(m); err == nil {
-			log.Info("removed an abandoned temporary cluster", "dir", m)
+		err = os.RemoveAll(m)
+		lock.unlock()
+		if err == nil {
+			log.Info("removed the temporary cluster of an rlslab that is no longer running", "dir", m)
 		}
 	}
 }
 
-// checkStalePid handles a postmaster.pid left in dataDir: an error when a
-// PostgreSQL still runs there, else it removes the stale file.
-func checkStalePid(opts Options, dataDir string) error {
+// postmasterPid returns the pid in dataDir's postmaster.pid, or 0.
+func postmasterPid(dataDir string) int {
+	data, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
+}
+
+// orphanWait bounds how long a dead rlslab's postgres is given to finish
+// its shutdown before it is asked again (SIGINT), and again after that.
+const orphanWait = 5 * time.Second
+
+// stopOrphan waits until the postgres pid of a dead rlslab has exited,
+// asking it to stop (SIGINT, a fast shutdown) if it takes more than
+// orphanWait; it reports whether it is gone.
+func stopOrphan(log *slog.Logger, pid int) bool {
+	if waitGone(pid, orphanWait) {
+		return true
+	}
+	log.Warn("the PostgreSQL of an rlslab that is no longer running is still up; stopping it", "pid", pid)
+	_ = syscall.Kill(pid, syscall.SIGINT)
+	return waitGone(pid, orphanWait)
+}
+
+// waitGone waits (checking with a growing pause) until pid no longer runs
+// postgres, at most timeout; it reports whether it is gone.
+func waitGone(pid int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	pause := 5 * time.Millisecond
+	for processRunsPostgres(pid) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pause)
+		pause = min(pause*2, 200*time.Millisecond)
+	}
+	return true
+}
+
+// lockDataDir takes the lock of a kept data directory (the file next to
+// it, named after it with lockSuffix), held while this process uses the
+// cluster: a second rlslab on the same directory is refused, and after a
+// crash the next one knows that the cluster's last user is dead. When the
+// directory's parent cannot hold the file, it goes without (and logs it).
+// It also reports whether the lock file was there already (an rlslab used
+// the directory before).
+func lockDataDir(opts Options, dataDir string) (*lockFile, bool, error) {
+	if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
+		return nil, false, err
+	}
+	l, created, err := tryLock(dataDir + lockSuffix)
+	if errors.Is(err, errLocked) {
+		return nil, false, fmt.Errorf("DataDir %s is in use by another rlslab (%v): stop it first, or use another directory", dataDir, err)
+	}
+	if err != nil {
+		opts.Logger.Warn("cannot lock the data directory; going without", "dir", dataDir, "err", err)
+		return nil, false, nil
+	}
+	return l, !created, nil
+}
+
+// checkStalePid handles a postmaster.pid left in dataDir. Its postgres may
+// still be running: when the directory's lock was free (lockedBefore: an
+// rlslab used it, and that rlslab is dead), it is the dead rlslab's
+// server finishing its shutdown, and is waited for (and asked to stop);
+// otherwise it is another server and an error. A stale file is removed.
+func checkStalePid(opts Options, dataDir string, lockedBefore bool) error {
 	pidFile := filepath.Join(dataDir, "postmaster.pid")
 	data, err := os.ReadFile(pidFile)
 	if errors.Is(err, os.ErrNotExist) {
@@ -339,17 +441,32 @@ func checkStalePid(opts Options, dataDir string) error {
 	first, _, _ := strings.Cut(string(data), "\n")
 	pid, err := strconv.Atoi(strings.TrimSpace(first))
 	if err == nil && pid > 0 && processRunsPostgres(pid) {
-		return fmt.Errorf("DataDir %s is in use by PostgreSQL process %d (see %s): stop that server first", dataDir, pid, pidFile)
+		if !lockedBefore {
+			return fmt.Errorf("DataDir %s is in use by PostgreSQL process %d (see %s): stop that server first", dataDir, pid, pidFile)
+		}
+		opts.Logger.Warn("the PostgreSQL of a crashed rlslab still runs on DataDir; waiting for it to stop", "dir", dataDir, "pid", pid)
+		if !stopOrphan(opts.Logger, pid) {
+			return fmt.Errorf("DataDir %s: PostgreSQL process %d, left by an rlslab that is no longer running, did not stop: stop it first", dataDir, pid)
+		}
+		if _, err := os.Stat(pidFile); errors.Is(err, os.ErrNotExist) {
+			return nil // it cleaned up after itself
+		}
 	}
 	opts.Logger.Warn("removing stale postmaster.pid left by a crashed server", "file", pidFile, "pid", first)
 	return os.Remove(pidFile)
 }
 
-// processRunsPostgres reports whether pid is alive and, where /proc tells,
-// runs postgres (a pid may have been reused after a crash).
+// processRunsPostgres reports whether pid is alive (not a zombie nobody
+// reaped) and, where /proc tells, runs postgres (a pid may have been reused
+// after a crash).
 func processRunsPostgres(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
+	}
+	if stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X') {
+			return false
+		}
 	}
 	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 	if err != nil {
@@ -532,12 +649,15 @@ func (s *Server) stopProcess() error {
 	return fmt.Errorf("postgres (pid %d) did not stop within %v of SIGINT; killed it", s.cmd.Process.Pid, shutdownTimeout)
 }
 
-// closeLocal stops postgres and removes the run directory.
+// closeLocal stops postgres, removes the run directory and releases the
+// locks.
 func (s *Server) closeLocal() error {
 	err := s.stopProcess()
 	if rmErr := os.RemoveAll(s.runDir); rmErr != nil && err == nil {
 		err = rmErr
 	}
+	s.runLock.unlock()
+	s.dataLock.unlock()
 	return err
 }
 

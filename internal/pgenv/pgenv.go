@@ -58,6 +58,8 @@ type Server struct {
 	dataDir  string
 	port     int
 	keepData bool
+	runLock  *lockFile // held on runDir while the server runs
+	dataLock *lockFile // held on a kept dataDir (nil when ephemeral)
 
 	stopping atomic.Bool   // set before rlslab stops postgres itself
 	died     chan struct{} // closed when postgres exits without being stopped

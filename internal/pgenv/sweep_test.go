@@ -9,7 +9,10 @@ import (
 	"time"
 )
 
-func TestSweepAbandonedRemovesOnlyOldDeadClusters(t *testing.T) {
+// TestSweepAbandonedRemovesOnlyDeadClusters: a directory whose lock is free
+// goes whatever its age, one whose lock is held stays whatever its age, and
+// one without a lock file (an older rlslab's) goes only when old and dead.
+func TestSweepAbandonedRemovesOnlyDeadClusters(t *testing.T) {
 	dir := t.TempDir()
 	mk := func(name string, age time.Duration, pid int) string {
 		p := filepath.Join(dir, name)
@@ -31,8 +34,26 @@ func TestSweepAbandonedRemovesOnlyOldDeadClusters(t *testing.T) {
 	deadPid := mk("rlslab-pg-deadpid", 2*time.Hour, 999999)
 	young := mk("rlslab-pg-young", time.Minute, 0)
 	other := mk("something-else", 2*time.Hour, 0)
+	// With lock files: a crashed rlslab's (free, a minute old) and a
+	// running one's (held, two hours old).
+	crashed := mk("rlslab-pg-crashed", time.Minute, 0)
+	l, _, err := tryLock(filepath.Join(crashed, lockName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.unlock()
+	running := mk("rlslab-pg-running", 2*time.Hour, 0)
+	held, _, err := tryLock(filepath.Join(running, lockName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.unlock()
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(running, old, old); err != nil {
+		t.Fatal(err)
+	}
 	sweepAbandoned(slog.New(slog.DiscardHandler), dir, time.Hour)
-	for p, want := range map[string]bool{dead: false, deadPid: false, young: true, other: true} {
+	for p, want := range map[string]bool{dead: false, deadPid: false, young: true, other: true, crashed: false, running: true} {
 		_, err := os.Stat(p)
 		if got := err == nil; got != want {
 			t.Errorf("%s: exists=%v, want %v", filepath.Base(p), got, want)

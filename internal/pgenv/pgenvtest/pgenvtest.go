@@ -1,14 +1,26 @@
 // Package pgenvtest gives a package's tests one shared PostgreSQL, found or
 // started by pgenv on first use and closed when the tests are done.
+//
+// With DATABASE_URL set (for example by pgshared, which starts one server
+// for a whole go test run), every test binary shares that server and gets
+// a database of its own on it, dropped when its tests are done: rlslab's
+// own tables of one package never meet another's.
 package pgenvtest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
 	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rlslab/rlslab/internal/pgenv"
 )
@@ -20,6 +32,8 @@ var (
 	mu        sync.Mutex
 	server    *pgenv.Server
 	serverErr error
+	ownDB     string // the database made for this test binary on a server given by URL
+	baseURL   string // that server's URL, to drop ownDB
 )
 
 // Main runs the package's tests with one shared PostgreSQL started lazily on
@@ -27,6 +41,11 @@ var (
 func Main(m *testing.M) {
 	code := m.Run()
 	mu.Lock()
+	if ownDB != "" {
+		if err := dropDB(baseURL, ownDB); err != nil {
+			os.Stderr.WriteString("pgenvtest: dropping database " + ownDB + ": " + err.Error() + "\n")
+		}
+	}
 	if server != nil {
 		if err := server.Close(); err != nil {
 			os.Stderr.WriteString("pgenvtest: closing PostgreSQL: " + err.Error() + "\n")
@@ -53,6 +72,9 @@ func MustServer(tb testing.TB) *pgenv.Server {
 			Getenv:         os.Getenv,
 			MaxConnections: 400,
 		})
+		if serverErr == nil && server.Kind == "url" {
+			server, serverErr = ownDatabase(ctx, server)
+		}
 	}
 	if serverErr != nil {
 		tb.Fatal("pgenvtest: no PostgreSQL for the tests: ", serverErr)
@@ -96,4 +118,56 @@ func MustStockServer(tb testing.TB) *pgenv.Server {
 	}
 	tb.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// ownDatabase creates a database for this test binary on the server s
+// (given by URL, shared with other test binaries) and returns s pointing
+// there. A URL that is not of the postgres:// form is used as it is.
+func ownDatabase(ctx context.Context, s *pgenv.Server) (*pgenv.Server, error) {
+	u, err := url.Parse(s.URL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return s, nil
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := "pgenvtest_" + binaryName() + "_" + hex.EncodeToString(b)
+	conn, err := pgx.Connect(ctx, s.URL)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return nil, err
+	}
+	ownDB, baseURL = name, s.URL
+	withDB := func(raw string) string {
+		v, err := url.Parse(raw)
+		if err != nil {
+			return raw
+		}
+		v.Path = "/" + name
+		return v.String()
+	}
+	return &pgenv.Server{URL: withDB(s.URL), TCPURL: withDB(s.TCPURL), Kind: s.Kind}, nil
+}
+
+// binaryName is the test binary's package name, as a database name may
+// hold it ("sessions" for sessions.test).
+func binaryName() string {
+	n := strings.TrimSuffix(filepath.Base(os.Args[0]), ".test")
+	n = regexp.MustCompile(`[^a-z0-9_]+`).ReplaceAllString(strings.ToLower(n), "_")
+	return n[:min(len(n), 30)]
+}
+
+// dropDB drops database name on the server at u.
+func dropDB(u, name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	return err
 }
