@@ -1,8 +1,12 @@
 // Package sessions owns who is here and what they own: labs (each learner's
 // sandbox database with its own roles and data), the lifecycle of the runs
 // in them, the server-wide connection budget and its admission queue, and
-// the spare sandboxes that make a new lab ready at once. (Labs are not
-// Postgres sessions; the package name is the project's agreed layout.)
+// the spare sandboxes that make a new lab ready at once; and, on rlslab's
+// own tables (package store), the services around them: workshops,
+// learners' progress and predictions, and recordings of finished runs. The
+// manager tells its subscribers (the Keeper, Progress) of every run that
+// ends. (Labs are not Postgres sessions; the package name is the project's
+// agreed layout.)
 package sessions
 
 import (
