@@ -163,7 +163,8 @@ type Capacity struct {
 type Manager struct {
 	cfg      Config
 	admin    *pgxpool.Pool
-	ownAdmin bool // Open opened admin, and Close closes it
+	ownAdmin bool    // Open opened admin, and Close closes it
+	prober   *prober // asks whether the server answers (see guard)
 	log      *slog.Logger
 	capa     Capacity
 	admit    *admission
@@ -213,7 +214,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 			admin.Close()
 		}
 	}
-	m := &Manager{cfg: cfg, admin: admin, ownAdmin: own, log: cfg.Logger, labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
+	m := &Manager{cfg: cfg, admin: admin, ownAdmin: own, prober: newProber(admin), log: cfg.Logger, labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
 		creating: map[string]*creation{}, retry: map[string]bool{}, sems: map[string]chan struct{}{},
 		maintSem: make(chan struct{}, MaintConns)}
 	m.counts = &serverCounts{m: m}

@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,8 +26,8 @@ const (
 // lab controls, and turns an outage into EUNAVAILABLE with ErrDatabaseDown
 // (the driver's words, which name hosts and sockets, go to the log).
 type guard struct {
-	pool *pgxpool.Pool
-	log  *slog.Logger
+	p   *prober
+	log *slog.Logger
 }
 
 // do runs f. When f fails with an internal error, or has not returned after
@@ -64,22 +65,89 @@ func (g guard) do(ctx context.Context, what string, f func(ctx context.Context) 
 	return err
 }
 
-// outage logs the driver's error and returns the outage in words.
+// outageLogEvery is how often the guard logs an outage at most (every
+// request during one would otherwise log).
+const outageLogEvery = 10 * time.Second
+
+// outage logs the driver's error (at most once per outageLogEvery) and
+// returns the outage in words.
 func (g guard) outage(what string, err error) error {
-	g.log.Warn("database not answering", "op", what, "err", err)
+	if g.p.shouldLog(time.Now()) {
+		g.log.Warn("database not answering", "op", what, "err", err)
+	}
 	return rlslab.Errorf(rlslab.EUNAVAILABLE, "%s", ErrDatabaseDown)
 }
 
-// probe checks within probeTimeout that the server answers on a pooled
-// connection and accepts a new one (a frozen postmaster lets the first
-// through and not the second).
+// probe asks the prober, or returns ctx's error when ctx ends first.
 func (g guard) probe(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	return g.p.probe(ctx)
+}
+
+// prober checks that the server answers, on a pooled connection and on a
+// new one (a frozen postmaster lets the first through and not the second).
+// Callers that ask while a probe is going share its answer, so that a
+// crowd of slow calls opens one connection, not one each.
+type prober struct {
+	pool   *pgxpool.Pool
+	mu     sync.Mutex
+	cur    *probeCall // the probe going, or nil
+	logged time.Time  // when an outage was last logged
+}
+
+// shouldLog reports whether an outage seen at now is to be logged, and
+// notes it if so.
+func (p *prober) shouldLog(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.logged.IsZero() && now.Sub(p.logged) < outageLogEvery {
+		return false
+	}
+	p.logged = now
+	return true
+}
+
+// probeCall is one probe and, once done is closed, its answer.
+type probeCall struct {
+	done chan struct{}
+	err  error
+}
+
+// newProber returns a prober of the server pool connects to.
+func newProber(pool *pgxpool.Pool) *prober { return &prober{pool: pool} }
+
+// probe returns the answer of the probe going, or of a new one (within
+// probeTimeout), or ctx's error when ctx ends first.
+func (p *prober) probe(ctx context.Context) error {
+	p.mu.Lock()
+	c := p.cur
+	if c == nil {
+		c = &probeCall{done: make(chan struct{})}
+		p.cur = c
+		go func() {
+			c.err = p.run()
+			p.mu.Lock()
+			p.cur = nil
+			p.mu.Unlock()
+			close(c.done)
+		}()
+	}
+	p.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// run probes the server once, within probeTimeout.
+func (p *prober) run() error {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	errc := make(chan error, 2)
-	go func() { errc <- g.pool.Ping(ctx) }()
+	go func() { errc <- p.pool.Ping(ctx) }()
 	go func() {
-		conn, err := pgx.ConnectConfig(ctx, g.pool.Config().ConnConfig)
+		conn, err := pgx.ConnectConfig(ctx, p.pool.Config().ConnConfig)
 		if err == nil {
 			err = conn.Close(ctx)
 		}
