@@ -2,11 +2,14 @@ package sessions
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rlslab/rlslab"
@@ -83,10 +86,13 @@ func (g guard) probe(ctx context.Context) error {
 	return g.p.probe(ctx)
 }
 
-// prober checks that the server answers, on a pooled connection and on a
-// new one (a frozen postmaster lets the first through and not the second).
-// Callers that ask while a probe is going share its answer, so that a
-// crowd of slow calls opens one connection, not one each.
+// prober checks that the server answers: that a new connection gets an
+// answer to its first message (an SSLRequest, which a backend forked for
+// it answers with one byte, before any authentication or catalog work). A
+// stopped server refuses the connection; a frozen one never answers; a
+// loaded one still answers at once, and neither a full pool nor the
+// connection limit makes the probe fail. Callers that ask while a probe is
+// going share its answer.
 type prober struct {
 	pool   *pgxpool.Pool
 	mu     sync.Mutex
@@ -140,24 +146,37 @@ func (p *prober) probe(ctx context.Context) error {
 	}
 }
 
+// sslRequest is the message that asks a PostgreSQL server for TLS: its
+// length (8) and the code 80877103.
+var sslRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}
+
 // run probes the server once, within probeTimeout.
 func (p *prober) run() error {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
-	errc := make(chan error, 2)
-	go func() { errc <- p.pool.Ping(ctx) }()
-	go func() {
-		conn, err := pgx.ConnectConfig(ctx, p.pool.Config().ConnConfig)
-		if err == nil {
-			err = conn.Close(ctx)
-		}
-		errc <- err
-	}()
-	var first error
-	for range 2 {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-		}
+	cc := p.pool.Config().ConnConfig
+	network, address := pgconn.NetworkAddress(cc.Host, cc.Port)
+	dial := cc.DialFunc
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
 	}
-	return first
+	conn, err := dial(ctx, network, address)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	if _, err := conn.Write(sslRequest); err != nil {
+		return err
+	}
+	var answer [1]byte
+	if _, err := io.ReadFull(conn, answer[:]); err != nil {
+		return err
+	}
+	if answer[0] != 'S' && answer[0] != 'N' {
+		return fmt.Errorf("the server answered an SSLRequest with %q", answer[0])
+	}
+	return nil
 }
