@@ -358,7 +358,7 @@ func (l *Lab) Step() error {
 // by the reset. When the database does not answer it fails with
 // EUNAVAILABLE within about a second (see guard).
 func (l *Lab) Reset(ctx context.Context) error {
-	return guard{pool: l.mgr.admin, log: l.mgr.log}.do(ctx, "reset lab", l.reset)
+	return guard{p: l.mgr.prober, log: l.mgr.log}.do(ctx, "reset lab", l.reset)
 }
 
 // reset is Reset without the guard.

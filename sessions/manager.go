@@ -1,8 +1,12 @@
 // Package sessions owns who is here and what they own: labs (each learner's
 // sandbox database with its own roles and data), the lifecycle of the runs
 // in them, the server-wide connection budget and its admission queue, and
-// the spare sandboxes that make a new lab ready at once. (Labs are not
-// Postgres sessions; the package name is the project's agreed layout.)
+// the spare sandboxes that make a new lab ready at once; and, on rlslab's
+// own tables (package store), the services around them: workshops,
+// learners' progress and predictions, and recordings of finished runs. The
+// manager tells its subscribers (the Keeper, Progress) of every run that
+// ends. (Labs are not Postgres sessions; the package name is the project's
+// agreed layout.)
 package sessions
 
 import (
@@ -179,7 +183,8 @@ type Capacity struct {
 type Manager struct {
 	cfg      Config
 	admin    *pgxpool.Pool
-	ownAdmin bool // Open opened admin, and Close closes it
+	ownAdmin bool    // Open opened admin, and Close closes it
+	prober   *prober // asks whether the server answers (see guard)
 	log      *slog.Logger
 	fails    *failureLog // failures that recur while the database is down
 	capa     Capacity
@@ -232,7 +237,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 			admin.Close()
 		}
 	}
-	m := &Manager{cfg: cfg, admin: admin, ownAdmin: own, log: cfg.Logger, fails: newFailureLog(cfg.Logger, failLogEvery), labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
+	m := &Manager{cfg: cfg, admin: admin, ownAdmin: own, prober: newProber(admin), log: cfg.Logger, fails: newFailureLog(cfg.Logger, failLogEvery), labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
 		creating: map[string]*creation{}, retry: map[string]bool{}, sems: map[string]chan struct{}{},
 		maintSem: make(chan struct{}, MaintConns)}
 	m.counts = &serverCounts{m: m}

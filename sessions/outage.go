@@ -2,10 +2,14 @@ package sessions
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rlslab/rlslab"
@@ -25,8 +29,8 @@ const (
 // lab controls, and turns an outage into EUNAVAILABLE with ErrDatabaseDown
 // (the driver's words, which name hosts and sockets, go to the log).
 type guard struct {
-	pool *pgxpool.Pool
-	log  *slog.Logger
+	p   *prober
+	log *slog.Logger
 }
 
 // do runs f. When f fails with an internal error, or has not returned after
@@ -64,32 +68,115 @@ func (g guard) do(ctx context.Context, what string, f func(ctx context.Context) 
 	return err
 }
 
-// outage logs the driver's error and returns the outage in words.
+// outageLogEvery is how often the guard logs an outage at most (every
+// request during one would otherwise log).
+const outageLogEvery = 10 * time.Second
+
+// outage logs the driver's error (at most once per outageLogEvery) and
+// returns the outage in words.
 func (g guard) outage(what string, err error) error {
-	g.log.Warn("database not answering", "op", what, "err", err)
+	if g.p.shouldLog(time.Now()) {
+		g.log.Warn("database not answering", "op", what, "err", err)
+	}
 	return rlslab.Errorf(rlslab.EUNAVAILABLE, "%s", ErrDatabaseDown)
 }
 
-// probe checks within probeTimeout that the server answers on a pooled
-// connection and accepts a new one (a frozen postmaster lets the first
-// through and not the second).
+// probe asks the prober, or returns ctx's error when ctx ends first.
 func (g guard) probe(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
-	defer cancel()
-	errc := make(chan error, 2)
-	go func() { errc <- g.pool.Ping(ctx) }()
-	go func() {
-		conn, err := pgx.ConnectConfig(ctx, g.pool.Config().ConnConfig)
-		if err == nil {
-			err = conn.Close(ctx)
-		}
-		errc <- err
-	}()
-	var first error
-	for range 2 {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-		}
+	return g.p.probe(ctx)
+}
+
+// prober checks that the server answers: that a new connection gets an
+// answer to its first message (an SSLRequest, which a backend forked for
+// it answers with one byte, before any authentication or catalog work). A
+// stopped server refuses the connection; a frozen one never answers; a
+// loaded one still answers at once, and neither a full pool nor the
+// connection limit makes the probe fail. Callers that ask while a probe is
+// going share its answer.
+type prober struct {
+	pool   *pgxpool.Pool
+	mu     sync.Mutex
+	cur    *probeCall // the probe going, or nil
+	logged time.Time  // when an outage was last logged
+}
+
+// shouldLog reports whether an outage seen at now is to be logged, and
+// notes it if so.
+func (p *prober) shouldLog(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.logged.IsZero() && now.Sub(p.logged) < outageLogEvery {
+		return false
 	}
-	return first
+	p.logged = now
+	return true
+}
+
+// probeCall is one probe and, once done is closed, its answer.
+type probeCall struct {
+	done chan struct{}
+	err  error
+}
+
+// newProber returns a prober of the server pool connects to.
+func newProber(pool *pgxpool.Pool) *prober { return &prober{pool: pool} }
+
+// probe returns the answer of the probe going, or of a new one (within
+// probeTimeout), or ctx's error when ctx ends first.
+func (p *prober) probe(ctx context.Context) error {
+	p.mu.Lock()
+	c := p.cur
+	if c == nil {
+		c = &probeCall{done: make(chan struct{})}
+		p.cur = c
+		go func() {
+			c.err = p.run()
+			p.mu.Lock()
+			p.cur = nil
+			p.mu.Unlock()
+			close(c.done)
+		}()
+	}
+	p.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sslRequest is the message that asks a PostgreSQL server for TLS: its
+// length (8) and the code 80877103.
+var sslRequest = []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}
+
+// run probes the server once, within probeTimeout.
+func (p *prober) run() error {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	cc := p.pool.Config().ConnConfig
+	network, address := pgconn.NetworkAddress(cc.Host, cc.Port)
+	dial := cc.DialFunc
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	conn, err := dial(ctx, network, address)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	if _, err := conn.Write(sslRequest); err != nil {
+		return err
+	}
+	var answer [1]byte
+	if _, err := io.ReadFull(conn, answer[:]); err != nil {
+		return err
+	}
+	if answer[0] != 'S' && answer[0] != 'N' {
+		return fmt.Errorf("the server answered an SSLRequest with %q", answer[0])
+	}
+	return nil
 }

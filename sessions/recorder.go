@@ -25,7 +25,8 @@ type RecordedFrame struct {
 	State json.RawMessage `json:"state"`
 }
 
-// RunRecord is a finished run as OnRunEnd receives it.
+// RunRecord is a finished run as the manager's subscribers receive it
+// (Config.Subscribers).
 type RunRecord struct {
 	Lab      *Lab
 	Scenario string

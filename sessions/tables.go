@@ -50,7 +50,7 @@ func NewDB(st *store.Store, pool *pgxpool.Pool, log *slog.Logger) *DB {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &DB{st: st, g: guard{pool: pool, log: log}}
+	return &DB{st: st, g: guard{p: newProber(pool), log: log}}
 }
 
 // do runs f on the tables under the guard.

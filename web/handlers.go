@@ -298,7 +298,8 @@ func cookieToken(r *http.Request) string {
 
 // ownerToken returns the browser's learner token, giving it a new one (in an
 // HttpOnly cookie) if it has none. Nothing is written to rlslab's tables:
-// the learner is stored once it has something to keep (ensureLearner).
+// the learner is stored once it has something to keep (a prediction, a
+// finished run).
 func (s *Server) ownerToken(w http.ResponseWriter, r *http.Request) string {
 	if t := cookieToken(r); t != "" {
 		return t

@@ -33,6 +33,8 @@ type joinLimiter struct {
 	clients map[string]*list.Element // of *joinWindowCount, in order
 	order   *list.List               // the clients, oldest window first
 	max     int                      // clients remembered at most
+	burst   float64                  // failures all clients may make at once
+	rate    float64                  // failures a second all clients earn back
 	tokens  float64                  // failures all clients may still make
 	filled  time.Time                // when tokens was last refilled
 }
@@ -46,13 +48,14 @@ type joinWindowCount struct {
 
 // newJoinLimiter returns a limiter that remembers no client yet.
 func newJoinLimiter() *joinLimiter {
-	return &joinLimiter{clients: map[string]*list.Element{}, order: list.New(), max: joinClients, tokens: joinGlobalBurst}
+	return &joinLimiter{clients: map[string]*list.Element{}, order: list.New(), max: joinClients,
+		burst: joinGlobalBurst, rate: joinGlobalRate, tokens: joinGlobalBurst}
 }
 
 // refill adds the failures earned since the last refill; callers hold mu.
 func (l *joinLimiter) refill(now time.Time) {
 	if !l.filled.IsZero() && now.After(l.filled) {
-		l.tokens = min(joinGlobalBurst, l.tokens+now.Sub(l.filled).Seconds()*joinGlobalRate)
+		l.tokens = min(l.burst, l.tokens+now.Sub(l.filled).Seconds()*l.rate)
 	}
 	if l.filled.IsZero() || now.After(l.filled) {
 		l.filled = now

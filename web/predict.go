@@ -99,7 +99,7 @@ func (s *Server) handlePredict(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.progress == nil {
-		s.fail(w, r, rlslab.Errorf(rlslab.EUNAVAILABLE, "predictions are not kept on this server (it has no store)"))
+		s.fail(w, r, rlslab.Errorf(rlslab.EUNAVAILABLE, "predictions are not kept on this server (it runs without rlslab's own tables)"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
@@ -132,7 +132,7 @@ func (s *Server) handlePrediction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.progress == nil {
-		s.fail(w, r, rlslab.Errorf(rlslab.EUNAVAILABLE, "predictions are not kept on this server (it has no store)"))
+		s.fail(w, r, rlslab.Errorf(rlslab.EUNAVAILABLE, "predictions are not kept on this server (it runs without rlslab's own tables)"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)

@@ -18,7 +18,7 @@ func (s *Server) progressRoutes() {
 
 // handleProgress serves the learner's progress: per lesson, the variants
 // run, whether the leak was seen and the fix run, and the checked
-// predictions. A browser the store does not know gets no lessons; the GET
+// predictions. A browser rlslab's tables do not know gets no lessons; the GET
 // creates no learner.
 func (s *Server) handleProgress(w http.ResponseWriter, r *http.Request) {
 	if s.progress == nil {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -28,6 +29,49 @@ func TestJoinLimiterWindow(t *testing.T) {
 	l.fail("10.0.0.1", t0.Add(joinWindow))
 	if l.blocked("10.0.0.1", t0.Add(joinWindow+time.Second)) {
 		t.Error("one failure in a new window blocks")
+	}
+}
+
+// TestJoinLimiterNotSwitchedOffByVolume fails once from each of
+// joinClients addresses: a new address is then refused at once (all
+// addresses together have used up their failures), and, with that bucket
+// out of the way, a new address is still counted and blocked after
+// joinFailures (the oldest address is forgotten instead).
+func TestJoinLimiterNotSwitchedOffByVolume(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	addr := func(i int) string { return fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255) }
+
+	l := newJoinLimiter()
+	for i := range joinClients {
+		l.fail(addr(i), t0)
+	}
+	if !l.blocked("192.0.2.1", t0) {
+		t.Error("a new address may guess after wrong codes from 10,000 addresses")
+	}
+	if l.blocked("192.0.2.1", t0.Add(joinWindow)) {
+		t.Error("still blocked a minute later")
+	}
+
+	l = newJoinLimiter()
+	l.burst, l.tokens = 1e9, 1e9 // only the per-address table counts
+	for i := range joinClients {
+		l.fail(addr(i), t0.Add(time.Duration(i)*time.Microsecond))
+	}
+	now := t0.Add(time.Second)
+	for i := range joinFailures {
+		if l.blocked("192.0.2.1", now) {
+			t.Fatalf("the new address is blocked after %d failures", i)
+		}
+		l.fail("192.0.2.1", now)
+	}
+	if !l.blocked("192.0.2.1", now) {
+		t.Error("a new address is not counted once 10,000 addresses are remembered")
+	}
+	if n := l.order.Len(); n != joinClients || len(l.clients) != joinClients {
+		t.Errorf("remembers %d addresses (%d in order), want at most %d", len(l.clients), n, joinClients)
+	}
+	if _, ok := l.clients[addr(0)]; ok {
+		t.Error("the address with the oldest window is still remembered")
 	}
 }
 

@@ -3,9 +3,12 @@ package web_test
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -296,6 +299,73 @@ func TestJoinCodesAreRateLimited(t *testing.T) {
 	if code != http.StatusTooManyRequests {
 		t.Errorf("join after 30 wrong codes: %d", code)
 	}
+}
+
+// fromAddress returns a client whose connections come from the loopback
+// address ip (Linux answers on all of 127.0.0.0/8), with keep-alives off.
+func fromAddress(ip net.IP) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// TestFaultJoinCodesFromManyAddresses tries one wrong join code from each
+// of 10,000 addresses, then guesses from a new one: it is refused (429), as
+// the limiter cannot be switched off by volume (it once stopped counting
+// new addresses after 10,000).
+func TestFaultJoinCodesFromManyAddresses(t *testing.T) {
+	t.Parallel() // waits on the network more than it works
+	s := mustStartServer(t, sessions.Config{MaxLabs: 1, Spares: -1})
+	mustCreateWorkshop(t, s, "Crowd", "set-leak")
+	const addresses = 10000
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	counts := map[int]int{}
+	next := make(chan int)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				c := fromAddress(net.IPv4(127, 10, byte(i>>8), byte(i)))
+				req, _ := http.NewRequest("GET", s.URL+"/join?code=WRONG"+strconv.Itoa(i), nil)
+				resp, err := c.Do(req)
+				code := 0
+				if err == nil {
+					code = resp.StatusCode
+					resp.Body.Close()
+				}
+				mu.Lock()
+				counts[code]++
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range addresses {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	t.Logf("one wrong code from each of %d addresses: %v (status: count)", addresses, counts)
+	if counts[http.StatusNotFound]+counts[http.StatusTooManyRequests] != addresses {
+		t.Fatalf("wrong codes from %d addresses: %v", addresses, counts)
+	}
+	// A new address is counted: its guesses are refused once all
+	// addresses together used up theirs (at once, unless the attack was
+	// slow enough for the bucket to refill), and at the latest after its
+	// own joinFailures.
+	newcomer := fromAddress(net.IPv4(127, 20, 0, 1))
+	for i := range 31 {
+		code, body := do(t, newcomer, "GET", s.URL+"/join?code=GUESS"+strconv.Itoa(i), "", "", "Accept", ctJSON)
+		if code == http.StatusTooManyRequests {
+			t.Logf("a new address after %d addresses: refused at guess %d", addresses, i+1)
+			return
+		}
+		if code != http.StatusNotFound {
+			t.Fatalf("guess %d from a new address: %d %s", i+1, code, body)
+		}
+	}
+	t.Errorf("a new address after %d addresses made 31 wrong guesses without a 429", addresses)
 }
 
 func TestWorkshopMoveLessonAndEnd(t *testing.T) {

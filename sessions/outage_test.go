@@ -1,0 +1,59 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
+)
+
+// TestGuardWaitsForASlowAnswer runs a query that takes a second on a
+// server that answers: the guard probes, finds the server alive and waits
+// for the answer instead of calling it an outage.
+func TestGuardWaitsForASlowAnswer(t *testing.T) {
+	t.Parallel()
+	pool, err := OpenAdmin(t.Context(), pgenvtest.MustServer(t).URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	g := guard{p: newProber(pool), log: slog.New(slog.DiscardHandler)}
+	start := time.Now()
+	err = g.do(t.Context(), "sleep", func(ctx context.Context) error {
+		_, err := pool.Exec(ctx, "SELECT pg_sleep(1)")
+		return err
+	})
+	if err != nil || time.Since(start) < time.Second {
+		t.Errorf("a slow answer of a live server: %v after %s", err, time.Since(start))
+	}
+}
+
+// TestProbesAreShared asks for a probe from many goroutines while one is
+// going: they all get its answer, and no other probe starts (the prober
+// has no pool, so a probe of its own would panic).
+func TestProbesAreShared(t *testing.T) {
+	p := newProber(nil)
+	going := &probeCall{done: make(chan struct{}), err: errors.New("the probe's answer")}
+	p.cur = going
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- p.probe(context.Background())
+		}()
+	}
+	close(going.done)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != going.err {
+			t.Errorf("probe answered %v, want the going probe's answer", err)
+		}
+	}
+}
