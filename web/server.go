@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/a-h/templ"
 
@@ -46,6 +47,9 @@ type Server struct {
 	recs    *recordingCache
 	seen    *lessonSeen
 	closing chan struct{} // closed by Close: the dashboards' websockets end
+
+	// wsBuffers lends the websockets their write buffers (see serveWS).
+	wsBuffers *sync.Pool
 }
 
 // WithStore gives the server rlslab's own tables (learners, progress,
@@ -66,6 +70,7 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 	s.recs = newRecordingCache()
 	s.seen = newLessonSeen()
 	s.closing = make(chan struct{})
+	s.wsBuffers = &sync.Pool{}
 	s.routes()
 	return s
 }

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"net"
 	"net/http"
 	"time"
 
@@ -10,12 +11,16 @@ import (
 	"github.com/rlslab/rlslab/web/live"
 )
 
-// Websocket limits.
+// Websocket limits. A browser answers pings by itself (even in a tab in
+// the background), so a socket whose pong is late does not read: it is
+// dropped wsPongWait after its last pong, and a frame it does not take
+// within wsWriteWait drops it too. Before, with a minute between pongs, 300
+// sockets that never read were all still open after 53 s.
 const (
-	wsWriteWait  = 10 * time.Second    // time allowed to write one frame
-	wsPongWait   = 60 * time.Second    // time allowed between pongs
-	wsPingPeriod = wsPongWait * 9 / 10 // how often we ping
-	wsReadLimit  = 4096                // largest message a browser may send
+	wsWriteWait  = 5 * time.Second // time allowed to write one frame
+	wsPongWait   = 6 * time.Second // time allowed between pongs
+	wsPingPeriod = 2 * time.Second // how often we ping
+	wsReadLimit  = 4096            // largest message a browser may send
 )
 
 // wsMessage is the only kind of message a browser may send: htmx's
@@ -37,7 +42,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, hubs *live.Hubs
 	}
 	// nil CheckOrigin: same origin only. Frames are HTML: compression
 	// (permessage-deflate, when the browser offers it) shrinks them a lot.
-	up := websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10, EnableCompression: true}
+	// The write buffer is lent from the server's pool only while a message
+	// is written, so that an idle watcher holds none.
+	up := websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10, WriteBufferPool: s.wsBuffers, EnableCompression: true}
 	conn, err := up.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader already answered (403 for a foreign origin)
@@ -58,6 +65,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, hubs *live.Hubs
 		for {
 			kind, data, err := conn.ReadMessage()
 			if err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					s.log.Info("websocket dropped: its browser does not read", "lab", lab.ID, "after", wsPongWait)
+				}
 				return
 			}
 			if err := checkWSMessage(kind, data); err != nil {
@@ -87,6 +97,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, hubs *live.Hubs
 			}
 			_ = conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
 			if err := conn.WriteMessage(websocket.TextMessage, frame); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					s.log.Info("websocket dropped: its browser does not read", "lab", lab.ID, "after", wsWriteWait)
+				}
 				return
 			}
 		case <-ping.C:
