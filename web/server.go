@@ -15,7 +15,6 @@ import (
 
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/lessons"
-	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/web/live"
@@ -33,7 +32,7 @@ type Server struct {
 	static  fs.FS
 	log     *slog.Logger
 	mux     *http.ServeMux
-	hubs    *live.Hubs
+	hubs    *live.Hubs[*sessions.Lab, labFrame] // the lab, presenter and watch views' frames
 	store   *store.Store
 
 	// controls finds a lab for state.json and the control endpoints:
@@ -43,7 +42,6 @@ type Server struct {
 	// Workshops, presenters and recordings (workshops.go, present.go,
 	// runs.go).
 	joins   *joinLimiter
-	present *live.Hubs
 	recs    *recordingCache
 	seen    *lessonSeen
 	closing chan struct{} // closed by Close: the dashboards' websockets end
@@ -64,9 +62,9 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{labs: labs, controls: managerLabs(labs), lessons: ls, static: static, log: log, mux: http.NewServeMux(), hubs: live.NewHubs(NewFrames(log), log)}
+	s := &Server{labs: labs, controls: managerLabs(labs), lessons: ls, static: static, log: log, mux: http.NewServeMux()}
+	s.hubs = live.NewHubs(s.openLabSource, live.Options{Poll: serverCountsEvery}, log)
 	s.joins = newJoinLimiter()
-	s.present = live.NewHubs(&presentFrames{labs: labs, log: log}, log)
 	s.recs = newRecordingCache()
 	s.seen = newLessonSeen()
 	s.closing = make(chan struct{})
@@ -83,7 +81,6 @@ func (s *Server) Close() {
 		close(s.closing)
 	}
 	s.hubs.Close()
-	s.present.Close()
 }
 
 // routes registers every endpoint.
@@ -227,34 +224,4 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, c te
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
-}
-
-// Frames renders lab states into websocket frames for the live hubs.
-type Frames struct {
-	log  *slog.Logger
-	rows *views.RowCache // one lab's finished rows (ForLab); nil renders them all
-}
-
-// NewFrames returns the frame renderer.
-func NewFrames(log *slog.Logger) *Frames {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Frames{log: log}
-}
-
-// ForLab returns a renderer for one lab's frames, which keeps its finished
-// request rows rendered.
-func (f *Frames) ForLab() live.Renderer { return &Frames{log: f.log, rows: views.NewRowCache()} }
-
-// Frame renders the live view of st as its parts (sections and their
-// items, each with a stable id); each websocket sends its browser only the
-// parts that changed (see frameDiff).
-func (f *Frames) Frame(st engine.State) []byte {
-	parts, err := f.rows.FrameParts(views.NewFrame(st, sessions.Tenants()))
-	if err != nil {
-		f.log.Error("render frame", "lab", st.Lab, "err", err)
-		return nil
-	}
-	return encodeParts(parts)
 }

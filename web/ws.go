@@ -8,7 +8,6 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/rlslab/rlslab"
-	"github.com/rlslab/rlslab/web/live"
 )
 
 // Websocket limits. A browser answers pings by itself (even in a tab in
@@ -31,10 +30,11 @@ type wsMessage map[string]any
 // handleWS streams a lab's frames to one browser. The first frame is the
 // full current state. One goroutine reads (and only checks what the browser
 // sends), one writes; a slow browser skips frames through its mailbox.
-func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, s.hubs) }
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, false) }
 
-// serveWS streams the frames hubs render for the lab in the path.
-func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, hubs *live.Hubs) {
+// serveWS streams the frames of the lab in the path: its live view, and
+// with head the presenter's pinned head as well.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, head bool) {
 	lab, err := s.labs.Get(r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, err)
@@ -53,7 +53,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, hubs *live.Hubs
 	if owner {
 		lab.Touch()
 	}
-	watcher := hubs.Watch(lab)
+	watcher := s.hubs.Watch(lab)
 	defer watcher.Close()
 	conn.SetReadLimit(wsReadLimit)
 
@@ -90,8 +90,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, hubs *live.Hubs
 	diff := &frameDiff{}
 	for {
 		select {
-		case frame := <-watcher.Frames():
-			frame = diff.next(frame)
+		case f := <-watcher.Frames():
+			parts := f.parts
+			if head {
+				parts = f.withHead
+			}
+			frame := diff.next(parts)
 			if frame == nil {
 				continue // nothing this browser shows has changed
 			}

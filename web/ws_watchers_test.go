@@ -217,3 +217,15 @@ func BenchmarkWatcherMemory(b *testing.B) {
 	}
 	b.ReportMetric(per, "B/watcher")
 }
+
+// TestWebsocketMemoryPerWatcherIsBounded checks what a watcher costs: 100
+// watchers of a lab showing a crowd's run hold under 96 KiB each, server
+// and client together (each gets the whole state as its first frame; the
+// server keeps only references to the hub's frame).
+func TestWebsocketMemoryPerWatcherIsBounded(t *testing.T) {
+	per := watchersMemory(t, 100)
+	t.Logf("%.0f bytes per watcher (server and client)", per)
+	if per > 96<<10 {
+		t.Errorf("%.0f bytes per watcher, want under %d", per, 96<<10)
+	}
+}
