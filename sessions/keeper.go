@@ -116,7 +116,7 @@ func recordingOf(r RunRecord, learner, pgVersion string) store.Recording {
 		lab = r.Lab.ID
 	}
 	return store.Recording{
-		Lab: lab, Learner: learner, Scenario: r.Scenario, Variant: r.Variant, Params: params,
+		Format: RecordingFormat, Lab: lab, Learner: learner, Scenario: r.Scenario, Variant: r.Variant, Params: params,
 		Status: r.Final.Status, Error: r.Final.Error, Leaks: out.Leaks, Errors: out.Errors, Outcome: outcome,
 		PostgresVersion: pgVersion, BouncerVersion: bouncer, StartedAt: r.Started, FinishedAt: time.Now(), Frames: frames,
 	}

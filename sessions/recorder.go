@@ -19,7 +19,7 @@ const (
 )
 
 // RecordedFrame is one frame of a finished run: the lab's state at AtMS
-// milliseconds after the run began, as JSON.
+// milliseconds after the run began, as a StateDoc in JSON (RecordingFormat).
 type RecordedFrame struct {
 	AtMS  int64           `json:"at_ms"`
 	State json.RawMessage `json:"state"`
@@ -92,7 +92,8 @@ func (r *recorder) add(st engine.State) {
 		return
 	}
 	r.version = st.Version
-	b, err := json.Marshal(st)
+	// The state is converted to the recording's own document once, here.
+	b, err := json.Marshal(StateDocOf(st))
 	if err != nil {
 		return
 	}

@@ -2,68 +2,94 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"log/slog"
 	"slices"
-	"strconv"
+	"time"
 
+	"github.com/rlslab/rlslab/scenarios/engine"
+	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/web/live"
 	"github.com/rlslab/rlslab/web/views"
 )
 
-// A frame travels from the hub to each websocket as its parts, encoded by
-// encodeParts: a magic line, then per part a header line "id section
-// container wrap length" (a dash for an empty field) and the part's HTML.
-// Each websocket sends its browser only the parts that changed since what
-// that browser last got (see frameDiff), so a browser that skipped frames
-// still ends up with the whole state.
-const framesMagic = "rlslab-parts 1\n"
+// serverCountsEvery is how often a watched lab's server-side counts are
+// read again.
+const serverCountsEvery = 250 * time.Millisecond
 
-// encodeParts writes parts in the frame encoding.
-func encodeParts(parts []views.Part) []byte {
-	var b bytes.Buffer
-	b.WriteString(framesMagic)
-	dash := func(s string) string {
-		if s == "" {
-			return "-"
-		}
-		return s
-	}
-	for _, p := range parts {
-		fmt.Fprintf(&b, "%s %s %s %s %d\n", p.ID, dash(p.Section), dash(p.Container), dash(p.Wrap), len(p.HTML))
-		b.Write(p.HTML)
-	}
-	return b.Bytes()
+// labFrame is one frame of a lab's live view, as its hub hands it to every
+// websocket watching the lab: the live view's parts (sections and their
+// items, each with a stable id), and the same with the presenter's pinned
+// head. Each websocket sends its browser only the parts that changed since
+// what that browser last got (see frameDiff), so a browser that skipped
+// frames still ends up with the whole state. A frame is never changed once
+// made: its HTML is shared by every watcher.
+type labFrame struct {
+	parts    []views.Part
+	withHead []views.Part
 }
 
-// decodeParts reads a frame written by encodeParts.
-func decodeParts(frame []byte) ([]views.Part, error) {
-	rest, ok := bytes.CutPrefix(frame, []byte(framesMagic))
-	if !ok {
-		return nil, fmt.Errorf("frame: no parts header")
+// labSource renders one lab's frames for its hub; it keeps the lab's
+// finished request rows rendered.
+type labSource struct {
+	lab     *sessions.Lab
+	cat     *engine.Catalog
+	log     *slog.Logger
+	rows    *views.RowCache
+	version uint64
+	framed  bool
+}
+
+// openLabSource is the source of the lab's hub.
+func (s *Server) openLabSource(lab *sessions.Lab) live.Source[labFrame] {
+	return newLabSource(lab, s.labs.Catalog(), s.log)
+}
+
+// newLabSource returns the source of lab's frames.
+func newLabSource(lab *sessions.Lab, cat *engine.Catalog, log *slog.Logger) *labSource {
+	return &labSource{lab: lab, cat: cat, log: log, rows: views.NewRowCache()}
+}
+
+// Changes tells when the lab's state changed.
+func (src *labSource) Changes() (<-chan struct{}, func()) { return src.lab.Tracker().Subscribe() }
+
+// Done is closed when the lab closes.
+func (src *labSource) Done() <-chan struct{} { return src.lab.Done() }
+
+// Refresh reads the lab's server-side counts into its state; an outage
+// shows in the state itself.
+func (src *labSource) Refresh(ctx context.Context) { _ = src.lab.RefreshServer(ctx) }
+
+// Frame renders the lab's current state, unless its version is the one
+// rendered last.
+func (src *labSource) Frame(context.Context) (labFrame, bool) {
+	st := src.lab.Tracker().Snapshot()
+	if src.framed && st.Version == src.version {
+		return labFrame{}, false
 	}
-	undash := func(b []byte) string {
-		if string(b) == "-" {
-			return ""
-		}
-		return string(b)
+	f, err := renderLabFrame(st, src.cat, src.rows)
+	if err != nil {
+		src.log.Error("render frame", "lab", st.Lab, "err", err)
+		return labFrame{}, false
 	}
-	var parts []views.Part
-	for len(rest) > 0 {
-		line, after, ok := bytes.Cut(rest, []byte("\n"))
-		if !ok {
-			return nil, fmt.Errorf("frame: truncated part header")
-		}
-		f := bytes.Fields(line)
-		if len(f) != 5 {
-			return nil, fmt.Errorf("frame: bad part header %q", line)
-		}
-		n, err := strconv.Atoi(string(f[4]))
-		if err != nil || n < 0 || n > len(after) {
-			return nil, fmt.Errorf("frame: bad part length in %q", line)
-		}
-		parts = append(parts, views.Part{ID: string(f[0]), Section: undash(f[1]), Container: undash(f[2]), Wrap: undash(f[3]), HTML: after[:n]})
-		rest = after[n:]
+	src.version, src.framed = st.Version, true
+	return f, true
+}
+
+// renderLabFrame renders st as a frame; rows keeps the lab's finished
+// request rows rendered (nil renders them all).
+func renderLabFrame(st engine.State, cat *engine.Catalog, rows *views.RowCache) (labFrame, error) {
+	parts, err := rows.FrameParts(views.NewFrame(st, st.Tenants))
+	if err != nil {
+		return labFrame{}, err
 	}
-	return parts, nil
+	var head bytes.Buffer
+	if err := views.PresentHead(headOf(cat, st), true).Render(context.Background(), &head); err != nil {
+		return labFrame{}, err
+	}
+	withHead := append(parts[:len(parts):len(parts)], views.Part{ID: "present-head", HTML: head.Bytes()})
+	return labFrame{parts: parts, withHead: withHead}, nil
 }
 
 // frameDiff remembers what one browser was sent and turns each new frame
@@ -79,13 +105,9 @@ type frameDiff struct {
 }
 
 // next returns the message that brings the browser from what it was sent
-// to frame, or nil when nothing changed. A frame that cannot be decoded is
-// sent as it is.
-func (d *frameDiff) next(frame []byte) []byte {
-	parts, err := decodeParts(frame)
-	if err != nil {
-		return frame
-	}
+// to parts, or nil when nothing changed. It keeps parts' HTML, shared with
+// every other watcher, and copies none of it.
+func (d *frameDiff) next(parts []views.Part) []byte {
 	var out bytes.Buffer
 	resent := map[string]bool{}
 	now := make(map[string][]byte, len(parts))

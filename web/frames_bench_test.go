@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
@@ -106,12 +107,11 @@ func BenchmarkFrameBytes(b *testing.B) {
 			for b.Loop() {
 				raw, wire, frames = 0, 0, 0
 				tally = map[string]int{}
-				f := web.NewFrames(nil)
-				rendered := make([][]byte, 0, len(rec.states))
-				for _, st := range rec.states {
-					rendered = append(rendered, f.Frame(st))
+				msgs, err := web.NextMessages(scenarios.DefaultCatalog(), rec.states, tally)
+				if err != nil {
+					b.Fatal(err)
 				}
-				for _, out := range web.NextMessages(rendered, tally) {
+				for _, out := range msgs {
 					if len(out) == 0 {
 						continue
 					}

@@ -1,14 +1,10 @@
 package web
 
 import (
-	"bytes"
-	"context"
-	"log/slog"
 	"net/http"
 
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
-	"github.com/rlslab/rlslab/web/live"
 	"github.com/rlslab/rlslab/web/views"
 )
 
@@ -16,36 +12,6 @@ import (
 func (s *Server) presentRoutes() {
 	s.mux.HandleFunc("GET /labs/{id}/present", s.handlePresent)
 	s.mux.HandleFunc("GET /labs/{id}/present/ws", s.handlePresentWS)
-}
-
-// presentFrames renders the frames of the presenter and watch views: the
-// live view plus the pinned head (scenario, variant, outcome so far).
-type presentFrames struct {
-	labs *sessions.Manager
-	log  *slog.Logger
-	rows *views.RowCache // this lab's finished rows (ForLab); nil renders them all
-}
-
-// ForLab returns a renderer for one lab's frames, which keeps its finished
-// request rows rendered.
-func (f *presentFrames) ForLab() live.Renderer {
-	return &presentFrames{labs: f.labs, log: f.log, rows: views.NewRowCache()}
-}
-
-// Frame renders st as the live view's parts and the head, each swapped in
-// by id (a browser gets only the parts that changed).
-func (f *presentFrames) Frame(st engine.State) []byte {
-	parts, err := f.rows.FrameParts(views.NewFrame(st, st.Tenants))
-	if err != nil {
-		f.log.Error("render frame", "lab", st.Lab, "err", err)
-		return nil
-	}
-	var head bytes.Buffer
-	if err := views.PresentHead(headOf(f.labs.Catalog(), st), true).Render(context.Background(), &head); err != nil {
-		f.log.Error("render head", "lab", st.Lab, "err", err)
-		return nil
-	}
-	return encodeParts(append(parts, views.Part{ID: "present-head", HTML: head.Bytes()}))
 }
 
 // headOf is the pinned head of a lab in state st.
@@ -58,7 +24,7 @@ func headOf(cat *engine.Catalog, st engine.State) views.Head {
 }
 
 // handlePresentWS streams a lab's presenter frames.
-func (s *Server) handlePresentWS(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, s.present) }
+func (s *Server) handlePresentWS(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, true) }
 
 // handlePresent is the projector view of a lab: keyboard controls for its
 // owner, the same frames without controls for everyone else.

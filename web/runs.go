@@ -210,6 +210,11 @@ func (s *Server) recording(ctx context.Context, id string) (sessions.Recording, 
 	if err != nil {
 		return sessions.Recording{}, err
 	}
+	// A recording of an older format is read once, into the current one:
+	// /runs/{id}.json and the replay see only that.
+	if rec, err = sessions.CurrentRecording(rec); err != nil {
+		return sessions.Recording{}, rlslab.Errorf(rlslab.EINTERNAL, "%v", err)
+	}
 	s.recs.put(rec)
 	return rec, nil
 }
@@ -254,11 +259,11 @@ func (s *Server) handleRecording(w http.ResponseWriter, r *http.Request) {
 
 // frameState decodes frame n of rec.
 func frameState(rec sessions.Recording, n int) (engine.State, error) {
-	var st engine.State
-	if err := json.Unmarshal(rec.Frames[n].State, &st); err != nil {
-		return st, rlslab.Errorf(rlslab.EINTERNAL, "frame %d of recording %s cannot be read: %v", n, rec.ID, err)
+	d, err := sessions.DecodeFrame(rec.Format, rec.Frames[n].State)
+	if err != nil {
+		return engine.State{}, rlslab.Errorf(rlslab.EINTERNAL, "frame %d of recording %s cannot be read: %v", n, rec.ID, err)
 	}
-	return st, nil
+	return d.Engine(), nil
 }
 
 // replayFrame is the view model of frame n of rec.

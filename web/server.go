@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/a-h/templ"
 
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/lessons"
-	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/web/live"
 	"github.com/rlslab/rlslab/web/views"
@@ -32,7 +32,7 @@ type Server struct {
 	static  fs.FS
 	log     *slog.Logger
 	mux     *http.ServeMux
-	hubs    *live.Hubs
+	hubs    *live.Hubs[*sessions.Lab, labFrame] // the lab, presenter and watch views' frames
 
 	// The store-backed services (services.go); nil without rlslab's own
 	// tables.
@@ -47,13 +47,15 @@ type Server struct {
 	// Workshops, presenters and recordings (workshops.go, present.go,
 	// runs.go).
 	joins   *joinLimiter
-	present *live.Hubs
 	recs    *recordingCache
 	closing chan struct{} // closed by Close: the dashboards' websockets end
 
 	// createWait is how long a request for a new lab waits before it is
 	// told the lab is being prepared (WithCreateWait).
 	createWait time.Duration
+
+	// wsBuffers lends the websockets their write buffers (see serveWS).
+	wsBuffers *sync.Pool
 }
 
 // WithCreateWait sets how long a request for a new lab waits for it before
@@ -68,12 +70,13 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{labs: labs, controls: managerLabs(labs), lessons: ls, static: static, log: log, mux: http.NewServeMux(), hubs: live.NewHubs(NewFrames(log), log)}
+	s := &Server{labs: labs, controls: managerLabs(labs), lessons: ls, static: static, log: log, mux: http.NewServeMux()}
+	s.hubs = live.NewHubs(s.openLabSource, live.Options{Poll: serverCountsEvery}, log)
 	s.joins = newJoinLimiter()
-	s.present = live.NewHubs(&presentFrames{labs: labs, log: log}, log)
 	s.recs = newRecordingCache()
 	s.closing = make(chan struct{})
 	s.createWait = createTimeout
+	s.wsBuffers = &sync.Pool{}
 	s.routes()
 	return s
 }
@@ -86,7 +89,6 @@ func (s *Server) Close() {
 		close(s.closing)
 	}
 	s.hubs.Close()
-	s.present.Close()
 }
 
 // routes registers every endpoint.
@@ -232,34 +234,4 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, c te
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
-}
-
-// Frames renders lab states into websocket frames for the live hubs.
-type Frames struct {
-	log  *slog.Logger
-	rows *views.RowCache // one lab's finished rows (ForLab); nil renders them all
-}
-
-// NewFrames returns the frame renderer.
-func NewFrames(log *slog.Logger) *Frames {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Frames{log: log}
-}
-
-// ForLab returns a renderer for one lab's frames, which keeps its finished
-// request rows rendered.
-func (f *Frames) ForLab() live.Renderer { return &Frames{log: f.log, rows: views.NewRowCache()} }
-
-// Frame renders the live view of st as its parts (sections and their
-// items, each with a stable id); each websocket sends its browser only the
-// parts that changed (see frameDiff).
-func (f *Frames) Frame(st engine.State) []byte {
-	parts, err := f.rows.FrameParts(views.NewFrame(st, st.Tenants))
-	if err != nil {
-		f.log.Error("render frame", "lab", st.Lab, "err", err)
-		return nil
-	}
-	return encodeParts(parts)
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/rlslab/rlslab/scenarios/engine"
+	"github.com/rlslab/rlslab/sessions"
 )
 
 var updateGolden = flag.Bool("update-golden", false, "rewrite the golden files of state.json in web/testdata")
@@ -166,25 +167,31 @@ func TestStateJSONOfRichState(t *testing.T) {
 	}
 }
 
-// TestStateJSONSameAsEngineJSON checks that state.json and the engine's own
-// JSON of a rich state are the same bytes. They must stay so while a
-// recording keeps its frames as the engine's JSON (sessions/recorder.go,
-// served by GET /runs/{id}.json): if this fails after a change to the
-// engine's tags, state.json is still as it was (the tests above say so), but
-// recordings are not; move the recorder to state.json's type, not the other
-// way round.
-func TestStateJSONSameAsEngineJSON(t *testing.T) {
+// TestFormatOneFramesReadAsStateDocs: recordings of format 1 kept each
+// frame as the engine's own JSON of a state. Such a frame reads as a
+// sessions.StateDoc (sessions.DecodeFrame) and converts back to the very
+// state it was made from; its bytes are the document's. If this fails
+// after a change to the engine's types or tags, format 1 recordings need a
+// reader of their own in sessions.
+func TestFormatOneFramesReadAsStateDocs(t *testing.T) {
 	st := richState()
 	old, err := json.Marshal(st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	now, err := json.Marshal(stateJSONOf(st))
+	doc, err := sessions.DecodeFrame(1, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, err := json.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(old, now) {
-		t.Errorf("the engine's JSON and state.json differ:\nengine:     %s\nstate.json: %s", old, now)
+		t.Errorf("a format 1 frame and its document differ:\nengine:   %s\ndocument: %s", old, now)
+	}
+	if back := doc.Engine(); !reflect.DeepEqual(back, st) {
+		t.Errorf("the document converts back to another state:\n got %+v\nwant %+v", back, st)
 	}
 }
 

@@ -1,21 +1,25 @@
 package web
 
 import (
+	"net"
 	"net/http"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/rlslab/rlslab"
-	"github.com/rlslab/rlslab/web/live"
 )
 
-// Websocket limits.
+// Websocket limits. A browser answers pings by itself (even in a tab in
+// the background), so a socket whose pong is late does not read: it is
+// dropped wsPongWait after its last pong, and a frame it does not take
+// within wsWriteWait drops it too. Before, with a minute between pongs, 300
+// sockets that never read were all still open after 53 s.
 const (
-	wsWriteWait  = 10 * time.Second    // time allowed to write one frame
-	wsPongWait   = 60 * time.Second    // time allowed between pongs
-	wsPingPeriod = wsPongWait * 9 / 10 // how often we ping
-	wsReadLimit  = 4096                // largest message a browser may send
+	wsWriteWait  = 5 * time.Second // time allowed to write one frame
+	wsPongWait   = 6 * time.Second // time allowed between pongs
+	wsPingPeriod = 2 * time.Second // how often we ping
+	wsReadLimit  = 4096            // largest message a browser may send
 )
 
 // wsMessage is the only kind of message a browser may send: htmx's
@@ -26,10 +30,11 @@ type wsMessage map[string]any
 // handleWS streams a lab's frames to one browser. The first frame is the
 // full current state. One goroutine reads (and only checks what the browser
 // sends), one writes; a slow browser skips frames through its mailbox.
-func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, s.hubs) }
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, false) }
 
-// serveWS streams the frames hubs render for the lab in the path.
-func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, hubs *live.Hubs) {
+// serveWS streams the frames of the lab in the path: its live view, and
+// with head the presenter's pinned head as well.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, head bool) {
 	lab, err := s.labs.Get(r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, err)
@@ -37,7 +42,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, hubs *live.Hubs
 	}
 	// nil CheckOrigin: same origin only. Frames are HTML: compression
 	// (permessage-deflate, when the browser offers it) shrinks them a lot.
-	up := websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10, EnableCompression: true}
+	// The write buffer is lent from the server's pool only while a message
+	// is written, so that an idle watcher holds none.
+	up := websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10, WriteBufferPool: s.wsBuffers, EnableCompression: true}
 	conn, err := up.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader already answered (403 for a foreign origin)
@@ -46,7 +53,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, hubs *live.Hubs
 	if owner {
 		lab.Touch()
 	}
-	watcher := hubs.Watch(lab)
+	watcher := s.hubs.Watch(lab)
 	defer watcher.Close()
 	conn.SetReadLimit(wsReadLimit)
 
@@ -58,6 +65,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, hubs *live.Hubs
 		for {
 			kind, data, err := conn.ReadMessage()
 			if err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					s.log.Info("websocket dropped: its browser does not read", "lab", lab.ID, "after", wsPongWait)
+				}
 				return
 			}
 			if err := checkWSMessage(kind, data); err != nil {
@@ -80,13 +90,20 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, hubs *live.Hubs
 	diff := &frameDiff{}
 	for {
 		select {
-		case frame := <-watcher.Frames():
-			frame = diff.next(frame)
+		case f := <-watcher.Frames():
+			parts := f.parts
+			if head {
+				parts = f.withHead
+			}
+			frame := diff.next(parts)
 			if frame == nil {
 				continue // nothing this browser shows has changed
 			}
 			_ = conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
 			if err := conn.WriteMessage(websocket.TextMessage, frame); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					s.log.Info("websocket dropped: its browser does not read", "lab", lab.ID, "after", wsWriteWait)
+				}
 				return
 			}
 		case <-ping.C:

@@ -121,6 +121,42 @@ func TestReleaseIsReadBeforeTheWaitReturns(t *testing.T) {
 	}
 }
 
+// TestReleasedConnectionIsBackInThePoolCounts widens the window between
+// the release hook reading a connection back and pgxpool taking it back (a
+// hook that sleeps there): the frame after a release, and the pool's own
+// counts after a quiet one, still show the connection idle, not acquired.
+func TestReleasedConnectionIsBackInThePoolCounts(t *testing.T) {
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 1})
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	ctx := t.Context()
+	tr := engine.NewTracker(lab.ID, nil)
+	env := engine.NewEnv(lab.Sandbox, nil, tr, engine.NewPace(engine.Speed{Max: true}), nil)
+	defer env.Close()
+	pool, err := env.OpenPool(ctx, engine.PoolOptions{Name: "app", MaxConns: 2, MinConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine.SetAfterBack(pool, func() { time.Sleep(200 * time.Millisecond) })
+	for i, tenant := range lab.Sandbox.Tenants[:2] {
+		r := pool.NewRequest(tenant, engine.PatternSessionSet)
+		if err := r.Do(ctx); err != nil {
+			t.Fatal(err)
+		}
+		st := tr.Snapshot()
+		if st.Pool.Acquired != 0 || st.Pool.Idle != st.Pool.Total || st.Connections[0].State != engine.ConnIdle {
+			t.Fatalf("request %d: the frame after Release shows pool %+v, connection %s; want all idle", i, st.Pool, st.Connections[0].State)
+		}
+	}
+	r := pool.NewRequest(lab.Sandbox.Tenants[0], engine.PatternTxLocal)
+	if err := r.AcquireQuiet(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.ReleaseQuiet(ctx)
+	if s := pool.Stat(); s.AcquiredConns() != 0 {
+		t.Fatalf("after ReleaseQuiet the pool counts %d acquired", s.AcquiredConns())
+	}
+}
+
 // steps is a scenario whose one variant shows three frames.
 func steps(minTenants int) *engine.Scenario {
 	return &engine.Scenario{ID: "steps", MinTenants: minTenants,

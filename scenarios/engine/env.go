@@ -128,6 +128,7 @@ func (e *Env) Logger() *slog.Logger { return e.log }
 // Step ends a frame: it records the narration, samples the pools and holds
 // the scenario for as long as the pace says.
 func (e *Env) Step(ctx context.Context, narration string) error {
+	narration = Scrub(narration)
 	e.Refresh(func(s *State) {
 		s.Narration = narration
 		e.tracker.frame++ // under the tracker's lock: Refresh runs f in Update

@@ -69,6 +69,21 @@ type Pool struct {
 	// peakWaiting and peakOut are the most requests inside Acquire and
 	// the most connections handed out at once since the last TakePeaks.
 	peakWaiting, peakOut int32
+	// settling holds, per slot whose release hook has ended, the pool's
+	// counts at that moment (see waitBackInPool).
+	settling map[int]settleMark
+	// afterBack, when set (by tests), runs in the release hook after the
+	// connection was read back, before pgxpool takes it back: it widens
+	// the window in which the pool still counts it as acquired.
+	afterBack func()
+}
+
+// settleMark is what the pool counted when a connection's release hook
+// ended: the connections acquired (that one among them) and the acquires
+// so far.
+type settleMark struct {
+	acquired int32
+	acquires int64
 }
 
 // OpenPool opens an instrumented pool on the sandbox and fills it to
@@ -89,7 +104,7 @@ func (e *Env) OpenPool(ctx context.Context, o PoolOptions) (*Pool, error) {
 	if o.Configure != nil {
 		o.Configure(cfg)
 	}
-	p := &Pool{name: o.Name, env: e, slots: map[*pgconn.PgConn]int{}, out: map[int]bool{}, changed: make(chan struct{})}
+	p := &Pool{name: o.Name, env: e, slots: map[*pgconn.PgConn]int{}, out: map[int]bool{}, changed: make(chan struct{}), settling: map[int]settleMark{}}
 	userConnect, userRelease, userClose := cfg.AfterConnect, cfg.AfterRelease, cfg.BeforeClose
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		if userConnect != nil {
@@ -120,7 +135,10 @@ func (e *Env) OpenPool(ctx context.Context, o PoolOptions) (*Pool, error) {
 				p.record(c, id, ConnIdle, 0)
 			}
 		}
-		p.back(p.Slot(c))
+		p.released(p.Slot(c))
+		if p.afterBack != nil {
+			p.afterBack()
+		}
 		return keep
 	}
 	cfg.BeforeClose = func(c *pgx.Conn) {
@@ -221,11 +239,56 @@ func (p *Pool) back(slot int) {
 	p.mu.Unlock()
 }
 
+// released records, from the release hook, that the connection in slot was
+// read back, with the pool's counts while it still counts it as acquired,
+// and wakes the waits.
+func (p *Pool) released(slot int) {
+	st := p.Stat()
+	p.mu.Lock()
+	p.settling[slot] = settleMark{acquired: st.AcquiredConns(), acquires: st.AcquireCount()}
+	p.mu.Unlock()
+	p.back(slot)
+}
+
 // WaitReleased waits until the release hook has read the connection in slot
-// again (it runs in its own goroutine) or the pool let it go, for at most
-// IdentifyTimeout. It is woken by the hook, not by polling.
+// again (it runs in its own goroutine) or the pool let it go, and then
+// until the pool has taken it back, for at most IdentifyTimeout each. The
+// first wait is woken by the hook, not by polling.
 func (p *Pool) WaitReleased(ctx context.Context, slot int) {
 	p.waitUntil(ctx, func() bool { return !p.out[slot] })
+	p.waitBackInPool(ctx, slot)
+}
+
+// waitBackInPool waits until pgxpool no longer counts the connection in
+// slot as acquired. pgxpool takes a connection back only after its release
+// hook returns, in the hook's goroutine, and tells nobody: a frame taken as
+// soon as the hook has read the connection showed it idle in its box and
+// still acquired in the pool's counts (the run's last frame too). The
+// pool's count of acquired connections, less the acquires since the hook
+// ended, drops below what it was then once the connection is back; this
+// looks with a backoff from 20 µs (the gap is a few instructions, unless
+// the machine is busy).
+func (p *Pool) waitBackInPool(ctx context.Context, slot int) {
+	p.mu.Lock()
+	m, ok := p.settling[slot]
+	delete(p.settling, slot)
+	p.mu.Unlock()
+	if !ok {
+		return
+	}
+	deadline := time.Now().Add(IdentifyTimeout)
+	pause := 20 * time.Microsecond
+	for {
+		st := p.Stat()
+		if st.AcquiredConns()-int32(st.AcquireCount()-m.acquires) < m.acquired {
+			return
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 5*time.Millisecond)
+	}
 }
 
 // WaitGone waits until the pool has closed its connection to backend pid,

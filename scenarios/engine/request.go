@@ -318,7 +318,7 @@ func (r *Request) Fail(err error) {
 		code = pe.Code
 	}
 	r.env.tracker.updateRequest(r.Seq, func(row *RequestRow) {
-		row.Error, row.SQLState, row.Phase = err.Error(), code, "failed"
+		row.Error, row.SQLState, row.Phase = Scrub(err.Error()), code, "failed"
 	})
 }
 

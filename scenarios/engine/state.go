@@ -389,8 +389,8 @@ func (t *Tracker) Finish(err error) {
 	t.Update(func(s *State) {
 		if err != nil {
 			s.Status = StatusFailed
-			s.Error = err.Error()
-			s.Narration = "The run failed: " + err.Error()
+			s.Error = Scrub(err.Error())
+			s.Narration = "The run failed: " + s.Error
 			return
 		}
 		s.Status = StatusDone
@@ -439,11 +439,13 @@ func (t *Tracker) SetSpeed(speed string) {
 
 // Narrate sets the sentence that explains the current frame.
 func (t *Tracker) Narrate(text string) {
+	text = Scrub(text)
 	t.Update(func(s *State) { s.Narration = text })
 }
 
 // Note appends a line to the run's notes (facts the run established).
 func (t *Tracker) Note(text string) {
+	text = Scrub(text)
 	t.Update(func(s *State) { s.Notes = append(s.Notes, text) })
 }
 

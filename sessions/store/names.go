@@ -5,6 +5,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
+
 	"github.com/rlslab/rlslab"
 )
 
@@ -123,4 +126,46 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// lookAlike maps the Cyrillic and Greek letters that look like a Latin
+// letter (in the usual fonts) to that letter, upper and lower case. It is
+// the part of Unicode's confusable skeletons (UTS #39) that matters for
+// names typed in a room: golang.org/x/text has no skeleton function, and
+// the full confusables table (thousands of entries across every script)
+// would be a large dependency for the look-alikes people actually type.
+var lookAlike = map[rune]rune{
+	// Cyrillic lower case.
+	'а': 'a', 'в': 'b', 'е': 'e', 'ё': 'ë', 'һ': 'h', 'і': 'i', 'ї': 'ï', 'ј': 'j', 'к': 'k', 'ӏ': 'l',
+	'м': 'm', 'н': 'h', 'о': 'o', 'р': 'p', 'ԛ': 'q', 'г': 'r', 'ѕ': 's', 'т': 't', 'у': 'y', 'ԝ': 'w',
+	'х': 'x', 'с': 'c', 'ԁ': 'd', 'ɡ': 'g', 'ү': 'y', 'ь': 'b', 'ъ': 'b', 'п': 'n',
+	// Cyrillic upper case.
+	'А': 'A', 'В': 'B', 'Е': 'E', 'Ё': 'Ë', 'Һ': 'H', 'І': 'I', 'Ї': 'Ï', 'Ј': 'J', 'К': 'K', 'Ӏ': 'I',
+	'М': 'M', 'Н': 'H', 'О': 'O', 'Р': 'P', 'Ԛ': 'Q', 'Ѕ': 'S', 'Т': 'T', 'У': 'Y', 'Ԝ': 'W', 'Х': 'X',
+	'С': 'C', 'Ү': 'Y',
+	// Greek lower case.
+	'α': 'a', 'ο': 'o', 'ν': 'v', 'ι': 'i', 'κ': 'k', 'ρ': 'p', 'υ': 'u', 'χ': 'x', 'τ': 't', 'ε': 'e',
+	'γ': 'y', 'η': 'n', 'ω': 'w',
+	// Greek upper case.
+	'Α': 'A', 'Β': 'B', 'Ε': 'E', 'Ζ': 'Z', 'Η': 'H', 'Ι': 'I', 'Κ': 'K', 'Μ': 'M', 'Ν': 'N', 'Ο': 'O',
+	'Ρ': 'P', 'Τ': 'T', 'Υ': 'Y', 'Χ': 'X',
+}
+
+// NameKey is what two display names that look alike have in common: the
+// name in NFKC (full-width and other compatibility forms become the plain
+// letters), with Cyrillic and Greek look-alikes of Latin letters made Latin,
+// then case-folded. "ann", "Ann", "ａｎｎ" and "аnn" (a Cyrillic а) have one
+// key.
+func NameKey(name string) string {
+	latin := func(s string) string {
+		return strings.Map(func(r rune) rune {
+			if l, ok := lookAlike[r]; ok {
+				return l
+			}
+			return r
+		}, s)
+	}
+	// Folding can make a Greek letter of a mark (U+0345 folds to ι), so
+	// look-alikes are made Latin again after it.
+	return latin(norm.NFKC.String(cases.Fold().String(latin(norm.NFKC.String(name)))))
 }

@@ -37,8 +37,9 @@ type LastRun struct {
 // learner, and returns it with the learner's token, which the caller hands
 // to the browser (in a cookie) and which is not kept. The name is trimmed
 // and must be 1 to MaxNameLen characters without control characters
-// (EINVALID) and not already used in the workshop, ignoring case
-// (ECONFLICT). An unknown workshop is ENOTFOUND, an ended one ECONFLICT, a
+// (EINVALID) and must not look like a name already used in the workshop:
+// the same ignoring case, compatibility forms and Cyrillic or Greek
+// look-alikes of Latin letters (NameKey; ECONFLICT). An unknown workshop is ENOTFOUND, an ended one ECONFLICT, a
 // full one EUNAVAILABLE.
 func (s *Store) Join(ctx context.Context, workshopID, name string) (Participant, string, error) {
 	if err := s.ready(); err != nil {
@@ -64,14 +65,21 @@ func (s *Store) Join(ctx context.Context, workshopID, name string) (Participant,
 		if n >= MaxParticipants {
 			return rlslab.Errorf(rlslab.EUNAVAILABLE, "the workshop is full (%d participants)", MaxParticipants)
 		}
-		var taken bool
-		if err := tx.QueryRow(ctx,
-			"SELECT EXISTS (SELECT 1 FROM rlslab.participants WHERE workshop_id = $1 AND lower(name) = lower($2))",
-			workshopID, name).Scan(&taken); err != nil {
+		// The workshop's row is locked: no one joins it meanwhile. Names
+		// that look alike are one name (NameKey).
+		rows, err := tx.Query(ctx, "SELECT name FROM rlslab.participants WHERE workshop_id = $1", workshopID)
+		if err != nil {
 			return err
 		}
-		if taken {
-			return errNameTaken(name)
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		key := NameKey(name)
+		for _, other := range names {
+			if NameKey(other) == key {
+				return errNameTaken(other)
+			}
 		}
 		l, t, err := createLearner(ctx, tx)
 		if err != nil {

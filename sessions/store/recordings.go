@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,7 +22,8 @@ const (
 // Recording is a finished run kept in rlslab's own tables: what ran, how it
 // ended and every frame of it, replayable without a lab.
 type Recording struct {
-	ID              string          `json:"id"` // set by SaveRecording: random, URL-safe
+	ID              string          `json:"id"`     // set by SaveRecording: random, URL-safe
+	Format          int             `json:"format"` // the version of the frames' states (see storedFrames)
 	Lab             string          `json:"lab"`
 	Learner         string          `json:"-"` // the learner who ran it, "" when unknown; not exported with a shared run
 	Scenario        string          `json:"scenario"`
@@ -40,7 +42,8 @@ type Recording struct {
 }
 
 // Frame is one update of the live view during a recorded run: when it
-// happened, in milliseconds since the run started, and the lab's state.
+// happened, in milliseconds since the run started, and the lab's state in
+// the recording's format.
 type Frame struct {
 	AtMs  int64           `json:"at_ms"`
 	State json.RawMessage `json:"state"`
@@ -87,6 +90,9 @@ func checkRecording(r Recording) (params, outcome, frames []byte, err error) {
 			return nil, nil, nil, err
 		}
 	}
+	if r.Format < 0 {
+		return nil, nil, nil, rlslab.Errorf(rlslab.EINVALID, "bad recording format %d", r.Format)
+	}
 	if r.Leaks < 0 || r.Errors < 0 {
 		return nil, nil, nil, rlslab.Errorf(rlslab.EINVALID, "negative counts (leaks %d, errors %d)", r.Leaks, r.Errors)
 	}
@@ -129,6 +135,9 @@ func checkRecording(r Recording) (params, outcome, frames []byte, err error) {
 		return nil, nil, nil, rlslab.Errorf(rlslab.EINVALID, "the recording's frames are not JSON: %v", err)
 	}
 	frames = bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	if r.Format > 1 {
+		frames = fmt.Appendf(nil, `{"format":%d,"frames":%s}`, r.Format, frames)
+	}
 	if len(frames) > MaxFramesBytes {
 		return nil, nil, nil, rlslab.Errorf(rlslab.EINVALID, "the recording's frames take %d bytes, at most %d", len(frames), MaxFramesBytes)
 	}
@@ -216,10 +225,33 @@ FROM rlslab.recordings WHERE id = $1`, id).Scan(&r.ID, &r.Lab, &learner, &r.Scen
 		r.Learner = *learner
 	}
 	r.Params, r.Outcome = params, outcome
-	if err := json.Unmarshal(frames, &r.Frames); err != nil {
+	if r.Format, r.Frames, err = storedFrames(frames); err != nil {
 		return Recording{}, wrap("reading a recording's frames", err)
 	}
 	return r, nil
+}
+
+// storedFrames reads the frames column: format 1 is a bare JSON array of
+// frames (each state the engine's State JSON of its day); later formats
+// are an object {"format": N, "frames": [...]}, whose states the format
+// says how to read.
+func storedFrames(b []byte) (int, []Frame, error) {
+	var frames []Frame
+	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '[' {
+		err := json.Unmarshal(t, &frames)
+		return 1, frames, err
+	}
+	var doc struct {
+		Format int     `json:"format"`
+		Frames []Frame `json:"frames"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return 0, nil, err
+	}
+	if doc.Format < 2 {
+		return 0, nil, fmt.Errorf("frames stored as an object of format %d", doc.Format)
+	}
+	return doc.Format, doc.Frames, nil
 }
 
 // ListRecordings returns the lab's recordings, newest first, without their

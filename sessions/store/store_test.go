@@ -751,6 +751,51 @@ func TestJoinNames(t *testing.T) {
 	}
 }
 
+func TestNameKey(t *testing.T) {
+	for _, alike := range [][]string{
+		{"ann", "Ann", "ANN", "аnn", "Аnn", "αnn", "ａｎｎ", "ann"},
+		{"Paco", "Рaсо", "Ρacο"},
+		{"Bex", "Вех", "ΒΕΧ"},
+		{"fiona", "ﬁona", "FIONA"},
+	} {
+		for _, name := range alike[1:] {
+			if NameKey(name) != NameKey(alike[0]) {
+				t.Errorf("%q and %q look alike: keys %q and %q", name, alike[0], NameKey(name), NameKey(alike[0]))
+			}
+		}
+	}
+	for _, pair := range [][2]string{{"ann", "anna"}, {"Zoë", "Zoe"}, {"李", "季"}, {"Ивана", "Ivan"}} {
+		if NameKey(pair[0]) == NameKey(pair[1]) {
+			t.Errorf("%q and %q have one key %q", pair[0], pair[1], NameKey(pair[0]))
+		}
+	}
+}
+
+// TestJoinRefusesLookAlikeNames: once "ann" joined, a name that looks
+// the same (Cyrillic а, Greek alpha, full-width letters, another case) is
+// refused with the name already there; a different name joins.
+func TestJoinRefusesLookAlikeNames(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s, _ := newStore(t)
+	w, _, err := s.CreateWorkshop(ctx, "Look-alikes", []string{"set-leak"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Join(ctx, w.ID, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"аnn", "αnn", "ａｎｎ", "ANN", " Аnn "} {
+		_, _, err := s.Join(ctx, w.ID, name)
+		if rlslab.ErrorCode(err) != rlslab.ECONFLICT || !strings.Contains(rlslab.ErrorMessage(err), `"ann"`) {
+			t.Errorf("Join(%q) next to ann: %v, want ECONFLICT naming ann", name, err)
+		}
+	}
+	if _, _, err := s.Join(ctx, w.ID, "anna"); err != nil {
+		t.Errorf("anna next to ann: %v", err)
+	}
+}
+
 func TestJoinConcurrently(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
@@ -1186,7 +1231,8 @@ func TestRecordingSurvivesReopen(t *testing.T) {
 // 1 to MaxNameLen characters without control characters, which it accepts
 // again unchanged.
 func FuzzCleanName(f *testing.F) {
-	for _, seed := range []string{"Ada", "  Ada  ", "", " ", "<b>Bob</b>", "Zoë 👩‍💻", "a\x00b", "a\nb", "\u202eRLO", "\xff", strings.Repeat("é", 40), strings.Repeat("é", 41)} {
+	for _, seed := range []string{"Ada", "  Ada  ", "", " ", "<b>Bob</b>", "Zoë 👩‍💻", "a\x00b", "a\nb", "\u202eRLO", "\xff", strings.Repeat("é", 40), strings.Repeat("é", 41),
+		"аnn", "ΑΝΝ", "ａｎｎ", "Ann\u0345", "ﬁona", "Straße", "ǅ"} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
@@ -1222,6 +1268,12 @@ func FuzzCleanName(f *testing.F) {
 		}
 		if again, err := CleanName(out); err != nil || again != out {
 			t.Fatalf("CleanName(%q) = %q, %v; want it unchanged", out, again, err)
+		}
+		// A name's look-alike key is stable, and the key of its key, and of
+		// the name in upper case, is the same.
+		key := NameKey(out)
+		if NameKey(out) != key || NameKey(key) != key || NameKey(strings.ToUpper(out)) != NameKey(strings.ToUpper(key)) {
+			t.Fatalf("NameKey(%q) = %q: the key of the key is %q", out, key, NameKey(key))
 		}
 	})
 }

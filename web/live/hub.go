@@ -1,6 +1,8 @@
-// Package live fans a lab's live state out to the browsers watching it: one
-// hub per watched lab renders frames, at most one per FrameInterval and only
-// when the state changed, into each watcher's one-frame mailbox.
+// Package live fans a watched thing's frames out to the browsers watching
+// it: one hub per watched thing (a lab, a workshop's dashboard) renders its
+// frames in one goroutine, at most one per interval and only when the thing
+// changed, and hands the same frame value to each watcher's one-frame
+// mailbox. Nothing runs for a thing nobody watches.
 package live
 
 import (
@@ -8,248 +10,292 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
-// FrameInterval is the shortest time between two frames of one lab (at most
-// 20 frames a second).
+// FrameInterval is the shortest time between two frames of one hub by
+// default (at most 20 frames a second).
 const FrameInterval = 50 * time.Millisecond
 
-// serverCountsEvery is how often a watched lab's server-side counts are
-// read again.
-const serverCountsEvery = 250 * time.Millisecond
+// refreshTimeout bounds one Refresh of a source.
+const refreshTimeout = time.Second
 
-// Renderer turns a lab's state into one frame.
-type Renderer interface {
-	Frame(engine.State) []byte
-}
-
-// LabRenderer is a Renderer that keeps what it rendered for one lab's next
-// frames: each hub asks it for a renderer of its own, which lives as long
-// as the hub.
-type LabRenderer interface {
-	Renderer
-	ForLab() Renderer
-}
-
-// Lab is what a hub needs of a lab.
-type Lab interface {
-	Tracker() *engine.Tracker
-	// Done is closed when the lab closes.
+// Source is one watched thing as its hub sees it. The hub calls Frame from
+// its own goroutine only, and Refresh from one other goroutine, never two
+// at once; a source lives as long as its hub.
+type Source[F any] interface {
+	// Changes returns a channel that receives when the thing may have
+	// changed, and a function that stops it. A nil channel is allowed:
+	// the hub then looks for changes every Poll.
+	Changes() (<-chan struct{}, func())
+	// Done is closed when the thing ends; the hub stops and its watchers
+	// are told. A nil channel is allowed: the thing never ends.
 	Done() <-chan struct{}
-	// RefreshServer reads the lab's server-side counts into its state.
-	RefreshServer(ctx context.Context) error
+	// Frame returns the thing's current frame, and false when nothing a
+	// frame shows changed since the frame it returned last (its first call
+	// returns true). A frame is handed to every watcher as it is: it must
+	// not change afterwards.
+	Frame(ctx context.Context) (F, bool)
+	// Refresh reads what the thing cannot signal by itself (a lab's
+	// server-side counts); the hub calls it every Poll, outside its own
+	// goroutine, so that a slow read never holds a frame or a new watcher
+	// back. What it reads shows through Changes or the next Poll.
+	Refresh(ctx context.Context)
 }
 
-// Hubs holds the hub of every watched lab. Nothing runs for a lab nobody
-// watches.
-type Hubs struct {
-	render Renderer
-	log    *slog.Logger
-
-	mu   sync.Mutex
-	hubs map[Lab]*hub
+// Options tune a set of hubs.
+type Options struct {
+	// Interval is the shortest time between two frames (FrameInterval
+	// when zero).
+	Interval time.Duration
+	// Poll is how often a hub calls its source's Refresh and asks it for a
+	// frame even without a change (never when zero).
+	Poll time.Duration
 }
 
-// NewHubs returns an empty set of hubs rendering with r.
-func NewHubs(r Renderer, log *slog.Logger) *Hubs {
+// Hubs holds the hub of every watched thing, by key; Open makes the source
+// of a thing whose first watcher arrives.
+type Hubs[K comparable, F any] struct {
+	open func(K) Source[F]
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	hubs   map[K]*hub[K, F]
+	closed bool
+}
+
+// NewHubs returns an empty set of hubs whose sources open makes.
+func NewHubs[K comparable, F any](open func(K) Source[F], opts Options, log *slog.Logger) *Hubs[K, F] {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Hubs{render: r, log: log, hubs: map[Lab]*hub{}}
+	if opts.Interval <= 0 {
+		opts.Interval = FrameInterval
+	}
+	return &Hubs[K, F]{open: open, opts: opts, log: log, hubs: map[K]*hub[K, F]{}}
 }
 
-// Watch subscribes to lab's frames; the first frame is the full current
-// state. Close the watcher when done.
-func (hs *Hubs) Watch(lab Lab) *Watcher {
-	w := &Watcher{c: make(chan []byte, 1), done: make(chan struct{})}
-	hs.mu.Lock()
-	h := hs.hubs[lab]
-	if h == nil {
-		h = &hub{hubs: hs, lab: lab, render: hs.render, subs: map[*Watcher]struct{}{}, stop: make(chan struct{})}
-		if r, ok := hs.render.(LabRenderer); ok {
-			h.render = r.ForLab()
+// hub renders one thing's frames while anyone watches it. Its goroutine
+// owns the watchers' set and the last frame: a watcher is registered there,
+// and gets the frame every other watcher got last, never an older one.
+type hub[K comparable, F any] struct {
+	hubs *Hubs[K, F]
+	key  K
+	src  Source[F]
+	n    int // watchers, guarded by hubs.mu
+
+	register   chan *Watcher[F]
+	unregister chan *Watcher[F]
+	stop       chan struct{}
+	stopOnce   sync.Once
+	exited     chan struct{}
+}
+
+// Watcher is one watching browser's mailbox: it holds only the latest
+// frame, so a slow browser skips frames and the hub never waits for it.
+type Watcher[F any] struct {
+	c     chan F
+	done  chan struct{}
+	end   sync.Once
+	leave sync.Once
+	hub   interface{ leave(*Watcher[F]) }
+}
+
+// Frames returns the channel the frames arrive on; the first is the
+// thing's current frame.
+func (w *Watcher[F]) Frames() <-chan F { return w.c }
+
+// Done is closed when the thing ends, the hubs close, or the watcher
+// leaves.
+func (w *Watcher[F]) Done() <-chan struct{} { return w.done }
+
+// Close unsubscribes the watcher; the last one to leave stops the hub.
+func (w *Watcher[F]) Close() {
+	w.leave.Do(func() {
+		w.finish()
+		if w.hub != nil {
+			w.hub.leave(w)
 		}
-		hs.hubs[lab] = h
-		h.wg.Add(1)
+	})
+}
+
+// finish closes the watcher's done channel once.
+func (w *Watcher[F]) finish() { w.end.Do(func() { close(w.done) }) }
+
+// deliver puts frame in w's mailbox, replacing a frame not yet taken. Only
+// the hub's goroutine sends, so the send after the drain never blocks.
+func (w *Watcher[F]) deliver(frame F) {
+	select {
+	case <-w.c:
+	default:
+	}
+	w.c <- frame
+}
+
+// Watch subscribes to the frames of the thing with key k; the first frame
+// is its current state. Close the watcher when done.
+func (hs *Hubs[K, F]) Watch(k K) *Watcher[F] {
+	w := &Watcher[F]{c: make(chan F, 1), done: make(chan struct{})}
+	hs.mu.Lock()
+	if hs.closed {
+		hs.mu.Unlock()
+		w.finish()
+		return w
+	}
+	h := hs.hubs[k]
+	if h == nil {
+		h = &hub[K, F]{hubs: hs, key: k, src: hs.open(k),
+			register: make(chan *Watcher[F]), unregister: make(chan *Watcher[F]),
+			stop: make(chan struct{}), exited: make(chan struct{})}
+		hs.hubs[k] = h
 		go h.run()
 	}
-	h.subs[w] = struct{}{}
+	h.n++
 	w.hub = h
 	hs.mu.Unlock()
-	deliver(w, h.frame(true))
+	select {
+	case h.register <- w:
+	case <-h.exited: // the thing ended meanwhile
+		w.finish()
+	}
 	return w
 }
 
-// Watchers returns how many browsers watch lab.
-func (hs *Hubs) Watchers(lab Lab) int {
+// Watchers returns how many watchers the thing with key k has.
+func (hs *Hubs[K, F]) Watchers(k K) int {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	if h := hs.hubs[lab]; h != nil {
-		return len(h.subs)
+	if h := hs.hubs[k]; h != nil {
+		return h.n
 	}
 	return 0
 }
 
-// Close stops every hub and tells every watcher.
-func (hs *Hubs) Close() {
+// Close stops every hub and tells every watcher; Watch then returns
+// watchers that are done at once.
+func (hs *Hubs[K, F]) Close() {
 	hs.mu.Lock()
 	hubs := hs.hubs
-	hs.hubs = map[Lab]*hub{}
+	hs.hubs = map[K]*hub[K, F]{}
+	hs.closed = true
 	hs.mu.Unlock()
 	for _, h := range hubs {
 		h.shutdown()
 	}
 }
 
-// hub renders one lab's frames while anyone watches it.
-type hub struct {
-	hubs   *Hubs
-	lab    Lab
-	render Renderer // the hubs' renderer, or this lab's own (LabRenderer)
-	stop   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
-
-	mu      sync.Mutex // guards last and version; subs is guarded by hubs.mu
-	subs    map[*Watcher]struct{}
-	last    []byte
-	version uint64
-}
-
-// Watcher is one watching browser's mailbox: it holds only the latest
-// frame, so a slow browser skips frames and the lab never waits for it.
-type Watcher struct {
-	c    chan []byte
-	hub  *hub
-	done chan struct{}
-	once sync.Once
-}
-
-// Frames returns the channel the frames arrive on.
-func (w *Watcher) Frames() <-chan []byte { return w.c }
-
-// Done is closed when the lab closes (or the hubs shut down).
-func (w *Watcher) Done() <-chan struct{} { return w.done }
-
-// Close unsubscribes the watcher; the last one to leave stops the hub.
-func (w *Watcher) Close() {
-	w.once.Do(func() { close(w.done) })
-	hs := w.hub.hubs
+// leave unregisters w; when it was the last watcher, the hub stops.
+func (h *hub[K, F]) leave(w *Watcher[F]) {
+	hs := h.hubs
 	hs.mu.Lock()
-	delete(w.hub.subs, w)
-	last := len(w.hub.subs) == 0 && hs.hubs[w.hub.lab] == w.hub
+	h.n--
+	last := h.n == 0 && hs.hubs[h.key] == h
 	if last {
-		delete(hs.hubs, w.hub.lab)
+		delete(hs.hubs, h.key)
 	}
 	hs.mu.Unlock()
 	if last {
-		w.hub.shutdown()
-	}
-}
-
-// shutdown stops the hub's goroutine and tells its watchers.
-func (h *hub) shutdown() {
-	h.once.Do(func() { close(h.stop) })
-	h.wg.Wait()
-	h.hubs.mu.Lock()
-	subs := h.subs
-	h.subs = map[*Watcher]struct{}{}
-	if h.hubs.hubs[h.lab] == h {
-		delete(h.hubs.hubs, h.lab)
-	}
-	h.hubs.mu.Unlock()
-	for w := range subs {
-		w.once.Do(func() { close(w.done) })
-	}
-}
-
-// frame renders the current state; unless force, it returns nil when the
-// state has not changed since the last frame.
-func (h *hub) frame(force bool) []byte {
-	st := h.lab.Tracker().Snapshot()
-	h.mu.Lock()
-	if !force && st.Version == h.version && h.last != nil {
-		h.mu.Unlock()
-		return nil
-	}
-	h.mu.Unlock()
-	f := h.render.Frame(st)
-	if f == nil {
-		return nil
-	}
-	h.mu.Lock()
-	if st.Version >= h.version {
-		h.last, h.version = f, st.Version
-	}
-	h.mu.Unlock()
-	return f
-}
-
-// run pushes frames until the hub stops or the lab closes: on each state
-// change, no sooner than FrameInterval after the previous frame; it also
-// refreshes the server-side counts a few times a second.
-func (h *hub) run() {
-	defer h.wg.Done()
-	changes, unsubscribe := h.lab.Tracker().Subscribe()
-	defer unsubscribe()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-h.stop:
-		case <-h.lab.Done():
-			go h.shutdown()
-		}
-		cancel()
-	}()
-	tick := time.NewTicker(serverCountsEvery)
-	defer tick.Stop()
-	var lastServer time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-changes:
-		case <-tick.C:
-		}
-		// The frame goes out first; the server counts are read after it,
-		// inside the pause before the next frame, which shows them. A
-		// read that waits for the admin pool never holds a frame back.
-		if f := h.frame(false); f != nil {
-			h.hubs.mu.Lock()
-			for w := range h.subs {
-				deliver(w, f)
-			}
-			h.hubs.mu.Unlock()
-		}
-		next := time.Now().Add(FrameInterval)
-		if time.Since(lastServer) >= serverCountsEvery {
-			lastServer = time.Now()
-			sctx, scancel := context.WithTimeout(ctx, time.Second)
-			_ = h.lab.RefreshServer(sctx) // an outage shows in the state itself
-			scancel()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Until(next)):
-		}
-	}
-}
-
-// deliver puts frame in w's mailbox, replacing a frame not yet taken.
-func deliver(w *Watcher, frame []byte) {
-	if frame == nil {
+		h.shutdown()
 		return
 	}
 	select {
-	case <-w.c:
-	default:
+	case h.unregister <- w:
+	case <-h.exited:
 	}
-	select {
-	case w.c <- frame:
-	default:
+}
+
+// shutdown stops the hub's goroutine and waits for it.
+func (h *hub[K, F]) shutdown() {
+	h.stopOnce.Do(func() { close(h.stop) })
+	<-h.exited
+}
+
+// run is the hub's goroutine: it registers and unregisters watchers and
+// renders a frame on each change, no sooner than the interval after the
+// previous one, until the hub stops or the thing ends.
+func (h *hub[K, F]) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	subs := map[*Watcher[F]]struct{}{}
+	var refreshing chan struct{} // open while a Refresh runs
+	defer func() {
+		cancel()
+		if refreshing != nil {
+			<-refreshing
+		}
+		hs := h.hubs
+		hs.mu.Lock()
+		if hs.hubs[h.key] == h {
+			delete(hs.hubs, h.key)
+		}
+		hs.mu.Unlock()
+		close(h.exited)
+		for w := range subs {
+			w.finish()
+		}
+	}()
+	changes, unsubscribe := h.src.Changes()
+	defer unsubscribe()
+	last, _ := h.src.Frame(ctx)
+	lastAt := time.Now()
+	var poll <-chan time.Time
+	if h.hubs.opts.Poll > 0 {
+		t := time.NewTicker(h.hubs.opts.Poll)
+		defer t.Stop()
+		poll = t.C
+	}
+	pace := time.NewTimer(time.Hour)
+	pace.Stop()
+	defer pace.Stop()
+	var paced <-chan time.Time // set while a change waits for the interval
+	dirty := false
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-h.src.Done():
+			return
+		case w := <-h.register:
+			subs[w] = struct{}{}
+			w.deliver(last)
+			continue
+		case w := <-h.unregister:
+			delete(subs, w)
+			continue
+		case <-changes:
+			dirty = true
+		case <-poll:
+			dirty = true
+			if refreshing == nil {
+				refreshing = make(chan struct{})
+				go func(done chan struct{}) {
+					defer close(done)
+					rctx, rcancel := context.WithTimeout(ctx, refreshTimeout)
+					defer rcancel()
+					h.src.Refresh(rctx)
+				}(refreshing)
+			}
+		case <-refreshing:
+			refreshing = nil
+			dirty = true
+		case <-paced:
+			paced = nil
+		}
+		if !dirty || paced != nil {
+			continue
+		}
+		if wait := time.Until(lastAt.Add(h.hubs.opts.Interval)); wait > 0 {
+			pace.Reset(wait)
+			paced = pace.C
+			continue
+		}
+		dirty = false
+		f, changed := h.src.Frame(ctx)
+		if !changed {
+			continue
+		}
+		last, lastAt = f, time.Now()
+		for w := range subs {
+			w.deliver(f)
+		}
 	}
 }
