@@ -35,6 +35,7 @@ type Lab struct {
 	run        *activeRun
 	lastActive time.Time
 	closed     bool
+	free       *freePlay // the free-play pool (freeplay.go), made on first use
 }
 
 // activeRun is a scenario run in progress (queued or playing).
@@ -49,7 +50,15 @@ type activeRun struct {
 	rec               *recorder
 
 	mu    sync.Mutex
-	reset bool // cancelled by a reset
+	reset bool        // cancelled by a reset
+	env   *engine.Env // once admitted: what a look at a paused run's connections borrows
+}
+
+// environment returns the run's environment once it is admitted, or nil.
+func (r *activeRun) environment() *engine.Env {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.env
 }
 
 func newLab(m *Manager, sb engine.Sandbox, owner string) *Lab {
@@ -129,6 +138,7 @@ func (l *Lab) Start(r RunRequest) error {
 	}
 	l.ctl.Lock()
 	defer l.ctl.Unlock()
+	l.closeFreePlay("a scenario run starts")
 	l.mu.Lock()
 	if prev := l.run; prev != nil && l.tracker.Finished() {
 		// The last run is over and only closing its pools: wait for that
@@ -197,6 +207,9 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 		l.tracker.Update(func(s *engine.State) { s.QueuedMS = waited })
 	}
 	env := engine.NewEnv(l.Sandbox, params, l.tracker, run.pace, log)
+	run.mu.Lock()
+	run.env = env
+	run.mu.Unlock()
 	start := time.Now()
 	// The run's pools close as it ends (an idle lab holds no connection);
 	// the last picture of its connections stays.
@@ -318,6 +331,7 @@ func (l *Lab) Reset(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	l.closeFreePlay("the lab is reset")
 	ctx, cancel := context.WithTimeout(ctx, 2*dbTimeout)
 	defer cancel()
 	if err := l.mgr.reseed(ctx, l.ID); err != nil {
@@ -383,6 +397,7 @@ func (l *Lab) close(ctx context.Context) {
 	if _, err := l.stopRun(); err != nil {
 		l.mgr.log.Warn("close lab", "lab", l.ID, "err", err)
 	}
+	l.closeFreePlay("the lab closes")
 	close(l.done)
 	if err := l.mgr.dropSandbox(ctx, l.ID); err != nil {
 		l.mgr.log.Warn("drop lab; will retry", "lab", l.ID, "err", err)

@@ -76,6 +76,10 @@ type Config struct {
 	// returns).
 	OnRunEnd func(r RunRecord)
 	Logger   *slog.Logger
+	// SQLTimeout is free play's time limit per call (0: DefaultSQLTimeout);
+	// FreePlayIdle closes a free-play pool left idle that long (0:
+	// DefaultFreePlayIdle). See freeplay.go.
+	SQLTimeout, FreePlayIdle time.Duration
 }
 
 // withDefaults fills zero fields and checks bounds.
