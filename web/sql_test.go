@@ -284,3 +284,77 @@ func TestFreePlaySurvivesHostileSQL(t *testing.T) {
 		t.Errorf("after the suite: %+v, want backend %d holding '1'", last, pid)
 	}
 }
+
+func TestFreePlayLooksAtAPausedRunsConnection(t *testing.T) {
+	t.Parallel()
+	s := mustStartServer(t, sessions.Config{MaxLabs: 2})
+	c, lab := newOwnedLab(t, s)
+	base := sessionstest.MustRun(t, lab, "set-leak", "tx-local", nil)
+	if code, body := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/runs", "application/json", `{"scenario":"set-leak","variant":"tx-local","speed":"step"}`); code != http.StatusAccepted {
+		t.Fatalf("run: %d %s", code, body)
+	}
+	changes, unsubscribe := lab.Tracker().Subscribe()
+	defer unsubscribe()
+	// Step until the first request has scoped its connection inside its
+	// transaction, and the run is held on that frame.
+	var held engine.Connection
+	deadline := time.Now().Add(30 * time.Second)
+	for held.PID == 0 {
+		frame := lab.Tracker().Frame()
+		st := lab.Tracker().Snapshot()
+		if len(st.Requests) > 0 && st.Requests[0].Phase == "scoped" {
+			for _, cn := range st.Connections {
+				if cn.State == engine.ConnAcquired && cn.Request == st.Requests[0].Seq {
+					held = cn
+				}
+			}
+			if held.PID != 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no scoped request after 30 s of steps: %+v", st.Requests)
+		}
+		if err := lab.Step(); err != nil {
+			t.Fatal(err)
+		}
+		for lab.Tracker().Frame() == frame {
+			<-changes
+		}
+	}
+	frame := lab.Tracker().Frame()
+	// A free-play call that is not a look waits for the run.
+	if code, body := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/sql", "application/json", sqlBody(0, "Acme", "", "")); code != http.StatusConflict {
+		t.Errorf("free play during a run: %d %s, want 409", code, body)
+	}
+	look := func(sql string) sessions.SQLResult {
+		return postSQL(t, s, c, lab.ID, fmt.Sprintf(`{"pid": %d, "sql": %q}`, held.PID, sql))
+	}
+	res := look("SELECT current_setting('app.current_tenant', true) AS tenant, pg_backend_pid() AS pid, count(*) AS visible FROM invoices")
+	if res.Error != "" || res.PID != held.PID || len(res.Rows) != 1 || str(res.Rows[0][0]) != "1" || str(res.Rows[0][2]) != "3" {
+		t.Fatalf("look inside the request's transaction: %+v", res)
+	}
+	// A look writes nothing and changes nothing the run holds.
+	if w := look("SELECT set_config('app.current_tenant', '2', false)"); !w.Refused {
+		t.Errorf("set_config in a look: %+v, want a refusal", w)
+	}
+	if w := look("WITH d AS (DELETE FROM invoices RETURNING id) SELECT count(*) FROM d"); w.SQLState != "25006" {
+		t.Errorf("a DELETE in a look: %+v, want SQLSTATE 25006 (read-only transaction)", w)
+	}
+	if w := look("SELECT 1; SELECT 2"); !w.Refused {
+		t.Errorf("two statements in a look: %+v, want a refusal", w)
+	}
+	if lab.Tracker().Frame() != frame {
+		t.Errorf("the run moved from frame %d to %d during the looks", frame, lab.Tracker().Frame())
+	}
+	if code, body := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/sql", "application/json", `{"pid": 1, "sql": "SELECT 1"}`); code != http.StatusConflict {
+		t.Errorf("a look at a backend the run does not hold: %d %s, want 409", code, body)
+	}
+	if code, body := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/speed", "application/json", `{"speed":"max"}`); code != http.StatusOK {
+		t.Fatalf("speed: %d %s", code, body)
+	}
+	st := waitStatus(t, s, lab.ID, engine.StatusDone)
+	if st.Leaks() != base.Leaks() || st.Errors() != base.Errors() || len(st.Requests) != len(base.Requests) {
+		t.Errorf("the looked-at run: %d leaks, %d errors, %d requests; unlooked: %d, %d, %d", st.Leaks(), st.Errors(), len(st.Requests), base.Leaks(), base.Errors(), len(base.Requests))
+	}
+}
