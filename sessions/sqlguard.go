@@ -342,7 +342,7 @@ func followedByParen(st []sqlToken, i int) bool {
 // authorization (SET ROLE by another name) and on a setting named by an
 // expression rather than a literal. rest starts at the call's "(".
 func checkSetConfig(rest []sqlToken) *refusal {
-	if len(rest) < 2 || rest[1].kind != tokString {
+	if len(rest) < 3 || rest[1].kind != tokString || rest[2].kind != tokPunct || rest[2].text != "," {
 		return &refusal{"set_config() with a setting name that is not a literal (name the setting, e.g. 'app.current_tenant')"}
 	}
 	switch strings.ToLower(strings.TrimSpace(rest[1].text)) {
