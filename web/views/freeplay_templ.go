@@ -83,7 +83,7 @@ func FreePlayPanel(lab string, owner bool) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 2, "\" hx-target=\"#free-play-result\" hx-swap=\"innerHTML\"><label>SQL (empty: the lesson's query) <textarea name=\"sql\" id=\"free-play-sql\" rows=\"3\" spellcheck=\"false\" placeholder=\"SELECT id, tenant_id, customer, amount FROM invoices ORDER BY id\"></textarea></label><div class=\"free-play-choices\"><label>Tenant <select name=\"tenant\" id=\"free-play-tenant\"><option value=\"\">none</option> <option value=\"Acme\">Acme (1)</option> <option value=\"Globex\">Globex (2)</option> <option value=\"Initech\">Initech (3)</option></select></label> <label>Pattern <select name=\"pattern\" id=\"free-play-pattern\"><option value=\"\">session-set with a tenant, forgot without</option> ")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 2, "\" hx-target=\"#free-play-result\" hx-swap=\"innerHTML\"><label>SQL (empty: the lesson's query) <textarea name=\"sql\" id=\"free-play-sql\" rows=\"3\" spellcheck=\"false\" placeholder=\"SELECT id, tenant_id, customer, amount FROM invoices ORDER BY id\"></textarea></label><div class=\"free-play-choices\"><label>Tenant <select name=\"tenant\" id=\"free-play-tenant\"><option value=\"\">none</option> <option value=\"Acme\">Acme (1)</option> <option value=\"Globex\">Globex (2)</option> <option value=\"Initech\">Initech (3)</option></select></label> <label>Pattern <select name=\"pattern\" id=\"free-play-pattern\"><option value=\"\">default (session-set with a tenant)</option> ")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
