@@ -235,6 +235,7 @@ func TestFreePlaySurvivesHostileSQL(t *testing.T) {
 			t.Errorf("%s: backend %d with setting %s afterwards, want backend %d still holding '1'", tc.name, res.PID, str(res.TenantAfter), pid)
 		}
 		if tc.cancelled {
+			t.Logf("%s: cancelled after %.0f ms (limit %s)", tc.name, res.MS, limit)
 			if !strings.Contains(res.Error, "rlslab") || res.MS > float64((limit+10*time.Second).Milliseconds()) {
 				t.Errorf("%s: want rlslab's cancel near %s, got %.0f ms: %s", tc.name, limit, res.MS, res.Error)
 			}

@@ -324,7 +324,7 @@ func Lab(p LabPage) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = FreePlayPanel(p.Controls.Lab, p.Controls.Owner).Render(ctx, templ_7745c5c3_Buffer)
+			templ_7745c5c3_Err = FreePlayPanel(p.Controls.Lab, p.Controls.Owner, p.Live.TenantNames).Render(ctx, templ_7745c5c3_Buffer)
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
