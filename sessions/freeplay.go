@@ -424,6 +424,9 @@ func (fp *freePlay) armIdle() {
 	idle := fp.lab.mgr.freePlayIdle()
 	fp.mu.Lock()
 	defer fp.mu.Unlock()
+	if fp.conns == nil {
+		return
+	}
 	fp.idleAt = time.Now().Add(idle)
 	if fp.timer == nil {
 		fp.timer = time.AfterFunc(idle, fp.idleCheck)

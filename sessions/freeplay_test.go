@@ -2,6 +2,7 @@ package sessions_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,5 +92,40 @@ func TestFreePlayWaitsForTheBudget(t *testing.T) {
 	}
 	if u := m.Usage(); u.RunConns != 4 {
 		t.Errorf("one pool of 4: %d connections of the budget in use", u.RunConns)
+	}
+}
+
+// TestFreePlayCallsAtOnce checks that calls sent at once share the pool as
+// a pool does: each on a connection of its own while one is free, the rest
+// waiting for one to come back.
+func TestFreePlayCallsAtOnce(t *testing.T) {
+	t.Parallel()
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
+	l := sessionstest.MustCreateLab(t, m, "owner")
+	ctx := context.Background()
+	if _, err := l.SQL(ctx, sessions.SQLRequest{PoolSize: 2}); err != nil {
+		t.Fatal(err)
+	}
+	results := make([]sessions.SQLResult, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() {
+			results[i], errs[i] = l.SQL(ctx, sessions.SQLRequest{SQL: "SELECT pg_sleep(0.3), pg_backend_pid()"})
+		})
+	}
+	wg.Wait()
+	pids := map[uint32]int{}
+	for i, r := range results {
+		if errs[i] != nil || r.Error != "" {
+			t.Fatalf("call %d: %+v, %v", i, r, errs[i])
+		}
+		pids[r.PID]++
+	}
+	if len(pids) != 2 {
+		t.Errorf("three calls at once on a pool of 2 ran on backends %v, want both", pids)
+	}
+	if n := appBackends(t, m, l.Sandbox); n != 2 {
+		t.Errorf("%d backends of the app role, want the pool's 2", n)
 	}
 }

@@ -218,6 +218,9 @@ func TestFreePlaySurvivesHostileSQL(t *testing.T) {
 		{name: "SET SESSION AUTHORIZATION", sql: "SET SESSION AUTHORIZATION " + owner, refused: true},
 		{name: "ALTER ROLE BYPASSRLS", sql: "ALTER ROLE " + pgx.Identifier{lab.Sandbox.AppRole}.Sanitize() + " BYPASSRLS", refused: true},
 		{name: "ALTER ROLE at run time", sql: fmt.Sprintf("DO $$ BEGIN EXECUTE 'ALTER ' || 'ROLE %s BYPASSRLS'; END $$", lab.Sandbox.AppRole), sqlstate: "42501"},
+		{name: "read-only by default", sql: "SET default_transaction_read_only = on"},
+		{name: "a write in a read-only session", sql: "UPDATE invoices SET amount = amount", sqlstate: "25006"},
+		{name: "read-write again", sql: "RESET default_transaction_read_only"},
 		{name: "the tenant setting stays settable", sql: "SET app.current_tenant = 'anything'; SET app.current_tenant = '1'"},
 	}
 	for _, tc := range cases {
