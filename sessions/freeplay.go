@@ -284,7 +284,17 @@ func (fp *freePlay) start(ctx context.Context, size int) error {
 	if st := l.tracker.Snapshot(); st.Scenario != FreePlayScenario {
 		l.tracker.Begin(FreePlayScenario, "pool", "")
 	} else {
-		l.tracker.Update(func(s *engine.State) { s.Status, s.Error = engine.StatusRunning, "" })
+		// A new pool: the closed one's boxes go; its requests stay in the log.
+		l.tracker.Update(func(s *engine.State) {
+			s.Status, s.Error = engine.StatusRunning, ""
+			kept := s.Connections[:0]
+			for _, c := range s.Connections {
+				if c.Pool != FreePlayPool {
+					kept = append(kept, c)
+				}
+			}
+			s.Connections = kept
+		})
 	}
 	actx, cancel := context.WithTimeout(ctx, admitTimeout)
 	defer cancel()
@@ -304,24 +314,37 @@ func (fp *freePlay) start(ctx context.Context, size int) error {
 		return err
 	}
 	env := engine.NewEnv(l.Sandbox, nil, l.tracker, engine.NewPace(engine.Speed{Max: true}), log)
+	// The connections are opened before the pool is published, so that no
+	// call finds one half made.
 	conns := make([]*playConn, size)
+	ids := make([]engine.Identity, size)
 	for i := range conns {
 		conns[i] = &playConn{slot: i + 1}
+		if err = fp.connect(ctx, conns[i]); err == nil {
+			ids[i], err = fp.identify(conns[i].conn.PgConn())
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err != nil {
+		for _, pc := range conns {
+			if pc != nil && pc.conn != nil {
+				l.mgr.closeAndWait(pc.conn)
+			}
+		}
+		l.mgr.admit.release(size)
+		err = l.mgr.dbError("free play", err)
+		l.tracker.Update(func(s *engine.State) {
+			s.Status, s.Error = engine.StatusFailed, "free play could not open its pool: "+rlslab.ErrorMessage(err)
+		})
+		return err
 	}
 	fp.mu.Lock()
 	fp.conns, fp.env, fp.inflight = conns, env, 0
 	fp.mu.Unlock()
-	for _, pc := range conns {
-		if err := fp.connect(ctx, pc); err != nil {
-			fp.close("a connection could not be opened")
-			return l.mgr.dbError("free play", err)
-		}
-		id, err := fp.identify(pc.conn.PgConn())
-		if err != nil {
-			fp.close("a connection could not be read")
-			return l.mgr.dbError("free play", err)
-		}
-		fp.show(pc, id, engine.ConnIdle, 0)
+	for i, pc := range conns {
+		fp.show(pc, ids[i], engine.ConnIdle, 0)
 	}
 	l.tracker.Narrate(fmt.Sprintf("Free play: a pool of %d connections as %s. Send a request, or SQL on one connection.", size, l.Sandbox.AppRole))
 	fp.armIdle()
@@ -342,7 +365,9 @@ func (fp *freePlay) connect(ctx context.Context, pc *playConn) error {
 		return err
 	}
 	conn.PgConn().Frontend().SetMaxBodyLen(maxMessage)
+	fp.mu.Lock() // close reads it to cancel a call in flight
 	pc.conn = conn
+	fp.mu.Unlock()
 	return nil
 }
 
@@ -677,9 +702,12 @@ func (fp *freePlay) call(ctx context.Context, q SQLRequest, tenant engine.Tenant
 	}
 	if aerr != nil {
 		notices = append(notices, "The connection was lost; the next call opens a new one.")
-		if pc.conn != nil {
-			l.mgr.closeAndWait(pc.conn)
-			pc.conn = nil
+		fp.mu.Lock()
+		lost := pc.conn
+		pc.conn = nil
+		fp.mu.Unlock()
+		if lost != nil {
+			l.mgr.closeAndWait(lost)
 		}
 		after = engine.Identity{PID: before.PID}
 	} else {
