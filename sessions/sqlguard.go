@@ -366,17 +366,22 @@ func checkSet(st []sqlToken, appRole string, tenantRole func(string) bool) *refu
 			i++
 		}
 	}
-	if i >= len(st) || st[i].kind != tokWord {
+	if i >= len(st) || (st[i].kind != tokWord && st[i].kind != tokIdent) {
 		return nil
 	}
 	var what string
-	switch {
-	case st[i].text == "role":
+	switch setting := strings.ToLower(st[i].text); { // setting names ignore case, quoted or not
+	case setting == "role":
 		what, i = "SET ROLE", i+1
-	case st[i].text == "session" && i+1 < len(st) && st[i+1].text == "authorization":
+	case setting == "session_authorization":
+		what, i = "SET SESSION AUTHORIZATION", i+1
+	case st[i].kind == tokWord && st[i].text == "session" && i+1 < len(st) && st[i+1].text == "authorization":
 		what, i = "SET SESSION AUTHORIZATION", i+2
 	default:
 		return nil
+	}
+	if i < len(st) && ((st[i].kind == tokPunct && st[i].text == "=") || (st[i].kind == tokWord && st[i].text == "to")) {
+		i++ // SET role TO x, SET "role" = x: the generic form
 	}
 	if i >= len(st) {
 		return nil // the server refuses the syntax
