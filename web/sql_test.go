@@ -354,6 +354,25 @@ func TestFreePlayLooksAtAPausedRunsConnection(t *testing.T) {
 	if code, body := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/sql", "application/json", `{"pid": 1, "sql": "SELECT 1"}`); code != http.StatusConflict {
 		t.Errorf("a look at a backend the run does not hold: %d %s, want 409", code, body)
 	}
+	// Once released, the connection is an idle one of the run's pool: a
+	// look takes it out and gives it back, and finds the tenant setting ''
+	// that a committed set_config(..., true) leaves.
+	for lab.Tracker().Snapshot().Requests[0].Phase != "released" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first request was not released after 30 s of steps")
+		}
+		frame := lab.Tracker().Frame()
+		if err := lab.Step(); err != nil {
+			t.Fatal(err)
+		}
+		for lab.Tracker().Frame() == frame {
+			<-changes
+		}
+	}
+	idle := look("SELECT current_setting('app.current_tenant', true), pg_backend_pid()")
+	if idle.Error != "" || idle.PID != held.PID || len(idle.Rows) != 1 || idle.Rows[0][0] == nil || *idle.Rows[0][0] != "" {
+		t.Errorf("look at the released, idle connection: %+v", idle)
+	}
 	if code, body := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/speed", "application/json", `{"speed":"max"}`); code != http.StatusOK {
 		t.Fatalf("speed: %d %s", code, body)
 	}
