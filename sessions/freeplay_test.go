@@ -129,3 +129,40 @@ func TestFreePlayCallsAtOnce(t *testing.T) {
 		t.Errorf("%d backends of the app role, want the pool's 2", n)
 	}
 }
+
+// TestFreePlayPatterns checks each pattern on the pool: split's scope and
+// query land on two connections and the scope leaks to the next request;
+// batch-local sees its own rows and leaves ''; local-role without the
+// set-role scenario's roles fails and leaves no transaction open.
+func TestFreePlayPatterns(t *testing.T) {
+	t.Parallel()
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
+	l := sessionstest.MustCreateLab(t, m, "owner")
+	ctx := context.Background()
+	split, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Acme", Pattern: sessions.PatternSplit, PoolSize: 2})
+	if err != nil || split.RowCount != 0 || split.TenantBefore != nil || split.Leak {
+		t.Fatalf("split as Acme on a fresh pool of 2: %+v, %v; want the query on the other, never-set connection: 0 rows", split, err)
+	}
+	next, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Globex", Pattern: "forgot"})
+	if err != nil || !next.Leak || next.PID == split.PID || next.TenantBefore == nil || *next.TenantBefore != "1" {
+		t.Fatalf("Globex forgetting after the split: %+v, %v; want Acme's rows from the split's scope connection", next, err)
+	}
+	batch, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Initech", Pattern: "batch-local", Connection: 1})
+	if err != nil || batch.Error != "" || batch.RowCount != 3 || batch.Leak || batch.TenantAfter == nil || *batch.TenantAfter != *batch.TenantBefore {
+		t.Fatalf("batch-local as Initech: %+v, %v; want its 3 rows and the setting as it was", batch, err)
+	}
+	role, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Acme", Pattern: sessions.PatternLocalRole, Connection: 2})
+	if err != nil || role.SQLState == "" || role.PID == 0 {
+		t.Fatalf("local-role without tenant roles: %+v, %v; want the server's error", role, err)
+	}
+	after, err := l.SQL(ctx, sessions.SQLRequest{Connection: 2, SQL: "SELECT now() = statement_timestamp()"})
+	if err != nil || after.Error != "" || after.PID != role.PID || len(after.Rows) != 1 || *after.Rows[0][0] != "t" {
+		t.Fatalf("after local-role failed: %+v, %v; want the same backend, outside any transaction", after, err)
+	}
+	if _, err := l.SQL(ctx, sessions.SQLRequest{Pattern: "session-set"}); rlslab.ErrorCode(err) != rlslab.EINVALID {
+		t.Errorf("session-set without a tenant: %v, want EINVALID", err)
+	}
+	if _, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Umbrella"}); rlslab.ErrorCode(err) != rlslab.EINVALID {
+		t.Errorf("an unknown tenant: %v, want EINVALID", err)
+	}
+}
