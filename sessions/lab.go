@@ -36,6 +36,7 @@ type Lab struct {
 	run        *activeRun
 	lastActive time.Time
 	closed     bool
+	free       *freePlay // the free-play pool (freeplay.go), made on first use
 }
 
 // activeRun is a scenario run in progress (queued or playing).
@@ -50,8 +51,16 @@ type activeRun struct {
 	rec               *recorder
 
 	mu      sync.Mutex
-	reset   bool // cancelled by a reset or the lab's close
-	closing bool // cancelled by the lab's close
+	reset   bool        // cancelled by a reset or the lab's close
+	closing bool        // cancelled by the lab's close
+	env     *engine.Env // once admitted: what a look at a paused run's connections borrows
+}
+
+// environment returns the run's environment once it is admitted, or nil.
+func (r *activeRun) environment() *engine.Env {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.env
 }
 
 func newLab(m *Manager, sb engine.Sandbox, owner string) *Lab {
@@ -131,6 +140,7 @@ func (l *Lab) Start(r RunRequest) error {
 	}
 	l.ctl.Lock()
 	defer l.ctl.Unlock()
+	l.closeFreePlay("a scenario run starts")
 	l.mu.Lock()
 	if prev := l.run; prev != nil && l.tracker.Finished() {
 		// The last run is over and only closing its pools: wait for that
@@ -210,6 +220,9 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 		l.tracker.Update(func(s *engine.State) { s.QueuedMS = waited })
 	}
 	env := engine.NewEnv(l.Sandbox, params, l.tracker, run.pace, log)
+	run.mu.Lock()
+	run.env = env
+	run.mu.Unlock()
 	start := time.Now()
 	// The run's pools close as it ends (an idle lab holds no connection);
 	// the last picture of its connections stays.
@@ -369,6 +382,7 @@ func (l *Lab) reset(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	l.closeFreePlay("the lab is reset")
 	ctx, cancel := context.WithTimeout(ctx, 2*dbTimeout)
 	defer cancel()
 	if err := l.mgr.reseed(ctx, l.ID); err != nil {
@@ -449,6 +463,7 @@ func (l *Lab) shut() bool {
 	if _, err := l.stopRun(true); err != nil {
 		l.mgr.log.Warn("close lab", "lab", l.ID, "err", err)
 	}
+	l.closeFreePlay("the lab closes")
 	close(l.done)
 	return true
 }

@@ -98,6 +98,10 @@ type Config struct {
 	// run's goroutine: keep them short (Lab.Wait returns after them).
 	Subscribers []RunSubscriber
 	Logger      *slog.Logger
+	// SQLTimeout is free play's time limit per call (0: DefaultSQLTimeout);
+	// FreePlayIdle closes a free-play pool left idle that long (0:
+	// DefaultFreePlayIdle). See freeplay.go.
+	SQLTimeout, FreePlayIdle time.Duration
 }
 
 // RunSubscriber is told of every run that ends (see Config.Subscribers).

@@ -40,6 +40,23 @@ CREATE POLICY tenant_isolation ON invoices
   USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::int);
 `
 
+// revokeSignalsSQL takes from PUBLIC, in the lab's database only (function
+// privileges are per database), the functions that reach other sessions:
+// signalling backends and NOTIFY by function. Free play's SQL guard refuses
+// them too; this holds when the guard is bypassed by dynamic SQL. (Advisory
+// locks stay callable: the reset-scope lesson takes one as the app role,
+// and free play releases any left after each call.)
+const revokeSignalsSQL = `DO $$
+DECLARE f regprocedure;
+BEGIN
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+    WHERE p.pronamespace = 'pg_catalog'::regnamespace
+      AND p.proname IN ('pg_terminate_backend', 'pg_cancel_backend', 'pg_notify')
+  LOOP
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+  END LOOP;
+END $$`
+
 // names holds a lab's database and role names.
 type names struct {
 	db, owner, app string
@@ -112,6 +129,7 @@ func (m *Manager) newSandbox(ctx context.Context) (sb engine.Sandbox, err error)
 			fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON invoices TO %s", q(n.app)),
 			fmt.Sprintf("GRANT USAGE ON SEQUENCE invoices_id_seq TO %s", q(n.app)),
 			"RESET ROLE",
+			revokeSignalsSQL,
 		} {
 			if _, err := tx.Exec(ctx, s); err != nil {
 				return fmt.Errorf("create lab %s schema: %w", id, err)

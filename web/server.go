@@ -104,6 +104,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /labs/{id}/speed", s.owner(s.handleSpeed))
 	s.mux.HandleFunc("POST /labs/{id}/step", s.owner(s.handleStep))
 	s.mux.HandleFunc("GET /labs/{id}/ws", s.handleWS)
+	s.mux.HandleFunc("POST /labs/{id}/sql", s.handleSQL)
 	s.progressRoutes()
 	s.workshopRoutes()
 	s.runRoutes()

@@ -217,6 +217,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.IntVar(&d.maxLabs, "max-labs", sessions.DefaultMaxLabs, "labs open at once")
 	ttl := fs.Duration("lab-ttl", sessions.DefaultTTL, "a lab whose owner is away this long is closed and dropped")
 	lifetime := fs.Duration("lab-max-life", sessions.DefaultMaxLifetime, "no lab lives longer than this")
+	sqlTimeout := fs.Duration("sql-timeout", sessions.DefaultSQLTimeout, "free play: rlslab cancels a learner's statement after this long")
 	readTimeout := fs.Duration("read-timeout", 15*time.Second, "how long a client may take to send a request (a third of it for the headers)")
 	spares := fs.Int("spares", sessions.DefaultSpares, "sandboxes kept ready in advance so a new lab is ready at once (-1: none); workshops add what they expect")
 	perAddr := fs.Int("labs-per-address", sessions.DefaultLabsPerAddress, "labs one client address may hold outside a workshop; one more recycles its least recently active idle lab (0: no cap)")
@@ -271,7 +272,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	keeper := sessions.NewKeeper(st, pgVersion, log)
 	progress := sessions.NewProgress(db, ls, log)
 	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, Admin: admin, MaxLabs: d.maxLabs, TTL: *ttl, MaxLifetime: *lifetime,
-		ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Spares: *spares, LabsPerAddress: labsPerAddress(*perAddr),
+		ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Spares: *spares, LabsPerAddress: labsPerAddress(*perAddr), SQLTimeout: *sqlTimeout,
 		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log,
 		Subscribers: []sessions.RunSubscriber{keeper, progress}})
 	if err != nil {

@@ -70,6 +70,14 @@ type Pace struct {
 	changed chan struct{}
 	stopped chan struct{}
 	once    sync.Once
+
+	// paused counts the frames held right now in single-step mode;
+	// looking counts the looks (Hold) in progress, and lookDone is closed
+	// when the last one ends. A held frame does not go on while a look is
+	// in progress.
+	paused   int
+	looking  int
+	lookDone chan struct{}
 }
 
 // NewPace returns a pace at the given speed.
@@ -125,16 +133,19 @@ func (p *Pace) Wait(ctx context.Context) error {
 		if s.Max {
 			return ctx.Err()
 		}
-		var timer <-chan time.Time
-		if !s.Single {
-			left := time.Duration(float64(BaseStep)/s.Factor) - time.Since(start)
-			if left <= 0 {
-				return nil
+		if s.Single {
+			if done, err := p.waitStep(ctx, changed); done {
+				return err
 			}
-			t := time.NewTimer(left)
-			defer t.Stop()
-			timer = t.C
+			continue
 		}
+		left := time.Duration(float64(BaseStep)/s.Factor) - time.Since(start)
+		if left <= 0 {
+			return nil
+		}
+		t := time.NewTimer(left)
+		defer t.Stop()
+		timer := t.C
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -147,4 +158,65 @@ func (p *Pace) Wait(ctx context.Context) error {
 		case <-changed:
 		}
 	}
+}
+
+// waitStep holds a frame in single-step mode until Step, a change of
+// speed, ctx's end or Stop; done is false after a change of speed. Looks in
+// progress (Hold) finish before the frame goes on.
+func (p *Pace) waitStep(ctx context.Context, changed chan struct{}) (done bool, err error) {
+	p.mu.Lock()
+	p.paused++
+	p.mu.Unlock()
+	select {
+	case <-ctx.Done():
+		err, done = ctx.Err(), true
+	case <-p.stopped:
+		err, done = ErrStopped, true
+	case <-p.step:
+		done = true
+	case <-changed:
+	}
+	p.mu.Lock()
+	p.paused--
+	var looks chan struct{}
+	if p.looking > 0 {
+		looks = p.lookDone
+	}
+	p.mu.Unlock()
+	if looks != nil {
+		<-looks
+	}
+	return done, err
+}
+
+// Hold keeps the run on the frame it is held on in single-step mode until
+// release is called, so that a look at one of its connections cannot cross
+// the run's own use of it. ok is false (and release nil) unless the run is
+// paused on a single-step frame right now.
+func (p *Pace) Hold() (release func(), ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.speed.Single || p.paused == 0 {
+		return nil, false
+	}
+	select {
+	case <-p.stopped:
+		return nil, false
+	default:
+	}
+	p.looking++
+	if p.looking == 1 {
+		p.lookDone = make(chan struct{})
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			p.looking--
+			if p.looking == 0 {
+				close(p.lookDone)
+			}
+			p.mu.Unlock()
+		})
+	}, true
 }

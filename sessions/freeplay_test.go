@@ -1,0 +1,168 @@
+package sessions_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/scenarios/engine"
+	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/sessionstest"
+)
+
+// TestFreePlayPoolClosesWhenIdle checks that the free-play pool holds its
+// connections in the budget while open, gives them back once idle, and
+// leaves its last picture on the live view.
+func TestFreePlayPoolClosesWhenIdle(t *testing.T) {
+	t.Parallel()
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, FreePlayIdle: 300 * time.Millisecond})
+	l := sessionstest.MustCreateLab(t, m, "owner")
+	ctx := context.Background()
+	res, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Acme", PoolSize: 3})
+	if err != nil || res.Error != "" || res.RowCount != 3 {
+		t.Fatalf("first call: %+v, %v", res, err)
+	}
+	if u := m.Usage(); u.RunConns != 3 {
+		t.Errorf("open pool of 3: %d connections of the budget in use", u.RunConns)
+	}
+	if n := appBackends(t, m, l.Sandbox); n != 3 {
+		t.Errorf("open pool of 3: %d backends of the app role", n)
+	}
+	st := waitState(t, l, "the idle pool to close", func(s engine.State) bool { return s.Status == engine.StatusDone })
+	if u := m.Usage(); u.RunConns != 0 {
+		t.Errorf("closed pool: %d connections of the budget in use", u.RunConns)
+	}
+	sessionstest.WaitNoBackends(t, m, l)
+	if len(st.Connections) != 3 || len(st.Requests) != 1 {
+		t.Fatalf("last picture: %d connections, %d requests", len(st.Connections), len(st.Requests))
+	}
+	for _, c := range st.Connections {
+		if c.State != engine.ConnClosed || c.PID == 0 {
+			t.Errorf("connection after close: %+v", c)
+		}
+		if c.PID == res.PID && (c.Tenant == nil || *c.Tenant != "1") {
+			t.Errorf("backend %d's last picture lost Acme's setting: %+v", c.PID, c)
+		}
+	}
+	// The next call opens a new pool; the request log goes on.
+	res2, err := l.SQL(ctx, sessions.SQLRequest{SQL: "SELECT current_setting('app.current_tenant', true)"})
+	if err != nil || res2.PID == 0 || res2.PID == res.PID || res2.Request != 2 || res2.Rows[0][0] != nil {
+		t.Fatalf("after the close: %+v, %v", res2, err)
+	}
+	// A scenario run closes free play first and runs as usual.
+	st = sessionstest.MustRun(t, l, "set-leak", "tx-local", nil)
+	if st.Status != engine.StatusDone || st.Leaks() != 0 || st.Scenario != "set-leak" {
+		t.Errorf("run after free play: %s, %d leaks, scenario %s", st.Status, st.Leaks(), st.Scenario)
+	}
+	if u := m.Usage(); u.RunConns != 0 {
+		t.Errorf("after the run: %d connections of the budget in use", u.RunConns)
+	}
+}
+
+// TestFreePlayWaitsForTheBudget checks that a free-play pool is admitted
+// against the connection budget like a run: it does not open while the
+// budget is taken, and opens once it is given back.
+func TestFreePlayWaitsForTheBudget(t *testing.T) {
+	t.Parallel()
+	// 11 of rlslab's own connections and 5 for runs: one pool of 4 fits,
+	// two do not.
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, ConnLimit: 4, Budget: sessions.AdminConns + 1 + sessions.MaintConns + 5})
+	a := sessionstest.MustCreateLab(t, m, "a")
+	b := sessionstest.MustCreateLab(t, m, "b")
+	ctx := context.Background()
+	if _, err := a.SQL(ctx, sessions.SQLRequest{PoolSize: 4}); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := b.SQL(short, sessions.SQLRequest{PoolSize: 4}); rlslab.ErrorCode(err) != rlslab.EUNAVAILABLE {
+		t.Fatalf("a second pool of 4 in a budget of 5: %v, want EUNAVAILABLE", err)
+	}
+	if n := appBackends(t, m, b.Sandbox); n != 0 {
+		t.Errorf("the refused pool opened %d connections", n)
+	}
+	if err := a.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.SQL(ctx, sessions.SQLRequest{PoolSize: 4})
+	if err != nil || res.PID == 0 {
+		t.Fatalf("after the first pool closed: %+v, %v", res, err)
+	}
+	if u := m.Usage(); u.RunConns != 4 {
+		t.Errorf("one pool of 4: %d connections of the budget in use", u.RunConns)
+	}
+}
+
+// TestFreePlayCallsAtOnce checks that calls sent at once share the pool as
+// a pool does: each on a connection of its own while one is free, the rest
+// waiting for one to come back.
+func TestFreePlayCallsAtOnce(t *testing.T) {
+	t.Parallel()
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
+	l := sessionstest.MustCreateLab(t, m, "owner")
+	ctx := context.Background()
+	if _, err := l.SQL(ctx, sessions.SQLRequest{PoolSize: 2}); err != nil {
+		t.Fatal(err)
+	}
+	results := make([]sessions.SQLResult, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() {
+			results[i], errs[i] = l.SQL(ctx, sessions.SQLRequest{SQL: "SELECT pg_sleep(0.3), pg_backend_pid()"})
+		})
+	}
+	wg.Wait()
+	pids := map[uint32]int{}
+	for i, r := range results {
+		if errs[i] != nil || r.Error != "" {
+			t.Fatalf("call %d: %+v, %v", i, r, errs[i])
+		}
+		pids[r.PID]++
+	}
+	if len(pids) != 2 {
+		t.Errorf("three calls at once on a pool of 2 ran on backends %v, want both", pids)
+	}
+	if n := appBackends(t, m, l.Sandbox); n != 2 {
+		t.Errorf("%d backends of the app role, want the pool's 2", n)
+	}
+}
+
+// TestFreePlayPatterns checks each pattern on the pool: split's scope and
+// query land on two connections and the scope leaks to the next request;
+// batch-local sees its own rows and leaves ''; local-role without the
+// set-role scenario's roles fails and leaves no transaction open.
+func TestFreePlayPatterns(t *testing.T) {
+	t.Parallel()
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
+	l := sessionstest.MustCreateLab(t, m, "owner")
+	ctx := context.Background()
+	split, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Acme", Pattern: sessions.PatternSplit, PoolSize: 2})
+	if err != nil || split.RowCount != 0 || split.TenantBefore != nil || split.Leak {
+		t.Fatalf("split as Acme on a fresh pool of 2: %+v, %v; want the query on the other, never-set connection: 0 rows", split, err)
+	}
+	next, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Globex", Pattern: "forgot"})
+	if err != nil || !next.Leak || next.PID == split.PID || next.TenantBefore == nil || *next.TenantBefore != "1" {
+		t.Fatalf("Globex forgetting after the split: %+v, %v; want Acme's rows from the split's scope connection", next, err)
+	}
+	batch, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Initech", Pattern: "batch-local", Connection: 1})
+	if err != nil || batch.Error != "" || batch.RowCount != 3 || batch.Leak || batch.TenantAfter == nil || *batch.TenantAfter != *batch.TenantBefore {
+		t.Fatalf("batch-local as Initech: %+v, %v; want its 3 rows and the setting as it was", batch, err)
+	}
+	role, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Acme", Pattern: sessions.PatternLocalRole, Connection: 2})
+	if err != nil || role.SQLState == "" || role.PID == 0 {
+		t.Fatalf("local-role without tenant roles: %+v, %v; want the server's error", role, err)
+	}
+	after, err := l.SQL(ctx, sessions.SQLRequest{Connection: 2, SQL: "SELECT now() = statement_timestamp()"})
+	if err != nil || after.Error != "" || after.PID != role.PID || len(after.Rows) != 1 || *after.Rows[0][0] != "t" {
+		t.Fatalf("after local-role failed: %+v, %v; want the same backend, outside any transaction", after, err)
+	}
+	if _, err := l.SQL(ctx, sessions.SQLRequest{Pattern: "session-set"}); rlslab.ErrorCode(err) != rlslab.EINVALID {
+		t.Errorf("session-set without a tenant: %v, want EINVALID", err)
+	}
+	if _, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Umbrella"}); rlslab.ErrorCode(err) != rlslab.EINVALID {
+		t.Errorf("an unknown tenant: %v, want EINVALID", err)
+	}
+}
