@@ -160,7 +160,7 @@ func (l *lexer) quoted(q byte, escapes bool) string {
 	return b.String()
 }
 
-// unescape maps the character after a backslash in an E'' string.
+// unescape maps the character after a backslash in an E” string.
 func unescape(c byte) byte {
 	switch c {
 	case 'n':

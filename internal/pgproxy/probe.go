@@ -31,7 +31,7 @@ type probeState struct {
 	value    *string       // what it read (nil: NULL)
 	err      error
 	failures int
-	count    int // probes that read the setting
+	count    int         // probes that read the setting
 	timer    *time.Timer // ProbeDelay's timer, when one waits
 	gen      uint64      // bumped by every client message
 }
