@@ -755,6 +755,7 @@ func (c *conn) finish(r *run, err *pgconn.PgError) {
 	res.ID = r.ID
 	res.Text = r.Text
 	res.Declared = r.Declared
+	res.InTransaction = r.InTransaction
 	res.Setting = r.ref
 	res.Tenant = r.tenant
 	res.Err = err

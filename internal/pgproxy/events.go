@@ -95,8 +95,10 @@ type Result struct {
 	// Tenants are the distinct tenant_id values seen, in order of first
 	// appearance (at most 32).
 	Tenants  []string
-	Declared string  // as in Statement
-	Setting  Setting // the tenant setting in force when the statement ran
+	Declared string // as in Statement
+	// InTransaction is as in Statement.
+	InTransaction bool
+	Setting       Setting // the tenant setting in force when the statement ran
 	// Err is the server's error, nil on success. A statement skipped because
 	// an earlier one of its pipeline failed carries that earlier error.
 	Err      *pgconn.PgError
