@@ -1,0 +1,96 @@
+package pgproxy
+
+import (
+	"reflect"
+	"testing"
+)
+
+func strp(s string) *string { return &s }
+
+func TestAnalyze(t *testing.T) {
+	const name = DefaultSetting
+	cases := []struct {
+		sql    string
+		params []*string
+		want   []stmtEffect
+	}{
+		{"SELECT 1", nil, []stmtEffect{{}}},
+		{"SET app.current_tenant = '1'", nil, []stmtEffect{{effects: []effect{{kind: effSet, value: "1"}}}}},
+		{"set APP.CURRENT_TENANT to 42", nil, []stmtEffect{{effects: []effect{{kind: effSet, value: "42"}}}}},
+		{"SET SESSION app.current_tenant TO 'a''b'", nil, []stmtEffect{{effects: []effect{{kind: effSet, value: "a'b"}}}}},
+		{"SET LOCAL app.current_tenant = E'x\\'y'", nil, []stmtEffect{{effects: []effect{{kind: effSet, value: "x'y", local: true}}}}},
+		{"SET app.current_tenant = -3", nil, []stmtEffect{{effects: []effect{{kind: effSet, value: "-3"}}}}},
+		{"SET app.current_tenant TO DEFAULT", nil, []stmtEffect{{effects: []effect{{kind: effReset}}}}},
+		{"SET app.other = '1'", nil, []stmtEffect{{}}},
+		{"SET search_path = public", nil, []stmtEffect{{}}},
+		{"RESET app.current_tenant", nil, []stmtEffect{{effects: []effect{{kind: effReset}}}}},
+		{"RESET ALL", nil, []stmtEffect{{effects: []effect{{kind: effReset}}}}},
+		{"DISCARD ALL", nil, []stmtEffect{{effects: []effect{{kind: effReset}}}}},
+		{"DISCARD PLANS", nil, []stmtEffect{{}}},
+		{"SELECT set_config('app.current_tenant', '7', false)", nil, []stmtEffect{{effects: []effect{{kind: effSet, value: "7"}}}}},
+		{"select pg_catalog.set_config('app.current_tenant', $1, true), now()", []*string{strp("9")}, []stmtEffect{{effects: []effect{{kind: effSet, value: "9", local: true}}}}},
+		{"SELECT set_config('app.current_tenant', $1::text, $2)", []*string{strp("4"), strp("t")}, []stmtEffect{{effects: []effect{{kind: effSet, value: "4", local: true}}}}},
+		{"SELECT set_config('app.current_tenant', $1, false)", nil, []stmtEffect{{effects: []effect{{kind: effUnknown}}}}},
+		{"SELECT set_config('app.current_tenant', x || 'y', false) FROM t", nil, []stmtEffect{{effects: []effect{{kind: effUnknown}}}}},
+		{"SELECT set_config('app.current_tenant', NULL, false)", nil, []stmtEffect{{effects: []effect{{kind: effSet, value: ""}}}}},
+		{"SELECT set_config('search_path', 'x', false)", nil, []stmtEffect{{}}},
+		{"SELECT 'SET app.current_tenant = 1'", nil, []stmtEffect{{}}},
+		{"-- SET app.current_tenant = 1\nSELECT 1", nil, []stmtEffect{{}}},
+		{"/* SET app.current_tenant = 1; */ SELECT $$set_config('app.current_tenant', '1', false)$$", nil, []stmtEffect{{}}},
+		{"BEGIN; SET LOCAL app.current_tenant = '2'; SELECT 1; COMMIT", nil, []stmtEffect{
+			{tx: txBegin}, {effects: []effect{{kind: effSet, value: "2", local: true}}}, {}, {tx: txEnd}}},
+		{"START TRANSACTION", nil, []stmtEffect{{tx: txBegin}}},
+		{"ROLLBACK", nil, []stmtEffect{{tx: txEnd}}},
+		{"ROLLBACK TO SAVEPOINT a", nil, []stmtEffect{{effects: []effect{{kind: effUnknown}}}}},
+		{";;", nil, []stmtEffect{}},
+	}
+	for _, tc := range cases {
+		got := analyze(tc.sql, name, tc.params)
+		if len(got) == 0 && len(tc.want) == 0 {
+			continue
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("analyze(%q) = %+v, want %+v", tc.sql, got, tc.want)
+		}
+	}
+}
+
+func TestDeclaredTenant(t *testing.T) {
+	cases := map[string]string{
+		"SELECT 1":                                          "",
+		"SELECT * FROM items /*tenant='2'*/":                "2",
+		"SELECT 1 /* route='%2Fitems',tenant='acme%20co' */": "acme co",
+		"/* controller='x' */ SELECT 1 /* tenant='3' */":    "3",
+		"SELECT '/* tenant=''4'' */'":                       "",
+		"SELECT 1 /* tenant='a\\'b' */":                     "a'b",
+		"SELECT 1 /* tenant=5 */":                           "",
+		"SELECT 1 /* db_driver='pg',tenant='1+2' */":        "1+2",
+	}
+	for sql, want := range cases {
+		if got := declaredTenant(sql); got != want {
+			t.Errorf("declaredTenant(%q) = %q, want %q", sql, got, want)
+		}
+	}
+}
+
+// FuzzAnalyze feeds arbitrary statement text to the tokenizer and the
+// readers of settings and declared tenants: no panic, and every statement
+// it reports comes from the text.
+func FuzzAnalyze(f *testing.F) {
+	for _, s := range []string{
+		"SET app.current_tenant = '1'",
+		"SELECT set_config('app.current_tenant', $1, true), $2",
+		"BEGIN; SET LOCAL app.current_tenant TO 2; COMMIT",
+		"SELECT $tag$ ; $tag$ /* tenant='x' */ -- c\n; RESET ALL",
+		"E'\\'' \"q\"\"x\" /* /* nested */ */ DISCARD ALL",
+	} {
+		f.Add(s, "1")
+	}
+	f.Fuzz(func(t *testing.T, sql, param string) {
+		effects := analyze(sql, DefaultSetting, []*string{&param, nil})
+		if len(effects) > maxStatements {
+			t.Fatalf("%d statements", len(effects))
+		}
+		_ = declaredTenant(sql)
+	})
+}
