@@ -160,6 +160,8 @@ type recorder struct {
 	opened  []ConnInfo
 	sent    []Statement
 	results []Result
+	// resultPIDs are the backend PIDs of results, index for index.
+	resultPIDs []uint32
 	// settings by PID, in order.
 	settings map[uint32][]Setting
 	closed   []ConnInfo
@@ -194,6 +196,7 @@ func (r *recorder) Finished(c ConnInfo, res Result) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.results = append(r.results, res)
+	r.resultPIDs = append(r.resultPIDs, c.PID)
 	r.notify()
 }
 
