@@ -197,7 +197,7 @@ func (c *conn) flush() {
 
 // emit queues an event; called under mu.
 func (c *conn) emit(f func()) {
-	if c.events != nil || c.s.probed != nil {
+	if c.events != nil {
 		c.outbox = append(c.outbox, f)
 	}
 }
@@ -621,6 +621,10 @@ func (c *conn) ready(status byte) bool {
 	c.endOfTransaction(status)
 	if c.syncs == 0 && !c.unsynced {
 		c.clientTx = status != 'I'
+		if status == 'I' && len(c.portals) > 0 {
+			// No portal outlives its transaction.
+			clear(c.portals)
+		}
 	}
 	return status == 'I' && c.syncs == 0 && !c.unsynced && len(c.queue) == 0
 }

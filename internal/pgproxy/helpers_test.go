@@ -163,10 +163,11 @@ type recorder struct {
 	// resultPIDs are the backend PIDs of results, index for index.
 	resultPIDs []uint32
 	// settings by PID, in order.
-	settings map[uint32][]Setting
-	closed   []ConnInfo
-	probes   map[uint32]int
-	changed  chan struct{}
+	settings  map[uint32][]Setting
+	closed    []ConnInfo
+	probes    map[uint32]int
+	probeErrs int
+	changed   chan struct{}
 }
 
 func newRecorder() *recorder {
@@ -207,10 +208,13 @@ func (r *recorder) Setting(c ConnInfo, s Setting) {
 	r.notify()
 }
 
-func (r *recorder) probed(pid uint32) {
+func (r *recorder) probed(pid uint32, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.probes[pid]++
+	if err != nil {
+		r.probeErrs++
+	}
 	r.notify()
 }
 

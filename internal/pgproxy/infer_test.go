@@ -57,14 +57,14 @@ func TestAnalyze(t *testing.T) {
 
 func TestDeclaredTenant(t *testing.T) {
 	cases := map[string]string{
-		"SELECT 1":                                          "",
-		"SELECT * FROM items /*tenant='2'*/":                "2",
+		"SELECT 1":                           "",
+		"SELECT * FROM items /*tenant='2'*/": "2",
 		"SELECT 1 /* route='%2Fitems',tenant='acme%20co' */": "acme co",
-		"/* controller='x' */ SELECT 1 /* tenant='3' */":    "3",
-		"SELECT '/* tenant=''4'' */'":                       "",
-		"SELECT 1 /* tenant='a\\'b' */":                     "a'b",
-		"SELECT 1 /* tenant=5 */":                           "",
-		"SELECT 1 /* db_driver='pg',tenant='1+2' */":        "1+2",
+		"/* controller='x' */ SELECT 1 /* tenant='3' */":     "3",
+		"SELECT '/* tenant=''4'' */'":                        "",
+		"SELECT 1 /* tenant='a\\'b' */":                      "a'b",
+		"SELECT 1 /* tenant=5 */":                            "",
+		"SELECT 1 /* db_driver='pg',tenant='1+2' */":         "1+2",
 	}
 	for sql, want := range cases {
 		if got := declaredTenant(sql); got != want {

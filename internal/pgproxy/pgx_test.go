@@ -78,6 +78,14 @@ func TestPgxExecModesSameAsDirect(t *testing.T) {
 				}
 				n = f.waitProbe(t, pid, n)
 			}
+			// Back to back: the client's next statement often reaches the
+			// proxy while the probe is in flight, and goes right behind it.
+			for i := range 200 {
+				var got int
+				if err := proxied.QueryRow(ctx, "SELECT $1::int * 2", i).Scan(&got); err != nil || got != 2*i {
+					t.Fatalf("query %d: %d, %v", i, got, err)
+				}
+			}
 			// The rows the tenant-tagged query got belong to tenant 2 (the
 			// setting), so all are foreign to the declared tenant 1.
 			r, ok := f.events.result("tenant='1'")

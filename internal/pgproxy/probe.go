@@ -159,6 +159,10 @@ func (c *conn) probeReply(m message) {
 		c.probe.inFlight = false
 		close(c.probe.done)
 		c.probe.done = nil
+		if f := c.s.probed; f != nil {
+			err := c.probe.err
+			c.outbox = append(c.outbox, func() { f(c.realPID, err) })
+		}
 		if c.probe.err != nil {
 			c.probe.failures++
 			c.log.Warn("pgproxy: probe failed", "err", c.probe.err, "failures", c.probe.failures)
@@ -170,8 +174,5 @@ func (c *conn) probeReply(m message) {
 		}
 		c.probe.count++
 		c.observed(c.probe.value)
-		if f := c.s.probed; f != nil {
-			c.emit(func() { f(c.realPID) })
-		}
 	}
 }

@@ -416,3 +416,34 @@ func TestRefusals(t *testing.T) {
 		t.Fatal()
 	}
 }
+
+// When the probe fails (here: a setting name the server rejects), the
+// connection goes on unobserved: after three failures no more probes, and
+// the client's queries give the same results as direct.
+func TestFailingProbeLeavesTheClientAlone(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Setting = "\xff" })
+	ctx := context.Background()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeDescribeExec, pgx.QueryExecModeSimpleProtocol} {
+		direct := connect(t, f.directURL, mode)
+		c := connect(t, f.proxyURL, mode)
+		pid := c.PgConn().PID()
+		n := 0
+		for i := range 6 {
+			sql := fmt.Sprintf("SELECT %d, count(*) FROM items", i)
+			if got, want := collect(ctx, c, sql), collect(ctx, direct, sql); !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s: proxy %q, direct %q", sql, got, want)
+			}
+			if n < maxProbeFailures {
+				n = f.waitProbe(t, pid, n)
+			}
+		}
+		if got := f.probes(pid); got != maxProbeFailures {
+			t.Errorf("%d probes, want %d and then none", got, maxProbeFailures)
+		}
+	}
+	f.events.mu.Lock()
+	defer f.events.mu.Unlock()
+	if f.events.probeErrs != 2*maxProbeFailures {
+		t.Errorf("%d failed probes, want %d", f.events.probeErrs, 2*maxProbeFailures)
+	}
+}

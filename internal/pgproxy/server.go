@@ -101,9 +101,9 @@ type Server struct {
 	mu    sync.Mutex
 	conns map[cancelKey]*conn
 
-	// probed, when set (by tests), is called after each probe that read
-	// the setting, with the backend PID.
-	probed func(pid uint32)
+	// probed, when set (by tests), is called after each probe with the
+	// backend PID and the probe's error.
+	probed func(pid uint32, err error)
 }
 
 // New checks cfg and returns a Server; it generates a self-signed
