@@ -182,16 +182,18 @@ func isClosed(err error) bool {
 	return err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// flush delivers the events collected under mu; call it after Unlock.
-func (c *conn) flush() {
-	for len(c.outbox) > 0 {
-		c.mu.Lock()
-		out := c.outbox
-		c.outbox = nil
-		c.mu.Unlock()
-		for _, f := range out {
-			f()
-		}
+// takeOutbox returns the events collected under mu and empties the outbox;
+// under mu. Deliver them after Unlock.
+func (c *conn) takeOutbox() []func() {
+	out := c.outbox
+	c.outbox = nil
+	return out
+}
+
+// deliver calls the events taken from the outbox.
+func deliver(out []func()) {
+	for _, f := range out {
+		f()
 	}
 }
 
@@ -216,13 +218,10 @@ func (c *conn) fromClient() error {
 		c.mu.Lock()
 		c.probe.cancelTimer()
 		c.account(m)
-		out := c.outbox
-		c.outbox = nil
+		out := c.takeOutbox()
 		c.mu.Unlock()
 		// A statement's Sent is delivered before the server can answer it.
-		for _, f := range out {
-			f()
-		}
+		deliver(out)
 		c.wmu.Lock()
 		_, err = c.uw.Write(m.raw)
 		if err == nil && c.cr.Buffered() == 0 {
@@ -431,8 +430,9 @@ func (c *conn) fromServer() error {
 		}
 		c.mu.Lock()
 		forward, probe := c.observe(m)
+		out := c.takeOutbox()
 		c.mu.Unlock()
-		c.flush()
+		deliver(out)
 		if forward {
 			if _, err := c.cw.Write(m.raw); err != nil {
 				return err
@@ -446,7 +446,9 @@ func (c *conn) fromServer() error {
 		if probe {
 			c.mu.Lock()
 			c.maybeProbe()
+			out := c.takeOutbox()
 			c.mu.Unlock()
+			deliver(out)
 		}
 	}
 }

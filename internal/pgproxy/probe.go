@@ -107,7 +107,9 @@ func (c *conn) maybeProbe() {
 			c.probe.timer = nil
 			c.startProbe()
 		}
+		out := c.takeOutbox()
 		c.mu.Unlock()
+		deliver(out)
 	})
 }
 

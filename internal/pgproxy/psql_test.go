@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,19 +143,23 @@ func TestPsqlSetShowsWithinASecond(t *testing.T) {
 	}
 }
 
-// The same with pgx: a session SET, then the reading, within a second.
+// The same with pgx: a session SET, then the reading, within a second;
+// also with the probe waiting for 20 ms of idleness.
 func TestPgxSetShowsWithinASecond(t *testing.T) {
-	f := newFixture(t, nil)
-	c := connect(t, f.proxyURL, pgx.QueryExecModeCacheStatement)
-	pid := c.PgConn().PID()
-	start := time.Now()
-	if _, err := c.Exec(context.Background(), "SET app.current_tenant = '1'"); err != nil {
-		t.Fatal(err)
+	for _, delay := range []time.Duration{0, 20 * time.Millisecond} {
+		t.Run(delay.String(), func(t *testing.T) {
+			f := newFixture(t, func(c *Config) { c.ProbeDelay = delay })
+			c := connect(t, f.proxyURL, pgx.QueryExecModeCacheStatement)
+			pid := c.PgConn().PID()
+			start := time.Now()
+			if _, err := c.Exec(context.Background(), "SET app.current_tenant = '1'"); err != nil {
+				t.Fatal(err)
+			}
+			f.events.waitFor(t, time.Second, "backend holding 1, read by the probe", func(r *recorder) bool {
+				s, ok := r.lastSetting(pid)
+				return ok && s.Known && !s.Inferred && s.Value == "1"
+			})
+			t.Logf("read after %v", time.Since(start))
+		})
 	}
-	f.events.waitFor(t, time.Second, "backend holding 1, read by the probe", func(r *recorder) bool {
-		s, ok := r.lastSetting(pid)
-		return ok && s.Known && !s.Inferred && s.Value == "1"
-	})
-	t.Logf("read after %v", time.Since(start))
-	_ = url.URL{}
 }
