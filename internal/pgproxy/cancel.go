@@ -96,3 +96,24 @@ func sendCancel(ctx context.Context, addr net.Addr, pid uint32, secret []byte) e
 	_, _ = nc.Read(one[:])
 	return nil
 }
+
+// Cancel asks the server to cancel the statement running on the backend of
+// the client connection id (ConnInfo.ID), as the client's own cancel
+// request would: the connection and its session state stay. It reports
+// whether such a connection is open.
+func (s *Server) Cancel(ctx context.Context, id uint64) bool {
+	s.mu.Lock()
+	var c *conn
+	for _, cc := range s.conns {
+		if cc.info.ID == id {
+			c = cc
+			break
+		}
+	}
+	s.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	s.cancel(ctx, c.key)
+	return true
+}

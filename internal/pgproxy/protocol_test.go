@@ -447,3 +447,42 @@ func TestFailingProbeLeavesTheClientAlone(t *testing.T) {
 		t.Errorf("%d failed probes, want %d", f.events.probeErrs, 2*maxProbeFailures)
 	}
 }
+
+// Server.Cancel cancels a connection's statement and keeps the connection
+// with its session state.
+func TestServerCancel(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	c := connect(t, f.proxyURL, pgx.QueryExecModeCacheStatement)
+	pid := c.PgConn().PID()
+	if _, err := c.Exec(ctx, "SET app.current_tenant = '2'"); err != nil {
+		t.Fatal(err)
+	}
+	var id uint64
+	f.events.mu.Lock()
+	for _, o := range f.events.opened {
+		if o.PID == pid {
+			id = o.ID
+		}
+	}
+	f.events.mu.Unlock()
+	if f.srv.Cancel(ctx, id+1000) {
+		t.Error("Cancel of an unknown connection reported one")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(ctx, "SELECT pg_sleep(15)")
+		done <- err
+	}()
+	waitActivity(t, f, pid, "active")
+	if !f.srv.Cancel(ctx, id) {
+		t.Fatal("Cancel found no connection")
+	}
+	if err := <-done; errCode(err) != "57014" {
+		t.Fatalf("error %v, want 57014", err)
+	}
+	var tenant string
+	if err := c.QueryRow(ctx, "SELECT current_setting('app.current_tenant')").Scan(&tenant); err != nil || tenant != "2" {
+		t.Fatalf("after the cancel: %q, %v", tenant, err)
+	}
+}
