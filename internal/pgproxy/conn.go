@@ -70,6 +70,10 @@ type conn struct {
 	reported Setting
 	// Events to deliver once mu is released.
 	outbox []func()
+	// blind is set when following the protocol failed (a bug, or a peer
+	// the relay does not understand): the connection is then relayed
+	// without observation.
+	blind bool
 }
 
 // pending is one reply the server owes.
@@ -217,7 +221,7 @@ func (c *conn) fromClient() error {
 		}
 		c.mu.Lock()
 		c.probe.cancelTimer()
-		c.account(m)
+		c.safely(func() { c.account(m) })
 		out := c.takeOutbox()
 		c.mu.Unlock()
 		// A statement's Sent is delivered before the server can answer it.
@@ -235,6 +239,43 @@ func (c *conn) fromClient() error {
 			return nil
 		}
 	}
+}
+
+// safely runs an observation step; if it panics, the connection goes on
+// unobserved instead of failing. Under mu.
+func (c *conn) safely(step func()) {
+	if c.blind {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("pgproxy: observation failed; relaying the connection unobserved", "panic", r)
+			c.blind = true
+			c.probe.enabled = false
+			if c.probe.timer != nil {
+				c.probe.timer.Stop()
+			}
+			c.outbox = nil
+		}
+	}()
+	step()
+}
+
+// blindForward says whether to pass a server message on an unobserved
+// connection: everything but the replies to a probe that was in flight.
+func (c *conn) blindForward(m message) bool {
+	if !c.probe.inFlight {
+		return true
+	}
+	switch m.typ {
+	case 'N', 'A', 'S':
+		return true
+	case 'Z':
+		c.probe.inFlight = false
+		close(c.probe.done)
+		c.probe.done = nil
+	}
+	return false
 }
 
 // account records what a client message asks of the server; under mu.
@@ -429,7 +470,14 @@ func (c *conn) fromServer() error {
 			buf = m.raw[:0]
 		}
 		c.mu.Lock()
-		forward, probe := c.observe(m)
+		forward, probe := true, false
+		if !c.blind {
+			c.safely(func() { forward, probe = c.observe(m) })
+		}
+		if c.blind {
+			// Also for the message whose observation just failed.
+			forward, probe = c.blindForward(m), false
+		}
 		out := c.takeOutbox()
 		c.mu.Unlock()
 		deliver(out)
@@ -456,6 +504,9 @@ func (c *conn) fromServer() error {
 // observe follows a server message; it returns whether to pass it to the
 // client and whether the connection is now idle enough to probe. Under mu.
 func (c *conn) observe(m message) (forward, idle bool) {
+	if f := c.s.observing; f != nil {
+		f(m.typ)
+	}
 	switch m.typ {
 	case 'N', 'A', 'S':
 		return true, false // notices, notifications, parameter changes

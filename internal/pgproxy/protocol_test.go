@@ -486,3 +486,36 @@ func TestServerCancel(t *testing.T) {
 		t.Fatalf("after the cancel: %q, %v", tenant, err)
 	}
 }
+
+// When following the protocol fails (here: a panic injected while a probe
+// and a query are in flight), the connection goes on unobserved with the
+// same results as direct.
+func TestObservationFailureLeavesTheClientAlone(t *testing.T) {
+	f := newFixture(t, nil)
+	armed := make(chan struct{}, 1)
+	f.srv.observing = func(typ byte) {
+		if typ == 'D' {
+			select {
+			case <-armed:
+				panic("injected")
+			default:
+			}
+		}
+	}
+	ctx := context.Background()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeDescribeExec, pgx.QueryExecModeSimpleProtocol} {
+		direct := connect(t, f.directURL, mode)
+		c := connect(t, f.proxyURL, mode)
+		f.waitProbe(t, c.PgConn().PID(), 0)
+		armed <- struct{}{}
+		for i := range 20 {
+			sql := fmt.Sprintf("SELECT %d, id, tenant_id FROM items ORDER BY id", i)
+			if got, want := collect(ctx, c, sql), collect(ctx, direct, sql); !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s: proxy %q, direct %q", sql, got, want)
+			}
+		}
+		if len(armed) != 0 {
+			t.Fatal("the injected failure never ran")
+		}
+	}
+}

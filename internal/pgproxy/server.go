@@ -104,6 +104,9 @@ type Server struct {
 	// probed, when set (by tests), is called after each probe with the
 	// backend PID and the probe's error.
 	probed func(pid uint32, err error)
+	// observing, when set (by tests), is called with each server message
+	// the relay is about to observe.
+	observing func(typ byte)
 }
 
 // New checks cfg and returns a Server; it generates a self-signed
