@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"strings"
@@ -100,6 +101,25 @@ func (s *Server) handle(ctx context.Context, nc net.Conn) {
 func (s *Server) negotiate(ctx context.Context, nc net.Conn) (net.Conn, startup, bool) {
 	conn := nc
 	tlsDone, gssDone := false, false
+	// A client may start TLS at once, without an SSLRequest
+	// (sslnegotiation=direct, PostgreSQL 17's libpq): a TLS record begins
+	// with 0x16, which no startup packet length does at its first byte.
+	var first [1]byte
+	if _, err := io.ReadFull(nc, first[:]); err != nil {
+		return nil, startup{}, false
+	}
+	if first[0] == 0x16 {
+		cfg := s.tls.Clone()
+		cfg.NextProtos = []string{"postgresql"}
+		tc := tls.Server(&prefixConn{Conn: nc, prefix: first[:]}, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			s.logger.Debug("pgproxy: direct TLS handshake", "err", err)
+			return nil, startup{}, false
+		}
+		conn, tlsDone = tc, true
+	} else {
+		conn = &prefixConn{Conn: nc, prefix: first[:]}
+	}
 	for {
 		body, err := readStartup(conn)
 		if err != nil {
@@ -147,6 +167,22 @@ func (s *Server) negotiate(ctx context.Context, nc net.Conn) (net.Conn, startup,
 			return nil, startup{}, false
 		}
 	}
+}
+
+// prefixConn is a connection whose first bytes were already read.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+// Read returns the prefix first.
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.prefix) > 0 {
+		n := copy(b, p.prefix)
+		p.prefix = p.prefix[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
 }
 
 // parseStartup reads a StartupMessage body (after its length): version,

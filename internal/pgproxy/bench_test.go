@@ -21,8 +21,9 @@ import (
 //
 //	go test -run '^$' -bench QueryOverhead -benchtime 3000x ./internal/pgproxy/
 func BenchmarkQueryOverhead(b *testing.B) {
-	f := newFixture(b, nil)
-	delayed := newFixture(b, func(c *Config) { c.ProbeDelay = 5 * time.Millisecond })
+	f := newFixture(b, func(c *Config) { c.Events = NopEvents{} })
+	delayed := newFixture(b, func(c *Config) { c.Events, c.ProbeDelay = NopEvents{}, 5*time.Millisecond })
+	f.srv.probed, delayed.srv.probed = nil, nil
 	ctx := context.Background()
 	targets := map[string]string{"direct": f.directURL, "proxy": f.proxyURL}
 	// The delayed proxy serves another role; route it to the same one.

@@ -3,6 +3,7 @@ package pgproxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -376,8 +377,8 @@ func TestTLS(t *testing.T) {
 	if err := c.QueryRow(ctx, "SELECT count(*) FROM items").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := c.PgConn().Conn().(interface{ ConnectionState() any }); ok {
-		t.Log("tls")
+	if _, ok := c.PgConn().Conn().(*tls.Conn); !ok {
+		t.Errorf("sslmode=require connection is a %T, not TLS", c.PgConn().Conn())
 	}
 	root := filepath.Join(t.TempDir(), "root.crt")
 	if err := os.WriteFile(root, f.srv.CertificatePEM(), 0o600); err != nil {
@@ -386,6 +387,11 @@ func TestTLS(t *testing.T) {
 	u := strings.Replace(f.url(clientPassword, labDB, "verify-full"), "127.0.0.1", "localhost", 1) + "&sslrootcert=" + root
 	vc := connect(t, u, pgx.QueryExecModeCacheStatement)
 	if err := vc.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	// TLS without an SSLRequest, as PostgreSQL 17's libpq can.
+	dc := connect(t, f.url(clientPassword, labDB, "require")+"&sslnegotiation=direct", pgx.QueryExecModeCacheStatement)
+	if err := dc.QueryRow(ctx, "SELECT count(*) FROM items").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 }
