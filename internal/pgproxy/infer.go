@@ -273,12 +273,37 @@ type stmtEffect struct {
 // does to the tenant setting named setting and to the transaction; params
 // are the Bind parameters ($1 is params[0]) where known.
 func analyze(sql, setting string, params []*string) []stmtEffect {
+	if !mayAffect(sql) {
+		return nil
+	}
 	stmts, _ := split(sql)
 	out := make([]stmtEffect, len(stmts))
 	for i, toks := range stmts {
 		out[i] = analyzeOne(toks, setting, params)
 	}
 	return out
+}
+
+// keywords are the words without which a statement can neither write a
+// setting nor open or end a transaction ("set" also finds reset and
+// set_config).
+var keywords = [...]string{"set", "discard", "begin", "start", "commit", "end", "rollback", "abort"}
+
+// mayAffect says whether sql contains one of keywords in any case: most
+// statements do not, and skip the tokenizer.
+func mayAffect(sql string) bool {
+	for i := 0; i < len(sql); i++ {
+		c := sql[i] | 0x20
+		switch c {
+		case 's', 'd', 'b', 'c', 'e', 'r', 'a':
+			for _, k := range keywords {
+				if k[0] == c && len(sql)-i >= len(k) && strings.EqualFold(sql[i:i+len(k)], k) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // analyzeOne reads one statement's tokens.

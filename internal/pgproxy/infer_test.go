@@ -46,13 +46,23 @@ func TestAnalyze(t *testing.T) {
 	}
 	for _, tc := range cases {
 		got := analyze(tc.sql, name, tc.params)
-		if len(got) == 0 && len(tc.want) == 0 {
-			continue
+		if got == nil && noEffects(tc.want) {
+			continue // skipped by the keyword filter
 		}
 		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("analyze(%q) = %+v, want %+v", tc.sql, got, tc.want)
 		}
 	}
+}
+
+// noEffects says whether none of the statements does anything.
+func noEffects(es []stmtEffect) bool {
+	for _, e := range es {
+		if len(e.effects) > 0 || e.tx != txNone {
+			return false
+		}
+	}
+	return true
 }
 
 func TestDeclaredTenant(t *testing.T) {
