@@ -72,7 +72,7 @@ func TestNodePostgres(t *testing.T) {
 	if leakPID != proxied.PIDs.B {
 		t.Errorf("the leak is reported on backend %d, the app read %d", leakPID, proxied.PIDs.B)
 	}
-	if leak.Setting.Value != "1" || leak.ForeignRows != leak.Rows || leak.Rows != 3 {
+	if !leak.Leak() || leak.Setting.Value != "1" || leak.ForeignRows != leak.Rows || leak.Rows != 3 {
 		t.Errorf("the forgetful request's result = %+v, want 3 rows all foreign under setting 1", *leak)
 	}
 }

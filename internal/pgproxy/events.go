@@ -105,6 +105,15 @@ type Result struct {
 	Duration time.Duration // from Sent to the end of its result
 }
 
+// Leak says whether the statement served another tenant: it declared a
+// tenant other than the setting in force, or got rows of other tenants.
+func (r Result) Leak() bool {
+	if r.ForeignRows > 0 {
+		return true
+	}
+	return r.Declared != "" && r.Setting.Known && (r.Setting.Null || r.Setting.Value != r.Declared)
+}
+
 // Setting is the value of the tenant setting on a backend.
 type Setting struct {
 	// Known is false before anything was read or inferred, or when an
@@ -121,10 +130,14 @@ type Setting struct {
 	// Local means the value was set with SET LOCAL or set_config(..., true)
 	// and ends with the transaction.
 	Local bool
-	// Statement is the statement that wrote the value, when inferred, or the
-	// last one known to have written it.
+	// Statement is the statement that wrote the value, when the proxy saw
+	// it ("" when the value was only read).
 	Statement string
-	At        time.Time
+	// At is when the value was written (the statement's completion) or, if
+	// the proxy never saw it written, first read.
+	At time.Time
+	// Read is when a probe last read the value; zero while it is inferred.
+	Read time.Time
 }
 
 // same reports whether two settings say the same thing to a watcher.

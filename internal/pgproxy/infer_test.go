@@ -104,3 +104,23 @@ func FuzzAnalyze(f *testing.F) {
 		_ = declaredTenant(sql)
 	})
 }
+
+func TestResultLeak(t *testing.T) {
+	set := func(v string) Setting { return Setting{Known: true, Value: v} }
+	cases := []struct {
+		r    Result
+		leak bool
+	}{
+		{Result{Declared: "1", Setting: set("1"), Rows: 3, TenantColumn: true}, false},
+		{Result{Declared: "2", Setting: set("1")}, true},
+		{Result{Declared: "2", Setting: Setting{Known: true, Null: true}}, true},
+		{Result{Declared: "2", Setting: Setting{}}, false},
+		{Result{Setting: set("1"), Rows: 3, ForeignRows: 1, TenantColumn: true}, true},
+		{Result{Rows: 3}, false},
+	}
+	for _, tc := range cases {
+		if got := tc.r.Leak(); got != tc.leak {
+			t.Errorf("%+v.Leak() = %v, want %v", tc.r, got, tc.leak)
+		}
+	}
+}

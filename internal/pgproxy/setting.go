@@ -68,14 +68,15 @@ func (c *conn) endOfTransaction(status byte) {
 
 // observed records a probe's reading (nil: the setting does not exist).
 func (c *conn) observed(v *string) {
-	s := Setting{Known: true, At: time.Now()}
+	now := time.Now()
+	s := Setting{Known: true, At: now, Read: now}
 	if v == nil {
 		s.Null = true
 	} else {
 		s.Value = *v
 	}
 	if c.session.Known && c.session.Null == s.Null && c.session.Value == s.Value {
-		s.Statement = c.session.Statement
+		s.Statement, s.At = c.session.Statement, c.session.At
 	}
 	c.session = s
 	c.pend, c.local = nil, nil
