@@ -21,13 +21,15 @@ import (
 //
 //	go test -run '^$' -bench QueryOverhead -benchtime 3000x ./internal/pgproxy/
 func BenchmarkQueryOverhead(b *testing.B) {
-	f := newFixture(b, func(c *Config) { c.Events = NopEvents{} })
-	delayed := newFixture(b, func(c *Config) { c.Events, c.ProbeDelay = NopEvents{}, 5*time.Millisecond })
-	f.srv.probed, delayed.srv.probed = nil, nil
+	f := newFixture(b, nil)
+	proxyAddr := serve(b, Config{Lookup: f.srv.cfg.Lookup, Events: NopEvents{}})
+	delayedAddr := serve(b, Config{Lookup: f.srv.cfg.Lookup, Events: NopEvents{}, ProbeDelay: time.Millisecond})
 	ctx := context.Background()
-	targets := map[string]string{"direct": f.directURL, "proxy": f.proxyURL}
-	// The delayed proxy serves another role; route it to the same one.
-	targets["proxy-delay5ms"] = delayedURL(b, f, delayed)
+	via := func(addr string) string {
+		return (&fixture{role: f.role, proxyAddr: addr}).url(clientPassword, labDB, "disable")
+	}
+	targets := map[string]string{"direct": f.directURL, "proxy": via(proxyAddr)}
+	targets["proxy-delay1ms"] = via(delayedAddr)
 	bc, err := bouncer.ForApp(ctx, bouncer.ModeAuto, f.directURL, 2, false, nil)
 	if err != nil {
 		b.Logf("no PgBouncer: %v", err)
@@ -36,7 +38,7 @@ func BenchmarkQueryOverhead(b *testing.B) {
 		u := bc.URL("postgres", f.role, upPassword(b, f.directURL))
 		targets["pgbouncer"] = u
 	}
-	names := []string{"direct", "proxy", "proxy-delay5ms", "pgbouncer"}
+	names := []string{"direct", "proxy", "proxy-delay1ms", "pgbouncer"}
 	queries := []struct {
 		name string
 		sql  string
@@ -82,12 +84,6 @@ func BenchmarkQueryOverhead(b *testing.B) {
 			b.ReportMetric(measure.US(p95), fmt.Sprintf("%s-%s-p95-µs", q.name, n))
 		}
 	}
-}
-
-// delayedURL points the second fixture's proxy at the first fixture's role.
-func delayedURL(tb testing.TB, f, delayed *fixture) string {
-	delayed.srv.cfg.Lookup = f.srv.cfg.Lookup
-	return (&fixture{role: f.role, proxyAddr: delayed.proxyAddr}).url(clientPassword, labDB, "disable")
 }
 
 // upPassword is the password in a URL.

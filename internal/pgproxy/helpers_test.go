@@ -106,17 +106,32 @@ func newFixture(t testing.TB, cfg func(*Config)) *fixture {
 	if cfg != nil {
 		cfg(&c)
 	}
-	srv, err := New(c)
+	f.srv, f.proxyAddr = serveWith(t, c, func(s *Server) { s.probed = f.events.probed })
+	f.proxyURL = f.url(clientPassword, labDB, "disable")
+	return f
+}
+
+// serve starts a proxy with cfg on a loopback port until the test ends and
+// returns its address.
+func serve(t testing.TB, cfg Config) string {
+	_, addr := serveWith(t, cfg, nil)
+	return addr
+}
+
+// serveWith is serve with a hook to set the Server's test fields first.
+func serveWith(t testing.TB, cfg Config, set func(*Server)) (*Server, string) {
+	t.Helper()
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.probed = f.events.probed
-	f.srv = srv
+	if set != nil {
+		set(srv)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.proxyAddr = ln.Addr().String()
 	sctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(sctx, ln) }()
@@ -126,8 +141,7 @@ func newFixture(t testing.TB, cfg func(*Config)) *fixture {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	f.proxyURL = f.url(clientPassword, labDB, "disable")
-	return f
+	return srv, ln.Addr().String()
 }
 
 // url is a URL through the proxy.

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // batchResults runs a batch and returns each query's rows as text or its
@@ -523,5 +525,37 @@ func TestObservationFailureLeavesTheClientAlone(t *testing.T) {
 		if len(armed) != 0 {
 			t.Fatal("the injected failure never ran")
 		}
+	}
+}
+
+// A GSSENCRequest is answered 'N', and the client goes on in the clear to
+// the password exchange.
+func TestGSSENCRequestRefused(t *testing.T) {
+	f := newFixture(t, nil)
+	nc, err := net.Dial("tcp", f.proxyAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	var pkt [8]byte
+	binary.BigEndian.PutUint32(pkt[0:], 8)
+	binary.BigEndian.PutUint32(pkt[4:], codeGSSENC)
+	if _, err := nc.Write(pkt[:]); err != nil {
+		t.Fatal(err)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(nc, b[:]); err != nil || b[0] != 'N' {
+		t.Fatalf("answer %q, %v; want N", b[0], err)
+	}
+	msg, err := (&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": f.role, "database": labDB}}).Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(nc, b[:]); err != nil || b[0] != 'R' {
+		t.Fatalf("after the startup message: %q, %v; want an authentication request", b[0], err)
 	}
 }
