@@ -1,8 +1,14 @@
 package pgproxy
 
 import (
+	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rlslab/rlslab"
 )
 
 func strp(s string) *string { return &s }
@@ -122,5 +128,34 @@ func TestResultLeak(t *testing.T) {
 		if got := tc.r.Leak(); got != tc.leak {
 			t.Errorf("%+v.Leak() = %v, want %v", tc.r, got, tc.leak)
 		}
+	}
+}
+
+func TestLookupErrorCodes(t *testing.T) {
+	st := startup{database: "lab_x", user: "app"}
+	cases := []struct {
+		err  error
+		code string
+	}{
+		{ErrUnknownDatabase, "3D000"},
+		{fmt.Errorf("lab: %w", ErrUnknownDatabase), "3D000"},
+		{ErrTooManyConnections, "53300"},
+		{ErrUnavailable, "57P03"},
+		{rlslab.Errorf(rlslab.ENOTFOUND, "no such lab"), "3D000"},
+		{rlslab.Errorf(rlslab.EUNAVAILABLE, "the budget is full"), "53300"},
+		{&pgconn.PgError{Code: "53400", Message: "x"}, "53400"},
+		{errors.New("secret detail"), "XX000"},
+	}
+	for _, tc := range cases {
+		pe := lookupError(tc.err, st)
+		if pe.Code != tc.code {
+			t.Errorf("lookupError(%v) = %s, want %s", tc.err, pe.Code, tc.code)
+		}
+		if strings.Contains(pe.Message, "secret") {
+			t.Errorf("lookupError(%v) tells the client %q", tc.err, pe.Message)
+		}
+	}
+	if !refused(ErrRefused) || !refused(rlslab.Errorf(rlslab.EFORBIDDEN, "not yours")) || refused(ErrUnknownDatabase) {
+		t.Error("refused() does not match ErrRefused and EFORBIDDEN only")
 	}
 }

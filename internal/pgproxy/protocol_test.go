@@ -319,14 +319,30 @@ func TestCopyInAndOut(t *testing.T) {
 	if got != want {
 		t.Errorf("proxy:\n%s\ndirect:\n%s", got, want)
 	}
-	// A failed COPY FROM leaves the connection usable.
+	// Failed COPY FROMs leave the connection usable: a missing table (an
+	// error before the copy starts), a value pgx cannot encode (CopyFail
+	// in the middle), a row the server rejects (an error during the copy).
 	c := connect(t, f.proxyURL, pgx.QueryExecModeCacheStatement)
-	if _, err := c.CopyFrom(ctx, pgx.Identifier{"nope"}, []string{"a"}, pgx.CopyFromRows(rows)); err == nil {
-		t.Fatal("CopyFrom into a missing table worked")
+	failing := []struct {
+		table string
+		rows  [][]any
+	}{
+		{"nope", rows},
+		{"notes", [][]any{{int32(1), "ok"}, {"not a number", "x"}}},
+		{"items", [][]any{{int32(1), int32(1), "duplicate key"}}},
 	}
-	var one int
-	if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
-		t.Fatal(err)
+	for _, fc := range failing {
+		cols := []string{"tenant_id", "body"}
+		if fc.table == "items" {
+			cols = []string{"id", "tenant_id", "name"}
+		}
+		if _, err := c.CopyFrom(ctx, pgx.Identifier{fc.table}, cols, pgx.CopyFromRows(fc.rows)); err == nil {
+			t.Fatalf("CopyFrom into %s with %v worked", fc.table, fc.rows)
+		}
+		var one int
+		if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+			t.Fatalf("after a failed copy into %s: %v", fc.table, err)
+		}
 	}
 }
 
