@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 )
 
 // batchResults runs a batch and returns each query's rows as text or its
@@ -203,21 +204,7 @@ func (f *fixture) probes(pid uint32) int {
 // with a wrong key does nothing.
 func TestCancelReachesTheBackend(t *testing.T) {
 	f := newFixture(t, nil)
-	cfg, err := pgx.ParseConfig(f.proxyURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Cancel with a cancel request, keeping the connection (pgx's default
-	// closes it); if the request never reached the backend, the deadline
-	// would close the connection after 10 s and the test would fail.
-	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
-		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: 10 * time.Second}
-	}
-	c, err := pgx.ConnectConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
+	c := connectCancelling(t, f.proxyURL)
 	pid := c.PgConn().PID()
 	started := make(chan struct{})
 	done := make(chan error, 1)
@@ -265,6 +252,27 @@ func TestCancelReachesTheBackend(t *testing.T) {
 	if err := c.QueryRow(context.Background(), "SELECT state FROM pg_stat_activity WHERE pid = pg_backend_pid()").Scan(&state); err != nil {
 		t.Fatalf("the connection after the cancel: %v", err)
 	}
+}
+
+// connectCancelling connects with pgx set to cancel with a cancel request
+// and keep the connection (pgx's default closes it): if the request never
+// reaches the backend, the deadline closes the connection after 10 s and the
+// query fails with something else than 57014.
+func connectCancelling(t *testing.T, connString string) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(connString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: 10 * time.Second}
+	}
+	c, err := pgx.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
 }
 
 // waitActivity waits until pg_stat_activity shows the backend in state.
@@ -573,5 +581,34 @@ func TestGSSENCRequestRefused(t *testing.T) {
 	}
 	if _, err := io.ReadFull(nc, b[:]); err != nil || b[0] != 'R' {
 		t.Fatalf("after the startup message: %q, %v; want an authentication request", b[0], err)
+	}
+}
+
+// An upstream on a Unix socket (the local cluster's URL): queries and
+// cancel requests reach it.
+func TestUnixSocketUpstream(t *testing.T) {
+	s := pgenvtest.MustServer(t)
+	if s.Kind != "local" {
+		t.Skip("the server is not a local cluster with a Unix socket")
+	}
+	f := newFixture(t, nil)
+	addr := serve(t, Config{Lookup: func(ctx context.Context, database, user string) (Target, error) {
+		return Target{URL: s.URL, User: f.role, ClientPassword: clientPassword}, nil
+	}})
+	c := connectCancelling(t, (&fixture{role: f.role, proxyAddr: addr}).url(clientPassword, labDB, "disable"))
+	var user string
+	if err := c.QueryRow(context.Background(), "SELECT current_user").Scan(&user); err != nil || user != f.role {
+		t.Fatalf("current_user = %q, %v", user, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(ctx, "SELECT pg_sleep(15)")
+		done <- err
+	}()
+	waitActivity(t, f, c.PgConn().PID(), "active")
+	cancel()
+	if err := <-done; errCode(err) != "57014" {
+		t.Fatalf("cancelled query error = %v, want SQLSTATE 57014 (the cancel reached the backend)", err)
 	}
 }
