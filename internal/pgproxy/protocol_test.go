@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
+	"go.uber.org/goleak"
 )
 
 // batchResults runs a batch and returns each query's rows as text or its
@@ -611,4 +612,61 @@ func TestUnixSocketUpstream(t *testing.T) {
 	if err := <-done; errCode(err) != "57014" {
 		t.Fatalf("cancelled query error = %v, want SQLSTATE 57014 (the cancel reached the backend)", err)
 	}
+}
+
+// When Serve's context ends, every connection closes (one logged in and
+// idle, one stuck before its startup packet), their goroutines end, and
+// Serve returns nil.
+func TestServeStopsWithContext(t *testing.T) {
+	f := newFixture(t, nil)
+	leaks := goleak.IgnoreCurrent()
+	srv, err := New(Config{Lookup: f.srv.cfg.Lookup, Events: f.events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	url := (&fixture{role: f.role, proxyAddr: ln.Addr().String()}).url(clientPassword, labDB, "disable")
+	pc, err := pgconn.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := pc.PID()
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after its context ended")
+	}
+	f.events.waitFor(t, 5*time.Second, "the connection's Closed event", func(r *recorder) bool {
+		for _, c := range r.closed {
+			if c.PID == pid {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := pc.Exec(context.Background(), "SELECT 1").ReadAll(); err == nil {
+		t.Error("a query after the proxy stopped worked")
+	}
+	_ = pc.Close(context.Background())
+	_ = silent.SetDeadline(time.Now().Add(5 * time.Second))
+	var b [1]byte
+	if _, err := silent.Read(b[:]); err == nil {
+		t.Error("the connection stuck before its startup packet is still open")
+	}
+	goleak.VerifyNone(t, leaks)
 }
