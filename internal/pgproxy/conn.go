@@ -167,7 +167,12 @@ func (c *conn) run(ctx context.Context) {
 	clientErr := c.fromClient()
 	c.closeAll()
 	wg.Wait()
+	c.mu.Lock()
+	c.probe.enabled = false // a delayed probe's timer does nothing now
 	c.probe.stopTimer()
+	leftover := c.takeOutbox()
+	c.mu.Unlock()
+	deliver(leftover)
 	err := clientErr
 	if err == nil || isClosed(err) {
 		err = serverErr
