@@ -2,6 +2,7 @@ package pgproxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -117,4 +118,57 @@ func waitNoBackends(tb testing.TB, fx *fixture) {
 		time.Sleep(wait) // backends end on their own after the proxy closes them
 		wait = min(2*wait, 100*time.Millisecond)
 	}
+}
+
+// FuzzStartup sends the fuzzed bytes as the first bytes of a connection,
+// before any login: startup packets, SSL and GSS requests, cancel requests
+// and the password exchange. The proxy must not panic, must close the
+// connection, and must leave no goroutine behind. No server is needed: the
+// password can never match.
+func FuzzStartup(f *testing.F) {
+	f.Cleanup(func() { goleak.VerifyNone(f, goleak.IgnoreCurrent()) })
+	lookup := func(ctx context.Context, database, user string) (Target, error) {
+		switch database {
+		case "lab":
+			return Target{URL: "postgres://127.0.0.1:1/none", ClientPassword: "secret"}, nil
+		case "refused":
+			return Target{}, ErrRefused
+		}
+		return Target{}, ErrUnknownDatabase
+	}
+	addr := serve(f, Config{Lookup: lookup, HandshakeTimeout: 5 * time.Second})
+	startupMsg := func(params map[string]string) []byte {
+		b, err := (&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: params}).Encode(nil)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return b
+	}
+	f.Add(startupMsg(map[string]string{"user": "app", "database": "lab"}))
+	f.Add(append(startupMsg(map[string]string{"user": "app", "database": "lab"}),
+		encode(f, &pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("n,,n=,r=abcdef")})...))
+	f.Add(append(startupMsg(map[string]string{"user": "app", "database": "lab"}),
+		encode(f, &pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte("n,,n=,r=abc")},
+			&pgproto3.SASLResponse{Data: []byte("c=biws,r=abc,p=AAAA")})...))
+	f.Add(startupMsg(map[string]string{"user": "app", "database": "refused", "_pq_.x": "1"}))
+	f.Add(startupMsg(map[string]string{"user": "app", "replication": "database"}))
+	f.Add([]byte{0, 0, 0, 8, 4, 210, 22, 48}) // GSSENCRequest
+	f.Add([]byte{0, 0, 0, 8, 4, 210, 22, 47}) // SSLRequest
+	f.Add([]byte{0, 0, 0, 16, 4, 210, 22, 46, 0, 0, 0, 1, 0, 0, 0, 2})
+	f.Add([]byte{0x16, 3, 1, 0, 5, 1, 0, 0, 1, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = nc.Write(data)
+		_ = nc.(*net.TCPConn).CloseWrite()
+		// A reset is a close too (the proxy closed with bytes unread).
+		var ne net.Error
+		if _, err := io.Copy(io.Discard, nc); errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("the proxy did not close the connection: %v", err)
+		}
+	})
 }
