@@ -1,0 +1,165 @@
+package pgproxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const psqlBin = "/usr/bin/psql"
+
+// psqlScript exercises what psql sends: simple queries, several statements
+// in one message, errors, COPY in and out, transactions with SET LOCAL,
+// PREPARE/EXECUTE and extended-protocol \bind.
+const psqlScript = `SELECT count(*) FROM items;
+SET app.current_tenant = '1';
+SELECT id, tenant_id, name FROM items ORDER BY id;
+SELECT 1/0;
+SELECT 'after error';
+BEGIN;
+SET LOCAL app.current_tenant = '2';
+SELECT id, tenant_id FROM items ORDER BY id;
+COMMIT;
+SELECT current_setting('app.current_tenant');
+COPY notes (tenant_id, body) FROM STDIN;
+1	first
+2	second
+\.
+COPY (SELECT * FROM notes ORDER BY body) TO STDOUT;
+\copy notes (tenant_id, body) from stdin
+3	third
+\.
+\copy (SELECT * FROM notes ORDER BY body) to stdout
+PREPARE q(int) AS SELECT id FROM items WHERE id > $1 ORDER BY id;
+EXECUTE q(2);
+SELECT 21 * 2 AS doubled;
+SELECT 1; SELECT 2; SELECT set_config('app.current_tenant', '3', false);
+SELECT id FROM items ORDER BY id;
+DISCARD ALL;
+SELECT count(*) FROM items;
+`
+
+// runPsql runs psql with the script on a connection URL.
+func runPsql(t *testing.T, connURL, path string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, psqlBin, "-X", "-A", "-f", path, connURL)
+	cmd.Env = append(os.Environ(), "PGCONNECT_TIMEOUT=20")
+	out, err := cmd.CombinedOutput()
+	if err != nil && ctx.Err() != nil {
+		t.Fatalf("psql: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
+func requirePsql(t *testing.T) {
+	if _, err := os.Stat(psqlBin); err != nil {
+		t.Skip("no psql at " + psqlBin + ": install postgresql-client to run this test")
+	}
+}
+
+// psql's output for a script through the proxy (over TLS) is the same as
+// direct.
+func TestPsqlSameAsDirect(t *testing.T) {
+	requirePsql(t)
+	f := newFixture(t, nil)
+	path := filepath.Join(t.TempDir(), "script.sql")
+	if err := os.WriteFile(path, []byte(psqlScript), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := runPsql(t, f.directURL, path)
+	if _, err := f.admin.Exec(context.Background(), "TRUNCATE "+f.schema+".notes"); err != nil {
+		t.Fatal(err)
+	}
+	got := runPsql(t, f.url(clientPassword, labDB, "require"), path)
+	if got != want {
+		t.Errorf("psql through the proxy:\n%s\ndirect:\n%s", got, want)
+	}
+	if !strings.Contains(want, "after error") || !strings.Contains(want, "second") || !strings.Contains(want, "doubled") {
+		t.Errorf("the script did not run as meant:\n%s", want)
+	}
+}
+
+// A psql session that runs SET app.current_tenant = '1' shows its PID
+// holding 1, read by the probe, within a second.
+func TestPsqlSetShowsWithinASecond(t *testing.T) {
+	requirePsql(t)
+	f := newFixture(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, psqlBin, "-X", "-A", "-t", "-q", f.proxyURL)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	}()
+	lines := bufio.NewScanner(stdout)
+	if _, err := io.WriteString(stdin, "SELECT pg_backend_pid();\n"); err != nil {
+		t.Fatal(err)
+	}
+	if !lines.Scan() {
+		t.Fatal("psql printed no PID")
+	}
+	pid64, err := strconv.ParseUint(strings.TrimSpace(lines.Text()), 10, 32)
+	if err != nil {
+		t.Fatalf("pid %q: %v", lines.Text(), err)
+	}
+	pid := uint32(pid64)
+	start := time.Now()
+	if _, err := io.WriteString(stdin, "SET app.current_tenant = '1';\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.events.waitFor(t, time.Second, "backend holding 1, read by the probe", func(r *recorder) bool {
+		s, ok := r.lastSetting(pid)
+		return ok && s.Known && !s.Inferred && s.Value == "1"
+	})
+	t.Logf("backend %d read holding 1 after %v", pid, time.Since(start))
+	f.events.mu.Lock()
+	s, _ := f.events.lastSetting(pid)
+	f.events.mu.Unlock()
+	if !strings.Contains(s.Statement, "SET app.current_tenant") {
+		t.Errorf("the reading does not name the statement that wrote it: %+v", s)
+	}
+}
+
+// The same with pgx: a session SET, then the reading, within a second;
+// also with the probe waiting for 20 ms of idleness.
+func TestPgxSetShowsWithinASecond(t *testing.T) {
+	for _, delay := range []time.Duration{0, 20 * time.Millisecond} {
+		t.Run(delay.String(), func(t *testing.T) {
+			f := newFixture(t, func(c *Config) { c.ProbeDelay = delay })
+			c := connect(t, f.proxyURL, pgx.QueryExecModeCacheStatement)
+			pid := c.PgConn().PID()
+			start := time.Now()
+			if _, err := c.Exec(context.Background(), "SET app.current_tenant = '1'"); err != nil {
+				t.Fatal(err)
+			}
+			f.events.waitFor(t, time.Second, "backend holding 1, read by the probe", func(r *recorder) bool {
+				s, ok := r.lastSetting(pid)
+				return ok && s.Known && !s.Inferred && s.Value == "1"
+			})
+			t.Logf("read after %v", time.Since(start))
+		})
+	}
+}
