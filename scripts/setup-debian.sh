@@ -29,7 +29,7 @@ apps() {
   command -v npm >/dev/null 2>&1 || return 0
   local here app
   here="$(cd "$(dirname "$0")/.." && pwd)"
-  for app in "$here"/lessons/apps/*/; do
+  for app in "$here"/lessons/apps/*/ "$here"/internal/pgproxy/testdata/node/; do
     [ -f "$app/package-lock.json" ] || continue
     [ -d "$app/node_modules" ] && [ "$app/node_modules/.package-lock.json" -nt "$app/package-lock.json" ] && continue
     (cd "$app" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || { echo "setup-debian.sh: npm ci in $app failed" >&2; exit 1; }
