@@ -37,21 +37,55 @@ func NewWorkshops(db *DB, labs *Manager, ls *lessons.Set, log *slog.Logger) *Wor
 }
 
 // Create makes a workshop of the lessons slugs (in order) and returns it
-// with its facilitator secret, which is not kept. An unknown lesson is
-// EINVALID.
-func (w *Workshops) Create(ctx context.Context, title string, slugs []string) (Workshop, string, error) {
+// with its facilitator secret, which is not kept. expected is how many
+// participants the facilitator expects (0: not said): labs are prepared
+// for them from now on, so that a room that joins at once finds them
+// ready. An unknown lesson or an expected size out of bounds is EINVALID.
+func (w *Workshops) Create(ctx context.Context, title string, slugs []string, expected int) (Workshop, string, error) {
 	for _, slug := range slugs {
 		if _, err := w.lessons.Get(slug); err != nil {
 			return Workshop{}, "", rlslab.Errorf(rlslab.EINVALID, "there is no lesson %q", truncate(slug, 64))
 		}
 	}
+	if expected < 0 || expected > store.MaxExpected {
+		return Workshop{}, "", rlslab.Errorf(rlslab.EINVALID, "expected participants %d: want 0 to %d", expected, store.MaxExpected)
+	}
 	var ws Workshop
 	var secret string
 	err := w.db.do(ctx, "create a workshop", func(ctx context.Context, st *store.Store) (err error) {
 		ws, secret, err = st.CreateWorkshop(ctx, title, slugs)
-		return err
+		if err != nil || expected == 0 {
+			return err
+		}
+		ws.Expected = expected
+		return st.SetExpected(ctx, ws.ID, expected)
 	})
+	if err == nil {
+		w.labs.Prepare(ws.ID, expected)
+	}
 	return ws, secret, err
+}
+
+// Prepare reserves sandboxes for the participants every open workshop
+// still expects (at start-up: reservations live in memory).
+func (w *Workshops) Prepare(ctx context.Context) error {
+	return w.db.do(ctx, "prepare labs for open workshops", func(ctx context.Context, st *store.Store) error {
+		open, err := st.OpenWorkshops(ctx)
+		if err != nil {
+			return err
+		}
+		for _, ws := range open {
+			if ws.Expected == 0 {
+				continue
+			}
+			ps, err := st.Participants(ctx, ws.ID)
+			if err != nil {
+				return err
+			}
+			w.labs.Prepare(ws.ID, ws.Expected-len(ps))
+		}
+		return nil
+	})
 }
 
 // truncate cuts s to at most n bytes (for quoting bad input in errors).
@@ -104,6 +138,10 @@ type Board struct {
 	Usage    Usage
 	Cards    []Card
 	Counts   BoardCounts
+	// Ready is how many labs are ready for participants still expected
+	// (at most Workshop.Expected − joined); Readiness the server's spares.
+	Ready     int
+	Readiness Readiness
 }
 
 // BoardCounts counts the participants: joined, with a run going, who saw a
@@ -200,6 +238,10 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 		}
 		b.Cards = append(b.Cards, c)
 	}
+	b.Readiness = w.labs.Readiness()
+	if left := ws.Expected - b.Counts.Joined; left > 0 {
+		b.Ready = min(left, b.Readiness.Ready)
+	}
 	return b, nil
 }
 
@@ -236,6 +278,7 @@ func (w *Workshops) End(ctx context.Context, id string) (int, error) {
 	for _, p := range ps {
 		closeLab(p.Lab)
 	}
+	w.labs.Prepare(id, 0)
 	var ids []string
 	err = w.db.do(ctx, "end a workshop", func(ctx context.Context, st *store.Store) (err error) {
 		ids, err = st.EndWorkshop(ctx, id)
@@ -282,6 +325,11 @@ func (w *Workshops) Join(ctx context.Context, ws Workshop, name string) (Joined,
 		j.Participant, j.Token, err = st.Join(ctx, ws.ID, name)
 		if err != nil {
 			return err
+		}
+		if ws.Expected > 0 {
+			if ps, err := st.Participants(ctx, ws.ID); err == nil {
+				w.labs.Prepare(ws.ID, ws.Expected-len(ps))
+			}
 		}
 		j.Lab, j.LabErr = w.labs.Create(ctx, j.Token)
 		if j.LabErr != nil {

@@ -357,3 +357,38 @@ func FuzzParseCompareVariants(f *testing.F) {
 		}
 	})
 }
+
+func FuzzReadWorkshopForm(f *testing.F) {
+	const js, form = "application/json", "application/x-www-form-urlencoded"
+	for _, seed := range []struct{ ct, body string }{
+		{js, `{"title":"Onboarding","lessons":["set-leak","split-calls"],"expected":30}`},
+		{js, `{"title":"x","lessons":[],"expected":-1}`},
+		{js, `{"title":"x","expected":1e400}`},
+		{js, `{"title":"x","expected":"30"}`},
+		{js, `null`},
+		{form, "title=Onboarding&lessons=set-leak,split-calls&expected=200"},
+		{form, "title=x&expected=%20%2012%20"},
+		{form, "title=x&expected=twelve"},
+		{form, "title=x&expected=99999999999999999999"},
+		{form, "lessons=a+b%0Ac&lessons=d"},
+		{"text/plain", "\x00\xff"},
+	} {
+		f.Add(seed.ct, []byte(seed.body))
+	}
+	f.Fuzz(func(t *testing.T, ct string, body []byte) {
+		got, err := readWorkshopForm(httptest.NewRecorder(), postRequest(ct, body))
+		if err != nil {
+			mustBeInvalid(t, "readWorkshopForm", err)
+			return
+		}
+		if !strings.HasPrefix(ct, "application/json") {
+			// A form's expected size, read back from its decimal form,
+			// is the same number.
+			vals := url.Values{"title": {got.Title}, "expected": {strconv.Itoa(got.Expected)}}
+			again, err := readWorkshopForm(httptest.NewRecorder(), postRequest(form, []byte(vals.Encode())))
+			if err != nil || again.Expected != got.Expected {
+				t.Fatalf("expected %d; sent again as %q it reads %d, %v", got.Expected, vals.Encode(), again.Expected, err)
+			}
+		}
+	})
+}

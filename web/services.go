@@ -12,7 +12,7 @@ import (
 // Workshops is what the workshop pages ask of the workshop service
 // (*sessions.Workshops).
 type Workshops interface {
-	Create(ctx context.Context, title string, lessons []string) (sessions.Workshop, string, error)
+	Create(ctx context.Context, title string, lessons []string, expected int) (sessions.Workshop, string, error)
 	Facilitate(ctx context.Context, id, secret string) (sessions.Workshop, error)
 	Board(ctx context.Context, id string) (sessions.Board, error)
 	Move(ctx context.Context, id string, index int) error

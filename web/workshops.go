@@ -46,6 +46,9 @@ func (s *Server) workshopRoutes() {
 type workshopForm struct {
 	Title   string   `json:"title"`
 	Lessons []string `json:"lessons"`
+	// Expected is how many participants the facilitator expects (0: not
+	// said); rlslab prepares their labs ahead.
+	Expected int `json:"expected"`
 }
 
 // readWorkshopForm reads a workshop from JSON or a form. In a form, lessons
@@ -64,6 +67,13 @@ func readWorkshopForm(w http.ResponseWriter, r *http.Request) (workshopForm, err
 		return f, rlslab.Errorf(rlslab.EINVALID, "the form could not be read")
 	}
 	f.Title = r.PostForm.Get("title")
+	if v := strings.TrimSpace(r.PostForm.Get("expected")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return f, rlslab.Errorf(rlslab.EINVALID, "expected participants %q: want a whole number", truncateText(v, 32))
+		}
+		f.Expected = n
+	}
 	for _, v := range r.PostForm["lessons"] {
 		f.Lessons = append(f.Lessons, strings.FieldsFunc(v, func(c rune) bool { return c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t' })...)
 	}
@@ -98,7 +108,7 @@ func (s *Server) handleCreateWorkshop(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
-	ws, secret, err := s.workshops.Create(ctx, f.Title, f.Lessons)
+	ws, secret, err := s.workshops.Create(ctx, f.Title, f.Lessons, f.Expected)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -211,6 +221,15 @@ func (s *Server) dashboard(b sessions.Board, base string) views.Dashboard {
 		Cards:    []views.Card{}}
 	for i, slug := range ws.Lessons {
 		d.Lessons = append(d.Lessons, views.LessonRef{Index: i, Slug: slug, Title: s.lessonTitle(slug)})
+	}
+	if ws.Expected > 0 {
+		d.Counts.Expected, d.Counts.LabsReady = ws.Expected, b.Ready
+		for _, c := range b.Cards {
+			if c.Lab != "" && c.Status != "lab closed" {
+				d.Counts.LabsReady++
+			}
+		}
+		d.Counts.LabsReady = min(d.Counts.LabsReady, ws.Expected)
 	}
 	for _, c := range b.Cards {
 		v := views.Card{Name: c.Name, Lab: c.Lab, LessonSlug: c.Lesson, Lesson: s.lessonTitle(c.Lesson), Status: c.Status, Running: c.Running,

@@ -133,6 +133,10 @@ ALTER TABLE rlslab.participants
 CREATE INDEX recordings_learner ON rlslab.recordings (learner_id, scenario, variant, finished_at DESC)
 	WHERE learner_id IS NOT NULL;
 `},
+		{4, "a workshop's expected size", `
+ALTER TABLE rlslab.workshops
+	ADD COLUMN expected integer NOT NULL DEFAULT 0 CHECK (expected BETWEEN 0 AND 2000);
+`},
 	}
 }
 
@@ -209,7 +213,7 @@ var (
 		{"progress", []string{"learner_id", "lesson", "variants_run", "leak_seen", "fix_run", "updated_at"}},
 		{"predictions", []string{"learner_id", "lesson", "variant", "choice", "correct", "answered_at", "actual", "evidence"}},
 		{"pending_predictions", []string{"learner_id", "lesson", "variant", "choice", "choice_text", "chosen_at"}},
-		{"workshops", []string{"id", "title", "lessons", "code", "facilitator_hash", "current_lesson", "created_at", "ended_at"}},
+		{"workshops", []string{"id", "title", "lessons", "code", "facilitator_hash", "current_lesson", "created_at", "ended_at", "expected"}},
 		{"participants", []string{"learner_id", "workshop_id", "name", "lab_id", "joined_at", "seq", "current_lesson", "current_lesson_at"}},
 		{"recordings", []string{"id", "seq", "lab_id", "learner_id", "scenario", "variant", "params", "status", "error", "leaks", "errors", "outcome",
 			"postgres_version", "pgbouncer_version", "started_at", "finished_at", "frame_count", "frames"}},

@@ -26,6 +26,7 @@ type Workshop struct {
 	Lessons       []string // lesson slugs in order
 	Code          string   // join code, unique among open workshops
 	CurrentLesson int      // index into Lessons
+	Expected      int      // participants the facilitator expects (0: not said)
 	CreatedAt     time.Time
 	EndedAt       time.Time // zero while the workshop is open
 }
@@ -90,7 +91,7 @@ RETURNING created_at`, w.ID, w.Title, w.Lessons, w.Code, hashSecret(secret)).Sca
 }
 
 // workshopColumns are the columns scanWorkshop reads, in order.
-const workshopColumns = "id, title, lessons, code, current_lesson, created_at, ended_at"
+const workshopColumns = "id, title, lessons, code, current_lesson, expected, created_at, ended_at"
 
 // scanWorkshop scans one row of workshopColumns.
 func scanWorkshop(row pgx.Row) (Workshop, error) {
@@ -98,7 +99,7 @@ func scanWorkshop(row pgx.Row) (Workshop, error) {
 		w     Workshop
 		ended *time.Time
 	)
-	err := row.Scan(&w.ID, &w.Title, &w.Lessons, &w.Code, &w.CurrentLesson, &w.CreatedAt, &ended)
+	err := row.Scan(&w.ID, &w.Title, &w.Lessons, &w.Code, &w.CurrentLesson, &w.Expected, &w.CreatedAt, &ended)
 	if ended != nil {
 		w.EndedAt = *ended
 	}
@@ -108,6 +109,52 @@ func scanWorkshop(row pgx.Row) (Workshop, error) {
 // notFoundWorkshop is the error for an unknown workshop.
 func notFoundWorkshop() error {
 	return rlslab.Errorf(rlslab.ENOTFOUND, "no such workshop")
+}
+
+// MaxExpected is the most participants a workshop may say it expects.
+const MaxExpected = 2000
+
+// SetExpected records how many participants workshop id expects (0 to
+// MaxExpected; EINVALID otherwise, ENOTFOUND for an unknown workshop).
+func (s *Store) SetExpected(ctx context.Context, id string, n int) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	if n < 0 || n > MaxExpected {
+		return rlslab.Errorf(rlslab.EINVALID, "expected participants %d: want 0 to %d", n, MaxExpected)
+	}
+	if !plausibleID(id) {
+		return notFoundWorkshop()
+	}
+	tag, err := s.pool.Exec(ctx, "UPDATE rlslab.workshops SET expected = $2 WHERE id = $1", id, n)
+	if err != nil {
+		return wrap("setting a workshop's expected size", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return notFoundWorkshop()
+	}
+	return nil
+}
+
+// OpenWorkshops returns the workshops not yet ended, newest first.
+func (s *Store) OpenWorkshops(ctx context.Context) ([]Workshop, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, "SELECT "+workshopColumns+" FROM rlslab.workshops WHERE ended_at IS NULL ORDER BY created_at DESC LIMIT 1000")
+	if err != nil {
+		return nil, wrap("listing open workshops", err)
+	}
+	defer rows.Close()
+	var out []Workshop
+	for rows.Next() {
+		w, err := scanWorkshop(rows)
+		if err != nil {
+			return nil, wrap("listing open workshops", err)
+		}
+		out = append(out, w)
+	}
+	return out, wrap("listing open workshops", rows.Err())
 }
 
 // Workshop returns the workshop with that id, or ENOTFOUND.

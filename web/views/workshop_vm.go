@@ -17,6 +17,11 @@ type WorkshopCounts struct {
 	Running int `json:"running"`
 	Leaked  int `json:"leaked"`
 	Fixed   int `json:"fixed"`
+	// Expected is how many participants the facilitator expects (0: not
+	// said); LabsReady how many labs are ready for them: the labs of those
+	// who joined plus the sandboxes prepared for the rest.
+	Expected  int `json:"expected,omitempty"`
+	LabsReady int `json:"labs_ready,omitempty"`
 }
 
 // Capacity is what the server holds for every lab, workshop or not.
