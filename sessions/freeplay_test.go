@@ -132,7 +132,7 @@ func TestFreePlayCallsAtOnce(t *testing.T) {
 
 // TestFreePlayPatterns checks each pattern on the pool: split's scope and
 // query land on two connections and the scope leaks to the next request;
-// batch-local sees its own rows and leaves ''; local-role without the
+// batch-local sees its own rows and leaves ”; local-role without the
 // set-role scenario's roles fails and leaves no transaction open.
 func TestFreePlayPatterns(t *testing.T) {
 	t.Parallel()
