@@ -278,7 +278,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		if st != nil {
 			st.Close()
 		}
-		log.Info("labs closed", "took", time.Since(begin).Round(time.Millisecond))
+		log.Info("runs recorded, labs closed", "took", time.Since(begin).Round(time.Millisecond))
 	}()
 	st, err = store.Open(ctx, labs.Admin(), log)
 	if err != nil {
