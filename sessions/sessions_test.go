@@ -124,9 +124,9 @@ func TestBudgetIsComputedFromTheServer(t *testing.T) {
 		t.Errorf("capacity %+v on a server with max_connections %d, %d reserved", c, maxConns, reserved)
 	}
 	for _, cfg := range []sessions.Config{
-		{Budget: maxConns + 1},                 // more than the server allows
-		{Budget: 12},                           // too small for one run of a lab
-		{ConnLimit: 100, Budget: maxConns / 4}, // one lab's run would not fit
+		{Budget: maxConns + 1},        // more than the server allows
+		{Budget: 12},                  // too small for one run of a lab
+		{ConnLimit: 100, Budget: 100}, // one lab's run would not fit
 	} {
 		cfg.AdminURL, cfg.Catalog, cfg.Spares = srv.URL, scenarios.DefaultCatalog(), -1
 		if _, err := sessions.Open(context.Background(), cfg); rlslab.ErrorCode(err) != rlslab.EUNAVAILABLE {

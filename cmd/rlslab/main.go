@@ -291,7 +291,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		begin := time.Now()
 		labs.Close(cctx)
 		keeper.Close(cctx)
-		log.Info("labs closed", "took", time.Since(begin).Round(time.Millisecond))
+		log.Info("runs recorded, labs closed", "took", time.Since(begin).Round(time.Millisecond))
 	}()
 
 	ln, err := net.Listen("tcp", *addr)

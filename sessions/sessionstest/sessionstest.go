@@ -148,9 +148,10 @@ func WaitNoBackends(tb testing.TB, m *sessions.Manager, lab *sessions.Lab) {
 	}
 }
 
-// labBackends counts the backends of any role in the lab's database.
+// labBackends counts the client backends of any role in the lab's database
+// (not autovacuum workers, which a busy shared server sends there too).
 func labBackends(ctx context.Context, m *sessions.Manager, lab *sessions.Lab) (int, error) {
 	var n int
-	err := m.Admin().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, lab.Sandbox.Database).Scan(&n)
+	err := m.Admin().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'`, lab.Sandbox.Database).Scan(&n)
 	return n, err
 }
