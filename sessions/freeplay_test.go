@@ -2,6 +2,7 @@ package sessions_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -164,5 +165,23 @@ func TestFreePlayPatterns(t *testing.T) {
 	}
 	if _, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Umbrella"}); rlslab.ErrorCode(err) != rlslab.EINVALID {
 		t.Errorf("an unknown tenant: %v, want EINVALID", err)
+	}
+}
+
+// TestFreePlayHugeRowEndsOnlyItsConnection checks the size limit of one
+// row: a row over the protocol message limit ends that connection (not
+// rlslab's memory), and the next call opens another.
+func TestFreePlayHugeRowEndsOnlyItsConnection(t *testing.T) {
+	t.Parallel()
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
+	l := sessionstest.MustCreateLab(t, m, "owner")
+	ctx := context.Background()
+	huge, err := l.SQL(ctx, sessions.SQLRequest{Connection: 1, SQL: "SELECT repeat('x', 9000000)"})
+	if err != nil || huge.Error == "" || !strings.Contains(huge.Notice, "lost") {
+		t.Fatalf("a 9 MB row: %+v, %v; want an error and the connection lost", huge, err)
+	}
+	big, err := l.SQL(ctx, sessions.SQLRequest{Connection: 1, SQL: "SELECT repeat('y', 600000)"})
+	if err != nil || big.Error != "" || big.PID == huge.PID || len(big.Rows) != 1 || len(*big.Rows[0][0]) > 600 {
+		t.Fatalf("the next call: %+v, %v; want a new backend and the value cut short", big, err)
 	}
 }

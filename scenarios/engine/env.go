@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Tenant is one of the lab's seeded tenants.
@@ -85,7 +86,7 @@ type Env struct {
 
 	mu      sync.Mutex
 	pools   []*Pool
-	held    map[*Request]struct{} // requests holding a connection
+	held    map[*Request]*pgxpool.Conn // requests holding a connection, and the connection (for Look)
 	onClose []func()
 	closed  bool
 }
@@ -94,9 +95,9 @@ type Env struct {
 func (e *Env) hold(r *Request) {
 	e.mu.Lock()
 	if e.held == nil {
-		e.held = map[*Request]struct{}{}
+		e.held = map[*Request]*pgxpool.Conn{}
 	}
-	e.held[r] = struct{}{}
+	e.held[r] = r.conn
 	e.mu.Unlock()
 }
 

@@ -33,9 +33,9 @@ func (e *Env) Look(ctx context.Context, pid uint32, f func(ctx context.Context, 
 		return ErrNotPaused
 	}
 	var held *pgx.Conn
-	for r := range e.held {
-		if r.conn != nil && r.conn.Conn().PgConn().PID() == pid {
-			held = r.conn.Conn()
+	for _, c := range e.held {
+		if c != nil && c.Conn().PgConn().PID() == pid {
+			held = c.Conn()
 		}
 	}
 	pools := append([]*Pool(nil), e.pools...)
