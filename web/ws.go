@@ -10,16 +10,25 @@ import (
 	"github.com/rlslab/rlslab"
 )
 
-// Websocket limits. A browser answers pings by itself (even in a tab in
-// the background), so a socket whose pong is late does not read: it is
-// dropped wsPongWait after its last pong, and a frame it does not take
-// within wsWriteWait drops it too. Before, with a minute between pongs, 300
-// sockets that never read were all still open after 53 s.
+// Websocket limits of the dashboard's websocket (workshops.go), until it
+// streams from a live hub like the lab views do.
 const (
-	wsWriteWait  = 5 * time.Second // time allowed to write one frame
-	wsPongWait   = 6 * time.Second // time allowed between pongs
-	wsPingPeriod = 2 * time.Second // how often we ping
-	wsReadLimit  = 4096            // largest message a browser may send
+	wsWriteWait  = 10 * time.Second    // time allowed to write one frame
+	wsPongWait   = 60 * time.Second    // time allowed between pongs
+	wsPingPeriod = wsPongWait * 9 / 10 // how often we ping
+	wsReadLimit  = 4096                // largest message a browser may send
+)
+
+// Websocket limits of the lab, presenter and watch views. A browser
+// answers pings by itself (even in a tab in the background), so a socket
+// whose pong is late does not read: it is dropped watchPongWait after its
+// last pong, and a frame it does not take within watchWriteWait drops it
+// too. Before, with a minute between pongs, 300 sockets that never read
+// were all still open after 53 s.
+const (
+	watchWriteWait  = 5 * time.Second // time allowed to write one frame
+	watchPongWait   = 7 * time.Second // time allowed between pongs
+	watchPingPeriod = 2 * time.Second // how often we ping
 )
 
 // wsMessage is the only kind of message a browser may send: htmx's
@@ -60,19 +69,19 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, head bool) {
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
-		_ = conn.SetReadDeadline(time.Now().Add(wsPongWait))
-		conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(wsPongWait)) })
+		_ = conn.SetReadDeadline(time.Now().Add(watchPongWait))
+		conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(watchPongWait)) })
 		for {
 			kind, data, err := conn.ReadMessage()
 			if err != nil {
 				if ne, ok := err.(net.Error); ok && ne.Timeout() {
-					s.log.Info("websocket dropped: its browser does not read", "lab", lab.ID, "after", wsPongWait)
+					s.log.Info("websocket dropped: its browser does not read", "lab", lab.ID, "after", watchPongWait)
 				}
 				return
 			}
 			if err := checkWSMessage(kind, data); err != nil {
 				msg := websocket.FormatCloseMessage(websocket.CloseUnsupportedData, rlslab.ErrorMessage(err))
-				_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
+				_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(watchWriteWait))
 				return
 			}
 			if owner {
@@ -81,7 +90,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, head bool) {
 		}
 	}()
 
-	ping := time.NewTicker(wsPingPeriod)
+	ping := time.NewTicker(watchPingPeriod)
 	defer ping.Stop()
 	defer func() {
 		conn.Close()
@@ -99,20 +108,20 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, head bool) {
 			if frame == nil {
 				continue // nothing this browser shows has changed
 			}
-			_ = conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
+			_ = conn.SetWriteDeadline(time.Now().Add(watchWriteWait))
 			if err := conn.WriteMessage(websocket.TextMessage, frame); err != nil {
 				if ne, ok := err.(net.Error); ok && ne.Timeout() {
-					s.log.Info("websocket dropped: its browser does not read", "lab", lab.ID, "after", wsWriteWait)
+					s.log.Info("websocket dropped: its browser does not read", "lab", lab.ID, "after", watchWriteWait)
 				}
 				return
 			}
 		case <-ping.C:
-			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteWait)); err != nil {
+			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(watchWriteWait)); err != nil {
 				return
 			}
 		case <-watcher.Done():
 			msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "lab closed")
-			_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
+			_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(watchWriteWait))
 			return
 		case <-readDone:
 			return

@@ -67,6 +67,45 @@ func readUntil(t *testing.T, c *websocket.Conn, want string) []string {
 	}
 }
 
+// reading reads c's frames in the background, as a browser does (it
+// answers pings only while it reads), until the socket ends.
+func reading(c *websocket.Conn) <-chan string {
+	out := make(chan string, 4096)
+	go func() {
+		defer close(out)
+		for {
+			_, b, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			out <- string(b)
+		}
+	}()
+	return out
+}
+
+// collectUntil takes frames from frames until one has the status want; it
+// returns every frame taken.
+func collectUntil(t *testing.T, frames <-chan string, want string) []string {
+	t.Helper()
+	var got []string
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				t.Fatalf("the socket ended after %d frames", len(got))
+			}
+			got = append(got, f)
+			if m := statusAttr.FindStringSubmatch(f); m != nil && m[1] == want {
+				return got
+			}
+		case <-timeout:
+			t.Fatalf("no %s frame within a minute, after %d frames", want, len(got))
+		}
+	}
+}
+
 func TestWebsocketFramesDuringARunAndTwoWatchers(t *testing.T) {
 	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 2})
@@ -80,11 +119,13 @@ func TestWebsocketFramesDuringARunAndTwoWatchers(t *testing.T) {
 			t.Fatalf("first frame is not the full idle state: %v %.200s", err, f)
 		}
 	}
+	// Both read all along, as browsers do.
+	r1, r2 := reading(w1), reading(w2)
 	if code, body := do(t, c, "POST", s.URL+"/labs/"+id+"/runs", "application/json", `{"scenario":"set-leak","variant":"session-set","speed":"4"}`); code != http.StatusAccepted {
 		t.Fatalf("run: %d %s", code, body)
 	}
-	f1 := readUntil(t, w1, engine.StatusDone)
-	f2 := readUntil(t, w2, engine.StatusDone)
+	f1 := collectUntil(t, r1, engine.StatusDone)
+	f2 := collectUntil(t, r2, engine.StatusDone)
 	running := 0
 	for _, f := range f1 {
 		if strings.Contains(f, `data-status="running"`) {
