@@ -67,6 +67,8 @@ func (v Live) Outcome() Outcome {
 		o.Detail = fmt.Sprintf("This run needs %d connections of the server's budget; %d %s ahead of it. It starts by itself.", v.Queue.Need, v.Queue.Ahead, runs)
 	case v.Status == engine.StatusFailed:
 		o.Kind, o.Head, o.Detail = "error", "The run failed.", v.Error
+	case v.Status == engine.StatusCancelled:
+		o.Kind, o.Head, o.Detail = "error", "The run was cancelled before it ended.", v.Error
 	case len(o.Leaks) > 0:
 		o.Kind = "leak"
 		o.Head = o.Leaks[0].Text
@@ -143,7 +145,7 @@ func (v Live) leakOf(r RequestRow) OutcomeLeak {
 // outcome, unless the run's own last narration already states it (every
 // scenario ends with engine.Conclusion; a recording made before may not).
 func (v Live) FinalLine() string {
-	if v.Status != engine.StatusDone && v.Status != engine.StatusFailed {
+	if v.Status != engine.StatusDone && v.Status != engine.StatusFailed && v.Status != engine.StatusCancelled {
 		return ""
 	}
 	if v.Status == engine.StatusDone && strings.HasPrefix(v.Narration, v.Conclusion()) {
