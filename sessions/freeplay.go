@@ -84,6 +84,8 @@ type freePlay struct {
 	inflight int
 	idleAt   time.Time
 	timer    *time.Timer
+	rec      *recorder // the pool's frames, kept as a recording when it closes
+	started  time.Time
 }
 
 // playConn is one connection of the free-play pool.
@@ -342,6 +344,7 @@ func (fp *freePlay) start(ctx context.Context, size int) error {
 	}
 	fp.mu.Lock()
 	fp.conns, fp.env, fp.inflight = conns, env, 0
+	fp.rec, fp.started = record(l.tracker), time.Now()
 	fp.mu.Unlock()
 	for i, pc := range conns {
 		fp.show(pc, ids[i], engine.ConnIdle, 0)
@@ -411,7 +414,8 @@ func (fp *freePlay) close(why string) {
 			break
 		}
 	}
-	fp.conns, fp.env = nil, nil
+	rec, started := fp.rec, fp.started
+	fp.conns, fp.env, fp.rec = nil, nil, nil
 	fp.wake()
 	fp.mu.Unlock()
 	for _, pc := range conns {
@@ -434,6 +438,13 @@ func (fp *freePlay) close(why string) {
 		s.Narration = "The free-play pool closed (" + why + "): it holds no connection now; the last picture of its connections stays."
 	})
 	fp.lab.mgr.log.Info("free play closed", "lab", fp.lab.ID, "why", why)
+	// Kept like a run, once its connections are back in the budget: the
+	// learner can replay it and compare it with another.
+	if rec != nil {
+		frames := rec.finish()
+		fp.lab.mgr.publish(&RunRecord{Lab: fp.lab, Scenario: FreePlayScenario, Variant: "pool", Started: started,
+			Final: fp.lab.tracker.Snapshot(), Frames: frames})
+	}
 }
 
 // wake tells waiters that a connection came back or the pool closed.
@@ -547,6 +558,12 @@ func (fp *freePlay) show(pc *playConn, id engine.Identity, state string, seq int
 	fp.mu.Lock()
 	counts := fp.countsLocked()
 	fp.mu.Unlock()
+	ev := engine.TimelineEvent{Kind: engine.TimelineRelease, Pool: FreePlayPool, Slot: pc.slot, PID: id.PID, Read: true, Tenant: id.Tenant, Role: id.Role}
+	if state == engine.ConnAcquired {
+		// Read as the request took it: what the connection held before.
+		ev.Kind, ev.Seq = engine.TimelineObserve, seq
+	}
+	fp.lab.tracker.AddTimeline(fp.lab.Sandbox.AppRole, ev)
 	fp.lab.tracker.Update(func(s *engine.State) {
 		s.Pool = counts
 		c := engine.Connection{Pool: FreePlayPool, Slot: pc.slot, PID: id.PID, State: state, Tenant: id.Tenant, Role: id.Role, Request: seq}

@@ -18,7 +18,9 @@ import (
 // leaves its last picture on the live view.
 func TestFreePlayPoolClosesWhenIdle(t *testing.T) {
 	t.Parallel()
-	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, FreePlayIdle: 300 * time.Millisecond})
+	kept := make(chan sessions.RunRecord, 4)
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2, FreePlayIdle: 300 * time.Millisecond,
+		Subscribers: []sessions.RunSubscriber{sessions.RunEndFunc(func(r sessions.RunRecord) { kept <- r })}})
 	l := sessionstest.MustCreateLab(t, m, "owner")
 	ctx := context.Background()
 	res, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Acme", PoolSize: 3})
@@ -36,6 +38,27 @@ func TestFreePlayPoolClosesWhenIdle(t *testing.T) {
 		t.Errorf("closed pool: %d connections of the budget in use", u.RunConns)
 	}
 	sessionstest.WaitNoBackends(t, m, l)
+	// The closed pool is kept like a run: its frames, its request, and the
+	// timeline's readings of the backend the request used.
+	select {
+	case r := <-kept:
+		if r.Scenario != sessions.FreePlayScenario || len(r.Frames) < 2 || len(r.Final.Requests) != 1 {
+			t.Errorf("free play's recording: scenario %q, %d frames, %d requests", r.Scenario, len(r.Frames), len(r.Final.Requests))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the closed free-play pool was not handed to the subscribers")
+	}
+	read := 0
+	if st.Timeline != nil {
+		for _, ev := range st.Timeline.Events {
+			if ev.PID == res.PID && ev.Read {
+				read++
+			}
+		}
+	}
+	if read < 2 {
+		t.Errorf("timeline: %d readings of backend %d, want it read as the request took it and as it came back", read, res.PID)
+	}
 	if len(st.Connections) != 3 || len(st.Requests) != 1 {
 		t.Fatalf("last picture: %d connections, %d requests", len(st.Connections), len(st.Requests))
 	}

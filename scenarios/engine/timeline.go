@@ -127,6 +127,14 @@ func (s *State) timelineObserve(r *Request, pid uint32, seen *string, role strin
 	s.addTimeline(r.env.Sandbox.AppRole, ev)
 }
 
+// AddTimeline appends ev to the lab's timeline (its time stamped now when
+// At is 0), for connections that are not the engine's pools: free play's
+// and an app's through the proxy. appRole is the role the lab's
+// application logs in as.
+func (t *Tracker) AddTimeline(appRole string, ev TimelineEvent) {
+	t.Update(func(s *State) { s.addTimeline(appRole, ev) })
+}
+
 // LastReading returns the tenant setting that backend pid was last read to
 // hold, by any connection (at connect, in a request's query, at release),
 // and whether the timeline still has such a reading.
