@@ -18,11 +18,11 @@ import (
 // Bounds of an outage's answer: a call to the database that has not
 // returned after probeAfter makes the guard ask the server whether it
 // answers at all, for at most probeTimeout. A stopped or frozen server is
-// thus reported within about a second, while a slow answer of a
+// thus reported within about a second and a quarter, while a slow answer of a
 // live server is still waited for.
 const (
-	probeAfter   = 300 * time.Millisecond
-	probeTimeout = 800 * time.Millisecond
+	probeAfter   = 250 * time.Millisecond
+	probeTimeout = time.Second
 )
 
 // guard runs calls to the database for the store-backed services and the
@@ -33,38 +33,59 @@ type guard struct {
 	log *slog.Logger
 }
 
-// do runs f. When f fails with an internal error, or has not returned after
-// probeAfter, do probes the server: when it does not answer, do returns the
-// outage at once (f's context is cancelled; f finishes in the background,
-// bounded by its own deadlines).
-func (g guard) do(ctx context.Context, what string, f func(ctx context.Context) error) error {
+// guarded runs f under g and returns its result. When f fails with an
+// internal error, or has not returned after probeAfter, the server is
+// probed: when it does not answer before f does, guarded returns the outage
+// at once (f's context is cancelled; f finishes in the background, bounded
+// by its own deadlines, and its result is dropped). f's result reaches the
+// caller only through guarded, so a dropped f shares nothing with it.
+func guarded[T any](ctx context.Context, g guard, what string, f func(ctx context.Context) (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	var zero T
 	fctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
+	done := make(chan result, 1)
 	go func() {
 		defer cancel()
-		done <- f(fctx)
+		v, err := f(fctx)
+		done <- result{v, err}
 	}()
+	// finish passes f's result on, an outage in words.
+	finish := func(r result, probed bool) (T, error) {
+		if r.err == nil || rlslab.ErrorCode(r.err) != rlslab.EINTERNAL {
+			return r.v, r.err
+		}
+		if isOutage(r.err) || !probed && g.probe(ctx) != nil {
+			return zero, g.outage(what, r.err)
+		}
+		return r.v, r.err
+	}
 	t := time.NewTimer(probeAfter)
 	defer t.Stop()
 	select {
-	case err := <-done:
-		if err == nil || rlslab.ErrorCode(err) != rlslab.EINTERNAL {
-			return err
-		}
-		if isOutage(err) || g.probe(ctx) != nil {
-			return g.outage(what, err)
-		}
-		return err
+	case r := <-done:
+		return finish(r, false)
 	case <-t.C:
 	}
-	if err := g.probe(ctx); err != nil && ctx.Err() == nil {
-		cancel()
-		return g.outage(what, err)
+	probe := make(chan error, 1)
+	go func() { probe <- g.probe(ctx) }()
+	select {
+	case r := <-done: // f answered while the server was probed
+		return finish(r, true)
+	case err := <-probe:
+		if err != nil && ctx.Err() == nil {
+			cancel()
+			return zero, g.outage(what, err)
+		}
 	}
-	err := <-done
-	if err != nil && rlslab.ErrorCode(err) == rlslab.EINTERNAL && isOutage(err) {
-		return g.outage(what, err)
-	}
+	return finish(<-done, true)
+}
+
+// do is guarded for an f without a result.
+func (g guard) do(ctx context.Context, what string, f func(ctx context.Context) error) error {
+	_, err := guarded(ctx, g, what, func(ctx context.Context) (struct{}, error) { return struct{}{}, f(ctx) })
 	return err
 }
 

@@ -42,31 +42,25 @@ func NewProgress(db *DB, ls *lessons.Set, log *slog.Logger) *Progress {
 // variants run, whether the leak was seen and the fix run, and the checked
 // predictions. An unknown learner has no lessons.
 func (p *Progress) Of(ctx context.Context, token string) (LearnerProgress, error) {
-	out := LearnerProgress{Lessons: []LessonProgress{}}
-	err := p.db.do(ctx, "read progress", func(ctx context.Context, st *store.Store) error {
+	return call(ctx, p.db, "read progress", func(ctx context.Context, st *store.Store) (LearnerProgress, error) {
 		id, err := learner(ctx, st, token)
 		if err != nil || id == "" {
-			return err
+			return LearnerProgress{Lessons: []LessonProgress{}}, err
 		}
-		out, err = st.Progress(ctx, id)
-		return err
+		return st.Progress(ctx, id)
 	})
-	return out, err
 }
 
 // LastLesson returns the slug of the lesson the learner with that token
 // last did something in, or "".
 func (p *Progress) LastLesson(ctx context.Context, token string) (string, error) {
-	var slug string
-	err := p.db.do(ctx, "read the last lesson", func(ctx context.Context, st *store.Store) error {
+	return call(ctx, p.db, "read the last lesson", func(ctx context.Context, st *store.Store) (string, error) {
 		id, err := learner(ctx, st, token)
 		if err != nil || id == "" {
-			return err
+			return "", err
 		}
-		slug, err = st.LastLesson(ctx, id)
-		return err
+		return st.LastLesson(ctx, id)
 	})
-	return slug, err
 }
 
 // PredictionState is where a learner's prediction about one variant
@@ -80,18 +74,18 @@ type PredictionState struct {
 // Predictions returns, per variant lesson l asks about, where the
 // prediction of the learner with that token stands.
 func (p *Progress) Predictions(ctx context.Context, token string, l *lessons.Lesson) (map[string]PredictionState, error) {
-	out := map[string]PredictionState{}
-	for _, q := range l.Predictions {
-		out[q.Variant] = PredictionState{}
-	}
-	err := p.db.do(ctx, "read predictions", func(ctx context.Context, st *store.Store) error {
+	return call(ctx, p.db, "read predictions", func(ctx context.Context, st *store.Store) (map[string]PredictionState, error) {
+		out := map[string]PredictionState{}
+		for _, q := range l.Predictions {
+			out[q.Variant] = PredictionState{}
+		}
 		id, err := learner(ctx, st, token)
 		if err != nil || id == "" {
-			return err
+			return out, err
 		}
 		pending, err := st.PendingFor(ctx, id, l.Slug)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for v, pend := range pending {
 			if _, ok := l.Prediction(v); ok {
@@ -100,7 +94,7 @@ func (p *Progress) Predictions(ctx context.Context, token string, l *lessons.Les
 		}
 		prog, err := st.Progress(ctx, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, lp := range prog.Lessons {
 			if lp.Slug != l.Slug {
@@ -112,9 +106,8 @@ func (p *Progress) Predictions(ctx context.Context, token string, l *lessons.Les
 				}
 			}
 		}
-		return nil
+		return out, nil
 	})
-	return out, err
 }
 
 // Predict keeps the answer (choice, an index into the question's choices)

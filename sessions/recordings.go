@@ -19,10 +19,8 @@ func NewRecordings(db *DB) *Recordings { return &Recordings{db: db} }
 // List returns the recordings of lab id, newest first; ENOTFOUND for an id
 // no lab can have.
 func (r *Recordings) List(ctx context.Context, lab string) ([]RecordingSummary, error) {
-	var out []RecordingSummary
-	err := r.db.do(ctx, "list recordings", func(ctx context.Context, st *store.Store) (err error) {
-		out, err = st.ListRecordings(ctx, lab)
-		return err
+	out, err := call(ctx, r.db, "list recordings", func(ctx context.Context, st *store.Store) ([]RecordingSummary, error) {
+		return st.ListRecordings(ctx, lab)
 	})
 	if rlslab.ErrorCode(err) == rlslab.EINVALID {
 		return nil, rlslab.Errorf(rlslab.ENOTFOUND, "no such lab")
@@ -32,12 +30,9 @@ func (r *Recordings) List(ctx context.Context, lab string) ([]RecordingSummary, 
 
 // Get returns the recording with that id, frames included, or ENOTFOUND.
 func (r *Recordings) Get(ctx context.Context, id string) (Recording, error) {
-	var out Recording
-	err := r.db.do(ctx, "read a recording", func(ctx context.Context, st *store.Store) (err error) {
-		out, err = st.GetRecording(ctx, id)
-		return err
+	return call(ctx, r.db, "read a recording", func(ctx context.Context, st *store.Store) (Recording, error) {
+		return st.GetRecording(ctx, id)
 	})
-	return out, err
 }
 
 // Newest returns the newest recording with frames of q.Variant of
@@ -45,16 +40,16 @@ func (r *Recordings) Get(ctx context.Context, id string) (Recording, error) {
 // Learner is set from it; a token the tables do not know has recorded
 // nothing), or ENOTFOUND.
 func (r *Recordings) Newest(ctx context.Context, q RecordingQuery, token string) (RecordingSummary, error) {
-	var out RecordingSummary
-	err := r.db.do(ctx, "find a recording", func(ctx context.Context, st *store.Store) (err error) {
-		if q.Learner, err = learner(ctx, st, token); err != nil {
-			return err
+	return call(ctx, r.db, "find a recording", func(ctx context.Context, st *store.Store) (RecordingSummary, error) {
+		id, err := learner(ctx, st, token)
+		if err != nil {
+			return RecordingSummary{}, err
 		}
-		if q.Lab == "" && q.Learner == "" {
-			return rlslab.Errorf(rlslab.ENOTFOUND, "no recorded run")
+		if q.Lab == "" && id == "" {
+			return RecordingSummary{}, rlslab.Errorf(rlslab.ENOTFOUND, "no recorded run")
 		}
-		out, err = st.NewestRecording(ctx, q)
-		return err
+		mine := q
+		mine.Learner = id
+		return st.NewestRecording(ctx, mine)
 	})
-	return out, err
 }

@@ -53,12 +53,19 @@ func NewDB(st *store.Store, pool *pgxpool.Pool, log *slog.Logger) *DB {
 	return &DB{st: st, g: guard{p: newProber(pool), log: log}}
 }
 
-// do runs f on the tables under the guard.
-func (d *DB) do(ctx context.Context, what string, f func(ctx context.Context, st *store.Store) error) error {
+// call runs f on d's tables under the guard and returns its result.
+func call[T any](ctx context.Context, d *DB, what string, f func(ctx context.Context, st *store.Store) (T, error)) (T, error) {
 	if d == nil || d.st == nil {
-		return rlslab.Errorf(rlslab.EUNAVAILABLE, "this needs rlslab's own tables, and this server runs without them")
+		var zero T
+		return zero, rlslab.Errorf(rlslab.EUNAVAILABLE, "this needs rlslab's own tables, and this server runs without them")
 	}
-	return d.g.do(ctx, what, func(ctx context.Context) error { return f(ctx, d.st) })
+	return guarded(ctx, d.g, what, func(ctx context.Context) (T, error) { return f(ctx, d.st) })
+}
+
+// do is call for an f without a result.
+func (d *DB) do(ctx context.Context, what string, f func(ctx context.Context, st *store.Store) error) error {
+	_, err := call(ctx, d, what, func(ctx context.Context, st *store.Store) (struct{}, error) { return struct{}{}, f(ctx, st) })
+	return err
 }
 
 // learner returns the id of the learner whose token is token, or "" when

@@ -50,20 +50,22 @@ func (w *Workshops) Create(ctx context.Context, title string, slugs []string, ex
 	if expected < 0 || expected > store.MaxExpected {
 		return Workshop{}, "", rlslab.Errorf(rlslab.EINVALID, "expected participants %d: want 0 to %d", expected, store.MaxExpected)
 	}
-	var ws Workshop
-	var secret string
-	err := w.db.do(ctx, "create a workshop", func(ctx context.Context, st *store.Store) (err error) {
-		ws, secret, err = st.CreateWorkshop(ctx, title, slugs)
+	type created struct {
+		ws     Workshop
+		secret string
+	}
+	c, err := call(ctx, w.db, "create a workshop", func(ctx context.Context, st *store.Store) (c created, err error) {
+		c.ws, c.secret, err = st.CreateWorkshop(ctx, title, slugs)
 		if err != nil || expected == 0 {
-			return err
+			return c, err
 		}
-		ws.Expected = expected
-		return st.SetExpected(ctx, ws.ID, expected)
+		c.ws.Expected = expected
+		return c, st.SetExpected(ctx, c.ws.ID, expected)
 	})
 	if err == nil {
-		w.labs.Prepare(ws.ID, expected)
+		w.labs.Prepare(c.ws.ID, expected)
 	}
-	return ws, secret, err
+	return c.ws, c.secret, err
 }
 
 // Prepare reserves sandboxes for the participants every open workshop
@@ -98,37 +100,30 @@ func truncate(s string, n int) string {
 
 // Get returns the workshop with that id, or ENOTFOUND.
 func (w *Workshops) Get(ctx context.Context, id string) (Workshop, error) {
-	var ws Workshop
-	err := w.db.do(ctx, "read a workshop", func(ctx context.Context, st *store.Store) (err error) {
-		ws, err = st.Workshop(ctx, id)
-		return err
+	return call(ctx, w.db, "read a workshop", func(ctx context.Context, st *store.Store) (Workshop, error) {
+		return st.Workshop(ctx, id)
 	})
-	return ws, err
 }
 
 // Facilitate returns the workshop with that id when secret is its
 // facilitator's: ENOTFOUND for an unknown workshop, EFORBIDDEN for a
 // missing or wrong secret.
 func (w *Workshops) Facilitate(ctx context.Context, id, secret string) (Workshop, error) {
-	var ws Workshop
-	err := w.db.do(ctx, "check a facilitator", func(ctx context.Context, st *store.Store) error {
+	return call(ctx, w.db, "check a facilitator", func(ctx context.Context, st *store.Store) (Workshop, error) {
 		if secret == "" {
 			if _, err := st.Workshop(ctx, id); err != nil {
-				return err
+				return Workshop{}, err
 			}
-			return rlslab.Errorf(rlslab.EFORBIDDEN, "only the facilitator may open this workshop's dashboard: use the facilitator link")
+			return Workshop{}, rlslab.Errorf(rlslab.EFORBIDDEN, "only the facilitator may open this workshop's dashboard: use the facilitator link")
 		}
 		if err := st.VerifyFacilitator(ctx, id, secret); err != nil {
 			if rlslab.ErrorCode(err) == rlslab.EFORBIDDEN {
-				return rlslab.Errorf(rlslab.EFORBIDDEN, "that is not this workshop's facilitator key")
+				return Workshop{}, rlslab.Errorf(rlslab.EFORBIDDEN, "that is not this workshop's facilitator key")
 			}
-			return err
+			return Workshop{}, err
 		}
-		var err error
-		ws, err = st.Workshop(ctx, id)
-		return err
+		return st.Workshop(ctx, id)
 	})
-	return ws, err
 }
 
 // Board is what a workshop's dashboard shows: the workshop, the server's
@@ -170,27 +165,30 @@ type Card struct {
 // Board reads the workshop with that id and everything its dashboard
 // shows.
 func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
-	var b Board
-	var ps []store.Participant
-	var prog map[string]store.Progress
-	var seen map[string]string
-	err := w.db.do(ctx, "read a dashboard", func(ctx context.Context, st *store.Store) (err error) {
-		if b.Workshop, err = st.Workshop(ctx, id); err != nil {
-			return err
+	type rows struct {
+		ws   Workshop
+		ps   []store.Participant
+		prog map[string]store.Progress
+		seen map[string]string
+	}
+	got, err := call(ctx, w.db, "read a dashboard", func(ctx context.Context, st *store.Store) (r rows, err error) {
+		if r.ws, err = st.Workshop(ctx, id); err != nil {
+			return r, err
 		}
-		if ps, err = st.Participants(ctx, id); err != nil {
-			return err
+		if r.ps, err = st.Participants(ctx, id); err != nil {
+			return r, err
 		}
-		if prog, err = st.WorkshopProgress(ctx, id); err != nil {
-			return err
+		if r.prog, err = st.WorkshopProgress(ctx, id); err != nil {
+			return r, err
 		}
-		seen, err = st.ParticipantLessons(ctx, id)
-		return err
+		r.seen, err = st.ParticipantLessons(ctx, id)
+		return r, err
 	})
 	if err != nil {
 		return Board{}, err
 	}
-	ws := b.Workshop
+	ws, ps, prog, seen := got.ws, got.ps, got.prog, got.seen
+	b := Board{Workshop: ws}
 	b.Usage = w.labs.Usage()
 	b.Cards = []Card{}
 	for _, p := range ps {
@@ -257,10 +255,8 @@ func (w *Workshops) Move(ctx context.Context, id string, index int) error {
 func (w *Workshops) End(ctx context.Context, id string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, endTimeout)
 	defer cancel()
-	var ps []store.Participant
-	err := w.db.do(ctx, "read participants", func(ctx context.Context, st *store.Store) (err error) {
-		ps, err = st.Participants(ctx, id)
-		return err
+	ps, err := call(ctx, w.db, "read participants", func(ctx context.Context, st *store.Store) ([]store.Participant, error) {
+		return st.Participants(ctx, id)
 	})
 	if err != nil {
 		return 0, err
@@ -279,10 +275,8 @@ func (w *Workshops) End(ctx context.Context, id string) (int, error) {
 		closeLab(p.Lab)
 	}
 	w.labs.Prepare(id, 0)
-	var ids []string
-	err = w.db.do(ctx, "end a workshop", func(ctx context.Context, st *store.Store) (err error) {
-		ids, err = st.EndWorkshop(ctx, id)
-		return err
+	ids, err := call(ctx, w.db, "end a workshop", func(ctx context.Context, st *store.Store) ([]string, error) {
+		return st.EndWorkshop(ctx, id)
 	})
 	if err != nil {
 		return len(closed), err
@@ -295,12 +289,9 @@ func (w *Workshops) End(ctx context.Context, id string) (int, error) {
 
 // ByCode returns the open workshop with that join code, or ENOTFOUND.
 func (w *Workshops) ByCode(ctx context.Context, code string) (Workshop, error) {
-	var ws Workshop
-	err := w.db.do(ctx, "find a workshop by its code", func(ctx context.Context, st *store.Store) (err error) {
-		ws, err = st.WorkshopByCode(ctx, code)
-		return err
+	return call(ctx, w.db, "find a workshop by its code", func(ctx context.Context, st *store.Store) (Workshop, error) {
+		return st.WorkshopByCode(ctx, code)
 	})
-	return ws, err
 }
 
 // Joined is a new participant of a workshop.
@@ -320,11 +311,10 @@ type Joined struct {
 // and makes their lab. The name must be new in the workshop (ECONFLICT) and
 // well formed (EINVALID). A participant without a lab yet is still joined.
 func (w *Workshops) Join(ctx context.Context, ws Workshop, name string) (Joined, error) {
-	var j Joined
-	err := w.db.do(ctx, "join a workshop", func(ctx context.Context, st *store.Store) (err error) {
+	return call(ctx, w.db, "join a workshop", func(ctx context.Context, st *store.Store) (j Joined, err error) {
 		j.Participant, j.Token, err = st.Join(ctx, ws.ID, name)
 		if err != nil {
-			return err
+			return Joined{}, err
 		}
 		if ws.Expected > 0 {
 			if ps, err := st.Participants(ctx, ws.ID); err == nil {
@@ -341,9 +331,8 @@ func (w *Workshops) Join(ctx context.Context, ws Workshop, name string) (Joined,
 			j.Lesson = ws.Lessons[ws.CurrentLesson]
 		}
 		w.noteLesson(ctx, st, j.Participant.Learner, j.Lesson)
-		return nil
+		return j, nil
 	})
-	return j, err
 }
 
 // Notice is what a participant's lesson page is told about their workshop.
@@ -357,21 +346,20 @@ type Notice struct {
 // lab is now the one they hold, if the old one expired. It fails with
 // ENOTFOUND when the token is not a participant's.
 func (w *Workshops) Notice(ctx context.Context, token, here string) (Notice, error) {
-	var n Notice
-	err := w.db.do(ctx, "read a participant's workshop", func(ctx context.Context, st *store.Store) error {
+	return call(ctx, w.db, "read a participant's workshop", func(ctx context.Context, st *store.Store) (n Notice, err error) {
 		id, err := learner(ctx, st, token)
 		if err != nil {
-			return err
+			return n, err
 		}
 		if id == "" {
-			return rlslab.Errorf(rlslab.ENOTFOUND, "not a participant of a workshop")
+			return n, rlslab.Errorf(rlslab.ENOTFOUND, "not a participant of a workshop")
 		}
 		p, err := st.Participant(ctx, id)
 		if err != nil {
-			return err
+			return n, err
 		}
 		if n.Workshop, err = st.Workshop(ctx, p.Workshop); err != nil {
-			return err
+			return n, err
 		}
 		ws := n.Workshop
 		if _, err := w.lessons.Get(here); err == nil {
@@ -387,9 +375,8 @@ func (w *Workshops) Notice(ctx context.Context, token, here string) (Notice, err
 		if ws.CurrentLesson < len(ws.Lessons) {
 			n.Lesson = ws.Lessons[ws.CurrentLesson]
 		}
-		return nil
+		return n, nil
 	})
-	return n, err
 }
 
 // noteLesson records that the participant learner is on lesson slug, in

@@ -40,6 +40,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	speed := fs.String("speed", "1", "speed of lesson 1's run")
 	crowd := fs.Int("crowd-users", 300, "users of the full-speed crowd run (shared-pool conn-per-user)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	expected := fs.Int("expected", -1, "participants the workshop says it expects, so that rlslab prepares their labs before they join (-1: as many as -participants; 0: none, every lab is made as its participant joins)")
 	if _, err := parseInterleaved(fs, args); err != nil {
 		return usageError("%v", err)
 	}
@@ -50,6 +51,13 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer cancel()
 	b := &bench{base: strings.TrimRight(*base, "/"), start: make(chan struct{})}
 	if err := b.health(ctx); err != nil {
+		return err
+	}
+	if *expected < 0 {
+		*expected = *n
+	}
+	prepared, err := b.workshop(ctx, *expected, stdout)
+	if err != nil {
 		return err
 	}
 	var sampler *backendSampler
@@ -75,6 +83,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	wg.Wait()
 	took := time.Since(began)
 	rep := b.report(results, took)
+	rep.Expected, rep.Prepared = *expected, prepared
 	if sampler != nil {
 		rep.PeakBackends, rep.MaxConnections = sampler.stop()
 	}
@@ -93,6 +102,66 @@ type bench struct {
 	base   string
 	start  chan struct{}
 	budget int
+	ws     struct{ ID, Code string } // the workshop everyone joins
+}
+
+// workshop creates the bench's workshop (lesson 1) through POST /workshops,
+// saying it expects expected participants, and waits until the dashboard
+// says their labs are ready (at most two minutes); it returns how long that
+// took.
+func (b *bench) workshop(ctx context.Context, expected int, stdout io.Writer) (time.Duration, error) {
+	jar, _ := cookiejar.New(nil)
+	fac := &http.Client{Jar: jar, Timeout: time.Minute}
+	body := fmt.Sprintf(`{"title":"rlslab bench","lessons":["set-leak"],"expected":%d}`, expected)
+	var ws struct {
+		ID   string `json:"id"`
+		Code string `json:"code"`
+	}
+	if code, err := b.call(ctx, fac, "POST", "/workshops", body, &ws); err != nil || code != http.StatusCreated {
+		return 0, fmt.Errorf("create the workshop: %d %v", code, err)
+	}
+	b.ws.ID, b.ws.Code = ws.ID, ws.Code
+	if expected == 0 {
+		return 0, nil
+	}
+	begin := time.Now()
+	for {
+		var st struct {
+			Counts struct {
+				LabsReady int `json:"labs_ready"`
+			} `json:"counts"`
+		}
+		if code, err := b.call(ctx, fac, "GET", "/workshops/"+ws.ID+"/state.json", "", &st); err != nil || code != http.StatusOK {
+			return 0, fmt.Errorf("the workshop's state: %d %v", code, err)
+		}
+		if st.Counts.LabsReady >= expected || time.Since(begin) > 2*time.Minute {
+			fmt.Fprintf(stdout, "labs ready %d/%d after %s\n", st.Counts.LabsReady, expected, time.Since(begin).Round(time.Millisecond))
+			return time.Since(begin), nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// join joins the bench's workshop as participant i and returns the lab's
+// id, asking again while the lab is being prepared (202), as the lesson
+// page does.
+func (b *bench) join(ctx context.Context, c *http.Client, i int) (string, error) {
+	body := fmt.Sprintf(`{"name":"participant %d","code":%q}`, i, b.ws.Code)
+	var j struct{ Lab string }
+	code, err := b.call(ctx, c, "POST", "/workshops/"+b.ws.ID+"/join", body, &j)
+	for code == http.StatusAccepted {
+		var lab struct{ ID string }
+		code, err = b.call(ctx, c, "POST", "/labs", "", &lab)
+		j.Lab = lab.ID
+	}
+	if err != nil || code != http.StatusCreated || j.Lab == "" {
+		return "", fmt.Errorf("%d %v", code, err)
+	}
+	return j.Lab, nil
 }
 
 // participantResult is what one participant measured.
@@ -140,9 +209,11 @@ func (b *bench) participant(ctx context.Context, i int, speed string, crowd int)
 	<-b.start
 	t0 := time.Now()
 	var lab struct{ ID string }
-	if code, err := b.call(ctx, c, "POST", "/labs", "", &lab); err != nil || code != http.StatusCreated {
-		return fail("create lab: %d %v", code, err)
+	id, err := b.join(ctx, c, i)
+	if err != nil {
+		return fail("join: %v", err)
 	}
+	lab.ID = id
 	r.ready = time.Since(t0)
 
 	// The owner's live view and a facilitator-style watcher (no cookie).
@@ -308,6 +379,8 @@ type benchReport struct {
 	PeakBackends   int
 	MaxConnections int
 	PeakRSSMB      float64
+	Expected       int           // participants the workshop said it expected
+	Prepared       time.Duration // until the dashboard said their labs were ready
 }
 
 func (b *bench) report(rs []participantResult, took time.Duration) benchReport {
@@ -334,11 +407,16 @@ func (b *bench) report(rs []participantResult, took time.Duration) benchReport {
 
 func (r benchReport) print(w io.Writer) {
 	fmt.Fprintf(w, "workshop of %d participants, %s in all\n", r.Participants, r.Took.Round(time.Millisecond))
+	if r.Expected > 0 {
+		fmt.Fprintf(w, "  expected %d: their labs prepared in %s before anyone joined\n", r.Expected, r.Prepared.Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(w, "  expected size not given: every lab made as its participant joined\n")
+	}
 	line := func(name string, ds []time.Duration) {
 		s := summarize(ds)
 		fmt.Fprintf(w, "  %-30s p50 %8s  p95 %8s  max %8s  (n=%d)\n", name, s.P50.Round(time.Microsecond), s.P95.Round(time.Microsecond), s.Max.Round(time.Microsecond), s.N)
 	}
-	line("lab ready", r.Ready)
+	line("join → lab ready", r.Ready)
 	line("queue wait per run", r.Queued)
 	line("frame delay (event → receipt)", r.Delays)
 	slices.Sort(r.BytesPerSec)
