@@ -298,8 +298,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	workshops := sessions.NewWorkshops(db, labs, ls, log)
+	if err := workshops.Prepare(ctx); err != nil {
+		log.Warn("labs not prepared for open workshops", "err", err)
+	}
 	handler := web.NewServer(labs, ls, static.FS(), log).WithServices(web.Services{
-		Workshops: sessions.NewWorkshops(db, labs, ls, log), Progress: progress, Recordings: sessions.NewRecordings(db)})
+		Workshops: workshops, Progress: progress, Recordings: sessions.NewRecordings(db)})
 	defer handler.Close()
 	srv := newHTTPServer(handler, *readTimeout)
 	errc := make(chan error, 1)
