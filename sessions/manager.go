@@ -257,9 +257,9 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	m.sweep(ctx, true)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.spare = newSpares(m, cfg.Spares, min(MaxSpares, cfg.MaxLabs))
-	m.wg.Add(2)
+	m.wg.Add(1)
 	go func() { defer m.wg.Done(); m.reap() }()
-	go func() { defer m.wg.Done(); m.spare.refill(m.ctx) }()
+	m.spare.start(m.ctx, &m.wg)
 	cfg.Logger.Info("labs ready", "instance", m.inst.id, "max_labs", cfg.MaxLabs, "lab_conn_limit", cfg.ConnLimit, "ttl", cfg.TTL, "max_lifetime", cfg.MaxLifetime,
 		"spares", cfg.Spares, "connection_budget", m.capa.Budget, "for_runs", m.capa.Runs, "server_max_connections", m.capa.MaxConnections,
 		"formula", "budget = max_connections − reserved − margin; runs = budget − admin pool − instance lock − maintenance")
@@ -407,9 +407,11 @@ func (m *Manager) CreateFor(ctx context.Context, owner, addr string) (*Lab, erro
 	}
 	if m.spare.count() == 0 && m.ForOwner(owner) == nil {
 		// A new lab would wait in line for a sandbox: not behind an outage
-		// that no build gets past. Say so at once instead.
-		if err := m.Ping(ctx); err != nil {
-			return nil, err
+		// that no build gets past. Say so at once instead. (The ping has a
+		// deadline of its own: a caller's short one is not an outage.)
+		if err := m.prober.probe(context.WithoutCancel(ctx)); err != nil {
+			m.fails.Warn("database not answering", "op", "create lab", "err", err)
+			return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "%s", ErrDatabaseDown)
 		}
 	}
 	m.mu.Lock()

@@ -153,13 +153,12 @@ func (s *spares) deliver(sb engine.Sandbox) bool {
 	return false
 }
 
-// refill runs MaintConns builders until ctx ends. A failure (the database
-// down) backs off, up to refillMaxBackoff between tries, and is logged once
-// per failLogEvery.
-func (s *spares) refill(ctx context.Context) {
-	var wg sync.WaitGroup
-	var bmu sync.Mutex
-	b := backoff{min: refillMinBackoff, max: refillMaxBackoff}
+// start starts MaintConns builders, counted in wg, that run until ctx
+// ends. A failure (the database down) backs off, up to refillMaxBackoff
+// between tries, and is logged once per failLogEvery.
+func (s *spares) start(ctx context.Context, wg *sync.WaitGroup) {
+	bmu := &sync.Mutex{}
+	b := &backoff{min: refillMinBackoff, max: refillMaxBackoff}
 	for range MaintConns {
 		wg.Add(1)
 		go func() {
@@ -213,7 +212,6 @@ func (s *spares) refill(ctx context.Context) {
 			}
 		}()
 	}
-	wg.Wait()
 }
 
 // Pauses between failed rounds of building spares.
