@@ -46,9 +46,10 @@ type Server struct {
 
 	// Workshops, presenters and recordings (workshops.go, present.go,
 	// runs.go).
-	joins   *joinLimiter
-	recs    *recordingCache
-	closing chan struct{} // closed by Close: the dashboards' websockets end
+	joins *joinLimiter
+	recs  *recordingCache
+	// dashboards are the workshop dashboards' frames, by workshop id.
+	dashboards *live.Hubs[string, dashFrame]
 
 	// createWait is how long a request for a new lab waits before it is
 	// told the lab is being prepared (WithCreateWait).
@@ -74,7 +75,7 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 	s.hubs = live.NewHubs(s.openLabSource, live.Options{Poll: serverCountsEvery}, log)
 	s.joins = newJoinLimiter()
 	s.recs = newRecordingCache()
-	s.closing = make(chan struct{})
+	s.dashboards = live.NewHubs(s.openDashSource, live.Options{Poll: dashboardEvery}, log)
 	s.createWait = createTimeout
 	s.wsBuffers = &sync.Pool{}
 	s.routes()
@@ -83,12 +84,8 @@ func NewServer(labs *sessions.Manager, ls *lessons.Set, static fs.FS, log *slog.
 
 // Close stops the live views (every watcher is told).
 func (s *Server) Close() {
-	select {
-	case <-s.closing:
-	default:
-		close(s.closing)
-	}
 	s.hubs.Close()
+	s.dashboards.Close()
 }
 
 // routes registers every endpoint.

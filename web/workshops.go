@@ -11,12 +11,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/web/live"
 	"github.com/rlslab/rlslab/web/views"
 )
 
@@ -24,9 +24,13 @@ import (
 // workshop's own (/workshops/{id}), so each workshop has its own.
 const FacilitatorCookie = "rlslab_facilitator"
 
-// dashboardEvery is how often the dashboard's websocket renders the cards
-// again (sent only when they changed).
+// dashboardEvery is how often a watched workshop's board is read again
+// (its cards are sent only when they changed).
 const dashboardEvery = 300 * time.Millisecond
+
+// dashReadTimeout bounds the read of a workshop's board for the first
+// frame of its dashboard (later reads are bounded by the hub).
+const dashReadTimeout = time.Second
 
 // workshopRoutes registers the workshop endpoints.
 func (s *Server) workshopRoutes() {
@@ -305,76 +309,113 @@ func (s *Server) handleWorkshopState(w http.ResponseWriter, r *http.Request, ws 
 	writeJSON(w, http.StatusOK, out)
 }
 
-// handleDashboardWS keeps the dashboard's cards live: it renders them
-// every dashboardEvery and sends them when they changed. One goroutine
-// reads (pongs, and the close), this one writes; both stop with ctx.
+// handleDashboardWS keeps the dashboard's cards live: it streams the
+// frames of the workshop's hub, which every tab of the workshop shares.
 func (s *Server) handleDashboardWS(w http.ResponseWriter, r *http.Request, ws sessions.Workshop) {
-	up := websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 16 << 10} // nil CheckOrigin: same origin only
-	conn, err := up.Upgrade(w, r, nil)
-	if err != nil {
+	conn := s.upgradeWS(w, r)
+	if conn == nil {
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	conn.SetReadLimit(wsReadLimit)
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		defer cancel()
-		_ = conn.SetReadDeadline(time.Now().Add(wsPongWait))
-		conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(wsPongWait)) })
-		for {
-			kind, data, err := conn.ReadMessage()
-			if err != nil {
-				return
-			}
-			if err := checkWSMessage(kind, data); err != nil {
-				msg := websocket.FormatCloseMessage(websocket.CloseUnsupportedData, rlslab.ErrorMessage(err))
-				_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
-				return
-			}
-		}
-	}()
-	defer func() {
-		conn.Close()
-		<-readDone
-	}()
-	base := baseURL(r)
-	tick := time.NewTicker(dashboardEvery)
-	defer tick.Stop()
-	ping := time.NewTicker(wsPingPeriod)
-	defer ping.Stop()
-	var last []byte
-	for {
-		qctx, qcancel := context.WithTimeout(ctx, dbTimeout)
-		b, err := s.workshops.Board(qctx, ws.ID)
-		qcancel()
-		if err == nil {
-			var buf bytes.Buffer
-			if err := views.DashboardLive(s.dashboard(b, base), true).Render(ctx, &buf); err == nil && !bytes.Equal(buf.Bytes(), last) {
-				last = buf.Bytes()
-				_ = conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
-				if err := conn.WriteMessage(websocket.TextMessage, last); err != nil {
-					return
-				}
-			}
-		} else if ctx.Err() == nil {
-			s.log.Warn("dashboard", "workshop", ws.ID, "err", err)
-		}
-		select {
-		case <-tick.C:
-		case <-ping.C:
-			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteWait)); err != nil {
-				return
-			}
-		case <-s.closing:
-			msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "rlslab is stopping")
-			_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
-			return
-		case <-ctx.Done():
-			return
-		}
+	watcher := s.dashboards.Watch(ws.ID)
+	defer watcher.Close()
+	streamWS(s, r, conn, watcher, stream[dashFrame]{what: []any{"workshop", ws.ID}, bye: "rlslab is stopping",
+		message: func(f dashFrame) []byte { return f.html }})
+}
+
+// dashFrame is one frame of a workshop's dashboard, as its hub hands it to
+// every websocket watching the workshop: the live part of the dashboard
+// (swapped in by id), nil before the workshop could be read once. Its HTML
+// is shared by every watcher and never changed.
+type dashFrame struct{ html []byte }
+
+// dashSource renders one workshop's dashboard frames for its hub: Refresh
+// reads the workshop's board (every dashboardEvery, while anyone watches),
+// Frame renders the board read last. However many tabs show the
+// dashboard, the board is read once per interval.
+type dashSource struct {
+	s  *Server
+	id string
+
+	mu    sync.Mutex
+	board sessions.Board // the board read last
+	reads uint64         // boards read so far
+	err   error          // why the last read failed; nil after a good one
+
+	// Owned by the hub's goroutine (Frame).
+	started bool
+	framed  uint64 // the read rendered last
+	last    []byte // the HTML sent last
+}
+
+// openDashSource is the source of the dashboard hub of workshop id.
+func (s *Server) openDashSource(id string) live.Source[dashFrame] { return &dashSource{s: s, id: id} }
+
+// Changes returns nil: the board is read every dashboardEvery.
+func (src *dashSource) Changes() (<-chan struct{}, func()) { return nil, func() {} }
+
+// Done returns nil: an ended workshop's dashboard still shows it ended.
+func (src *dashSource) Done() <-chan struct{} { return nil }
+
+// Refresh reads the workshop's board. A failed read keeps the board read
+// before (the cards stay as they were) and is logged once, when the
+// outage starts; an ended workshop, once read, is not read again.
+func (src *dashSource) Refresh(ctx context.Context) {
+	src.mu.Lock()
+	ended := src.reads > 0 && src.board.Workshop.Ended()
+	src.mu.Unlock()
+	if ended {
+		return
 	}
+	b, err := src.s.workshops.Board(ctx, src.id)
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if err != nil {
+		if src.err == nil && !errors.Is(err, context.Canceled) {
+			src.s.log.Warn("dashboard: the workshop cannot be read; its cards stay as they were", "workshop", src.id, "err", err)
+		}
+		src.err = err
+		return
+	}
+	if src.err != nil {
+		src.s.log.Info("dashboard: the workshop is read again", "workshop", src.id)
+	}
+	src.board, src.err = b, nil
+	src.reads++
+}
+
+// Frame renders the board read last, and returns false when no board was
+// read since the last frame or the cards look the same. Its first call
+// reads the board at once (within dashReadTimeout), so that the first tab
+// gets the cards without waiting for the first Refresh; when that read
+// fails, the first frame is empty (nothing is sent) and the cards come
+// with the first good read.
+func (src *dashSource) Frame(ctx context.Context) (dashFrame, bool) {
+	first := !src.started
+	if first {
+		src.started = true
+		rctx, cancel := context.WithTimeout(ctx, dashReadTimeout)
+		src.Refresh(rctx)
+		cancel()
+	}
+	src.mu.Lock()
+	b, n := src.board, src.reads
+	src.mu.Unlock()
+	if n == 0 || n == src.framed {
+		return dashFrame{html: src.last}, first
+	}
+	src.framed = n
+	var buf bytes.Buffer
+	// The base address only makes the join link, which the live part does
+	// not show.
+	if err := views.DashboardLive(src.s.dashboard(b, ""), true).Render(ctx, &buf); err != nil {
+		src.s.log.Error("render dashboard", "workshop", src.id, "err", err)
+		return dashFrame{html: src.last}, false
+	}
+	if bytes.Equal(buf.Bytes(), src.last) {
+		return dashFrame{html: src.last}, false
+	}
+	src.last = buf.Bytes()
+	return dashFrame{html: src.last}, true
 }
 
 // handleSetLesson moves everyone to the lesson at form field "lesson" (a

@@ -444,31 +444,18 @@ func TestDashboardWebsocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	first, err := readFrame(t, conn)
-	if err != nil || !strings.Contains(first, `id="dash-live"`) || !strings.Contains(first, `hx-swap-oob="true"`) || !strings.Contains(first, `data-joined="0"`) {
-		t.Fatalf("first dashboard frame: %v %s", err, first)
+	// The socket is read all the time, as a browser does: one that does
+	// not answer pings is dropped within seconds.
+	frames := keepReading(conn)
+	first := frames.until(t, "first dashboard frame", `id="dash-live"`)
+	if !strings.Contains(first, `hx-swap-oob="true"`) || !strings.Contains(first, `data-joined="0"`) {
+		t.Fatalf("first dashboard frame: %s", first)
 	}
 	c := newBrowserClient(t)
 	j := mustJoin(t, w, c, "Zoe")
-	for {
-		f, err := readFrame(t, conn)
-		if err != nil {
-			t.Fatalf("no frame with Zoe: %v", err)
-		}
-		if strings.Contains(f, `data-name="Zoe"`) {
-			break
-		}
-	}
+	frames.until(t, "a frame with Zoe", `data-name="Zoe"`)
 	runToEnd(t, s, c, j.Lab, "set-leak", engine.PatternSessionSet)
-	for {
-		f, err := readFrame(t, conn)
-		if err != nil {
-			t.Fatalf("no frame with Zoe's leak: %v", err)
-		}
-		if strings.Contains(f, `data-leak-seen="yes"`) {
-			break
-		}
-	}
+	frames.until(t, "a frame with Zoe's leak", `data-leak-seen="yes"`)
 }
 
 func TestRecordingsReplayAndCompare(t *testing.T) {
