@@ -284,6 +284,7 @@ func OpenAdmin(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	// once then do not queue behind each other's WAL flush.
 	pcfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
 	pcfg.ConnConfig.ConnectTimeout = dbTimeout
+	pcfg.ConnConfig.Tracer = &liveness{} // the outage guard's sign of life
 	admin, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("admin pool: %w", err)

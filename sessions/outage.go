@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -70,12 +72,15 @@ func guarded[T any](ctx context.Context, g guard, what string, f func(ctx contex
 	case <-t.C:
 	}
 	probe := make(chan error, 1)
+	asked := time.Now()
 	go func() { probe <- g.probe(ctx) }()
 	select {
 	case r := <-done: // f answered while the server was probed
 		return finish(r, true)
 	case err := <-probe:
-		if err != nil && ctx.Err() == nil {
+		// A probe that got no answer in time on a server that finished
+		// queries meanwhile met a loaded server, not a frozen one.
+		if err != nil && ctx.Err() == nil && !g.p.answeredSince(asked) {
 			cancel()
 			return zero, g.outage(what, err)
 		}
@@ -119,6 +124,32 @@ type prober struct {
 	mu     sync.Mutex
 	cur    *probeCall // the probe going, or nil
 	logged time.Time  // when an outage was last logged
+}
+
+// answeredSince reports whether the server finished a query on the
+// admin pool after t (see liveness).
+func (p *prober) answeredSince(t time.Time) bool {
+	l, ok := p.pool.Config().ConnConfig.Tracer.(*liveness)
+	return ok && l.last.Load() > t.UnixNano()
+}
+
+// liveness is the admin pool's query tracer: it notes when the server last
+// finished a query, which a frozen server never does and a loaded one
+// still does.
+type liveness struct {
+	last atomic.Int64 // Unix nanoseconds
+}
+
+// TraceQueryStart does nothing.
+func (l *liveness) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+
+// TraceQueryEnd notes a query the server answered.
+func (l *liveness) TraceQueryEnd(_ context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
+	if data.Err == nil {
+		l.last.Store(time.Now().UnixNano())
+	}
 }
 
 // shouldLog reports whether an outage seen at now is to be logged, and
