@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -363,7 +364,7 @@ func (e appEvents) Finished(c pgproxy.ConnInfo, r pgproxy.Result) {
 		return
 	}
 	seen := settingValue(r.Setting)
-	leak := r.Leak()
+	leak := appLeak(r)
 	why := e.why(r, seen, leak)
 	e.l.tracker.UpdateRequest(seq, func(row *engine.RequestRow) {
 		row.PID, row.SeenTenant = c.PID, seen
@@ -386,6 +387,26 @@ func (e appEvents) Finished(c pgproxy.ConnInfo, r pgproxy.Result) {
 	})
 	e.l.tracker.AddTimeline(e.l.Sandbox.AppRole, engine.TimelineEvent{Kind: engine.TimelineObserve, Pool: AppPool, Slot: slot, PID: c.PID,
 		Read: r.Setting.Known && !r.Setting.Inferred, Inferred: r.Setting.Inferred, Tenant: seen, Role: e.l.Sandbox.AppRole, Seq: seq})
+}
+
+// writesSetting matches a statement that writes the tenant setting: it
+// runs with the setting it replaces, so its own tag says nothing of a leak.
+var writesSetting = regexp.MustCompile(`(?i)\bset_config\s*\(|\b(set|reset)\s+(local\s+|session\s+)?` + regexp.QuoteMeta(pgproxy.DefaultSetting) + `\b|\bdiscard\s+all\b|\breset\s+all\b`)
+
+// appLeak says whether an app's statement served another tenant: it got
+// rows of another tenant than the one it declared (or, undeclared, than
+// the setting in force), or it declared a tenant while the backend held
+// another one. A statement that writes the setting is judged by its rows
+// only; a declared tenant meeting no setting at all is not a leak (the
+// policy then matches nothing), though the row says the backend held none.
+func appLeak(r pgproxy.Result) bool {
+	if r.ForeignRows > 0 {
+		return true
+	}
+	if !r.Leak() || writesSetting.MatchString(r.Text) {
+		return false
+	}
+	return r.Setting.Known && !r.Setting.Null && r.Setting.Value != ""
 }
 
 // why says in a sentence what a statement of the app saw.

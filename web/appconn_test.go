@@ -417,3 +417,73 @@ func TestYourAppRefusals(t *testing.T) {
 	}
 	waitRunConns(t, f.ts.Labs, 0)
 }
+
+// TestYourAppSeedAppModes runs the seed's own app (TypeORM, a pool of two,
+// lessons/apps/seed-app) through the proxy: with the seed's session-level
+// set_config, state.json shows leaks, each on a backend the app itself
+// read; with the fix (a transaction with set_config(..., true)) none.
+func TestYourAppSeedAppModes(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed (scripts/setup-debian.sh installs it)")
+	}
+	app, _ := filepath.Abs("../lessons/apps/seed-app")
+	if _, err := os.Stat(filepath.Join(app, "node_modules", "typeorm")); err != nil {
+		t.Skip("the seed app's packages are not installed: run scripts/setup-debian.sh")
+	}
+	f := startAppFixture(t)
+	for _, tc := range []struct {
+		mode  string
+		leaks bool
+	}{{"tx-local", false}, {"session-set", true}} {
+		lab := f.lab(t)
+		// node-postgres takes sslmode=require as verify-full: the panel
+		// gives node sslmode=no-verify.
+		u := strings.Replace(f.connectURL(t, lab), "sslmode=require", "sslmode=no-verify", 1)
+		cmd := exec.Command(node, filepath.Join(app, "app.js"), "--url", u, "--mode", tc.mode, "--drive", "1,2,0,2")
+		cmd.Dir = app
+		out, err := cmd.Output()
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				t.Fatalf("%s: node: %v\n%s", tc.mode, err, ee.Stderr)
+			}
+			t.Fatal(err)
+		}
+		pids := map[uint32]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var r struct {
+				PID   uint32 `json:"pid"`
+				Error string `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(line), &r); err != nil || r.Error != "" || r.PID == 0 {
+				t.Fatalf("%s: the app answered %q (%v)", tc.mode, line, err)
+			}
+			pids[r.PID] = true
+		}
+		st, ok := f.waitState(t, lab, 10*time.Second, func(s appState) bool { return s.Scenario == sessions.AppScenario && s.Status == engine.StatusDone })
+		if !ok {
+			t.Fatalf("%s: the app session did not end: %+v", tc.mode, st)
+		}
+		leaks, finds := 0, 0
+		for _, r := range st.Requests {
+			if strings.Contains(r.Why, `"invoices"`) || strings.Contains(r.Why, "FROM invoices") {
+				finds++
+			}
+			if r.Leak {
+				leaks++
+				if !pids[r.PID] {
+					t.Errorf("%s: a leak on backend %d, which the app never read (%v)", tc.mode, r.PID, pids)
+				}
+			}
+		}
+		if finds != 4 {
+			t.Errorf("%s: %d of the app's finds shown, want 4: %+v", tc.mode, finds, st.Requests)
+		}
+		if (leaks > 0) != tc.leaks {
+			t.Errorf("%s: %d leaks, want leaks: %v: %+v", tc.mode, leaks, tc.leaks, st.Requests)
+		}
+		t.Logf("%s: %d statements, %d leaks", tc.mode, len(st.Requests), leaks)
+	}
+	waitRunConns(t, f.ts.Labs, 0)
+}
