@@ -487,3 +487,53 @@ func TestYourAppSeedAppModes(t *testing.T) {
 	}
 	waitRunConns(t, f.ts.Labs, 0)
 }
+
+// TestYourAppResetEndsIt: while an app is connected free play is refused;
+// a reset ends the app's connections (its backends are terminated), records
+// the session, clears the live view and gives the budget back; the app may
+// then connect again.
+func TestYourAppResetEndsIt(t *testing.T) {
+	f := startAppFixture(t)
+	lab := f.lab(t)
+	u := f.connectURL(t, lab)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if n := lab.AppConnections(); n != 1 {
+		t.Errorf("app connections: %d, want 1", n)
+	}
+	if _, err := lab.SQL(ctx, sessions.SQLRequest{}); rlslab.ErrorCode(err) != rlslab.ECONFLICT {
+		t.Errorf("free play while the app is connected: %v, want ECONFLICT", err)
+	}
+	begin := time.Now()
+	if err := lab.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("reset took %s", time.Since(begin).Round(time.Millisecond))
+	if _, err := conn.Exec(ctx, "SELECT 1"); err == nil {
+		t.Error("the app's connection still works after a reset")
+	}
+	waitRunConns(t, f.ts.Labs, 0)
+	if st := f.state(t, lab); st.Scenario == sessions.AppScenario || len(st.Connections) != 0 {
+		t.Errorf("the live view after a reset: %+v", st)
+	}
+	again, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatalf("connect after the reset: %v", err)
+	}
+	if _, err := again.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := f.waitState(t, lab, 5*time.Second, func(s appState) bool { return s.Scenario == sessions.AppScenario && len(s.Connections) == 1 }); !ok {
+		t.Errorf("a new session after the reset: %+v", st)
+	}
+	again.Close(ctx)
+	waitRunConns(t, f.ts.Labs, 0)
+	if n := lab.AppConnections(); n != 0 {
+		t.Errorf("app connections after the app closed: %d", n)
+	}
+}
