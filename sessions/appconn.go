@@ -62,7 +62,7 @@ func (l *Lab) AppConnections() int {
 	return l.appOpen
 }
 
-// appBusy returns ECONFLICT while app connections are open. Callers hold
+// appBusyLocked returns ECONFLICT while app connections are open. Callers hold
 // l.mu.
 func (l *Lab) appBusyLocked(what string) error {
 	if l.appOpen == 0 {
