@@ -256,10 +256,13 @@ func (fp *freePlay) open(ctx context.Context, size int) error {
 	defer l.ctl.Unlock()
 	l.mu.Lock()
 	closed, running := l.closed, l.run != nil
+	appErr := l.appBusyLocked("free play opens")
 	l.mu.Unlock()
 	switch {
 	case closed:
 		return rlslab.Errorf(rlslab.ENOTFOUND, "lab %s is closed", l.ID)
+	case appErr != nil:
+		return appErr
 	case running:
 		return rlslab.Errorf(rlslab.ECONFLICT, "a run is going in lab %s: free play starts once it ends (or pause it in single-step mode and look at one of its connections by its pid)", l.ID)
 	}

@@ -37,6 +37,11 @@ type Lab struct {
 	lastActive time.Time
 	closed     bool
 	free       *freePlay // the free-play pool (freeplay.go), made on first use
+
+	// A learner's app connected through rlslab's proxy (appconn.go).
+	proxyPass string      // the password the app gives the proxy; set at creation
+	appOpen   int         // app connections admitted and not yet gone
+	app       *appSession // the app session drawn, while there is one
 }
 
 // activeRun is a scenario run in progress (queued or playing).
@@ -66,7 +71,7 @@ func (r *activeRun) environment() *engine.Env {
 func newLab(m *Manager, sb engine.Sandbox, owner string) *Lab {
 	now := time.Now()
 	return &Lab{ID: sb.Lab, Sandbox: sb, owner: owner, created: now, lastActive: now, mgr: m,
-		tracker: engine.NewTracker(sb.Lab, sb.Tenants), done: make(chan struct{})}
+		tracker: engine.NewTracker(sb.Lab, sb.Tenants), done: make(chan struct{}), proxyPass: randomHex(16)}
 }
 
 // Owner returns the secret of the browser that owns the lab (it identifies
@@ -159,6 +164,10 @@ func (l *Lab) Start(r RunRequest) error {
 	if l.run != nil {
 		l.mu.Unlock()
 		return rlslab.Errorf(rlslab.ECONFLICT, "a run is already going in lab %s; wait for it or reset the lab", l.ID)
+	}
+	if err := l.appBusyLocked("a scenario run starts"); err != nil {
+		l.mu.Unlock()
+		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	run := &activeRun{scenario: sc.ID, variant: r.Variant, cancel: cancel, done: make(chan struct{}), pace: engine.NewPace(r.Speed)}
@@ -389,6 +398,7 @@ func (l *Lab) reset(ctx context.Context) error {
 		return l.mgr.dbError("reset lab", err)
 	}
 	l.Touch()
+	l.endAppSession("the lab was reset")
 	l.tracker.Clear()
 	if cancelled != nil {
 		l.tracker.Narrate(fmt.Sprintf("The run of %s (%s) was cancelled by a reset.", cancelled.scenario, cancelled.variant))
@@ -464,6 +474,7 @@ func (l *Lab) shut() bool {
 		l.mgr.log.Warn("close lab", "lab", l.ID, "err", err)
 	}
 	l.closeFreePlay("the lab closes")
+	l.endAppSession("the lab closed")
 	close(l.done)
 	return true
 }

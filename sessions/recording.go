@@ -234,6 +234,9 @@ type TimelineEventDoc struct {
 	Role   string  `json:"role,omitempty"`
 	Seq    int     `json:"seq,omitempty"`
 	Wrote  bool    `json:"wrote,omitempty"`
+	// Inferred marks a setting inferred from the statements an app sent,
+	// not read from the backend (see the engine's TimelineEvent).
+	Inferred bool `json:"inferred,omitempty"`
 }
 
 // TimelineDoc is the run's backend timeline in a state document.
@@ -331,7 +334,7 @@ func pairingDocOf(p engine.Pairing) PairingDoc {
 
 func timelineDocOf(t engine.Timeline) TimelineDoc {
 	return TimelineDoc{AppRole: t.AppRole, Dropped: t.Dropped, Events: convertSlice(t.Events, func(e engine.TimelineEvent) TimelineEventDoc {
-		return TimelineEventDoc{At: e.At, Kind: e.Kind, Pool: e.Pool, Slot: e.Slot, PID: e.PID, Read: e.Read, Tenant: copyString(e.Tenant), Role: e.Role, Seq: e.Seq, Wrote: e.Wrote}
+		return TimelineEventDoc{At: e.At, Kind: e.Kind, Pool: e.Pool, Slot: e.Slot, PID: e.PID, Read: e.Read, Tenant: copyString(e.Tenant), Role: e.Role, Seq: e.Seq, Wrote: e.Wrote, Inferred: e.Inferred}
 	})}
 }
 

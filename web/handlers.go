@@ -151,6 +151,7 @@ func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 		Controls: views.Controls{Lab: lab.ID, Owner: owner, Speed: "1", Scenarios: choices},
 		Live:     views.NewLive(st, st.Tenants),
 		WatchURL: scheme + "://" + r.Host + "/labs/" + lab.ID,
+		Connect:  s.connectPanel(r, lab),
 	}))
 }
 

@@ -57,6 +57,9 @@ type Server struct {
 
 	// wsBuffers lends the websockets their write buffers (see serveWS).
 	wsBuffers *sync.Pool
+
+	// proxy is where rlslab's PostgreSQL proxy listens (appconn.go).
+	proxy Proxy
 }
 
 // WithCreateWait sets how long a request for a new lab waits for it before
@@ -106,6 +109,7 @@ func (s *Server) routes() {
 	s.workshopRoutes()
 	s.runRoutes()
 	s.presentRoutes()
+	s.appRoutes()
 	s.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(s.static)))
 }
 

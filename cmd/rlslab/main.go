@@ -220,6 +220,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	sqlTimeout := fs.Duration("sql-timeout", sessions.DefaultSQLTimeout, "free play: rlslab cancels a learner's statement after this long")
 	readTimeout := fs.Duration("read-timeout", 15*time.Second, "how long a client may take to send a request (a third of it for the headers)")
 	spares := fs.Int("spares", sessions.DefaultSpares, "sandboxes kept ready in advance so a new lab is ready at once (-1: none); workshops add what they expect")
+	proxyAddr := fs.String("proxy-addr", defaultProxyAddr, `where rlslab's PostgreSQL proxy listens, through which a learner's own app connects to their lab ("off": no proxy)`)
 	perAddr := fs.Int("labs-per-address", sessions.DefaultLabsPerAddress, "labs one client address may hold outside a workshop; one more recycles its least recently active idle lab (0: no cap)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -302,8 +303,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := workshops.Prepare(ctx); err != nil {
 		log.Warn("labs not prepared for open workshops", "err", err)
 	}
+	// The proxy's connections end before the labs close (defers run last
+	// first).
+	proxy, stopProxy := startProxy(ctx, *proxyAddr, labs, log)
+	defer stopProxy()
 	handler := web.NewServer(labs, ls, static.FS(), log).WithServices(web.Services{
-		Workshops: workshops, Progress: progress, Recordings: sessions.NewRecordings(db)})
+		Workshops: workshops, Progress: progress, Recordings: sessions.NewRecordings(db)}).WithProxy(proxy)
 	defer handler.Close()
 	srv := newHTTPServer(handler, *readTimeout)
 	errc := make(chan error, 1)

@@ -49,6 +49,11 @@ type TimelineEvent struct {
 	Seq int `json:"seq,omitempty"`
 	// Wrote marks a field event that wrote the value (else it read it).
 	Wrote bool `json:"wrote,omitempty"`
+	// Inferred marks a tenant setting that was not read from the backend
+	// but inferred from the statements an application sent (SET,
+	// set_config, RESET, DISCARD) inside a transaction, until a reading
+	// confirms it.
+	Inferred bool `json:"inferred,omitempty"`
 }
 
 // Timeline is what the live view draws as lanes of backends: the events of

@@ -65,6 +65,9 @@ type TLBand struct {
 	Text   string // the tenant's name, when the band is wide enough
 	Role   string // the role, when it is not the app role
 	Title  string // the whole reading in words (a tooltip)
+	// Inferred marks a setting inferred from the statements an app sent
+	// through rlslab's proxy, not read from the backend.
+	Inferred bool
 }
 
 // TLBlock is one request's time on a lane.
@@ -116,9 +119,10 @@ type laneAcc struct {
 }
 
 type tlReading struct {
-	col    int
-	tenant *string
-	role   string
+	col      int
+	tenant   *string
+	role     string
+	inferred bool
 }
 
 // Timeline lays out the state's timeline: one lane per backend PID, one
@@ -267,11 +271,11 @@ func (v Live) Timeline() *TimelineDrawing {
 			end(ev.PID, c+1)
 			l.closedAt = c + 1
 		}
-		if ev.Read {
+		if ev.Read || ev.Inferred {
 			// A reading that says what the previous one said continues
 			// its band.
-			if k := len(l.readings); k == 0 || !sameSetting(l.readings[k-1].tenant, ev.Tenant) || l.readings[k-1].role != ev.Role {
-				l.readings = append(l.readings, tlReading{col: c, tenant: ev.Tenant, role: ev.Role})
+			if k := len(l.readings); k == 0 || !sameSetting(l.readings[k-1].tenant, ev.Tenant) || l.readings[k-1].role != ev.Role || l.readings[k-1].inferred != ev.Inferred {
+				l.readings = append(l.readings, tlReading{col: c, tenant: ev.Tenant, role: ev.Role, inferred: ev.Inferred})
 			}
 		}
 	}
@@ -359,13 +363,17 @@ func (v Live) Timeline() *TimelineDrawing {
 			if endCol == r.col {
 				continue
 			}
-			b := TLBand{X: x(r.col), Tenant: r.tenant, Class: TenantClass(r.tenant)}
+			b := TLBand{X: x(r.col), Tenant: r.tenant, Class: TenantClass(r.tenant), Inferred: r.inferred}
 			b.W = x(endCol) - b.X
 			name := v.TenantName(r.tenant)
 			if r.role != "" && tl.AppRole != "" && r.role != tl.AppRole {
 				b.Role = ShortRole(r.role, v.Lab)
 			}
 			b.Title = "backend " + strconv.FormatUint(uint64(pid), 10) + " held tenant setting " + v.TenantLabel(r.tenant) + " as role " + r.role
+			if r.inferred {
+				b.Title += " (inferred from the statements the app sent, not yet read from the backend)"
+				name += "?"
+			}
 			b.Text = name
 			if b.Role != "" {
 				b.Text = name + " · role " + b.Role

@@ -1,0 +1,539 @@
+package web_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/internal/pgproxy"
+	"github.com/rlslab/rlslab/lessons"
+	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
+	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/sessionstest"
+	"github.com/rlslab/rlslab/static"
+	"github.com/rlslab/rlslab/web"
+)
+
+// appFixture is rlslab serving labs with its PostgreSQL proxy in front of
+// them, as rlslab serve wires it.
+type appFixture struct {
+	ts    *testServer
+	front string // a server of the same labs that knows the proxy
+	proxy string // the proxy's address
+}
+
+// startAppFixture starts the web server, the proxy (1 ms probe delay, as
+// serve runs it) and a second web handler on the same labs that shows
+// the proxy.
+func startAppFixture(t *testing.T) *appFixture {
+	t.Helper()
+	ts := mustStartServer(t, sessions.Config{MaxLabs: 4, Spares: -1})
+	srv, err := pgproxy.New(pgproxy.Config{Lookup: ts.Labs.ProxyLookup, ProbeDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	ls, err := lessons.Load(lessons.Content(), scenarios.DefaultCatalog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := web.NewServer(ts.Labs, ls, static.FS(), nil).WithProxy(web.Proxy{Addr: ln.Addr().String(), CertPEM: srv.CertificatePEM()})
+	front := httptest.NewServer(h)
+	t.Cleanup(func() { h.Close(); front.Close() })
+	return &appFixture{ts: ts, front: front.URL, proxy: ln.Addr().String()}
+}
+
+// lab makes a lab whose owner token is a valid learner cookie.
+func (f *appFixture) lab(t *testing.T) *sessions.Lab {
+	t.Helper()
+	return sessionstest.MustCreateLab(t, f.ts.Labs, sessions.NewToken())
+}
+
+// get fetches path of the proxy-aware server with the owner cookie token
+// ("" for none) and returns the status and body.
+func (f *appFixture) get(t *testing.T, path, token string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, f.front+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.AddCookie(&http.Cookie{Name: web.OwnerCookie, Value: token})
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// connectURL asks connect.json for the lab's URL, as its owner.
+func (f *appFixture) connectURL(t *testing.T, lab *sessions.Lab) string {
+	t.Helper()
+	code, body := f.get(t, "/labs/"+lab.ID+"/connect.json", lab.Owner())
+	if code != http.StatusOK {
+		t.Fatalf("connect.json: %d %s", code, body)
+	}
+	var v struct{ URL string }
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.URL
+}
+
+// appState is what the tests read of state.json.
+type appState struct {
+	Scenario    string `json:"scenario"`
+	Status      string `json:"status"`
+	Connections []struct {
+		Pool   string  `json:"pool"`
+		PID    uint32  `json:"pid"`
+		State  string  `json:"state"`
+		Tenant *string `json:"tenant"`
+		Role   string  `json:"role"`
+	} `json:"connections"`
+	Requests []struct {
+		Seq         int     `json:"seq"`
+		PID         uint32  `json:"pid"`
+		Tenant      *string `json:"tenant"`
+		SeenTenant  *string `json:"seen_tenant"`
+		Rows        int     `json:"rows"`
+		ForeignRows int     `json:"foreign_rows"`
+		Leak        bool    `json:"leak"`
+		Why         string  `json:"why"`
+	} `json:"requests"`
+}
+
+// state reads the lab's state.json.
+func (f *appFixture) state(t *testing.T, lab *sessions.Lab) appState {
+	t.Helper()
+	resp, err := http.Get(f.ts.URL + "/labs/" + lab.ID + "/state.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st appState
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// waitState reads state.json until ok says yes or the time is up (backing
+// off), and returns the last state read.
+func (f *appFixture) waitState(t *testing.T, lab *sessions.Lab, within time.Duration, ok func(appState) bool) (appState, bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	wait := 5 * time.Millisecond
+	for {
+		st := f.state(t, lab)
+		if ok(st) {
+			return st, true
+		}
+		if time.Now().After(deadline) {
+			return st, false
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// waitRunConns waits until the budget's run connections are n.
+func waitRunConns(t *testing.T, m *sessions.Manager, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	wait := 5 * time.Millisecond
+	for m.Usage().RunConns != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("run connections: %d, want %d", m.Usage().RunConns, n)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// seedJS is the seed's pattern with node-postgres and a pool of 2: request
+// A sets the tenant setting for the session and queries, request B (another
+// tenant) forgets to and gets the same pooled connection; each query is
+// tagged with its tenant and reads pg_backend_pid() itself.
+const seedJS = `
+const { Pool } = require('pg');
+(async () => {
+  const pool = new Pool({ connectionString: process.argv[1], max: 2 });
+  const a = await pool.connect();
+  await a.query("SELECT set_config('app.current_tenant', $1, false) /* tenant='1' */", ['1']);
+  const ra = await a.query("SELECT pg_backend_pid() AS pid, id, tenant_id FROM invoices /* tenant='1' */ ORDER BY id");
+  a.release();
+  const b = await pool.connect();
+  const rb = await b.query("SELECT pg_backend_pid() AS pid, id, tenant_id FROM invoices /* tenant='2' */ ORDER BY id");
+  b.release();
+  await pool.end();
+  console.log(JSON.stringify({ a: ra.rows[0].pid, b: rb.rows[0].pid, brows: rb.rows.length }));
+})().catch((e) => { console.error(e); process.exit(1); });
+`
+
+// TestYourAppSeedLeakOnStateJSON runs the seed's pattern with node-postgres
+// through the proxy: state.json marks the second tenant's query as a leak,
+// on the backend PID the app read itself, with the setting it saw; the
+// first query is not a leak. The session is recorded like a run.
+func TestYourAppSeedLeakOnStateJSON(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed (scripts/setup-debian.sh installs it)")
+	}
+	modules, _ := filepath.Abs("../internal/pgproxy/testdata/node/node_modules")
+	if _, err := os.Stat(filepath.Join(modules, "pg")); err != nil {
+		t.Skip("node-postgres is not installed: run scripts/setup-debian.sh")
+	}
+	f := startAppFixture(t)
+	lab := f.lab(t)
+	u := strings.Replace(f.connectURL(t, lab), "sslmode=require", "sslmode=no-verify", 1)
+	cmd := exec.Command(node, "-e", seedJS, u)
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("node: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	var pids struct{ A, B uint32 }
+	if err := json.Unmarshal(out, &pids); err != nil {
+		t.Fatalf("node printed %q: %v", out, err)
+	}
+	if pids.A != pids.B {
+		t.Fatalf("the pool gave request B another connection (%d, %d): the seed's pattern needs the same one", pids.A, pids.B)
+	}
+	// The pool ended: the session ends with its last connection.
+	st, ok := f.waitState(t, lab, 10*time.Second, func(s appState) bool { return s.Scenario == sessions.AppScenario && s.Status == engine.StatusDone })
+	if !ok {
+		t.Fatalf("the app session did not end: %+v", st)
+	}
+	var leaks, firsts int
+	for _, r := range st.Requests {
+		if !strings.Contains(r.Why, "FROM invoices") {
+			continue
+		}
+		switch str(r.Tenant) {
+		case "1":
+			firsts++
+			if r.Leak || r.PID != pids.A || str(r.SeenTenant) != "1" || r.ForeignRows != 0 || r.Rows == 0 {
+				t.Errorf("tenant 1's query: %+v", r)
+			}
+		case "2":
+			leaks++
+			if !r.Leak || r.PID != pids.B || str(r.SeenTenant) != "1" || r.Rows == 0 || r.ForeignRows != r.Rows {
+				t.Errorf("tenant 2's query should be a leak on backend %d seeing tenant 1's setting: %+v", pids.B, r)
+			}
+		}
+	}
+	if leaks != 1 || firsts != 1 {
+		t.Errorf("want one query per tenant, got %d for 1 and %d for 2: %+v", firsts, leaks, st.Requests)
+	}
+	for _, c := range st.Connections {
+		if c.Pool != sessions.AppPool || c.State != engine.ConnClosed || c.Role == "" {
+			t.Errorf("connection after the pool ended: %+v", c)
+		}
+	}
+	waitRunConns(t, f.ts.Labs, 0)
+	// Recorded like a run: the lab's runs list it.
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		resp, err := http.Get(f.ts.URL + "/labs/" + lab.ID + "/runs.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(b), `"`+sessions.AppScenario+`"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the app session was not recorded: %d %s", resp.StatusCode, b)
+		}
+		time.Sleep(wait)
+	}
+}
+
+// TestYourAppPsqlSetShowsTenant: a psql session through the proxy that
+// runs SET app.current_tenant = '1' shows its backend holding 1 in
+// state.json within a second; its connection counts in the budget while
+// open and is given back when psql ends; a run cannot start meanwhile.
+func TestYourAppPsqlSetShowsTenant(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/psql"); err != nil {
+		t.Skip("psql is not installed")
+	}
+	f := startAppFixture(t)
+	lab := f.lab(t)
+	cmd := exec.Command("/usr/bin/psql", "-X", "-A", "-t", "-q", f.connectURL(t, lab))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stdin.Close(); _ = cmd.Wait() })
+	if _, err := io.WriteString(stdin, "SELECT pg_backend_pid();\n"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.ParseUint(strings.TrimSpace(line), 10, 32)
+	if err != nil {
+		t.Fatalf("psql printed %q", line)
+	}
+	if n := f.ts.Labs.Usage().RunConns; n != 1 {
+		t.Errorf("run connections with psql connected: %d, want 1", n)
+	}
+	err = lab.Start(sessions.RunRequest{Scenario: "set-leak", Variant: engine.PatternSessionSet})
+	if rlslab.ErrorCode(err) != rlslab.ECONFLICT || !strings.Contains(rlslab.ErrorMessage(err), "your app") {
+		t.Errorf("a run's start while the app is connected: %v", err)
+	}
+	if _, err := io.WriteString(stdin, "SET app.current_tenant = '1';\n"); err != nil {
+		t.Fatal(err)
+	}
+	set := time.Now()
+	st, ok := f.waitState(t, lab, time.Second, func(s appState) bool {
+		for _, c := range s.Connections {
+			if c.PID == uint32(pid) && str(c.Tenant) == "1" {
+				return true
+			}
+		}
+		return false
+	})
+	if !ok {
+		t.Fatalf("backend %d not shown holding 1 within a second: %+v", pid, st.Connections)
+	}
+	t.Logf("shown %s after the SET was sent", time.Since(set).Round(time.Millisecond))
+	_ = stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("psql: %v", err)
+	}
+	waitRunConns(t, f.ts.Labs, 0)
+}
+
+// TestYourAppRefusals: a wrong password, another lab's database, a user
+// other than the app and an unknown database are refused; a stranger
+// asking for connect.json gets 403 and its owner a URL that works; while a
+// scenario run is going the app is refused, and nothing is left in the
+// budget.
+func TestYourAppRefusals(t *testing.T) {
+	f := startAppFixture(t)
+	a, b := f.lab(t), f.lab(t)
+	good := f.connectURL(t, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, good)
+	if err != nil {
+		t.Fatalf("the owner's URL: %v", err)
+	}
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("SELECT 1 through the proxy: %d %v", one, err)
+	}
+	conn.Close(ctx)
+
+	with := func(user, password, database string) string {
+		u, _ := url.Parse(good)
+		u.User = url.UserPassword(user, password)
+		u.Path = "/" + database
+		return u.String()
+	}
+	cases := []struct{ name, url, code string }{
+		{"wrong password", with(sessions.AppUser, "not-the-password", a.ProxyDatabase()), "28P01"},
+		{"another lab's database", with(sessions.AppUser, a.ProxyPassword(), b.ProxyDatabase()), "28P01"},
+		{"another user", with("postgres", a.ProxyPassword(), a.ProxyDatabase()), "28P01"},
+		{"unknown database", with(sessions.AppUser, a.ProxyPassword(), "lab_00000000"), "3D000"},
+		{"not a lab", with(sessions.AppUser, a.ProxyPassword(), "postgres"), "3D000"},
+	}
+	for _, tc := range cases {
+		_, err := pgx.Connect(ctx, tc.url)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != tc.code {
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.code)
+		}
+	}
+	for _, token := range []string{"", b.Owner(), sessions.NewToken()} {
+		if code, body := f.get(t, "/labs/"+a.ID+"/connect.json", token); code != http.StatusForbidden || strings.Contains(string(body), a.ProxyPassword()) {
+			t.Errorf("a stranger's connect.json: %d %s", code, body)
+		}
+	}
+	if code, body := f.get(t, "/labs/"+a.ID, b.Owner()); code != http.StatusOK || strings.Contains(string(body), a.ProxyPassword()) || strings.Contains(string(body), "Connect your app") {
+		t.Errorf("a watcher's lab page shows the panel or the password: %d", code)
+	}
+	if code, body := f.get(t, "/labs/"+a.ID, a.Owner()); code != http.StatusOK || !strings.Contains(string(body), "Connect your app") || !strings.Contains(string(body), a.ProxyPassword()) {
+		t.Errorf("the owner's lab page has no panel: %d", code)
+	}
+	if code, body := f.get(t, "/proxy.crt", ""); code != http.StatusOK || !strings.Contains(string(body), "BEGIN CERTIFICATE") {
+		t.Errorf("GET /proxy.crt: %d %s", code, body)
+	}
+
+	// A run held in single-step mode: the app is refused until it ends.
+	if err := a.Start(sessions.RunRequest{Scenario: "set-leak", Variant: engine.PatternSessionSet, Speed: engine.Speed{Single: true}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pgx.Connect(ctx, good)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "57P03" {
+		t.Errorf("connect during a run: %v, want 57P03", err)
+	}
+	if err := a.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitRunConns(t, f.ts.Labs, 0)
+}
+
+// TestYourAppSeedAppModes runs the seed's own app (TypeORM, a pool of two,
+// lessons/apps/seed-app) through the proxy: with the seed's session-level
+// set_config, state.json shows leaks, each on a backend the app itself
+// read; with the fix (a transaction with set_config(..., true)) none.
+func TestYourAppSeedAppModes(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed (scripts/setup-debian.sh installs it)")
+	}
+	app, _ := filepath.Abs("../lessons/apps/seed-app")
+	if _, err := os.Stat(filepath.Join(app, "node_modules", "typeorm")); err != nil {
+		t.Skip("the seed app's packages are not installed: run scripts/setup-debian.sh")
+	}
+	f := startAppFixture(t)
+	for _, tc := range []struct {
+		mode  string
+		leaks bool
+	}{{"tx-local", false}, {"session-set", true}} {
+		lab := f.lab(t)
+		// node-postgres takes sslmode=require as verify-full: the panel
+		// gives node sslmode=no-verify.
+		u := strings.Replace(f.connectURL(t, lab), "sslmode=require", "sslmode=no-verify", 1)
+		cmd := exec.Command(node, filepath.Join(app, "app.js"), "--url", u, "--mode", tc.mode, "--drive", "1,2,0,2")
+		cmd.Dir = app
+		out, err := cmd.Output()
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				t.Fatalf("%s: node: %v\n%s", tc.mode, err, ee.Stderr)
+			}
+			t.Fatal(err)
+		}
+		pids := map[uint32]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var r struct {
+				PID   uint32 `json:"pid"`
+				Error string `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(line), &r); err != nil || r.Error != "" || r.PID == 0 {
+				t.Fatalf("%s: the app answered %q (%v)", tc.mode, line, err)
+			}
+			pids[r.PID] = true
+		}
+		st, ok := f.waitState(t, lab, 10*time.Second, func(s appState) bool { return s.Scenario == sessions.AppScenario && s.Status == engine.StatusDone })
+		if !ok {
+			t.Fatalf("%s: the app session did not end: %+v", tc.mode, st)
+		}
+		leaks, finds := 0, 0
+		for _, r := range st.Requests {
+			if strings.Contains(r.Why, `"invoices"`) || strings.Contains(r.Why, "FROM invoices") {
+				finds++
+			}
+			if r.Leak {
+				leaks++
+				if !pids[r.PID] {
+					t.Errorf("%s: a leak on backend %d, which the app never read (%v)", tc.mode, r.PID, pids)
+				}
+			}
+		}
+		if finds != 4 {
+			t.Errorf("%s: %d of the app's finds shown, want 4: %+v", tc.mode, finds, st.Requests)
+		}
+		if (leaks > 0) != tc.leaks {
+			t.Errorf("%s: %d leaks, want leaks: %v: %+v", tc.mode, leaks, tc.leaks, st.Requests)
+		}
+		t.Logf("%s: %d statements, %d leaks", tc.mode, len(st.Requests), leaks)
+	}
+	waitRunConns(t, f.ts.Labs, 0)
+}
+
+// TestYourAppResetEndsIt: while an app is connected free play is refused;
+// a reset ends the app's connections (its backends are terminated), records
+// the session, clears the live view and gives the budget back; the app may
+// then connect again.
+func TestYourAppResetEndsIt(t *testing.T) {
+	f := startAppFixture(t)
+	lab := f.lab(t)
+	u := f.connectURL(t, lab)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if n := lab.AppConnections(); n != 1 {
+		t.Errorf("app connections: %d, want 1", n)
+	}
+	if _, err := lab.SQL(ctx, sessions.SQLRequest{}); rlslab.ErrorCode(err) != rlslab.ECONFLICT {
+		t.Errorf("free play while the app is connected: %v, want ECONFLICT", err)
+	}
+	begin := time.Now()
+	if err := lab.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("reset took %s", time.Since(begin).Round(time.Millisecond))
+	if _, err := conn.Exec(ctx, "SELECT 1"); err == nil {
+		t.Error("the app's connection still works after a reset")
+	}
+	waitRunConns(t, f.ts.Labs, 0)
+	if st := f.state(t, lab); st.Scenario == sessions.AppScenario || len(st.Connections) != 0 {
+		t.Errorf("the live view after a reset: %+v", st)
+	}
+	again, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatalf("connect after the reset: %v", err)
+	}
+	if _, err := again.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := f.waitState(t, lab, 5*time.Second, func(s appState) bool { return s.Scenario == sessions.AppScenario && len(s.Connections) == 1 }); !ok {
+		t.Errorf("a new session after the reset: %+v", st)
+	}
+	again.Close(ctx)
+	waitRunConns(t, f.ts.Labs, 0)
+	if n := lab.AppConnections(); n != 0 {
+		t.Errorf("app connections after the app closed: %d", n)
+	}
+}
