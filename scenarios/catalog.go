@@ -23,6 +23,7 @@ func allScenarios() []*engine.Scenario {
 		SideChannels(),
 		RLSPerformance(),
 		StalePlan(),
+		MissingRLS(),
 	}
 }
 
