@@ -24,6 +24,7 @@ func allScenarios() []*engine.Scenario {
 		RLSPerformance(),
 		StalePlan(),
 		MissingRLS(),
+		CrossTenantFK(),
 	}
 }
 
