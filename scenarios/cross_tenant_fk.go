@@ -24,6 +24,18 @@ const (
 	ordersPerTenant = 3
 )
 
+// fksWithoutTenantSQL lists the foreign keys in the public schema between
+// two tables that both have a tenant_id column, where the key's own columns
+// leave tenant_id out. It is the check the lesson hands out.
+const fksWithoutTenantSQL = `SELECT con.conname::text
+FROM pg_constraint con
+WHERE con.contype = 'f' AND con.connamespace = 'public'::regnamespace
+  AND EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = con.conrelid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+  AND EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = con.confrelid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+  AND NOT EXISTS (SELECT FROM pg_attribute a
+                  WHERE a.attrelid = con.conrelid AND a.attnum = ANY (con.conkey) AND a.attname = 'tenant_id')
+ORDER BY 1`
+
 // CrossTenantFK returns the cross-tenant-fk scenario: the server checks a
 // foreign key by reading the referenced table without row-level security.
 // With order_lines.order_id REFERENCES orders (id), Acme can write a line
@@ -83,6 +95,19 @@ func runCrossTenantFK(ctx context.Context, env *engine.Env, composite bool) (err
 	if err := labDDL(ctx, env, false, seed...); err != nil {
 		return err
 	}
+	var unscoped []string
+	if err := env.AdminTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, fksWithoutTenantSQL)
+		if err != nil {
+			return err
+		}
+		unscoped, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	}); err != nil {
+		return err
+	}
+	env.Tracker().SetMetric("fks_without_tenant", orNone(unscoped), float64(len(unscoped)))
+	env.Tracker().Note(fmt.Sprintf("The check for foreign keys between tenant tables that leave out tenant_id finds: %s.", orNone(unscoped)))
 	if err := env.Step(ctx, fmt.Sprintf("Created as the lab's owner, with RLS enabled and forced and the tenant policy on both: %s; %s. Each tenant has %d orders, ids %d to %d in all.", orders, lines, ordersPerTenant, 1, maxID)); err != nil {
 		return err
 	}

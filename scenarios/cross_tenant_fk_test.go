@@ -37,6 +37,9 @@ func TestCrossTenantFKVariants(t *testing.T) {
 		for _, mt := range st.Metrics {
 			got[mt.Name] = mt.Number
 		}
+		if want := c.written; got["fks_without_tenant"] != want {
+			t.Errorf("%s: the check found %v foreign keys without tenant_id, want %v", c.variant, got["fks_without_tenant"], want)
+		}
 		if got["foreign_parent_writes"] != c.written || got["ids_revealed"] != c.ids {
 			t.Errorf("%s: metrics %v; want foreign_parent_writes %v, ids_revealed %v", c.variant, got, c.written, c.ids)
 		}
