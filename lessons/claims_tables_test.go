@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -15,11 +16,13 @@ import (
 )
 
 // TestClaimsAboutObjectsAroundRLS checks, on a real server, claims of
-// lessons 11, 14 and 19 that no scenario runs: a materialized view is not
-// filtered by the base table's policy and takes neither security_invoker nor
-// RLS of its own; a policy TO a role applies to its members with no SET
-// ROLE; a partition read through its parent needs no grant of its own, and
-// read directly without one is refused.
+// lessons 11, 14, 17 and 19 that no scenario runs: a materialized view is
+// not filtered by the base table's policy and takes neither security_invoker
+// nor RLS of its own; a policy TO a role applies to its members with no SET
+// ROLE; an IMMUTABLE helper in a policy is folded into the generic plan a
+// parameterised prepared statement switches to after five executions, and
+// into the plan PL/pgSQL caches; a partition read through its parent needs
+// no grant of its own, and read directly without one is refused.
 func TestClaimsAboutObjectsAroundRLS(t *testing.T) {
 	pool := pgenvtest.MustConnect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -134,5 +137,68 @@ func TestClaimsAboutObjectsAroundRLS(t *testing.T) {
 	if n, err := countAs(app, "events_2026_12"); err != nil || n != 3 {
 		t.Errorf("app role on the partition with a grant: %d rows, %v; want all 3 tenants' rows", n, err)
 	}
+	exec("RESET app.current_tenant")
+
+	// 17: an IMMUTABLE helper in the policy. A parameterised prepared
+	// statement is planned per execution for its first five runs, each
+	// tenant getting its own rows; later runs may use a cached generic plan
+	// that keeps the tenant it was built with. A PL/pgSQL function caches
+	// its statement's plan in the session.
+	for _, s := range []string{
+		"CREATE FUNCTION current_tenant_id() RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT NULLIF(current_setting('app.current_tenant', true), '')::int $$",
+		"CREATE TABLE plan_invoices (id int PRIMARY KEY, tenant_id int NOT NULL)",
+		"INSERT INTO plan_invoices SELECT id, tenant_id FROM invoices",
+		"ALTER TABLE plan_invoices ENABLE ROW LEVEL SECURITY",
+		"ALTER TABLE plan_invoices FORCE ROW LEVEL SECURITY",
+		"CREATE POLICY tenant_isolation ON plan_invoices USING (tenant_id = current_tenant_id())",
+		"GRANT SELECT ON plan_invoices TO " + app,
+		"CREATE FUNCTION plan_tenant() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN (SELECT min(tenant_id) FROM plan_invoices); END $$",
+		"GRANT EXECUTE ON FUNCTION plan_tenant() TO " + app,
+		"SET ROLE " + app,
+		"PREPARE by_id(int) AS SELECT array_agg(DISTINCT tenant_id) FROM plan_invoices WHERE id > $1",
+	} {
+		exec(s)
+	}
+	run := func(tenant int) []int32 {
+		t.Helper()
+		exec(fmt.Sprintf("SELECT set_config('app.current_tenant', '%d', false)", tenant))
+		var got []int32
+		if err := c.QueryRow(ctx, "EXECUTE by_id(0)", pgx.QueryExecModeSimpleProtocol).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	var seen []string
+	stale := 0
+	for i := 1; i <= 8; i++ {
+		tenant := 1 + i%2 // 2, 1, 2, 1, ...
+		got := run(tenant)
+		seen = append(seen, fmt.Sprintf("#%d tenant %d: %v", i, tenant, got))
+		if len(got) != 1 || int(got[0]) != tenant {
+			if i <= 5 {
+				t.Errorf("execution %d (a custom plan) as tenant %d got %v", i, tenant, got)
+			}
+			stale++
+		}
+	}
+	t.Logf("prepared statement with a parameter: %v", seen)
+	if stale == 0 {
+		t.Errorf("no execution after the fifth reused another tenant's plan: %v", seen)
+	}
+	exec("SELECT set_config('app.current_tenant', '1', false)")
+	var first, second int
+	if err := c.QueryRow(ctx, "SELECT plan_tenant()", pgx.QueryExecModeSimpleProtocol).Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	exec("SELECT set_config('app.current_tenant', '2', false)")
+	if err := c.QueryRow(ctx, "SELECT plan_tenant()", pgx.QueryExecModeSimpleProtocol).Scan(&second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("PL/pgSQL: tenant 1 read tenant %d's rows, then tenant 2 read tenant %d's", first, second)
+	if first != 1 || second != 1 {
+		t.Errorf("PL/pgSQL: tenant 1 read tenant %d's rows, then tenant 2 read tenant %d's; want the cached plan to give 1 both times", first, second)
+	}
+	exec("DEALLOCATE by_id")
+	exec("RESET ROLE")
 	exec("RESET app.current_tenant")
 }
