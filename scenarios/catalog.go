@@ -23,6 +23,8 @@ func allScenarios() []*engine.Scenario {
 		SideChannels(),
 		RLSPerformance(),
 		StalePlan(),
+		MissingRLS(),
+		CrossTenantFK(),
 	}
 }
 

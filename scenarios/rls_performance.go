@@ -70,7 +70,7 @@ func RLSPerformance() *engine.Scenario {
 	}
 	return &engine.Scenario{
 		ID:    "rls-performance",
-		Title: "What a policy costs: per-row calls and indexes RLS cannot use",
+		Title: "What a tenant policy does to the query plan",
 		Variants: []engine.Variant{
 			v(RLSPerfPerRow, "Policy tenant_id = NULLIF(current_setting(...), '')::int on a table read by a sequential scan: the setting is read and cast for every row.",
 				perfSetup{policy: perRowPolicy, query: perfAllQuery}),

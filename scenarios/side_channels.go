@@ -35,7 +35,7 @@ func SideChannels() *engine.Scenario {
 	}
 	return &engine.Scenario{
 		ID:    "side-channels",
-		Title: "RLS hides rows, not their existence: unique keys and TRUNCATE",
+		Title: "Unique keys and TRUNCATE on a table with RLS",
 		Variants: []engine.Variant{
 			v(SideChannelsUniqueProbe, "contacts has UNIQUE (email): Acme cannot see Globex's contact, but inserting the same address fails with a duplicate-key error that names it.",
 				"UNIQUE (email)", "SELECT, INSERT, DELETE", false),

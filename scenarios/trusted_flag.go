@@ -29,7 +29,7 @@ const flagTerm = "no-such-customer' OR set_config('app.is_admin', 'on', true) IS
 func TrustedFlag() *engine.Scenario {
 	return &engine.Scenario{
 		ID:    "trusted-flag",
-		Title: "A policy that trusts a flag anyone can set",
+		Title: "An admin override in a policy: a setting or a role",
 		Variants: []engine.Variant{
 			{Name: TrustedFlagSettable, Conns: adminAndPool,
 				Summary: "Admins are recognised by the setting app.is_admin = 'on': a search term that calls set_config turns Acme's request into an admin.",
