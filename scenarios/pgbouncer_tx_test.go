@@ -307,8 +307,8 @@ func assertOnlySandbox(t *testing.T, m *sessions.Manager, lab *sessions.Lab) {
 	var policies, tables string
 	var backends int
 	if err := conn.QueryRow(ctx, `SELECT
-		(SELECT string_agg(tablename || '.' || policyname, ',' ORDER BY 1) FROM pg_policies),
-		(SELECT string_agg(tablename, ',' ORDER BY 1) FROM pg_tables WHERE schemaname = 'public'),
+		(SELECT string_agg(tablename || '.' || policyname, ',' ORDER BY tablename, policyname) FROM pg_policies),
+		(SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'),
 		(SELECT count(*) FROM pg_stat_activity WHERE usename = $1)`, lab.Sandbox.AppRole).Scan(&policies, &tables, &backends); err != nil {
 		t.Fatal(err)
 	}
