@@ -18,6 +18,10 @@ import (
 // client sends meanwhile go to the server right behind the probe, which the
 // server answers first.
 
+// probeRetry is how soon a probe is tried again when the server
+// connection was busy with the client's writes.
+const probeRetry = 500 * time.Microsecond
+
 // maxProbeFailures is how many failed probes turn observation off for a
 // connection; it then goes on unobserved.
 const maxProbeFailures = 3
@@ -97,7 +101,13 @@ func (c *conn) maybeProbe() {
 		c.startProbe()
 		return
 	}
-	if c.probe.timer != nil {
+	c.probeAfter(d)
+}
+
+// probeAfter probes after d unless the client sends something first; under
+// mu.
+func (c *conn) probeAfter(d time.Duration) {
+	if c.probe.timer != nil || !c.probe.enabled {
 		return
 	}
 	gen := c.probe.gen
@@ -120,7 +130,12 @@ func (c *conn) startProbe() {
 		return
 	}
 	if !c.wmu.TryLock() {
-		return // the client is sending: the next idle point will do
+		// The client's side still holds the server connection: it may be
+		// sending, or still finishing the flush of the statement just
+		// answered. Try again in a moment (a client message first
+		// cancels this), so an idle connection is read all the same.
+		c.probeAfter(probeRetry)
+		return
 	}
 	_, err := c.uw.Write(c.probe.msg)
 	if err == nil {

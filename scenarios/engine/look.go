@@ -22,7 +22,7 @@ var ErrNotPaused = errors.New("the run is not paused in single-step mode")
 // connection as it found it. Look returns ErrNotPaused when the run is not
 // paused, and an error naming pid when the run holds no such connection.
 func (e *Env) Look(ctx context.Context, pid uint32, f func(ctx context.Context, conn *pgx.Conn) error) error {
-	release, ok := e.pace.Hold()
+	release, ok := e.pace.Hold(ctx)
 	if !ok {
 		return ErrNotPaused
 	}

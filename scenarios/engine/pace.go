@@ -78,11 +78,14 @@ type Pace struct {
 	paused   int
 	looking  int
 	lookDone chan struct{}
+	// pausing is closed and replaced whenever a frame starts being held,
+	// for a Hold that comes just as the frame is shown.
+	pausing chan struct{}
 }
 
 // NewPace returns a pace at the given speed.
 func NewPace(s Speed) *Pace {
-	return &Pace{speed: s, step: make(chan struct{}, 1), changed: make(chan struct{}), stopped: make(chan struct{})}
+	return &Pace{speed: s, step: make(chan struct{}, 1), changed: make(chan struct{}), stopped: make(chan struct{}), pausing: make(chan struct{})}
 }
 
 // ErrStopped is what Wait returns once the pace is stopped: the run it
@@ -166,6 +169,8 @@ func (p *Pace) Wait(ctx context.Context) error {
 func (p *Pace) waitStep(ctx context.Context, changed chan struct{}) (done bool, err error) {
 	p.mu.Lock()
 	p.paused++
+	close(p.pausing)
+	p.pausing = make(chan struct{})
 	p.mu.Unlock()
 	select {
 	case <-ctx.Done():
@@ -189,21 +194,47 @@ func (p *Pace) waitStep(ctx context.Context, changed chan struct{}) (done bool, 
 	return done, err
 }
 
+// holdWait is how long Hold waits for a single-step run that has shown
+// its frame to be held on it (the frame is published just before the run
+// waits on it).
+const holdWait = 2 * time.Second
+
 // Hold keeps the run on the frame it is held on in single-step mode until
 // release is called, so that a look at one of its connections cannot cross
 // the run's own use of it. ok is false (and release nil) unless the run is
-// paused on a single-step frame right now.
-func (p *Pace) Hold() (release func(), ok bool) {
-	p.mu.Lock()
+// in single-step mode and held on a frame now, or within holdWait, or ctx
+// ends first.
+func (p *Pace) Hold(ctx context.Context) (release func(), ok bool) {
+	deadline := time.NewTimer(holdWait)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		if !p.speed.Single {
+			p.mu.Unlock()
+			return nil, false
+		}
+		select {
+		case <-p.stopped:
+			p.mu.Unlock()
+			return nil, false
+		default:
+		}
+		if p.paused > 0 {
+			break
+		}
+		pausing := p.pausing
+		p.mu.Unlock()
+		select {
+		case <-pausing:
+		case <-p.stopped:
+			return nil, false
+		case <-ctx.Done():
+			return nil, false
+		case <-deadline.C:
+			return nil, false
+		}
+	}
 	defer p.mu.Unlock()
-	if !p.speed.Single || p.paused == 0 {
-		return nil, false
-	}
-	select {
-	case <-p.stopped:
-		return nil, false
-	default:
-	}
 	p.looking++
 	if p.looking == 1 {
 		p.lookDone = make(chan struct{})
