@@ -25,6 +25,10 @@ func (m *Manager) Prepare(key string, n int) {
 	m.spare.reserve(key, min(n, max(room, 0)))
 }
 
+// Arrived lowers key's reservation by one: one of those it was made for
+// has come (a participant joined), and takes a lab of their own.
+func (m *Manager) Arrived(key string) { m.spare.shrink(key) }
+
 // Readiness returns how many sandboxes are ready and wanted.
 func (m *Manager) Readiness() Readiness {
 	ready, target, waiting := m.spare.status()

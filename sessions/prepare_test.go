@@ -99,6 +99,10 @@ func TestPrepareBuildsForAWorkshop(t *testing.T) {
 	if l == nil {
 		t.Fatal("no lab")
 	}
+	m.Arrived("workshop-1")
+	if r := m.Readiness(); r.Target != 4 {
+		t.Errorf("target %d after one participant arrived, want 4", r.Target)
+	}
 	m.Prepare("workshop-1", 0)
 	if r := m.Readiness(); r.Target != 0 {
 		t.Errorf("target %d after the reservation was dropped, want 0", r.Target)

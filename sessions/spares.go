@@ -71,6 +71,18 @@ func (s *spares) reserve(key string, n int) {
 	s.wakeLocked()
 }
 
+// shrink lowers key's reservation by one (one of those it was made for
+// has come).
+func (s *spares) shrink(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reserved[key] <= 1 {
+		delete(s.reserved, key)
+		return
+	}
+	s.reserved[key]--
+}
+
 // status returns how many sandboxes are ready, how many are wanted ready
 // (the target), and how many labs wait in line for one.
 func (s *spares) status() (ready, target, waiting int) {
@@ -126,13 +138,6 @@ func (s *spares) take(ctx context.Context, place func(ahead int)) (sb engine.San
 		}
 		return engine.Sandbox{}, false, ctx.Err()
 	}
-}
-
-// waitingAhead returns how many labs wait in line in all.
-func (s *spares) waitingCount() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.waiting)
 }
 
 // deliver hands a built sandbox to the first lab in line, or keeps it ready;

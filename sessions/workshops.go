@@ -316,11 +316,7 @@ func (w *Workshops) Join(ctx context.Context, ws Workshop, name string) (Joined,
 		if err != nil {
 			return Joined{}, err
 		}
-		if ws.Expected > 0 {
-			if ps, err := st.Participants(ctx, ws.ID); err == nil {
-				w.labs.Prepare(ws.ID, ws.Expected-len(ps))
-			}
-		}
+		w.labs.Arrived(ws.ID)
 		j.Lab, j.LabErr = w.labs.Create(ctx, j.Token)
 		if j.LabErr != nil {
 			w.log.Warn("join: no lab yet", "workshop", ws.ID, "err", j.LabErr)
