@@ -2,7 +2,6 @@ package web_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,13 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
-	"github.com/rlslab/rlslab/lessons"
-	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/sessions"
-	"github.com/rlslab/rlslab/sessions/sessionstest"
-	"github.com/rlslab/rlslab/sessions/store"
-	"github.com/rlslab/rlslab/static"
 	"github.com/rlslab/rlslab/web"
 )
 
@@ -35,49 +28,17 @@ func (c *countingWorkshops) Board(ctx context.Context, id string) (sessions.Boar
 	return c.Workshops.Board(ctx, id)
 }
 
-// mustStartCountingServer serves rlslab as mustStartServer does (without
-// recordings), its workshop service counting board reads.
+// mustStartCountingServer serves rlslab as mustStartServer does, logging
+// to log (nil: nowhere), its workshop service counting board reads.
 func mustStartCountingServer(tb testing.TB, cfg sessions.Config, log *slog.Logger) (*testServer, *countingWorkshops) {
 	tb.Helper()
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	cfg.Catalog, cfg.Logger = scenarios.DefaultCatalog(), log
-	ls, err := lessons.Load(lessons.Content(), cfg.Catalog)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	admin, err := sessions.OpenAdmin(ctx, pgenvtest.MustServer(tb).URL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(admin.Close)
-	st, err := store.Open(ctx, admin, log)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(st.Close)
-	cfg.Admin = admin
-	labs := sessionstest.MustOpenManager(tb, cfg)
-	sv := services(labs, st, ls, log)
-	counted := &countingWorkshops{Workshops: sv.Workshops}
-	sv.Workshops = counted
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	handler := web.NewServer(labs, ls, static.FS(), log).WithCreateWait(time.Minute).WithServices(sv)
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	tb.Cleanup(func() {
-		handler.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return &testServer{URL: "http://" + ln.Addr().String(), Labs: labs, Store: st}, counted
+	var counted *countingWorkshops
+	s := mustStartServerWith(tb, cfg, serverOptions{log: log, services: func(sv web.Services) web.Services {
+		counted = &countingWorkshops{Workshops: sv.Workshops}
+		sv.Workshops = counted
+		return sv
+	}})
+	return s, counted
 }
 
 // wsReader reads a websocket all the time, as a browser does (answering

@@ -34,7 +34,23 @@ type testServer struct {
 // recorded; it stops when the test ends.
 func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 	tb.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return mustStartServerWith(tb, cfg, serverOptions{})
+}
+
+// serverOptions change what mustStartServerWith serves.
+type serverOptions struct {
+	log      *slog.Logger                    // nil: discarded
+	services func(web.Services) web.Services // wraps the services, when set
+}
+
+// mustStartServerWith is mustStartServer with a logger of the test's and
+// its services wrapped (to count calls, say).
+func mustStartServerWith(tb testing.TB, cfg sessions.Config, o serverOptions) *testServer {
+	tb.Helper()
+	log := o.log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	if cfg.Catalog == nil {
 		cfg.Catalog = scenarios.DefaultCatalog()
 	}
@@ -81,7 +97,11 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	handler := web.NewServer(labs, ls, static.FS(), log).WithCreateWait(time.Minute).WithServices(services(labs, st, ls, log))
+	sv := services(labs, st, ls, log)
+	if o.services != nil {
+		sv = o.services(sv)
+	}
+	handler := web.NewServer(labs, ls, static.FS(), log).WithCreateWait(time.Minute).WithServices(sv)
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	tb.Cleanup(func() {
