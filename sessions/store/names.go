@@ -134,9 +134,11 @@ func truncate(s string, n int) string {
 // names typed in a room: golang.org/x/text has no skeleton function, and
 // the full confusables table (thousands of entries across every script)
 // would be a large dependency for the look-alikes people actually type.
+// A lower-case letter maps where its upper case does (η and Η to h), so
+// that a name and the same name in capitals have the same key.
 var lookAlike = map[rune]rune{
 	// Cyrillic lower case.
-	'а': 'a', 'в': 'b', 'е': 'e', 'ё': 'ë', 'һ': 'h', 'і': 'i', 'ї': 'ï', 'ј': 'j', 'к': 'k', 'ӏ': 'l',
+	'а': 'a', 'в': 'b', 'е': 'e', 'ё': 'ë', 'һ': 'h', 'і': 'i', 'ї': 'ï', 'ј': 'j', 'к': 'k', 'ӏ': 'i',
 	'м': 'm', 'н': 'h', 'о': 'o', 'р': 'p', 'ԛ': 'q', 'г': 'r', 'ѕ': 's', 'т': 't', 'у': 'y', 'ԝ': 'w',
 	'х': 'x', 'с': 'c', 'ԁ': 'd', 'ɡ': 'g', 'ү': 'y', 'ь': 'b', 'ъ': 'b', 'п': 'n',
 	// Cyrillic upper case.
@@ -144,8 +146,8 @@ var lookAlike = map[rune]rune{
 	'М': 'M', 'Н': 'H', 'О': 'O', 'Р': 'P', 'Ԛ': 'Q', 'Ѕ': 'S', 'Т': 'T', 'У': 'Y', 'Ԝ': 'W', 'Х': 'X',
 	'С': 'C', 'Ү': 'Y',
 	// Greek lower case.
-	'α': 'a', 'ο': 'o', 'ν': 'v', 'ι': 'i', 'κ': 'k', 'ρ': 'p', 'υ': 'u', 'χ': 'x', 'τ': 't', 'ε': 'e',
-	'γ': 'y', 'η': 'n', 'ω': 'w',
+	'α': 'a', 'ο': 'o', 'ν': 'n', 'ι': 'i', 'κ': 'k', 'ρ': 'p', 'υ': 'y', 'χ': 'x', 'τ': 't', 'ε': 'e',
+	'γ': 'y', 'η': 'h', 'ω': 'w',
 	// Greek upper case.
 	'Α': 'A', 'Β': 'B', 'Ε': 'E', 'Ζ': 'Z', 'Η': 'H', 'Ι': 'I', 'Κ': 'K', 'Μ': 'M', 'Ν': 'N', 'Ο': 'O',
 	'Ρ': 'P', 'Τ': 'T', 'Υ': 'Y', 'Χ': 'X',
