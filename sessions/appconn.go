@@ -328,6 +328,7 @@ func (e appEvents) Sent(c pgproxy.ConnInfo, st pgproxy.Statement) {
 	s.mu.Lock()
 	ac.reqs[st.ID] = req.Seq
 	seen := settingValue(ac.setting)
+	role := e.role(ac.setting)
 	slot := ac.slot
 	s.mu.Unlock()
 	text := st.Text
@@ -335,7 +336,7 @@ func (e appEvents) Sent(c pgproxy.ConnInfo, st pgproxy.Statement) {
 		text = text[:maxStatementText] + "…"
 	}
 	req.Update(func(r *engine.RequestRow) {
-		r.Tenant, r.PID, r.SeenTenant, r.Role, r.Why = declared, c.PID, seen, e.l.Sandbox.AppRole, text
+		r.Tenant, r.PID, r.SeenTenant, r.Role, r.Why = declared, c.PID, seen, role, text
 	})
 	e.l.tracker.Update(func(state *engine.State) {
 		for i := range state.Connections {
@@ -386,7 +387,7 @@ func (e appEvents) Finished(c pgproxy.ConnInfo, r pgproxy.Result) {
 		}
 	})
 	e.l.tracker.AddTimeline(e.l.Sandbox.AppRole, engine.TimelineEvent{Kind: engine.TimelineObserve, Pool: AppPool, Slot: slot, PID: c.PID,
-		Read: r.Setting.Known && !r.Setting.Inferred, Inferred: r.Setting.Inferred, Tenant: seen, Role: e.l.Sandbox.AppRole, Seq: seq})
+		Read: r.Setting.Known && !r.Setting.Inferred, Inferred: r.Setting.Inferred, Tenant: seen, Role: e.role(r.Setting), Seq: seq})
 }
 
 // writesSetting matches a statement that writes the tenant setting: it
@@ -456,10 +457,11 @@ func (e appEvents) Setting(c pgproxy.ConnInfo, set pgproxy.Setting) {
 	slot := ac.slot
 	s.mu.Unlock()
 	v := settingValue(set)
+	role := e.role(set)
 	e.l.tracker.Update(func(state *engine.State) {
 		for i := range state.Connections {
 			if cn := &state.Connections[i]; cn.Pool == AppPool && cn.Slot == slot {
-				cn.Tenant = v
+				cn.Tenant, cn.Role = v, role
 			}
 		}
 	})
@@ -467,7 +469,16 @@ func (e appEvents) Setting(c pgproxy.ConnInfo, set pgproxy.Setting) {
 		return
 	}
 	e.l.tracker.AddTimeline(e.l.Sandbox.AppRole, engine.TimelineEvent{Kind: engine.TimelineRelease, Pool: AppPool, Slot: slot, PID: c.PID,
-		Read: !set.Inferred, Inferred: set.Inferred, Tenant: v, Role: e.l.Sandbox.AppRole})
+		Read: !set.Inferred, Inferred: set.Inferred, Tenant: v, Role: role})
+}
+
+// role is the role a backend runs as: what the last probe read (a SET ROLE
+// the app ran shows there), or the lab's app role, which the app logs in as.
+func (e appEvents) role(set pgproxy.Setting) string {
+	if set.Role != "" {
+		return set.Role
+	}
+	return e.l.Sandbox.AppRole
 }
 
 // Closed marks the connection's box closed.

@@ -68,6 +68,7 @@ type conn struct {
 	local    *Setting
 	aborted  bool
 	reported Setting
+	role     string // the backend's current_user, as the last probe read it
 	// Events to deliver once mu is released.
 	outbox []func()
 	// blind is set when following the protocol failed (a bug, or a peer

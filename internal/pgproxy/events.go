@@ -138,9 +138,13 @@ type Setting struct {
 	At time.Time
 	// Read is when a probe last read the value; zero while it is inferred.
 	Read time.Time
+	// Role is the backend's current_user as the last probe read it (a SET
+	// ROLE the client ran shows here after the next reading); "" before the
+	// first reading.
+	Role string
 }
 
 // same reports whether two settings say the same thing to a watcher.
 func (s Setting) same(o Setting) bool {
-	return s.Known == o.Known && s.Null == o.Null && s.Value == o.Value && s.Inferred == o.Inferred && s.Local == o.Local
+	return s.Known == o.Known && s.Null == o.Null && s.Value == o.Value && s.Inferred == o.Inferred && s.Local == o.Local && s.Role == o.Role
 }

@@ -33,6 +33,7 @@ type probeState struct {
 	inFlight bool          // its replies are at the head of the queue
 	done     chan struct{} // closed when the probe in flight ends
 	value    *string       // what it read (nil: NULL)
+	role     string        // the backend's current_user, as it read it
 	err      error
 	failures int
 	count    int         // probes that read the setting
@@ -45,7 +46,7 @@ type probeState struct {
 func (p *probeState) init(setting string, id uint64) {
 	name := fmt.Sprintf("_rlslab_probe_%d", id)
 	b, err := appendMsgs(nil,
-		&pgproto3.Parse{Name: name, Query: "SELECT pg_catalog.current_setting($1, true)", ParameterOIDs: []uint32{25}},
+		&pgproto3.Parse{Name: name, Query: "SELECT pg_catalog.current_setting($1, true), current_user", ParameterOIDs: []uint32{25}},
 		&pgproto3.Bind{PreparedStatement: name, Parameters: [][]byte{[]byte(setting)}, ResultFormatCodes: []int16{0}},
 		&pgproto3.Execute{},
 		&pgproto3.Close{ObjectType: 'S', Name: name},
@@ -150,7 +151,7 @@ func (c *conn) startProbe() {
 	c.dirty = false
 	c.probe.inFlight = true
 	c.probe.done = make(chan struct{})
-	c.probe.value, c.probe.err = nil, nil
+	c.probe.value, c.probe.role, c.probe.err = nil, "", nil
 	c.push(&pending{kind: 'z'})
 }
 
@@ -166,6 +167,9 @@ func (c *conn) probeReply(m message) {
 		if v != nil {
 			s := string(v)
 			c.probe.value = &s
+		}
+		if r, ok := columnValue(m.body(), 1); ok && r != nil {
+			c.probe.role = string(r)
 		}
 	case 'E':
 		var er pgproto3.ErrorResponse
@@ -190,6 +194,6 @@ func (c *conn) probeReply(m message) {
 			return
 		}
 		c.probe.count++
-		c.observed(c.probe.value)
+		c.observed(c.probe.value, c.probe.role)
 	}
 }

@@ -163,3 +163,31 @@ func TestPgxSetShowsWithinASecond(t *testing.T) {
 		})
 	}
 }
+
+// A SET ROLE the client runs shows in the next reading as the backend's
+// role, and RESET ROLE brings back the role it logged in as.
+func TestSetRoleShowsInTheReading(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	other := f.role + "_t1"
+	for _, q := range []string{"CREATE ROLE " + other + " NOLOGIN", "GRANT " + other + " TO " + f.role} {
+		if _, err := f.admin.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _, _ = f.admin.Exec(context.Background(), "DROP ROLE "+other) })
+	c := connect(t, f.proxyURL, pgx.QueryExecModeSimpleProtocol)
+	pid := c.PgConn().PID()
+	for _, step := range []struct{ sql, role string }{{"SET ROLE " + other, other}, {"RESET ROLE", f.role}} {
+		if _, err := c.Exec(ctx, step.sql); err != nil {
+			t.Fatal(err)
+		}
+		f.events.waitFor(t, time.Second, "backend read as role "+step.role, func(r *recorder) bool {
+			s, ok := r.lastSetting(pid)
+			return ok && !s.Inferred && s.Role == step.role
+		})
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -10,13 +10,14 @@ import "time"
 
 // current returns the setting in force; under mu.
 func (c *conn) current() Setting {
+	s := c.session
 	if c.local != nil {
-		return *c.local
+		s = *c.local
+	} else if c.pend != nil {
+		s = *c.pend
 	}
-	if c.pend != nil {
-		return *c.pend
-	}
-	return c.session
+	s.Role = c.role
+	return s
 }
 
 // report queues a Setting event when the setting in force changed.
@@ -67,7 +68,10 @@ func (c *conn) endOfTransaction(status byte) {
 }
 
 // observed records a probe's reading (nil: the setting does not exist).
-func (c *conn) observed(v *string) {
+func (c *conn) observed(v *string, role string) {
+	if role != "" {
+		c.role = role
+	}
 	now := time.Now()
 	s := Setting{Known: true, At: now, Read: now}
 	if v == nil {
