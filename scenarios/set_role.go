@@ -22,10 +22,6 @@ const (
 	SetRoleInjection = "injection"
 )
 
-// rolePolicy is the policy set-role adds for the run: a tenant role sees
-// the rows of the tenant whose id ends its name (lab_<id>_t1 → tenant 1).
-const rolePolicy = "tenant_by_role"
-
 // SetRole returns the set-role scenario: per-tenant roles that the app role
 // may SET ROLE to. SET ROLE lasts for the Postgres session and leaks to the
 // next request on the backend like SET does; SET LOCAL ROLE ends with the
@@ -77,30 +73,22 @@ type roleStep struct {
 	fresh   bool
 }
 
-// tenantRole is the name of t's role in the lab.
-func tenantRole(sb engine.Sandbox, t engine.Tenant) string {
-	return fmt.Sprintf("lab_%s_t%d", sb.Lab, t.ID)
-}
-
 func runSetRole(ctx context.Context, env *engine.Env, steps ...roleStep) (err error) {
-	if err := roleSetup(ctx, env); err != nil {
+	if err := env.MakeTenantRoles(ctx); err != nil {
 		return err
 	}
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 		defer cancel()
-		if uerr := env.AdminTx(uctx, func(tx pgx.Tx) error { return roleTeardown(uctx, env, tx) }); uerr != nil {
+		if uerr := env.DropTenantRoles(uctx); uerr != nil {
 			env.Logger().Error("drop set-role roles", "err", uerr)
 			if err == nil {
 				err = uerr
 			}
 		}
 	}()
-	names := make([]string, len(env.Sandbox.Tenants))
-	for i, t := range env.Sandbox.Tenants {
-		names[i] = tenantRole(env.Sandbox, t)
-	}
-	if err := env.Step(ctx, fmt.Sprintf("Roles %s (NOLOGIN) are granted to the app role %s, which may SET ROLE to any of them; a policy %s gives each the rows of its tenant.", strings.Join(names, ", "), env.Sandbox.AppRole, rolePolicy)); err != nil {
+	names := engine.TenantRoleNames(env.Sandbox)
+	if err := env.Step(ctx, fmt.Sprintf("Roles %s (NOLOGIN) are granted to the app role %s, which may SET ROLE to any of them; a policy %s gives each the rows of its tenant.", strings.Join(names, ", "), env.Sandbox.AppRole, engine.TenantRolePolicy)); err != nil {
 		return err
 	}
 	var pool *engine.Pool
@@ -134,7 +122,7 @@ func roleRequest(ctx context.Context, env *engine.Env, r *engine.Request, term s
 	if err := r.Acquire(ctx); err != nil {
 		return err
 	}
-	role := pgx.Identifier{tenantRole(env.Sandbox, r.Tenant)}.Sanitize()
+	role := pgx.Identifier{engine.TenantRole(env.Sandbox, r.Tenant)}.Sanitize()
 	var q engine.Querier = r.Conn()
 	var err error
 	say := "sets no role and no tenant."
@@ -206,65 +194,4 @@ func roleWhy(sb engine.Sandbox, r *engine.Request, row engine.RequestRow, term s
 		return fmt.Sprintf("0 rows: role %s, setting %s; no policy matches, so it fails closed.", row.Role, sqlValue(row.SeenTenant))
 	}
 	return fmt.Sprintf("%d rows, all %s's own, as role %s.", row.Rows, r.Tenant.Name, row.Role)
-}
-
-// roleSetup removes anything a crashed run left, then creates the tenant
-// roles, grants them to the app role and adds the role policy, in one
-// transaction on the lab's superuser connection.
-func roleSetup(ctx context.Context, env *engine.Env) error {
-	var quoted []string
-	for _, t := range env.Sandbox.Tenants {
-		quoted = append(quoted, pgx.Identifier{tenantRole(env.Sandbox, t)}.Sanitize())
-	}
-	list := strings.Join(quoted, ", ")
-	var stmts []string
-	for _, q := range quoted {
-		stmts = append(stmts, "CREATE ROLE "+q+" NOLOGIN NOSUPERUSER NOBYPASSRLS")
-	}
-	stmts = append(stmts,
-		"GRANT USAGE ON SCHEMA public TO "+list,
-		"GRANT SELECT ON invoices, tenants TO "+list,
-		"GRANT "+list+" TO "+pgx.Identifier{env.Sandbox.AppRole}.Sanitize(),
-		"CREATE POLICY "+rolePolicy+" ON invoices TO "+list+
-			` USING (tenant_id = (regexp_match(current_user::text, '_t([0-9]+)$'))[1]::int)`,
-	)
-	return env.AdminTx(ctx, func(tx pgx.Tx) error {
-		if err := roleTeardown(ctx, env, tx); err != nil {
-			return err
-		}
-		for _, s := range stmts {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				return fmt.Errorf("set-role setup: %s: %w", s, err)
-			}
-		}
-		return env.ShowPolicy(ctx, tx, "invoices")
-	})
-}
-
-// roleTeardown drops the role policy and the tenant roles (with their
-// privileges and memberships), whichever of them exist, in tx.
-func roleTeardown(ctx context.Context, env *engine.Env, tx pgx.Tx) error {
-	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, "DROP POLICY IF EXISTS "+rolePolicy+" ON invoices"); err != nil {
-		return fmt.Errorf("drop policy %s: %w", rolePolicy, err)
-	}
-	for _, t := range env.Sandbox.Tenants {
-		name := tenantRole(env.Sandbox, t)
-		var n int
-		if err := tx.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
-			return err
-		}
-		if n == 0 {
-			continue
-		}
-		q := pgx.Identifier{name}.Sanitize()
-		for _, s := range []string{"DROP OWNED BY " + q, "DROP ROLE " + q} {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				return fmt.Errorf("set-role teardown: %s: %w", s, err)
-			}
-		}
-	}
-	return nil
 }

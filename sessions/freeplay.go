@@ -86,6 +86,9 @@ type freePlay struct {
 	timer    *time.Timer
 	rec      *recorder // the pool's frames, kept as a recording when it closes
 	started  time.Time
+	roles    bool // the pool made the tenant roles, and drops them when it closes
+
+	rolesMu sync.Mutex // serialises making the tenant roles
 }
 
 // playConn is one connection of the free-play pool.
@@ -154,7 +157,7 @@ func (l *Lab) isTenantRole(name string) bool {
 }
 
 // tenantRole is the name of t's role in the lab (the set-role scenario's).
-func (l *Lab) tenantRole(t engine.Tenant) string { return fmt.Sprintf("lab_%s_t%d", l.ID, t.ID) }
+func (l *Lab) tenantRole(t engine.Tenant) string { return engine.TenantRole(l.Sandbox, t) }
 
 // SQL runs one free-play call and returns what the database said. A
 // statement the guard refuses comes back as a result with Refused set and
@@ -417,14 +420,22 @@ func (fp *freePlay) close(why string) {
 			break
 		}
 	}
-	rec, started := fp.rec, fp.started
-	fp.conns, fp.env, fp.rec = nil, nil, nil
+	rec, started, env, roles := fp.rec, fp.started, fp.env, fp.roles
+	fp.conns, fp.env, fp.rec, fp.roles = nil, nil, nil, false
 	fp.wake()
 	fp.mu.Unlock()
 	for _, pc := range conns {
 		if pc.conn != nil {
 			fp.lab.mgr.closeAndWait(pc.conn)
 		}
+	}
+	if roles {
+		// On a connection of the pool's budget, its own backends gone.
+		ctx, cancel := context.WithTimeout(context.Background(), dropTimeout)
+		if err := env.DropTenantRoles(ctx); err != nil {
+			fp.lab.mgr.log.Error("free play: drop the tenant roles", "lab", fp.lab.ID, "err", err)
+		}
+		cancel()
 	}
 	fp.lab.mgr.admit.release(fp.lab.owner, len(conns))
 	fp.lab.tracker.Update(func(s *engine.State) {
@@ -448,6 +459,36 @@ func (fp *freePlay) close(why string) {
 		fp.lab.mgr.publish(&RunRecord{Lab: fp.lab, Scenario: FreePlayScenario, Variant: "pool", Started: started,
 			Final: fp.lab.tracker.Snapshot(), Frames: frames})
 	}
+}
+
+// makeRoles makes the lab's tenant roles for local-role calls, once per
+// open pool, on the lab's superuser connection, admitted against the
+// connection budget for as long as it takes. It says whether it made them
+// now.
+func (fp *freePlay) makeRoles(ctx context.Context) (bool, error) {
+	fp.rolesMu.Lock()
+	defer fp.rolesMu.Unlock()
+	fp.mu.Lock()
+	made, env := fp.roles, fp.env
+	fp.mu.Unlock()
+	if made || env == nil {
+		return false, nil
+	}
+	l := fp.lab
+	actx, cancel := context.WithTimeout(ctx, admitTimeout)
+	defer cancel()
+	if err := l.mgr.admit.acquire(actx, l.owner, 1, func(int) {}); err != nil {
+		return false, rlslab.Errorf(rlslab.EUNAVAILABLE, "the server's connection budget has no connection free to make the tenant roles right now; try again in a moment")
+	}
+	err := env.MakeTenantRoles(ctx)
+	l.mgr.admit.release(l.owner, 1)
+	if err != nil {
+		return false, l.mgr.dbError("free play", err)
+	}
+	fp.mu.Lock()
+	fp.roles = fp.env == env // the pool may have closed meanwhile
+	fp.mu.Unlock()
+	return true, nil
 }
 
 // wake tells waiters that a connection came back or the pool closed.
@@ -648,6 +689,16 @@ func (fp *freePlay) call(ctx context.Context, q SQLRequest, tenant engine.Tenant
 			return SQLResult{}, l.mgr.dbError("free play", out.err)
 		}
 		notices = append(notices, fmt.Sprintf("The scope went out as its own pool call, on connection %d; the query as another.", pc.slot))
+	}
+	if q.Pattern == PatternLocalRole {
+		made, err := fp.makeRoles(ctx)
+		if err != nil {
+			return SQLResult{}, err
+		}
+		if made {
+			notices = append(notices, fmt.Sprintf("rlslab made the tenant roles (%s), granted them to %s and added the policy %s, as the set-role lesson does; they are dropped when the free-play pool closes.",
+				strings.Join(engine.TenantRoleNames(l.Sandbox), ", "), l.Sandbox.AppRole, engine.TenantRolePolicy))
+		}
 	}
 	pc, env, err := fp.acquire(ctx, q.Connection)
 	if err != nil {

@@ -156,8 +156,9 @@ func TestFreePlayCallsAtOnce(t *testing.T) {
 
 // TestFreePlayPatterns checks each pattern on the pool: split's scope and
 // query land on two connections and the scope leaks to the next request;
-// batch-local sees its own rows and leaves ”; local-role without the
-// set-role scenario's roles fails and leaves no transaction open.
+// batch-local sees its own rows and leaves ”; local-role makes the
+// tenant roles on its first call, runs as the tenant's role inside its
+// transaction and leaves none open; the roles go when the pool closes.
 func TestFreePlayPatterns(t *testing.T) {
 	t.Parallel()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 2})
@@ -175,19 +176,30 @@ func TestFreePlayPatterns(t *testing.T) {
 	if err != nil || batch.Error != "" || batch.RowCount != 3 || batch.Leak || batch.TenantAfter == nil || *batch.TenantAfter != *batch.TenantBefore {
 		t.Fatalf("batch-local as Initech: %+v, %v; want its 3 rows and the setting as it was", batch, err)
 	}
-	role, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Acme", Pattern: sessions.PatternLocalRole, Connection: 2})
-	if err != nil || role.SQLState == "" || role.PID == 0 {
-		t.Fatalf("local-role without tenant roles: %+v, %v; want the server's error", role, err)
+	acmeRole := "lab_" + l.ID + "_t1"
+	role, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Acme", Pattern: sessions.PatternLocalRole, Connection: 2, SQL: "SELECT current_user, count(*) FILTER (WHERE tenant_id = 1), count(*) FROM invoices"})
+	if err != nil || role.Error != "" || role.PID == 0 || len(role.Rows) != 1 || *role.Rows[0][0] != acmeRole || *role.Rows[0][1] != *role.Rows[0][2] || *role.Rows[0][2] == "0" {
+		t.Fatalf("local-role as Acme: %+v, %v; want the query to run as %s and see only Acme's rows", role, err, acmeRole)
 	}
-	after, err := l.SQL(ctx, sessions.SQLRequest{Connection: 2, SQL: "SELECT now() = statement_timestamp()"})
-	if err != nil || after.Error != "" || after.PID != role.PID || len(after.Rows) != 1 || *after.Rows[0][0] != "t" {
-		t.Fatalf("after local-role failed: %+v, %v; want the same backend, outside any transaction", after, err)
+	if !strings.Contains(role.Notice, acmeRole) {
+		t.Errorf("the first local-role call does not say it made the tenant roles: %q", role.Notice)
+	}
+	after, err := l.SQL(ctx, sessions.SQLRequest{Connection: 2, SQL: "SELECT now() = statement_timestamp(), current_user"})
+	if err != nil || after.Error != "" || after.PID != role.PID || len(after.Rows) != 1 || *after.Rows[0][0] != "t" || *after.Rows[0][1] != l.Sandbox.AppRole {
+		t.Fatalf("after local-role: %+v, %v; want the same backend, outside any transaction, as the app role again", after, err)
 	}
 	if _, err := l.SQL(ctx, sessions.SQLRequest{Pattern: "session-set"}); rlslab.ErrorCode(err) != rlslab.EINVALID {
 		t.Errorf("session-set without a tenant: %v, want EINVALID", err)
 	}
 	if _, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Umbrella"}); rlslab.ErrorCode(err) != rlslab.EINVALID {
 		t.Errorf("an unknown tenant: %v, want EINVALID", err)
+	}
+	if err := l.Reset(ctx); err != nil { // closes the free-play pool
+		t.Fatal(err)
+	}
+	var left int
+	if err := m.Admin().QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", acmeRole).Scan(&left); err != nil || left != 0 {
+		t.Errorf("after the pool closed, %d roles named %s (%v); want them dropped", left, acmeRole, err)
 	}
 }
 
