@@ -222,3 +222,57 @@ func TestDashboardPredictionsAndLessonAfterRestart(t *testing.T) {
 		t.Errorf("after the restart: Ann on %q (%+v), Bob on %q; want split-calls, 1/2, set-leak", ann.Lesson, ann.Predictions, bob.Lesson)
 	}
 }
+
+// waitRuns waits until the lab has n recordings and returns them, newest
+// first (a free-play pool is recorded once it has closed).
+func waitRuns(t *testing.T, s *testServer, lab string, n int) []struct{ ID, Variant string } {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		runs := labRuns(t, s, lab)
+		if len(runs) >= n {
+			return runs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lab has %d recordings, want %d", len(runs), n)
+		}
+		time.Sleep(50 * time.Millisecond) // polling runs.json for the recording's arrival
+	}
+}
+
+// TestCompareFreePlayRecordings checks that free play's recordings are
+// comparable: two free-play sessions side by side, the requests that differ
+// marked, and a free-play session beside a scenario's run; two scenarios
+// of different kinds still do not compare.
+func TestCompareFreePlayRecordings(t *testing.T) {
+	t.Parallel()
+	s := mustStartServer(t, sessions.Config{MaxLabs: 2})
+	c, lab := newOwnedLab(t, s)
+	// The seed's leak by hand, then a run closes the pool: recorded.
+	postSQL(t, s, c, lab.ID, sqlBody(1, "Acme", "session-set", ""))
+	postSQL(t, s, c, lab.ID, sqlBody(1, "Globex", "forgot", ""))
+	runToEnd(t, s, c, lab.ID, "set-leak", engine.PatternSessionSet)
+	// The fix by hand, then a reset closes the pool: recorded.
+	postSQL(t, s, c, lab.ID, sqlBody(1, "Acme", "tx-local", ""))
+	postSQL(t, s, c, lab.ID, sqlBody(1, "Globex", "tx-local", ""))
+	if code, body := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/reset", "", "", "Accept", ctJSON); code >= 300 {
+		t.Fatalf("reset: %d %s", code, body)
+	}
+	runs := waitRuns(t, s, lab.ID, 3)
+	fixed, leakRun, leaked := runs[0].ID, runs[1].ID, runs[2].ID
+	if runs[0].Variant != "pool" || runs[1].Variant != engine.PatternSessionSet || runs[2].Variant != "pool" {
+		t.Fatalf("recordings, newest first: %+v; want free play, the set-leak run, free play", runs)
+	}
+	code, _, body := get(t, c, s.URL+"/runs/"+leaked+"/vs/"+fixed)
+	if code != http.StatusOK || !strings.Contains(body, `data-differs="yes"`) || strings.Count(body, "LEAK") == 0 {
+		t.Fatalf("free play vs free play: %d %.600s", code, body)
+	}
+	if code, _, body := get(t, c, s.URL+"/runs/"+leaked+"/vs/"+leakRun); code != http.StatusOK {
+		t.Errorf("free play beside the lesson's session-set run: %d %.400s", code, body)
+	}
+	runToEnd(t, s, c, lab.ID, "split-calls", "split")
+	other := labRuns(t, s, lab.ID)[0].ID
+	if code, _, body := get(t, c, s.URL+"/runs/"+leakRun+"/vs/"+other); code != http.StatusBadRequest || !strings.Contains(body, "only runs of the same scenario") {
+		t.Errorf("set-leak vs split-calls: %d %.300s, want 400", code, body)
+	}
+}

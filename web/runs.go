@@ -314,6 +314,13 @@ func finishedAt(rec sessions.Recording) map[int]int {
 	return out
 }
 
+// learnersOwn says whether a recording's scenario is the learner's own
+// requests (free play, or their app through the proxy), which compare with
+// a run of any scenario: "does our app do what the lesson's run did?"
+func learnersOwn(scenario string) bool {
+	return scenario == sessions.FreePlayScenario || scenario == sessions.AppScenario
+}
+
 // handleCompare shows two recordings of one scenario side by side, aligned
 // on the requests' sequence numbers, with the rows that differ marked.
 func (s *Server) handleCompare(w http.ResponseWriter, r *http.Request) {
@@ -327,8 +334,8 @@ func (s *Server) handleCompare(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if a.Scenario != b.Scenario {
-		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "run %s is of scenario %s and run %s of %s: only runs of the same scenario compare", a.ID, a.Scenario, b.ID, b.Scenario))
+	if a.Scenario != b.Scenario && !learnersOwn(a.Scenario) && !learnersOwn(b.Scenario) {
+		s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "run %s is of scenario %s and run %s of %s: only runs of the same scenario compare, or free play and your app's sessions with any run", a.ID, a.Scenario, b.ID, b.Scenario))
 		return
 	}
 	if len(a.Frames) == 0 || len(b.Frames) == 0 {
