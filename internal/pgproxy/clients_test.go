@@ -30,6 +30,7 @@ func runClient(t *testing.T, name string, args ...string) []byte {
 // (tenant 2 declared) on the PID the app read, under tenant 1's setting,
 // with tenant 1's rows: a leak.
 func TestNodePostgres(t *testing.T) {
+	t.Parallel()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Skip("node is not installed: install Node.js to run the node-postgres test")
@@ -80,6 +81,7 @@ func TestNodePostgres(t *testing.T) {
 // psycopg 3 (Debian's python3-psycopg) through the proxy gets what it gets
 // direct: prepared statements, a pipeline with an error, SET LOCAL, COPY.
 func TestPsycopg(t *testing.T) {
+	t.Parallel()
 	py := "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import psycopg").Run(); err != nil {
 		t.Skip("psycopg is not installed for /usr/bin/python3: apt-get install python3-psycopg")

@@ -14,6 +14,7 @@ import (
 func strp(s string) *string { return &s }
 
 func TestAnalyze(t *testing.T) {
+	t.Parallel()
 	const name = DefaultSetting
 	cases := []struct {
 		sql    string
@@ -72,6 +73,7 @@ func noEffects(es []stmtEffect) bool {
 }
 
 func TestDeclaredTenant(t *testing.T) {
+	t.Parallel()
 	cases := map[string]string{
 		"SELECT 1":                           "",
 		"SELECT * FROM items /*tenant='2'*/": "2",
@@ -112,6 +114,7 @@ func FuzzAnalyze(f *testing.F) {
 }
 
 func TestResultLeak(t *testing.T) {
+	t.Parallel()
 	set := func(v string) Setting { return Setting{Known: true, Value: v} }
 	cases := []struct {
 		r    Result
@@ -132,6 +135,7 @@ func TestResultLeak(t *testing.T) {
 }
 
 func TestLookupErrorCodes(t *testing.T) {
+	t.Parallel()
 	st := startup{database: "lab_x", user: "app"}
 	cases := []struct {
 		err  error

@@ -42,6 +42,7 @@ func collect(ctx context.Context, c *pgx.Conn, sql string, args ...any) []string
 // results through the proxy as direct, in every exec mode; the probe never
 // breaks describe-exec's unnamed statement.
 func TestPgxExecModesSameAsDirect(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	ctx := context.Background()
 	queries := []struct {

@@ -59,6 +59,7 @@ func batchResults(ctx context.Context, c *pgx.Conn, queries ...string) []string 
 // error in the middle give the same results as direct, and the connection
 // goes on working after the error.
 func TestBatchAndPipelineErrorSameAsDirect(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	ctx := context.Background()
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeDescribeExec, pgx.QueryExecModeExec} {
@@ -92,6 +93,7 @@ func TestBatchAndPipelineErrorSameAsDirect(t *testing.T) {
 // A raw pipeline: two syncs in flight, the first failing, then an idle
 // point; the replies match direct's message for message.
 func TestRawPipelineSameAsDirect(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	ctx := context.Background()
 	run := func(url string) []string {
@@ -143,6 +145,7 @@ func TestRawPipelineSameAsDirect(t *testing.T) {
 // transaction, the setting is inferred local while it lasts, and after
 // COMMIT the probe reads it gone again.
 func TestTransactionSetLocal(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	ctx := context.Background()
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
@@ -204,6 +207,7 @@ func (f *fixture) probes(pid uint32) int {
 // the proxy (the query fails with 57014, the connection stays), and a cancel
 // with a wrong key does nothing.
 func TestCancelReachesTheBackend(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	c := connectCancelling(t, f.proxyURL)
 	pid := c.PgConn().PID()
@@ -298,6 +302,7 @@ func waitActivity(t *testing.T, f *fixture, pid uint32, state string) {
 // COPY in (pgx CopyFrom, binary) and out (COPY TO STDOUT) through the proxy
 // give the same as direct.
 func TestCopyInAndOut(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	ctx := context.Background()
 	rows := [][]any{{int32(1), "one"}, {int32(2), "two\ttab"}, {nil, "null tenant"}}
@@ -358,6 +363,7 @@ func TestCopyInAndOut(t *testing.T) {
 // LISTEN through the proxy gets a NOTIFY sent from another session, while
 // the probe keeps reading the idle connection.
 func TestListenNotify(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -397,6 +403,7 @@ func TestListenNotify(t *testing.T) {
 // sslmode=require works; verify-full works with the proxy's certificate as
 // the root.
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	ctx := context.Background()
 	c := connect(t, f.url(clientPassword, labDB, "require"), pgx.QueryExecModeCacheStatement)
@@ -426,6 +433,7 @@ func TestTLS(t *testing.T) {
 // Wrong password and a refused user get 28P01; an unknown database 3D000;
 // no backend is opened for them.
 func TestRefusals(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -454,6 +462,7 @@ func TestRefusals(t *testing.T) {
 // connection goes on unobserved: after three failures no more probes, and
 // the client's queries give the same results as direct.
 func TestFailingProbeLeavesTheClientAlone(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, func(c *Config) { c.Setting = "\xff" })
 	ctx := context.Background()
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeDescribeExec, pgx.QueryExecModeSimpleProtocol} {
@@ -484,6 +493,7 @@ func TestFailingProbeLeavesTheClientAlone(t *testing.T) {
 // Server.Cancel cancels a connection's statement and keeps the connection
 // with its session state.
 func TestServerCancel(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	ctx := context.Background()
 	c := connect(t, f.proxyURL, pgx.QueryExecModeCacheStatement)
@@ -524,6 +534,7 @@ func TestServerCancel(t *testing.T) {
 // and a query are in flight), the connection goes on unobserved with the
 // same results as direct.
 func TestObservationFailureLeavesTheClientAlone(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	armed := make(chan struct{}, 1)
 	f.srv.observing = func(typ byte) {
@@ -556,6 +567,7 @@ func TestObservationFailureLeavesTheClientAlone(t *testing.T) {
 // A GSSENCRequest is answered 'N', and the client goes on in the clear to
 // the password exchange.
 func TestGSSENCRequestRefused(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	nc, err := net.Dial("tcp", f.proxyAddr)
 	if err != nil {
@@ -588,6 +600,7 @@ func TestGSSENCRequestRefused(t *testing.T) {
 // An upstream on a Unix socket (the local cluster's URL): queries and
 // cancel requests reach it.
 func TestUnixSocketUpstream(t *testing.T) {
+	t.Parallel()
 	s := pgenvtest.MustServer(t)
 	if s.Kind != "local" {
 		t.Skip("the server is not a local cluster with a Unix socket")
@@ -618,6 +631,7 @@ func TestUnixSocketUpstream(t *testing.T) {
 // idle, one stuck before its startup packet), their goroutines end, and
 // Serve returns nil.
 func TestServeStopsWithContext(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, nil)
 	leaks := goleak.IgnoreCurrent()
 	srv, err := New(Config{Lookup: f.srv.cfg.Lookup, Events: f.events})

@@ -71,6 +71,7 @@ func requirePsql(t *testing.T) {
 // psql's output for a script through the proxy (over TLS) is the same as
 // direct.
 func TestPsqlSameAsDirect(t *testing.T) {
+	t.Parallel()
 	requirePsql(t)
 	f := newFixture(t, nil)
 	path := filepath.Join(t.TempDir(), "script.sql")
