@@ -23,6 +23,7 @@ import (
 // TCP is the very secret PostgreSQL keeps, and clients still get through,
 // with the right password only.
 func TestAuthFileHoldsNoPassword(t *testing.T) {
+	t.Parallel()
 	srv := pgenvtest.MustServer(t)
 	for name, upstreamURL := range map[string]string{"socket": srv.URL, "tcp": srv.TCPURL} {
 		t.Run(name, func(t *testing.T) {
@@ -88,6 +89,7 @@ func TestAuthFileHoldsNoPassword(t *testing.T) {
 }
 
 func TestScramSecretIsPostgresFormat(t *testing.T) {
+	t.Parallel()
 	// A secret made here for the password "pencil" with a fixed salt.
 	salt := []byte("0123456789abcdef")
 	got, err := scramSecret("pencil", salt, 4096)
@@ -127,6 +129,7 @@ func TestScramSecretIsPostgresFormat(t *testing.T) {
 // is not running: never a running PgBouncer's, a young one or another
 // program's.
 func TestSweepRemovesOnlyDeadBouncerDirs(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	old := time.Now().Add(-2 * abandonedAge)
 	mk := func(name string, pid int, age time.Time) string {
@@ -172,6 +175,7 @@ func TestSweepRemovesOnlyDeadBouncerDirs(t *testing.T) {
 // TestKilledBouncerLeavesNoDirectory kills PgBouncer (as the fault suite
 // does mid-run); Close still removes its directory and auth_file.
 func TestKilledBouncerLeavesNoDirectory(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	b, err := Start(t.Context(), f.options(t, 1, false))
 	if err != nil {

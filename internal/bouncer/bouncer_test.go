@@ -145,6 +145,7 @@ func adminConn(t testing.TB, b *Bouncer) *pgx.Conn {
 }
 
 func TestAdminConsole(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	b := mustStart(t, f.options(t, 2, false))
@@ -242,6 +243,7 @@ func TestAdminConsole(t *testing.T) {
 // session-level setting made by one client is seen by another client that
 // gets the same server connection, unless server_reset_query_always is on.
 func TestTransactionModeLeak(t *testing.T) {
+	t.Parallel()
 	for _, reset := range []bool{false, true} {
 		t.Run(fmt.Sprintf("reset_always=%v", reset), func(t *testing.T) {
 			f := newFixture(t)
@@ -280,6 +282,7 @@ func TestTransactionModeLeak(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	b, err := Start(t.Context(), f.options(t, 1, false))
 	if err != nil {
@@ -304,6 +307,7 @@ func TestClose(t *testing.T) {
 }
 
 func TestURLMode(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	local := mustStart(t, f.options(t, 1, false))
 	opts := f.options(t, 1, false)
@@ -328,6 +332,7 @@ func TestURLMode(t *testing.T) {
 }
 
 func TestBadOptions(t *testing.T) {
+	t.Parallel()
 	f := fixture{upstream: Upstream{Host: "/nonexistent", Port: 5432}, db: "x", user: "x"}
 	ctx := t.Context()
 	for name, tc := range map[string]struct {
@@ -407,6 +412,7 @@ func TestNoWayAvailable(t *testing.T) {
 }
 
 func TestDocker(t *testing.T) {
+	t.Parallel()
 	testcontainers.SkipIfProviderIsNotHealthy(t)
 	f := newFixture(t)
 	opts := f.options(t, 1, false)
@@ -427,6 +433,7 @@ func TestDocker(t *testing.T) {
 }
 
 func TestAuthFileQuoting(t *testing.T) {
+	t.Parallel()
 	got := authFile(map[string]string{"b": `p"q`, "a": "x"}, "adm", "pw")
 	want := "\"adm\" \"pw\"\n\"a\" \"x\"\n\"b\" \"p\"\"q\"\n"
 	if got != want {
@@ -441,6 +448,7 @@ func TestAuthFileQuoting(t *testing.T) {
 //
 // The bouncer here exposes every database through the "*" fallback entry.
 func TestStartupParameters(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
 	opts := f.options(t, 1, false)
@@ -477,6 +485,7 @@ func TestStartupParameters(t *testing.T) {
 }
 
 func TestUpstreamFromURL(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]Upstream{
 		"postgres://postgres@/postgres?host=/tmp/pg&port=5433": {Host: "/tmp/pg", Port: 5433},
 		"postgres://u:p@127.0.0.1:6000/db?sslmode=disable":     {Host: "127.0.0.1", Port: 6000},
