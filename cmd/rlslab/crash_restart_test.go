@@ -17,6 +17,8 @@ import (
 // directory (socket, log) is gone, found by its free lock and not by its
 // age. After a clean stop nothing of either is left in TMPDIR.
 func TestFaultSIGKILLInAutoModeThenRestart(t *testing.T) {
+	// Its own cluster (or none): it runs beside the others.
+	t.Parallel()
 	tmp := traversableTempDir(t)
 	dataDir := filepath.Join(tmp, "state", "pgdata")
 	args := []string{"-addr", "127.0.0.1:0", "-db", "auto", "-data-dir", dataDir, "-spares", "-1"}

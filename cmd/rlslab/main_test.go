@@ -34,6 +34,8 @@ func runCmd(t *testing.T, env map[string]string, args ...string) (string, string
 }
 
 func TestListJSON(t *testing.T) {
+	// Its own cluster (or none): it runs beside the others.
+	t.Parallel()
 	out, _, code := runCmd(t, nil, "list", "-json")
 	var got []struct {
 		ID       string `json:"id"`
@@ -56,6 +58,8 @@ func TestListJSON(t *testing.T) {
 }
 
 func TestUsageErrorsExit2(t *testing.T) {
+	// Its own cluster (or none): it runs beside the others.
+	t.Parallel()
 	for _, args := range [][]string{
 		{"run", "nope", "-variant", "x"},
 		{"run", "set-leak", "-variant", "nope"},
@@ -141,6 +145,8 @@ func TestServeAndShutdown(t *testing.T) {
 }
 
 func TestDefaultDataDir(t *testing.T) {
+	// Its own cluster (or none): it runs beside the others.
+	t.Parallel()
 	xdg := func(k string) string { return map[string]string{"XDG_DATA_HOME": "/x/data"}[k] }
 	if got := defaultDataDir(xdg, 1000); got != "/x/data/rlslab/pgdata" {
 		t.Errorf("with XDG_DATA_HOME: %q", got)

@@ -83,6 +83,8 @@ func callJSON(t *testing.T, c *http.Client, method, url, body string, out any) i
 }
 
 func TestRecordingsAndWorkshopsSurviveARestart(t *testing.T) {
+	// Its own cluster (or none): it runs beside the others.
+	t.Parallel()
 	// As root, PostgreSQL runs as an unprivileged user, who must be able
 	// to enter the data directory's parents.
 	dir := t.TempDir()
