@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rlslab/rlslab/scenarios/engine"
@@ -11,10 +15,12 @@ import (
 
 // Variants of pinned-state (stable names: tools and lessons rely on them).
 const (
-	PinnedTempTable    = "temp-table"
-	PinnedOnCommitDrop = "on-commit-drop"
-	PinnedSessionLock  = "session-lock"
-	PinnedXactLock     = "xact-lock"
+	PinnedTempTable     = "temp-table"
+	PinnedOnCommitDrop  = "on-commit-drop"
+	PinnedSessionLock   = "session-lock"
+	PinnedXactLock      = "xact-lock"
+	PinnedListenBouncer = "listen-pgbouncer"
+	PinnedListenDirect  = "listen-direct"
 )
 
 // Names pinned-state uses: the scratch table its requests fill, and the
@@ -27,6 +33,11 @@ const (
 	// numbering lock: long enough for any free lock, short enough to show
 	// one that nobody running holds.
 	lockWait = "1s"
+	// listenChannel is the channel the worker listens on.
+	listenChannel = "invoices_ready"
+	// listenWait bounds the direct listener's wait for a notification that
+	// was committed before the wait began.
+	listenWait = 10 * time.Second
 )
 
 // PinnedState returns the pinned-state scenario: state that belongs to one
@@ -38,7 +49,10 @@ const (
 // request that returns before its unlock stays held by a backend idle in
 // the pool, and the next request that needs it waits until lock_timeout;
 // pg_advisory_xact_lock ends with the transaction, whatever path the
-// request took.
+// request took. Behind PgBouncer in transaction mode, LISTEN registers the
+// server connection that ran it, not the client: the worker that listens
+// never hears a notification, which goes to whichever client holds that
+// server at the time; a listener on a direct connection hears it.
 func PinnedState() *engine.Scenario {
 	temp := func(name string, onCommitDrop bool, summary string) engine.Variant {
 		return engine.Variant{Name: name, Summary: summary, Conns: adminAndPool, Run: func(ctx context.Context, env *engine.Env) error {
@@ -51,14 +65,22 @@ func PinnedState() *engine.Scenario {
 			return runPinnedLock(ctx, env, xact)
 		}}
 	}
+	listen := func(name string, direct bool, summary string) engine.Variant {
+		// PgBouncer's one server connection, and the worker's direct one.
+		return engine.Variant{Name: name, Summary: summary, Conns: engine.Fixed(2), Run: func(ctx context.Context, env *engine.Env) error {
+			return runBouncer(ctx, env, 1, false, func(rb *bouncerRun, ctx context.Context) error { return runPinnedListen(ctx, rb, direct) })
+		}}
+	}
 	return &engine.Scenario{
 		ID:    "pinned-state",
-		Title: "Temp tables and advisory locks on a pooled backend",
+		Title: "Temp tables, advisory locks and LISTEN on a pooled backend",
 		Variants: []engine.Variant{
 			temp(PinnedTempTable, false, "Each request runs CREATE TEMP TABLE IF NOT EXISTS report, fills it from invoices under its own tenant, and reads it: Globex's request, on Acme's backend, reads Acme's rows too."),
 			temp(PinnedOnCommitDrop, true, "The same requests with CREATE TEMP TABLE report ... ON COMMIT DROP: the table ends with each transaction."),
 			lock(PinnedSessionLock, false, "Acme's invoice numbering takes pg_advisory_lock and returns early, before its unlock: the lock stays with a backend idle in the pool, and Acme's next numbering request waits until lock_timeout."),
 			lock(PinnedXactLock, true, "The same with pg_advisory_xact_lock in the request's transaction: the lock ends with it, and the next request gets it at once."),
+			listen(PinnedListenBouncer, false, "A worker runs LISTEN invoices_ready through PgBouncer in transaction mode (default_pool_size = 1); Acme's request on app-2 runs NOTIFY: the worker hears nothing, and app-2's connection gets the notification."),
+			listen(PinnedListenDirect, true, "The same, with the worker's LISTEN on a direct connection to PostgreSQL and the notification still sent through PgBouncer: the worker hears it."),
 		},
 		MinTenants: 2,
 	}
@@ -262,4 +284,166 @@ func runPinnedLock(ctx context.Context, env *engine.Env, xact bool) error {
 		return err
 	}
 	return env.Conclude(ctx, "")
+}
+
+// runPinnedListen plays a worker that listens on invoices_ready, through
+// the run's PgBouncer or (direct) on a connection of its own, and Acme's
+// request on app-2, through PgBouncer, that sends a notification in its
+// transaction. What each client connection received is read from pgx's
+// buffer of notifications, after a round trip, so nothing waits for an
+// event that may never come; the direct listener waits for at most
+// listenWait for a notification committed before it starts waiting.
+func runPinnedListen(ctx context.Context, rb *bouncerRun, direct bool) error {
+	env := rb.env
+	acme := env.Sandbox.Tenants[0]
+	mode := pgx.QueryExecModeExec // PgBouncer 1.18 keeps no prepared statements
+	var worker *engine.Pool
+	var err error
+	where := "through PgBouncer"
+	if direct {
+		where = "on a direct connection to PostgreSQL"
+		worker, err = env.OpenPool(ctx, engine.PoolOptions{Name: "worker", MaxConns: 1, MinConns: 1,
+			Configure: func(c *pgxpool.Config) { c.ConnConfig.DefaultQueryExecMode = mode }})
+	} else {
+		worker, err = rb.openClient(ctx, "worker", 1, &mode)
+	}
+	if err != nil {
+		return err
+	}
+	app, err := rb.openClient(ctx, "app-2", 1, &mode)
+	if err != nil {
+		return err
+	}
+	w := worker.NewRequest(acme, "listen")
+	defer w.ReleaseQuiet(context.WithoutCancel(ctx))
+	if err := w.Acquire(ctx); err != nil {
+		return err
+	}
+	if _, err := w.Conn().Exec(ctx, "LISTEN "+listenChannel); err != nil {
+		w.Fail(err)
+		return err
+	}
+	var listener int32
+	if err := w.Conn().QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&listener); err != nil {
+		w.Fail(err)
+		return err
+	}
+	why := fmt.Sprintf("the worker ran LISTEN %s %s; the server backend that ran it is %d.", listenChannel, where, listener)
+	w.Update(func(rr *engine.RequestRow) { rr.Why = why; rr.PID = uint32(listener) })
+	env.Tracker().Note(fmt.Sprintf("Request #%d: %s", w.Seq, why))
+	if err := env.Step(ctx, fmt.Sprintf("%s: %s It keeps its client connection to wait for notifications.", w.Label(), why)); err != nil {
+		return err
+	}
+
+	// Acme's request on app-2 reads its invoices and announces them.
+	r := app.NewRequest(acme, engine.PatternTxLocal)
+	defer r.ReleaseQuiet(context.WithoutCancel(ctx))
+	tx, err := scopedTx(ctx, r, acme.Setting())
+	if err != nil {
+		return err
+	}
+	if err := observeFrom(ctx, r, tx, "SELECT tenant_id FROM invoices"); err != nil {
+		r.Fail(err)
+		return err
+	}
+	// NOTIFY, not pg_notify(): the lab revokes EXECUTE on pg_notify from
+	// the app role, and NOTIFY takes no privilege.
+	notify := "NOTIFY " + listenChannel + ", " + quoteLiteral(acme.Setting())
+	if _, err := tx.Exec(ctx, notify); err != nil {
+		r.Fail(err)
+		return err
+	}
+	if err := r.Commit(ctx); err != nil {
+		return err
+	}
+	stray := buffered(ctx, r.Conn().Conn())
+	why = fmt.Sprintf("read its %d invoices and ran %s in its transaction, through PgBouncer; its own connection received %d notification(s) it never listened for.", r.Row().Rows, notify, len(stray))
+	r.Update(func(rr *engine.RequestRow) { rr.Why = why })
+	env.Tracker().Note(fmt.Sprintf("Request #%d (%s) on backend %d %s", r.Seq, acme.Name, r.Row().PID, why))
+	if err := env.Step(ctx, fmt.Sprintf("%s on backend %d %s", r.Label(), r.Row().PID, why)); err != nil {
+		return err
+	}
+	if err := r.Release(ctx); err != nil {
+		return err
+	}
+
+	// The worker looks for what it received.
+	var heard []*pgconn.Notification
+	if direct {
+		wctx, cancel := context.WithTimeout(ctx, listenWait)
+		n, werr := w.Conn().Conn().WaitForNotification(wctx)
+		cancel()
+		if werr == nil {
+			heard = append(heard, n)
+		}
+	} else {
+		// A round trip through PgBouncer: a notification for this client
+		// would have arrived by now; then read what pgx has buffered.
+		if _, err := w.Conn().Exec(ctx, "SELECT 1"); err != nil {
+			w.Fail(err)
+			return err
+		}
+		heard = buffered(ctx, w.Conn().Conn())
+	}
+	tr := env.Tracker()
+	tr.SetMetric("notifications_received", fmt.Sprint(len(heard)), float64(len(heard)))
+	tr.SetMetric("notifications_misdelivered", fmt.Sprint(len(stray)), float64(len(stray)))
+	verdict := fmt.Sprintf("The worker received %d notification(s); app-2's connection received %d it never listened for.", len(heard), len(stray))
+	if len(heard) == 0 {
+		verdict += fmt.Sprintf(" Its LISTEN belongs to server backend %d, which PgBouncer gave back to the pool after the LISTEN's transaction; the notification went to the client that held that backend when it came.", listener)
+	}
+	tr.Note(verdict)
+	if err := env.Step(ctx, verdict); err != nil {
+		return err
+	}
+	if err := w.Release(ctx); err != nil {
+		return err
+	}
+	if len(heard) > 0 {
+		// The worker does its job: it reads the invoices of the tenant the
+		// payload names, scoped to that tenant.
+		t := acme
+		for _, x := range env.Sandbox.Tenants {
+			if x.Setting() == heard[0].Payload {
+				t = x
+			}
+		}
+		job := worker.NewRequest(t, engine.PatternTxLocal)
+		defer job.ReleaseQuiet(context.WithoutCancel(ctx))
+		jtx, err := scopedTx(ctx, job, t.Setting())
+		if err != nil {
+			return err
+		}
+		if err := observeFrom(ctx, job, jtx, "SELECT tenant_id FROM invoices"); err != nil {
+			job.Fail(err)
+			return err
+		}
+		if err := job.Commit(ctx); err != nil {
+			return err
+		}
+		if err := env.Step(ctx, fmt.Sprintf("%s, woken by the notification with payload '%s', reads %s's invoices: %d rows.", job.Label(), heard[0].Payload, t.Name, job.Row().Rows)); err != nil {
+			return err
+		}
+		if err := job.Release(ctx); err != nil {
+			return err
+		}
+	}
+	return env.Conclude(ctx, verdict)
+}
+
+// buffered returns the notifications pgx has already received on c,
+// without reading from the connection: WaitForNotification hands out a
+// buffered one at once, and with a context that is already done it
+// returns without touching the connection when there is none.
+func buffered(ctx context.Context, c *pgx.Conn) []*pgconn.Notification {
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	var out []*pgconn.Notification
+	for {
+		n, err := c.WaitForNotification(done)
+		if err != nil {
+			return out
+		}
+		out = append(out, n)
+	}
 }

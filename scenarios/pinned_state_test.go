@@ -1,6 +1,7 @@
 package scenarios_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/rlslab/rlslab/scenarios/engine"
@@ -12,7 +13,9 @@ import (
 // scoped request on the same backend, and ON COMMIT DROP does not; a
 // session advisory lock left by a request that returned early is held by
 // an idle backend and the next request times out waiting (55P03), and a
-// transaction-level lock is gone with its transaction.
+// transaction-level lock is gone with its transaction; a LISTEN through
+// PgBouncer in transaction mode hears nothing and the notification reaches
+// another client, while a direct listener hears it.
 func TestPinnedStateVariants(t *testing.T) {
 	t.Parallel()
 	m := mustManager(t)
@@ -30,6 +33,8 @@ func TestPinnedStateVariants(t *testing.T) {
 		{"on-commit-drop", []req{{3, 0, ""}, {3, 0, ""}}, -1},
 		{"session-lock", []req{{3, 0, ""}, {0, 0, "55P03"}}, 1},
 		{"xact-lock", []req{{3, 0, ""}, {3, 0, ""}}, 0},
+		{"listen-pgbouncer", []req{{0, 0, ""}, {3, 0, ""}}, -1},
+		{"listen-direct", []req{{0, 0, ""}, {3, 0, ""}, {3, 0, ""}}, -1},
 	}
 	for _, c := range cases {
 		st := sessionstest.MustRun(t, lab, "pinned-state", c.variant, nil)
@@ -45,6 +50,15 @@ func TestPinnedStateVariants(t *testing.T) {
 		if c.idle >= 0 {
 			if got := mustMetric(t, st, "locks_held_idle"); got != c.idle {
 				t.Errorf("%s: locks_held_idle %v, want %v", c.variant, got, c.idle)
+			}
+		}
+		if strings.HasPrefix(c.variant, "listen") {
+			heard, stray := 1.0, 0.0
+			if c.variant == "listen-pgbouncer" {
+				heard, stray = 0, 1
+			}
+			if got, gotStray := mustMetric(t, st, "notifications_received"), mustMetric(t, st, "notifications_misdelivered"); got != heard || gotStray != stray {
+				t.Errorf("%s: the worker received %v, app-2 %v; want %v and %v", c.variant, got, gotStray, heard, stray)
 			}
 		}
 		sessionstest.WaitNoBackends(t, m, lab)
