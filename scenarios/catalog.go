@@ -25,6 +25,9 @@ func allScenarios() []*engine.Scenario {
 		StalePlan(),
 		MissingRLS(),
 		CrossTenantFK(),
+		// lessons 21 and 22
+		SchemaPerTenant(),
+		PinnedState(),
 	}
 }
 

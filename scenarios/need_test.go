@@ -27,6 +27,9 @@ func TestNeedFollowsParamsAndSandbox(t *testing.T) {
 		{"pgbouncer-tx", scenarios.PgBouncerTxFanIn, engine.Params{"pool_size": 20}, 12},
 		{"pgbouncer-tx", scenarios.PgBouncerTxResetAlways, nil, 3},
 		{"rls-bypass", scenarios.RLSBypassOwner, nil, 1},
+		{"schema-per-tenant", scenarios.SchemaPerTenantDefiner, nil, 3}, // pool 1 + admin, and the admin connection just closed
+		{"pinned-state", scenarios.PinnedSessionLock, nil, 2},           // two app instances of one connection
+		{"pinned-state", scenarios.PinnedListenDirect, nil, 2},          // PgBouncer's server connection + the direct listener
 		{"set-leak", "no-such-variant", nil, 0},
 	}
 	for _, c := range cases {
