@@ -5,7 +5,7 @@ import "github.com/rlslab/rlslab/scenarios/engine"
 // allScenarios lists every scenario of this package in display order (the
 // order of the lessons).
 func allScenarios() []*engine.Scenario {
-	return []*engine.Scenario{
+	list := []*engine.Scenario{
 		SetLeak(),
 		SplitCalls(),
 		SharedPool(),
@@ -26,6 +26,11 @@ func allScenarios() []*engine.Scenario {
 		MissingRLS(),
 		CrossTenantFK(),
 	}
+	// Lesson 23 (orm-transactions): kept in a block of its own.
+	list = append(list,
+		ORMTransactions(),
+	)
+	return list
 }
 
 // DefaultCatalog returns the catalog of every scenario in this package.
