@@ -15,7 +15,7 @@ import (
 // TestClaimsAboutORMTransactions checks on a real server what the
 // orm-transactions lesson says in prose: a set_config(..., true) sent
 // outside a transaction is gone by the next statement, which then sees the
-// session's value (or '' once the name exists, NULL before), and
+// session's value (or the empty string once the name exists, NULL before), and
 // idle_in_transaction_session_timeout ends a session that sits idle in a
 // transaction, after pg_stat_activity showed it idle in transaction.
 func TestClaimsAboutORMTransactions(t *testing.T) {

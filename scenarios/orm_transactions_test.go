@@ -12,7 +12,7 @@ import (
 // TestORMTransactionsScoping runs the three scoping variants: with
 // set_config(..., true) sent as a call of its own (on the pool, or on one
 // pinned connection without a transaction), Acme's first query runs with
-// the tenant setting '' and gets nothing, and its second, on the backend
+// the tenant setting empty and gets nothing, and its second, on the backend
 // Globex's older route scoped for the session, gets Globex's 3 rows; inside
 // one transaction both get Acme's own 3 rows.
 func TestORMTransactionsScoping(t *testing.T) {

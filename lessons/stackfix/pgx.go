@@ -6,6 +6,7 @@ package stackfix
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -96,6 +97,51 @@ func InTenantRole(ctx context.Context, pool *pgxpool.Pool, role string, fn func(
 		}
 		return fn(tx)
 	})
+}
+
+// end snippet
+
+// snippet: tenant-context
+
+// ErrNoTenant is returned for a request whose context carries no tenant:
+// the request fails instead of running unscoped.
+var ErrNoTenant = errors.New("no tenant in the request's context")
+
+type tenantKey struct{}
+
+// WithTenant returns a copy of ctx that carries the request's tenant; the
+// middleware calls it once per request.
+func WithTenant(ctx context.Context, tenant string) context.Context {
+	return context.WithValue(ctx, tenantKey{}, tenant)
+}
+
+// TenantFrom returns the tenant ctx carries, and false when it carries
+// none.
+func TenantFrom(ctx context.Context) (string, bool) {
+	tenant, ok := ctx.Value(tenantKey{}).(string)
+	return tenant, ok && tenant != ""
+}
+
+// InRequestTenantTx runs fn in InTenantTx for the tenant ctx carries.
+func InRequestTenantTx(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) error {
+	tenant, ok := TenantFrom(ctx)
+	if !ok {
+		return ErrNoTenant
+	}
+	return InTenantTx(ctx, pool, tenant, fn)
+}
+
+// end snippet
+
+// snippet: background-work
+
+// StartForRequest runs work in a goroutine that outlives the request: it
+// keeps the request's values, its tenant among them, and drops its
+// cancellation, so the work is not cut off when the response is sent.
+func StartForRequest(ctx context.Context, work func(context.Context) error) <-chan error {
+	done := make(chan error, 1)
+	go func(ctx context.Context) { done <- work(ctx) }(context.WithoutCancel(ctx))
+	return done
 }
 
 // end snippet

@@ -167,7 +167,7 @@ func setting(v *string) string {
 // TestGoFixes runs the pgx fixes against a lab with pools of one
 // connection, so that the query after each fix runs on the backend the
 // fix used: scoped in a transaction or a batch, Acme reads its 3 rows and
-// the next, unscoped query finds the setting '' and no rows (while the
+// the next, unscoped query finds the setting empty and no rows (while the
 // session-level set_config it replaces leaves Acme's rows to it); the
 // guards clear or refuse a connection left scoped; SET LOCAL ROLE leaves
 // the connection as the app role.
