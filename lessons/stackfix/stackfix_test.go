@@ -33,6 +33,8 @@ var quoted = map[string][]string{
 	"07-reset-on-release.md": {"guards", "pg-guards", "typeorm-guards"},
 	"08-set-role.md":         {"tenant-role", "pg-tenant-role", "typeorm-tenant-role"},
 	"10-pgbouncer-tx.md":     {"pgbouncer-config", "tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"04-wrong-scope.md":      {"tenant-context", "pg-tenant-context"},
+	"13-lost-context.md":     {"background-work", "pg-tenant-context"},
 }
 
 // nodeApp is the directory of the node fixes.
@@ -253,6 +255,51 @@ func TestGoFixes(t *testing.T) {
 			t.Errorf("the connection left scoped (backend %d) was handed out again: %+v", left, s)
 		}
 	})
+	t.Run("tenant-context", func(t *testing.T) {
+		p := f.pool(t, func(c *pgxpool.Config) { c.MaxConns = 2 })
+		// Two requests in flight at once, each with its own context.
+		gate := make(chan struct{})
+		got := make([]chan []int32, 2)
+		for i, tenant := range []string{"1", "2"} {
+			got[i] = make(chan []int32, 1)
+			go func(ctx context.Context) {
+				<-gate
+				var own []int32
+				err := stackfix.InRequestTenantTx(ctx, p, func(tx pgx.Tx) (err error) { own, err = ownTenants(ctx, tx); return err })
+				if err != nil {
+					t.Error(err)
+				}
+				got[i] <- own
+			}(stackfix.WithTenant(ctx, tenant))
+		}
+		close(gate)
+		if a, b := <-got[0], <-got[1]; fmt.Sprint(a) != "[1 1 1]" || fmt.Sprint(b) != "[2 2 2]" {
+			t.Errorf("two requests at once: Acme got %v, Globex %v", a, b)
+		}
+		ran := false
+		if err := stackfix.InRequestTenantTx(ctx, p, func(pgx.Tx) error { ran = true; return nil }); !errors.Is(err, stackfix.ErrNoTenant) || ran {
+			t.Errorf("a context without a tenant: %v, ran %v; want ErrNoTenant and nothing run", err, ran)
+		}
+	})
+	t.Run("background-work", func(t *testing.T) {
+		p := f.pool(t)
+		reqCtx, cancel := context.WithCancel(stackfix.WithTenant(ctx, "1"))
+		gate := make(chan struct{})
+		var own []int32
+		done := stackfix.StartForRequest(reqCtx, func(ctx context.Context) error {
+			<-gate
+			return stackfix.InRequestTenantTx(ctx, p, func(tx pgx.Tx) (err error) { own, err = ownTenants(ctx, tx); return err })
+		})
+		cancel() // the response has been sent
+		close(gate)
+		if err := <-done; err != nil || fmt.Sprint(own) != "[1 1 1]" {
+			t.Errorf("work started for Acme's request, run after it ended: %v %v", own, err)
+		}
+		// The request's own context, for contrast, is cancelled by then.
+		if err := stackfix.InRequestTenantTx(reqCtx, p, func(pgx.Tx) error { return nil }); !errors.Is(err, context.Canceled) {
+			t.Errorf("with the request's cancelled context: %v, want context.Canceled", err)
+		}
+	})
 	t.Run("tenant-role", func(t *testing.T) {
 		role := f.tenantRole(t)
 		p := f.pool(t)
@@ -318,6 +365,9 @@ type nodeResult struct {
 	} `json:"after"`
 	Refused    bool   `json:"refused"`
 	InsideUser string `json:"inside_user"`
+	Other      []int  `json:"other"`
+	Wrong      []int  `json:"wrong"`
+	Later      []int  `json:"later"`
 }
 
 // TestNodeFixes runs the node-postgres and TypeORM fixes of fixes.js
@@ -352,6 +402,15 @@ func TestNodeFixes(t *testing.T) {
 		t.Logf("%s: %s", check, strings.TrimSpace(string(out)))
 		return r
 	}
+	t.Run("pg-tenant-context", func(t *testing.T) {
+		r := run(t, "pg-tenant-context")
+		if fmt.Sprint(r.Own) != "[1 1 1]" || fmt.Sprint(r.Other) != "[2 2 2]" || fmt.Sprint(r.Later) != "[1 1 1]" || !r.Refused {
+			t.Errorf("want Acme's and Globex's own rows at once, Acme's rows after the request, and a refusal without a tenant, got %+v", r)
+		}
+		if fmt.Sprint(r.Wrong) != "[2 2 2]" {
+			t.Errorf("the module-level variable should have given Acme's request Globex's rows, got %v", r.Wrong)
+		}
+	})
 	for _, stack := range []string{"pg", "typeorm"} {
 		t.Run(stack+"-tenant-tx", func(t *testing.T) {
 			r := run(t, stack+"-tenant-tx")

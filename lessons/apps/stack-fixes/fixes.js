@@ -20,6 +20,7 @@
 'use strict';
 
 require('reflect-metadata');
+const { AsyncLocalStorage } = require('node:async_hooks');
 const pg = require('pg');
 const { DataSource } = require('typeorm');
 
@@ -132,6 +133,20 @@ function inTenantRoleTransaction(dataSource, role, fn) {
 }
 // end snippet
 
+// snippet: pg-tenant-context
+// tenantStore holds the request's tenant: the middleware runs the rest of
+// each request inside tenantStore.run(tenant, next).
+const tenantStore = new AsyncLocalStorage();
+
+// inRequestTenantTx runs fn(client) in inTenantTx for the tenant of the
+// request it is called from, and refuses to run without one.
+function inRequestTenantTx(pool, fn) {
+  const tenant = tenantStore.getStore();
+  if (!tenant) throw new Error('no tenant in this request');
+  return inTenantTx(pool, tenant, fn);
+}
+// end snippet
+
 // observe is what a request that forgot to scope reads.
 const observe = `SELECT current_setting('app.current_tenant', true) AS seen, current_user::text AS usr,
   coalesce(array_agg(tenant_id ORDER BY id), '{}') AS tenants FROM invoices`;
@@ -171,6 +186,32 @@ const checks = {
     own: tenantsOf(await inTenantTx(pool, a.tenant, async (c) => (await c.query(own)).rows)),
     after: after((await pool.query(observe)).rows),
   })),
+  'pg-tenant-context': (a) => withPool(a.url, async (pool) => {
+    const read = async (c) => (await c.query(own)).rows;
+    // Two requests in flight at once: each waits at the gate after its
+    // middleware ran, then reads.
+    let open;
+    const gate = new Promise((ok) => { open = ok; });
+    const request = (tenant) => tenantStore.run(tenant, async () => { await gate; return tenantsOf(await inRequestTenantTx(pool, read)); });
+    const [mine, theirs] = await Promise.all([request('1'), request('2'), open()]);
+    // The wrong way, for contrast: one module-level variable for every request.
+    let current;
+    let openWrong;
+    const gateWrong = new Promise((ok) => { openWrong = ok; });
+    const wrongRequest = async (tenant) => { current = tenant; await gateWrong; return tenantsOf(await inTenantTx(pool, current, read)); };
+    const [wrong] = await Promise.all([wrongRequest('1'), wrongRequest('2'), openWrong()]);
+    // Work the request started that runs after it answered.
+    const later = await new Promise((ok, fail) => tenantStore.run('1', () => {
+      setTimeout(() => inRequestTenantTx(pool, read).then((rows) => ok(tenantsOf(rows)), fail), 0);
+    }));
+    let refused = false;
+    try {
+      await inRequestTenantTx(pool, read);
+    } catch (err) {
+      refused = /no tenant/.test(err.message);
+    }
+    return { own: mine, other: theirs, wrong, later, refused };
+  }),
   'typeorm-tenant-tx': (a) => withDataSource(a.url, async (ds) => ({
     own: tenantsOf(await inTenantTransaction(ds, a.tenant, (m) => m.query(own))),
     after: after(await ds.query(observe)),
