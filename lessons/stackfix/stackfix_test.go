@@ -34,6 +34,10 @@ var quoted = map[string][]string{
 	"08-set-role.md":         {"tenant-role", "pg-tenant-role", "typeorm-tenant-role"},
 	"10-pgbouncer-tx.md":     {"pgbouncer-config", "tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"04-wrong-scope.md":      {"tenant-context", "pg-tenant-context"},
+	"03-shared-pool.md":      {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"05-rls-bypass.md":       {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"06-unset-setting.md":    {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"09-scoping-cost.md":     {"tenant-tx", "tenant-batch", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"13-lost-context.md":     {"background-work", "pg-tenant-context"},
 }
 
