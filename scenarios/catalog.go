@@ -5,7 +5,7 @@ import "github.com/rlslab/rlslab/scenarios/engine"
 // allScenarios lists every scenario of this package in display order (the
 // order of the lessons).
 func allScenarios() []*engine.Scenario {
-	return []*engine.Scenario{
+	list := []*engine.Scenario{
 		SetLeak(),
 		SplitCalls(),
 		SharedPool(),
@@ -29,6 +29,11 @@ func allScenarios() []*engine.Scenario {
 		SchemaPerTenant(),
 		PinnedState(),
 	}
+	// Lesson 23 (orm-transactions): kept in a block of its own.
+	list = append(list,
+		ORMTransactions(),
+	)
+	return list
 }
 
 // DefaultCatalog returns the catalog of every scenario in this package.

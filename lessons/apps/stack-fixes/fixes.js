@@ -1,0 +1,271 @@
+// fixes.js holds the lessons' fixes for node-postgres and TypeORM, and runs
+// one of them against a lab. Each fix sits between a "// snippet: NAME"
+// line and a "// end snippet" line; the lessons quote that text verbatim,
+// and rlslab's tests check that they still do and run every check below.
+//
+// Usage:
+//   node fixes.js --url postgres://USER:PASSWORD@HOST:PORT/DB --check NAME [--role ROLE] [--tenant 1]
+//
+// Checks (each prints one JSON line):
+//   pg-tenant-tx, typeorm-tenant-tx      the request scoped in one transaction;
+//                                        then a query that forgot to scope
+//   pg-guards, typeorm-guards            a code path that sets the tenant for
+//                                        the session, inside the guard; then a
+//                                        connection left scoped outside it
+//   pg-tenant-role, typeorm-tenant-role  SET LOCAL ROLE in one transaction;
+//                                        then a query on the same connection
+//
+// The pools hold one connection, so "then" always runs on the backend the
+// fix used.
+'use strict';
+
+require('reflect-metadata');
+const { AsyncLocalStorage } = require('node:async_hooks');
+const pg = require('pg');
+const { DataSource } = require('typeorm');
+
+const { Pool, escapeIdentifier } = pg;
+
+// snippet: pg-tenant-tx
+// inTenantTx runs fn(client) in one transaction on one pooled client,
+// scoped to tenant with a transaction-local setting.
+async function inTenantTx(pool, tenant, fn) {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(`SELECT set_config('app.current_tenant', $1, true)`, [tenant]);
+    const out = await fn(client);
+    await client.query('COMMIT');
+    return out;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+// end snippet
+
+// snippet: typeorm-tenant-tx
+// inTenantTransaction runs fn(manager) in dataSource.transaction(), scoped
+// to tenant; every query must go through the manager it is given.
+function inTenantTransaction(dataSource, tenant, fn) {
+  return dataSource.transaction(async (manager) => {
+    await manager.query(`SELECT set_config('app.current_tenant', $1, true)`, [tenant]);
+    return fn(manager);
+  });
+}
+// end snippet
+
+// snippet: pg-guards
+// withGuardedClient hands fn a client that holds no tenant (a client that
+// still holds one is destroyed and another taken), and clears the
+// setting before the client goes back to the pool.
+async function withGuardedClient(pool, fn) {
+  for (let tries = 0; tries < 3; tries++) {
+    const client = await pool.connect();
+    const { rows } = await client.query(`SELECT current_setting('app.current_tenant', true) AS v`);
+    if (rows[0].v) {
+      client.release(true); // check before use: close it, take another
+      continue;
+    }
+    try {
+      return await fn(client);
+    } finally {
+      try {
+        await client.query('RESET app.current_tenant'); // reset on release
+        client.release();
+      } catch (err) {
+        client.release(err); // a client that cannot be reset is closed
+      }
+    }
+  }
+  throw new Error('no pooled connection free of a tenant setting');
+}
+// end snippet
+
+// snippet: typeorm-guards
+// withGuardedRunner hands fn a QueryRunner whose connection holds no
+// tenant, and clears the setting before it goes back to the pool.
+async function withGuardedRunner(dataSource, fn) {
+  const runner = dataSource.createQueryRunner();
+  await runner.connect();
+  try {
+    const [{ v }] = await runner.query(`SELECT current_setting('app.current_tenant', true) AS v`);
+    if (v) throw new Error(`pooled connection still scoped to tenant ${v}`);
+    return await fn(runner);
+  } finally {
+    await runner.query('RESET app.current_tenant');
+    await runner.release();
+  }
+}
+// end snippet
+
+// snippet: pg-tenant-role
+// inTenantRole runs fn(client) in one transaction as role, one of the
+// application's own role names (never user input), switched with SET
+// LOCAL ROLE so the connection is back to the pool's role at COMMIT.
+async function inTenantRole(pool, role, fn) {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(`SET LOCAL ROLE ${escapeIdentifier(role)}`);
+    const out = await fn(client);
+    await client.query('COMMIT');
+    return out;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+// end snippet
+
+// snippet: typeorm-tenant-role
+// inTenantRoleTransaction is the same with TypeORM; escapeIdentifier
+// comes from the pg package under it.
+function inTenantRoleTransaction(dataSource, role, fn) {
+  return dataSource.transaction(async (manager) => {
+    await manager.query(`SET LOCAL ROLE ${escapeIdentifier(role)}`);
+    return fn(manager);
+  });
+}
+// end snippet
+
+// snippet: pg-tenant-context
+// tenantStore holds the request's tenant: the middleware runs the rest of
+// each request inside tenantStore.run(tenant, next).
+const tenantStore = new AsyncLocalStorage();
+
+// inRequestTenantTx runs fn(client) in inTenantTx for the tenant of the
+// request it is called from, and refuses to run without one.
+function inRequestTenantTx(pool, fn) {
+  const tenant = tenantStore.getStore();
+  if (!tenant) throw new Error('no tenant in this request');
+  return inTenantTx(pool, tenant, fn);
+}
+// end snippet
+
+// observe is what a request that forgot to scope reads.
+const observe = `SELECT current_setting('app.current_tenant', true) AS seen, current_user::text AS usr,
+  coalesce(array_agg(tenant_id ORDER BY id), '{}') AS tenants FROM invoices`;
+const tenantsOf = (rows) => rows.map((r) => r.tenant_id);
+const own = `SELECT tenant_id FROM invoices ORDER BY id`;
+
+function parseArgs(argv) {
+  const args = { tenant: '1' };
+  for (let i = 0; i < argv.length; i += 2) args[argv[i].replace(/^--/, '')] = argv[i + 1];
+  if (!args.url || !args.check) throw new Error('--url and --check are required');
+  return args;
+}
+
+async function withPool(url, fn) {
+  const pool = new Pool({ connectionString: url, max: 1 });
+  try {
+    return await fn(pool);
+  } finally {
+    await pool.end();
+  }
+}
+
+async function withDataSource(url, fn) {
+  const ds = new DataSource({ type: 'postgres', url, extra: { max: 1 } });
+  await ds.initialize();
+  try {
+    return await fn(ds);
+  } finally {
+    await ds.destroy();
+  }
+}
+
+const after = (rows) => ({ seen: rows[0].seen, user: rows[0].usr, tenants: rows[0].tenants });
+
+const checks = {
+  'pg-tenant-tx': (a) => withPool(a.url, async (pool) => ({
+    own: tenantsOf(await inTenantTx(pool, a.tenant, async (c) => (await c.query(own)).rows)),
+    after: after((await pool.query(observe)).rows),
+  })),
+  'pg-tenant-context': (a) => withPool(a.url, async (pool) => {
+    const read = async (c) => (await c.query(own)).rows;
+    // Two requests in flight at once: each waits at the gate after its
+    // middleware ran, then reads.
+    let open;
+    const gate = new Promise((ok) => { open = ok; });
+    const request = (tenant) => tenantStore.run(tenant, async () => { await gate; return tenantsOf(await inRequestTenantTx(pool, read)); });
+    const [mine, theirs] = await Promise.all([request('1'), request('2'), open()]);
+    // The wrong way, for contrast: one module-level variable for every request.
+    let current;
+    let openWrong;
+    const gateWrong = new Promise((ok) => { openWrong = ok; });
+    const wrongRequest = async (tenant) => { current = tenant; await gateWrong; return tenantsOf(await inTenantTx(pool, current, read)); };
+    const [wrong] = await Promise.all([wrongRequest('1'), wrongRequest('2'), openWrong()]);
+    // Work the request started that runs after it answered.
+    const later = await new Promise((ok, fail) => tenantStore.run('1', () => {
+      setTimeout(() => inRequestTenantTx(pool, read).then((rows) => ok(tenantsOf(rows)), fail), 0);
+    }));
+    let refused = false;
+    try {
+      await inRequestTenantTx(pool, read);
+    } catch (err) {
+      refused = /no tenant/.test(err.message);
+    }
+    return { own: mine, other: theirs, wrong, later, refused };
+  }),
+  'typeorm-tenant-tx': (a) => withDataSource(a.url, async (ds) => ({
+    own: tenantsOf(await inTenantTransaction(ds, a.tenant, (m) => m.query(own))),
+    after: after(await ds.query(observe)),
+  })),
+  'pg-guards': (a) => withPool(a.url, async (pool) => {
+    // A code path that scopes for the whole session, inside the guard.
+    const ownRows = await withGuardedClient(pool, async (c) => {
+      await c.query(`SELECT set_config('app.current_tenant', $1, false)`, [a.tenant]);
+      return (await c.query(own)).rows;
+    });
+    const reset = after((await pool.query(observe)).rows);
+    // A connection left scoped by code outside the guard.
+    const raw = await pool.connect();
+    const { rows: [{ pid: leftPID }] } = await raw.query(`SELECT pg_backend_pid() AS pid, set_config('app.current_tenant', '2', false)`);
+    raw.release();
+    const guarded = await withGuardedClient(pool, async (c) => ({
+      pid: (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid,
+      ...after((await c.query(observe)).rows),
+    }));
+    return { own: tenantsOf(ownRows), after: reset, refused: guarded.pid !== leftPID, guarded };
+  }),
+  'typeorm-guards': (a) => withDataSource(a.url, async (ds) => {
+    const ownRows = await withGuardedRunner(ds, async (r) => {
+      await r.query(`SELECT set_config('app.current_tenant', $1, false)`, [a.tenant]);
+      return r.query(own);
+    });
+    const reset = after(await ds.query(observe));
+    await ds.query(`SELECT set_config('app.current_tenant', '2', false)`);
+    let refused = false;
+    try {
+      await withGuardedRunner(ds, (r) => r.query(observe));
+    } catch (err) {
+      refused = /still scoped to tenant 2/.test(err.message);
+    }
+    return { own: tenantsOf(ownRows), after: reset, refused };
+  }),
+  'pg-tenant-role': (a) => withPool(a.url, async (pool) => {
+    const inside = await inTenantRole(pool, a.role, async (c) => after((await c.query(observe)).rows));
+    return { own: inside.tenants, inside_user: inside.user, after: after((await pool.query(observe)).rows) };
+  }),
+  'typeorm-tenant-role': (a) => withDataSource(a.url, async (ds) => {
+    const inside = await inTenantRoleTransaction(ds, a.role, async (m) => after(await m.query(observe)));
+    return { own: inside.tenants, inside_user: inside.user, after: after(await ds.query(observe)) };
+  }),
+};
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2));
+  const check = checks[args.check];
+  if (!check) throw new Error(`--check ${args.check}: want one of ${Object.keys(checks).join(', ')}`);
+  console.log(JSON.stringify({ check: args.check, ...(await check(args)) }));
+}
+
+main().catch((err) => {
+  console.error(err.message);
+  process.exit(1);
+});
