@@ -141,6 +141,12 @@ func runCrossTenantFK(ctx context.Context, env *engine.Env, composite bool) (err
 	} else {
 		env.Tracker().Note(fmt.Sprintf("Every order id Acme cannot read failed the same way as the missing id %d (%s): nothing is revealed.", maxID+1, missingErr))
 	}
+	if len(revealed) > 0 {
+		env.Tracker().Disclose(fmt.Sprintf("Disclosure: probing order ids told %s which %d of the other tenants' orders exist, though it cannot read them.", acme.Name, len(revealed)))
+	}
+	if crossed > 0 {
+		env.Tracker().Breach(fmt.Sprintf("Breach: %s wrote %d order line(s) against %s's order, which it cannot read (counted by the superuser).", acme.Name, crossed, globex.Name))
+	}
 	detail := "No line was written against another tenant's order and no order id was revealed."
 	if crossed > 0 || len(revealed) > 0 {
 		detail = fmt.Sprintf("No rows were read across tenants, but %s wrote %d line(s) against %s's order and learned which %d order ids it cannot read exist.", acme.Name, crossed, globex.Name, len(revealed))

@@ -791,7 +791,8 @@ func (rb *bouncerRun) fanIn(ctx context.Context, poolSize int) error {
 	if err := rb.measure(ctx, false); err != nil {
 		return err
 	}
-	return env.Conclude(ctx, fmt.Sprintf("%d clients shared %d server connections; each request scoped itself inside its own transaction.", n*m, len(list)))
+	env.Tracker().Measured(fmt.Sprintf("%d clients shared %d server connections through PgBouncer.", n*m, len(list)), false)
+	return env.Conclude(ctx, "Each request scoped itself inside its own transaction.")
 }
 
 // fanInRequest runs one batch-local request that holds its server

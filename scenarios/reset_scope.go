@@ -188,6 +188,17 @@ func runResetScope(ctx context.Context, env *engine.Env, reset string) (err erro
 		table = append(table, fmt.Sprintf("%s: %s → %s", k[1], k[2], k[3]))
 	}
 	env.Tracker().SetMetric("survivors", fmt.Sprintf("%d of 6", survivors), float64(survivors))
+	var left []string
+	for _, k := range kept(sb, before, after) {
+		if k[4] == "1" {
+			left = append(left, k[1])
+		}
+	}
+	measured := fmt.Sprintf("%s left %d of 6 pieces of session state to the next request on the backend: %s.", reset, survivors, strings.Join(left, ", "))
+	if len(left) == 0 {
+		measured = fmt.Sprintf("%s cleared all 6 pieces of session state before the next request on the backend.", reset)
+	}
+	env.Tracker().Measured(measured, false)
 	env.Tracker().Note(fmt.Sprintf("After %s, the next request on backend %d found: %s.", reset, next.PID(), strings.Join(table, "; ")))
 	if err := env.Step(ctx, fmt.Sprintf("%s reads backend %d after %s: %d of the six are still there (%s).", next.Label(), next.PID(), reset, survivors, strings.Join(table, "; "))); err != nil {
 		return err

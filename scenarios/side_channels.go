@@ -130,6 +130,7 @@ func runSideChannels(ctx context.Context, env *engine.Env, unique, grant string,
 		r.Update(func(rr *engine.RequestRow) {
 			rr.Why = fmt.Sprintf("The duplicate-key error reveals a row RLS hides: %s exists in another tenant.", probe)
 		})
+		env.Tracker().Disclose(fmt.Sprintf("Disclosure: %s learned that %s exists in another tenant: its SELECT finds %d rows, yet its INSERT failed with a duplicate key (SQLSTATE %s).", acme.Name, probe, visible, pe.Code))
 	case ierr != nil:
 		r.Fail(ierr)
 		return ierr
@@ -218,6 +219,9 @@ func sideTruncate(ctx context.Context, env *engine.Env, r *engine.Request, tx pg
 		return err
 	}
 	wiped := others - left
+	if wiped > 0 {
+		env.Tracker().Breach(fmt.Sprintf("Breach: %s's request wiped %d of the other tenants' %d contacts (counted by the superuser afterwards).", acme.Name, wiped, others))
+	}
 	env.Tracker().SetMetric("wiped_rows", fmt.Sprintf("%d of other tenants' %d contacts", wiped, others), float64(wiped))
 	env.Tracker().Note(fmt.Sprintf("Counted by the superuser afterwards: %d of the other tenants' %d contacts are left, %d wiped by %s's request.", left, others, wiped, acme.Name))
 	return env.Conclude(ctx, fmt.Sprintf("The superuser counts the other tenants' contacts: %d of %d left. The contacts table is dropped again.", left, others))

@@ -340,7 +340,8 @@ func runConnPerUser(ctx context.Context, env *engine.Env) error {
 	tr.SetMetric("per-request: longest acquire wait", fmt.Sprintf("%.1f ms", longest), longest)
 	tr.Note(fmt.Sprintf("With a connection per request instead of per user, the same %d users were served by %d connections: %d of %d got their own rows, %d leaks, the longest acquire waited %.1f ms.",
 		users, size, served, users, leaks, longest))
-	return env.Conclude(ctx, fmt.Sprintf("Held per user, %d connections served %d users and turned %d away; lent per request, they served %d of %d.", size, len(held)+lateServed, timedOut, served, users))
+	tr.Measured(fmt.Sprintf("Held per user, %d connections served %d of %d users and turned %d away; lent per request, they served %d of %d.", size, len(held)+lateServed, users, timedOut, served, users), false)
+	return env.Conclude(ctx, "")
 }
 
 // waitForHeldPool lets the late users try to acquire at once while held
