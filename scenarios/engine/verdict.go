@@ -305,3 +305,29 @@ func (s State) Outcome() (Verdict, bool) {
 	}
 	return Verdict{}, false
 }
+
+// Tally says how a request log's requests that did not leak ended: "1
+// request failed with an error (SQLSTATE 42601), 1 got only its own rows"
+// ("" when none has ended).
+func Tally(rows []RequestRow) string { return count(rows).sentence() }
+
+// kindLabels are the short words a chip shows for each kind.
+var kindLabels = map[string]string{
+	KindLeak:         "leak",
+	KindBreach:       "breach",
+	KindDisclosure:   "disclosure",
+	KindFailedClosed: "failed closed",
+	KindError:        "error",
+	KindMeasurement:  "measured",
+	KindNone:         "no leak",
+}
+
+// KindLabel is the short word a chip shows for kind ("" for an unknown
+// one).
+func KindLabel(kind string) string { return kindLabels[kind] }
+
+// Crossed reports whether kind is one in which a tenant's data reached
+// another tenant: a leak, a breach or a disclosure.
+func Crossed(kind string) bool {
+	return kind == KindLeak || kind == KindBreach || kind == KindDisclosure
+}
