@@ -54,8 +54,8 @@ func CrossTenantFK() *engine.Scenario {
 		ID:    "cross-tenant-fk",
 		Title: "Foreign keys between tenant tables",
 		Variants: []engine.Variant{
-			v(CrossTenantFKUnchecked, false, "order_lines.order_id REFERENCES orders (id): Acme writes a line against Globex's order, and probing ids tells it which orders exist."),
-			v(CrossTenantFKComposite, true, "orders has UNIQUE (tenant_id, id) and the line's key is (tenant_id, order_id): a line can only reference its own tenant's order."),
+			v(CrossTenantFKUnchecked, false, "order_lines.order_id REFERENCES orders (id); Acme adds a line to Globex's order, then probes order ids."),
+			v(CrossTenantFKComposite, true, "orders has UNIQUE (tenant_id, id) and the line's key is (tenant_id, order_id); Acme adds a line to Globex's order, then probes order ids."),
 		},
 		MinTenants: 2,
 	}

@@ -45,10 +45,10 @@ func ResetScope() *engine.Scenario {
 		ID:    "reset-scope",
 		Title: "What each reset really clears on a pooled backend",
 		Variants: []engine.Variant{
-			v(ResetScopeSetting, "RESET app.current_tenant before release: the tenant setting goes, the role, search_path, prepared statement, temp table and lock stay."),
-			v(ResetScopeAll, "RESET ALL before release: settings and search_path go, but not SET ROLE, nor the prepared statement, temp table and lock."),
-			v(ResetScopeRole, "RESET ROLE before release: the role goes, the tenant setting stays, and the next request reads the previous tenant's rows."),
-			v(ResetScopeDiscard, "DISCARD ALL before release: every piece of session state is gone (and so are pgx's cached statements)."),
+			v(ResetScopeSetting, "RESET app.current_tenant before release; the next request on that backend reads what is left."),
+			v(ResetScopeAll, "RESET ALL before release; the next request on that backend reads what is left."),
+			v(ResetScopeRole, "RESET ROLE before release; the next request on that backend reads what is left."),
+			v(ResetScopeDiscard, "DISCARD ALL before release; the next request on that backend reads what is left."),
 		},
 		MinTenants: 2,
 	}
