@@ -101,7 +101,7 @@ func TestBadLessonsStopTheLoad(t *testing.T) {
 // variant's prediction, so what the prose claims is asserted on the server.
 // It also samples pg_stat_activity through each run: the lab's database
 // never holds more backends than the variant declares it needs; and the
-// run's last narration starts with the outcome (engine.Conclusion).
+// run's last narration starts with the outcome (engine.Judge's headline).
 func TestEveryLessonRuns(t *testing.T) {
 	cat := scenarios.DefaultCatalog()
 	set, err := lessons.Load(lessons.Content(), cat)
@@ -136,8 +136,8 @@ func TestEveryLessonRuns(t *testing.T) {
 					t.Errorf("%s/%s: the run showed nothing", sc.ID, v.Name)
 				}
 				// The last narration line states the outcome, derived from
-				// the run's own request log.
-				if want := engine.Conclusion(st.Requests, lab.Sandbox.TenantName); !strings.HasPrefix(st.Narration, want) {
+				// what the run observed (its request log and findings).
+				if want := engine.Judge(st, lab.Sandbox.TenantName).Headline; !strings.HasPrefix(st.Narration, want) {
 					t.Errorf("%s/%s: the last narration is %q, want it to start with the outcome %q", sc.ID, v.Name, st.Narration, want)
 				}
 				if !slices.Contains(l.Variants, v.Name) {

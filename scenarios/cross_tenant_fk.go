@@ -54,8 +54,8 @@ func CrossTenantFK() *engine.Scenario {
 		ID:    "cross-tenant-fk",
 		Title: "Foreign keys between tenant tables",
 		Variants: []engine.Variant{
-			v(CrossTenantFKUnchecked, false, "order_lines.order_id REFERENCES orders (id): Acme writes a line against Globex's order, and probing ids tells it which orders exist."),
-			v(CrossTenantFKComposite, true, "orders has UNIQUE (tenant_id, id) and the line's key is (tenant_id, order_id): a line can only reference its own tenant's order."),
+			v(CrossTenantFKUnchecked, false, "order_lines.order_id REFERENCES orders (id); Acme adds a line to Globex's order, then probes order ids."),
+			v(CrossTenantFKComposite, true, "orders has UNIQUE (tenant_id, id) and the line's key is (tenant_id, order_id); Acme adds a line to Globex's order, then probes order ids."),
 		},
 		MinTenants: 2,
 	}
@@ -140,6 +140,12 @@ func runCrossTenantFK(ctx context.Context, env *engine.Env, composite bool) (err
 		env.Tracker().Note(fmt.Sprintf("LEAK: Acme cannot read orders %s, yet a line referencing each was accepted, while id %d failed with: %s. The difference tells Acme which order ids exist.", joinInts(revealed), maxID+1, missingErr))
 	} else {
 		env.Tracker().Note(fmt.Sprintf("Every order id Acme cannot read failed the same way as the missing id %d (%s): nothing is revealed.", maxID+1, missingErr))
+	}
+	if len(revealed) > 0 {
+		env.Tracker().Disclose(fmt.Sprintf("Disclosure: probing order ids told %s which %d of the other tenants' orders exist, though it cannot read them.", acme.Name, len(revealed)))
+	}
+	if crossed > 0 {
+		env.Tracker().Breach(fmt.Sprintf("Breach: %s wrote %d order line(s) against %s's order, which it cannot read (counted by the superuser).", acme.Name, crossed, globex.Name))
 	}
 	detail := "No line was written against another tenant's order and no order id was revealed."
 	if crossed > 0 || len(revealed) > 0 {

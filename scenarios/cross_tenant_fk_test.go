@@ -25,7 +25,7 @@ func TestCrossTenantFKVariants(t *testing.T) {
 		{"composite-fk", 0, 0, true},
 	}
 	for _, c := range cases {
-		st := sessionstest.MustRun(t, lab, "cross-tenant-fk", c.variant, nil)
+		st := mustRun(t, lab, "cross-tenant-fk", c.variant, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("%s: status %q (%s), %d requests", c.variant, st.Status, st.Error, len(st.Requests))
 		}

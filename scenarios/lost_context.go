@@ -39,11 +39,11 @@ func LostContext() *engine.Scenario {
 		Title: "The tenant lost across an async boundary",
 		Variants: []engine.Variant{
 			{Name: LostContextBackground, Conns: engine.Fixed(1), Run: runLostBackground,
-				Summary: "The handler starts the job with go job(context.Background()): the tenant stays behind, and the job scopes to no tenant."},
+				Summary: "The handler starts the job with go job(context.Background())."},
 			{Name: LostContextWorkerReuse, Conns: engine.Fixed(1), Run: runLostWorkerReuse,
-				Summary: "A long-lived worker keeps the tenant of its last job in a field; a job that arrives without one runs as the previous tenant."},
+				Summary: "A long-lived worker keeps the tenant of its last job in a field; the next job arrives without a tenant."},
 			{Name: LostContextPropagated, Conns: engine.Fixed(1), Run: runLostPropagated,
-				Summary: "Each job gets context.WithoutCancel(r.Context()): it outlives the request and keeps its tenant; no tenant, no query."},
+				Summary: "Each job gets context.WithoutCancel(r.Context()) from its request."},
 		},
 		MinTenants: 2,
 	}

@@ -12,7 +12,7 @@ func TestLostContextVariants(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 
-	st := sessionstest.MustRun(t, lab, "lost-context", "background", nil)
+	st := mustRun(t, lab, "lost-context", "background", nil)
 	if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 		t.Fatalf("background: status %q (%s), requests %+v", st.Status, st.Error, st.Requests)
 	}
@@ -27,7 +27,7 @@ func TestLostContextVariants(t *testing.T) {
 		t.Errorf("background: jobs_without_tenant %v", mustMetric(t, st, "jobs_without_tenant"))
 	}
 
-	st = sessionstest.MustRun(t, lab, "lost-context", "worker-reuse", nil)
+	st = mustRun(t, lab, "lost-context", "worker-reuse", nil)
 	if st.Status != engine.StatusDone || len(st.Requests) != 4 {
 		t.Fatalf("worker-reuse: status %q (%s), requests %+v", st.Status, st.Error, st.Requests)
 	}
@@ -42,7 +42,7 @@ func TestLostContextVariants(t *testing.T) {
 		t.Errorf("worker-reuse: %d leaks, jobs_without_tenant %v", st.Leaks(), mustMetric(t, st, "jobs_without_tenant"))
 	}
 
-	st = sessionstest.MustRun(t, lab, "lost-context", "propagated", nil)
+	st = mustRun(t, lab, "lost-context", "propagated", nil)
 	if st.Status != engine.StatusDone || len(st.Requests) != 4 {
 		t.Fatalf("propagated: status %q (%s), requests %+v", st.Status, st.Error, st.Requests)
 	}

@@ -54,9 +54,9 @@ func MissingRLS() *engine.Scenario {
 		ID:    "missing-rls",
 		Title: "Partitions and new tables: where RLS is switched on",
 		Variants: []engine.Variant{
-			v(MissingRLSPartition, "events is partitioned by month, with RLS enabled and forced on the parent only: Acme reads the December partition directly."),
-			v(MissingRLSNewTable, "A later migration adds a notes table with a tenant_id column and a grant to the app role, and no ENABLE ROW LEVEL SECURITY: Acme reads it."),
-			v(MissingRLSEverywhere, "Both tables, with RLS enabled and forced and the tenant policy on the parent, on each partition and on notes: Acme reads all three."),
+			v(MissingRLSPartition, "events is partitioned by month, with RLS enabled and forced on the parent only; Acme queries the December partition directly."),
+			v(MissingRLSNewTable, "A later migration adds a notes table with a tenant_id column and a grant to the app role, and no ENABLE ROW LEVEL SECURITY; Acme queries it."),
+			v(MissingRLSEverywhere, "RLS enabled and forced, with the tenant policy, on the parent, on each partition and on notes; Acme queries all three."),
 		},
 		MinTenants: 2,
 	}

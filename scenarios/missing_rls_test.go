@@ -27,7 +27,7 @@ func TestMissingRLSVariants(t *testing.T) {
 		{"rls-everywhere", []read{{3, 0}, {3, 0}, {3, 0}}, "none"},
 	}
 	for _, c := range cases {
-		st := sessionstest.MustRun(t, lab, "missing-rls", c.variant, nil)
+		st := mustRun(t, lab, "missing-rls", c.variant, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != len(c.reads) {
 			t.Fatalf("%s: status %q (%s), %d requests", c.variant, st.Status, st.Error, len(st.Requests))
 		}

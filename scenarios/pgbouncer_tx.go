@@ -72,10 +72,10 @@ func PgBouncerTx() *engine.Scenario {
 		ID:    "pgbouncer-tx",
 		Title: "PgBouncer in transaction mode: a session SET leaks to another client",
 		Variants: []engine.Variant{
-			cross(engine.PatternSessionSet, engine.PatternSessionSet, false, "Three app instances behind one PgBouncer (default_pool_size = 1). app-1 scopes with a session-level set_config; app-2's forgetful request gets the same backend and app-1's tenant."),
-			cross(engine.PatternTxLocal, engine.PatternTxLocal, false, "The same three instances, scoping with set_config(..., true) inside BEGIN ... COMMIT: the setting ends with the transaction, the forgetful request gets 0 rows."),
-			cross(engine.PatternBatchLocal, engine.PatternBatchLocal, false, "The same with the local set_config and the query in one pgx.Batch: one round trip, one transaction."),
-			cross(PgBouncerTxResetAlways, engine.PatternSessionSet, true, "session-set again, but PgBouncer runs DISCARD ALL after every transaction (server_reset_query_always = 1); then the cost, measured: direct vs through PgBouncer vs with the reset."),
+			cross(engine.PatternSessionSet, engine.PatternSessionSet, false, "Three app instances behind one PgBouncer (default_pool_size = 1). app-1 scopes with a session-level set_config; app-2 sends a request that forgot to scope."),
+			cross(engine.PatternTxLocal, engine.PatternTxLocal, false, "The same three instances, scoping with set_config(..., true) inside BEGIN ... COMMIT; app-2 forgets to scope."),
+			cross(engine.PatternBatchLocal, engine.PatternBatchLocal, false, "The same with the local set_config and the query in one pgx.Batch: one round trip."),
+			cross(PgBouncerTxResetAlways, engine.PatternSessionSet, true, "session-set again, with PgBouncer running DISCARD ALL after every transaction (server_reset_query_always = 1); then timed: direct, through PgBouncer, and with the reset."),
 			{Name: PgBouncerTxPrepared, Conns: engine.Fixed(1),
 				Summary: "pgx's default query mode (cached prepared statements) through PgBouncer 1.18 in transaction mode, then QueryExecModeExec and the simple protocol.",
 				Run: func(ctx context.Context, env *engine.Env) error {
@@ -791,7 +791,8 @@ func (rb *bouncerRun) fanIn(ctx context.Context, poolSize int) error {
 	if err := rb.measure(ctx, false); err != nil {
 		return err
 	}
-	return env.Conclude(ctx, fmt.Sprintf("%d clients shared %d server connections; each request scoped itself inside its own transaction.", n*m, len(list)))
+	env.Tracker().Measured(fmt.Sprintf("%d clients shared %d server connections through PgBouncer.", n*m, len(list)), false)
+	return env.Conclude(ctx, "Each request scoped itself inside its own transaction.")
 }
 
 // fanInRequest runs one batch-local request that holds its server

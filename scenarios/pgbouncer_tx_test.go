@@ -78,7 +78,7 @@ func TestPgBouncerTxSessionSetLeaksAcrossClients(t *testing.T) {
 	t.Parallel()
 	_, lab := pbLab(t)
 	for run := range 3 {
-		st := sessionstest.MustRun(t, lab, "pgbouncer-tx", engine.PatternSessionSet, nil)
+		st := mustRun(t, lab, "pgbouncer-tx", engine.PatternSessionSet, nil)
 		if st.Status != engine.StatusDone {
 			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
 		}
@@ -130,7 +130,7 @@ func TestPgBouncerTxLocalVariantsDoNotLeak(t *testing.T) {
 			t.Parallel()
 			_, lab := pbLab(t)
 			for run := range 2 {
-				st := sessionstest.MustRun(t, lab, "pgbouncer-tx", variant, nil)
+				st := mustRun(t, lab, "pgbouncer-tx", variant, nil)
 				first, leak1, local, leak2 := crossClientRows(t, st)
 				if first.Rows != 3 || first.Leak || first.Error != "" || first.Pattern != variant {
 					t.Errorf("run %d: app-1's request: %+v", run, first)
@@ -154,7 +154,7 @@ func TestPgBouncerTxLocalVariantsDoNotLeak(t *testing.T) {
 func TestPgBouncerTxResetAlways(t *testing.T) {
 	t.Parallel()
 	_, lab := pbLab(t)
-	st := sessionstest.MustRun(t, lab, "pgbouncer-tx", "reset-always", nil)
+	st := mustRun(t, lab, "pgbouncer-tx", "reset-always", nil)
 	first, leak1, local, leak2 := crossClientRows(t, st)
 	if first.Rows != 0 || first.Leak || first.Error != "" || isTenant(first.SeenTenant, "1") {
 		t.Errorf("app-1's session-set request: want its own set gone (DISCARD ALL after the set's transaction) and 0 rows, got %+v", first)
@@ -184,7 +184,7 @@ func TestPgBouncerTxResetAlways(t *testing.T) {
 func TestPgBouncerTxPrepared(t *testing.T) {
 	t.Parallel()
 	_, lab := pbLab(t)
-	st := sessionstest.MustRun(t, lab, "pgbouncer-tx", "prepared", nil)
+	st := mustRun(t, lab, "pgbouncer-tx", "prepared", nil)
 	v := pbVersion(st)
 	for _, mode := range []string{"exec", "simple"} {
 		for i := 1; i <= 3; i++ {
@@ -214,7 +214,7 @@ func TestPgBouncerTxPrepared(t *testing.T) {
 func TestPgBouncerTxFanIn(t *testing.T) {
 	t.Parallel()
 	_, lab := pbLab(t)
-	st := sessionstest.MustRun(t, lab, "pgbouncer-tx", "fan-in", map[string]string{"instances": "3", "conns": "2", "pool_size": "2"})
+	st := mustRun(t, lab, "pgbouncer-tx", "fan-in", map[string]string{"instances": "3", "conns": "2", "pool_size": "2"})
 	if st.Status != engine.StatusDone {
 		t.Fatalf("status %q: %s", st.Status, st.Error)
 	}
@@ -239,7 +239,7 @@ func TestPgBouncerTxFanIn(t *testing.T) {
 	}
 	t.Logf("notes: %q; timings %+v", st.Notes, st.Timings)
 
-	st = sessionstest.MustRun(t, lab, "pgbouncer-tx", "fan-in", map[string]string{"instances": "1", "conns": "1", "pool_size": "20"})
+	st = mustRun(t, lab, "pgbouncer-tx", "fan-in", map[string]string{"instances": "1", "conns": "1", "pool_size": "20"})
 	if st.Status != engine.StatusDone || len(st.Notes) == 0 || !strings.Contains(st.Notes[0], "CONNECTION LIMIT") {
 		t.Errorf("pool_size 20: status %q, notes %q", st.Status, st.Notes)
 	}
@@ -267,7 +267,7 @@ func TestPgBouncerTxKilledMidRun(t *testing.T) {
 		t.Fatalf("after kill -9: run error %v, status %q, error %q", runErr, st.Status, st.Error)
 	}
 	t.Logf("run error: %s", st.Error)
-	st = sessionstest.MustRun(t, lab, "pgbouncer-tx", engine.PatternSessionSet, nil)
+	st = mustRun(t, lab, "pgbouncer-tx", engine.PatternSessionSet, nil)
 	if st.Status != engine.StatusDone || st.Leaks() != 2 {
 		t.Fatalf("next run: status %q (%s), %d leaks", st.Status, st.Error, st.Leaks())
 	}
@@ -320,7 +320,7 @@ func assertOnlySandbox(t *testing.T, m *sessions.Manager, lab *sessions.Lab) {
 func TestPgBouncerTxCancelLeavesNothing(t *testing.T) {
 	t.Parallel()
 	m, lab := pbLab(t)
-	sessionstest.MustRun(t, lab, "pgbouncer-tx", "fan-in", nil)
+	mustRun(t, lab, "pgbouncer-tx", "fan-in", nil)
 	if err := lab.Reset(t.Context()); err != nil { // closes that run's pools and PgBouncer
 		t.Fatal(err)
 	}
@@ -348,7 +348,7 @@ func TestPgBouncerTxUnreachablePgBouncer(t *testing.T) {
 		t.Fatalf("run error %v, status %q, error %q", err, st.Status, st.Error)
 	}
 	lab.Sandbox.Bouncers = sessionstest.Bouncers
-	st = sessionstest.MustRun(t, lab, "pgbouncer-tx", engine.PatternTxLocal, nil)
+	st = mustRun(t, lab, "pgbouncer-tx", engine.PatternTxLocal, nil)
 	if st.Status != engine.StatusDone {
 		t.Fatalf("after the failure: %q %s", st.Status, st.Error)
 	}

@@ -53,11 +53,11 @@ type rorGuardKind struct {
 // against a pool without it.
 func ResetOnRelease() *engine.Scenario {
 	kinds := []rorGuardKind{
-		{name: ResetOnReleaseNone, summary: "No guard: tenant A's session-level SET stays on the backend and the next request that forgot to scope reads A's rows."},
-		{name: ResetOnReleaseSetting, reset: "RESET app.current_tenant", summary: "pgxpool AfterRelease runs RESET app.current_tenant: the forgetful request sees '' and fails closed."},
-		{name: ResetOnReleaseAll, reset: "RESET ALL", summary: "AfterRelease runs RESET ALL: every setting back to its default, the forgetful request fails closed."},
-		{name: ResetOnReleaseDiscard, reset: "DISCARD ALL", summary: "AfterRelease runs DISCARD ALL: no leak, but it also deallocates pgx's cached prepared statements, so the next cached query fails (SQLSTATE 26000)."},
-		{name: ResetOnReleaseCheck, check: true, summary: "PrepareConn reads the setting on acquire and refuses a connection that still holds a tenant: the pool destroys it and opens a clean one."},
+		{name: ResetOnReleaseNone, summary: "No guard: tenant A scopes with a session-level SET; a later request on the pool forgets to scope."},
+		{name: ResetOnReleaseSetting, reset: "RESET app.current_tenant", summary: "pgxpool's AfterRelease runs RESET app.current_tenant; then a request that forgot to scope."},
+		{name: ResetOnReleaseAll, reset: "RESET ALL", summary: "AfterRelease runs RESET ALL; then a request that forgot to scope."},
+		{name: ResetOnReleaseDiscard, reset: "DISCARD ALL", summary: "AfterRelease runs DISCARD ALL; then a request that forgot to scope, and queries through pgx's statement cache."},
+		{name: ResetOnReleaseCheck, check: true, summary: "PrepareConn reads the setting on acquire and refuses a connection that still holds a tenant; then a request that forgot to scope."},
 	}
 	sc := &engine.Scenario{
 		ID:         "reset-on-release",

@@ -17,7 +17,7 @@ import (
 // rorRun runs a variant with a small number of timed requests.
 func rorRun(t *testing.T, lab *sessions.Lab, variant string) engine.State {
 	t.Helper()
-	st := sessionstest.MustRun(t, lab, "reset-on-release", variant, map[string]string{"iterations": "40"})
+	st := mustRun(t, lab, "reset-on-release", variant, map[string]string{"iterations": "40"})
 	if st.Status != engine.StatusDone {
 		t.Fatalf("%s: status %q (%s)", variant, st.Status, st.Error)
 	}

@@ -45,10 +45,10 @@ func ResetScope() *engine.Scenario {
 		ID:    "reset-scope",
 		Title: "What each reset really clears on a pooled backend",
 		Variants: []engine.Variant{
-			v(ResetScopeSetting, "RESET app.current_tenant before release: the tenant setting goes, the role, search_path, prepared statement, temp table and lock stay."),
-			v(ResetScopeAll, "RESET ALL before release: settings and search_path go, but not SET ROLE, nor the prepared statement, temp table and lock."),
-			v(ResetScopeRole, "RESET ROLE before release: the role goes, the tenant setting stays, and the next request reads the previous tenant's rows."),
-			v(ResetScopeDiscard, "DISCARD ALL before release: every piece of session state is gone (and so are pgx's cached statements)."),
+			v(ResetScopeSetting, "RESET app.current_tenant before release; the next request on that backend reads what is left."),
+			v(ResetScopeAll, "RESET ALL before release; the next request on that backend reads what is left."),
+			v(ResetScopeRole, "RESET ROLE before release; the next request on that backend reads what is left."),
+			v(ResetScopeDiscard, "DISCARD ALL before release; the next request on that backend reads what is left."),
 		},
 		MinTenants: 2,
 	}
@@ -188,6 +188,17 @@ func runResetScope(ctx context.Context, env *engine.Env, reset string) (err erro
 		table = append(table, fmt.Sprintf("%s: %s → %s", k[1], k[2], k[3]))
 	}
 	env.Tracker().SetMetric("survivors", fmt.Sprintf("%d of 6", survivors), float64(survivors))
+	var left []string
+	for _, k := range kept(sb, before, after) {
+		if k[4] == "1" {
+			left = append(left, k[1])
+		}
+	}
+	measured := fmt.Sprintf("%s left %d of 6 pieces of session state to the next request on the backend: %s.", reset, survivors, strings.Join(left, ", "))
+	if len(left) == 0 {
+		measured = fmt.Sprintf("%s cleared all 6 pieces of session state before the next request on the backend.", reset)
+	}
+	env.Tracker().Measured(measured, false)
 	env.Tracker().Note(fmt.Sprintf("After %s, the next request on backend %d found: %s.", reset, next.PID(), strings.Join(table, "; ")))
 	if err := env.Step(ctx, fmt.Sprintf("%s reads backend %d after %s: %d of the six are still there (%s).", next.Label(), next.PID(), reset, survivors, strings.Join(table, "; "))); err != nil {
 		return err

@@ -23,7 +23,7 @@ func TestResetScopeVariants(t *testing.T) {
 		{"discard-all", map[string]float64{"kept_tenant": 0, "kept_role": 0, "kept_search_path": 0, "kept_prepared": 0, "kept_temp_table": 0, "kept_advisory_lock": 0, "survivors": 0}, 0},
 	}
 	for _, c := range cases {
-		st := sessionstest.MustRun(t, lab, "reset-scope", c.variant, nil)
+		st := mustRun(t, lab, "reset-scope", c.variant, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("%s: status %q (%s), %d requests", c.variant, st.Status, st.Error, len(st.Requests))
 		}

@@ -47,7 +47,7 @@ func RLSBypass() *engine.Scenario {
 		ID:    "rls-bypass",
 		Title: "Who RLS does not apply to: the owner, superusers, BYPASSRLS",
 		Variants: []engine.Variant{
-			privileged(RLSBypassOwner, "The table owner with RLS enabled but not forced: the policy is skipped and every tenant's rows come back.",
+			privileged(RLSBypassOwner, "The query runs as the table's owner; RLS is enabled on the table, not forced.",
 				func(sb engine.Sandbox) []privStep {
 					return []privStep{
 						{sql: "ALTER TABLE invoices NO FORCE ROW LEVEL SECURITY", say: "BEGIN; ALTER TABLE invoices NO FORCE ROW LEVEL SECURITY: inside this transaction RLS is enabled but not forced, the state of a table whose owner never ran FORCE."},
@@ -58,14 +58,14 @@ func RLSBypass() *engine.Scenario {
 					err := conn.QueryRow(ctx, `SELECT relforcerowsecurity FROM pg_class WHERE oid = 'invoices'::regclass`).Scan(&forced)
 					return fmt.Sprintf("ROLLBACK: the NO FORCE was part of the transaction; invoices is forced again: relforcerowsecurity = %t.", forced), err
 				}),
-			privileged(RLSBypassOwnerForced, "The same owner after ALTER TABLE ... FORCE ROW LEVEL SECURITY: the policy applies to the owner too.",
+			privileged(RLSBypassOwnerForced, "The same owner after ALTER TABLE ... FORCE ROW LEVEL SECURITY.",
 				func(sb engine.Sandbox) []privStep {
 					return []privStep{{sql: "SET LOCAL ROLE " + owner(sb), say: "BEGIN; SET LOCAL ROLE " + sb.OwnerRole + ": the table's owner, with the lab's FORCE ROW LEVEL SECURITY left on."}}
 				}, nil),
 			// Nothing to change: the connection is already a superuser and
 			// the lab's table is forced.
-			privileged(RLSBypassSuperuser, "A superuser: RLS never applies to it, FORCE or not.", nil, nil),
-			privileged(RLSBypassRole, "A role created WITH BYPASSRLS: RLS never applies to it either.",
+			privileged(RLSBypassSuperuser, "The query runs as a superuser, scoped to Acme.", nil, nil),
+			privileged(RLSBypassRole, "The query runs as a role created WITH BYPASSRLS, scoped to Acme.",
 				func(sb engine.Sandbox) []privStep {
 					name := bypassRole(sb)
 					q := pgx.Identifier{name}.Sanitize()
@@ -81,11 +81,11 @@ func RLSBypass() *engine.Scenario {
 					return fmt.Sprintf("ROLLBACK: the role %s was created in the transaction; roles with that name now: %d.", bypassRole(sb), n), err
 				}),
 			{Name: RLSBypassAppRole, Run: runBypassAppRole, Conns: engine.Fixed(1),
-				Summary: "The app's own login role (not the owner, NOSUPERUSER, NOBYPASSRLS): only the tenant in the setting."},
+				Summary: "The app's own login role (not the owner, NOSUPERUSER, NOBYPASSRLS), scoped to Acme."},
 			{Name: RLSBypassRowSecOff, Run: runRowSecurityOff, Conns: engine.Fixed(1),
-				Summary: "The app role with SET LOCAL row_security = off: not unfiltered rows but an error (42501)."},
+				Summary: "The app role runs SET LOCAL row_security = off before its query."},
 			{Name: RLSBypassInsert, Run: runInsertForeign, Conns: engine.Fixed(1),
-				Summary: "The app role scoped to Acme inserts a Globex invoice: the policy rejects the new row (42501)."},
+				Summary: "The app role, scoped to Acme, inserts an invoice with Globex's tenant_id."},
 		},
 		MinTenants: 2,
 	}

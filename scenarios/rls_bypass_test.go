@@ -121,7 +121,7 @@ func TestRLSBypassVariants(t *testing.T) {
 		{"owner-forced", 3, 0, sb.OwnerRole, true},
 	}
 	for _, c := range cases {
-		st := sessionstest.MustRun(t, lab, "rls-bypass", c.variant, nil)
+		st := mustRun(t, lab, "rls-bypass", c.variant, nil)
 		if st.Status != engine.StatusDone {
 			t.Fatalf("%s: status %q (%s)", c.variant, st.Status, st.Error)
 		}
@@ -150,7 +150,7 @@ func TestRLSBypassVariants(t *testing.T) {
 		t.Logf("%s: %v", c.variant, st.Notes)
 	}
 
-	st := sessionstest.MustRun(t, lab, "rls-bypass", "app-role", nil)
+	st := mustRun(t, lab, "rls-bypass", "app-role", nil)
 	if p := st.Policy; p == nil || p.Using != originalQual || !p.Force {
 		t.Errorf("app-role: policy in force %+v", p)
 	}
@@ -162,14 +162,14 @@ func TestRLSBypassVariants(t *testing.T) {
 		t.Errorf("app-role: the unscoped request after it: %+v", g)
 	}
 
-	st = sessionstest.MustRun(t, lab, "rls-bypass", "row-security-off", nil)
+	st = mustRun(t, lab, "rls-bypass", "row-security-off", nil)
 	r := bypassRow(t, st, "app", "1")
 	if r.SQLState != "42501" || !strings.Contains(r.Error, `query would be affected by row-level security policy for table "invoices"`) || r.Rows != 0 {
 		t.Errorf("row-security-off: want 42501, got %+v", r)
 	}
 
 	t.Logf("row-security-off: %v", st.Notes)
-	st = sessionstest.MustRun(t, lab, "rls-bypass", "insert-foreign", nil)
+	st = mustRun(t, lab, "rls-bypass", "insert-foreign", nil)
 	r = bypassRow(t, st, "app", "1")
 	if r.SQLState != "42501" || !strings.Contains(r.Error, `new row violates row-level security policy for table "invoices"`) || r.PID == 0 {
 		t.Errorf("insert-foreign: want 42501, got %+v", r)

@@ -22,7 +22,7 @@ func TestRLSPerformanceVariants(t *testing.T) {
 		{"indexed", map[string]float64{"seq_scan": 0, "index_used": 1, "index_used_without_rls": 1, "rows_scanned": 300}, 3},
 	}
 	for _, c := range cases {
-		st := sessionstest.MustRun(t, lab, "rls-performance", c.variant, nil)
+		st := mustRun(t, lab, "rls-performance", c.variant, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 1 {
 			t.Fatalf("%s: status %q (%s), requests %+v", c.variant, st.Status, st.Error, st.Requests)
 		}

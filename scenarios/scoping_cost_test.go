@@ -13,7 +13,7 @@ func TestScopingCostMeasuresEveryPattern(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, n := range []int{300, 100} {
-		st := sessionstest.MustRun(t, lab, "scoping-cost", "measure", map[string]string{"iterations": scopingItoa(n)})
+		st := mustRun(t, lab, "scoping-cost", "measure", map[string]string{"iterations": scopingItoa(n)})
 		if st.Status != engine.StatusDone {
 			t.Fatalf("%d iterations: status %q (%s)", n, st.Status, st.Error)
 		}

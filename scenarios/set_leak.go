@@ -23,9 +23,9 @@ func SetLeak() *engine.Scenario {
 		ID:    "set-leak",
 		Title: "Why SET leaks across pooled connections",
 		Variants: []engine.Variant{
-			v(engine.PatternSessionSet, "Scope with set_config(..., false), a session-level SET: it outlives the request and the next request on that backend inherits it."),
-			v(engine.PatternTxLocal, "Scope with set_config(..., true) inside BEGIN ... COMMIT: the setting ends with the transaction."),
-			v(engine.PatternBatchLocal, "The same transaction-local set_config queued with the query in one pgx.Batch: one round trip."),
+			v(engine.PatternSessionSet, "Scope with set_config(..., false), a session-level SET, then query."),
+			v(engine.PatternTxLocal, "Scope with set_config(..., true) inside BEGIN ... COMMIT, then query."),
+			v(engine.PatternBatchLocal, "The transaction-local set_config queued with the query in one pgx.Batch: one round trip."),
 		},
 		Params:     []engine.Param{{Name: "pool", Summary: "connections in the pool", Min: 2, Max: 3, Default: 2}},
 		MinTenants: 3,

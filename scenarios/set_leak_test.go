@@ -62,7 +62,7 @@ func TestSetLeakSessionSetLeaksOnEveryRun(t *testing.T) {
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 4})
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, pool := range []string{"2", "3", "2"} {
-		st := sessionstest.MustRun(t, lab, "set-leak", "session-set", map[string]string{"pool": pool})
+		st := mustRun(t, lab, "set-leak", "session-set", map[string]string{"pool": pool})
 		if st.Status != engine.StatusDone {
 			t.Fatalf("pool %s: status %q (%s)", pool, st.Status, st.Error)
 		}
@@ -91,7 +91,7 @@ func TestSetLeakLocalVariantsFailClosed(t *testing.T) {
 	for _, variant := range []string{engine.PatternTxLocal, engine.PatternBatchLocal} {
 		t.Run(variant, func(t *testing.T) {
 			lab := sessionstest.MustCreateLab(t, m, "owner")
-			st := sessionstest.MustRun(t, lab, "set-leak", variant, nil)
+			st := mustRun(t, lab, "set-leak", variant, nil)
 			a := requestOf(t, st, "1", variant)
 			f := forgetful(t, st)
 			if a.Rows != 3 || a.Leak {

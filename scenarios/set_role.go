@@ -36,19 +36,19 @@ func SetRole() *engine.Scenario {
 		Title: "SET ROLE per tenant: leaks like SET, and no guard against SQL injection",
 		Variants: []engine.Variant{
 			{Name: SetRoleSession, Conns: engine.Fixed(2),
-				Summary: "Scope with SET ROLE to the tenant's role: the role outlives the request, and the next request on that backend runs as it.",
+				Summary: "Scope with SET ROLE to the tenant's role; a later request on that backend forgets to scope.",
 				Run: func(ctx context.Context, env *engine.Env) error {
 					ts := env.Sandbox.Tenants
 					return runSetRole(ctx, env, roleStep{ts[0], PatternRole, "", false}, roleStep{ts[1], engine.PatternForgot, "", false})
 				}},
 			{Name: SetRoleLocal, Conns: engine.Fixed(2),
-				Summary: "Scope with SET LOCAL ROLE inside a transaction: the role ends with it.",
+				Summary: "Scope with SET LOCAL ROLE inside a transaction; a later request on that backend forgets to scope.",
 				Run: func(ctx context.Context, env *engine.Env) error {
 					ts := env.Sandbox.Tenants
 					return runSetRole(ctx, env, roleStep{ts[0], PatternLocalRole, "", false}, roleStep{ts[1], engine.PatternForgot, "", false}, roleStep{ts[1], PatternLocalRole, "", false})
 				}},
 			{Name: SetRoleInjection, Conns: engine.Fixed(3),
-				Summary: "A search term concatenated into SQL runs set_config (and RESET ROLE) as the app: the request reads another tenant's rows.",
+				Summary: "A search term concatenated into the SQL of Acme's request; the term calls set_config and RESET ROLE.",
 				Run: func(ctx context.Context, env *engine.Env) error {
 					ts := env.Sandbox.Tenants
 					// The second request runs on a second, fresh connection

@@ -16,7 +16,7 @@ func TestSetRoleVariants(t *testing.T) {
 	t1 := "lab_" + lab.ID + "_t1"
 	app := lab.Sandbox.AppRole
 	for round := 0; round < 2; round++ {
-		st := sessionstest.MustRun(t, lab, "set-role", "set-role", nil)
+		st := mustRun(t, lab, "set-role", "set-role", nil)
 		a, g := st.Requests[0], st.Requests[1]
 		if a.Pattern != "role" || a.Role != t1 || a.Rows != 3 || a.Leak {
 			t.Errorf("set-role: Acme's SET ROLE request: %+v", a)
@@ -31,7 +31,7 @@ func TestSetRoleVariants(t *testing.T) {
 			t.Errorf("set-role left: %v", left)
 		}
 
-		st = sessionstest.MustRun(t, lab, "set-role", "set-local-role", nil)
+		st = mustRun(t, lab, "set-role", "set-local-role", nil)
 		a, g, g2 := st.Requests[0], st.Requests[1], st.Requests[2]
 		if a.Pattern != "local-role" || a.Role != t1 || a.Rows != 3 || a.Leak {
 			t.Errorf("set-local-role: Acme: %+v", a)
@@ -49,7 +49,7 @@ func TestSetRoleVariants(t *testing.T) {
 			t.Logf("set-local-role: %v", st.Notes)
 		}
 
-		st = sessionstest.MustRun(t, lab, "set-role", "injection", nil)
+		st = mustRun(t, lab, "set-role", "injection", nil)
 		s, l := st.Requests[0], st.Requests[1]
 		if s.Pattern != "tx-local" || !s.Leak || s.Rows != 3 || s.ForeignRows != 3 || s.SeenTenant == nil || *s.SeenTenant != "2" || s.Role != app {
 			t.Errorf("injection: want Acme's request to read Globex's 3 rows under setting '2', got %+v", s)

@@ -221,7 +221,8 @@ func runCrowd(ctx context.Context, env *engine.Env, line string, w crowdWave) (e
 	if stats.otherErr != "" {
 		tr.Note(fmt.Sprintf("%d requests failed otherwise, first: %s", stats.failed, stats.otherErr))
 	}
-	return env.Conclude(ctx, w.verdict(stats))
+	env.Tracker().Measured(w.verdict(stats), false)
+	return env.Conclude(ctx, "")
 }
 
 // crowdTenants returns count tenants: the lab's seeded ones and, when count

@@ -74,7 +74,7 @@ func TestSharedPoolConnPerUserIsRefusedOnEveryRun(t *testing.T) {
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	params := map[string]string{"users": "90", "tenants": "10", "online": "30"}
 	for run := range 2 {
-		st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.SharedPoolConnPerUser, params)
+		st := mustRun(t, lab, "shared-pool", scenarios.SharedPoolConnPerUser, params)
 		if st.Status != engine.StatusDone {
 			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
 		}
@@ -118,7 +118,7 @@ func TestSharedPoolServesEveryUser(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 2 {
-		st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.SharedPoolShared, nil)
+		st := mustRun(t, lab, "shared-pool", scenarios.SharedPoolShared, nil)
 		if st.Status != engine.StatusDone {
 			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
 		}
@@ -172,7 +172,7 @@ func TestSharedPoolPoolNeverExceedsTheRoleLimit(t *testing.T) {
 	t.Parallel()
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	st := sessionstest.MustRun(t, lab, "shared-pool", scenarios.SharedPoolShared, map[string]string{"users": "60", "pool": "50", "tenants": "3"})
+	st := mustRun(t, lab, "shared-pool", scenarios.SharedPoolShared, map[string]string{"users": "60", "pool": "50", "tenants": "3"})
 	if st.Pool.Max != int32(lab.Sandbox.ConnLimit) || st.Errors() != 0 {
 		t.Errorf("pool max %d (limit %d), %d errors", st.Pool.Max, lab.Sandbox.ConnLimit, st.Errors())
 	}

@@ -37,13 +37,13 @@ func SideChannels() *engine.Scenario {
 		ID:    "side-channels",
 		Title: "Unique keys and TRUNCATE on a table with RLS",
 		Variants: []engine.Variant{
-			v(SideChannelsUniqueProbe, "contacts has UNIQUE (email): Acme cannot see Globex's contact, but inserting the same address fails with a duplicate-key error that names it.",
+			v(SideChannelsUniqueProbe, "contacts has UNIQUE (email); Acme inserts an address that Globex already has.",
 				"UNIQUE (email)", "SELECT, INSERT, DELETE", false),
-			v(SideChannelsTruncate, "The app role was granted ALL on contacts, TRUNCATE included: Acme's request empties the table for every tenant.",
+			v(SideChannelsTruncate, "The app role was granted ALL on contacts, TRUNCATE included; Acme's request runs TRUNCATE contacts.",
 				"UNIQUE (email)", "ALL", true),
-			v(SideChannelsTenantUnique, "UNIQUE (tenant_id, email): the address is unique within a tenant, so Acme's insert succeeds and tells nothing about Globex.",
+			v(SideChannelsTenantUnique, "contacts has UNIQUE (tenant_id, email); Acme inserts an address that Globex already has.",
 				"UNIQUE (tenant_id, email)", "SELECT, INSERT, DELETE", false),
-			v(SideChannelsNoTruncate, "The app role has SELECT, INSERT, DELETE only: TRUNCATE is refused (42501), and DELETE, which RLS filters, removes Acme's rows only.",
+			v(SideChannelsNoTruncate, "The app role has SELECT, INSERT, DELETE on contacts; Acme's request runs TRUNCATE contacts.",
 				"UNIQUE (tenant_id, email)", "SELECT, INSERT, DELETE", true),
 		},
 		MinTenants: 3,
@@ -130,6 +130,7 @@ func runSideChannels(ctx context.Context, env *engine.Env, unique, grant string,
 		r.Update(func(rr *engine.RequestRow) {
 			rr.Why = fmt.Sprintf("The duplicate-key error reveals a row RLS hides: %s exists in another tenant.", probe)
 		})
+		env.Tracker().Disclose(fmt.Sprintf("Disclosure: %s learned that %s exists in another tenant: its SELECT finds %d rows, yet its INSERT failed with a duplicate key (SQLSTATE %s).", acme.Name, probe, visible, pe.Code))
 	case ierr != nil:
 		r.Fail(ierr)
 		return ierr
@@ -218,6 +219,9 @@ func sideTruncate(ctx context.Context, env *engine.Env, r *engine.Request, tx pg
 		return err
 	}
 	wiped := others - left
+	if wiped > 0 {
+		env.Tracker().Breach(fmt.Sprintf("Breach: %s's request wiped %d of the other tenants' %d contacts (counted by the superuser afterwards).", acme.Name, wiped, others))
+	}
 	env.Tracker().SetMetric("wiped_rows", fmt.Sprintf("%d of other tenants' %d contacts", wiped, others), float64(wiped))
 	env.Tracker().Note(fmt.Sprintf("Counted by the superuser afterwards: %d of the other tenants' %d contacts are left, %d wiped by %s's request.", left, others, wiped, acme.Name))
 	return env.Conclude(ctx, fmt.Sprintf("The superuser counts the other tenants' contacts: %d of %d left. The contacts table is dropped again.", left, others))

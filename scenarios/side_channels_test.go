@@ -13,7 +13,7 @@ func TestSideChannelsVariants(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 
-	st := sessionstest.MustRun(t, lab, "side-channels", "unique-probe", nil)
+	st := mustRun(t, lab, "side-channels", "unique-probe", nil)
 	if st.Status != engine.StatusDone || len(st.Requests) != 1 {
 		t.Fatalf("unique-probe: status %q (%s), requests %+v", st.Status, st.Error, st.Requests)
 	}
@@ -25,13 +25,13 @@ func TestSideChannelsVariants(t *testing.T) {
 		t.Error("unique-probe: existence_revealed is not 1")
 	}
 
-	st = sessionstest.MustRun(t, lab, "side-channels", "tenant-unique", nil)
+	st = mustRun(t, lab, "side-channels", "tenant-unique", nil)
 	r = st.Requests[0]
 	if st.Status != engine.StatusDone || r.Error != "" || r.Rows != 2 || r.Leak || mustMetric(t, st, "existence_revealed") != 0 {
 		t.Errorf("tenant-unique: want no error and nothing revealed, got %+v (%s)", r, st.Error)
 	}
 
-	st = sessionstest.MustRun(t, lab, "side-channels", "truncate", nil)
+	st = mustRun(t, lab, "side-channels", "truncate", nil)
 	if st.Status != engine.StatusDone || len(st.Requests) != 1 || st.Requests[0].Error != "" {
 		t.Fatalf("truncate: status %q (%s), requests %+v", st.Status, st.Error, st.Requests)
 	}
@@ -39,7 +39,7 @@ func TestSideChannelsVariants(t *testing.T) {
 		t.Errorf("truncate: wiped_rows %v, want the other tenants' 4", got)
 	}
 
-	st = sessionstest.MustRun(t, lab, "side-channels", "no-truncate", nil)
+	st = mustRun(t, lab, "side-channels", "no-truncate", nil)
 	if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 		t.Fatalf("no-truncate: status %q (%s), requests %+v", st.Status, st.Error, st.Requests)
 	}

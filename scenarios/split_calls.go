@@ -42,9 +42,9 @@ func SplitCalls() *engine.Scenario {
 		ID:    "split-calls",
 		Title: "SET on the pool, then query on the pool: two calls, two connections",
 		Variants: []engine.Variant{
-			{Name: SplitCallsSetParam, Run: runSetParam, Summary: "SET app.current_tenant = $1 through pool.Exec: the server rejects the bind parameter with a syntax error."},
-			{Name: SplitCallsSplit, Run: runSplit, Summary: "set_config(..., false) as one pool call, the query as another: under concurrency the query runs on another backend, under another tenant's setting."},
-			{Name: SplitCallsOneTx, Run: runOneTx, Summary: "Acquire once; BEGIN, set_config(..., true), query, COMMIT on that one connection: every request sees only its own rows."},
+			{Name: SplitCallsSetParam, Run: runSetParam, Summary: "SET app.current_tenant = $1 with the tenant as a bind parameter, through pool.Exec; then the same SET under pgx's simple protocol."},
+			{Name: SplitCallsSplit, Run: runSplit, Summary: "set_config(..., false) as one pool call and the query as a second pool call, for three tenants at once."},
+			{Name: SplitCallsOneTx, Run: runOneTx, Summary: "Acquire one connection; BEGIN, set_config(..., true), query, COMMIT on that connection."},
 		},
 		MinTenants: 3,
 		Conns:      engine.Fixed(2),

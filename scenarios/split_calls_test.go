@@ -60,7 +60,7 @@ func p4AppBackends(t *testing.T, m *sessions.Manager, lab *sessions.Lab) int {
 func p4CheckClean(t *testing.T, m *sessions.Manager, lab *sessions.Lab, scenario, variant string, params map[string]string) {
 	t.Helper()
 	before := p4ReadSchema(t, m, lab)
-	sessionstest.MustRun(t, lab, scenario, variant, params)
+	mustRun(t, lab, scenario, variant, params)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := lab.Reset(ctx); err != nil {
@@ -80,7 +80,7 @@ func p4CheckClean(t *testing.T, m *sessions.Manager, lab *sessions.Lab, scenario
 func checkCancel(t *testing.T, m *sessions.Manager, lab *sessions.Lab, scenario, variant string, params map[string]string, stop func(int, engine.State) bool) {
 	t.Helper()
 	cancelAt(t, m, lab, scenario, variant, params, stop)
-	if st := sessionstest.MustRun(t, lab, scenario, variant, params); st.Status != engine.StatusDone {
+	if st := mustRun(t, lab, scenario, variant, params); st.Status != engine.StatusDone {
 		t.Errorf("%s/%s: run after the cancelled one: status %q (%s)", scenario, variant, st.Status, st.Error)
 	}
 }
@@ -90,7 +90,7 @@ func TestSplitCallsSetParamIsASyntaxError(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 2 {
-		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitCallsSetParam, nil)
+		st := mustRun(t, lab, "split-calls", scenarios.SplitCallsSetParam, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("run %d: status %q (%s), %d requests", run, st.Status, st.Error, len(st.Requests))
 		}
@@ -122,7 +122,7 @@ func TestSplitCallsSplitCrossesBackendsOnEveryRun(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 3 {
-		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitCallsSplit, nil)
+		st := mustRun(t, lab, "split-calls", scenarios.SplitCallsSplit, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 3 {
 			t.Fatalf("run %d: status %q (%s), %d requests", run, st.Status, st.Error, len(st.Requests))
 		}
@@ -155,7 +155,7 @@ func TestSplitCallsOneTxSeesOwnRows(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for run := range 3 {
-		st := sessionstest.MustRun(t, lab, "split-calls", scenarios.SplitCallsOneTx, nil)
+		st := mustRun(t, lab, "split-calls", scenarios.SplitCallsOneTx, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 3 {
 			t.Fatalf("run %d: status %q (%s), %d requests", run, st.Status, st.Error, len(st.Requests))
 		}

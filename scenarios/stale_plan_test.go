@@ -15,7 +15,7 @@ func TestStalePlanVariants(t *testing.T) {
 		variant string
 		leaks   int
 	}{{"immutable-wrapper", 2}, {"stable-wrapper", 0}} {
-		st := sessionstest.MustRun(t, lab, "stale-plan", c.variant, nil)
+		st := mustRun(t, lab, "stale-plan", c.variant, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 3 {
 			t.Fatalf("%s: status %q (%s), requests %+v", c.variant, st.Status, st.Error, st.Requests)
 		}

@@ -32,12 +32,12 @@ func TrustedFlag() *engine.Scenario {
 		Title: "An admin override in a policy: a setting or a role",
 		Variants: []engine.Variant{
 			{Name: TrustedFlagSettable, Conns: adminAndPool,
-				Summary: "Admins are recognised by the setting app.is_admin = 'on': a search term that calls set_config turns Acme's request into an admin.",
+				Summary: "Admins are recognised by the setting app.is_admin = 'on'; Acme's search term calls set_config.",
 				Run: func(ctx context.Context, env *engine.Env) error {
 					return runTrustedFlag(ctx, env, false)
 				}},
 			{Name: TrustedFlagAdminRole, Conns: adminAndPool,
-				Summary: "The admin policy is granted TO a role the app role cannot become: the same injected set_config changes nothing.",
+				Summary: "The admin policy is granted TO a role the app role cannot become; Acme sends the same search term.",
 				Run: func(ctx context.Context, env *engine.Env) error {
 					return runTrustedFlag(ctx, env, true)
 				}},

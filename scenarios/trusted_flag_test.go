@@ -16,7 +16,7 @@ func TestTrustedFlagVariants(t *testing.T) {
 		variant       string
 		rows, foreign int
 	}{{"settable-flag", 9, 6}, {"admin-role", 3, 0}} {
-		st := sessionstest.MustRun(t, lab, "trusted-flag", c.variant, nil)
+		st := mustRun(t, lab, "trusted-flag", c.variant, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("%s: status %q (%s), requests %+v", c.variant, st.Status, st.Error, st.Requests)
 		}

@@ -53,12 +53,12 @@ type unsetCase struct {
 func UnsetSetting() *engine.Scenario {
 	cases := []unsetCase{
 		{name: UnsetSettingFresh, pool: 2, play: playFresh,
-			summary: "A fresh connection that never set the tenant: current_setting(..., true) is NULL."},
+			summary: "A fresh connection that never set the tenant runs the query."},
 		{name: UnsetSettingAfterReset, pool: 1, play: playAfterReset,
-			summary: "After a committed SET LOCAL, or after RESET, the same connection reads '' (empty), not NULL."},
+			summary: "The same connection after a committed SET LOCAL, and after RESET, queries without scoping."},
 		{name: UnsetSettingNoMissingOK, pool: 1, play: playThree,
 			using:   `tenant_id = NULLIF(current_setting('app.current_tenant'), '')::int`,
-			summary: "A policy calling current_setting without missing_ok: a fresh connection gets an error (42704), a used one does not.",
+			summary: "A policy calling current_setting('app.current_tenant') without missing_ok; a fresh connection and a used one query.",
 			why: func(row engine.RequestRow, v string) string {
 				if row.Rows != 0 || row.SeenTenant == nil {
 					return ""
@@ -67,7 +67,7 @@ func UnsetSetting() *engine.Scenario {
 			}},
 		{name: UnsetSettingNaiveCast, pool: 1, play: playThree,
 			using:   `tenant_id = current_setting('app.current_tenant', true)::int`,
-			summary: "A policy casting the setting straight to int: NULL filters everything, '' raises 22P02.",
+			summary: "A policy casting the setting straight to int; requests query with the setting NULL and ''.",
 			why: func(row engine.RequestRow, v string) string {
 				if row.Rows != 0 || row.SeenTenant != nil {
 					return ""
@@ -76,7 +76,7 @@ func UnsetSetting() *engine.Scenario {
 			}},
 		{name: UnsetSettingFailOpen, pool: 1, play: playThree,
 			using:   `CASE WHEN coalesce(current_setting('app.current_tenant', true), '') = '' THEN true ELSE tenant_id = current_setting('app.current_tenant', true)::int END`,
-			summary: "A policy that treats an empty setting as \"all tenants\": an unscoped request reads everybody's rows.",
+			summary: "A policy that treats an empty setting as \"all tenants\"; requests without a tenant query.",
 			why: func(row engine.RequestRow, v string) string {
 				if !row.Leak {
 					return ""
@@ -84,7 +84,7 @@ func UnsetSetting() *engine.Scenario {
 				return fmt.Sprintf("LEAK: the setting is %s and this policy reads an empty setting as \"all tenants\": %d rows, %d of other tenants.", v, row.Rows, row.ForeignRows)
 			}},
 		{name: UnsetSettingNullif, pool: 1, play: playThree,
-			summary: "The lab's policy, NULLIF(current_setting(..., true), '')::int: NULL and '' both match nothing; it fails closed."},
+			summary: "The lab's policy, NULLIF(current_setting(..., true), '')::int; requests query with the setting NULL and ''."},
 	}
 	sc := &engine.Scenario{
 		ID:         "unset-setting",

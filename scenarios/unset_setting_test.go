@@ -43,7 +43,7 @@ func TestUnsetSettingVariants(t *testing.T) {
 	}
 	for round := 0; round < 2; round++ {
 		for _, c := range cases {
-			st := sessionstest.MustRun(t, lab, "unset-setting", c.variant, nil)
+			st := mustRun(t, lab, "unset-setting", c.variant, nil)
 			if st.Status != engine.StatusDone {
 				t.Fatalf("%s: status %q (%s)", c.variant, st.Status, st.Error)
 			}

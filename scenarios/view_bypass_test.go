@@ -22,7 +22,7 @@ func TestViewBypassVariants(t *testing.T) {
 		{"invoker-function", 3, 0},
 	}
 	for _, c := range cases {
-		st := sessionstest.MustRun(t, lab, "view-bypass", c.variant, nil)
+		st := mustRun(t, lab, "view-bypass", c.variant, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("%s: status %q (%s), %d requests", c.variant, st.Status, st.Error, len(st.Requests))
 		}

@@ -33,10 +33,10 @@ func WrongScope() *engine.Scenario {
 		ID:    "wrong-scope",
 		Title: "Where the tenant id lives: a shared field, the request's context, a connection per user",
 		Variants: []engine.Variant{
-			race(WrongScopeGlobal, "Each handler writes its tenant into one field shared by all requests and reads it back before its query: a concurrent request overwrites it."),
-			race(WrongScopeContext, "The tenant travels in each request's context.Context (context.WithValue): each request reads its own."),
+			race(WrongScopeGlobal, "Each handler writes its tenant into one field shared by all requests and reads it back before its query."),
+			race(WrongScopeContext, "The tenant travels in each request's context.Context (context.WithValue)."),
 			{Name: WrongScopeConnPerUser, Run: runConnPerUser, Conns: func(p engine.Params, sb engine.Sandbox) int { return perUserPoolSize(p, sb) },
-				Summary: "Each logged-in user keeps one pooled connection, scoped once: with more users than connections, later users wait and their acquires time out."},
+				Summary: "Each logged-in user keeps one pooled connection, scoped once at login; more users log in than the pool has connections."},
 		},
 		Params: []engine.Param{
 			{Name: "delay_ms", Summary: "milliseconds a handler works between storing the tenant and its query (global, context)", Min: 0, Max: 2000, Default: 300},
@@ -340,7 +340,8 @@ func runConnPerUser(ctx context.Context, env *engine.Env) error {
 	tr.SetMetric("per-request: longest acquire wait", fmt.Sprintf("%.1f ms", longest), longest)
 	tr.Note(fmt.Sprintf("With a connection per request instead of per user, the same %d users were served by %d connections: %d of %d got their own rows, %d leaks, the longest acquire waited %.1f ms.",
 		users, size, served, users, leaks, longest))
-	return env.Conclude(ctx, fmt.Sprintf("Held per user, %d connections served %d users and turned %d away; lent per request, they served %d of %d.", size, len(held)+lateServed, timedOut, served, users))
+	tr.Measured(fmt.Sprintf("Held per user, %d connections served %d of %d users and turned %d away; lent per request, they served %d of %d.", size, len(held)+lateServed, users, timedOut, served, users), false)
+	return env.Conclude(ctx, "")
 }
 
 // waitForHeldPool lets the late users try to acquire at once while held

@@ -20,7 +20,7 @@ func TestWrongScopeGlobalGivesAnotherTenantsRowsOnEveryRun(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, delay := range []string{"0", "40", "0"} {
-		st := sessionstest.MustRun(t, lab, "wrong-scope", scenarios.WrongScopeGlobal, map[string]string{"delay_ms": delay})
+		st := mustRun(t, lab, "wrong-scope", scenarios.WrongScopeGlobal, map[string]string{"delay_ms": delay})
 		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("delay %s: status %q (%s), %d requests", delay, st.Status, st.Error, len(st.Requests))
 		}
@@ -66,7 +66,7 @@ func TestWrongScopeContextKeepsEachTenant(t *testing.T) {
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	for _, delay := range []string{"0", "40", "0"} {
-		st := sessionstest.MustRun(t, lab, "wrong-scope", scenarios.WrongScopeContext, map[string]string{"delay_ms": delay})
+		st := mustRun(t, lab, "wrong-scope", scenarios.WrongScopeContext, map[string]string{"delay_ms": delay})
 		if st.Status != engine.StatusDone || len(st.Requests) != 2 {
 			t.Fatalf("delay %s: status %q (%s), %d requests", delay, st.Status, st.Error, len(st.Requests))
 		}
@@ -88,7 +88,7 @@ func TestWrongScopeConnPerUserRunsOutOfConnections(t *testing.T) {
 	params := map[string]string{"users": "6", "pool": "3", "acquire_timeout_ms": "200"}
 	for run := range 2 {
 		start := time.Now()
-		st := sessionstest.MustRun(t, lab, "wrong-scope", scenarios.WrongScopeConnPerUser, params)
+		st := mustRun(t, lab, "wrong-scope", scenarios.WrongScopeConnPerUser, params)
 		if st.Status != engine.StatusDone {
 			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
 		}

@@ -193,7 +193,9 @@ func (p *Progress) count(ctx context.Context, st *store.Store, l *lessons.Lesson
 		return nil
 	}
 	actual := q.Choices[v.Actual]
-	evidence := Evidence(r.Final) + " (" + actual.When.Explain(o) + ")"
+	// The verdict says what the outcome bar said about the run, in its
+	// words, not the lesson's condition.
+	evidence := engine.Judge(r.Final, nil).Headline
 	if n := []rune(evidence); len(n) > store.MaxEvidenceLen {
 		evidence = string(n[:store.MaxEvidenceLen])
 	}

@@ -92,7 +92,28 @@ type StateDoc struct {
 	Timeline        *TimelineDoc         `json:"timeline,omitempty"`
 	Policy          *PolicyDoc           `json:"policy,omitempty"`
 	SharedField     []FieldReadingDoc    `json:"shared_field,omitempty"`
-	Version         uint64               `json:"version"`
+	Findings        []FindingDoc         `json:"findings,omitempty"`
+	// Outcome is what the run showed so far (engine.State.Outcome): absent
+	// while nothing has been observed. It is derived from the rest of the
+	// document, so Engine leaves it out.
+	Outcome *OutcomeDoc `json:"outcome,omitempty"`
+	Version uint64      `json:"version"`
+}
+
+// FindingDoc is a run's observation besides its request log (a breach, a
+// disclosure, a measurement) in a state document.
+type FindingDoc struct {
+	Kind string `json:"kind"`
+	Text string `json:"text"`
+	Lead bool   `json:"lead,omitempty"`
+}
+
+// OutcomeDoc names what a run showed: kind is one of leak, breach,
+// disclosure, failed-closed, error, measurement, none; headline is the
+// sentence that heads the outcome bar.
+type OutcomeDoc struct {
+	Kind     string `json:"kind"`
+	Headline string `json:"headline"`
 }
 
 // PoolCountsDoc is a pool's counts (pgxpool.Stat) in a state document.
@@ -296,8 +317,19 @@ func StateDocOf(st engine.State) StateDoc {
 		Timeline:        convertPointer(st.Timeline, timelineDocOf),
 		Policy:          convertPointer(st.Policy, func(p engine.Policy) PolicyDoc { return PolicyDoc(p) }),
 		SharedField:     convertSlice(st.SharedField, func(f engine.FieldReading) FieldReadingDoc { return FieldReadingDoc(f) }),
+		Findings:        convertSlice(st.Findings, func(f engine.Finding) FindingDoc { return FindingDoc(f) }),
+		Outcome:         outcomeDocOf(st),
 		Version:         st.Version,
 	}
+}
+
+// outcomeDocOf is the state's verdict, nil while it has none.
+func outcomeDocOf(st engine.State) *OutcomeDoc {
+	v, ok := st.Outcome()
+	if !ok {
+		return nil
+	}
+	return &OutcomeDoc{Kind: v.Kind, Headline: v.Headline}
 }
 
 // A struct conversion such as PoolCountsDoc(p) above compiles only while
@@ -419,6 +451,7 @@ func (d StateDoc) Engine() engine.State {
 		}),
 		Policy:      convertPointer(d.Policy, func(p PolicyDoc) engine.Policy { return engine.Policy(p) }),
 		SharedField: convertSlice(d.SharedField, func(f FieldReadingDoc) engine.FieldReading { return engine.FieldReading(f) }),
+		Findings:    convertSlice(d.Findings, func(f FindingDoc) engine.Finding { return engine.Finding(f) }),
 		Version:     d.Version,
 	}
 }

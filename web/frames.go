@@ -28,6 +28,7 @@ const serverCountsEvery = 250 * time.Millisecond
 type labFrame struct {
 	parts    []views.Part
 	withHead []views.Part
+	scenario string // the scenario of the run the frame shows ("" when none)
 }
 
 // labSource renders one lab's frames for its hub; it keeps the lab's
@@ -89,7 +90,7 @@ func renderLabFrame(st engine.State, cat *engine.Catalog, rows *views.RowCache) 
 		return labFrame{}, err
 	}
 	withHead := append(parts[:len(parts):len(parts)], views.Part{ID: "present-head", HTML: head.Bytes()})
-	return labFrame{parts: parts, withHead: withHead}, nil
+	return labFrame{parts: parts, withHead: withHead, scenario: st.Scenario}, nil
 }
 
 // frameDiff remembers what one browser was sent and turns each new frame

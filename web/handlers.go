@@ -72,6 +72,12 @@ func (s *Server) lessonPage(ctx context.Context, slug string, lab *sessions.Lab)
 		}
 	}
 	st := lab.Tracker().Snapshot()
+	if st.Scenario != "" && st.Scenario != l.Scenario {
+		// The lab's last run belongs to another lesson: this page shows
+		// none of it (its websocket skips those frames too).
+		st = engine.State{Lab: st.Lab, Tenants: st.Tenants, Server: st.Server, Outage: st.Outage, Status: engine.StatusIdle,
+			Connections: []engine.Connection{}, Requests: []engine.RequestRow{}, Series: []engine.Sample{}, Version: st.Version}
+	}
 	return views.LessonPage{
 		Lesson:   l,
 		Controls: views.Controls{Lab: lab.ID, Owner: true, Speed: "1", Scenarios: []views.ScenarioChoice{{ID: sc.ID, Title: sc.Title, Variants: variants, Params: sc.Params}}},

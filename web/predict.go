@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -207,14 +206,10 @@ func pendingItem(p lessons.Prediction, pend sessions.Pending) views.PredictItem 
 	return it
 }
 
-// checkedItem is a question answered and checked by a run.
+// checkedItem is a question answered and checked by a run: the answer the
+// run showed and, as evidence, the outcome bar's headline of that run.
 func checkedItem(p lessons.Prediction, q sessions.Prediction) views.PredictItem {
 	it := askItem(p)
 	it.State, it.Picked, it.Correct, it.Actual, it.Evidence = views.PredictChecked, q.Choice, q.Correct, q.Actual, q.Evidence
-	for _, c := range p.Choices {
-		if c.Text == q.Actual {
-			it.Why = fmt.Sprintf("The lesson counts a run as %q when %s.", c.Text, c.When)
-		}
-	}
 	return it
 }

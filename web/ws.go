@@ -126,7 +126,8 @@ func streamWS[F any](s *Server, r *http.Request, conn *websocket.Conn, watcher *
 }
 
 // handleWS streams a lab's frames to one browser. The first frame is the
-// full current state.
+// full current state. With ?scenario=ID (a lesson page) it sends only the
+// frames of that scenario's runs, and of a lab with no run.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, false) }
 
 // serveWS streams the frames of the lab in the path: its live view, and
@@ -148,7 +149,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, head bool) {
 	watcher := s.hubs.Watch(lab)
 	defer watcher.Close()
 	diff := &frameDiff{}
+	only := r.URL.Query().Get("scenario") // a lesson page: its own scenario's runs only
 	st := stream[labFrame]{what: []any{"lab", lab.ID}, bye: "lab closed", message: func(f labFrame) []byte {
+		if only != "" && f.scenario != "" && f.scenario != only {
+			return nil // another lesson's run: this page shows none of it
+		}
 		if head {
 			return diff.next(f.withHead)
 		}

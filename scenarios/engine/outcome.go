@@ -1,12 +1,15 @@
 package engine
 
 // Outcome is what a headless run prints (rlslab run -json): the request log
-// and the counts of leaks and failed requests, plus timings where the
-// scenario measures them.
+// and the counts of leaks and failed requests, what the run showed (its
+// verdict's kind and headline), plus timings where the scenario measures
+// them.
 type Outcome struct {
 	Scenario string             `json:"scenario"`
 	Variant  string             `json:"variant"`
 	Status   string             `json:"status"`
+	Kind     string             `json:"kind"`     // what the run showed (Judge)
+	Headline string             `json:"headline"` // the sentence that says it
 	Error    string             `json:"error,omitempty"`
 	Requests []RequestRow       `json:"requests"`
 	Leaks    int                `json:"leaks"`
@@ -19,6 +22,7 @@ type Outcome struct {
 
 // OutcomeOf returns the outcome recorded in a run's final state.
 func OutcomeOf(s State) Outcome {
-	return Outcome{Scenario: s.Scenario, Variant: s.Variant, Status: s.Status, Error: s.Error, Requests: s.Requests,
+	v := Judge(s, nil)
+	return Outcome{Scenario: s.Scenario, Variant: s.Variant, Status: s.Status, Kind: v.Kind, Headline: v.Headline, Error: s.Error, Requests: s.Requests,
 		Leaks: s.Leaks(), Errors: s.Errors(), Notes: s.Notes, Metrics: s.Metrics, Timings: s.Timings, Ratios: s.Ratios}
 }

@@ -198,7 +198,11 @@ type State struct {
 	Timeline        *Timeline          `json:"timeline,omitempty"`
 	Policy          *Policy            `json:"policy,omitempty"`
 	SharedField     []FieldReading     `json:"shared_field,omitempty"`
-	Version         uint64             `json:"version"`
+	// Findings are what the run observed besides its request log: rows of
+	// another tenant written or deleted, data revealed by an error or a
+	// count, the measurement it is about (see Judge).
+	Findings []Finding `json:"findings,omitempty"`
+	Version  uint64    `json:"version"`
 }
 
 // Queue is where a run that waits for connections stands: it needs Need
@@ -268,6 +272,7 @@ func (t *Tracker) Snapshot() State {
 	s.Series = append([]Sample{}, t.st.Series...)
 	s.Notes = append([]string(nil), t.st.Notes...)
 	s.Metrics = append([]Metric(nil), t.st.Metrics...)
+	s.Findings = append([]Finding(nil), t.st.Findings...)
 	s.Timeline, s.SharedField = t.st.Timeline.clone(), append([]FieldReading(nil), t.st.SharedField...)
 	s.Charts = make([]Chart, len(t.st.Charts))
 	for i, c := range t.st.Charts {

@@ -23,10 +23,13 @@ type OutcomeLeak struct {
 	Text   string
 }
 
-// Outcome is what the outcome bar says: Kind is one of idle, queued,
-// outage, error, leak, running, safe.
+// Outcome is what the outcome bar says. Kind is the run's outcome kind
+// (engine.Judge: leak, breach, disclosure, failed-closed, error,
+// measurement, none) once there is one, else what the lab is doing: idle,
+// queued, outage, running. Label is the short word of its chip.
 type Outcome struct {
 	Kind   string
+	Label  string
 	Head   string
 	Detail string
 	Leaks  []OutcomeLeak
@@ -36,28 +39,23 @@ type Outcome struct {
 const maxOutcomeLeaks = 5
 
 // Outcome puts what the run has shown so far into one sentence: an outage
-// or a place in the admission queue first, then the run's error, its leaks
-// (whose rows went to whom, on which backend), or that no request leaked
-// and how many failed closed.
+// or a place in the admission queue first, then the verdict of what the
+// run observed (engine.Judge): its leaks (whose rows went to whom, on which
+// backend), a breach, a disclosure, its measurement, an error, or that no
+// request leaked and how the requests ended.
 func (v Live) Outcome() Outcome {
 	var o Outcome
-	own, closed, failed := 0, 0, 0
 	for _, r := range v.Requests {
-		switch {
-		case r.Leak:
+		if r.Leak {
 			o.Leaks = append(o.Leaks, v.leakOf(r))
-		case r.Error != "":
-			failed++
-		case r.FinishedAt != 0 && r.Rows == 0:
-			closed++
-		case r.FinishedAt != 0:
-			own++
 		}
 	}
-	counts := v.countsText(own, closed, failed)
+	verdict, judged := v.State.Outcome()
 	switch {
 	case v.Outage != "":
 		o.Kind, o.Head, o.Detail = "outage", "The database is not answering.", v.Outage
+		o.Leaks = nil
+		return o
 	case v.Status == engine.StatusQueued && v.Queue != nil:
 		runs := "runs"
 		if v.Queue.Ahead == 1 {
@@ -65,12 +63,23 @@ func (v Live) Outcome() Outcome {
 		}
 		o.Kind, o.Head = "queued", "Waiting in the admission queue."
 		o.Detail = fmt.Sprintf("This run needs %d connections of the server's budget; %d %s ahead of it. It starts by itself.", v.Queue.Need, v.Queue.Ahead, runs)
+		o.Leaks = nil
+		return o
 	case v.Status == engine.StatusFailed:
-		o.Kind, o.Head, o.Detail = "error", "The run failed.", v.Error
+		o.Kind, o.Head, o.Detail = engine.KindError, "The run failed.", v.Error
 	case v.Status == engine.StatusCancelled:
-		o.Kind, o.Head, o.Detail = "error", "The run was cancelled before it ended.", v.Error
-	case len(o.Leaks) > 0:
-		o.Kind = "leak"
+		o.Kind, o.Head, o.Detail = engine.KindError, "The run was cancelled before it ended.", v.Error
+	case v.Status == engine.StatusIdle:
+		o.Kind, o.Head = "idle", "No run yet."
+		o.Detail = "Press Run: the outcome appears here."
+		o.Leaks = nil
+		return o
+	case !judged:
+		o.Kind, o.Head = "running", "Running: no request has queried yet."
+		o.Leaks = nil
+		return o
+	case verdict.Kind == engine.KindLeak:
+		o.Kind = engine.KindLeak
 		o.Head = o.Leaks[0].Text
 		if n := len(o.Leaks); n > 1 {
 			o.Head = fmt.Sprintf("%d LEAKS: %d requests got another tenant's rows.", n, n)
@@ -81,35 +90,30 @@ func (v Live) Outcome() Outcome {
 			o.Detail = fmt.Sprintf("The first %d are listed; the request log has them all.", maxOutcomeLeaks)
 			o.Leaks = o.Leaks[:maxOutcomeLeaks]
 		}
-	case v.Status == engine.StatusIdle:
-		o.Kind, o.Head = "idle", "No run yet."
-		o.Detail = "Choose a variant and press Run: the outcome appears here."
-	case own+closed+failed == 0:
-		o.Kind, o.Head = "running", "Running: no request has queried yet."
-	case v.Status == engine.StatusRunning:
-		o.Kind, o.Head, o.Detail = "running", "No leak so far.", counts
+	case v.Status == engine.StatusRunning && (verdict.Kind == engine.KindNone || verdict.Kind == engine.KindFailedClosed):
+		o.Kind, o.Head = "running", "No leak so far."
+		o.Detail = upperFirst(engine.Tally(v.Requests)) + "."
+		o.Leaks = nil
+		return o
 	default:
-		o.Kind, o.Head, o.Detail = "safe", "No leak.", counts
+		o.Kind, o.Head = verdict.Kind, verdict.Headline
+		switch verdict.Kind {
+		case engine.KindBreach, engine.KindDisclosure, engine.KindMeasurement:
+			if t := engine.Tally(v.Requests); t != "" {
+				o.Detail = "Requests: " + t + "."
+			}
+		}
 	}
+	o.Label = engine.KindLabel(o.Kind)
 	return o
 }
 
-// countsText says how the requests that did not leak ended.
-func (v Live) countsText(own, closed, failed int) string {
-	var parts []string
-	if own > 0 {
-		parts = append(parts, plural(own, "request")+" got only their own rows")
+// upperFirst capitalises the first letter of s.
+func upperFirst(s string) string {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return s
 	}
-	if closed > 0 {
-		parts = append(parts, plural(closed, "request")+" failed closed (0 rows)")
-	}
-	if failed > 0 {
-		parts = append(parts, plural(failed, "request")+" failed with an error")
-	}
-	if len(parts) == 0 {
-		return ""
-	}
-	return strings.Join(parts, ", ") + "."
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 // plural says "1 request" or "3 requests".
@@ -163,10 +167,10 @@ func (v Live) FinalLine() string {
 	return s
 }
 
-// Conclusion is engine.Conclusion of the state's request log, with the
-// lab's tenant names: the sentence a run's last narration starts with.
+// Conclusion is the headline of engine.Judge's verdict on the state, with
+// the lab's tenant names: the sentence a run's last narration starts with.
 func (v Live) Conclusion() string {
-	return engine.Conclusion(v.Requests, func(s string) string { return v.TenantName(&s) })
+	return engine.Judge(v.State, func(s string) string { return v.TenantName(&s) }).Headline
 }
 
 // OtherRole reports whether role is a role other than the lab's app role

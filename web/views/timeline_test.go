@@ -113,11 +113,47 @@ func TestOutcomeSaysWhatTheRunShowed(t *testing.T) {
 	}
 	st.Requests[2].Leak, st.Requests[2].ForeignRows, st.Requests[2].Rows = false, 0, 0
 	o := NewLive(st, tenants).Outcome()
-	if o.Kind != "safe" || o.Detail != "2 requests got only their own rows, 1 request failed closed (0 rows)." {
-		t.Errorf("safe outcome %+v", o)
+	if o.Kind != "failed-closed" || o.Label != "failed closed" || o.Head != "Failed closed: 1 request got 0 rows, 2 got only their own rows; no leak." {
+		t.Errorf("failed-closed outcome %+v", o)
 	}
-	if f := NewLive(st, tenants).FinalLine(); !strings.HasPrefix(f, "Outcome: No leak.") {
+	if f := NewLive(st, tenants).FinalLine(); !strings.HasPrefix(f, "Outcome: Failed closed: 1 request got 0 rows") {
 		t.Errorf("final line %q", f)
+	}
+	// What a scenario recorded from the database heads the bar: the
+	// other tenants' rows TRUNCATE wiped, though every request got only
+	// its own rows.
+	st.Requests[2].Rows = 3
+	if o := NewLive(st, tenants).Outcome(); o.Kind != "none" || !strings.HasPrefix(o.Head, "No leak: 3 requests") {
+		t.Errorf("no-leak outcome %+v", o)
+	}
+	st.Findings = []engine.Finding{{Kind: engine.KindBreach, Text: "Breach: Acme's request wiped 4 of the other tenants' 4 contacts."}}
+	if o := NewLive(st, tenants).Outcome(); o.Kind != "breach" || o.Label != "breach" || o.Head != st.Findings[0].Text || o.Detail != "Requests: 3 requests got only their own rows." {
+		t.Errorf("breach outcome %+v", o)
+	}
+	st.Findings = []engine.Finding{{Kind: engine.KindDisclosure, Text: "Disclosure: Acme learned that ceo@globex.example exists."}}
+	if o := NewLive(st, tenants).Outcome(); o.Kind != "disclosure" || strings.Contains(o.Head, "No leak") {
+		t.Errorf("disclosure outcome %+v", o)
+	}
+	st.Findings = []engine.Finding{{Kind: engine.KindMeasurement, Text: "Scoping costs 3.1× the bare query.", Lead: true}}
+	st.Requests[2].Leak, st.Requests[2].ForeignRows = true, 3
+	if o := NewLive(st, tenants).Outcome(); o.Kind != "measurement" || o.Head != "Scoping costs 3.1× the bare query." {
+		t.Errorf("measurement outcome %+v", o)
+	}
+	st.Findings, st.Requests[2].Leak, st.Requests[2].ForeignRows = nil, false, 0
+	st.Requests[2].Error, st.Requests[2].SQLState = "syntax error at or near \"$1\"", "42601"
+	if o := NewLive(st, tenants).Outcome(); o.Kind != "error" || !strings.HasPrefix(o.Head, "Error: 1 request failed with an error (SQLSTATE 42601)") {
+		t.Errorf("error outcome %+v", o)
+	}
+	running := st
+	running.Status, running.Requests = engine.StatusRunning, []engine.RequestRow{{Seq: 1, Phase: "waiting"}}
+	if o := NewLive(running, tenants).Outcome(); o.Kind != "running" {
+		t.Errorf("a run before its first query: %+v", o)
+	}
+	if h := (Head{Scenario: "set-leak", Status: engine.StatusRunning, Requests: 1}); h.Outcome() != "running" || h.OutcomeClass() != "outcome" {
+		t.Errorf("the presenter's chip before a query: %q %q", h.Outcome(), h.OutcomeClass())
+	}
+	if h := (Head{Scenario: "side-channels", Status: engine.StatusDone, Requests: 1, Kind: engine.KindBreach}); h.Outcome() != "breach" || h.OutcomeClass() != "outcome outcome-leak" {
+		t.Errorf("the presenter's chip after a breach: %q %q", h.Outcome(), h.OutcomeClass())
 	}
 	st.Status, st.Queue = engine.StatusQueued, &engine.Queue{Need: 3, Ahead: 1}
 	if o := NewLive(st, tenants).Outcome(); o.Kind != "queued" || !strings.Contains(o.Detail, "needs 3 connections") || !strings.Contains(o.Detail, "1 run ahead") {
