@@ -159,7 +159,18 @@ type Card struct {
 	PredRight  int  // checked predictions that were right
 	PredTotal  int  // checked predictions
 	QueueAhead int  // runs ahead in the admission queue; -1 when not waiting
-	Idle       time.Duration
+	// Idle is how long the lab has seen no activity of its owner; 0 while
+	// a run is going or waiting in line (a run is activity).
+	Idle time.Duration
+	// LastActive is when the participant last did something: their lab's
+	// last activity, else their last finished run, else when they joined.
+	LastActive time.Time
+	// Progress counts what the participant did: variants run, leaks seen
+	// and fixes run, over every lesson (more is further on).
+	VariantsRun int
+	// Learner is the participant's learner id (not shown; it keys Runs and
+	// answers).
+	Learner string
 }
 
 // Board reads the workshop with that id and everything its dashboard
@@ -192,7 +203,10 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 	b.Usage = w.labs.Usage()
 	b.Cards = []Card{}
 	for _, p := range ps {
-		c := Card{Name: p.Name, Lab: p.Lab, QueueAhead: -1, LastRun: p.LastRun}
+		c := Card{Name: p.Name, Lab: p.Lab, QueueAhead: -1, LastRun: p.LastRun, Learner: p.Learner, LastActive: p.JoinedAt}
+		if p.LastRun != nil && p.LastRun.At.After(c.LastActive) {
+			c.LastActive = p.LastRun.At
+		}
 		c.Lesson = seen[p.Learner]
 		if c.Lesson == "" && ws.CurrentLesson < len(ws.Lessons) {
 			c.Lesson = ws.Lessons[ws.CurrentLesson]
@@ -202,6 +216,7 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 			// A fix counts where its leak was seen: a leak-free run of
 			// another lesson fixes nothing.
 			c.FixRun = c.FixRun || l.LeakSeen && l.FixRun
+			c.VariantsRun += len(l.VariantsRun)
 			for _, q := range l.Predictions {
 				c.PredTotal++
 				if q.Correct {
@@ -217,11 +232,21 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 				if st.Queue != nil {
 					c.QueueAhead = st.Queue.Ahead
 				}
-				c.Idle = lab.IdleFor().Round(time.Second)
+				idle := lab.IdleFor()
+				if at := time.Now().Add(-idle); at.After(c.LastActive) {
+					c.LastActive = at
+				}
+				c.Idle = idle.Round(time.Second)
 				if lab.Running() {
 					c.Running = true
 					b.Counts.Running++
 					c.LiveRun = st.Scenario + " / " + st.Variant
+				}
+				if c.Running || c.QueueAhead >= 0 {
+					// A run going or waiting in line is activity, however
+					// long ago the last click was.
+					c.Idle = 0
+					c.LastActive = time.Now()
 				}
 			} else {
 				c.Status = "lab closed"
@@ -418,4 +443,100 @@ func (l *lessonSeen) get(learner string) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.m[learner]
+}
+
+// Answer is one participant's answer to a prediction question (see
+// store.Answer).
+type Answer = store.Answer
+
+// Room is what the projector's room view and the CSV export show: the
+// board, every answer to the workshop's prediction questions, and how
+// many recorded runs each participant has (by learner id).
+type Room struct {
+	Board
+	Answers []Answer
+	Runs    map[string]int
+}
+
+// Room reads the board of the workshop with that id, with its answers and
+// run counts.
+func (w *Workshops) Room(ctx context.Context, id string) (Room, error) {
+	b, err := w.Board(ctx, id)
+	if err != nil {
+		return Room{}, err
+	}
+	type extra struct {
+		answers []Answer
+		runs    map[string]int
+	}
+	got, err := call(ctx, w.db, "read a workshop's answers", func(ctx context.Context, st *store.Store) (e extra, err error) {
+		if e.answers, err = st.WorkshopAnswers(ctx, id); err != nil {
+			return e, err
+		}
+		e.runs, err = st.WorkshopRunCounts(ctx, id)
+		return e, err
+	})
+	if err != nil {
+		return Room{}, err
+	}
+	return Room{Board: b, Answers: got.answers, Runs: got.runs}, nil
+}
+
+// ResetLab gives the participant of the workshop with that display name a
+// fresh lab in place of the one they hold: the old lab is closed and a new
+// one made for the same browser, so their progress, predictions and
+// recordings (which belong to the learner) stay. It returns the new lab's
+// id. It fails with ENOTFOUND for a name not in the workshop, ECONFLICT for
+// an ended workshop or a participant without an open lab (their lesson
+// page makes one at their next action).
+func (w *Workshops) ResetLab(ctx context.Context, id, name string) (string, error) {
+	type found struct {
+		ws Workshop
+		p  store.Participant
+		ok bool
+	}
+	f, err := call(ctx, w.db, "read participants", func(ctx context.Context, st *store.Store) (f found, err error) {
+		if f.ws, err = st.Workshop(ctx, id); err != nil {
+			return f, err
+		}
+		ps, err := st.Participants(ctx, id)
+		if err != nil {
+			return f, err
+		}
+		for _, p := range ps {
+			if p.Name == name {
+				f.p, f.ok = p, true
+			}
+		}
+		return f, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case !f.ok:
+		return "", rlslab.Errorf(rlslab.ENOTFOUND, "nobody called %q is in this workshop", truncate(name, 64))
+	case f.ws.Ended():
+		return "", rlslab.Errorf(rlslab.ECONFLICT, "the workshop has ended: its labs are dropped")
+	}
+	old, err := w.labs.Get(f.p.Lab)
+	if f.p.Lab == "" || err != nil {
+		return "", rlslab.Errorf(rlslab.ECONFLICT, "%s has no open lab: their lesson page makes a new one at their next action", f.p.Name)
+	}
+	owner := old.Owner()
+	if err := w.labs.CloseLab(ctx, old.ID); err != nil && rlslab.ErrorCode(err) != rlslab.ENOTFOUND {
+		return "", err
+	}
+	lab, err := w.labs.Create(ctx, owner)
+	if err != nil {
+		return "", err
+	}
+	err = w.db.do(ctx, "set a participant's lab", func(ctx context.Context, st *store.Store) error {
+		return st.SetParticipantLab(ctx, f.p.Learner, lab.ID)
+	})
+	if err != nil {
+		return "", err
+	}
+	w.log.Info("workshop: a participant's lab was reset", "workshop", id, "old", old.ID, "lab", lab.ID)
+	return lab.ID, nil
 }

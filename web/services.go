@@ -20,6 +20,8 @@ type Workshops interface {
 	ByCode(ctx context.Context, code string) (sessions.Workshop, error)
 	Join(ctx context.Context, ws sessions.Workshop, name string) (sessions.Joined, error)
 	Notice(ctx context.Context, token, here string) (sessions.Notice, error)
+	Room(ctx context.Context, id string) (sessions.Room, error)
+	ResetLab(ctx context.Context, id, name string) (string, error)
 }
 
 // Progress is what the lesson pages ask of the progress service

@@ -44,6 +44,27 @@ func (s *Server) workshopRoutes() {
 	s.mux.HandleFunc("GET /workshops/{id}/join", s.handleJoinForm)
 	s.mux.HandleFunc("POST /workshops/{id}/join", s.handleJoin)
 	s.mux.HandleFunc("GET /me/workshop", s.handleWorkshopNotice)
+	s.mux.HandleFunc("GET /workshops/new", s.handleNewWorkshop)
+	s.mux.HandleFunc("GET /workshops/{id}/room", s.facilitator(s.handleRoom))
+	s.mux.HandleFunc("GET /workshops/{id}/room/live", s.facilitator(s.handleRoom))
+	s.mux.HandleFunc("GET /workshops/{id}/participants.csv", s.facilitator(s.handleParticipantsCSV))
+	s.mux.HandleFunc("POST /workshops/{id}/participants/reset", s.facilitator(s.handleResetLab))
+}
+
+// handleNewWorkshop is the facilitator's form.
+func (s *Server) handleNewWorkshop(w http.ResponseWriter, r *http.Request) {
+	s.render(w, r, http.StatusOK, views.NewWorkshopPage(s.lessons.All()))
+}
+
+// joinQR is the join link as an SVG QR code, "" (logged) if it cannot be
+// one.
+func (s *Server) joinQR(link string) string {
+	qr, err := views.QRSVG(link, "QR code of the join link")
+	if err != nil {
+		s.log.Warn("join link has no QR code", "err", err)
+		return ""
+	}
+	return qr
 }
 
 // workshopForm is what POST /workshops reads.
@@ -126,7 +147,8 @@ func (s *Server) handleCreateWorkshop(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusCreated, map[string]string{"id": ws.ID, "code": ws.Code, "join_url": join, "facilitator_url": fac})
 		return
 	}
-	s.render(w, r, http.StatusCreated, views.WorkshopCreated(views.WorkshopLinks{ID: ws.ID, Title: ws.Title, Code: ws.Code, JoinURL: join, FacilitatorURL: fac}))
+	s.render(w, r, http.StatusCreated, views.WorkshopCreated(views.WorkshopLinks{ID: ws.ID, Title: ws.Title, Code: ws.Code, JoinURL: join,
+		FacilitatorURL: fac, QR: s.joinQR(join)}))
 }
 
 // baseURL is the scheme and host the request came to.
@@ -212,7 +234,9 @@ func (s *Server) handleDashboard(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, views.DashboardPage(s.dashboard(b, baseURL(r))))
+	d := s.dashboard(b, baseURL(r))
+	d.QR = s.joinQR(d.JoinURL)
+	s.render(w, r, http.StatusOK, views.DashboardPage(d.Apply(views.ParseDashView(r.URL.Query()))))
 }
 
 // dashboard is the view model of a workshop's dashboard.
@@ -238,7 +262,7 @@ func (s *Server) dashboard(b sessions.Board, base string) views.Dashboard {
 	for _, c := range b.Cards {
 		v := views.Card{Name: c.Name, Lab: c.Lab, LessonSlug: c.Lesson, Lesson: s.lessonTitle(c.Lesson), Status: c.Status, Running: c.Running,
 			LiveRun: c.LiveRun, LeakSeen: c.LeakSeen, FixRun: c.FixRun, Predictions: "–", PredRight: c.PredRight, PredTotal: c.PredTotal,
-			QueueAhead: c.QueueAhead, Idle: c.Idle}
+			QueueAhead: c.QueueAhead, Idle: c.Idle, LastActive: c.LastActive, VariantsRun: c.VariantsRun}
 		if c.LastRun != nil {
 			v.LastRun = &views.CardRun{Scenario: c.LastRun.Scenario, Variant: c.LastRun.Variant, Status: c.LastRun.Status, Leaks: c.LastRun.Leaks}
 		}
@@ -318,15 +342,36 @@ func (s *Server) handleDashboardWS(w http.ResponseWriter, r *http.Request, ws se
 	}
 	watcher := s.dashboards.Watch(ws.ID)
 	defer watcher.Close()
+	view := views.ParseDashView(r.URL.Query())
+	var last []byte
 	streamWS(s, r, conn, watcher, stream[dashFrame]{what: []any{"workshop", ws.ID}, bye: "rlslab is stopping",
-		message: func(f dashFrame) []byte { return f.html }})
+		message: func(f dashFrame) []byte {
+			if view.IsDefault() || f.dash == nil {
+				return f.html
+			}
+			// This tab's own sort and filter: rendered for it alone.
+			var buf bytes.Buffer
+			if err := views.DashboardLive(f.dash.Apply(view), true).Render(r.Context(), &buf); err != nil {
+				s.log.Error("render dashboard", "workshop", ws.ID, "err", err)
+				return nil
+			}
+			if bytes.Equal(buf.Bytes(), last) {
+				return nil
+			}
+			last = buf.Bytes()
+			return last
+		}})
 }
 
 // dashFrame is one frame of a workshop's dashboard, as its hub hands it to
 // every websocket watching the workshop: the live part of the dashboard
-// (swapped in by id), nil before the workshop could be read once. Its HTML
-// is shared by every watcher and never changed.
-type dashFrame struct{ html []byte }
+// (swapped in by id) in the default view, nil before the workshop could be
+// read once, and the dashboard it shows, for a tab with a view of its own.
+// Both are shared by every watcher and never changed.
+type dashFrame struct {
+	html []byte
+	dash *views.Dashboard
+}
 
 // dashSource renders one workshop's dashboard frames for its hub: Refresh
 // reads the workshop's board (every dashboardEvery, while anyone watches),
@@ -343,8 +388,9 @@ type dashSource struct {
 
 	// Owned by the hub's goroutine (Frame).
 	started bool
-	framed  uint64 // the read rendered last
-	last    []byte // the HTML sent last
+	framed  uint64           // the read rendered last
+	last    []byte           // the HTML sent last
+	dash    *views.Dashboard // the dashboard of last
 }
 
 // openDashSource is the source of the dashboard hub of workshop id.
@@ -401,21 +447,22 @@ func (src *dashSource) Frame(ctx context.Context) (dashFrame, bool) {
 	b, n := src.board, src.reads
 	src.mu.Unlock()
 	if n == 0 || n == src.framed {
-		return dashFrame{html: src.last}, first
+		return dashFrame{html: src.last, dash: src.dash}, first
 	}
 	src.framed = n
 	var buf bytes.Buffer
 	// The base address only makes the join link, which the live part does
 	// not show.
-	if err := views.DashboardLive(src.s.dashboard(b, ""), true).Render(ctx, &buf); err != nil {
+	d := src.s.dashboard(b, "")
+	if err := views.DashboardLive(d.Apply(views.ParseDashView(nil)), true).Render(ctx, &buf); err != nil {
 		src.s.log.Error("render dashboard", "workshop", src.id, "err", err)
-		return dashFrame{html: src.last}, false
+		return dashFrame{html: src.last, dash: src.dash}, false
 	}
 	if bytes.Equal(buf.Bytes(), src.last) {
-		return dashFrame{html: src.last}, false
+		return dashFrame{html: src.last, dash: src.dash}, false
 	}
-	src.last = buf.Bytes()
-	return dashFrame{html: src.last}, true
+	src.last, src.dash = buf.Bytes(), &d
+	return dashFrame{html: src.last, dash: src.dash}, true
 }
 
 // handleSetLesson moves everyone to the lesson at form field "lesson" (a

@@ -9,6 +9,7 @@ import (
 type WorkshopLinks struct {
 	ID, Title, Code         string
 	JoinURL, FacilitatorURL string
+	QR                      string // the join link as an SVG QR code, "" when none
 }
 
 // WorkshopCounts are the numbers at the top of a workshop's dashboard.
@@ -65,12 +66,19 @@ type Card struct {
 	PredTotal   int    // checked predictions
 	QueueAhead  int    // runs ahead in the admission queue; -1 when not waiting
 	Idle        time.Duration
+	LastActive  time.Time // when the participant last did something
+	VariantsRun int       // variants run, over every lesson
 }
 
-// IdleText says how long the participant has been away.
+// IdleText says how long the participant has been away; never idle while
+// a run of theirs is going or waiting in line.
 func (c Card) IdleText() string {
 	switch {
-	case c.Lab == "" || c.Status == "lab closed":
+	case c.Waiting():
+		return "waiting in line"
+	case c.Running:
+		return "running"
+	case c.Closed():
 		return "–"
 	case c.Idle < 5*time.Second:
 		return "active"
@@ -90,6 +98,15 @@ type Dashboard struct {
 	Counts          WorkshopCounts
 	Capacity        Capacity
 	Cards           []Card
+	// QR is the join link as an SVG QR code ("" in websocket frames).
+	QR string
+
+	// Set by Apply: the view, whether it is a table, the cards it shows
+	// (filtered and sorted) and how many cards match each filter.
+	View         DashView
+	Table        bool
+	Shown        []Card
+	FilterCounts map[string]int
 }
 
 // CurrentTitle is the title of the lesson everyone is on.
