@@ -25,6 +25,7 @@ func (s *Server) runRoutes() {
 	s.mux.HandleFunc("GET /labs/{id}/recent-runs", s.handleLabRuns)
 	s.mux.HandleFunc("GET /runs/{id}", s.handleRecording)
 	s.mux.HandleFunc("GET /runs/{id}/frames/{n}", s.handleReplayFrame)
+	s.mux.HandleFunc("GET /runs/{id}/export", s.handleExport)
 	s.mux.HandleFunc("GET /runs/{a}/vs/{b}", s.handleCompare)
 	s.mux.HandleFunc("GET /lessons/{slug}/compare", s.handleLessonCompare)
 	s.mux.HandleFunc("GET /labs/{id}/compare", s.handleLabCompare)
@@ -240,10 +241,24 @@ func (s *Server) handleRecording(w http.ResponseWriter, r *http.Request) {
 	if n, err := strconv.Atoi(r.URL.Query().Get("frame")); err == nil && n >= 0 && n < len(rec.Frames) {
 		start = n
 	}
-	st, err := frameState(rec, start)
+	p, err := s.replayOf(rec, start)
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	if r.URL.Query().Get("embed") == "1" {
+		// The one page another site may frame (see ServeHTTP).
+		p.Embed = true
+		allowFraming(w)
+	}
+	s.render(w, r, http.StatusOK, views.ReplayPage(p))
+}
+
+// replayOf is the replay page's view model of rec, showing frame start.
+func (s *Server) replayOf(rec sessions.Recording, start int) (views.Replay, error) {
+	st, err := frameState(rec, start)
+	if err != nil {
+		return views.Replay{}, err
 	}
 	p := views.Replay{ID: rec.ID, Lab: rec.Lab, Scenario: rec.Scenario, Variant: rec.Variant, Status: rec.Status, Leaks: rec.Leaks,
 		Errors: rec.Errors, FinishedAt: rec.FinishedAt, PostgresVersion: rec.PostgresVersion, BouncerVersion: rec.BouncerVersion,
@@ -254,7 +269,7 @@ func (s *Server) handleRecording(w http.ResponseWriter, r *http.Request) {
 	if sc, err := s.labs.Catalog().Lookup(rec.Scenario); err == nil {
 		p.Title = sc.Title
 	}
-	s.render(w, r, http.StatusOK, views.ReplayPage(p))
+	return p, nil
 }
 
 // frameState decodes frame n of rec.
