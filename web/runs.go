@@ -168,6 +168,9 @@ const recentRuns = 10
 
 // handleLabRuns is the "recent runs" fragment of a lab: its newest
 // recordings, of one scenario with ?scenario=, at most ?limit= of them.
+// For the lab's owner they are the learner's runs, in this lab and in the
+// ones they had before it: runs belong to the learner, and a lab that
+// expired or went with a restart does not take them along.
 func (s *Server) handleLabRuns(w http.ResponseWriter, r *http.Request) {
 	limit, err := parseRunsLimit(r.URL.Query().Get("limit"), recentRuns)
 	if err != nil {
@@ -181,18 +184,22 @@ func (s *Server) handleLabRuns(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	runs, err := s.listRuns(r)
+	if s.recordings == nil {
+		s.fail(w, r, errNoTables())
+		return
+	}
+	id, token := r.PathValue("id"), ""
+	if lab, err := s.labs.Get(id); err == nil && lab.IsOwner(cookieToken(r)) {
+		token = cookieToken(r)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	// One more than shown, so that the oldest shown can still link to the
+	// run before it.
+	runs, err := s.recordings.Recent(ctx, sessions.RunsQuery{Lab: id, Scenario: scenario, Limit: limit + 1}, token)
 	if err != nil {
 		s.fail(w, r, err)
 		return
-	}
-	if scenario != "" {
-		runs = slices.DeleteFunc(runs, func(x sessions.RecordingSummary) bool { return x.Scenario != scenario })
-	}
-	// One more than shown, so that the oldest shown can still link to the
-	// run before it.
-	if len(runs) > limit+1 {
-		runs = runs[:limit+1]
 	}
 	s.render(w, r, http.StatusOK, views.RunList(runs, limit))
 }
