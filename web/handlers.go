@@ -280,7 +280,7 @@ func (s *Server) owner(h func(w http.ResponseWriter, r *http.Request, id string,
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		lab, err := s.controls(id)
-		if rlslab.ErrorCode(err) == rlslab.ENOTFOUND {
+		if rlslab.ErrorCode(err) == rlslab.ENOTFOUND && s.labs != nil {
 			var l *sessions.Lab
 			if l, err = s.resumeLab(w, r, id); err == nil {
 				id, lab = l.ID, l
