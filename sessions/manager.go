@@ -606,6 +606,27 @@ func (m *Manager) Get(id string) (*Lab, error) {
 	return nil, rlslab.Errorf(rlslab.ENOTFOUND, "no lab %q: it expired or rlslab restarted", id)
 }
 
+// Resume returns the lab with that id or, when that lab is gone (it
+// expired, closed with its workshop, or rlslab restarted since) and owner
+// names a learner, the learner's lab in its place: the one they have now,
+// or a new one made as CreateFor makes it. replaced says the lab returned
+// is not the one asked for. A lab that is there is returned whoever owns
+// it: the caller checks that. Without an owner, a gone lab is ENOTFOUND.
+func (m *Manager) Resume(ctx context.Context, id, owner, addr string) (lab *Lab, replaced bool, err error) {
+	if l, err := m.Get(id); err == nil {
+		return l, false, nil
+	}
+	if owner == "" {
+		return nil, false, rlslab.Errorf(rlslab.ENOTFOUND, "no lab %q: it expired or rlslab restarted; open the lesson again for a new one", id)
+	}
+	l, err := m.CreateFor(ctx, owner, addr)
+	if err != nil {
+		return nil, false, err
+	}
+	m.log.Info("lab gone, its owner carries on in another", "gone", id, "lab", l.ID)
+	return l, true, nil
+}
+
 // ForOwner returns the lab owned by the holder of token, or nil.
 func (m *Manager) ForOwner(token string) *Lab {
 	if token == "" {

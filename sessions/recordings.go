@@ -28,6 +28,26 @@ func (r *Recordings) List(ctx context.Context, lab string) ([]RecordingSummary, 
 	return out, err
 }
 
+// Recent returns the newest recordings of q (Limit of them, of
+// q.Scenario if set) made in lab q.Lab or by the learner whose token is
+// token ("" or a token the tables do not know: the lab's only), newest
+// first. q's Learner is set from token.
+func (r *Recordings) Recent(ctx context.Context, q RunsQuery, token string) ([]RecordingSummary, error) {
+	out, err := call(ctx, r.db, "list recent recordings", func(ctx context.Context, st *store.Store) ([]RecordingSummary, error) {
+		id, err := learner(ctx, st, token)
+		if err != nil {
+			return nil, err
+		}
+		mine := q
+		mine.Learner = id
+		return st.RecentRecordings(ctx, mine)
+	})
+	if rlslab.ErrorCode(err) == rlslab.EINVALID {
+		return nil, rlslab.Errorf(rlslab.ENOTFOUND, "no such lab")
+	}
+	return out, err
+}
+
 // Get returns the recording with that id, frames included, or ENOTFOUND.
 func (r *Recordings) Get(ctx context.Context, id string) (Recording, error) {
 	return call(ctx, r.db, "read a recording", func(ctx context.Context, st *store.Store) (Recording, error) {

@@ -25,6 +25,7 @@ type (
 	RecordingFrame   = store.Frame
 	RecordingSummary = store.RecordingSummary
 	RecordingQuery   = store.RecordingQuery
+	RunsQuery        = store.RunsQuery
 )
 
 // MaxNameLen bounds a participant's display name, in characters.

@@ -114,38 +114,3 @@
     }
   });
 })();
-
-// When the lab behind the live view is gone (it expired, or rlslab
-// restarted), the page says so and offers a new lab instead of showing a
-// stale run: after the live socket closes, state.json answers 404.
-(function () {
-  "use strict";
-  var checking = false;
-  document.addEventListener("htmx:wsClose", function () {
-    var live = document.getElementById("live");
-    var id = live && live.getAttribute("data-lab-id");
-    if (!id || checking || document.getElementById("lab-gone")) return;
-    checking = true;
-    fetch("/labs/" + id + "/state.json", { headers: { "Accept": "application/json" } })
-      .then(function (r) {
-        checking = false;
-        if (r.status !== 404) return;
-        var m = location.pathname.match(/^\/lessons\/([^/]+)/);
-        var box = document.createElement("form");
-        box.id = "lab-gone";
-        box.className = "lab-gone";
-        box.method = "post";
-        box.action = "/labs" + (m ? "?lesson=" + encodeURIComponent(m[1]) : "");
-        var p = document.createElement("p");
-        p.textContent = "This lab is gone: it expired after a while without you, or rlslab restarted. What you see below is its last picture.";
-        var b = document.createElement("button");
-        b.type = "submit";
-        b.className = "primary";
-        b.textContent = "Open a new lab";
-        box.appendChild(p);
-        box.appendChild(b);
-        live.parentNode.insertBefore(box, live);
-      })
-      .catch(function () { checking = false; });
-  });
-})();

@@ -3,7 +3,7 @@
 //   top of #narration-history (the last few lines are kept).
 // - Presenter keys, for the lab's owner: Space run/step, arrows speed,
 //   R reset, 1-9 variant, ? help.
-// - The replay player: play, pause, step, scrub, fetching one frame at a time.
+// (The replay player is replay.js.)
 (function () {
   "use strict";
   var HISTORY = 6;
@@ -95,55 +95,9 @@
     });
   }
 
-  function player(root) {
-    var run = root.getAttribute("data-run");
-    var total = parseInt(root.getAttribute("data-frames"), 10);
-    var at = (root.getAttribute("data-at") || "").split(",").map(Number);
-    var scrub = document.getElementById("replay-scrub");
-    var pos = document.getElementById("replay-pos");
-    var play = document.getElementById("replay-play");
-    var target = document.getElementById("replay-target");
-    var current = parseInt(scrub.value, 10), timer = null, want = current;
-    function show(n) {
-      n = Math.max(0, Math.min(total - 1, n));
-      want = n;
-      scrub.value = n;
-      pos.textContent = (n + 1) + " / " + total;
-      return fetch("/runs/" + run + "/frames/" + n).then(function (r) { return r.text(); }).then(function (html) {
-        if (want !== n) return; // a later frame was asked for meanwhile
-        target.innerHTML = html;
-        current = n;
-      });
-    }
-    function pause() { clearTimeout(timer); timer = null; play.textContent = "Play"; }
-    function tick() {
-      if (current >= total - 1) { pause(); return; }
-      var gap = Math.max(60, Math.min(800, (at[current + 1] || 0) - (at[current] || 0)));
-      timer = setTimeout(function () { show(current + 1).then(function () { if (timer) tick(); }); }, gap);
-    }
-    play.addEventListener("click", function () {
-      if (timer) { pause(); return; }
-      if (current >= total - 1) current = -1;
-      play.textContent = "Pause";
-      timer = -1;
-      if (current < 0) { show(0).then(tick); } else { tick(); }
-    });
-    document.getElementById("replay-back").addEventListener("click", function () { pause(); show(want - 1); });
-    document.getElementById("replay-fwd").addEventListener("click", function () { pause(); show(want + 1); });
-    scrub.addEventListener("input", function () { pause(); show(parseInt(scrub.value, 10)); });
-    document.addEventListener("keydown", function (e) {
-      if (e.target === scrub) return;
-      if (e.key === " ") { e.preventDefault(); play.click(); }
-      else if (e.key === "ArrowRight") { e.preventDefault(); pause(); show(want + 1); }
-      else if (e.key === "ArrowLeft") { e.preventDefault(); pause(); show(want - 1); }
-    });
-  }
-
   document.addEventListener("DOMContentLoaded", function () {
     var p = document.getElementById("present");
     if (p && p.getAttribute("data-owner") === "yes") presenter(p);
-    var pl = document.getElementById("player");
-    if (pl) player(pl);
     narrate();
   });
   document.addEventListener("htmx:wsAfterMessage", narrate);

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/rlslab/rlslab"
@@ -134,6 +135,13 @@ func (s *Server) handleCreateLab(w http.ResponseWriter, r *http.Request) {
 // handleLab shows a lab: controls for its owner, the live view for all.
 func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 	lab, err := s.labs.Get(r.PathValue("id"))
+	if rlslab.ErrorCode(err) == rlslab.ENOTFOUND && !wantsJSON(r) {
+		// A gone lab's owner, who has another lab by now, goes there.
+		if cur := s.labs.ForOwner(cookieToken(r)); cur != nil {
+			http.Redirect(w, r, "/labs/"+cur.ID, http.StatusSeeOther)
+			return
+		}
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -278,6 +286,12 @@ func (s *Server) owner(h func(w http.ResponseWriter, r *http.Request, id string,
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		lab, err := s.controls(id)
+		if rlslab.ErrorCode(err) == rlslab.ENOTFOUND && s.labs != nil {
+			var l *sessions.Lab
+			if l, err = s.resumeLab(w, r, id); err == nil {
+				id, lab = l.ID, l
+			}
+		}
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -289,6 +303,58 @@ func (s *Server) owner(h func(w http.ResponseWriter, r *http.Request, id string,
 		lab.Touch()
 		h(w, r, id, lab)
 	}
+}
+
+// resumeLab is the lab a control of lab id acts on when that lab is gone
+// (it expired, its workshop ended, or rlslab restarted): the learner's lab
+// in its place, new if need be (Manager.Resume), so that the learner's
+// next action works instead of failing. The page that sent it shows the
+// gone lab, so htmx is told to load it again (HX-Redirect) with the lab
+// the action went to; a JSON client finds its id in Location. Without a
+// learner cookie it fails with ENOTFOUND.
+func (s *Server) resumeLab(w http.ResponseWriter, r *http.Request, id string) (*sessions.Lab, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.createWait)
+	defer cancel()
+	lab, replaced, err := s.labs.Resume(ctx, id, cookieToken(r), clientIP(r))
+	if rlslab.ErrorCode(err) == rlslab.EPREPARING && r.Header.Get("HX-Request") != "" {
+		// The page, loaded again, waits for the lab being prepared.
+		w.Header().Set("HX-Redirect", pageAfterResume(r, id, ""))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if replaced {
+		w.Header().Set("Location", "/labs/"+lab.ID)
+		if r.Header.Get("HX-Request") != "" {
+			w.Header().Set("HX-Redirect", pageAfterResume(r, id, lab.ID))
+		}
+	}
+	return lab, nil
+}
+
+// pageAfterResume is the page to load in place of the one htmx says it is
+// on (HX-Current-URL) once gone lab is replaced by lab ("" while it is
+// being prepared): a lesson page again, a lab's page (or its presenter
+// view) for the new lab. Only the path and query of the page are kept, so
+// the answer never leads to another site.
+func pageAfterResume(r *http.Request, gone, lab string) string {
+	u, err := url.Parse(r.Header.Get("HX-Current-URL"))
+	if err != nil || u.Path == "" {
+		u = &url.URL{Path: "/"}
+	}
+	page := &url.URL{Path: u.Path, RawQuery: u.RawQuery}
+	if rest, ok := strings.CutPrefix(u.Path, "/labs/"+gone); ok && (rest == "" || strings.HasPrefix(rest, "/")) {
+		if lab == "" {
+			return "/"
+		}
+		page.Path = "/labs/" + lab + rest
+	} else if !strings.HasPrefix(u.Path, "/lessons/") {
+		if lab == "" {
+			return "/"
+		}
+		return "/labs/" + lab
+	}
+	return page.String()
 }
 
 // tokenPattern is what a learner token looks like (random, URL-safe).

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,10 @@ type testServer struct {
 	URL   string
 	Labs  *sessions.Manager
 	Store *store.Store
+	// Stop stops the server as a restart does, before the test ends: no
+	// more connections, every live view told, every lab closed. The
+	// tables stay.
+	Stop func()
 }
 
 // mustStartServer serves rlslab on 127.0.0.1:0 with a real lab manager,
@@ -41,6 +46,7 @@ func mustStartServer(tb testing.TB, cfg sessions.Config) *testServer {
 type serverOptions struct {
 	log      *slog.Logger                    // nil: discarded
 	services func(web.Services) web.Services // wraps the services, when set
+	addr     string                          // where to listen: "" for a free port
 }
 
 // mustStartServerWith is mustStartServer with a logger of the test's and
@@ -93,7 +99,11 @@ func mustStartServerWith(tb testing.TB, cfg sessions.Config, o serverOptions) *t
 	cfg.Admin = admin
 	cfg.Subscribers = append([]sessions.RunSubscriber{save, progress}, cfg.Subscribers...)
 	labs := sessionstest.MustOpenManager(tb, cfg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := o.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -104,13 +114,18 @@ func mustStartServerWith(tb testing.TB, cfg sessions.Config, o serverOptions) *t
 	handler := web.NewServer(labs, ls, static.FS(), log).WithCreateWait(time.Minute).WithServices(sv)
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	tb.Cleanup(func() {
-		handler.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return &testServer{URL: "http://" + ln.Addr().String(), Labs: labs, Store: st}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+			handler.Close()
+			labs.Close(ctx)
+		})
+	}
+	tb.Cleanup(stop)
+	return &testServer{URL: "http://" + ln.Addr().String(), Labs: labs, Store: st, Stop: stop}
 }
 
 // services returns the store-backed services of a server on labs and st,

@@ -25,6 +25,7 @@ func (s *Server) runRoutes() {
 	s.mux.HandleFunc("GET /labs/{id}/recent-runs", s.handleLabRuns)
 	s.mux.HandleFunc("GET /runs/{id}", s.handleRecording)
 	s.mux.HandleFunc("GET /runs/{id}/frames/{n}", s.handleReplayFrame)
+	s.mux.HandleFunc("GET /runs/{id}/export", s.handleExport)
 	s.mux.HandleFunc("GET /runs/{a}/vs/{b}", s.handleCompare)
 	s.mux.HandleFunc("GET /lessons/{slug}/compare", s.handleLessonCompare)
 	s.mux.HandleFunc("GET /labs/{id}/compare", s.handleLabCompare)
@@ -167,6 +168,9 @@ const recentRuns = 10
 
 // handleLabRuns is the "recent runs" fragment of a lab: its newest
 // recordings, of one scenario with ?scenario=, at most ?limit= of them.
+// For the lab's owner they are the learner's runs, in this lab and in the
+// ones they had before it: runs belong to the learner, and a lab that
+// expired or went with a restart does not take them along.
 func (s *Server) handleLabRuns(w http.ResponseWriter, r *http.Request) {
 	limit, err := parseRunsLimit(r.URL.Query().Get("limit"), recentRuns)
 	if err != nil {
@@ -180,18 +184,22 @@ func (s *Server) handleLabRuns(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	runs, err := s.listRuns(r)
+	if s.recordings == nil {
+		s.fail(w, r, errNoTables())
+		return
+	}
+	id, token := r.PathValue("id"), ""
+	if lab, err := s.labs.Get(id); err == nil && lab.IsOwner(cookieToken(r)) {
+		token = cookieToken(r)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
+	defer cancel()
+	// One more than shown, so that the oldest shown can still link to the
+	// run before it.
+	runs, err := s.recordings.Recent(ctx, sessions.RunsQuery{Lab: id, Scenario: scenario, Limit: limit + 1}, token)
 	if err != nil {
 		s.fail(w, r, err)
 		return
-	}
-	if scenario != "" {
-		runs = slices.DeleteFunc(runs, func(x sessions.RecordingSummary) bool { return x.Scenario != scenario })
-	}
-	// One more than shown, so that the oldest shown can still link to the
-	// run before it.
-	if len(runs) > limit+1 {
-		runs = runs[:limit+1]
 	}
 	s.render(w, r, http.StatusOK, views.RunList(runs, limit))
 }
@@ -240,10 +248,24 @@ func (s *Server) handleRecording(w http.ResponseWriter, r *http.Request) {
 	if n, err := strconv.Atoi(r.URL.Query().Get("frame")); err == nil && n >= 0 && n < len(rec.Frames) {
 		start = n
 	}
-	st, err := frameState(rec, start)
+	p, err := s.replayOf(rec, start)
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	if r.URL.Query().Get("embed") == "1" {
+		// The one page another site may frame (see ServeHTTP).
+		p.Embed = true
+		allowFraming(w)
+	}
+	s.render(w, r, http.StatusOK, views.ReplayPage(p))
+}
+
+// replayOf is the replay page's view model of rec, showing frame start.
+func (s *Server) replayOf(rec sessions.Recording, start int) (views.Replay, error) {
+	st, err := frameState(rec, start)
+	if err != nil {
+		return views.Replay{}, err
 	}
 	p := views.Replay{ID: rec.ID, Lab: rec.Lab, Scenario: rec.Scenario, Variant: rec.Variant, Status: rec.Status, Leaks: rec.Leaks,
 		Errors: rec.Errors, FinishedAt: rec.FinishedAt, PostgresVersion: rec.PostgresVersion, BouncerVersion: rec.BouncerVersion,
@@ -254,7 +276,7 @@ func (s *Server) handleRecording(w http.ResponseWriter, r *http.Request) {
 	if sc, err := s.labs.Catalog().Lookup(rec.Scenario); err == nil {
 		p.Title = sc.Title
 	}
-	s.render(w, r, http.StatusOK, views.ReplayPage(p))
+	return p, nil
 }
 
 // frameState decodes frame n of rec.

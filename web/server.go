@@ -113,9 +113,10 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(s.static)))
 }
 
-// ServeHTTP refuses state-changing requests from foreign origins, then
-// routes.
+// ServeHTTP refuses state-changing requests from foreign origins, and
+// framing by other sites (but for an embedded replay), then routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	refuseFraming(w)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && !sameOrigin(r) {
 		s.fail(w, r, rlslab.Errorf(rlslab.EFORBIDDEN, "requests from origin %q are refused", r.Header.Get("Origin")))
 		return

@@ -39,6 +39,7 @@ type Recordings interface {
 	List(ctx context.Context, lab string) ([]sessions.RecordingSummary, error)
 	Get(ctx context.Context, id string) (sessions.Recording, error)
 	Newest(ctx context.Context, q sessions.RecordingQuery, token string) (sessions.RecordingSummary, error)
+	Recent(ctx context.Context, q sessions.RunsQuery, token string) ([]sessions.RecordingSummary, error)
 }
 
 // Services are the store-backed services a server uses. A server without

@@ -122,12 +122,15 @@ func readSQLRequest(contentType string, body []byte) (sessions.SQLRequest, error
 func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	lab, err := s.labs.Get(id)
+	if rlslab.ErrorCode(err) == rlslab.ENOTFOUND {
+		lab, err = s.resumeLab(w, r, id) // a gone lab: the learner's new one
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	if !lab.IsOwner(cookieToken(r)) {
-		s.fail(w, r, rlslab.Errorf(rlslab.EFORBIDDEN, "only the browser that created lab %s may run SQL in it", id))
+		s.fail(w, r, rlslab.Errorf(rlslab.EFORBIDDEN, "only the browser that created lab %s may run SQL in it", lab.ID))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))

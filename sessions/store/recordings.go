@@ -279,6 +279,62 @@ WHERE lab_id = $1 ORDER BY finished_at DESC, seq DESC`, labID)
 	return out, nil
 }
 
+// RunsQuery names the recordings RecentRecordings lists: those made in a
+// lab, and those of a learner (in any lab they had).
+type RunsQuery struct {
+	Lab      string // a lab id
+	Learner  string // a learner id, or "" for only the lab's
+	Scenario string // only this scenario's, or "" for all
+	Limit    int    // at most this many (1 to MaxRecentRuns)
+}
+
+// MaxRecentRuns bounds RunsQuery.Limit.
+const MaxRecentRuns = 100
+
+// RecentRecordings returns the newest recordings of q, newest first,
+// without their frames: a learner's runs outlive the lab they were made
+// in. Bad input is EINVALID.
+func (s *Store) RecentRecordings(ctx context.Context, q RunsQuery) ([]RecordingSummary, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if err := checkLabID(q.Lab); err != nil {
+		return nil, err
+	}
+	if q.Learner != "" && !plausibleID(q.Learner) {
+		return nil, rlslab.Errorf(rlslab.EINVALID, "bad learner id")
+	}
+	if q.Scenario != "" {
+		if err := checkSlug("scenario", q.Scenario); err != nil {
+			return nil, err
+		}
+	}
+	if q.Limit < 1 || q.Limit > MaxRecentRuns {
+		return nil, rlslab.Errorf(rlslab.EINVALID, "list 1 to %d recordings, not %d", MaxRecentRuns, q.Limit)
+	}
+	rows, err := s.pool.Query(ctx, `
+SELECT id, scenario, variant, status, leaks, finished_at FROM (
+	(SELECT id, seq, scenario, variant, status, leaks, finished_at FROM rlslab.recordings
+	 WHERE lab_id = $1 AND ($3 = '' OR scenario = $3)
+	 ORDER BY finished_at DESC, seq DESC LIMIT $4)
+	UNION
+	(SELECT id, seq, scenario, variant, status, leaks, finished_at FROM rlslab.recordings
+	 WHERE $2 <> '' AND learner_id = $2 AND ($3 = '' OR scenario = $3)
+	 ORDER BY finished_at DESC, seq DESC LIMIT $4)
+) r ORDER BY finished_at DESC, seq DESC LIMIT $4`, q.Lab, q.Learner, q.Scenario, q.Limit)
+	if err != nil {
+		return nil, wrap("listing recent recordings", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[RecordingSummary])
+	if err != nil {
+		return nil, wrap("listing recent recordings", err)
+	}
+	if out == nil {
+		out = []RecordingSummary{}
+	}
+	return out, nil
+}
+
 // Prune deletes the recordings whose run finished more than
 // Options.RecordingAge ago and, in every lab, all but the newest
 // Options.KeepRecordings. It returns how many it deleted. Run it at start-up

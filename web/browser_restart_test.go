@@ -1,0 +1,119 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/rlslab/rlslab/scenarios/engine"
+	"github.com/rlslab/rlslab/sessions"
+)
+
+// recentRuns is the variants the "Your recent runs" panel lists, newest
+// first, as "variant variant ...".
+const recentRuns = `Array.from(document.querySelectorAll("#recent-runs li[data-run]")).map(function (li) { return li.getAttribute("data-variant"); }).join(" ")`
+
+// TestBrowserServerRestart stops rlslab under an open lesson page and
+// starts it again on the same address with the same tables. The page says
+// at once that it lost its connection; once rlslab is back, that its lab
+// is gone and what to do. Run on that page then carries on in a new lab
+// (no "no lab" error), and the learner's recent runs, reloaded, still list
+// the run made in the lab that went with the restart.
+func TestBrowserServerRestart(t *testing.T) {
+	t.Parallel()
+	cfg := sessions.Config{MaxLabs: 3}
+	ts := mustStartServer(t, cfg)
+	browser := newBrowser(t)
+	shots := exportShots(t)
+
+	a := newTab(t, browser, "learner")
+	a.open(ts.URL + "/lessons/set-leak")
+	gone := a.labID()
+	since := a.pressRun(engine.PatternSessionSet, "max")
+	a.waitDone(since)
+	a.poll("the run in the recent runs", recentRuns+` === "session-set"`)
+	waitRunEnd(t, ts.Labs, gone)
+	// A second tab of the same browser (the same learner cookie), on the
+	// same lesson, to be reloaded after the restart.
+	bctx, cancel := chromedp.NewContext(a.ctx)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatal(err)
+	}
+	b := &tab{t: t, name: "learner's second tab", ctx: bctx}
+	b.do(chromedp.EmulateViewport(browserWidth, browserHeight), chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: testHooks})
+		return err
+	}))
+	b.open(ts.URL + "/lessons/set-leak")
+	if id := b.labID(); id != gone {
+		t.Fatalf("the second tab shows lab %s, the first %s: not the same browser", id, gone)
+	}
+
+	ts.Stop()
+	for _, x := range []*tab{a, b} {
+		x.poll("the connection lost notice", `(function () { var s = document.getElementById("conn-status");
+			return !!s && !s.hidden && s.getAttribute("data-state") === "lost" && /Connection lost — reconnecting/.test(s.textContent); })()`)
+	}
+	a.screenshot(shots, "restart-lost-1500.png")
+	if got := run(a, chromedp.Evaluate[bool](`(function () { var r = document.getElementById("conn-status").getBoundingClientRect();
+		return r.top >= 0 && r.bottom <= window.innerHeight && r.width > 0; })()`)); !got {
+		t.Errorf("the notice is not inside the window")
+	}
+
+	addr := strings.TrimPrefix(ts.URL, "http://")
+	ts2 := mustStartServerWith(t, cfg, serverOptions{addr: addr})
+	a.poll("the lab gone notice", `(function () { var s = document.getElementById("conn-status");
+		return !!s && s.getAttribute("data-state") === "gone" && !!document.getElementById("lab-gone"); })()`)
+	if text := run(a, chromedp.Text(chromedp.ID("conn-status"))); !strings.Contains(text, "Press Run to carry on in a new lab") {
+		t.Errorf("the notice says %q", text)
+	}
+	a.screenshot(shots, "restart-gone-1500.png")
+
+	// Run, on the page of the gone lab: a new lab, the run in it, the page
+	// loaded again with it.
+	since = a.pressRun(engine.PatternTxLocal, "max")
+	a.pollAcrossLoad("the page with the new lab", fmt.Sprintf(`!!document.getElementById("live") && document.getElementById("live").getAttribute("data-lab-id") !== %q &&
+		!document.getElementById("lab-gone")`, gone))
+	a.waitDone(since)
+	lab := a.labID()
+	if _, err := ts2.Labs.Get(lab); err != nil {
+		t.Fatalf("the page shows lab %s, which the new server does not have: %v", lab, err)
+	}
+	waitRunEnd(t, ts2.Labs, lab)
+	a.poll("both runs in the recent runs", recentRuns+` === "tx-local session-set"`)
+
+	// The other tab, reloaded: the learner's lab, and the run made in the
+	// lab before the restart.
+	b.do(chromedp.Reload())
+	b.do(chromedp.WaitReady(chromedp.ID("live")))
+	b.poll("the second tab's recent runs", recentRuns+` === "tx-local session-set"`)
+	if id := b.labID(); id != lab {
+		t.Errorf("the reloaded tab shows lab %s, want %s", id, lab)
+	}
+	b.screenshot(shots, "restart-reloaded-1500.png")
+}
+
+// pollAcrossLoad is poll for a page that is about to load another: the
+// load ends a poll (its document goes away), which then starts again in
+// the new document.
+func (b *tab) pollAcrossLoad(what, expr string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, actionTimeout)
+	defer cancel()
+	for {
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(10*time.Millisecond)))
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil || !strings.Contains(err.Error(), "navigated or closed") && !strings.Contains(err.Error(), "Cannot find context") {
+			b.t.Fatalf("%s: waiting for %s: %v", b.name, what, err)
+		}
+	}
+}
