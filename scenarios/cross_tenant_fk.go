@@ -51,8 +51,9 @@ func CrossTenantFK() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "cross-tenant-fk",
-		Title: "Foreign keys between tenant tables",
+		ID:     "cross-tenant-fk",
+		Pacing: engine.PacingReplay,
+		Title:  "Foreign keys between tenant tables",
 		Variants: []engine.Variant{
 			v(CrossTenantFKUnchecked, false, "order_lines.order_id REFERENCES orders (id): Acme writes a line against Globex's order, and probing ids tells it which orders exist."),
 			v(CrossTenantFKComposite, true, "orders has UNIQUE (tenant_id, id) and the line's key is (tenant_id, order_id): a line can only reference its own tenant's order."),

@@ -42,8 +42,9 @@ func ResetScope() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "reset-scope",
-		Title: "What each reset really clears on a pooled backend",
+		ID:     "reset-scope",
+		Pacing: engine.PacingReplay,
+		Title:  "What each reset really clears on a pooled backend",
 		Variants: []engine.Variant{
 			v(ResetScopeSetting, "RESET app.current_tenant before release: the tenant setting goes, the role, search_path, prepared statement, temp table and lock stay."),
 			v(ResetScopeAll, "RESET ALL before release: settings and search_path go, but not SET ROLE, nor the prepared statement, temp table and lock."),

@@ -69,8 +69,10 @@ func RLSPerformance() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "rls-performance",
-		Title: "What a tenant policy does to the query plan",
+		ID:      "rls-performance",
+		Pacing:  engine.PacingLive,
+		LiveWhy: "it measures each query's latency",
+		Title:   "What a tenant policy does to the query plan",
 		Variants: []engine.Variant{
 			v(RLSPerfPerRow, "Policy tenant_id = NULLIF(current_setting(...), '')::int on a table read by a sequential scan: the setting is read and cast for every row.",
 				perfSetup{policy: perRowPolicy, query: perfAllQuery}),

@@ -59,8 +59,10 @@ func SharedPool() *engine.Scenario {
 		return 0
 	}
 	return &engine.Scenario{
-		ID:    "shared-pool",
-		Title: "One pool of ten serves hundreds of users",
+		ID:      "shared-pool",
+		Pacing:  engine.PacingLive,
+		LiveWhy: "it measures how long the crowd's connects and queries take, and its users hold connections across frames",
+		Title:   "One pool of ten serves hundreds of users",
 		Variants: []engine.Variant{
 			{Name: SharedPoolConnPerUser, Run: runConnPerUserCrowd,
 				Summary: "Every user's request opens its own connection (pgx.Connect), scopes it with a session-level set_config, queries and closes it.",

@@ -34,8 +34,9 @@ func SideChannels() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "side-channels",
-		Title: "Unique keys and TRUNCATE on a table with RLS",
+		ID:     "side-channels",
+		Pacing: engine.PacingReplay,
+		Title:  "Unique keys and TRUNCATE on a table with RLS",
 		Variants: []engine.Variant{
 			v(SideChannelsUniqueProbe, "contacts has UNIQUE (email): Acme cannot see Globex's contact, but inserting the same address fails with a duplicate-key error that names it.",
 				"UNIQUE (email)", "SELECT, INSERT, DELETE", false),

@@ -33,8 +33,9 @@ func StalePlan() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "stale-plan",
-		Title: "A tenant helper function in a policy, and cached plans",
+		ID:     "stale-plan",
+		Pacing: engine.PacingReplay,
+		Title:  "A tenant helper function in a policy, and cached plans",
 		Variants: []engine.Variant{
 			v(StalePlanImmutable, "IMMUTABLE", "The policy calls current_tenant_id(), declared IMMUTABLE: the first request's tenant is folded into pgx's cached plan, and the next tenant on that connection gets its rows."),
 			v(StalePlanStable, "STABLE", "The same function declared STABLE: it is evaluated when each query runs, so each request gets its own rows."),

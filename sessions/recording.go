@@ -92,7 +92,15 @@ type StateDoc struct {
 	Timeline        *TimelineDoc         `json:"timeline,omitempty"`
 	Policy          *PolicyDoc           `json:"policy,omitempty"`
 	SharedField     []FieldReadingDoc    `json:"shared_field,omitempty"`
+	Frame           int                  `json:"frame,omitempty"`
+	Replay          *ReplayDoc           `json:"replay,omitempty"`
 	Version         uint64               `json:"version"`
+}
+
+// ReplayDoc says, in a state document, that the run shown ran at full speed
+// in RanMS milliseconds (0 while it still ran) and is shown at its pace.
+type ReplayDoc struct {
+	RanMS int64 `json:"ran_ms"`
 }
 
 // PoolCountsDoc is a pool's counts (pgxpool.Stat) in a state document.
@@ -296,6 +304,8 @@ func StateDocOf(st engine.State) StateDoc {
 		Timeline:        convertPointer(st.Timeline, timelineDocOf),
 		Policy:          convertPointer(st.Policy, func(p engine.Policy) PolicyDoc { return PolicyDoc(p) }),
 		SharedField:     convertSlice(st.SharedField, func(f engine.FieldReading) FieldReadingDoc { return FieldReadingDoc(f) }),
+		Frame:           st.Frame,
+		Replay:          convertPointer(st.Replay, func(r engine.Replay) ReplayDoc { return ReplayDoc(r) }),
 		Version:         st.Version,
 	}
 }
@@ -419,6 +429,8 @@ func (d StateDoc) Engine() engine.State {
 		}),
 		Policy:      convertPointer(d.Policy, func(p PolicyDoc) engine.Policy { return engine.Policy(p) }),
 		SharedField: convertSlice(d.SharedField, func(f FieldReadingDoc) engine.FieldReading { return engine.FieldReading(f) }),
+		Frame:       d.Frame,
+		Replay:      convertPointer(d.Replay, func(r ReplayDoc) engine.Replay { return engine.Replay(r) }),
 		Version:     d.Version,
 	}
 }

@@ -198,7 +198,13 @@ type State struct {
 	Timeline        *Timeline          `json:"timeline,omitempty"`
 	Policy          *Policy            `json:"policy,omitempty"`
 	SharedField     []FieldReading     `json:"shared_field,omitempty"`
-	Version         uint64             `json:"version"`
+	// Frame is how many frames the run has shown (Env.Step calls, or
+	// frames of a replay shown so far).
+	Frame int `json:"frame,omitempty"`
+	// Replay is set while a run that ran at full speed is shown at the
+	// learner's pace from the states it produced (see Capture).
+	Replay  *Replay `json:"replay,omitempty"`
+	Version uint64  `json:"version"`
 }
 
 // Queue is where a run that waits for connections stands: it needs Need
