@@ -196,6 +196,17 @@ func (l *Lab) Start(r RunRequest) error {
 	return nil
 }
 
+// client is whom the admission queue counts the lab's runs for: the client
+// address that made the lab outside a workshop (so that a script's many
+// labs are one client and cannot hold back another learner), else the
+// learner who owns it.
+func (l *Lab) client() string {
+	if l.addr != "" {
+		return "address " + l.addr
+	}
+	return l.owner
+}
+
 // need is how many connections a run of variant is admitted for: what the
 // variant declares (its pools, its crowd, PgBouncer's server connections,
 // a superuser connection), or, for a variant that declares nothing, what
@@ -219,7 +230,8 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	need := l.need(sc, run.variant, params)
 	var queued atomic.Bool // set by the admission queue's goroutines
 	asked := time.Now()
-	err := l.mgr.admit.acquire(ctx, l.owner, need, func(ahead int) {
+	client := l.client()
+	err := l.mgr.admit.acquire(ctx, client, need, func(ahead int) {
 		queued.Store(true)
 		l.tracker.SetQueue(&engine.Queue{Need: need, Ahead: ahead})
 	})
@@ -235,7 +247,7 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	release := func() {
 		if !released {
 			released = true
-			l.mgr.admit.release(l.owner, need)
+			l.mgr.admit.release(client, need)
 		}
 	}
 	defer release()
