@@ -128,8 +128,8 @@ func NewCapture(t *Tracker) *Capture {
 }
 
 // add keeps st: a state between frames only when it is newer than every
-// state kept; a frame's state always (it replaces a state of the same
-// version kept between frames, and is not kept twice).
+// state kept; a frame's state always, unless it is the last frame again.
+// A state once kept is never replaced: a replay may have shown it already.
 func (c *Capture) add(st State, step bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -138,12 +138,7 @@ func (c *Capture) add(st State, step bool) {
 	}
 	if n := len(c.states); n > 0 {
 		last := c.states[n-1]
-		switch {
-		case step && last.st.Version == st.Version && last.step:
-			return
-		case step && last.st.Version == st.Version:
-			c.states = c.states[:n-1]
-		case !step && st.Version <= c.version:
+		if step && last.step && last.st.Version == st.Version || !step && st.Version <= c.version {
 			return
 		}
 	}
@@ -286,3 +281,4 @@ func (c *Capture) String() string {
 	defer c.mu.Unlock()
 	return fmt.Sprintf("%d states, ran %s", len(c.states), c.ran.Round(time.Millisecond))
 }
+
