@@ -281,4 +281,3 @@ func (c *Capture) String() string {
 	defer c.mu.Unlock()
 	return fmt.Sprintf("%d states, ran %s", len(c.states), c.ran.Round(time.Millisecond))
 }
-
