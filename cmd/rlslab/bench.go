@@ -155,7 +155,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 			rep.addErrors(r.errs...)
 		}
 		rep.Phases = append(rep.Phases, pr)
-		fmt.Fprintf(stderr, "%s: done in %s\n", ph.name, pr.Took.Round(time.Millisecond))
+		pr.print(stderr)
 	}
 	if *fair && len(joined) > 0 && ctx.Err() == nil {
 		if sampler != nil {
@@ -167,6 +167,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		rep.Fair = &pr
 		rep.addErrors(errs...)
+		pr.print(stderr)
 	}
 	rep.Took = time.Since(began)
 	for _, p := range joined {
@@ -706,29 +707,11 @@ func (r benchReport) print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "  expected size not given: every lab made as its participant joined\n")
 	}
-	sec := func(d time.Duration) string {
-		if d < 10*time.Second {
-			return d.Round(time.Millisecond).String()
-		}
-		return d.Round(100 * time.Millisecond).String()
-	}
-	line := func(name string, ds []time.Duration) {
-		s := summarize(ds)
-		fmt.Fprintf(w, "  %-34s p50 %9s  p95 %9s  max %9s  (n=%d)\n", name, sec(s.P50), sec(s.P95), sec(s.Max), s.N)
-	}
-	line("join → lab ready", r.Ready)
+	durLine(w, "join → lab ready", r.Ready)
 	for _, ph := range append(append([]phaseReport(nil), r.Phases...), derefPhase(r.Fair)...) {
-		fmt.Fprintf(w, "  %s: %s; runs ended %d (replayed %d), lost %d", ph.Name, sec(ph.Took), ph.Ended, ph.Replayed, ph.Lost)
-		if ph.PeakBackends > 0 {
-			fmt.Fprintf(w, "; peak client backends %d", ph.PeakBackends)
-		}
-		fmt.Fprintln(w)
-		line("  click → run accepted (202)", ph.Accepted)
-		line("  click → first frame", ph.FirstFrame)
-		line("  queue wait", ph.Queued)
-		line("  click → run shown to its end", ph.Total)
+		ph.print(w)
 	}
-	line("frame delay, live runs", r.Delays)
+	durLine(w, "frame delay, live runs", r.Delays)
 	slices.Sort(r.BytesPerSec)
 	if n := len(r.BytesPerSec); n > 0 {
 		fmt.Fprintf(w, "  %-34s p50 %9.0f  max %9.0f B/s per watcher\n", "frame bytes", r.BytesPerSec[n/2], r.BytesPerSec[n-1])
@@ -745,6 +728,34 @@ func (r benchReport) print(w io.Writer) {
 	for _, e := range r.ErrorSample {
 		fmt.Fprintln(w, "   -", e)
 	}
+}
+
+// sec rounds a duration for the report: to the millisecond under 10 s, to
+// the tenth of a second above.
+func sec(d time.Duration) string {
+	if d < 10*time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
+}
+
+// durLine prints the p50, p95 and maximum of ds.
+func durLine(w io.Writer, name string, ds []time.Duration) {
+	s := summarize(ds)
+	fmt.Fprintf(w, "  %-34s p50 %9s  p95 %9s  max %9s  (n=%d)\n", name, sec(s.P50), sec(s.P95), sec(s.Max), s.N)
+}
+
+// print prints the phase's lines.
+func (ph phaseReport) print(w io.Writer) {
+	fmt.Fprintf(w, "  %s: %s; runs ended %d (replayed %d), lost %d", ph.Name, sec(ph.Took), ph.Ended, ph.Replayed, ph.Lost)
+	if ph.PeakBackends > 0 {
+		fmt.Fprintf(w, "; peak client backends %d", ph.PeakBackends)
+	}
+	fmt.Fprintln(w)
+	durLine(w, "  click → run accepted (202)", ph.Accepted)
+	durLine(w, "  click → first frame", ph.FirstFrame)
+	durLine(w, "  queue wait", ph.Queued)
+	durLine(w, "  click → run shown to its end", ph.Total)
 }
 
 // derefPhase returns the phase as a list of none or one.
