@@ -43,6 +43,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	speed := fs.String("speed", "1", "speed of lesson 1's runs and of the crowd's")
 	crowd := fs.Int("crowd-users", 300, "users of each crowd run (shared-pool conn-per-user)")
 	compare := fs.Bool("compare", true, "also run lesson 1 live at its pace (\"pacing\":\"live\", as before replays), before the replayed phase")
+	withCrowd := fs.Bool("crowd", true, "a phase in which everyone runs the crowd")
 	fair := fs.Bool("fair", true, "after the phases: a script's eight crowd runs, then one learner's lesson-1 run behind them")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long")
 	expected := fs.Int("expected", -1, "participants the workshop says it expects, so that rlslab prepares their labs before they join (-1: as many as -participants; 0: none, every lab is made as its participant joins)")
@@ -109,25 +110,16 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 	lesson := runSpec{scenario: "set-leak", variant: "session-set", speed: *speed}
 	crowdRun := runSpec{scenario: "shared-pool", variant: "conn-per-user", speed: *speed, users: *crowd}
-	phases := []struct {
-		name string
-		run  runSpec
-	}{}
+	var phases []benchPhase
 	if *compare {
 		live := lesson
 		live.pacing = "live"
-		phases = append(phases, struct {
-			name string
-			run  runSpec
-		}{fmt.Sprintf("lesson 1 at %s×, live (before)", *speed), live})
+		phases = append(phases, benchPhase{fmt.Sprintf("lesson 1 at %s×, live (before)", *speed), live})
 	}
-	phases = append(phases, struct {
-		name string
-		run  runSpec
-	}{fmt.Sprintf("lesson 1 at %s×, replayed", *speed), lesson}, struct {
-		name string
-		run  runSpec
-	}{fmt.Sprintf("the crowd at %s× (%d users)", *speed, *crowd), crowdRun})
+	phases = append(phases, benchPhase{fmt.Sprintf("lesson 1 at %s×, replayed", *speed), lesson})
+	if *withCrowd {
+		phases = append(phases, benchPhase{fmt.Sprintf("the crowd at %s× (%d users)", *speed, *crowd), crowdRun})
+	}
 	for _, ph := range phases {
 		if ctx.Err() != nil {
 			break
@@ -192,6 +184,13 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return fmt.Errorf("%d errors, %d runs lost", rep.Errors, lost)
 	}
 	return nil
+}
+
+// benchPhase is one phase of the bench: every participant clicks Run on
+// the same run at the same moment.
+type benchPhase struct {
+	name string
+	run  runSpec
 }
 
 // bench is one workshop being played.
