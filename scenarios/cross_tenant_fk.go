@@ -51,8 +51,9 @@ func CrossTenantFK() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "cross-tenant-fk",
-		Title: "Foreign keys between tenant tables",
+		ID:     "cross-tenant-fk",
+		Pacing: engine.PacingReplay,
+		Title:  "Foreign keys between tenant tables",
 		Variants: []engine.Variant{
 			v(CrossTenantFKUnchecked, false, "order_lines.order_id REFERENCES orders (id); Acme adds a line to Globex's order, then probes order ids."),
 			v(CrossTenantFKComposite, true, "orders has UNIQUE (tenant_id, id) and the line's key is (tenant_id, order_id); Acme adds a line to Globex's order, then probes order ids."),

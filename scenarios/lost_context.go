@@ -35,8 +35,9 @@ func tenantFrom(ctx context.Context) (engine.Tenant, bool) {
 // detached by context.WithoutCancel), each job gets its own tenant.
 func LostContext() *engine.Scenario {
 	return &engine.Scenario{
-		ID:    "lost-context",
-		Title: "The tenant lost across an async boundary",
+		ID:     "lost-context",
+		Pacing: engine.PacingReplay,
+		Title:  "The tenant lost across an async boundary",
 		Variants: []engine.Variant{
 			{Name: LostContextBackground, Conns: engine.Fixed(1), Run: runLostBackground,
 				Summary: "The handler starts the job with go job(context.Background())."},

@@ -51,8 +51,9 @@ func MissingRLS() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "missing-rls",
-		Title: "Partitions and new tables: where RLS is switched on",
+		ID:     "missing-rls",
+		Pacing: engine.PacingReplay,
+		Title:  "Partitions and new tables: where RLS is switched on",
 		Variants: []engine.Variant{
 			v(MissingRLSPartition, "events is partitioned by month, with RLS enabled and forced on the parent only; Acme queries the December partition directly."),
 			v(MissingRLSNewTable, "A later migration adds a notes table with a tenant_id column and a grant to the app role, and no ENABLE ROW LEVEL SECURITY; Acme queries it."),

@@ -61,6 +61,8 @@ func ResetOnRelease() *engine.Scenario {
 	}
 	sc := &engine.Scenario{
 		ID:         "reset-on-release",
+		Pacing:     engine.PacingLive,
+		LiveWhy:    "it measures how long each request and reset hook takes",
 		Title:      "Belt and braces: reset on release, check before use",
 		Params:     []engine.Param{{Name: "iterations", Summary: "extra requests per pool, run at full speed, to time the guard against no guard", Min: 20, Max: 2000, Default: 200}},
 		MinTenants: 3,

@@ -42,8 +42,9 @@ func ResetScope() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "reset-scope",
-		Title: "What each reset really clears on a pooled backend",
+		ID:     "reset-scope",
+		Pacing: engine.PacingReplay,
+		Title:  "What each reset really clears on a pooled backend",
 		Variants: []engine.Variant{
 			v(ResetScopeSetting, "RESET app.current_tenant before release; the next request on that backend reads what is left."),
 			v(ResetScopeAll, "RESET ALL before release; the next request on that backend reads what is left."),

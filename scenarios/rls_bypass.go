@@ -44,8 +44,9 @@ const undoTimeout = 15 * time.Second
 func RLSBypass() *engine.Scenario {
 	owner := func(sb engine.Sandbox) string { return pgx.Identifier{sb.OwnerRole}.Sanitize() }
 	return &engine.Scenario{
-		ID:    "rls-bypass",
-		Title: "Who RLS does not apply to: the owner, superusers, BYPASSRLS",
+		ID:     "rls-bypass",
+		Pacing: engine.PacingReplay,
+		Title:  "Who RLS does not apply to: the owner, superusers, BYPASSRLS",
 		Variants: []engine.Variant{
 			privileged(RLSBypassOwner, "The query runs as the table's owner; RLS is enabled on the table, not forced.",
 				func(sb engine.Sandbox) []privStep {

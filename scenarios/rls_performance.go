@@ -69,8 +69,10 @@ func RLSPerformance() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "rls-performance",
-		Title: "What a tenant policy does to the query plan",
+		ID:      "rls-performance",
+		Pacing:  engine.PacingLive,
+		LiveWhy: "it measures each query's latency",
+		Title:   "What a tenant policy does to the query plan",
 		Variants: []engine.Variant{
 			v(RLSPerfPerRow, "Policy tenant_id = NULLIF(current_setting(...), '')::int; Acme reads its invoices from a table with no index on tenant_id.",
 				perfSetup{policy: perRowPolicy, query: perfAllQuery}),

@@ -102,8 +102,10 @@ func scoped(ctx context.Context, conn *pgx.Conn, pattern string, t engine.Tenant
 // scoping a query to a tenant, measured live against the bare query.
 func ScopingCost() *engine.Scenario {
 	return &engine.Scenario{
-		ID:    "scoping-cost",
-		Title: "What scoping every request costs",
+		ID:      "scoping-cost",
+		Pacing:  engine.PacingLive,
+		LiveWhy: "it measures each scoping pattern's latency",
+		Title:   "What scoping every request costs",
 		Variants: []engine.Variant{{Name: ScopingCostMeasure, Run: runScopingCost, Conns: engine.Fixed(1),
 			Summary: "Time the bare query, BEGIN/set_config/query/COMMIT as four round trips, and the same in one pgx.Batch, interleaved on one connection."}},
 		Params:     []engine.Param{{Name: "iterations", Summary: "timed iterations of each pattern", Min: 100, Max: 5000, Default: 2000}},

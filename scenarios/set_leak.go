@@ -20,8 +20,9 @@ func SetLeak() *engine.Scenario {
 		return engine.Variant{Name: pattern, Summary: summary, Run: func(ctx context.Context, env *engine.Env) error { return runSetLeak(ctx, env, pattern) }}
 	}
 	return &engine.Scenario{
-		ID:    "set-leak",
-		Title: "Why SET leaks across pooled connections",
+		ID:     "set-leak",
+		Pacing: engine.PacingReplay,
+		Title:  "Why SET leaks across pooled connections",
 		Variants: []engine.Variant{
 			v(engine.PatternSessionSet, "Scope with set_config(..., false), a session-level SET, then query."),
 			v(engine.PatternTxLocal, "Scope with set_config(..., true) inside BEGIN ... COMMIT, then query."),

@@ -32,8 +32,9 @@ func SetRole() *engine.Scenario {
 	// One pool of one connection, and the lab's superuser connection that
 	// drops the roles while the pool is still open.
 	return &engine.Scenario{
-		ID:    "set-role",
-		Title: "SET ROLE per tenant: leaks like SET, and no guard against SQL injection",
+		ID:     "set-role",
+		Pacing: engine.PacingReplay,
+		Title:  "SET ROLE per tenant: leaks like SET, and no guard against SQL injection",
 		Variants: []engine.Variant{
 			{Name: SetRoleSession, Conns: engine.Fixed(2),
 				Summary: "Scope with SET ROLE to the tenant's role; a later request on that backend forgets to scope.",

@@ -59,8 +59,11 @@ func SharedPool() *engine.Scenario {
 		return 0
 	}
 	return &engine.Scenario{
-		ID:    "shared-pool",
-		Title: "One pool of ten serves hundreds of users",
+		ID: "shared-pool",
+		// Its timings are taken inside each wave, never across a frame's pause:
+		// the outcome and the numbers do not depend on the pace.
+		Pacing: engine.PacingReplay,
+		Title:  "One pool of ten serves hundreds of users",
 		Variants: []engine.Variant{
 			{Name: SharedPoolConnPerUser, Run: runConnPerUserCrowd,
 				Summary: "Every user's request opens its own connection (pgx.Connect), scopes it with a session-level set_config, queries and closes it.",

@@ -34,8 +34,9 @@ func SideChannels() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "side-channels",
-		Title: "Unique keys and TRUNCATE on a table with RLS",
+		ID:     "side-channels",
+		Pacing: engine.PacingReplay,
+		Title:  "Unique keys and TRUNCATE on a table with RLS",
 		Variants: []engine.Variant{
 			v(SideChannelsUniqueProbe, "contacts has UNIQUE (email); Acme inserts an address that Globex already has.",
 				"UNIQUE (email)", "SELECT, INSERT, DELETE", false),

@@ -33,8 +33,9 @@ func StalePlan() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "stale-plan",
-		Title: "A tenant helper function in a policy, and cached plans",
+		ID:     "stale-plan",
+		Pacing: engine.PacingReplay,
+		Title:  "A tenant helper function in a policy, and cached plans",
 		Variants: []engine.Variant{
 			v(StalePlanImmutable, "IMMUTABLE", "The policy calls current_tenant_id(), declared IMMUTABLE; three tenants query in turn on one pooled connection."),
 			v(StalePlanStable, "STABLE", "The same function declared STABLE."),

@@ -28,8 +28,9 @@ const flagTerm = "no-such-customer' OR set_config('app.is_admin', 'on', true) IS
 // admin policy to a role the app role is not a member of.
 func TrustedFlag() *engine.Scenario {
 	return &engine.Scenario{
-		ID:    "trusted-flag",
-		Title: "An admin override in a policy: a setting or a role",
+		ID:     "trusted-flag",
+		Pacing: engine.PacingReplay,
+		Title:  "An admin override in a policy: a setting or a role",
 		Variants: []engine.Variant{
 			{Name: TrustedFlagSettable, Conns: adminAndPool,
 				Summary: "Admins are recognised by the setting app.is_admin = 'on'; Acme's search term calls set_config.",

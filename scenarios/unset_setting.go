@@ -88,6 +88,7 @@ func UnsetSetting() *engine.Scenario {
 	}
 	sc := &engine.Scenario{
 		ID:         "unset-setting",
+		Pacing:     engine.PacingReplay,
 		Title:      "An unset tenant setting: NULL, '' and what the policy makes of them",
 		MinTenants: 3,
 	}

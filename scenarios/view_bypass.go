@@ -36,8 +36,9 @@ func ViewBypass() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "view-bypass",
-		Title: "Views and functions in front of an RLS table",
+		ID:     "view-bypass",
+		Pacing: engine.PacingReplay,
+		Title:  "Views and functions in front of an RLS table",
 		Variants: []engine.Variant{
 			v(ViewBypassOwnerView, "A plain view over invoices, created by the superuser that runs the migrations, read by the app role scoped to Acme.",
 				"CREATE VIEW "+reportView+" AS SELECT id, tenant_id, customer, amount FROM invoices",

@@ -30,8 +30,10 @@ func WrongScope() *engine.Scenario {
 			Run: func(ctx context.Context, env *engine.Env) error { return runScopeRace(ctx, env, name) }}
 	}
 	return &engine.Scenario{
-		ID:    "wrong-scope",
-		Title: "Where the tenant id lives: a shared field, the request's context, a connection per user",
+		ID:      "wrong-scope",
+		Pacing:  engine.PacingLive,
+		LiveWhy: "requests wait for connections with a timeout while others hold them across frames, and the wait is charted over time",
+		Title:   "Where the tenant id lives: a shared field, the request's context, a connection per user",
 		Variants: []engine.Variant{
 			race(WrongScopeGlobal, "Each handler writes its tenant into one field shared by all requests and reads it back before its query."),
 			race(WrongScopeContext, "The tenant travels in each request's context.Context (context.WithValue)."),

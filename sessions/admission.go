@@ -16,7 +16,8 @@ const starveAfter = 20 * time.Second
 // admission admits runs against the connection budget. It is fair in two
 // ways. A run that fits in the free connections starts at once even when a
 // larger run waits ahead of it (until that larger run has waited
-// starveAfter; then the connections are kept for it). And among waiting
+// starveAfter; then the connections are kept for it, except from the runs
+// of clients that hold fewer runs than its own). And among waiting
 // runs, the client that holds the fewest admitted runs goes first, so one
 // client with many labs cannot starve another; between clients holding as
 // many, the earlier run goes first. Every waiting run is told its place
@@ -130,21 +131,22 @@ func (a *admission) admitLocked() []*ticket {
 		if len(order) == 0 {
 			return nil
 		}
-		// The oldest waiting run, once it has waited starveAfter, is the
-		// only one that may start: the connections that free up are kept
-		// for it.
+		// The oldest waiting run, once it has waited starveAfter, is not
+		// passed by any run that comes after it in turn: the connections
+		// that free up are kept for it. Runs of clients that hold fewer
+		// runs than its own come before it in turn and may still start in
+		// the free connections, so that one client's waiting crowds cannot
+		// hold back another learner; its own client's runs end, so its turn
+		// comes.
 		oldest := a.queue[0]
 		strict := a.now().Sub(oldest.since) >= starveAfter
 		var next *ticket
 		for _, t := range order {
-			if strict && t != oldest {
-				continue
-			}
 			if a.used+t.need <= a.limit {
 				next = t
 				break
 			}
-			if strict {
+			if strict && t == oldest {
 				break
 			}
 		}

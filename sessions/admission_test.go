@@ -83,6 +83,45 @@ func TestSmallRunPassesAnotherClientsCrowds(t *testing.T) {
 	}
 }
 
+// TestSmallRunPassesCrowdsThatWaitedLong: another client's crowds that
+// have waited starveAfter keep the freed connections from runs that come
+// after them in turn, but not from a learner who holds no run: that
+// learner's small run still starts at once in the free connections, while
+// a later crowd of the same client does not pass the oldest.
+func TestSmallRunPassesCrowdsThatWaitedLong(t *testing.T) {
+	c := &clock{t: time.Unix(0, 0)}
+	a := newAdmission(76)
+	a.now = c.now
+	var crowds []<-chan error
+	for range 8 {
+		crowds = append(crowds, queued(t, a, "script", 17))
+	}
+	running := 0
+	for _, ch := range crowds {
+		if admitted(ch) {
+			running++
+		}
+	}
+	if running != 4 {
+		t.Fatalf("%d crowd runs admitted, want 4", running)
+	}
+	c.add(starveAfter)
+	small := queued(t, a, "learner", 2)
+	if !admitted(small) {
+		t.Fatal("a learner's 2-connection run waits behind another client's crowds that waited starveAfter, while 8 connections are free")
+	}
+	// The same client's later small run comes after its oldest crowd in
+	// turn: it does not pass it.
+	late := queued(t, a, "script", 2)
+	if admitted(late) {
+		t.Fatal("the crowds' own client passed its crowd that has waited starveAfter")
+	}
+	a.release("script", 17)
+	if used, q := a.usage(); used != 4*17+2 || q != 4 {
+		t.Fatalf("usage %d used, %d queued; want %d, 4 (the oldest crowd in, the late run still out)", used, q, 4*17+2)
+	}
+}
+
 // TestClientWithFewestRunsGoesFirst: when connections free up, a client
 // that holds no run goes before a client that holds several, whatever the
 // arrival order.

@@ -850,6 +850,9 @@ func (l *Lab) look(ctx context.Context, pid uint32, sql string) (SQLResult, erro
 	var env *engine.Env
 	if run != nil {
 		env = run.environment()
+		if run.isReplayed() {
+			return SQLResult{}, rlslab.Errorf(rlslab.ECONFLICT, "the run in lab %s ran at full speed and is shown at your pace: its connections are closed already; run in single-step mode to look at a paused run's connections", l.ID)
+		}
 	}
 	if env == nil {
 		return SQLResult{}, rlslab.Errorf(rlslab.ECONFLICT, "no run is paused in lab %s: a look at a connection needs a run paused in single-step mode", l.ID)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,11 +55,21 @@ type activeRun struct {
 	params            engine.Params
 	started           time.Time
 	rec               *recorder
+	live              bool // asked to play live even if it could be replayed
 
-	mu      sync.Mutex
-	reset   bool        // cancelled by a reset or the lab's close
-	closing bool        // cancelled by the lab's close
-	env     *engine.Env // once admitted: what a look at a paused run's connections borrows
+	mu       sync.Mutex
+	reset    bool        // cancelled by a reset or the lab's close
+	closing  bool        // cancelled by the lab's close
+	env      *engine.Env // once admitted: what a look at a paused run's connections borrows
+	replayed bool        // ran at full speed and is shown at its pace
+}
+
+// isReplayed reports whether the run ran at full speed and is shown at its
+// pace from the states it produced.
+func (r *activeRun) isReplayed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.replayed
 }
 
 // environment returns the run's environment once it is admitted, or nil.
@@ -122,6 +133,11 @@ type RunRequest struct {
 	Variant  string
 	Speed    engine.Speed
 	Params   map[string]string
+	// Live plays the run live at its pace even when its scenario could be
+	// run at full speed and shown at that pace (engine.PacingReplay): the
+	// run then holds its connections for the whole paced run, as every
+	// run did before replays (a benchmark compares the two).
+	Live bool
 }
 
 // Start validates r and starts the run in the background: it waits in the
@@ -170,7 +186,7 @@ func (l *Lab) Start(r RunRequest) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	run := &activeRun{scenario: sc.ID, variant: r.Variant, cancel: cancel, done: make(chan struct{}), pace: engine.NewPace(r.Speed)}
+	run := &activeRun{scenario: sc.ID, variant: r.Variant, cancel: cancel, done: make(chan struct{}), pace: engine.NewPace(r.Speed), live: r.Live}
 	l.run = run
 	l.lastActive = time.Now()
 	l.mu.Unlock()
@@ -178,6 +194,17 @@ func (l *Lab) Start(r RunRequest) error {
 	run.params, run.started, run.rec = params, time.Now(), record(l.tracker)
 	go l.play(ctx, run, sc, params)
 	return nil
+}
+
+// client is whom the admission queue counts the lab's runs for: the client
+// address that made the lab outside a workshop (so that a script's many
+// labs are one client and cannot hold back another learner), else the
+// learner who owns it.
+func (l *Lab) client() string {
+	if l.addr != "" {
+		return "address " + l.addr
+	}
+	return l.owner
 }
 
 // need is how many connections a run of variant is admitted for: what the
@@ -203,7 +230,8 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	need := l.need(sc, run.variant, params)
 	var queued atomic.Bool // set by the admission queue's goroutines
 	asked := time.Now()
-	err := l.mgr.admit.acquire(ctx, l.owner, need, func(ahead int) {
+	client := l.client()
+	err := l.mgr.admit.acquire(ctx, client, need, func(ahead int) {
 		queued.Store(true)
 		l.tracker.SetQueue(&engine.Queue{Need: need, Ahead: ahead})
 	})
@@ -219,7 +247,7 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	release := func() {
 		if !released {
 			released = true
-			l.mgr.admit.release(l.owner, need)
+			l.mgr.admit.release(client, need)
 		}
 	}
 	defer release()
@@ -227,6 +255,11 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 		waited := time.Since(asked).Milliseconds()
 		l.tracker.SetQueue(nil)
 		l.tracker.Update(func(s *engine.State) { s.QueuedMS = waited })
+	}
+	if sc.Replayable(run.pace.Speed()) && !run.live {
+		err = l.playReplayed(ctx, run, sc, params, need, release, log)
+		ended, run.err = l.endRun(run, err)
+		return
 	}
 	env := engine.NewEnv(l.Sandbox, params, l.tracker, run.pace, log)
 	run.mu.Lock()
@@ -245,6 +278,43 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	release()
 	log.Info("run finished", "took", time.Since(start).Round(time.Millisecond), "connections", need, "err", err)
 	ended, run.err = l.endRun(run, err)
+}
+
+// playReplayed plays an admitted run of a scenario whose outcome does not
+// depend on the pace: it runs at full speed on a tracker of its own, gives
+// its connections back (release) as soon as its backends are gone, and
+// meanwhile shows the states it produced on the lab's tracker at the run's
+// pace, from the first one on, saying so ("Ran in 212 ms, shown at 1×").
+// It returns once the last state is shown, with the run's error, or when
+// the run is cancelled.
+func (l *Lab) playReplayed(ctx context.Context, run *activeRun, sc *engine.Scenario, params engine.Params, need int, release func(), log *slog.Logger) error {
+	run.mu.Lock()
+	run.replayed = true
+	run.mu.Unlock()
+	own := engine.NewTracker(l.ID, l.Sandbox.Tenants)
+	own.Begin(sc.ID, run.variant, engine.Speed{Max: true}.String())
+	capture := engine.NewCapture(own)
+	env := engine.NewEnv(l.Sandbox, params, own, engine.NewPace(engine.Speed{Max: true}), log)
+	shown := make(chan error, 1)
+	go func() { shown <- capture.Replay(ctx, l.tracker, run.pace) }()
+	start := time.Now()
+	err := engine.PlayAndClose(ctx, sc, run.variant, env)
+	capture.Finish()
+	ran := time.Since(start)
+	l.waitBackendsGone(backendsGoneTimeout)
+	release()
+	log.Info("run finished; shown at its pace", "took", ran.Round(time.Millisecond), "connections", need, "err", err, "capture", capture.String())
+	if serr := <-shown; serr != nil {
+		// Cancelled while it was shown: the lab shows that, as a live run
+		// cancelled on a frame would.
+		if !run.isReset() {
+			l.tracker.Finish(errors.New("run cancelled"))
+		}
+		if err == nil {
+			err = errors.New("run cancelled")
+		}
+	}
+	return err
 }
 
 // endRun records how the run ended and frees the lab for the next one; it

@@ -97,6 +97,8 @@ type StateDoc struct {
 	// while nothing has been observed. It is derived from the rest of the
 	// document, so Engine leaves it out.
 	Outcome *OutcomeDoc `json:"outcome,omitempty"`
+	Frame   int         `json:"frame,omitempty"`
+	Replay  *ReplayDoc  `json:"replay,omitempty"`
 	Version uint64      `json:"version"`
 }
 
@@ -114,6 +116,12 @@ type FindingDoc struct {
 type OutcomeDoc struct {
 	Kind     string `json:"kind"`
 	Headline string `json:"headline"`
+}
+
+// ReplayDoc says, in a state document, that the run shown ran at full speed
+// in RanMS milliseconds (0 while it still ran) and is shown at its pace.
+type ReplayDoc struct {
+	RanMS int64 `json:"ran_ms"`
 }
 
 // PoolCountsDoc is a pool's counts (pgxpool.Stat) in a state document.
@@ -319,6 +327,8 @@ func StateDocOf(st engine.State) StateDoc {
 		SharedField:     convertSlice(st.SharedField, func(f engine.FieldReading) FieldReadingDoc { return FieldReadingDoc(f) }),
 		Findings:        convertSlice(st.Findings, func(f engine.Finding) FindingDoc { return FindingDoc(f) }),
 		Outcome:         outcomeDocOf(st),
+		Frame:           st.Frame,
+		Replay:          convertPointer(st.Replay, func(r engine.Replay) ReplayDoc { return ReplayDoc(r) }),
 		Version:         st.Version,
 	}
 }
@@ -452,6 +462,8 @@ func (d StateDoc) Engine() engine.State {
 		Policy:      convertPointer(d.Policy, func(p PolicyDoc) engine.Policy { return engine.Policy(p) }),
 		SharedField: convertSlice(d.SharedField, func(f FieldReadingDoc) engine.FieldReading { return engine.FieldReading(f) }),
 		Findings:    convertSlice(d.Findings, func(f FindingDoc) engine.Finding { return engine.Finding(f) }),
+		Frame:       d.Frame,
+		Replay:      convertPointer(d.Replay, func(r ReplayDoc) engine.Replay { return engine.Replay(r) }),
 		Version:     d.Version,
 	}
 }

@@ -27,6 +27,9 @@ type runForm struct {
 	Variant  string            `json:"variant"`
 	Speed    string            `json:"speed"`
 	Params   map[string]string `json:"params"`
+	// Pacing is "live" to play a run live at its pace even when it could
+	// run at full speed and be shown at that pace; "" or "auto" otherwise.
+	Pacing string `json:"pacing"`
 }
 
 // paramValue lets JSON params be numbers or strings.
@@ -56,6 +59,7 @@ func readRunForm(w http.ResponseWriter, r *http.Request) (runForm, error) {
 			Variant  string                `json:"variant"`
 			Speed    string                `json:"speed"`
 			Params   map[string]paramValue `json:"params"`
+			Pacing   string                `json:"pacing"`
 		}
 		dec := json.NewDecoder(r.Body)
 		dec.DisallowUnknownFields()
@@ -65,7 +69,7 @@ func readRunForm(w http.ResponseWriter, r *http.Request) (runForm, error) {
 		if dec.Decode(&struct{}{}) != io.EOF {
 			return f, rlslab.Errorf(rlslab.EINVALID, "malformed JSON body: more than one value")
 		}
-		f = runForm{Scenario: raw.Scenario, Variant: raw.Variant, Speed: raw.Speed, Params: map[string]string{}}
+		f = runForm{Scenario: raw.Scenario, Variant: raw.Variant, Speed: raw.Speed, Params: map[string]string{}, Pacing: raw.Pacing}
 		for k, v := range raw.Params {
 			f.Params[k] = string(v)
 		}
@@ -74,13 +78,25 @@ func readRunForm(w http.ResponseWriter, r *http.Request) (runForm, error) {
 	if err := r.ParseForm(); err != nil {
 		return f, rlslab.Errorf(rlslab.EINVALID, "malformed form: %v", err)
 	}
-	f = runForm{Scenario: r.PostForm.Get("scenario"), Variant: r.PostForm.Get("variant"), Speed: r.PostForm.Get("speed"), Params: map[string]string{}}
+	f = runForm{Scenario: r.PostForm.Get("scenario"), Variant: r.PostForm.Get("variant"), Speed: r.PostForm.Get("speed"), Params: map[string]string{}, Pacing: r.PostForm.Get("pacing")}
 	for k, vs := range r.PostForm {
 		if name, ok := strings.CutPrefix(k, "param."); ok && len(vs) > 0 {
 			f.Params[name] = vs[0]
 		}
 	}
 	return f, nil
+}
+
+// livePacing reads a run's pacing: true for "live", false for "" or
+// "auto"; anything else is EINVALID.
+func livePacing(v string) (bool, error) {
+	switch v {
+	case "", "auto":
+		return false, nil
+	case "live":
+		return true, nil
+	}
+	return false, rlslab.Errorf(rlslab.EINVALID, "pacing %q: want auto or live", v)
 }
 
 // parseSpeed reads a speed as engine.ParseSpeed does; its error is EINVALID.

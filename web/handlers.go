@@ -197,7 +197,12 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request, id string, la
 		s.fail(w, r, err)
 		return
 	}
-	if err := lab.Start(sessions.RunRequest{Scenario: f.Scenario, Variant: f.Variant, Speed: speed, Params: f.Params}); err != nil {
+	live, err := livePacing(f.Pacing)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := lab.Start(sessions.RunRequest{Scenario: f.Scenario, Variant: f.Variant, Speed: speed, Params: f.Params, Live: live}); err != nil {
 		s.fail(w, r, err)
 		return
 	}

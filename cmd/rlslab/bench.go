@@ -26,10 +26,13 @@ import (
 )
 
 // benchWorkshop plays a workshop against a running rlslab through its real
-// HTTP and websocket endpoints: every participant makes a lab at the same
-// moment, opens the live view, runs lesson 1 at teaching pace and then a
-// full-speed crowd, with a facilitator-style watcher on every lab. It
-// prints what participants would feel and what the server held.
+// HTTP and websocket endpoints. Every participant joins at the same moment
+// and opens the live view (with a facilitator-style watcher on every lab);
+// then, phase by phase, everyone clicks Run at the same moment: lesson 1
+// at teaching pace played live as every run was before replays (with
+// -compare), the same replayed (the default), and a crowd. Last, a script's
+// eight crowd runs, and one learner's lesson-1 run behind them. It prints
+// what participants would feel and what the server held.
 func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench workshop", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -37,9 +40,12 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	n := fs.Int("participants", 50, "participants, each with their own lab")
 	db := fs.String("db", "", "superuser URL of rlslab's PostgreSQL, to sample its backends (optional)")
 	pid := fs.Int("pid", 0, "rlslab's process id, to read its peak RSS (optional)")
-	speed := fs.String("speed", "1", "speed of lesson 1's run")
-	crowd := fs.Int("crowd-users", 300, "users of the full-speed crowd run (shared-pool conn-per-user)")
-	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	speed := fs.String("speed", "1", "speed of lesson 1's runs and of the crowd's")
+	crowd := fs.Int("crowd-users", 300, "users of each crowd run (shared-pool conn-per-user)")
+	compare := fs.Bool("compare", true, "also run lesson 1 live at its pace (\"pacing\":\"live\", as before replays), before the replayed phase")
+	withCrowd := fs.Bool("crowd", true, "a phase in which everyone runs the crowd")
+	fair := fs.Bool("fair", true, "after the phases: a script's eight crowd runs, then one learner's lesson-1 run behind them")
+	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long")
 	expected := fs.Int("expected", -1, "participants the workshop says it expects, so that rlslab prepares their labs before they join (-1: as many as -participants; 0: none, every lab is made as its participant joins)")
 	if _, err := parseInterleaved(fs, args); err != nil {
 		return usageError("%v", err)
@@ -49,7 +55,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	b := &bench{base: strings.TrimRight(*base, "/"), start: make(chan struct{})}
+	b := &bench{base: strings.TrimRight(*base, "/")}
 	if err := b.health(ctx); err != nil {
 		return err
 	}
@@ -69,21 +75,100 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		sampler = s
 		defer s.stop()
 	}
-	var wg sync.WaitGroup
-	results := make([]participantResult, *n)
-	for i := range results {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = b.participant(ctx, i, *speed, *crowd)
-		}()
-	}
+	rep := benchReport{Participants: *n, Budget: b.budget, Expected: *expected, Prepared: prepared}
 	began := time.Now()
-	close(b.start)
+
+	// The join burst: everyone at once, each opening the live view.
+	ps := make([]*participant, *n)
+	joinErrs := make([]string, *n)
+	var wg sync.WaitGroup
+	for i := range ps {
+		wg.Go(func() {
+			p, err := b.newParticipant(ctx, i)
+			if err != nil {
+				joinErrs[i] = fmt.Sprintf("participant %d: %v", i, err)
+				return
+			}
+			ps[i] = p
+		})
+	}
 	wg.Wait()
-	took := time.Since(began)
-	rep := b.report(results, took)
-	rep.Expected, rep.Prepared = *expected, prepared
+	var joined []*participant
+	for i, p := range ps {
+		if p == nil {
+			rep.addErrors(joinErrs[i])
+			continue
+		}
+		joined = append(joined, p)
+		rep.Ready = append(rep.Ready, p.ready)
+	}
+	defer func() {
+		for _, p := range joined {
+			p.close()
+		}
+	}()
+
+	lesson := runSpec{scenario: "set-leak", variant: "session-set", speed: *speed}
+	crowdRun := runSpec{scenario: "shared-pool", variant: "conn-per-user", speed: *speed, users: *crowd}
+	var phases []benchPhase
+	if *compare {
+		live := lesson
+		live.pacing = "live"
+		phases = append(phases, benchPhase{fmt.Sprintf("lesson 1 at %s×, live (before)", *speed), live})
+	}
+	phases = append(phases, benchPhase{fmt.Sprintf("lesson 1 at %s×, replayed", *speed), lesson})
+	if *withCrowd {
+		phases = append(phases, benchPhase{fmt.Sprintf("the crowd at %s× (%d users)", *speed, *crowd), crowdRun})
+	}
+	for _, ph := range phases {
+		if ctx.Err() != nil {
+			break
+		}
+		if sampler != nil {
+			sampler.reset()
+		}
+		start := time.Now()
+		res := make([]runResult, len(joined))
+		gate := make(chan struct{})
+		for i, p := range joined {
+			wg.Go(func() {
+				<-gate
+				res[i] = p.run(ctx, b, ph.run)
+			})
+		}
+		close(gate)
+		wg.Wait()
+		pr := phaseReport{Name: ph.name, Took: time.Since(start)}
+		if sampler != nil {
+			pr.PeakBackends = sampler.peakNow()
+		}
+		for _, r := range res {
+			pr.add(r)
+			rep.addErrors(r.errs...)
+		}
+		rep.Phases = append(rep.Phases, pr)
+		pr.print(stderr)
+	}
+	if *fair && len(joined) > 0 && ctx.Err() == nil {
+		if sampler != nil {
+			sampler.reset()
+		}
+		pr, errs := b.fairness(ctx, joined[0], lesson, crowdRun)
+		if sampler != nil {
+			pr.PeakBackends = sampler.peakNow()
+		}
+		rep.Fair = &pr
+		rep.addErrors(errs...)
+		pr.print(stderr)
+	}
+	rep.Took = time.Since(began)
+	for _, p := range joined {
+		if w := p.watched(); w > 0 {
+			// Two watchers per lab: the owner and the facilitator.
+			rep.BytesPerSec = append(rep.BytesPerSec, float64(p.bytes.Load())/2/w.Seconds())
+		}
+		rep.Delays = append(rep.Delays, p.delays()...)
+	}
 	if sampler != nil {
 		rep.PeakBackends, rep.MaxConnections = sampler.stop()
 	}
@@ -91,16 +176,26 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		rep.PeakRSSMB = peakRSS(*pid)
 	}
 	rep.print(stdout)
-	if rep.Errors > 0 || rep.RunsLost > 0 {
-		return fmt.Errorf("%d errors, %d runs lost", rep.Errors, rep.RunsLost)
+	lost := 0
+	for _, ph := range rep.Phases {
+		lost += ph.Lost
+	}
+	if rep.Errors > 0 || lost > 0 {
+		return fmt.Errorf("%d errors, %d runs lost", rep.Errors, lost)
 	}
 	return nil
+}
+
+// benchPhase is one phase of the bench: every participant clicks Run on
+// the same run at the same moment.
+type benchPhase struct {
+	name string
+	run  runSpec
 }
 
 // bench is one workshop being played.
 type bench struct {
 	base   string
-	start  chan struct{}
 	budget int
 	ws     struct{ ID, Code string } // the workshop everyone joins
 }
@@ -164,131 +259,326 @@ func (b *bench) join(ctx context.Context, c *http.Client, i int) (string, error)
 	return j.Lab, nil
 }
 
-// participantResult is what one participant measured.
-type participantResult struct {
-	ready     time.Duration
-	queued    []time.Duration
-	delays    []time.Duration
-	bytes     int64
-	watched   time.Duration
-	errors    []string
-	runsLost  int
-	runsEnded int
-}
-
 // health reads the budget from /healthz.
 func (b *bench) health(ctx context.Context) error {
-	req, _ := http.NewRequestWithContext(ctx, "GET", b.base+"/healthz", nil)
-	resp, err := http.DefaultClient.Do(req)
+	h, err := b.healthz(ctx)
 	if err != nil {
-		return fmt.Errorf("rlslab at %s: %w", b.base, err)
-	}
-	defer resp.Body.Close()
-	var h struct {
-		Status string `json:"status"`
-		Budget int    `json:"budget"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil || h.Status != "ok" {
-		return fmt.Errorf("rlslab at %s is not healthy (%d)", b.base, resp.StatusCode)
+		return err
 	}
 	b.budget = h.Budget
 	return nil
 }
 
+// healthzDoc is what the bench reads of /healthz.
+type healthzDoc struct {
+	Status string `json:"status"`
+	Budget int    `json:"budget"`
+	Queued int    `json:"queued_runs"`
+}
+
+// healthz reads /healthz.
+func (b *bench) healthz(ctx context.Context) (healthzDoc, error) {
+	var h healthzDoc
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.base+"/healthz", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return h, fmt.Errorf("rlslab at %s: %w", b.base, err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil || h.Status != "ok" {
+		return h, fmt.Errorf("rlslab at %s is not healthy (%d)", b.base, resp.StatusCode)
+	}
+	return h, nil
+}
+
 // finishedAt finds request rows' server-side finish times in a frame.
 var finishedAt = regexp.MustCompile(`data-finished-at="(\d+)"`)
 
-// participant plays one participant and the facilitator watching them.
-func (b *bench) participant(ctx context.Context, i int, speed string, crowd int) (r participantResult) {
+// statusAttrs finds the status bar's status and frame number in a frame.
+var statusAttrs = regexp.MustCompile(`data-status="(\w+)" data-version="\d+" data-frame="(\d+)"`)
+
+// runSpec is one run a participant starts.
+type runSpec struct {
+	scenario, variant, speed string
+	pacing                   string // "live" to play live at the pace
+	users                    int    // the crowd's users, if any
+}
+
+// body is the run's POST /labs/{id}/runs body.
+func (r runSpec) body() string {
+	extra := ""
+	if r.users > 0 {
+		extra += fmt.Sprintf(`,"params":{"users":%d}`, r.users)
+	}
+	if r.pacing != "" {
+		extra += fmt.Sprintf(`,"pacing":%q`, r.pacing)
+	}
+	return fmt.Sprintf(`{"scenario":%q,"variant":%q,"speed":%q%s}`, r.scenario, r.variant, r.speed, extra)
+}
+
+// participant is one participant's browser: their client with its
+// cookie, their lab, and the live view they and a facilitator watch.
+type participant struct {
+	i     int
+	c     *http.Client
+	lab   string
+	ready time.Duration
+	bytes atomic.Int64
+	live  atomic.Bool // a run played live is going: its rows' delays count
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+	since time.Time
+
+	mu      sync.Mutex
+	status  string // the status bar's, as last received by the owner's view
+	frame   int
+	started bool          // a run's running or queued status came since the last click
+	changed chan struct{} // closed and replaced on every status received
+	delayed []time.Duration
+	seen    map[string]bool
+	end     time.Time
+}
+
+// newParticipant joins the workshop as participant i and opens the live
+// view twice: the owner's and a facilitator's (no cookie).
+func (b *bench) newParticipant(ctx context.Context, i int) (*participant, error) {
 	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: time.Minute, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	fail := func(format string, args ...any) participantResult {
-		r.errors = append(r.errors, fmt.Sprintf("participant %d: ", i)+fmt.Sprintf(format, args...))
+	p := &participant{i: i, c: &http.Client{Jar: jar, Timeout: time.Minute, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		changed: make(chan struct{}), seen: map[string]bool{}}
+	t0 := time.Now()
+	id, err := b.join(ctx, p.c, i)
+	if err != nil {
+		return nil, fmt.Errorf("join: %v", err)
+	}
+	p.lab, p.ready = id, time.Since(t0)
+	wctx, stop := context.WithCancel(ctx)
+	p.stop = stop
+	for k, client := range []*http.Client{p.c, {}} {
+		conn, err := b.dial(wctx, client, p.lab)
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("websocket: %v", err)
+		}
+		p.wg.Go(func() { p.read(wctx, conn, k == 0) })
+	}
+	p.since = time.Now()
+	return p, nil
+}
+
+// read reads one websocket of the participant's lab until ctx ends: it
+// counts bytes, frame delays (on the owner's view) and follows the status
+// bar.
+func (p *participant) read(ctx context.Context, conn *websocket.Conn, owner bool) {
+	defer conn.Close()
+	go func() { <-ctx.Done(); conn.Close() }()
+	for {
+		_, data, err := conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		p.bytes.Add(int64(len(data)))
+		if !owner {
+			continue
+		}
+		p.mu.Lock()
+		for _, m := range finishedAt.FindAllSubmatch(data, -1) {
+			ms, _ := strconv.ParseInt(string(m[1]), 10, 64)
+			if key := string(m[1]); ms > 0 && !p.seen[key] && p.live.Load() {
+				p.seen[key] = true
+				p.delayed = append(p.delayed, now.Sub(time.UnixMilli(ms)))
+			}
+		}
+		if m := statusAttrs.FindSubmatch(data); m != nil {
+			p.status = string(m[1])
+			p.frame, _ = strconv.Atoi(string(m[2]))
+			if p.status == "running" || p.status == "queued" {
+				p.started = true
+			}
+			close(p.changed)
+			p.changed = make(chan struct{})
+		}
+		p.mu.Unlock()
+	}
+}
+
+// close stops the participant's live views.
+func (p *participant) close() {
+	p.mu.Lock()
+	if p.end.IsZero() {
+		p.end = time.Now()
+	}
+	p.mu.Unlock()
+	if p.stop != nil {
+		p.stop()
+	}
+	p.wg.Wait()
+}
+
+// watched returns how long the live views were open.
+func (p *participant) watched() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.end.IsZero() {
+		return time.Since(p.since)
+	}
+	return p.end.Sub(p.since)
+}
+
+// delays returns the frame delays of request rows the owner's view got
+// during runs played live: from the server's finish of a request to the
+// row's receipt. A replayed run shows its rows later by design, so its
+// rows are not counted.
+func (p *participant) delays() []time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Duration(nil), p.delayed...)
+}
+
+// waitView waits until the owner's live view satisfies ok.
+func (p *participant) waitView(ctx context.Context, ok func(status string, frame int, started bool) bool) error {
+	for {
+		p.mu.Lock()
+		done, changed := ok(p.status, p.frame, p.started), p.changed
+		p.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// runResult is what one run measured.
+type runResult struct {
+	accepted   time.Duration // click → POST /labs/{id}/runs answered
+	firstFrame time.Duration // click → the run's first frame in the live view
+	queued     time.Duration // as the run's state says
+	total      time.Duration // click → the run's end in the live view
+	ended      bool
+	replayed   bool
+	errs       []string
+}
+
+// run clicks Run with spec and follows the live view to the run's end.
+func (p *participant) run(ctx context.Context, b *bench, spec runSpec) (r runResult) {
+	fail := func(format string, args ...any) runResult {
+		r.errs = append(r.errs, fmt.Sprintf("participant %d: %s: ", p.i, spec.scenario)+fmt.Sprintf(format, args...))
 		return r
 	}
-	<-b.start
-	t0 := time.Now()
-	var lab struct{ ID string }
-	id, err := b.join(ctx, c, i)
-	if err != nil {
-		return fail("join: %v", err)
+	p.mu.Lock()
+	p.started = false
+	p.mu.Unlock()
+	p.live.Store(spec.pacing == "live")
+	defer p.live.Store(false)
+	click := time.Now()
+	if code, err := b.call(ctx, p.c, "POST", "/labs/"+p.lab+"/runs", spec.body(), nil); err != nil || code != http.StatusAccepted {
+		return fail("start: %d %v", code, err)
 	}
-	lab.ID = id
-	r.ready = time.Since(t0)
-
-	// The owner's live view and a facilitator-style watcher (no cookie).
-	wctx, stopWatching := context.WithCancel(ctx)
-	var bytes atomic.Int64
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	var wg sync.WaitGroup
-	for _, client := range []*http.Client{c, {}} {
-		conn, err := b.dial(wctx, client, lab.ID)
-		if err != nil {
-			stopWatching()
-			return fail("websocket: %v", err)
+	r.accepted = time.Since(click)
+	over := func(status string) bool { return status == "done" || status == "failed" || status == "cancelled" }
+	if err := p.waitView(ctx, func(status string, frame int, started bool) bool {
+		return started && (status == "running" && frame >= 1 || over(status))
+	}); err != nil {
+		return fail("no first frame: %v", err)
+	}
+	r.firstFrame = time.Since(click)
+	for {
+		if err := p.waitView(ctx, func(status string, _ int, started bool) bool { return started && over(status) }); err != nil {
+			return fail("no end: %v", err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer conn.Close()
-			go func() { <-wctx.Done(); conn.Close() }()
-			for {
-				_, data, err := conn.ReadMessage()
-				if err != nil {
-					return
-				}
-				now := time.Now()
-				bytes.Add(int64(len(data)))
-				for _, m := range finishedAt.FindAllSubmatch(data, -1) {
-					ms, _ := strconv.ParseInt(string(m[1]), 10, 64)
-					if ms <= 0 {
-						continue
-					}
-					key := string(m[1])
-					mu.Lock()
-					if !seen[key] {
-						seen[key] = true
-						r.delays = append(r.delays, now.Sub(time.UnixMilli(ms)))
-					}
-					mu.Unlock()
-				}
+		// The view may fold a whole run into one frame: the state says
+		// whether this one is over.
+		var st benchState
+		if code, err := b.call(ctx, p.c, "GET", "/labs/"+p.lab+"/state.json", "", &st); err != nil || code != http.StatusOK {
+			return fail("state.json: %d %v", code, err)
+		}
+		if over(st.Status) {
+			r.total, r.ended = time.Since(click), true
+			r.queued, r.replayed = time.Duration(st.QueuedMS)*time.Millisecond, st.Replay != nil
+			if st.Status != "done" {
+				return fail("ended %s: %s", st.Status, st.Error)
 			}
-		}()
+			return r
+		}
+		p.mu.Lock()
+		p.started = true
+		p.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return fail("no end: %v", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	watchStart := time.Now()
-	for _, run := range []struct{ scenario, variant, speed string }{
-		{"set-leak", "session-set", speed},
-		{"shared-pool", "conn-per-user", "max"},
-	} {
-		body := fmt.Sprintf(`{"scenario":%q,"variant":%q,"speed":%q}`, run.scenario, run.variant, run.speed)
-		if run.scenario == "shared-pool" {
-			body = fmt.Sprintf(`{"scenario":%q,"variant":%q,"speed":%q,"params":{"users":%d}}`, run.scenario, run.variant, run.speed, crowd)
+}
+
+// fairness plays a script that makes eight labs of its own (no workshop,
+// one client address) and starts a crowd in each at once; once some of
+// them wait in the admission queue, learner clicks Run on lesson 1. It
+// measures how long the learner's run took to its first frame.
+func (b *bench) fairness(ctx context.Context, learner *participant, lesson, crowd runSpec) (phaseReport, []string) {
+	pr := phaseReport{Name: "1 learner behind a script's 8 crowds"}
+	var errs []string
+	start := time.Now()
+	type scriptLab struct {
+		c  *http.Client
+		id string
+	}
+	labs := make([]scriptLab, 8)
+	for i := range labs {
+		jar, _ := cookiejar.New(nil)
+		c := &http.Client{Jar: jar, Timeout: time.Minute}
+		var lab struct{ ID string }
+		code, err := b.call(ctx, c, "POST", "/labs", "", &lab)
+		if err != nil || code != http.StatusCreated || lab.ID == "" {
+			return pr, append(errs, fmt.Sprintf("script lab %d: %d %v", i, code, err))
 		}
-		if code, err := b.call(ctx, c, "POST", "/labs/"+lab.ID+"/runs", body, nil); err != nil || code != http.StatusAccepted {
-			r.runsLost++
-			r.errors = append(r.errors, fmt.Sprintf("participant %d: start %s: %d %v", i, run.scenario, code, err))
-			continue
+		labs[i] = scriptLab{c, lab.ID}
+	}
+	for i, l := range labs {
+		if code, err := b.call(ctx, l.c, "POST", "/labs/"+l.id+"/runs", crowd.body(), nil); err != nil || code != http.StatusAccepted {
+			errs = append(errs, fmt.Sprintf("script crowd %d: %d %v", i, code, err))
 		}
-		st, err := b.waitEnd(ctx, c, lab.ID)
+	}
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		h, err := b.healthz(ctx)
 		if err != nil {
-			r.runsLost++
-			r.errors = append(r.errors, fmt.Sprintf("participant %d: %s: %v", i, run.scenario, err))
-			continue
+			return pr, append(errs, err.Error())
 		}
-		r.runsEnded++
-		r.queued = append(r.queued, time.Duration(st.QueuedMS)*time.Millisecond)
-		if st.Status != "done" {
-			r.errors = append(r.errors, fmt.Sprintf("participant %d: %s ended %s: %s", i, run.scenario, st.Status, st.Error))
+		if h.Queued > 0 || time.Since(start) > 30*time.Second {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return pr, append(errs, ctx.Err().Error())
+		case <-time.After(wait):
 		}
 	}
-	r.watched = time.Since(watchStart)
-	stopWatching()
-	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	r.bytes = bytes.Load()
-	return r
+	r := learner.run(ctx, b, lesson)
+	pr.add(r)
+	errs = append(errs, r.errs...)
+	for _, l := range labs {
+		for {
+			var st benchState
+			if code, err := b.call(ctx, l.c, "GET", "/labs/"+l.id+"/state.json", "", &st); err != nil || code != http.StatusOK {
+				errs = append(errs, fmt.Sprintf("script lab: state.json %d %v", code, err))
+				break
+			}
+			if st.Status == "done" || st.Status == "failed" {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return pr, append(errs, ctx.Err().Error())
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+	pr.Took = time.Since(start)
+	return pr, errs
 }
 
 // benchState is what the bench reads of state.json.
@@ -296,24 +586,9 @@ type benchState struct {
 	Status   string `json:"status"`
 	Error    string `json:"error"`
 	QueuedMS int64  `json:"queued_ms"`
-}
-
-// waitEnd polls state.json until the run is over.
-func (b *bench) waitEnd(ctx context.Context, c *http.Client, lab string) (benchState, error) {
-	for {
-		var st benchState
-		if code, err := b.call(ctx, c, "GET", "/labs/"+lab+"/state.json", "", &st); err != nil || code != http.StatusOK {
-			return st, fmt.Errorf("state.json: %d %v", code, err)
-		}
-		if st.Status == "done" || st.Status == "failed" {
-			return st, nil
-		}
-		select {
-		case <-ctx.Done():
-			return st, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	Replay   *struct {
+		RanMS int64 `json:"ran_ms"`
+	} `json:"replay"`
 }
 
 // call sends a request and decodes a JSON answer into out.
@@ -368,13 +643,12 @@ type benchReport struct {
 	Participants   int
 	Took           time.Duration
 	Ready          []time.Duration
-	Queued         []time.Duration
+	Phases         []phaseReport
+	Fair           *phaseReport
 	Delays         []time.Duration
 	BytesPerSec    []float64
 	Errors         int
 	ErrorSample    []string
-	RunsLost       int
-	RunsEnded      int
 	Budget         int
 	PeakBackends   int
 	MaxConnections int
@@ -383,26 +657,46 @@ type benchReport struct {
 	Prepared       time.Duration // until the dashboard said their labs were ready
 }
 
-func (b *bench) report(rs []participantResult, took time.Duration) benchReport {
-	rep := benchReport{Participants: len(rs), Took: took, Budget: b.budget}
-	for _, r := range rs {
-		if r.ready > 0 {
-			rep.Ready = append(rep.Ready, r.ready)
-		}
-		rep.Queued = append(rep.Queued, r.queued...)
-		rep.Delays = append(rep.Delays, r.delays...)
-		if r.watched > 0 {
-			// Two watchers per lab: the owner and the facilitator.
-			rep.BytesPerSec = append(rep.BytesPerSec, float64(r.bytes)/2/r.watched.Seconds())
-		}
-		rep.Errors += len(r.errors)
-		if len(rep.ErrorSample) < 5 {
-			rep.ErrorSample = append(rep.ErrorSample, r.errors...)
-		}
-		rep.RunsLost += r.runsLost
-		rep.RunsEnded += r.runsEnded
+// phaseReport is what one phase (everyone clicking Run at once) measured.
+type phaseReport struct {
+	Name         string
+	Took         time.Duration
+	Accepted     []time.Duration
+	FirstFrame   []time.Duration
+	Queued       []time.Duration
+	Total        []time.Duration
+	Ended, Lost  int
+	Replayed     int
+	PeakBackends int
+}
+
+// add counts one run of the phase.
+func (ph *phaseReport) add(r runResult) {
+	if !r.ended {
+		ph.Lost++
+		return
 	}
-	return rep
+	ph.Ended++
+	if r.replayed {
+		ph.Replayed++
+	}
+	ph.Accepted = append(ph.Accepted, r.accepted)
+	ph.FirstFrame = append(ph.FirstFrame, r.firstFrame)
+	ph.Queued = append(ph.Queued, r.queued)
+	ph.Total = append(ph.Total, r.total)
+}
+
+// addErrors counts errors and keeps the first few.
+func (r *benchReport) addErrors(errs ...string) {
+	for _, e := range errs {
+		if e == "" {
+			continue
+		}
+		r.Errors++
+		if len(r.ErrorSample) < 8 {
+			r.ErrorSample = append(r.ErrorSample, e)
+		}
+	}
 }
 
 func (r benchReport) print(w io.Writer) {
@@ -412,39 +706,92 @@ func (r benchReport) print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "  expected size not given: every lab made as its participant joined\n")
 	}
-	line := func(name string, ds []time.Duration) {
-		s := summarize(ds)
-		fmt.Fprintf(w, "  %-30s p50 %8s  p95 %8s  max %8s  (n=%d)\n", name, s.P50.Round(time.Microsecond), s.P95.Round(time.Microsecond), s.Max.Round(time.Microsecond), s.N)
+	durLine(w, "join → lab ready", r.Ready)
+	for _, ph := range append(append([]phaseReport(nil), r.Phases...), derefPhase(r.Fair)...) {
+		ph.print(w)
 	}
-	line("join → lab ready", r.Ready)
-	line("queue wait per run", r.Queued)
-	line("frame delay (event → receipt)", r.Delays)
+	durLine(w, "frame delay, live runs", r.Delays)
 	slices.Sort(r.BytesPerSec)
 	if n := len(r.BytesPerSec); n > 0 {
-		fmt.Fprintf(w, "  %-30s p50 %8.0f  max %8.0f B/s per watcher\n", "frame bytes", r.BytesPerSec[n/2], r.BytesPerSec[n-1])
+		fmt.Fprintf(w, "  %-34s p50 %9.0f  max %9.0f B/s per watcher\n", "frame bytes", r.BytesPerSec[n/2], r.BytesPerSec[n-1])
 	}
 	if r.MaxConnections > 0 {
-		fmt.Fprintf(w, "  backends: peak %d, budget %d, max_connections %d\n", r.PeakBackends, r.Budget, r.MaxConnections)
+		fmt.Fprintf(w, "  client backends: peak %d, budget %d, max_connections %d\n", r.PeakBackends, r.Budget, r.MaxConnections)
 	} else {
 		fmt.Fprintf(w, "  backends: budget %d (pass -db to sample the peak)\n", r.Budget)
 	}
 	if r.PeakRSSMB > 0 {
 		fmt.Fprintf(w, "  rlslab peak RSS: %.0f MB\n", r.PeakRSSMB)
 	}
-	fmt.Fprintf(w, "  runs ended %d, lost %d; errors %d\n", r.RunsEnded, r.RunsLost, r.Errors)
+	fmt.Fprintf(w, "  errors %d\n", r.Errors)
 	for _, e := range r.ErrorSample {
 		fmt.Fprintln(w, "   -", e)
 	}
 }
 
-// backendSampler samples rlslab's backends in pg_stat_activity.
+// sec rounds a duration for the report: to the millisecond under 10 s, to
+// the tenth of a second above.
+func sec(d time.Duration) string {
+	if d < 10*time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
+}
+
+// durLine prints the p50, p95 and maximum of ds.
+func durLine(w io.Writer, name string, ds []time.Duration) {
+	s := summarize(ds)
+	fmt.Fprintf(w, "  %-34s p50 %9s  p95 %9s  max %9s  (n=%d)\n", name, sec(s.P50), sec(s.P95), sec(s.Max), s.N)
+}
+
+// print prints the phase's lines.
+func (ph phaseReport) print(w io.Writer) {
+	fmt.Fprintf(w, "  %s: %s; runs ended %d (replayed %d), lost %d", ph.Name, sec(ph.Took), ph.Ended, ph.Replayed, ph.Lost)
+	if ph.PeakBackends > 0 {
+		fmt.Fprintf(w, "; peak client backends %d", ph.PeakBackends)
+	}
+	fmt.Fprintln(w)
+	durLine(w, "  click → run accepted (202)", ph.Accepted)
+	durLine(w, "  click → first frame", ph.FirstFrame)
+	durLine(w, "  queue wait", ph.Queued)
+	durLine(w, "  click → run shown to its end", ph.Total)
+}
+
+// derefPhase returns the phase as a list of none or one.
+func derefPhase(p *phaseReport) []phaseReport {
+	if p == nil {
+		return nil
+	}
+	return []phaseReport{*p}
+}
+
+// backendSampler samples the server's client backends in
+// pg_stat_activity (all of them but its own: rlslab's, and anything else
+// connected to the same server).
 type backendSampler struct {
 	conn     *pgx.Conn
 	done     chan struct{}
 	stopped  chan struct{}
-	peak     int
 	maxConns int
 	once     sync.Once
+
+	mu        sync.Mutex
+	peak      int // since the start
+	phasePeak int // since the last reset
+}
+
+// reset starts a new phase's peak.
+func (s *backendSampler) reset() {
+	s.mu.Lock()
+	s.phasePeak = 0
+	s.mu.Unlock()
+}
+
+// peakNow returns the peak since the last reset.
+func (s *backendSampler) peakNow() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.phasePeak
 }
 
 func startSampler(ctx context.Context, dbURL string) (*backendSampler, error) {
@@ -472,9 +819,11 @@ func startSampler(ctx context.Context, dbURL string) (*backendSampler, error) {
 			}
 			var n int
 			err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-				WHERE backend_type = 'client backend' AND (datname LIKE 'lab\_%' OR application_name LIKE 'rlslab%')`).Scan(&n)
-			if err == nil && n > s.peak {
-				s.peak = n
+				WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&n)
+			if err == nil {
+				s.mu.Lock()
+				s.peak, s.phasePeak = max(s.peak, n), max(s.phasePeak, n)
+				s.mu.Unlock()
 			}
 		}
 	}()
@@ -488,6 +837,8 @@ func (s *backendSampler) stop() (peak, maxConns int) {
 		<-s.stopped
 		s.conn.Close(context.Background())
 	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.peak, s.maxConns
 }
 

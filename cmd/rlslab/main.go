@@ -376,6 +376,8 @@ type scenarioJSON struct {
 	ID       string           `json:"id"`
 	Title    string           `json:"title"`
 	Variants []engine.Variant `json:"variants"`
+	Pacing   engine.Pacing    `json:"pacing"`
+	LiveWhy  string           `json:"live_why,omitempty"`
 }
 
 // list prints the scenario ids and their variants.
@@ -390,7 +392,7 @@ func list(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		out := make([]scenarioJSON, len(all))
 		for i, s := range all {
-			out[i] = scenarioJSON{ID: s.ID, Title: s.Title, Variants: s.Variants}
+			out[i] = scenarioJSON{ID: s.ID, Title: s.Title, Variants: s.Variants, Pacing: s.Pacing, LiveWhy: s.LiveWhy}
 		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

@@ -133,6 +133,7 @@ func (e *Env) Step(ctx context.Context, narration string) error {
 	e.Refresh(func(s *State) {
 		s.Narration = narration
 		e.tracker.frame++ // under the tracker's lock: Refresh runs f in Update
+		s.Frame = e.tracker.frame
 	})
 	e.tracker.stepped()
 	return e.pace.Wait(ctx)

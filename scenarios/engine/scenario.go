@@ -64,6 +64,11 @@ type Scenario struct {
 	MinTenants int `json:"-"`
 	// Conns is the connection need of the variants that declare none.
 	Conns func(p Params, sb Sandbox) int `json:"-"`
+	// Pacing says whether a run at a teaching pace may run at full speed
+	// and be shown at that pace (PacingReplay) or plays live (PacingLive,
+	// and LiveWhy says why). A scenario that says neither plays live.
+	Pacing  Pacing `json:"pacing,omitempty"`
+	LiveWhy string `json:"live_why,omitempty"`
 }
 
 // Defaults returns a copy of p in which every parameter of the scenario

@@ -202,7 +202,13 @@ type State struct {
 	// another tenant written or deleted, data revealed by an error or a
 	// count, the measurement it is about (see Judge).
 	Findings []Finding `json:"findings,omitempty"`
-	Version  uint64    `json:"version"`
+	// Frame is how many frames the run has shown (Env.Step calls, or
+	// frames of a replay shown so far).
+	Frame int `json:"frame,omitempty"`
+	// Replay is set while a run that ran at full speed is shown at the
+	// learner's pace from the states it produced (see Capture).
+	Replay  *Replay `json:"replay,omitempty"`
+	Version uint64  `json:"version"`
 }
 
 // Queue is where a run that waits for connections stands: it needs Need
