@@ -44,7 +44,7 @@ const (
 	instanceTTL = 15 * time.Second
 	// leasePollMax bounds the backoff of the leaser's polling while runs
 	// wait and no notification comes.
-	leasePollMax = 2 * time.Second
+	leasePollMax   = 2 * time.Second
 	leaseTxTimeout = 5 * time.Second
 )
 
