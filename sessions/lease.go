@@ -454,6 +454,9 @@ func listen(ctx context.Context, conn *pgx.Conn, out chan<- struct{}, log *slog.
 // its leaser and the goroutines that keep the lease.
 type sharedState struct {
 	name   string
+	// sameServer: rlslab's tables are on the lab server, where the
+	// instance locks are.
+	sameServer bool
 	leaser *leaser
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -485,6 +488,7 @@ func (m *Manager) openShared(ctx context.Context) (*sharedState, error) {
 	// The instance lock's connection listens, when rlslab's tables are on
 	// the same server; else the leaser polls alone.
 	if tables, err := serverID(ctx, pool); err == nil && tables == server {
+		s.sameServer = true
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); listen(lctx, m.inst.conn, notified, m.log) }()
 	}
@@ -526,4 +530,71 @@ func defaultInstanceName() string {
 		host = "rlslab"
 	}
 	return host + "-" + randomHex(3)
+}
+
+// sweepEvery is how often an instance looks for dead instances: their
+// registrations and leases are deleted, their labs and roles dropped.
+const sweepEvery = 5 * time.Second
+
+// sweepLockKey is the advisory lock one instance holds while it sweeps
+// for all (so two do not drop the same labs at once).
+const sweepLockKey = lockClass + 1
+
+// reapDead deletes the registrations of dead instances, and with them
+// their leases: those whose heartbeat is over, and, when rlslab's tables
+// are on this server, those whose lock is gone (a killed instance's
+// connections close at once, so it is found within sweepEvery). It
+// returns their names.
+func (m *Manager) reapDead(ctx context.Context) ([]string, error) {
+	cond := `expires_at < now()`
+	if m.shared.sameServer {
+		cond += ` OR NOT ` + lockHeldSQL("lock_id")
+	}
+	rows, err := m.cfg.Shared.Query(ctx, `DELETE FROM rlslab.instances WHERE name <> $1 AND (`+cond+`) RETURNING name`, m.shared.name)
+	if err != nil {
+		return nil, err
+	}
+	gone, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	if len(gone) > 0 {
+		if _, err := m.cfg.Shared.Exec(ctx, `SELECT pg_notify($1, '')`, budgetChannel); err != nil {
+			return gone, err
+		}
+	}
+	return gone, nil
+}
+
+// sweepDead is the periodic sweep: under the sweep lock (else another
+// instance is at it), the dead instances' registrations and leases go,
+// then their labs and roles.
+func (m *Manager) sweepDead(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, dropTimeout)
+	defer cancel()
+	conn, err := m.admin.Acquire(ctx)
+	if err != nil {
+		m.fails.Warn("sweep", "err", err)
+		return
+	}
+	defer conn.Release()
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, 0)`, sweepLockKey).Scan(&got); err != nil || !got {
+		return
+	}
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, 0)`, sweepLockKey); err != nil {
+			conn.Conn().Close(ctx) // the lock goes with the connection
+		}
+	}()
+	if m.shared != nil {
+		gone, err := m.reapDead(ctx)
+		if err != nil {
+			m.fails.Warn("sweep: dead instances", "err", err)
+		}
+		for _, name := range gone {
+			m.log.Info("an rlslab instance is gone: its connection budget lease is released", "instance", name)
+		}
+	}
+	m.sweep(ctx, false)
 }

@@ -856,10 +856,15 @@ func (m *Manager) reap() {
 	every := min(max(m.cfg.TTL/4, 100*time.Millisecond), 30*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	sweeps := time.NewTicker(sweepEvery)
+	defer sweeps.Stop()
 	for {
 		select {
 		case <-m.ctx.Done():
 			return
+		case <-sweeps.C:
+			m.sweepDead(m.ctx)
+			continue
 		case <-t.C:
 		}
 		m.mu.Lock()
