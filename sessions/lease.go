@@ -453,13 +453,13 @@ func listen(ctx context.Context, conn *pgx.Conn, out chan<- struct{}, log *slog.
 // sharedState is this instance's part in the budget it shares: its name,
 // its leaser and the goroutines that keep the lease.
 type sharedState struct {
-	name   string
+	name string
 	// sameServer: rlslab's tables are on the lab server, where the
 	// instance locks are.
 	sameServer bool
-	leaser *leaser
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	leaser     *leaser
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 }
 
 // openShared registers the instance in rlslab's tables and leases its own
