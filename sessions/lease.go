@@ -172,20 +172,38 @@ func serverID(ctx context.Context, pool *pgxpool.Pool) (string, error) {
 	return id, err
 }
 
-// registerInstance adds this instance to rlslab.instances with its lock and
-// heartbeat. A name held by a live instance is refused; the row of a dead
-// one (heartbeat over, or lock gone) is taken over.
-func registerInstance(ctx context.Context, pool *pgxpool.Pool, name, address string, lockID int32) error {
-	var got string
-	err := pool.QueryRow(ctx, `
-		INSERT INTO rlslab.instances AS i (name, address, lock_id, expires_at) VALUES ($1, $2, $3, now() + $4::interval)
-		ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, lock_id = EXCLUDED.lock_id, started_at = now(), expires_at = EXCLUDED.expires_at
-		WHERE i.expires_at < now() OR NOT `+lockHeldSQL("i.lock_id")+`
-		RETURNING name`, name, address, int64(uint32(lockID)), instanceTTL.String()).Scan(&got)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return rlslab.Errorf(rlslab.EINVALID, "another rlslab instance named %q is running on this database: give this one another -instance name", name)
-	}
-	return err
+// registerInstance adds this instance to rlslab.instances with its lock,
+// its heartbeat and a tag of its own, which its lab ids begin with (two hex
+// digits no live instance has), and returns the tag. A name held by a live
+// instance is refused; the row of a dead one (heartbeat over, or lock gone)
+// is taken over.
+func registerInstance(ctx context.Context, pool *pgxpool.Pool, name, address string, lockID int32) (tag string, err error) {
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		// Registrations one at a time, so that two never pick one tag.
+		if _, err := tx.Exec(ctx, `LOCK TABLE rlslab.instances IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+			return err
+		}
+		err := tx.QueryRow(ctx, `SELECT t FROM generate_series(0, 255) g, lpad(to_hex(g), 2, '0') t
+			WHERE t NOT IN (SELECT tag FROM rlslab.instances WHERE name <> $1 AND expires_at > now())
+			ORDER BY random() LIMIT 1`, name).Scan(&tag)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return rlslab.Errorf(rlslab.EUNAVAILABLE, "256 rlslab instances are registered on this database: no tag is free for another")
+		}
+		if err != nil {
+			return err
+		}
+		var got string
+		err = tx.QueryRow(ctx, `
+			INSERT INTO rlslab.instances AS i (name, address, lock_id, tag, expires_at) VALUES ($1, $2, $3, $4, now() + $5::interval)
+			ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, lock_id = EXCLUDED.lock_id, tag = EXCLUDED.tag, started_at = now(), expires_at = EXCLUDED.expires_at
+			WHERE i.expires_at < now() OR NOT `+lockHeldSQL("i.lock_id")+`
+			RETURNING name`, name, address, int64(uint32(lockID)), tag, instanceTTL.String()).Scan(&got)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return rlslab.Errorf(rlslab.EINVALID, "another rlslab instance named %q is running on this database: give this one another -instance name", name)
+		}
+		return err
+	})
+	return tag, err
 }
 
 // lockHeldSQL is an SQL condition: the instance lock of the lock id in col
@@ -453,7 +471,10 @@ func listen(ctx context.Context, conn *pgx.Conn, out chan<- struct{}, log *slog.
 // sharedState is this instance's part in the budget it shares: its name,
 // its leaser and the goroutines that keep the lease.
 type sharedState struct {
-	name string
+	name    string
+	tag     string // this instance's lab ids begin with it
+	mu      sync.Mutex
+	located map[string]located // other instances by tag, as last read
 	// sameServer: rlslab's tables are on the lab server, where the
 	// instance locks are.
 	sameServer bool
@@ -474,14 +495,15 @@ func (m *Manager) openShared(ctx context.Context) (*sharedState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server id: %w", err)
 	}
-	if err := registerInstance(ctx, pool, name, m.cfg.Address, m.inst.id); err != nil {
+	tag, err := registerInstance(ctx, pool, name, m.cfg.Address, m.inst.id)
+	if err != nil {
 		return nil, err
 	}
 	l, err := openLeaser(ctx, pool, server, name, m.capa.Budget, ownConns, m.admit, m.log, m.fails)
 	if err != nil {
 		return nil, err
 	}
-	s := &sharedState{name: name, leaser: l}
+	s := &sharedState{name: name, tag: tag, leaser: l, located: map[string]located{}}
 	lctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	notified := make(chan struct{}, 1)
@@ -494,7 +516,7 @@ func (m *Manager) openShared(ctx context.Context) (*sharedState, error) {
 	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); l.run(lctx, notified) }()
-	m.log.Info("connection budget shared through rlslab's tables", "instance", name, "server", server, "budget", m.capa.Budget, "own", ownConns)
+	m.log.Info("connection budget shared through rlslab's tables", "instance", name, "tag", tag, "server", server, "budget", m.capa.Budget, "own", ownConns)
 	return s, nil
 }
 
@@ -520,6 +542,15 @@ func (m *Manager) Name() string {
 		return ""
 	}
 	return m.shared.name
+}
+
+// Tag returns the tag this instance's lab ids begin with ("" when the
+// budget is not shared).
+func (m *Manager) Tag() string {
+	if m.shared == nil {
+		return ""
+	}
+	return m.shared.tag
 }
 
 // defaultInstanceName makes up a name unique enough: the host's name and
@@ -597,4 +628,58 @@ func (m *Manager) sweepDead(ctx context.Context) {
 		}
 	}
 	m.sweep(ctx, false)
+}
+
+// labIDLen is the length of a lab id: eight hex digits; with a shared
+// budget the first two are the tag of the instance that runs the lab.
+const labIDLen = 8
+
+// newLabID returns a new lab id: with a shared budget, this instance's tag
+// and six random hex digits, else eight.
+func (m *Manager) newLabID() string {
+	if m.shared == nil {
+		return randomHex(labIDLen / 2)
+	}
+	return m.shared.tag + randomHex(labIDLen/2-1)
+}
+
+// located is where another instance serves, as read at a time.
+type located struct {
+	name, address string
+	at            time.Time
+}
+
+// locateFor is how long a lookup of an instance by tag is reused.
+const locateFor = 2 * time.Second
+
+// Locate returns the name and the HTTP address of the instance that runs
+// lab id when that is another live instance; "" and no error when it is
+// this one, when the budget is not shared, or when no live instance has
+// the id's tag (the lab is gone: this instance answers for it).
+func (m *Manager) Locate(ctx context.Context, id string) (name, address string, err error) {
+	s := m.shared
+	if s == nil || len(id) != labIDLen || id[:2] == s.tag {
+		return "", "", nil
+	}
+	tag := id[:2]
+	s.mu.Lock()
+	l, ok := s.located[tag]
+	s.mu.Unlock()
+	if ok && time.Since(l.at) < locateFor {
+		return l.name, l.address, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	err = m.cfg.Shared.QueryRow(ctx, `SELECT name, address FROM rlslab.instances WHERE tag = $1 AND expires_at > now()`, tag).Scan(&l.name, &l.address)
+	if errors.Is(err, pgx.ErrNoRows) {
+		l.name, l.address, err = "", "", nil
+	}
+	if err != nil {
+		return "", "", m.dbError("locate a lab", err)
+	}
+	l.at = time.Now()
+	s.mu.Lock()
+	s.located[tag] = l
+	s.mu.Unlock()
+	return l.name, l.address, nil
 }

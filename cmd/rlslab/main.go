@@ -316,7 +316,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	handler := web.NewServer(labs, ls, static.FS(), log).WithServices(web.Services{
 		Workshops: workshops, Progress: progress, Recordings: sessions.NewRecordings(db)}).WithProxy(proxy)
 	defer handler.Close()
-	srv := newHTTPServer(handler, *readTimeout)
+	// A request for a lab another instance runs goes there.
+	srv := newHTTPServer(web.NewForwarder(handler, labs.Locate, labs.Name(), labs.Tag(), log), *readTimeout)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	fmt.Fprintf(stdout, "rlslab listening on http://%s\n", ln.Addr())
