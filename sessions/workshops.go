@@ -191,6 +191,7 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 	b := Board{Workshop: ws}
 	b.Usage = w.labs.Usage()
 	b.Cards = []Card{}
+	remote := w.remoteLabs(ctx, ps)
 	for _, p := range ps {
 		c := Card{Name: p.Name, Lab: p.Lab, QueueAhead: -1, LastRun: p.LastRun}
 		c.Lesson = seen[p.Learner]
@@ -222,6 +223,13 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 					c.Running = true
 					b.Counts.Running++
 					c.LiveRun = st.Scenario + " / " + st.Variant
+				}
+			} else if r, ok := remote[p.Lab]; ok {
+				c.Status, c.QueueAhead = r.Status, r.Ahead
+				if r.Running() {
+					c.Running = true
+					b.Counts.Running++
+					c.LiveRun = r.Scenario + " / " + r.Variant
 				}
 			} else {
 				c.Status = "lab closed"
@@ -418,4 +426,33 @@ func (l *lessonSeen) get(learner string) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.m[learner]
+}
+
+// remoteLabs asks the other instances, a few at once, for the state of
+// the participants' labs they run.
+func (w *Workshops) remoteLabs(ctx context.Context, ps []store.Participant) map[string]RemoteLab {
+	var mu sync.Mutex
+	out := map[string]RemoteLab{}
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		if p.Lab == "" {
+			continue
+		}
+		if _, err := w.labs.Get(p.Lab); err == nil {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if r, ok := w.labs.Remote(ctx, p.Lab); ok {
+				mu.Lock()
+				out[p.Lab] = r
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return out
 }
