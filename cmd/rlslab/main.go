@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -277,7 +278,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer ln.Close()
 	if *advertise == "" {
-		*advertise = ln.Addr().String()
+		*advertise = advertiseAddr(ln.Addr())
 	}
 	db := sessions.NewDB(st, admin, log)
 	keeper := sessions.NewKeeper(st, pgVersion, log)
@@ -567,4 +568,19 @@ func labsPerAddress(n int) int {
 		return -1
 	}
 	return n
+}
+
+// advertiseAddr is the address other instances reach this one at when
+// -advertise is not given: where it listens, or the host's name with its
+// port when it listens on every interface.
+func advertiseAddr(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return a.String()
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return a.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(tcp.Port))
 }
