@@ -64,3 +64,13 @@ func (m *Manager) Remote(ctx context.Context, id string) (r RemoteLab, ok bool) 
 	}
 	return r, true
 }
+
+// InstanceGone reports whether lab id was run by another instance that is
+// no longer running (its learner gets a new lab on their next action).
+func (m *Manager) InstanceGone(ctx context.Context, id string) bool {
+	if m.shared == nil || len(id) != labIDLen || id[:2] == m.shared.tag {
+		return false
+	}
+	_, addr, err := m.Locate(ctx, id)
+	return err == nil && addr == ""
+}

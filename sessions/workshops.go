@@ -150,7 +150,7 @@ type Card struct {
 	Name       string
 	Lab        string // "" when none
 	Lesson     string // slug of the lesson the participant has open
-	Status     string // the lab's live status, "no lab" or "lab closed"
+	Status     string // the lab's live status, "no lab", "lab closed" or "reconnecting" (its instance stopped)
 	Running    bool
 	LiveRun    string // scenario / variant of the run going
 	LastRun    *LastRun
@@ -231,6 +231,10 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 					b.Counts.Running++
 					c.LiveRun = r.Scenario + " / " + r.Variant
 				}
+			} else if w.labs.InstanceGone(ctx, p.Lab) {
+				// Its instance stopped: the participant gets a new lab
+				// on their next action.
+				c.Status = "reconnecting"
 			} else {
 				c.Status = "lab closed"
 			}

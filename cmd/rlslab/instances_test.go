@@ -62,6 +62,21 @@ func TestFaultSIGKILLOneOfTwoInstances(t *testing.T) {
 	if code, body := call(t, c, "POST", baseB+"/labs/"+id+"/runs", "application/json", `{"scenario":"set-leak","variant":"session-set","speed":"step"}`); code != http.StatusAccepted {
 		t.Fatalf("stepped run: %d %s", code, body)
 	}
+	// A workshop participant whose lab the doomed instance runs.
+	fac := client(t)
+	var w struct {
+		ID, Code       string
+		FacilitatorURL string `json:"facilitator_url"`
+	}
+	if code := callJSON(t, fac, "POST", baseA+"/workshops", `{"title":"doomed","lessons":["set-leak"]}`, &w); code != http.StatusCreated {
+		t.Fatalf("POST /workshops: %d", code)
+	}
+	if code := callJSON(t, client(t), "POST", baseB+"/workshops/"+w.ID+"/join?code="+w.Code, `{"name":"on the doomed one"}`, nil); code != http.StatusCreated {
+		t.Fatalf("join: %d", code)
+	}
+	if code, _ := call(t, fac, "GET", w.FacilitatorURL, "", ""); code != http.StatusSeeOther {
+		t.Fatalf("facilitator link: %d", code)
+	}
 	ctx := context.Background()
 	db, err := pgx.Connect(ctx, srv.URL)
 	if err != nil {
@@ -113,6 +128,11 @@ func TestFaultSIGKILLOneOfTwoInstances(t *testing.T) {
 		time.Sleep(wait)
 	}
 	t.Logf("the dead instance's lease, lab and roles were gone %s after the SIGKILL", time.Since(killed).Round(time.Millisecond))
+
+	var board struct{ Participants []struct{ Name, Status string } }
+	if code := callJSON(t, fac, "GET", baseA+"/workshops/"+w.ID+"/state.json", "", &board); code != http.StatusOK || len(board.Participants) != 1 || board.Participants[0].Status != "reconnecting" {
+		t.Errorf("the dashboard after the SIGKILL: %d %+v, want the participant reconnecting", code, board.Participants)
+	}
 
 	// The learner's next action reaches the survivor (as HAProxy sends it
 	// once the dead one fails its checks).
