@@ -129,7 +129,9 @@ func TestFaultSIGKILLOneOfTwoInstances(t *testing.T) {
 	}
 	t.Logf("the dead instance's lease, lab and roles were gone %s after the SIGKILL", time.Since(killed).Round(time.Millisecond))
 
-	var board struct{ Participants []struct{ Name, Status string } }
+	var board struct {
+		Participants []struct{ Name, Status string }
+	}
 	if code := callJSON(t, fac, "GET", baseA+"/workshops/"+w.ID+"/state.json", "", &board); code != http.StatusOK || len(board.Participants) != 1 || board.Participants[0].Status != "reconnecting" {
 		t.Errorf("the dashboard after the SIGKILL: %d %+v, want the participant reconnecting", code, board.Participants)
 	}
