@@ -158,6 +158,7 @@ type leaser struct {
 	a        *admission
 	log      *slog.Logger
 	fails    *failureLog
+	reg      registration // to register again if another instance took this one for dead
 
 	mu      sync.Mutex
 	claimed int         // runs' part of the lease as last written
@@ -170,6 +171,12 @@ func serverID(ctx context.Context, pool *pgxpool.Pool) (string, error) {
 	var id string
 	err := pool.QueryRow(ctx, `SELECT system_identifier::text FROM pg_control_system()`).Scan(&id)
 	return id, err
+}
+
+// registration is what an instance registers of itself.
+type registration struct {
+	address, tag string
+	lockID       int32
 }
 
 // registerInstance adds this instance to rlslab.instances with its lock,
@@ -316,6 +323,9 @@ func decide(q queueSnapshot, others []otherLease, total, base int, now time.Time
 // whether runs still wait.
 func (l *leaser) cycle(ctx context.Context) (waiting bool, err error) {
 	q := l.a.freezeLease()
+	if q.since == nil {
+		q.since = []time.Time{} // an empty array, not NULL
+	}
 	runs, granted := q.used, q.used
 	var elsewhere []time.Time
 	defer func() {
@@ -325,6 +335,19 @@ func (l *leaser) cycle(ctx context.Context) (waiting bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, leaseTxTimeout)
 	defer cancel()
 	err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		// The heartbeat; a registration another instance deleted (this
+		// one's heartbeat was late) is made again.
+		tag, err := tx.Exec(ctx, `UPDATE rlslab.instances SET expires_at = now() + $2::interval WHERE name = $1`, l.instance, instanceTTL.String())
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			l.log.Warn("this instance's registration was gone (its heartbeat was late); registering again", "instance", l.instance)
+			if _, err := tx.Exec(ctx, `INSERT INTO rlslab.instances (name, address, lock_id, tag, expires_at) VALUES ($1, $2, $3, $4, now() + $5::interval)`,
+				l.instance, l.reg.address, int64(uint32(l.reg.lockID)), l.reg.tag, instanceTTL.String()); err != nil {
+				return err
+			}
+		}
 		others, err := l.lockAndRead(ctx, tx)
 		if err != nil {
 			return err
@@ -334,7 +357,7 @@ func (l *leaser) cycle(ctx context.Context) (waiting bool, err error) {
 		if len(q.since) > 0 {
 			oldest = &q.oldest
 		}
-		tag, err := tx.Exec(ctx, `UPDATE rlslab.leases SET conns = $3, used = $4, oldest_since = $5, oldest_need = $6, waiting_since = $7
+		tag, err = tx.Exec(ctx, `UPDATE rlslab.leases SET conns = $3, used = $4, oldest_since = $5, oldest_need = $6, waiting_since = $7
 			WHERE server = $1 AND instance = $2`, l.server, l.instance, l.base+want, l.base+q.used, oldest, q.oldNeed, q.since)
 		if err != nil {
 			return err
@@ -347,9 +370,6 @@ func (l *leaser) cycle(ctx context.Context) (waiting bool, err error) {
 				VALUES ($1, $2, $3, $4, $5, $6, $7)`, l.server, l.instance, l.base+want, l.base+q.used, oldest, q.oldNeed, q.since); err != nil {
 				return err
 			}
-		}
-		if _, err := tx.Exec(ctx, `UPDATE rlslab.instances SET expires_at = now() + $2::interval WHERE name = $1`, l.instance, instanceTTL.String()); err != nil {
-			return err
 		}
 		l.mu.Lock()
 		// Other instances are told when connections free up, and when
@@ -503,6 +523,7 @@ func (m *Manager) openShared(ctx context.Context) (*sharedState, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.reg = registration{address: m.cfg.Address, tag: tag, lockID: m.inst.id}
 	s := &sharedState{name: name, tag: tag, leaser: l, located: map[string]located{}}
 	lctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel

@@ -173,4 +173,26 @@ func TestTwoInstancesShareOneServersBudget(t *testing.T) {
 			t.Errorf("instance %s after the runs: %+v", m.Name(), u)
 		}
 	}
+
+	// Idle, each instance keeps renewing its registration, and its lease
+	// is back to its own connections.
+	var first time.Time
+	if err := sampler.QueryRow(ctx, `SELECT expires_at FROM rlslab.instances WHERE name = 'a'`).Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		var at time.Time
+		var conns int
+		if err := sampler.QueryRow(ctx, `SELECT i.expires_at, l.conns FROM rlslab.instances i JOIN rlslab.leases l ON l.instance = i.name WHERE i.name = 'a'`).Scan(&at, &conns); err != nil {
+			t.Fatal(err)
+		}
+		if at.After(first) && conns == sessions.AdminConns+1+sessions.MaintConns {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("an idle instance's heartbeat: expires %s (was %s), lease %d", at, first, conns)
+		}
+		time.Sleep(wait)
+	}
 }
