@@ -29,6 +29,7 @@ type admission struct {
 	queue   []*ticket      // in arrival order
 	running map[string]int // admitted runs per client
 	now     func() time.Time
+	shared  leased // the server's budget shared with other instances (lease.go); zero: not shared
 }
 
 // ticket is one run waiting to be admitted.
@@ -43,6 +44,11 @@ type ticket struct {
 	// place, so a late tell cannot show an admitted run as queued.
 	mu       sync.Mutex
 	admitted bool
+	// fresh marks a run that has not yet been put to the shared budget
+	// (lease.go): it is told no place until it has. elsewhere counts the
+	// runs waiting at other instances since before this one.
+	fresh     bool
+	elsewhere int
 }
 
 func newAdmission(limit int) *admission {
@@ -61,11 +67,12 @@ func (a *admission) acquire(ctx context.Context, client string, need int, place 
 		a.mu.Unlock()
 		return rlslab.Errorf(rlslab.EUNAVAILABLE, "this run needs %d connections but rlslab's whole budget for runs is %d", need, a.limit)
 	}
-	t := &ticket{need: need, client: client, since: a.now(), ready: make(chan struct{}), place: place}
+	t := &ticket{need: need, client: client, since: a.now(), ready: make(chan struct{}), place: place, fresh: a.shared.on}
 	a.queue = append(a.queue, t)
 	waiting := a.admitLocked()
 	a.mu.Unlock()
 	tell(waiting)
+	a.shared.poke()
 	select {
 	case <-t.ready:
 		return nil
@@ -86,6 +93,7 @@ func (a *admission) acquire(ctx context.Context, client string, need int, place 
 		waiting := a.admitLocked()
 		a.mu.Unlock()
 		tell(waiting)
+		a.shared.poke()
 		return ctx.Err()
 	}
 }
@@ -99,6 +107,7 @@ func (a *admission) release(client string, need int) {
 	waiting := a.admitLocked()
 	a.mu.Unlock()
 	tell(waiting)
+	a.shared.poke()
 }
 
 // doneLocked counts one admitted run of client less.
@@ -142,7 +151,7 @@ func (a *admission) admitLocked() []*ticket {
 		strict := a.now().Sub(oldest.since) >= starveAfter
 		var next *ticket
 		for _, t := range order {
-			if a.used+t.need <= a.limit {
+			if a.used+t.need <= a.capLocked() {
 				next = t
 				break
 			}
@@ -151,6 +160,7 @@ func (a *admission) admitLocked() []*ticket {
 			}
 		}
 		if next == nil {
+			a.countElsewhereLocked(order)
 			return order
 		}
 		for i, q := range a.queue {
@@ -173,8 +183,8 @@ func (a *admission) admitLocked() []*ticket {
 func tell(waiting []*ticket) {
 	for i, t := range waiting {
 		t.mu.Lock()
-		if !t.admitted {
-			t.place(i)
+		if !t.admitted && !t.fresh {
+			t.place(i + t.elsewhere)
 		}
 		t.mu.Unlock()
 	}

@@ -102,6 +102,15 @@ type Config struct {
 	// FreePlayIdle closes a free-play pool left idle that long (0:
 	// DefaultFreePlayIdle). See freeplay.go.
 	SQLTimeout, FreePlayIdle time.Duration
+	// Shared, if set, is the pool of rlslab's own tables (migrated by
+	// package store), where the instances that share the server register
+	// and lease its connection budget (lease.go); nil keeps the budget in
+	// this process alone.
+	Shared *pgxpool.Pool
+	// Instance names this instance among those sharing rlslab's tables;
+	// "" makes up a unique name. Address is where it serves HTTP, for
+	// the others to forward a lab's requests to.
+	Instance, Address string
 }
 
 // RunSubscriber is told of every run that ends (see Config.Subscribers).
@@ -197,6 +206,7 @@ type Manager struct {
 	counts   *serverCounts
 	inst     *instance
 	spare    *spares
+	shared   *sharedState // nil: the budget is this process's alone
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -253,6 +263,13 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if m.inst, err = lockInstance(ctx, admin.Config().ConnConfig); err != nil {
 		closeAdmin()
 		return nil, err
+	}
+	if cfg.Shared != nil {
+		if m.shared, err = m.openShared(ctx); err != nil {
+			m.inst.unlock()
+			closeAdmin()
+			return nil, err
+		}
 	}
 	m.sweep(ctx, true)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
@@ -719,6 +736,7 @@ func (m *Manager) Close(ctx context.Context) {
 	case <-ctx.Done():
 		m.log.Warn("closing labs took too long; the next start sweeps what is left")
 	}
+	m.closeShared()
 	m.inst.unlock()
 	if m.ownAdmin {
 		m.admin.Close()
@@ -859,10 +877,15 @@ func (m *Manager) reap() {
 	every := min(max(m.cfg.TTL/4, 100*time.Millisecond), 30*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	sweeps := time.NewTicker(sweepEvery)
+	defer sweeps.Stop()
 	for {
 		select {
 		case <-m.ctx.Done():
 			return
+		case <-sweeps.C:
+			m.sweepDead(m.ctx)
+			continue
 		case <-t.C:
 		}
 		m.mu.Lock()

@@ -70,7 +70,7 @@ func labNames(id string) names {
 // instance's, its schema and seed rows. On error it removes whatever it
 // made.
 func (m *Manager) newSandbox(ctx context.Context) (sb engine.Sandbox, err error) {
-	id := randomHex(4)
+	id := m.newLabID()
 	password := randomHex(16)
 	n := labNames(id)
 	q := func(s string) string { return pgx.Identifier{s}.Sanitize() }

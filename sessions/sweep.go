@@ -139,7 +139,7 @@ func (m *Manager) sweep(ctx context.Context, startup bool) {
 			m.mu.Unlock()
 			continue
 		}
-		if startup {
+		if startup || !retry[id] {
 			m.log.Info("swept a lab left by an rlslab that is no longer running", "lab", id, "database", "lab_"+id)
 		} else {
 			m.log.Info("dropped a lab whose earlier drop failed", "lab", id)

@@ -150,7 +150,7 @@ type Card struct {
 	Name       string
 	Lab        string // "" when none
 	Lesson     string // slug of the lesson the participant has open
-	Status     string // the lab's live status, "no lab" or "lab closed"
+	Status     string // the lab's live status, "no lab", "lab closed" or "reconnecting" (its instance stopped)
 	Running    bool
 	LiveRun    string // scenario / variant of the run going
 	LastRun    *LastRun
@@ -202,6 +202,7 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 	b := Board{Workshop: ws}
 	b.Usage = w.labs.Usage()
 	b.Cards = []Card{}
+	remote := w.remoteLabs(ctx, ps)
 	for _, p := range ps {
 		c := Card{Name: p.Name, Lab: p.Lab, QueueAhead: -1, LastRun: p.LastRun, Learner: p.Learner, LastActive: p.JoinedAt}
 		if p.LastRun != nil && p.LastRun.At.After(c.LastActive) {
@@ -248,6 +249,20 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 					c.Idle = 0
 					c.LastActive = time.Now()
 				}
+			} else if r, ok := remote[p.Lab]; ok {
+				c.Status, c.QueueAhead = r.Status, r.Ahead
+				if r.Running() {
+					c.Running = true
+					b.Counts.Running++
+					c.LiveRun = r.Scenario + " / " + r.Variant
+				}
+				if c.Running || c.QueueAhead >= 0 {
+					c.LastActive = time.Now()
+				}
+			} else if w.labs.InstanceGone(ctx, p.Lab) {
+				// Its instance stopped: the participant gets a new lab
+				// on their next action.
+				c.Status = "reconnecting"
 			} else {
 				c.Status = "lab closed"
 			}
@@ -539,4 +554,33 @@ func (w *Workshops) ResetLab(ctx context.Context, id, name string) (string, erro
 	}
 	w.log.Info("workshop: a participant's lab was reset", "workshop", id, "old", old.ID, "lab", lab.ID)
 	return lab.ID, nil
+}
+
+// remoteLabs asks the other instances, a few at once, for the state of
+// the participants' labs they run.
+func (w *Workshops) remoteLabs(ctx context.Context, ps []store.Participant) map[string]RemoteLab {
+	var mu sync.Mutex
+	out := map[string]RemoteLab{}
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		if p.Lab == "" {
+			continue
+		}
+		if _, err := w.labs.Get(p.Lab); err == nil {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if r, ok := w.labs.Remote(ctx, p.Lab); ok {
+				mu.Lock()
+				out[p.Lab] = r
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return out
 }

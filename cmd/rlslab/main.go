@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -221,6 +222,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	readTimeout := fs.Duration("read-timeout", 15*time.Second, "how long a client may take to send a request (a third of it for the headers)")
 	spares := fs.Int("spares", sessions.DefaultSpares, "sandboxes kept ready in advance so a new lab is ready at once (-1: none); workshops add what they expect")
 	proxyAddr := fs.String("proxy-addr", defaultProxyAddr, `where rlslab's PostgreSQL proxy listens, through which a learner's own app connects to their lab ("off": no proxy)`)
+	instance := fs.String("instance", "", "this instance's name among the rlslab instances sharing the database (default: the host's name and a random suffix)")
+	advertise := fs.String("advertise", "", "host:port where the other instances reach this one's HTTP (default: the -addr it listens on)")
 	perAddr := fs.Int("labs-per-address", sessions.DefaultLabsPerAddress, "labs one client address may hold outside a workshop; one more recycles its least recently active idle lab (0: no cap)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -269,13 +272,21 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if n, err := st.Prune(ctx); err == nil && n > 0 {
 		log.Info("old recordings pruned", "count", n)
 	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	if *advertise == "" {
+		*advertise = advertiseAddr(ln.Addr())
+	}
 	db := sessions.NewDB(st, admin, log)
 	keeper := sessions.NewKeeper(st, pgVersion, log)
 	progress := sessions.NewProgress(db, ls, log)
 	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, Admin: admin, MaxLabs: d.maxLabs, TTL: *ttl, MaxLifetime: *lifetime,
 		ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Spares: *spares, LabsPerAddress: labsPerAddress(*perAddr), SQLTimeout: *sqlTimeout,
 		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log,
-		Subscribers: []sessions.RunSubscriber{keeper, progress}})
+		Subscribers: []sessions.RunSubscriber{keeper, progress}, Shared: admin, Instance: *instance, Address: *advertise})
 	if err != nil {
 		return postgresDied(ctx, err)
 	}
@@ -295,10 +306,6 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Info("runs recorded, labs closed", "took", time.Since(begin).Round(time.Millisecond))
 	}()
 
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
-	}
 	workshops := sessions.NewWorkshops(db, labs, ls, log)
 	if err := workshops.Prepare(ctx); err != nil {
 		log.Warn("labs not prepared for open workshops", "err", err)
@@ -310,7 +317,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	handler := web.NewServer(labs, ls, static.FS(), log).WithServices(web.Services{
 		Workshops: workshops, Progress: progress, Recordings: sessions.NewRecordings(db)}).WithProxy(proxy)
 	defer handler.Close()
-	srv := newHTTPServer(handler, *readTimeout)
+	// A request for a lab another instance runs goes there.
+	srv := newHTTPServer(web.NewForwarder(handler, labs.Locate, labs.Name(), labs.Tag(), log), *readTimeout)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	fmt.Fprintf(stdout, "rlslab listening on http://%s\n", ln.Addr())
@@ -562,4 +570,19 @@ func labsPerAddress(n int) int {
 		return -1
 	}
 	return n
+}
+
+// advertiseAddr is the address other instances reach this one at when
+// -advertise is not given: where it listens, or the host's name with its
+// port when it listens on every interface.
+func advertiseAddr(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return a.String()
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return a.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(tcp.Port))
 }

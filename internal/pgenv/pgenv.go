@@ -227,3 +227,12 @@ func (s *Server) Died() <-chan struct{} {
 	}
 	return s.died
 }
+
+// LogPath returns the server's log file when rlslab started the server
+// from local binaries, else "".
+func (s *Server) LogPath() string {
+	if s.Kind != "local" {
+		return ""
+	}
+	return s.logPath()
+}

@@ -137,6 +137,45 @@ CREATE INDEX recordings_learner ON rlslab.recordings (learner_id, scenario, vari
 ALTER TABLE rlslab.workshops
 	ADD COLUMN expected integer NOT NULL DEFAULT 0 CHECK (expected BETWEEN 0 AND 2000);
 `},
+		{5, "instances and their leases of each server's connection budget", `
+-- A running rlslab instance: its name, where it serves HTTP (for
+-- forwarding a request to the instance that runs a lab), the advisory lock
+-- it holds while it runs (the marker on its labs), the tag its lab ids
+-- begin with, and its heartbeat: an instance that stops renewing
+-- expires_at, or whose lock is gone, is dead.
+CREATE TABLE rlslab.instances (
+	name       text PRIMARY KEY,
+	address    text NOT NULL DEFAULT '',
+	lock_id    bigint NOT NULL,
+	tag        text NOT NULL DEFAULT '',
+	started_at timestamptz NOT NULL DEFAULT now(),
+	expires_at timestamptz NOT NULL
+);
+
+-- A PostgreSQL server whose connections rlslab instances share, by its
+-- system identifier; its row is locked while a lease changes.
+CREATE TABLE rlslab.servers (
+	id         text PRIMARY KEY,
+	budget     integer NOT NULL CHECK (budget > 0),
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- What one instance has claimed of one server's budget: conns (its own
+-- connections and its runs' leases), used (what it holds now), and what
+-- waits in its admission queue, so that the other instances keep
+-- connections for a run that has waited long and count it in their queue
+-- messages. A lease lives as long as its instance.
+CREATE TABLE rlslab.leases (
+	server        text NOT NULL REFERENCES rlslab.servers ON DELETE CASCADE,
+	instance      text NOT NULL REFERENCES rlslab.instances ON DELETE CASCADE,
+	conns         integer NOT NULL CHECK (conns >= 0),
+	used          integer NOT NULL DEFAULT 0,
+	oldest_since  timestamptz,
+	oldest_need   integer NOT NULL DEFAULT 0,
+	waiting_since timestamptz[] NOT NULL DEFAULT '{}',
+	PRIMARY KEY (server, instance)
+);
+`},
 	}
 }
 
@@ -217,6 +256,9 @@ var (
 		{"participants", []string{"learner_id", "workshop_id", "name", "lab_id", "joined_at", "seq", "current_lesson", "current_lesson_at"}},
 		{"recordings", []string{"id", "seq", "lab_id", "learner_id", "scenario", "variant", "params", "status", "error", "leaks", "errors", "outcome",
 			"postgres_version", "pgbouncer_version", "started_at", "finished_at", "frame_count", "frames"}},
+		{"instances", []string{"name", "address", "lock_id", "tag", "started_at", "expires_at"}},
+		{"servers", []string{"id", "budget", "updated_at"}},
+		{"leases", []string{"server", "instance", "conns", "used", "oldest_since", "oldest_need", "waiting_since"}},
 	}
 	schemaIndexes = []string{"workshops_open_code", "participants_name", "recordings_lab", "recordings_finished", "recordings_learner"}
 )

@@ -188,7 +188,7 @@ func TestMigrationsTwice(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	s, pool := freshStore(t)
-	want := []string{"learners", "participants", "pending_predictions", "predictions", "progress", "recordings", "schema_migrations", "workshops"}
+	want := []string{"instances", "learners", "leases", "participants", "pending_predictions", "predictions", "progress", "recordings", "schema_migrations", "servers", "workshops"}
 	if got := tablesIn(t, pool, "rlslab"); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("tables in rlslab: %v, want %v", got, want)
 	}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
+)
+
+// startHAProxy runs HAProxy with the repository's config in front of the
+// instances at a and b (host:port) and returns its base URL once it
+// answers; it skips the test when haproxy is not installed.
+func startHAProxy(t *testing.T, a, b string) string {
+	t.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Skip("haproxy is not installed (scripts/setup-debian.sh installs it)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "-db", "-f", "../../deploy/haproxy.cfg")
+	cmd.Env = append(os.Environ(), "RLSLAB_LISTEN="+listen, "RLSLAB_A="+a, "RLSLAB_B="+b)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	base := "http://" + listen
+	c := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		if resp, err := c.Get(base + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return base
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("haproxy did not answer within 30s; its output:\n%s", out.String())
+		}
+		time.Sleep(wait)
+	}
+}
+
+// firstFrame opens a lab's live view at base and returns its first frame.
+func firstFrame(t *testing.T, base, id string) string {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	u := "ws" + strings.TrimPrefix(base, "http") + "/labs/" + id + "/ws"
+	conn, resp, err := d.Dial(u, http.Header{"Origin": {base}})
+	if err != nil {
+		code := 0
+		if resp != nil {
+			code = resp.StatusCode
+		}
+		t.Errorf("live view of %s at %s: %v (%d)", id, base, err, code)
+		return ""
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, msg, err := conn.ReadMessage()
+	if err != nil {
+		t.Errorf("live view of %s at %s: %v", id, base, err)
+	}
+	return string(msg)
+}
+
+// TestTwoInstancesBehindHAProxy runs two rlslab instances on one server
+// behind HAProxy with deploy/haproxy.cfg. Labs are made on both; each
+// lab's page, state.json and live websocket work through HAProxy and
+// through either instance directly (the other forwards); a workshop's
+// dashboard, read through each of the three, lists participants who joined
+// on both instances.
+func TestTwoInstancesBehindHAProxy(t *testing.T) {
+	t.Parallel()
+	srv := pgenvtest.MustServer(t)
+	tmp := traversableTempDir(t)
+	a := startServeChild(t, tmp, "-addr", "127.0.0.1:0", "-db", srv.URL, "-spares", "1", "-instance", uniqueName("a"), "-proxy-addr", "off")
+	b := startServeChild(t, tmp, "-addr", "127.0.0.1:0", "-db", srv.URL, "-spares", "1", "-instance", uniqueName("b"), "-proxy-addr", "off")
+	baseA, baseB := a.listening(t, 60*time.Second), b.listening(t, 60*time.Second)
+	hp := startHAProxy(t, strings.TrimPrefix(baseA, "http://"), strings.TrimPrefix(baseB, "http://"))
+
+	// Labs on both instances: made directly, and through HAProxy
+	// (round-robin) until both tags were seen.
+	idA, idB := newLab(t, client(t), baseA), newLab(t, client(t), baseB)
+	if idA[:2] == idB[:2] {
+		t.Fatalf("labs %s and %s of two instances have one tag", idA, idB)
+	}
+	ids := []string{idA, idB}
+	tags := map[string]bool{}
+	for i := 0; i < 6 && len(tags) < 2; i++ {
+		id := newLab(t, client(t), hp)
+		tags[id[:2]] = true
+		ids = append(ids, id)
+	}
+	if len(tags) != 2 {
+		t.Errorf("labs made through HAProxy all on one instance: %v", ids)
+	}
+
+	c := client(t)
+	for _, id := range ids {
+		for _, base := range []string{hp, baseA, baseB} {
+			if code, body := call(t, c, "GET", base+"/labs/"+id, "", ""); code != http.StatusOK {
+				t.Errorf("GET %s/labs/%s: %d %.200s", base, id, code, body)
+			}
+			code, body := call(t, c, "GET", base+"/labs/"+id+"/state.json", "", "")
+			var st struct{ Lab string }
+			if code != http.StatusOK || json.Unmarshal([]byte(body), &st) != nil || st.Lab != id {
+				t.Errorf("GET %s/labs/%s/state.json: %d %.200s", base, id, code, body)
+			}
+			if f := firstFrame(t, base, id); !strings.Contains(f, "<") {
+				t.Errorf("live view of %s at %s: first frame %.200q", id, base, f)
+			}
+		}
+	}
+
+	// A workshop made through HAProxy; one participant joins on each
+	// instance.
+	fac := client(t)
+	var w struct {
+		ID, Code       string
+		FacilitatorURL string `json:"facilitator_url"`
+	}
+	if code := callJSON(t, fac, "POST", hp+"/workshops", `{"title":"two instances","lessons":["set-leak"]}`, &w); code != http.StatusCreated {
+		t.Fatalf("POST /workshops: %d", code)
+	}
+	for i, base := range []string{baseA, baseB} {
+		var j struct{ Lab string }
+		name := fmt.Sprintf("participant on %c", 'A'+i)
+		if code := callJSON(t, client(t), "POST", base+"/workshops/"+w.ID+"/join?code="+w.Code, `{"name":"`+name+`"}`, &j); code != http.StatusCreated {
+			t.Fatalf("join on %s: %d", base, code)
+		}
+	}
+	if code, _ := call(t, fac, "GET", w.FacilitatorURL, "", ""); code != http.StatusSeeOther {
+		t.Fatalf("facilitator link: %d", code)
+	}
+	for _, base := range []string{hp, baseA, baseB} {
+		var board struct {
+			Participants []struct{ Name, Lab, Status string }
+		}
+		if code := callJSON(t, fac, "GET", base+"/workshops/"+w.ID+"/state.json", "", &board); code != http.StatusOK {
+			t.Errorf("dashboard at %s: %d", base, code)
+			continue
+		}
+		if len(board.Participants) != 2 {
+			t.Errorf("dashboard at %s lists %+v, want both participants", base, board.Participants)
+		}
+		for _, p := range board.Participants {
+			if p.Lab == "" || p.Status == "lab closed" || p.Status == "no lab" {
+				t.Errorf("dashboard at %s: %+v", base, p)
+			}
+		}
+	}
+}

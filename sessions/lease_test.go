@@ -1,0 +1,198 @@
+package sessions_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rlslab/rlslab/internal/pgenv"
+	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
+	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
+	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/store"
+)
+
+// openInstance opens an rlslab instance on srv as serve wires it: an admin
+// pool, rlslab's tables on it, and a lab manager that shares the server's
+// budget through them.
+func openInstance(t *testing.T, srv *pgenv.Server, name string, spares int) *sessions.Manager {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin, err := sessions.OpenAdmin(ctx, srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	if _, err := store.Open(ctx, admin, nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sessions.Open(ctx, sessions.Config{AdminURL: srv.URL, Admin: admin, Catalog: scenarios.DefaultCatalog(), Spares: spares,
+		Shared: admin, Instance: name})
+	if err != nil {
+		t.Fatalf("instance %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		m.Close(ctx)
+	})
+	return m
+}
+
+// TestTwoInstancesShareOneServersBudget opens two rlslab instances on one
+// stock PostgreSQL (max_connections = 100) and starts six crowd runs on
+// each at once. Together they stay within the one budget: the server's
+// client backends, sampled all along, never exceed max_connections −
+// reserved, the server logs no "too many clients", some runs wait in the
+// queue and say so, and every run finishes. (Each instance alone would
+// take 87 connections: twice that is what the server refused before.)
+func TestTwoInstancesShareOneServersBudget(t *testing.T) {
+	t.Parallel()
+	srv := pgenvtest.MustStockServer(t)
+	if srv.LogPath() == "" {
+		t.Skip("the server's log is not readable here (not a local cluster)")
+	}
+	ctx := context.Background()
+	a := openInstance(t, srv, "a", 3)
+	b := openInstance(t, srv, "b", 3)
+	c := a.Capacity()
+	limit := c.MaxConnections - c.Reserved
+
+	sampler, err := pgx.Connect(ctx, srv.URL+"&application_name=sampler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sampler.Close(ctx)
+	stop := make(chan struct{})
+	peak := 0
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var n int
+			if err := sampler.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'`).Scan(&n); err == nil && n > peak {
+				peak = n
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+
+	const perInstance = 6
+	var labs []*sessions.Lab
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range []*sessions.Manager{a, b} {
+		for i := range perInstance {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				l, err := m.Create(ctx, fmt.Sprintf("%s-participant-%d", m.Name(), i))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				labs = append(labs, l)
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	var queuedSeen sync.Map
+	for _, l := range labs {
+		changes, cancel := l.Tracker().Subscribe()
+		go func() {
+			defer cancel()
+			for {
+				select {
+				case <-l.Done():
+					return
+				case <-changes:
+				}
+				if st := l.Tracker().Snapshot(); st.Status == engine.StatusQueued && st.Queue != nil && st.Queue.Need > 0 {
+					queuedSeen.Store(l.ID, *st.Queue)
+				}
+			}
+		}()
+	}
+	for _, l := range labs {
+		if err := l.Start(sessions.RunRequest{Scenario: "shared-pool", Variant: "conn-per-user", Speed: engine.Speed{Max: true},
+			Params: map[string]string{"users": "40"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	for _, l := range labs {
+		if err := l.Wait(wctx); err != nil {
+			t.Errorf("lab %s: %v", l.ID, err)
+		}
+		if st := l.Tracker().Snapshot(); st.Status != engine.StatusDone {
+			t.Errorf("lab %s: %s %s", l.ID, st.Status, st.Error)
+		}
+	}
+	close(stop)
+	<-sampled
+	queued := 0
+	queuedSeen.Range(func(any, any) bool { queued++; return true })
+	log, err := os.ReadFile(srv.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := strings.Count(string(log), "too many clients")
+	t.Logf("two instances, %d crowd runs each: peak client backends %d, max_connections %d − %d reserved = %d, budget %d; %d runs waited; %d refused",
+		perInstance, peak, c.MaxConnections, c.Reserved, limit, c.Budget, queued, refused)
+	if peak > limit {
+		t.Errorf("the server had %d client backends, over max_connections − reserved = %d", peak, limit)
+	}
+	if refused > 0 {
+		t.Errorf("the server logged %q %d times", "too many clients", refused)
+	}
+	if queued == 0 {
+		t.Errorf("no run waited: %d crowds of 17 fit one budget of %d?", 2*perInstance, c.Budget)
+	}
+	for _, m := range []*sessions.Manager{a, b} {
+		if u := m.Usage(); u.RunConns != 0 || u.Queued != 0 {
+			t.Errorf("instance %s after the runs: %+v", m.Name(), u)
+		}
+	}
+
+	// Idle, each instance keeps renewing its registration, and its lease
+	// is back to its own connections.
+	var first time.Time
+	if err := sampler.QueryRow(ctx, `SELECT expires_at FROM rlslab.instances WHERE name = 'a'`).Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		var at time.Time
+		var conns int
+		if err := sampler.QueryRow(ctx, `SELECT i.expires_at, l.conns FROM rlslab.instances i JOIN rlslab.leases l ON l.instance = i.name WHERE i.name = 'a'`).Scan(&at, &conns); err != nil {
+			t.Fatal(err)
+		}
+		if at.After(first) && conns == sessions.AdminConns+1+sessions.MaintConns {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("an idle instance's heartbeat: expires %s (was %s), lease %d", at, first, conns)
+		}
+		time.Sleep(wait)
+	}
+}
