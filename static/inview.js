@@ -85,9 +85,14 @@
     if (delta !== 0) window.scrollBy(0, delta);
   }
 
+  // update brings into view what the current frame is about, then marks
+  // the body with the frame's version (data-inview), which the browser
+  // tests wait for.
   function update() {
     if (document.body.classList.contains("present")) presenter();
     stepView();
+    var status = document.getElementById("status");
+    if (status) document.body.setAttribute("data-inview", status.getAttribute("data-version") || "");
   }
 
   var pending = false;
