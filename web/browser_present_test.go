@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
@@ -311,8 +312,67 @@ func testAxe(t *testing.T, b *tab, ts *testServer, id string) {
 				for _, v := range b.axeRun(src) {
 					t.Errorf("%s (%s) at %d px, %s: %s %s: %s\n\t%s", p.name, p.path, size[0], scheme, v.Impact, v.ID, v.Help, strings.Join(v.Nodes, "\n\t"))
 				}
+				if size[0] == 1280 {
+					checkFocusRings(t, b, p.name+" "+scheme)
+				}
 			}
 		}
 	}
 	b.emulate(browserWidth, browserHeight, "")
+}
+
+// focusRing is how the focused element's outline is drawn.
+type focusRing struct {
+	What   string  `json:"what"`
+	Style  string  `json:"style"`
+	Width  float64 `json:"width"`
+	Offset float64 `json:"offset"`
+	Ratio  float64 `json:"ratio"` // the outline's contrast with what is behind it
+}
+
+// focusRingJS reads the focused element's outline and its contrast with
+// the background it is drawn on: the element's own inside its edge (a
+// negative offset), else the nearest ancestor's.
+const focusRingJS = `(function () {
+	var e = document.activeElement;
+	if (!e || e === document.body) return null;
+	var cs = getComputedStyle(e);
+	function rgb(s) { var m = s.match(/[\d.]+/g); return m ? m.map(Number) : null; }
+	function opaque(c) { return c && (c.length < 4 || c[3] > 0.5); }
+	function lum(c) {
+		var a = c.slice(0, 3).map(function (v) { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+		return 0.2126 * a[0] + 0.7152 * a[1] + 0.0722 * a[2];
+	}
+	var offset = parseFloat(cs.outlineOffset), bg = null;
+	for (var p = offset < 0 ? e : e.parentElement; p && !bg; p = p.parentElement) {
+		var c = rgb(getComputedStyle(p).backgroundColor);
+		if (opaque(c)) bg = c;
+	}
+	bg = bg || [255, 255, 255];
+	var l1 = lum(rgb(cs.outlineColor)), l2 = lum(bg);
+	return {what: e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + (e.className && e.className.baseVal === undefined ? "." + String(e.className).split(" ").join(".") : ""),
+		style: cs.outlineStyle, width: parseFloat(cs.outlineWidth), offset: offset, ratio: (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05)};
+})()`
+
+// checkFocusRings tabs through the first stops of the page from the top
+// and checks that each focused element shows a ring: at least 2 px, with
+// 3:1 contrast against what is behind it (WCAG 2.1 1.4.11 and 2.4.7).
+func checkFocusRings(t *testing.T, b *tab, page string) {
+	t.Helper()
+	b.do(chromedp.Evaluate[chromedp.Void](`document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)`))
+	seen := map[string]bool{}
+	for i := 0; i < 40; i++ {
+		b.do(chromedp.KeyEvent(kb.Tab))
+		r := run(b, chromedp.Evaluate[*focusRing](focusRingJS))
+		if r == nil || seen[r.What] {
+			continue
+		}
+		seen[r.What] = true
+		if r.Style == "none" || r.Width < 2 || r.Ratio < 3 {
+			t.Errorf("%s: the focus ring of %s is %s %.0f px at %.1f:1 contrast", page, r.What, r.Style, r.Width, r.Ratio)
+		}
+	}
+	if len(seen) == 0 {
+		t.Errorf("%s: Tab reached nothing", page)
+	}
 }
