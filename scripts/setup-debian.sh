@@ -2,7 +2,8 @@
 # setup-debian.sh installs the system packages rlslab and its tests need on a
 # Debian machine: PostgreSQL server binaries, PgBouncer, Chromium (for the
 # browser tests), HAProxy, psycopg and Node.js with the seed app's packages
-# (real clients through rlslab's proxy). It installs only what is missing
+# (real clients through rlslab's proxy) and axe-core for the browser tests'
+# accessibility checks. It installs only what is missing
 # and is safe to run again.
 #
 #   scripts/setup-debian.sh          # everything (tests)
@@ -23,13 +24,14 @@ have() {
   esac
 }
 
-# node_modules of the apps that lessons and tests run through the proxy.
+# node_modules of the apps that lessons and tests run through the proxy, and
+# axe-core, which the browser tests inject into the pages they check.
 apps() {
   [ "${1:-}" = "run" ] && return 0
   command -v npm >/dev/null 2>&1 || return 0
   local here app
   here="$(cd "$(dirname "$0")/.." && pwd)"
-  for app in "$here"/lessons/apps/*/ "$here"/internal/pgproxy/testdata/node/; do
+  for app in "$here"/lessons/apps/*/ "$here"/internal/pgproxy/testdata/node/ "$here"/web/testdata/axe/; do
     [ -f "$app/package-lock.json" ] || continue
     [ -d "$app/node_modules" ] && [ "$app/node_modules/.package-lock.json" -nt "$app/package-lock.json" ] && continue
     (cd "$app" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || { echo "setup-debian.sh: npm ci in $app failed" >&2; exit 1; }

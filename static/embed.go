@@ -7,7 +7,7 @@ import (
 	"io/fs"
 )
 
-//go:embed rlslab.css rlslab.js theme.js progress.css predict.js workshop.css workshop.js runs.js dashboard.css dashboard.js replay.js conn.js vendor
+//go:embed rlslab.css rlslab.js theme.js progress.css predict.js workshop.css workshop.js runs.js dashboard.css dashboard.js replay.js conn.js inview.js a11y.js vendor
 var files embed.FS
 
 // FS returns the static files.

@@ -1,12 +1,13 @@
 // workshop.js: the little the presenter, watch and replay pages need.
-// - Keeps the narration history: each frame's new narration line goes on
-//   top of #narration-history (the last few lines are kept).
+// - Keeps the narration history: each frame's new narration line goes at
+//   the end of #narration-history, oldest first (the last few lines are
+//   kept), and the list stays scrolled to its newest line.
 // - Presenter keys, for the lab's owner: Space run/step, arrows speed,
 //   R reset, 1-9 variant, ? help.
 // (The replay player is replay.js.)
 (function () {
   "use strict";
-  var HISTORY = 6;
+  var HISTORY = 8;
   var SPEEDS = ["step", "0.25", "0.5", "1", "2", "4", "max"];
 
   // liveStatus reads the run's status from the live view's status bar.
@@ -26,11 +27,12 @@
       list.textContent = ""; // a new run: a new story
     }
     list.setAttribute("data-status", status);
-    if (!text || (list.firstElementChild && list.firstElementChild.textContent === text)) return;
+    if (!text || (list.lastElementChild && list.lastElementChild.textContent === text)) return;
     var li = document.createElement("li");
     li.textContent = text;
-    list.insertBefore(li, list.firstChild);
-    while (list.children.length > HISTORY) list.removeChild(list.lastChild);
+    list.appendChild(li);
+    while (list.children.length > HISTORY) list.removeChild(list.firstChild);
+    list.scrollTop = list.scrollHeight;
   }
 
   // post sends a control the way htmx does (HX-Request), so the server

@@ -369,7 +369,7 @@ func (v Live) Timeline() *TimelineDrawing {
 			if r.role != "" && tl.AppRole != "" && r.role != tl.AppRole {
 				b.Role = ShortRole(r.role, v.Lab)
 			}
-			b.Title = "backend " + strconv.FormatUint(uint64(pid), 10) + " held tenant setting " + v.TenantLabel(r.tenant) + " as role " + r.role
+			b.Title = "backend " + strconv.FormatUint(uint64(pid), 10) + " held tenant setting " + v.TenantLabel(r.tenant) + " as role " + ShortRole(r.role, v.Lab)
 			if r.inferred {
 				b.Title += " (inferred from the statements the app sent, not yet read from the backend)"
 				name += "?"
@@ -572,6 +572,65 @@ func (d *TimelineDrawing) Caption() string {
 		}
 	}
 	return s
+}
+
+// TimelineSummary says in words what the drawing d of v's timeline shows,
+// for a screen reader: which backends it draws and, for each request that
+// read another tenant's rows, where it ran and whose rows it read
+// ("Request 3 (Globex) on backend 30819 read 3 rows of Acme.").
+func (v Live) TimelineSummary(d *TimelineDrawing) string {
+	var b strings.Builder
+	var pids []string
+	for _, l := range d.Lanes {
+		if l.Kind == LaneBackend {
+			s := l.Head
+			if l.Label != "" {
+				s += " (" + l.Label + ")"
+			}
+			pids = append(pids, s)
+		}
+	}
+	switch len(pids) {
+	case 0:
+	case 1:
+		b.WriteString("The timeline draws backend " + pids[0] + ".")
+	default:
+		b.WriteString("The timeline draws " + strconv.Itoa(len(pids)) + " backends: " + strings.Join(pids, ", ") + ".")
+	}
+	leaks, finished := 0, 0
+	for _, r := range v.Requests {
+		if r.FinishedAt != 0 || r.Error != "" {
+			finished++
+		}
+		if !r.Leak {
+			continue
+		}
+		leaks++
+		whose := "another tenant"
+		if r.SeenTenant != nil && *r.SeenTenant != "" && (r.Tenant == nil || *r.SeenTenant != *r.Tenant) {
+			whose = v.TenantName(r.SeenTenant)
+		}
+		rows := " rows of "
+		if r.ForeignRows == 1 {
+			rows = " row of "
+		}
+		b.WriteString(" Request " + strconv.Itoa(r.Seq) + " (" + v.TenantName(r.Tenant) + ") on backend " + strconv.FormatUint(uint64(r.PID), 10) +
+			" read " + strconv.Itoa(r.ForeignRows) + rows + whose)
+		if v.OtherRole(r.Role) {
+			b.WriteString(" as role " + ShortRole(r.Role, v.Lab))
+		}
+		b.WriteString(".")
+	}
+	switch {
+	case leaks > 0:
+	case finished == 0:
+		b.WriteString(" No request has read rows yet.")
+	case v.Status == engine.StatusRunning || v.Status == engine.StatusQueued:
+		b.WriteString(" No request has read another tenant's rows so far.")
+	default:
+		b.WriteString(" No request read another tenant's rows.")
+	}
+	return strings.TrimSpace(b.String())
 }
 
 // sameSetting reports whether two readings of the tenant setting agree.
