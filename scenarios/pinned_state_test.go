@@ -33,8 +33,8 @@ func TestPinnedStateVariants(t *testing.T) {
 		{"on-commit-drop", []req{{3, 0, ""}, {3, 0, ""}}, -1},
 		{"session-lock", []req{{3, 0, ""}, {0, 0, "55P03"}}, 1},
 		{"xact-lock", []req{{3, 0, ""}, {3, 0, ""}}, 0},
-		{"listen-pgbouncer", []req{{0, 0, ""}, {3, 0, ""}}, -1},
-		{"listen-direct", []req{{0, 0, ""}, {3, 0, ""}, {3, 0, ""}}, -1},
+		{"listen-pgbouncer", []req{{3, 0, ""}}, -1},
+		{"listen-direct", []req{{3, 0, ""}, {3, 0, ""}}, -1},
 	}
 	for _, c := range cases {
 		st := sessionstest.MustRun(t, lab, "pinned-state", c.variant, nil)
