@@ -20,8 +20,8 @@ import (
 // function whose search_path leaves out pg_temp finds the caller's
 // temporary table first, and one with pg_temp last does not; a second
 // CREATE TEMP TABLE of the same name fails with 42P07; a session-level
-// advisory lock survives ROLLBACK, a transaction-level one ends with
-// COMMIT and with ROLLBACK.
+// advisory lock survives ROLLBACK and goes with its session, a
+// transaction-level one ends with COMMIT and with ROLLBACK.
 func TestClaimsAboutSessionState(t *testing.T) {
 	pool := pgenvtest.MustConnect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -110,6 +110,37 @@ func TestClaimsAboutSessionState(t *testing.T) {
 		t.Errorf("session lock after ROLLBACK: %d held, want 1", n)
 	}
 	exec("SELECT pg_advisory_unlock(4242, 1)")
+	// 22: the session lock goes when its session ends.
+	other, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oc := other.Hijack()
+	var holder int32
+	if err := oc.QueryRow(ctx, "SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock(4242, 2)) AS l").Scan(&holder); err != nil {
+		t.Fatal(err)
+	}
+	held := func() int {
+		t.Helper()
+		var n int
+		if err := c.QueryRow(ctx, "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = $1", holder).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := held(); n != 1 {
+		t.Errorf("the other session's lock: %d held, want 1", n)
+	}
+	if err := oc.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The backend exits after the client has gone: wait for it, backing off.
+	for wait := time.Millisecond; held() != 0; wait = min(2*wait, 100*time.Millisecond) {
+		if ctx.Err() != nil {
+			t.Fatal("the lock of a closed session is still held")
+		}
+		time.Sleep(wait)
+	}
 	for _, end := range []string{"COMMIT", "ROLLBACK"} {
 		exec("BEGIN")
 		exec("SELECT pg_advisory_xact_lock(4242, 1)")

@@ -213,7 +213,7 @@ func appCredentials(appURL string) (db, user, password string, err error) {
 func startBouncer(ctx context.Context, env *engine.Env, poolSize int, reset bool) (*bouncerRun, error) {
 	b, err := env.StartBouncer(ctx, engine.BouncerOptions{PoolSize: poolSize, ResetQueryAlways: reset})
 	if err != nil {
-		return nil, fmt.Errorf("pgbouncer-tx: start PgBouncer: %w", err)
+		return nil, fmt.Errorf("start PgBouncer: %w", err)
 	}
 	db, user, pw, _ := appCredentials(env.Sandbox.AppURL)
 	rb := &bouncerRun{env: env, b: b, db: db, user: user, password: pw, started: time.Now(),

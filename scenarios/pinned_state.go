@@ -314,24 +314,28 @@ func runPinnedListen(ctx context.Context, rb *bouncerRun, direct bool) error {
 	if err != nil {
 		return err
 	}
-	w := worker.NewRequest(acme, "listen")
-	defer w.ReleaseQuiet(context.WithoutCancel(ctx))
-	if err := w.Acquire(ctx); err != nil {
+	// The worker is not a request: it holds one connection of its pool
+	// for as long as it listens.
+	wc, err := worker.AcquireFor(ctx, 0)
+	if err != nil {
 		return err
 	}
-	if _, err := w.Conn().Exec(ctx, "LISTEN "+listenChannel); err != nil {
-		w.Fail(err)
+	held := true
+	defer func() {
+		if held {
+			worker.ReleaseAndWait(context.WithoutCancel(ctx), wc)
+		}
+	}()
+	if _, err := wc.Exec(ctx, "LISTEN "+listenChannel); err != nil {
 		return err
 	}
 	var listener int32
-	if err := w.Conn().QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&listener); err != nil {
-		w.Fail(err)
+	if err := wc.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&listener); err != nil {
 		return err
 	}
-	why := fmt.Sprintf("the worker ran LISTEN %s %s; the server backend that ran it is %d.", listenChannel, where, listener)
-	w.Update(func(rr *engine.RequestRow) { rr.Why = why; rr.PID = uint32(listener) })
-	env.Tracker().Note(fmt.Sprintf("Request #%d: %s", w.Seq, why))
-	if err := env.Step(ctx, fmt.Sprintf("%s: %s It keeps its client connection to wait for notifications.", w.Label(), why)); err != nil {
+	why := fmt.Sprintf("The worker ran LISTEN %s %s; the server backend that ran it is %d.", listenChannel, where, listener)
+	env.Tracker().Note(why)
+	if err := env.Step(ctx, why+" It keeps its client connection to wait for notifications."); err != nil {
 		return err
 	}
 
@@ -371,7 +375,7 @@ func runPinnedListen(ctx context.Context, rb *bouncerRun, direct bool) error {
 	var heard []*pgconn.Notification
 	if direct {
 		wctx, cancel := context.WithTimeout(ctx, listenWait)
-		n, werr := w.Conn().Conn().WaitForNotification(wctx)
+		n, werr := wc.Conn().WaitForNotification(wctx)
 		cancel()
 		if werr == nil {
 			heard = append(heard, n)
@@ -379,11 +383,10 @@ func runPinnedListen(ctx context.Context, rb *bouncerRun, direct bool) error {
 	} else {
 		// A round trip through PgBouncer: a notification for this client
 		// would have arrived by now; then read what pgx has buffered.
-		if _, err := w.Conn().Exec(ctx, "SELECT 1"); err != nil {
-			w.Fail(err)
+		if _, err := wc.Exec(ctx, "SELECT 1"); err != nil {
 			return err
 		}
-		heard = buffered(ctx, w.Conn().Conn())
+		heard = buffered(ctx, wc.Conn())
 	}
 	tr := env.Tracker()
 	tr.SetMetric("notifications_received", fmt.Sprint(len(heard)), float64(len(heard)))
@@ -396,9 +399,8 @@ func runPinnedListen(ctx context.Context, rb *bouncerRun, direct bool) error {
 	if err := env.Step(ctx, verdict); err != nil {
 		return err
 	}
-	if err := w.Release(ctx); err != nil {
-		return err
-	}
+	held = false
+	worker.ReleaseAndWait(ctx, wc)
 	if len(heard) > 0 {
 		// The worker does its job: it reads the invoices of the tenant the
 		// payload names, scoped to that tenant.

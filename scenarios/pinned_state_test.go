@@ -1,6 +1,7 @@
 package scenarios_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -33,8 +34,8 @@ func TestPinnedStateVariants(t *testing.T) {
 		{"on-commit-drop", []req{{3, 0, ""}, {3, 0, ""}}, -1},
 		{"session-lock", []req{{3, 0, ""}, {0, 0, "55P03"}}, 1},
 		{"xact-lock", []req{{3, 0, ""}, {3, 0, ""}}, 0},
-		{"listen-pgbouncer", []req{{0, 0, ""}, {3, 0, ""}}, -1},
-		{"listen-direct", []req{{0, 0, ""}, {3, 0, ""}, {3, 0, ""}}, -1},
+		{"listen-pgbouncer", []req{{3, 0, ""}}, -1},
+		{"listen-direct", []req{{3, 0, ""}, {3, 0, ""}}, -1},
 	}
 	for _, c := range cases {
 		st := sessionstest.MustRun(t, lab, "pinned-state", c.variant, nil)
@@ -66,5 +67,34 @@ func TestPinnedStateVariants(t *testing.T) {
 			t.Errorf("%s left: %v", c.variant, left)
 		}
 		t.Logf("%s: %v", c.variant, st.Notes)
+	}
+}
+
+// TestPinnedStateCancelledLeavesNothing stops temp-table at its first
+// request and checks that the app role may no longer create temp tables.
+func TestPinnedStateCancelledLeavesNothing(t *testing.T) {
+	t.Parallel()
+	m := mustManager(t)
+	lab := sessionstest.MustCreateLab(t, m, "owner")
+	temp := func() bool {
+		t.Helper()
+		ctx := context.Background()
+		conn, release, err := lab.Sandbox.Admin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		var ok bool
+		if err := conn.QueryRow(ctx, "SELECT has_database_privilege($1, current_database(), 'TEMPORARY')", lab.Sandbox.AppRole).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if temp() {
+		t.Fatal("the sandbox's app role may create temp tables before the run")
+	}
+	st := cancelAt(t, m, lab, "pinned-state", "temp-table", nil, narrationStarts("Request #1"))
+	if temp() {
+		t.Errorf("the app role may still create temp tables after a run cancelled at %q", st.Narration)
 	}
 }

@@ -18,6 +18,8 @@ const (
 	SchemaPerTenantLocal        = "local-search-path"
 	SchemaPerTenantDefiner      = "definer-unqualified"
 	SchemaPerTenantDefinerFixed = "definer-qualified"
+	SchemaPerTenantBouncer      = "pgbouncer-session-path"
+	SchemaPerTenantBouncerLocal = "pgbouncer-local-path"
 )
 
 // The objects schema-per-tenant adds to the lab for the length of a run:
@@ -57,7 +59,10 @@ func searchPathFor(t engine.Tenant) string { return tenantSchema(t) + ", public"
 // ends with the transaction. A SECURITY DEFINER function whose body names
 // its tables without a schema resolves them through the caller's
 // search_path, with its owner's rights; schema-qualified names and a SET
-// search_path on the function pin it to its own schema.
+// search_path on the function pin it to its own schema. Behind PgBouncer in
+// transaction mode a SET search_path is a transaction of its own, and
+// another client's SET can land on the server connection before the query
+// that should have used it.
 func SchemaPerTenant() *engine.Scenario {
 	v := func(name, summary string, run func(context.Context, *engine.Env) error) engine.Variant {
 		return engine.Variant{Name: name, Summary: summary, Conns: adminAndPool, Run: run}
@@ -74,9 +79,98 @@ func SchemaPerTenant() *engine.Scenario {
 				func(ctx context.Context, env *engine.Env) error { return runSchemaDefiner(ctx, env, false) }),
 			v(SchemaPerTenantDefinerFixed, "The same function with 'FROM tenant_globex.tickets' and SET search_path = tenant_globex, pg_temp on it: Globex's call returns Globex's tickets whatever the backend's path.",
 				func(ctx context.Context, env *engine.Env) error { return runSchemaDefiner(ctx, env, true) }),
+			// The lab's superuser connection (and the one just closed) for
+			// the schemas, and PgBouncer's one server connection.
+			{Name: SchemaPerTenantBouncer, Conns: engine.Fixed(3),
+				Summary: "Two app instances behind PgBouncer in transaction mode (default_pool_size = 1), each running SET search_path, then its query: Acme's SET is its own transaction, Globex's SET lands on the same server connection before Acme's query does.",
+				Run:     func(ctx context.Context, env *engine.Env) error { return runSchemaBouncer(ctx, env, false) }},
+			{Name: SchemaPerTenantBouncerLocal, Conns: engine.Fixed(3),
+				Summary: "The same two instances, each choosing its schema with set_config('search_path', ..., true) in the transaction that runs its query.",
+				Run:     func(ctx context.Context, env *engine.Env) error { return runSchemaBouncer(ctx, env, true) }},
 		},
 		MinTenants: 2,
 	}
+}
+
+// runSchemaBouncer plays Acme's request on app-1 and Globex's on app-2
+// through a PgBouncer in transaction mode with one server connection. With
+// session-level SETs, each SET is a transaction of its own, so the order
+// is: Acme's SET, Globex's SET, Acme's query, Globex's query. With local
+// ones, each request is one transaction, which holds the server connection
+// until it ends, so they run one after the other.
+func runSchemaBouncer(ctx context.Context, env *engine.Env, local bool) (err error) {
+	sb := env.Sandbox
+	acme, globex := sb.Tenants[0], sb.Tenants[1]
+	defer undoDDL(ctx, env, &err, dropTenantSchemas(sb)...)
+	if err := createTenantSchemas(ctx, env); err != nil {
+		return err
+	}
+	return runBouncer(ctx, env, 1, false, func(rb *bouncerRun, ctx context.Context) error {
+		mode := pgx.QueryExecModeExec // PgBouncer 1.18 keeps no prepared statements
+		app1, err := rb.openClient(ctx, "app-1", 1, &mode)
+		if err != nil {
+			return err
+		}
+		app2, err := rb.openClient(ctx, "app-2", 1, &mode)
+		if err != nil {
+			return err
+		}
+		if local {
+			for _, x := range []struct {
+				pool *engine.Pool
+				t    engine.Tenant
+			}{{app1, acme}, {app2, globex}} {
+				if err := schemaRead(ctx, env, x.pool, x.t, schemaLocal, "", "SELECT tenant_id FROM "+ticketsTable); err != nil {
+					return err
+				}
+			}
+			return env.Conclude(ctx, "Each request chose its schema in the transaction that ran its query. The schemas are dropped again.")
+		}
+		a, b := app1.NewRequest(acme, schemaSession), app2.NewRequest(globex, schemaSession)
+		defer a.ReleaseQuiet(context.WithoutCancel(ctx))
+		defer b.ReleaseQuiet(context.WithoutCancel(ctx))
+		for _, r := range []*engine.Request{a, b} {
+			if err := r.Acquire(ctx); err != nil {
+				return err
+			}
+			set := "SET search_path = " + searchPathFor(r.Tenant)
+			if _, err := r.Conn().Exec(ctx, set); err != nil {
+				r.Fail(err)
+				return fmt.Errorf("%s: %w", set, err)
+			}
+			if err := env.Step(ctx, fmt.Sprintf("%s runs %s: a transaction of its own, after which PgBouncer gives the server connection back to its pool.", r.Label(), set)); err != nil {
+				return err
+			}
+		}
+		for _, r := range []*engine.Request{a, b} {
+			var path string
+			if err := r.Conn().QueryRow(ctx, "SELECT current_setting('search_path')").Scan(&path); err != nil {
+				r.Fail(err)
+				return err
+			}
+			from := "SELECT tenant_id FROM " + ticketsTable
+			if err := observeFrom(ctx, r, r.Conn(), from); err != nil {
+				r.Fail(err)
+				return err
+			}
+			row := r.Row()
+			why := fmt.Sprintf("%s under search_path %s returned %d rows, all %s's.", from, path, row.Rows, r.Tenant.Name)
+			if row.Leak {
+				why = fmt.Sprintf("LEAK: %s under search_path %s returned %d rows, %d of them another tenant's, to %s, which had set its own path one statement before.", from, path, row.Rows, row.ForeignRows, r.Tenant.Name)
+			}
+			r.Update(func(rr *engine.RequestRow) { rr.Why = why })
+			env.Tracker().Note(fmt.Sprintf("Request #%d (%s) on server backend %d: %s", r.Seq, r.Tenant.Name, row.PID, why))
+			if err := env.Step(ctx, fmt.Sprintf("%s on server backend %d: %s", r.Label(), row.PID, why)); err != nil {
+				return err
+			}
+		}
+		for _, r := range []*engine.Request{a, b} {
+			if err := r.Release(ctx); err != nil {
+				return err
+			}
+		}
+		return env.Conclude(ctx, "Both SETs ran on PgBouncer's one server connection, Globex's last. The schemas are dropped again.")
+	})
 }
 
 // createTenantSchemas creates, as the lab's owner, one schema per tenant

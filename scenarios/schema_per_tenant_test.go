@@ -15,7 +15,9 @@ import (
 // request on the backend, a transaction-local one leaves that request
 // without a tickets table (42P01); a SECURITY DEFINER function with an
 // unqualified table name reads the schema the caller's search_path names,
-// and a qualified one with SET search_path reads its own.
+// and a qualified one with SET search_path reads its own; behind PgBouncer
+// in transaction mode Globex's SET lands between Acme's SET and Acme's
+// query, and set_config(..., true) in the query's transaction does not.
 func TestSchemaPerTenantVariants(t *testing.T) {
 	t.Parallel()
 	m := mustManager(t)
@@ -32,6 +34,8 @@ func TestSchemaPerTenantVariants(t *testing.T) {
 		{"local-search-path", []req{{3, 0, ""}, {0, 0, "42P01"}, {3, 0, ""}}},
 		{"definer-unqualified", []req{{3, 0, ""}, {3, 3, ""}}},
 		{"definer-qualified", []req{{3, 0, ""}, {3, 0, ""}}},
+		{"pgbouncer-session-path", []req{{3, 3, ""}, {3, 0, ""}}},
+		{"pgbouncer-local-path", []req{{3, 0, ""}, {3, 0, ""}}},
 	}
 	for _, c := range cases {
 		st := sessionstest.MustRun(t, lab, "schema-per-tenant", c.variant, nil)
