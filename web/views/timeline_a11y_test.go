@@ -70,10 +70,11 @@ func TestPresenterChipIsNeutralUntilARunShowsSomething(t *testing.T) {
 		{Head{Scenario: "set-leak", Status: engine.StatusQueued}, ChipQueued, "queued"},
 		{Head{Scenario: "set-leak", Status: engine.StatusRunning}, ChipRunning, "running"},
 		{Head{Scenario: "set-leak", Status: engine.StatusRunning, Requests: 3}, ChipRunning, "running"},
-		{Head{Scenario: "set-leak", Status: engine.StatusRunning, Requests: 3, Leaks: 1}, "leak", "1 leak"},
-		{Head{Scenario: "set-leak", Status: engine.StatusDone, Requests: 3, Leaks: 2}, "leak", "2 leaks"},
-		{Head{Scenario: "set-leak", Status: engine.StatusDone, Requests: 3}, "safe", "no leak"},
-		{Head{Scenario: "set-leak", Status: engine.StatusFailed, Requests: 1}, "error", "failed"},
+		{Head{Scenario: "set-leak", Status: engine.StatusRunning, Requests: 3, Leaks: 1, Kind: engine.KindLeak}, engine.KindLeak, engine.KindLabel(engine.KindLeak)},
+		{Head{Scenario: "set-leak", Status: engine.StatusDone, Requests: 3, Leaks: 2, Kind: engine.KindLeak}, engine.KindLeak, "2 leaks"},
+		{Head{Scenario: "set-leak", Status: engine.StatusDone, Requests: 3, Kind: engine.KindNone}, engine.KindNone, engine.KindLabel(engine.KindNone)},
+		{Head{Scenario: "side-channels", Status: engine.StatusDone, Requests: 2, Kind: engine.KindBreach}, engine.KindBreach, engine.KindLabel(engine.KindBreach)},
+		{Head{Scenario: "set-leak", Status: engine.StatusFailed, Requests: 1, Kind: engine.KindError}, engine.KindError, engine.KindLabel(engine.KindError)},
 	} {
 		if k, s := c.h.ChipKind(), c.h.Outcome(); k != c.kind || s != c.text {
 			t.Errorf("%+v: chip %s %q, want %s %q", c.h, k, s, c.kind, c.text)

@@ -149,10 +149,10 @@ func TestOutcomeSaysWhatTheRunShowed(t *testing.T) {
 	if o := NewLive(running, tenants).Outcome(); o.Kind != "running" {
 		t.Errorf("a run before its first query: %+v", o)
 	}
-	if h := (Head{Scenario: "set-leak", Status: engine.StatusRunning, Requests: 1}); h.Outcome() != "running" || h.OutcomeClass() != "outcome" {
+	if h := (Head{Scenario: "set-leak", Status: engine.StatusRunning, Requests: 1}); h.Outcome() != "running" || h.OutcomeClass() != "outcome ph-chip ph-chip-running" {
 		t.Errorf("the presenter's chip before a query: %q %q", h.Outcome(), h.OutcomeClass())
 	}
-	if h := (Head{Scenario: "side-channels", Status: engine.StatusDone, Requests: 1, Kind: engine.KindBreach}); h.Outcome() != "breach" || h.OutcomeClass() != "outcome outcome-leak" {
+	if h := (Head{Scenario: "side-channels", Status: engine.StatusDone, Requests: 1, Kind: engine.KindBreach}); h.Outcome() != "breach" || h.OutcomeClass() != "outcome ph-chip ph-chip-breach outcome-leak" {
 		t.Errorf("the presenter's chip after a breach: %q %q", h.Outcome(), h.OutcomeClass())
 	}
 	st.Status, st.Queue = engine.StatusQueued, &engine.Queue{Need: 3, Ahead: 1}
