@@ -166,7 +166,7 @@ func (p *Progress) count(ctx context.Context, st *store.Store, l *lessons.Lesson
 		return err
 	}
 	run := store.Run{Lesson: l.Slug, Scenario: r.Scenario, Variant: r.Variant, Status: r.Final.Status,
-		Leaks: r.Final.Leaks(), Errors: r.Final.Errors(), Fix: isFix(l, r.Variant)}
+		Leaks: r.Final.Leaks(), Errors: r.Final.Errors(), Fix: isFix(l, r.Variant), Outcome: engine.Judge(r.Final, nil).Kind}
 	if err := st.RecordRun(ctx, lr.ID, run); err != nil {
 		return err
 	}

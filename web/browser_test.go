@@ -155,7 +155,7 @@ func (b *tab) labID() string {
 }
 
 // answer answers the prediction question about variant, if the page asks
-// it, with choice, and waits until Run is enabled.
+// it, with choice, and waits until Run no longer waits for it.
 func (b *tab) answer(variant string, choice int) {
 	b.t.Helper()
 	b.do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`form.run-form input[name=variant][value=%q]`, variant))))
@@ -166,7 +166,7 @@ func (b *tab) answer(variant string, choice int) {
 			chromedp.Click(chromedp.CSS(asks+` button[type=submit]`)),
 		)
 	}
-	run(b, chromedp.Poll[bool](`!document.getElementById("run").disabled`, chromedp.WithPollingTimeout(actionTimeout)))
+	run(b, chromedp.Poll[bool](`document.getElementById("run").getAttribute("aria-disabled") !== "true"`, chromedp.WithPollingTimeout(actionTimeout)))
 }
 
 // pressRun chooses variant and speed in the run form and presses Run,
@@ -178,10 +178,10 @@ func (b *tab) pressRun(variant, speed string) int64 {
 	b.answer(variant, 0)
 	b.do(
 		chromedp.Click(chromedp.CSS(fmt.Sprintf(`form.run-form input[name=variant][value=%q]`, variant))),
-		chromedp.SetValue(chromedp.CSS(`form.run-form select[name=speed]`), speed),
+		chromedp.SetValue(chromedp.CSS(`select#run-speed`), speed),
 		chromedp.Evaluate[chromedp.Void](`document.getElementById("control-msg").textContent = ""; document.getElementById("control-msg").className = "control-msg"`),
 	)
-	checked := run(b, chromedp.Evaluate[string](`(document.querySelector("form.run-form input[name=variant]:checked") || {}).value + "/" + document.querySelector("form.run-form select[name=speed]").value`))
+	checked := run(b, chromedp.Evaluate[string](`(document.querySelector("form.run-form input[name=variant]:checked") || {}).value + "/" + document.querySelector("select#run-speed").value`))
 	if want := variant + "/" + speed; checked != want {
 		b.t.Fatalf("%s: the form says %s, want %s", b.name, checked, want)
 	}
@@ -569,8 +569,8 @@ func TestBrowserPredictionMarkedWrong(t *testing.T) {
 	b.open(ts.URL + "/lessons/set-leak")
 	id := b.labID()
 	b.do(chromedp.Click(chromedp.CSS(`form.run-form input[name=variant][value="session-set"]`)))
-	if !run(b, chromedp.Evaluate[bool](`document.getElementById("run").disabled`)) {
-		t.Fatal("Run is enabled before the prediction is answered")
+	if !run(b, chromedp.Evaluate[bool](`document.getElementById("run").getAttribute("aria-disabled") === "true"`)) {
+		t.Fatal("Run does not wait for the prediction")
 	}
 	b.answer(engine.PatternSessionSet, 1) // "no invoices"
 	since := b.pressRun(engine.PatternSessionSet, "max")
@@ -580,7 +580,7 @@ func TestBrowserPredictionMarkedWrong(t *testing.T) {
 		var el = document.querySelector('.predict-checked[data-variant="session-set"]');
 		return el && !el.hidden ? el.className + " | " + el.textContent : null;
 	})()`, chromedp.WithPollingTimeout(actionTimeout)))
-	for _, want := range []string{"verdict-wrong", "wrong", "no invoices", "Acme's invoices", "Globex's request got 3 rows"} {
+	for _, want := range []string{"verdict-wrong", "wrong", "no invoices", "Acme's invoices", "Globex got 3 of Acme's rows: leak."} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the verdict %q lacks %q", got, want)
 		}
@@ -693,8 +693,8 @@ func testBrowserTwoWatchers(t *testing.T, ts *testServer, browser context.Contex
 			t.Errorf("tx-local leaked: %+v", r)
 		}
 	}
-	if o := run(watcher, chromedp.Evaluate[string](`document.getElementById("outcome").getAttribute("data-outcome")`)); o != "safe" {
-		t.Errorf("the watcher's outcome bar says %q, want safe", o)
+	if o := run(watcher, chromedp.Evaluate[string](`document.getElementById("outcome").getAttribute("data-outcome")`)); o != engine.KindFailedClosed {
+		t.Errorf("the watcher's outcome bar says %q, want failed-closed (the forgetful request got 0 rows)", o)
 	}
 	frames := run(watcher, chromedp.Evaluate[int](`window.rlslabTest.frames`)) - framesBefore
 	if frames < 2 {

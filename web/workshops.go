@@ -264,7 +264,7 @@ func (s *Server) dashboard(b sessions.Board, base string) views.Dashboard {
 			LiveRun: c.LiveRun, LeakSeen: c.LeakSeen, FixRun: c.FixRun, Predictions: "–", PredRight: c.PredRight, PredTotal: c.PredTotal,
 			QueueAhead: c.QueueAhead, Idle: c.Idle, LastActive: c.LastActive, VariantsRun: c.VariantsRun}
 		if c.LastRun != nil {
-			v.LastRun = &views.CardRun{Scenario: c.LastRun.Scenario, Variant: c.LastRun.Variant, Status: c.LastRun.Status, Leaks: c.LastRun.Leaks}
+			v.LastRun = &views.CardRun{Scenario: c.LastRun.Scenario, Variant: c.LastRun.Variant, Status: c.LastRun.Status, Leaks: c.LastRun.Leaks, Outcome: c.LastRun.Outcome}
 		}
 		if c.PredTotal > 0 {
 			v.Predictions = strconv.Itoa(c.PredRight) + "/" + strconv.Itoa(c.PredTotal) + " right"

@@ -176,6 +176,10 @@ CREATE TABLE rlslab.leases (
 	PRIMARY KEY (server, instance)
 );
 `},
+		{6, "the outcome kind of a learner's last run", `
+ALTER TABLE rlslab.learners
+	ADD COLUMN last_run_outcome text NOT NULL DEFAULT '';
+`},
 	}
 }
 
@@ -248,7 +252,7 @@ var (
 		columns []string
 	}{
 		{"schema_migrations", []string{"version", "name", "applied_at"}},
-		{"learners", []string{"id", "token_hash", "created_at", "last_run_lesson", "last_run_scenario", "last_run_variant", "last_run_status", "last_run_leaks", "last_run_at"}},
+		{"learners", []string{"id", "token_hash", "created_at", "last_run_lesson", "last_run_scenario", "last_run_variant", "last_run_status", "last_run_leaks", "last_run_at", "last_run_outcome"}},
 		{"progress", []string{"learner_id", "lesson", "variants_run", "leak_seen", "fix_run", "updated_at"}},
 		{"predictions", []string{"learner_id", "lesson", "variant", "choice", "correct", "answered_at", "actual", "evidence"}},
 		{"pending_predictions", []string{"learner_id", "lesson", "variant", "choice", "choice_text", "chosen_at"}},

@@ -31,6 +31,7 @@ type LastRun struct {
 	Status   string
 	Leaks    int
 	At       time.Time
+	Outcome  string // what the run showed (leak, breach, ...), "" when recorded before outcomes were
 }
 
 // Join adds a participant with that display name to the workshop, as a new
@@ -108,7 +109,7 @@ func errNameTaken(name string) error {
 // participantQuery selects what scanParticipant reads; a WHERE clause follows.
 const participantQuery = `
 SELECT p.learner_id, p.workshop_id, p.name, coalesce(p.lab_id, ''), p.joined_at,
-	l.last_run_lesson, l.last_run_scenario, l.last_run_variant, l.last_run_status, l.last_run_leaks, l.last_run_at
+	l.last_run_lesson, l.last_run_scenario, l.last_run_variant, l.last_run_status, l.last_run_leaks, l.last_run_at, l.last_run_outcome
 FROM rlslab.participants p JOIN rlslab.learners l ON l.id = p.learner_id
 `
 
@@ -119,13 +120,14 @@ func scanParticipant(row pgx.CollectableRow) (Participant, error) {
 		lesson, scenario, variant, status *string
 		leaks                             *int
 		at                                *time.Time
+		outcome                           string
 	)
 	if err := row.Scan(&p.Learner, &p.Workshop, &p.Name, &p.Lab, &p.JoinedAt,
-		&lesson, &scenario, &variant, &status, &leaks, &at); err != nil {
+		&lesson, &scenario, &variant, &status, &leaks, &at, &outcome); err != nil {
 		return Participant{}, err
 	}
 	if at != nil {
-		p.LastRun = &LastRun{Lesson: *lesson, Scenario: *scenario, Variant: *variant, Status: *status, Leaks: *leaks, At: *at}
+		p.LastRun = &LastRun{Lesson: *lesson, Scenario: *scenario, Variant: *variant, Status: *status, Leaks: *leaks, At: *at, Outcome: outcome}
 	}
 	return p, nil
 }

@@ -17,6 +17,7 @@ type Run struct {
 	Leaks    int    // requests that got another tenant's rows
 	Errors   int    // requests that failed
 	Fix      bool   // the variant is the lesson's fix (the right way)
+	Outcome  string // what the run showed (engine.Judge's kind), "" when unknown
 }
 
 // Prediction is a learner's answer to a lesson's prediction question about
@@ -62,6 +63,11 @@ func checkRun(r Run) error {
 	if err := checkSlug("status", r.Status); err != nil {
 		return err
 	}
+	if r.Outcome != "" {
+		if err := checkSlug("outcome", r.Outcome); err != nil {
+			return err
+		}
+	}
 	if r.Leaks < 0 || r.Errors < 0 {
 		return rlslab.Errorf(rlslab.EINVALID, "negative counts (leaks %d, errors %d)", r.Leaks, r.Errors)
 	}
@@ -84,8 +90,8 @@ func (s *Store) RecordRun(ctx context.Context, learnerID string, r Run) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `
 UPDATE rlslab.learners SET last_run_lesson = $2, last_run_scenario = $3, last_run_variant = $4,
-	last_run_status = $5, last_run_leaks = $6, last_run_at = now()
-WHERE id = $1`, learnerID, r.Lesson, r.Scenario, r.Variant, r.Status, r.Leaks)
+	last_run_status = $5, last_run_leaks = $6, last_run_at = now(), last_run_outcome = $7
+WHERE id = $1`, learnerID, r.Lesson, r.Scenario, r.Variant, r.Status, r.Leaks, r.Outcome)
 		if err != nil {
 			return err
 		}

@@ -561,7 +561,7 @@ func TestWorkshops(t *testing.T) {
 	if err := s.SetParticipantLab(ctx, ada.Learner, "a1b2c3d4"); err != nil {
 		t.Fatal(err)
 	}
-	run := Run{Lesson: "set-leak", Scenario: "set-leak", Variant: "session-set", Status: "done", Leaks: 2}
+	run := Run{Lesson: "set-leak", Scenario: "set-leak", Variant: "session-set", Status: "done", Leaks: 2, Outcome: "leak"}
 	if err := s.RecordRun(ctx, ada.Learner, run); err != nil {
 		t.Fatal(err)
 	}
@@ -573,7 +573,7 @@ func TestWorkshops(t *testing.T) {
 		t.Fatalf("participants %+v", ps)
 	}
 	lr := ps[0].LastRun
-	if lr == nil || lr.Lesson != "set-leak" || lr.Scenario != "set-leak" || lr.Variant != "session-set" || lr.Status != "done" || lr.Leaks != 2 || lr.At.IsZero() {
+	if lr == nil || lr.Lesson != "set-leak" || lr.Scenario != "set-leak" || lr.Variant != "session-set" || lr.Status != "done" || lr.Leaks != 2 || lr.Outcome != "leak" || lr.At.IsZero() {
 		t.Fatalf("Ada's last run %+v", lr)
 	}
 	if p, err := s.Participant(ctx, bob.Learner); err != nil || p.Name != "<b>Bob</b>" || p.Workshop != w.ID {

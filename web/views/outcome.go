@@ -105,6 +105,11 @@ func (v Live) Outcome() Outcome {
 		}
 	}
 	o.Label = engine.KindLabel(o.Kind)
+	if o.Kind == engine.KindLeak {
+		o.Label = "" // the head says LEAK itself, with the backend
+	} else if p := o.Label + ": "; strings.HasPrefix(strings.ToLower(o.Head), p) {
+		o.Head = upperFirst(o.Head[len(p):]) // the chip says it
+	}
 	return o
 }
 
@@ -147,7 +152,8 @@ func (v Live) leakOf(r RequestRow) OutcomeLeak {
 
 // FinalLine is the last line of the narration once a run has ended: its
 // outcome, unless the run's own last narration already states it (every
-// scenario ends with engine.Conclusion; a recording made before may not).
+// scenario ends with its verdict's headline; a recording made before may
+// not).
 func (v Live) FinalLine() string {
 	if v.Status != engine.StatusDone && v.Status != engine.StatusFailed && v.Status != engine.StatusCancelled {
 		return ""
@@ -157,6 +163,9 @@ func (v Live) FinalLine() string {
 	}
 	o := v.Outcome()
 	s := "Outcome: " + o.Head
+	if o.Label != "" {
+		s = "Outcome, " + o.Label + ": " + o.Head
+	}
 	if len(o.Leaks) > 1 {
 		// Several leaks: the first one, in words (the bar lists them all).
 		s += " The first: " + strings.TrimPrefix(o.Leaks[0].Text, "LEAK: ")

@@ -113,21 +113,21 @@ func TestOutcomeSaysWhatTheRunShowed(t *testing.T) {
 	}
 	st.Requests[2].Leak, st.Requests[2].ForeignRows, st.Requests[2].Rows = false, 0, 0
 	o := NewLive(st, tenants).Outcome()
-	if o.Kind != "failed-closed" || o.Label != "failed closed" || o.Head != "Failed closed: 1 request got 0 rows, 2 got only their own rows; no leak." {
+	if o.Kind != "failed-closed" || o.Label != "failed closed" || o.Head != "1 request got 0 rows, 2 got only their own rows; no leak." {
 		t.Errorf("failed-closed outcome %+v", o)
 	}
-	if f := NewLive(st, tenants).FinalLine(); !strings.HasPrefix(f, "Outcome: Failed closed: 1 request got 0 rows") {
+	if f := NewLive(st, tenants).FinalLine(); !strings.HasPrefix(f, "Outcome, failed closed: 1 request got 0 rows") {
 		t.Errorf("final line %q", f)
 	}
 	// What a scenario recorded from the database heads the bar: the
 	// other tenants' rows TRUNCATE wiped, though every request got only
 	// its own rows.
 	st.Requests[2].Rows = 3
-	if o := NewLive(st, tenants).Outcome(); o.Kind != "none" || !strings.HasPrefix(o.Head, "No leak: 3 requests") {
+	if o := NewLive(st, tenants).Outcome(); o.Kind != "none" || o.Label != "no leak" || !strings.HasPrefix(o.Head, "3 requests") {
 		t.Errorf("no-leak outcome %+v", o)
 	}
 	st.Findings = []engine.Finding{{Kind: engine.KindBreach, Text: "Breach: Acme's request wiped 4 of the other tenants' 4 contacts."}}
-	if o := NewLive(st, tenants).Outcome(); o.Kind != "breach" || o.Label != "breach" || o.Head != st.Findings[0].Text || o.Detail != "Requests: 3 requests got only their own rows." {
+	if o := NewLive(st, tenants).Outcome(); o.Kind != "breach" || o.Label != "breach" || o.Head != "Acme's request wiped 4 of the other tenants' 4 contacts." || o.Detail != "Requests: 3 requests got only their own rows." {
 		t.Errorf("breach outcome %+v", o)
 	}
 	st.Findings = []engine.Finding{{Kind: engine.KindDisclosure, Text: "Disclosure: Acme learned that ceo@globex.example exists."}}
@@ -141,7 +141,7 @@ func TestOutcomeSaysWhatTheRunShowed(t *testing.T) {
 	}
 	st.Findings, st.Requests[2].Leak, st.Requests[2].ForeignRows = nil, false, 0
 	st.Requests[2].Error, st.Requests[2].SQLState = "syntax error at or near \"$1\"", "42601"
-	if o := NewLive(st, tenants).Outcome(); o.Kind != "error" || !strings.HasPrefix(o.Head, "Error: 1 request failed with an error (SQLSTATE 42601)") {
+	if o := NewLive(st, tenants).Outcome(); o.Kind != "error" || !strings.HasPrefix(o.Head, "1 request failed with an error (SQLSTATE 42601)") {
 		t.Errorf("error outcome %+v", o)
 	}
 	running := st

@@ -47,6 +47,7 @@ type CardRun struct {
 	Variant  string `json:"variant"`
 	Status   string `json:"status"`
 	Leaks    int    `json:"leaks"`
+	Outcome  string `json:"outcome,omitempty"` // the run's outcome kind (leak, breach, ...)
 }
 
 // Card is one participant on the dashboard.
