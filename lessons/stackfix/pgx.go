@@ -7,6 +7,8 @@ package stackfix
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -142,6 +144,37 @@ func StartForRequest(ctx context.Context, work func(context.Context) error) <-ch
 	done := make(chan error, 1)
 	go func(ctx context.Context) { done <- work(ctx) }(context.WithoutCancel(ctx))
 	return done
+}
+
+// end snippet
+
+// snippet: check-forced-rls
+
+// UnprotectedTablesSQL lists every table and partition in schema public
+// that has a tenant_id column and does not have row-level security both
+// enabled and forced.
+const UnprotectedTablesSQL = `SELECT c.oid::regclass::text
+FROM pg_class c
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
+  AND NOT (c.relrowsecurity AND c.relforcerowsecurity)
+ORDER BY 1`
+
+// CheckForcedRLS returns an error that names every table
+// UnprotectedTablesSQL finds; a test runs it after the migrations.
+func CheckForcedRLS(ctx context.Context, db *pgxpool.Pool) error {
+	rows, err := db.Query(ctx, UnprotectedTablesSQL)
+	if err != nil {
+		return err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	if len(names) > 0 {
+		return fmt.Errorf("tables with a tenant_id column and no forced RLS: %s", strings.Join(names, ", "))
+	}
+	return nil
 }
 
 // end snippet

@@ -37,6 +37,7 @@ var quoted = map[string][]string{
 	"03-shared-pool.md":      {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"05-rls-bypass.md":       {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"06-unset-setting.md":    {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"19-missing-rls.md":      {"check-forced-rls", "pg-check-forced-rls"},
 	"09-scoping-cost.md":     {"tenant-tx", "tenant-batch", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"13-lost-context.md":     {"background-work", "pg-tenant-context"},
 }
@@ -435,4 +436,82 @@ func TestNodeFixes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestForcedRLSChecks runs the missing-rls lesson's check, in Go and (when
+// node is installed) in Node, on a lab as it is (no table found), after a
+// table with a tenant_id column and no RLS and a partitioned table with
+// RLS on its parent only are added (all three named), and after RLS is
+// enabled and forced on each (none found again).
+func TestForcedRLSChecks(t *testing.T) {
+	f := newFixture(t)
+	ctx := f.ctx
+	p := f.pool(t)
+	node, _ := exec.LookPath("node")
+	dir, _ := filepath.Abs(nodeApp)
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "pg")); err != nil {
+		node = ""
+	}
+	nodeCheck := func(t *testing.T) string {
+		t.Helper()
+		if node == "" {
+			return "(node not run)"
+		}
+		cmd := exec.Command(node, "fixes.js", "--url", f.lab.Sandbox.AppURL, "--check", "pg-check-forced-rls")
+		cmd.Dir = dir
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("node: %v", err)
+		}
+		var r struct{ Error *string }
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Error == nil {
+			return ""
+		}
+		return *r.Error
+	}
+	admin := func(stmts ...string) {
+		t.Helper()
+		conn, release, err := f.lab.Sandbox.Admin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		for _, s := range stmts {
+			if _, err := conn.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+	}
+	t.Cleanup(func() { admin("DROP TABLE IF EXISTS stackfix_notes", "DROP TABLE IF EXISTS stackfix_events CASCADE") })
+	check := func(want string) {
+		t.Helper()
+		got := ""
+		if err := stackfix.CheckForcedRLS(ctx, p); err != nil {
+			got = err.Error()
+		}
+		if got != want {
+			t.Errorf("Go check: %q, want %q", got, want)
+		}
+		if n := nodeCheck(t); n != want && n != "(node not run)" {
+			t.Errorf("Node check: %q, want %q", n, want)
+		}
+	}
+	check("")
+	admin(
+		"CREATE TABLE stackfix_notes (id serial PRIMARY KEY, tenant_id int NOT NULL)",
+		"CREATE TABLE stackfix_events (tenant_id int NOT NULL, day date NOT NULL) PARTITION BY RANGE (day)",
+		"CREATE TABLE stackfix_events_1 PARTITION OF stackfix_events FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')",
+		"ALTER TABLE stackfix_events ENABLE ROW LEVEL SECURITY",
+		"ALTER TABLE stackfix_events FORCE ROW LEVEL SECURITY",
+	)
+	check("tables with a tenant_id column and no forced RLS: stackfix_events_1, stackfix_notes")
+	var stmts []string
+	for _, table := range []string{"stackfix_notes", "stackfix_events_1"} {
+		stmts = append(stmts, "ALTER TABLE "+table+" ENABLE ROW LEVEL SECURITY", "ALTER TABLE "+table+" FORCE ROW LEVEL SECURITY")
+	}
+	admin(stmts...)
+	check("")
 }

@@ -147,6 +147,23 @@ function inRequestTenantTx(pool, fn) {
 }
 // end snippet
 
+// snippet: pg-check-forced-rls
+// checkForcedRLS throws an error that names every table and partition in
+// schema public with a tenant_id column and no forced row-level security;
+// a test runs it after the migrations.
+async function checkForcedRLS(pool) {
+  const { rows } = await pool.query(`SELECT c.oid::regclass::text AS name
+    FROM pg_class c
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+    WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
+      AND NOT (c.relrowsecurity AND c.relforcerowsecurity)
+    ORDER BY 1`);
+  if (rows.length > 0) {
+    throw new Error(`tables with a tenant_id column and no forced RLS: ${rows.map((r) => r.name).join(', ')}`);
+  }
+}
+// end snippet
+
 // observe is what a request that forgot to scope reads.
 const observe = `SELECT current_setting('app.current_tenant', true) AS seen, current_user::text AS usr,
   coalesce(array_agg(tenant_id ORDER BY id), '{}') AS tenants FROM invoices`;
@@ -211,6 +228,14 @@ const checks = {
       refused = /no tenant/.test(err.message);
     }
     return { own: mine, other: theirs, wrong, later, refused };
+  }),
+  'pg-check-forced-rls': (a) => withPool(a.url, async (pool) => {
+    try {
+      await checkForcedRLS(pool);
+      return { error: null };
+    } catch (err) {
+      return { error: err.message };
+    }
   }),
   'typeorm-tenant-tx': (a) => withDataSource(a.url, async (ds) => ({
     own: tenantsOf(await inTenantTransaction(ds, a.tenant, (m) => m.query(own))),
