@@ -178,3 +178,22 @@ func CheckForcedRLS(ctx context.Context, db *pgxpool.Pool) error {
 }
 
 // end snippet
+
+// snippet: discard-on-release
+
+// DiscardOnRelease makes the pool run DISCARD ALL on every connection that
+// comes back (settings, role, prepared statements, LISTEN, temporary
+// tables, advisory locks), and sends statements without naming them, so that
+// DISCARD ALL drops no statement pgx still counts on; a connection the
+// reset fails on is closed.
+func DiscardOnRelease(cfg *pgxpool.Config) {
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	cfg.AfterRelease = func(c *pgx.Conn) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := c.Exec(ctx, "DISCARD ALL")
+		return err == nil
+	}
+}
+
+// end snippet

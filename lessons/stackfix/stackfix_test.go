@@ -38,6 +38,7 @@ var quoted = map[string][]string{
 	"05-rls-bypass.md":       {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"06-unset-setting.md":    {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"19-missing-rls.md":      {"check-forced-rls", "pg-check-forced-rls"},
+	"12-reset-scope.md":      {"discard-on-release", "pg-discard", "typeorm-discard"},
 	"09-scoping-cost.md":     {"tenant-tx", "tenant-batch", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"13-lost-context.md":     {"background-work", "pg-tenant-context"},
 }
@@ -514,4 +515,102 @@ func TestForcedRLSChecks(t *testing.T) {
 	}
 	admin(stmts...)
 	check("")
+}
+
+// leftState is what the next request finds of the state a request left on
+// its connection (see leaveState).
+type leftState struct {
+	Tenant        *string `json:"tenant"`
+	SearchPath    string  `json:"search_path"`
+	Prepared      int     `json:"prepared"`
+	Listening     int     `json:"listening"`
+	AdvisoryLocks int     `json:"advisory_locks"`
+}
+
+var leaveState = []string{
+	`SELECT set_config('app.current_tenant', '1', false)`,
+	`SET search_path = pg_catalog`,
+	`PREPARE leftover AS SELECT 1`,
+	`LISTEN leftover`,
+	`SELECT pg_advisory_lock(42)`,
+}
+
+const leftStateSQL = `SELECT current_setting('app.current_tenant', true), current_setting('search_path'),
+  (SELECT count(*)::int FROM pg_prepared_statements WHERE name = 'leftover'),
+  (SELECT count(*)::int FROM pg_listening_channels()),
+  (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())`
+
+func (l leftState) clean() bool {
+	return l.Tenant != nil && *l.Tenant == "" && l.SearchPath == `"$user", public` && l.Prepared == 0 && l.Listening == 0 && l.AdvisoryLocks == 0
+}
+
+// TestDiscardOnRelease runs the reset-scope lesson's fix in Go and (when
+// node is installed) in node-postgres and TypeORM: a request leaves a
+// session-level tenant, a search_path, a prepared statement, a LISTEN and
+// an advisory lock on its connection; after DISCARD ALL on
+// release the next request on that backend finds none of them, and pgx's
+// queries keep working. Without the reset, for contrast, all five stay.
+func TestDiscardOnRelease(t *testing.T) {
+	f := newFixture(t)
+	ctx := f.ctx
+	read := func(p *pgxpool.Pool) leftState {
+		t.Helper()
+		var l leftState
+		if err := p.QueryRow(ctx, leftStateSQL).Scan(&l.Tenant, &l.SearchPath, &l.Prepared, &l.Listening, &l.AdvisoryLocks); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	leave := func(p *pgxpool.Pool) {
+		t.Helper()
+		c, err := p.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Release()
+		for _, s := range leaveState {
+			if _, err := c.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+	}
+	plain := f.pool(t)
+	leave(plain)
+	if l := read(plain); l.clean() || l.Prepared != 1 || l.Listening != 1 || l.AdvisoryLocks != 1 {
+		t.Errorf("without a reset the next request should find everything, found %+v", l)
+	}
+	plain.Close()
+
+	p := f.pool(t, stackfix.DiscardOnRelease)
+	leave(p)
+	for i := 0; i < 3; i++ { // and again: no statement of pgx's went missing
+		if l := read(p); !l.clean() {
+			t.Errorf("after DISCARD ALL on release the next request found %+v", l)
+		}
+	}
+
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed: the node-postgres and TypeORM versions are not run")
+	}
+	dir, _ := filepath.Abs(nodeApp)
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "typeorm")); err != nil {
+		t.Skip("the fixes' packages are not installed: run scripts/setup-debian.sh")
+	}
+	for _, check := range []string{"pg-discard", "typeorm-discard"} {
+		cmd := exec.Command(node, "fixes.js", "--url", f.lab.Sandbox.AppURL, "--check", check)
+		cmd.Dir = dir
+		out, err := cmd.Output()
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				t.Fatalf("%s: %v\n%s", check, err, ee.Stderr)
+			}
+			t.Fatal(err)
+		}
+		var r struct{ Left leftState }
+		if err := json.Unmarshal(out, &r); err != nil || !r.Left.clean() {
+			t.Errorf("%s: the next request found %s (%v)", check, out, err)
+		}
+	}
 }

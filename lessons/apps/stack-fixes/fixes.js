@@ -164,6 +164,53 @@ async function checkForcedRLS(pool) {
 }
 // end snippet
 
+// snippet: pg-discard
+// withDiscardedClient hands fn a pooled client and runs DISCARD ALL on it
+// before it goes back; node-postgres names a prepared statement only when
+// a query is given a name, so there is nothing of its own to lose.
+async function withDiscardedClient(pool, fn) {
+  const client = await pool.connect();
+  try {
+    return await fn(client);
+  } finally {
+    try {
+      await client.query('DISCARD ALL');
+      client.release();
+    } catch (err) {
+      client.release(err); // a client that cannot be reset is closed
+    }
+  }
+}
+// end snippet
+
+// snippet: typeorm-discard
+// withDiscardedRunner is the same for code that owns a TypeORM QueryRunner.
+async function withDiscardedRunner(dataSource, fn) {
+  const runner = dataSource.createQueryRunner();
+  await runner.connect();
+  try {
+    return await fn(runner);
+  } finally {
+    await runner.query('DISCARD ALL');
+    await runner.release();
+  }
+}
+// end snippet
+
+// leaveState is a request that leaves session state of every kind on its
+// connection; leftState reads what the next request finds.
+const leaveState = [
+  `SELECT set_config('app.current_tenant', '1', false)`,
+  `SET search_path = pg_catalog`,
+  `PREPARE leftover AS SELECT 1`,
+  `LISTEN leftover`,
+  `SELECT pg_advisory_lock(42)`,
+];
+const leftState = `SELECT current_setting('app.current_tenant', true) AS tenant, current_setting('search_path') AS search_path,
+  (SELECT count(*)::int FROM pg_prepared_statements WHERE name = 'leftover') AS prepared,
+  (SELECT count(*)::int FROM pg_listening_channels()) AS listening,
+  (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS advisory_locks`;
+
 // observe is what a request that forgot to scope reads.
 const observe = `SELECT current_setting('app.current_tenant', true) AS seen, current_user::text AS usr,
   coalesce(array_agg(tenant_id ORDER BY id), '{}') AS tenants FROM invoices`;
@@ -236,6 +283,14 @@ const checks = {
     } catch (err) {
       return { error: err.message };
     }
+  }),
+  'pg-discard': (a) => withPool(a.url, async (pool) => {
+    await withDiscardedClient(pool, async (c) => { for (const q of leaveState) await c.query(q); });
+    return { left: (await pool.query(leftState)).rows[0] };
+  }),
+  'typeorm-discard': (a) => withDataSource(a.url, async (ds) => {
+    await withDiscardedRunner(ds, async (r) => { for (const q of leaveState) await r.query(q); });
+    return { left: (await ds.query(leftState))[0] };
   }),
   'typeorm-tenant-tx': (a) => withDataSource(a.url, async (ds) => ({
     own: tenantsOf(await inTenantTransaction(ds, a.tenant, (m) => m.query(own))),
