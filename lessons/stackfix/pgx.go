@@ -7,6 +7,8 @@ package stackfix
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -142,6 +144,56 @@ func StartForRequest(ctx context.Context, work func(context.Context) error) <-ch
 	done := make(chan error, 1)
 	go func(ctx context.Context) { done <- work(ctx) }(context.WithoutCancel(ctx))
 	return done
+}
+
+// end snippet
+
+// snippet: check-forced-rls
+
+// UnprotectedTablesSQL lists every table and partition in schema public
+// that has a tenant_id column and does not have row-level security both
+// enabled and forced.
+const UnprotectedTablesSQL = `SELECT c.oid::regclass::text
+FROM pg_class c
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
+  AND NOT (c.relrowsecurity AND c.relforcerowsecurity)
+ORDER BY 1`
+
+// CheckForcedRLS returns an error that names every table
+// UnprotectedTablesSQL finds; a test runs it after the migrations.
+func CheckForcedRLS(ctx context.Context, db *pgxpool.Pool) error {
+	rows, err := db.Query(ctx, UnprotectedTablesSQL)
+	if err != nil {
+		return err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	if len(names) > 0 {
+		return fmt.Errorf("tables with a tenant_id column and no forced RLS: %s", strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// end snippet
+
+// snippet: discard-on-release
+
+// DiscardOnRelease makes the pool run DISCARD ALL on every connection that
+// comes back (settings, role, prepared statements, LISTEN, temporary
+// tables, advisory locks), and sends statements without naming them, so that
+// DISCARD ALL drops no statement pgx still counts on; a connection the
+// reset fails on is closed.
+func DiscardOnRelease(cfg *pgxpool.Config) {
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	cfg.AfterRelease = func(c *pgx.Conn) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := c.Exec(ctx, "DISCARD ALL")
+		return err == nil
+	}
 }
 
 // end snippet

@@ -37,6 +37,8 @@ var quoted = map[string][]string{
 	"03-shared-pool.md":      {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"05-rls-bypass.md":       {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"06-unset-setting.md":    {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"19-missing-rls.md":      {"check-forced-rls", "pg-check-forced-rls"},
+	"12-reset-scope.md":      {"discard-on-release", "pg-discard", "typeorm-discard"},
 	"09-scoping-cost.md":     {"tenant-tx", "tenant-batch", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"13-lost-context.md":     {"background-work", "pg-tenant-context"},
 }
@@ -434,5 +436,181 @@ func TestNodeFixes(t *testing.T) {
 				t.Errorf("want Acme's 3 rows as %s, then the app role and nothing, got %+v", role, r)
 			}
 		})
+	}
+}
+
+// TestForcedRLSChecks runs the missing-rls lesson's check, in Go and (when
+// node is installed) in Node, on a lab as it is (no table found), after a
+// table with a tenant_id column and no RLS and a partitioned table with
+// RLS on its parent only are added (all three named), and after RLS is
+// enabled and forced on each (none found again).
+func TestForcedRLSChecks(t *testing.T) {
+	f := newFixture(t)
+	ctx := f.ctx
+	p := f.pool(t)
+	node, _ := exec.LookPath("node")
+	dir, _ := filepath.Abs(nodeApp)
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "pg")); err != nil {
+		node = ""
+	}
+	nodeCheck := func(t *testing.T) string {
+		t.Helper()
+		if node == "" {
+			return "(node not run)"
+		}
+		cmd := exec.Command(node, "fixes.js", "--url", f.lab.Sandbox.AppURL, "--check", "pg-check-forced-rls")
+		cmd.Dir = dir
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("node: %v", err)
+		}
+		var r struct{ Error *string }
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Error == nil {
+			return ""
+		}
+		return *r.Error
+	}
+	admin := func(stmts ...string) {
+		t.Helper()
+		conn, release, err := f.lab.Sandbox.Admin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		for _, s := range stmts {
+			if _, err := conn.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+	}
+	t.Cleanup(func() { admin("DROP TABLE IF EXISTS stackfix_notes", "DROP TABLE IF EXISTS stackfix_events CASCADE") })
+	check := func(want string) {
+		t.Helper()
+		got := ""
+		if err := stackfix.CheckForcedRLS(ctx, p); err != nil {
+			got = err.Error()
+		}
+		if got != want {
+			t.Errorf("Go check: %q, want %q", got, want)
+		}
+		if n := nodeCheck(t); n != want && n != "(node not run)" {
+			t.Errorf("Node check: %q, want %q", n, want)
+		}
+	}
+	check("")
+	admin(
+		"CREATE TABLE stackfix_notes (id serial PRIMARY KEY, tenant_id int NOT NULL)",
+		"CREATE TABLE stackfix_events (tenant_id int NOT NULL, day date NOT NULL) PARTITION BY RANGE (day)",
+		"CREATE TABLE stackfix_events_1 PARTITION OF stackfix_events FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')",
+		"ALTER TABLE stackfix_events ENABLE ROW LEVEL SECURITY",
+		"ALTER TABLE stackfix_events FORCE ROW LEVEL SECURITY",
+	)
+	check("tables with a tenant_id column and no forced RLS: stackfix_events_1, stackfix_notes")
+	var stmts []string
+	for _, table := range []string{"stackfix_notes", "stackfix_events_1"} {
+		stmts = append(stmts, "ALTER TABLE "+table+" ENABLE ROW LEVEL SECURITY", "ALTER TABLE "+table+" FORCE ROW LEVEL SECURITY")
+	}
+	admin(stmts...)
+	check("")
+}
+
+// leftState is what the next request finds of the state a request left on
+// its connection (see leaveState).
+type leftState struct {
+	Tenant        *string `json:"tenant"`
+	SearchPath    string  `json:"search_path"`
+	Prepared      int     `json:"prepared"`
+	Listening     int     `json:"listening"`
+	AdvisoryLocks int     `json:"advisory_locks"`
+}
+
+var leaveState = []string{
+	`SELECT set_config('app.current_tenant', '1', false)`,
+	`SET search_path = pg_catalog`,
+	`PREPARE leftover AS SELECT 1`,
+	`LISTEN leftover`,
+	`SELECT pg_advisory_lock(42)`,
+}
+
+const leftStateSQL = `SELECT current_setting('app.current_tenant', true), current_setting('search_path'),
+  (SELECT count(*)::int FROM pg_prepared_statements WHERE name = 'leftover'),
+  (SELECT count(*)::int FROM pg_listening_channels()),
+  (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())`
+
+func (l leftState) clean() bool {
+	return l.Tenant != nil && *l.Tenant == "" && l.SearchPath == `"$user", public` && l.Prepared == 0 && l.Listening == 0 && l.AdvisoryLocks == 0
+}
+
+// TestDiscardOnRelease runs the reset-scope lesson's fix in Go and (when
+// node is installed) in node-postgres and TypeORM: a request leaves a
+// session-level tenant, a search_path, a prepared statement, a LISTEN and
+// an advisory lock on its connection; after DISCARD ALL on
+// release the next request on that backend finds none of them, and pgx's
+// queries keep working. Without the reset, for contrast, all five stay.
+func TestDiscardOnRelease(t *testing.T) {
+	f := newFixture(t)
+	ctx := f.ctx
+	read := func(p *pgxpool.Pool) leftState {
+		t.Helper()
+		var l leftState
+		if err := p.QueryRow(ctx, leftStateSQL).Scan(&l.Tenant, &l.SearchPath, &l.Prepared, &l.Listening, &l.AdvisoryLocks); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	leave := func(p *pgxpool.Pool) {
+		t.Helper()
+		c, err := p.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Release()
+		for _, s := range leaveState {
+			if _, err := c.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+	}
+	plain := f.pool(t)
+	leave(plain)
+	if l := read(plain); l.clean() || l.Prepared != 1 || l.Listening != 1 || l.AdvisoryLocks != 1 {
+		t.Errorf("without a reset the next request should find everything, found %+v", l)
+	}
+	plain.Close()
+
+	p := f.pool(t, stackfix.DiscardOnRelease)
+	leave(p)
+	for i := 0; i < 3; i++ { // and again: no statement of pgx's went missing
+		if l := read(p); !l.clean() {
+			t.Errorf("after DISCARD ALL on release the next request found %+v", l)
+		}
+	}
+
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed: the node-postgres and TypeORM versions are not run")
+	}
+	dir, _ := filepath.Abs(nodeApp)
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "typeorm")); err != nil {
+		t.Skip("the fixes' packages are not installed: run scripts/setup-debian.sh")
+	}
+	for _, check := range []string{"pg-discard", "typeorm-discard"} {
+		cmd := exec.Command(node, "fixes.js", "--url", f.lab.Sandbox.AppURL, "--check", check)
+		cmd.Dir = dir
+		out, err := cmd.Output()
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				t.Fatalf("%s: %v\n%s", check, err, ee.Stderr)
+			}
+			t.Fatal(err)
+		}
+		var r struct{ Left leftState }
+		if err := json.Unmarshal(out, &r); err != nil || !r.Left.clean() {
+			t.Errorf("%s: the next request found %s (%v)", check, out, err)
+		}
 	}
 }

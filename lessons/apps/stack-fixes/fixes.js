@@ -147,6 +147,70 @@ function inRequestTenantTx(pool, fn) {
 }
 // end snippet
 
+// snippet: pg-check-forced-rls
+// checkForcedRLS throws an error that names every table and partition in
+// schema public with a tenant_id column and no forced row-level security;
+// a test runs it after the migrations.
+async function checkForcedRLS(pool) {
+  const { rows } = await pool.query(`SELECT c.oid::regclass::text AS name
+    FROM pg_class c
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+    WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
+      AND NOT (c.relrowsecurity AND c.relforcerowsecurity)
+    ORDER BY 1`);
+  if (rows.length > 0) {
+    throw new Error(`tables with a tenant_id column and no forced RLS: ${rows.map((r) => r.name).join(', ')}`);
+  }
+}
+// end snippet
+
+// snippet: pg-discard
+// withDiscardedClient hands fn a pooled client and runs DISCARD ALL on it
+// before it goes back; node-postgres names a prepared statement only when
+// a query is given a name, so there is nothing of its own to lose.
+async function withDiscardedClient(pool, fn) {
+  const client = await pool.connect();
+  try {
+    return await fn(client);
+  } finally {
+    try {
+      await client.query('DISCARD ALL');
+      client.release();
+    } catch (err) {
+      client.release(err); // a client that cannot be reset is closed
+    }
+  }
+}
+// end snippet
+
+// snippet: typeorm-discard
+// withDiscardedRunner is the same for code that owns a TypeORM QueryRunner.
+async function withDiscardedRunner(dataSource, fn) {
+  const runner = dataSource.createQueryRunner();
+  await runner.connect();
+  try {
+    return await fn(runner);
+  } finally {
+    await runner.query('DISCARD ALL');
+    await runner.release();
+  }
+}
+// end snippet
+
+// leaveState is a request that leaves session state of every kind on its
+// connection; leftState reads what the next request finds.
+const leaveState = [
+  `SELECT set_config('app.current_tenant', '1', false)`,
+  `SET search_path = pg_catalog`,
+  `PREPARE leftover AS SELECT 1`,
+  `LISTEN leftover`,
+  `SELECT pg_advisory_lock(42)`,
+];
+const leftState = `SELECT current_setting('app.current_tenant', true) AS tenant, current_setting('search_path') AS search_path,
+  (SELECT count(*)::int FROM pg_prepared_statements WHERE name = 'leftover') AS prepared,
+  (SELECT count(*)::int FROM pg_listening_channels()) AS listening,
+  (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS advisory_locks`;
+
 // observe is what a request that forgot to scope reads.
 const observe = `SELECT current_setting('app.current_tenant', true) AS seen, current_user::text AS usr,
   coalesce(array_agg(tenant_id ORDER BY id), '{}') AS tenants FROM invoices`;
@@ -211,6 +275,22 @@ const checks = {
       refused = /no tenant/.test(err.message);
     }
     return { own: mine, other: theirs, wrong, later, refused };
+  }),
+  'pg-check-forced-rls': (a) => withPool(a.url, async (pool) => {
+    try {
+      await checkForcedRLS(pool);
+      return { error: null };
+    } catch (err) {
+      return { error: err.message };
+    }
+  }),
+  'pg-discard': (a) => withPool(a.url, async (pool) => {
+    await withDiscardedClient(pool, async (c) => { for (const q of leaveState) await c.query(q); });
+    return { left: (await pool.query(leftState)).rows[0] };
+  }),
+  'typeorm-discard': (a) => withDataSource(a.url, async (ds) => {
+    await withDiscardedRunner(ds, async (r) => { for (const q of leaveState) await r.query(q); });
+    return { left: (await ds.query(leftState))[0] };
   }),
   'typeorm-tenant-tx': (a) => withDataSource(a.url, async (ds) => ({
     own: tenantsOf(await inTenantTransaction(ds, a.tenant, (m) => m.query(own))),
