@@ -75,12 +75,27 @@ func (b *tab) dashRows() [][4]string {
 	})`))
 }
 
+// pageTimeout bounds loading one page of this test: a dashboard of thirty
+// on a loaded machine takes longer than one ordinary browser step.
+const pageTimeout = 2 * time.Minute
+
+// open navigates to url and waits until the element with id is there, within
+// pageTimeout.
+func (b *tab) openWait(url, id string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, pageTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitReady(chromedp.ID(id))); err != nil {
+		b.t.Fatalf("%s: open %s: %v", b.name, url, err)
+	}
+}
+
 // follow opens the link that sel finds, as a click on it would, and waits
 // for the dashboard's live part.
 func (b *tab) follow(sel string) {
 	b.t.Helper()
-	href := run(b, chromedp.Evaluate[string](`document.querySelector(` + "`" + sel + "`" + `).href`))
-	b.do(chromedp.Navigate(href), chromedp.WaitReady(chromedp.ID("dash-live")))
+	href := run(b, chromedp.Evaluate[string](`document.querySelector(`+"`"+sel+"`"+`).href`))
+	b.openWait(href, "dash-live")
 }
 
 func TestBrowserFacilitator30(t *testing.T) {
@@ -93,7 +108,8 @@ func TestBrowserFacilitator30(t *testing.T) {
 
 	// The facilitator finds the form from the top of the home page.
 	fac := newTab(t, browser, "facilitator")
-	fac.do(chromedp.Navigate(ts.URL+"/"), chromedp.WaitVisible(chromedp.ID("new-workshop")), chromedp.EmulateViewport(1280, 720))
+	fac.do(chromedp.EmulateViewport(1280, 720))
+	fac.openWait(ts.URL+"/", "new-workshop")
 	if y := run(fac, chromedp.Evaluate[float64](`document.getElementById("new-workshop").getBoundingClientRect().bottom`)); y > 720 {
 		t.Errorf("the link to the workshop form is at y=%v, below the first screen", y)
 	}
@@ -128,7 +144,8 @@ func TestBrowserFacilitator30(t *testing.T) {
 	runToEnd(t, ts, clients[0], labs[0], "set-leak", engine.PatternSessionSet)
 	runToEnd(t, ts, clients[1], labs[1], "set-leak", engine.PatternTxLocal)
 
-	fac.do(chromedp.EmulateViewport(1280, 720), chromedp.Navigate(w.FacilitatorURL), chromedp.WaitReady(chromedp.ID("dash-live")))
+	fac.do(chromedp.EmulateViewport(1280, 720))
+	fac.openWait(w.FacilitatorURL, "dash-live")
 	fac.poll("dashboard socket", `window.rlslabTest.wsOpen > 0`)
 	fac.poll("the table of thirty", fmt.Sprintf(`document.getElementById("dash-live").getAttribute("data-layout") === "table" &&
 		document.querySelectorAll("#dash-live .p-item").length === %d`, n))
@@ -191,7 +208,7 @@ func TestBrowserFacilitator30(t *testing.T) {
 
 	// The room view, on a projector.
 	room := fac
-	room.do(chromedp.Navigate(ts.URL+"/workshops/"+w.ID+"/room"), chromedp.WaitReady(chromedp.ID("room-live")))
+	room.openWait(ts.URL+"/workshops/"+w.ID+"/room", "room-live")
 	got := run(room, chromedp.Evaluate[map[string]string](`({answered: document.querySelector('.room-q[data-variant="session-set"]').getAttribute("data-answered"),
 		leak: document.querySelector('[data-group="leak"]').getAttribute("data-count"),
 		noleak: document.querySelector('[data-group="no-leak"]').getAttribute("data-count"),
@@ -203,8 +220,7 @@ func TestBrowserFacilitator30(t *testing.T) {
 
 	// The workshop ends elsewhere: the open dashboard says so and drops
 	// its Move control, without a reload.
-	fac.do(chromedp.Navigate(ts.URL + "/workshops/" + w.ID))
-	fac.do(chromedp.WaitVisible(chromedp.ID("move")))
+	fac.openWait(ts.URL+"/workshops/"+w.ID, "move")
 	fac.poll("dashboard socket", `window.rlslabTest.wsOpen > 0`)
 	fac.do(chromedp.Evaluate[chromedp.Void](`window.rlslabLoaded = true`))
 	ended := time.Now()
