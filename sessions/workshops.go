@@ -302,18 +302,21 @@ func (w *Workshops) End(ctx context.Context, id string) (int, error) {
 		return 0, err
 	}
 	closed := map[string]bool{}
-	closeLab := func(lab string) {
-		if lab == "" || closed[lab] {
-			return
+	closeAll := func(labs []string) {
+		var todo []string
+		for _, lab := range labs {
+			if lab != "" && !closed[lab] {
+				closed[lab] = true
+				todo = append(todo, lab)
+			}
 		}
-		closed[lab] = true
-		if err := w.labs.CloseLab(ctx, lab); err != nil && rlslab.ErrorCode(err) != rlslab.ENOTFOUND {
-			w.log.Warn("end workshop: close lab", "workshop", id, "lab", lab, "err", err)
-		}
+		w.closeLabs(ctx, id, todo)
 	}
-	for _, p := range ps {
-		closeLab(p.Lab)
+	labs := make([]string, len(ps))
+	for i, p := range ps {
+		labs[i] = p.Lab
 	}
+	closeAll(labs)
 	w.labs.Prepare(id, 0)
 	ids, err := call(ctx, w.db, "end a workshop", func(ctx context.Context, st *store.Store) ([]string, error) {
 		return st.EndWorkshop(ctx, id)
@@ -321,10 +324,34 @@ func (w *Workshops) End(ctx context.Context, id string) (int, error) {
 	if err != nil {
 		return len(closed), err
 	}
-	for _, lab := range ids {
-		closeLab(lab)
-	}
+	closeAll(ids)
 	return len(closed), nil
+}
+
+// endWorkers is how many labs End closes at once.
+const endWorkers = 4
+
+// closeLabs closes the labs of workshop id, endWorkers at once (a room of
+// 30 drops 30 databases).
+func (w *Workshops) closeLabs(ctx context.Context, id string, labs []string) {
+	todo := make(chan string, len(labs))
+	for _, lab := range labs {
+		todo <- lab
+	}
+	close(todo)
+	var wg sync.WaitGroup
+	for range min(endWorkers, len(labs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for lab := range todo {
+				if err := w.labs.CloseLab(ctx, lab); err != nil && rlslab.ErrorCode(err) != rlslab.ENOTFOUND {
+					w.log.Warn("end workshop: close lab", "workshop", id, "lab", lab, "err", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // ByCode returns the open workshop with that join code, or ENOTFOUND.
