@@ -27,7 +27,7 @@
   }
   if (window.htmx) window.htmx.config.wsReconnectDelay = delay;
 
-  var unloading = false, gone = false, probing = false, hideTimer = null;
+  var unloading = false, gone = false, probing = false, open = false, hideTimer = null;
   window.addEventListener("pagehide", function () { unloading = true; });
   window.addEventListener("beforeunload", function () { unloading = true; });
 
@@ -104,9 +104,10 @@
       setTimeout(once, d);
     }
     function once() {
-      if (gone || !document.body.contains(el)) { probing = false; return; }
+      if (gone || open || !document.body.contains(el)) { probing = false; return; }
       fetch(url, { headers: { "Accept": "application/json" }, cache: "no-store", credentials: "same-origin" })
         .then(function (r) {
+          if (open) { probing = false; return; } // back meanwhile
           if (r.status === 404 && lab) { probing = false; labGone(el); return; }
           if (!r.ok && r.status !== 503) { again(); return; }
           probing = false;
@@ -121,6 +122,7 @@
   }
 
   document.addEventListener("htmx:wsClose", function (e) {
+    open = false;
     if (unloading || gone) return;
     var el = e.target && e.target.closest ? e.target.closest("[ws-connect]") || e.target : e.target;
     var code = e.detail && e.detail.event ? e.detail.event.code : 0;
@@ -128,6 +130,7 @@
     probe(el, code, e.detail && e.detail.socketWrapper);
   });
   document.addEventListener("htmx:wsOpen", function () {
+    open = true;
     var b = document.getElementById("conn-status");
     if (!b || b.hidden || gone) return;
     say("ok", "Connected again.");
