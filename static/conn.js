@@ -70,7 +70,10 @@
   function labGone(el) {
     gone = true;
     stop(el);
-    say("gone", "Connection lost: this lab is gone (it expired, or rlslab restarted). Press Run to carry on in a new lab; your runs are kept.");
+    // Only the lab's owner has controls; a watcher has nothing to carry on.
+    var owner = !!document.querySelector("form.run-form, #present[data-owner=yes]");
+    say("gone", owner ? "Connection lost: this lab is gone (it expired, or rlslab restarted). Press Run to carry on in a new lab; your runs are kept." :
+      "Connection lost: this lab is gone (it expired, or rlslab restarted), so there is nothing more to watch here.");
     var live = document.getElementById("live");
     if (!live || document.getElementById("lab-gone")) return;
     var m = location.pathname.match(/^\/lessons\/([^/]+)/);

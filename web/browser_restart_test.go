@@ -233,3 +233,32 @@ func TestBrowserReconnect(t *testing.T) {
 		t.Errorf("after the reconnect the page shows lab %s, want %s", id, lab)
 	}
 }
+
+// TestBrowserPresenterOnGoneLab: a presenter whose lab is gone is told so
+// (with Run as the way on), and Space then runs in a new lab, whose
+// presenter view the page moves to.
+func TestBrowserPresenterOnGoneLab(t *testing.T) {
+	t.Parallel()
+	ts := mustStartServer(t, sessions.Config{MaxLabs: 3})
+	browser := newBrowser(t)
+	a := newTab(t, browser, "presenter")
+	a.open(ts.URL + "/lessons/set-leak")
+	gone := a.labID()
+	a.do(chromedp.Navigate(ts.URL+"/labs/"+gone+"/present"), chromedp.WaitReady(chromedp.ID("variant-keys")))
+	a.poll("presenter socket", `window.rlslabTest.wsOpen > 0`)
+	if err := ts.Labs.CloseLab(context.Background(), gone); err != nil {
+		t.Fatal(err)
+	}
+	a.poll("the lab gone notice", `(function () { var s = document.getElementById("conn-status");
+		return !!s && s.getAttribute("data-state") === "gone" && /Press Run/.test(s.textContent); })()`)
+	a.do(chromedp.KeyEvent(" "))
+	a.pollAcrossLoad("the new lab's presenter view", fmt.Sprintf(`location.pathname !== "/labs/%s/present" && /^\/labs\/[^/]+\/present$/.test(location.pathname) &&
+		!!document.getElementById("status") && document.getElementById("status").getAttribute("data-status") === "done"`, gone))
+	lab := strings.TrimSuffix(strings.TrimPrefix(run(a, chromedp.Evaluate[string](`location.pathname`)), "/labs/"), "/present")
+	if lab == gone {
+		t.Fatalf("the presenter moved to lab %q", lab)
+	}
+	if _, err := ts.Labs.Get(lab); err != nil {
+		t.Errorf("the presenter shows lab %s: %v", lab, err)
+	}
+}
