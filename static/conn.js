@@ -27,7 +27,7 @@
   }
   if (window.htmx) window.htmx.config.wsReconnectDelay = delay;
 
-  var unloading = false, gone = false, probing = false, hideTimer = null;
+  var unloading = false, gone = false, probing = false, open = false, hideTimer = null;
   window.addEventListener("pagehide", function () { unloading = true; });
   window.addEventListener("beforeunload", function () { unloading = true; });
 
@@ -70,7 +70,10 @@
   function labGone(el) {
     gone = true;
     stop(el);
-    say("gone", "Connection lost: this lab is gone (it expired, or rlslab restarted). Press Run to carry on in a new lab; your runs are kept.");
+    // Only the lab's owner has controls; a watcher has nothing to carry on.
+    var owner = !!document.querySelector("form.run-form, #present[data-owner=yes]");
+    say("gone", owner ? "Connection lost: this lab is gone (it expired, or rlslab restarted). Press Run to carry on in a new lab; your runs are kept." :
+      "Connection lost: this lab is gone (it expired, or rlslab restarted), so there is nothing more to watch here.");
     var live = document.getElementById("live");
     if (!live || document.getElementById("lab-gone")) return;
     var m = location.pathname.match(/^\/lessons\/([^/]+)/);
@@ -104,9 +107,10 @@
       setTimeout(once, d);
     }
     function once() {
-      if (gone || !document.body.contains(el)) { probing = false; return; }
+      if (gone || open || !document.body.contains(el)) { probing = false; return; }
       fetch(url, { headers: { "Accept": "application/json" }, cache: "no-store", credentials: "same-origin" })
         .then(function (r) {
+          if (open) { probing = false; return; } // back meanwhile
           if (r.status === 404 && lab) { probing = false; labGone(el); return; }
           if (!r.ok && r.status !== 503) { again(); return; }
           probing = false;
@@ -121,6 +125,7 @@
   }
 
   document.addEventListener("htmx:wsClose", function (e) {
+    open = false;
     if (unloading || gone) return;
     var el = e.target && e.target.closest ? e.target.closest("[ws-connect]") || e.target : e.target;
     var code = e.detail && e.detail.event ? e.detail.event.code : 0;
@@ -128,6 +133,7 @@
     probe(el, code, e.detail && e.detail.socketWrapper);
   });
   document.addEventListener("htmx:wsOpen", function () {
+    open = true;
     var b = document.getElementById("conn-status");
     if (!b || b.hidden || gone) return;
     say("ok", "Connected again.");

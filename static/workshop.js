@@ -40,8 +40,13 @@
   // that fragment's text.
   function post(url, body) {
     var msg = document.getElementById("present-msg");
-    fetch(url, { method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded", "HX-Request": "true" }, body: body || "" })
-      .then(function (r) { return r.text().then(function (html) { return { ok: r.ok, html: html }; }); })
+    fetch(url, { method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded", "HX-Request": "true", "HX-Current-URL": location.href }, body: body || "" })
+      .then(function (r) {
+        // The lab was gone and the control went to a new one: show it.
+        var to = r.headers.get("HX-Redirect");
+        if (to) location.href = to;
+        return r.text().then(function (html) { return { ok: r.ok, html: html }; });
+      })
       .then(function (res) {
         if (!msg) return;
         if (res.ok) { msg.textContent = ""; return; }

@@ -3,7 +3,10 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,5 +118,147 @@ func (b *tab) pollAcrossLoad(what, expr string) {
 		if ctx.Err() != nil || !strings.Contains(err.Error(), "navigated or closed") && !strings.Contains(err.Error(), "Cannot find context") {
 			b.t.Fatalf("%s: waiting for %s: %v", b.name, what, err)
 		}
+	}
+}
+
+// cutter is a TCP relay in front of a server whose connections a test can
+// cut, as a network that goes away does: every connection through it is
+// dropped at once and new ones are refused until it is mended.
+type cutter struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+	down   bool
+}
+
+// newCutter relays 127.0.0.1:<free port> to target until the test ends.
+func newCutter(t *testing.T, target string) *cutter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cutter{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { ln.Close(); c.cut() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go c.relay(in)
+		}
+	}()
+	return c
+}
+
+// URL is the relay's address as an http URL.
+func (c *cutter) URL() string { return "http://" + c.ln.Addr().String() }
+
+func (c *cutter) relay(in net.Conn) {
+	c.mu.Lock()
+	if c.down {
+		c.mu.Unlock()
+		in.Close()
+		return
+	}
+	c.mu.Unlock()
+	out, err := net.Dial("tcp", c.target)
+	if err != nil {
+		in.Close()
+		return
+	}
+	c.mu.Lock()
+	if c.down {
+		c.mu.Unlock()
+		in.Close()
+		out.Close()
+		return
+	}
+	c.conns[in], c.conns[out] = true, true
+	c.mu.Unlock()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(out, in); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(in, out); done <- struct{}{} }()
+	<-done
+	in.Close()
+	out.Close()
+	c.mu.Lock()
+	delete(c.conns, in)
+	delete(c.conns, out)
+	c.mu.Unlock()
+}
+
+// cut drops every connection and refuses new ones.
+func (c *cutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.down = true
+	for conn := range c.conns {
+		conn.Close()
+	}
+}
+
+// mend lets connections through again.
+func (c *cutter) mend() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.down = false
+}
+
+// TestBrowserReconnect cuts the network under an open lesson page while
+// rlslab and the lab stay: the page says it lost its connection, and once
+// the network is back it reconnects by itself, says so, and shows the
+// next run live.
+func TestBrowserReconnect(t *testing.T) {
+	t.Parallel()
+	ts := mustStartServer(t, sessions.Config{MaxLabs: 2})
+	link := newCutter(t, strings.TrimPrefix(ts.URL, "http://"))
+	browser := newBrowser(t)
+	a := newTab(t, browser, "learner")
+	a.open(link.URL() + "/lessons/set-leak")
+	lab := a.labID()
+
+	link.cut()
+	a.poll("the connection lost notice", `(function () { var s = document.getElementById("conn-status");
+		return !!s && !s.hidden && s.getAttribute("data-state") === "lost"; })()`)
+	link.mend()
+	a.poll("connected again", `(function () { var s = document.getElementById("conn-status");
+		return window.rlslabTest.wsOpen >= 2 && !!s && s.getAttribute("data-state") === "ok" && /Connected again/.test(s.textContent); })()`)
+	a.poll("the notice gone", `document.getElementById("conn-status").hidden`)
+	since := a.pressRun(engine.PatternSessionSet, "max")
+	a.waitDone(since)
+	if id := a.labID(); id != lab {
+		t.Errorf("after the reconnect the page shows lab %s, want %s", id, lab)
+	}
+}
+
+// TestBrowserPresenterOnGoneLab: a presenter whose lab is gone is told so
+// (with Run as the way on), and Space then runs in a new lab, whose
+// presenter view the page moves to.
+func TestBrowserPresenterOnGoneLab(t *testing.T) {
+	t.Parallel()
+	ts := mustStartServer(t, sessions.Config{MaxLabs: 3})
+	browser := newBrowser(t)
+	a := newTab(t, browser, "presenter")
+	a.open(ts.URL + "/lessons/set-leak")
+	gone := a.labID()
+	a.do(chromedp.Navigate(ts.URL+"/labs/"+gone+"/present"), chromedp.WaitReady(chromedp.ID("variant-keys")))
+	a.poll("presenter socket", `window.rlslabTest.wsOpen > 0`)
+	if err := ts.Labs.CloseLab(context.Background(), gone); err != nil {
+		t.Fatal(err)
+	}
+	a.poll("the lab gone notice", `(function () { var s = document.getElementById("conn-status");
+		return !!s && s.getAttribute("data-state") === "gone" && /Press Run/.test(s.textContent); })()`)
+	a.do(chromedp.KeyEvent(" "))
+	a.pollAcrossLoad("the new lab's presenter view", fmt.Sprintf(`location.pathname !== "/labs/%s/present" && /^\/labs\/[^/]+\/present$/.test(location.pathname) &&
+		!!document.getElementById("status") && document.getElementById("status").getAttribute("data-status") === "done"`, gone))
+	lab := strings.TrimSuffix(strings.TrimPrefix(run(a, chromedp.Evaluate[string](`location.pathname`)), "/labs/"), "/present")
+	if lab == gone {
+		t.Fatalf("the presenter moved to lab %q", lab)
+	}
+	if _, err := ts.Labs.Get(lab); err != nil {
+		t.Errorf("the presenter shows lab %s: %v", lab, err)
 	}
 }
