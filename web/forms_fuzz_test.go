@@ -82,6 +82,9 @@ func validateRun(cat *engine.Catalog, f runForm) error {
 	if _, err := parseSpeed(f.Speed); err != nil {
 		return err
 	}
+	if _, err := livePacing(f.Pacing); err != nil {
+		return err
+	}
 	sc, err := cat.Lookup(f.Scenario)
 	if err != nil {
 		return err
@@ -94,7 +97,7 @@ func validateRun(cat *engine.Catalog, f runForm) error {
 }
 
 func allValidUTF8(f runForm) bool {
-	ok := utf8.ValidString(f.Scenario) && utf8.ValidString(f.Variant) && utf8.ValidString(f.Speed)
+	ok := utf8.ValidString(f.Scenario) && utf8.ValidString(f.Variant) && utf8.ValidString(f.Speed) && utf8.ValidString(f.Pacing)
 	for k, v := range f.Params {
 		ok = ok && utf8.ValidString(k) && utf8.ValidString(v)
 	}
@@ -102,7 +105,7 @@ func allValidUTF8(f runForm) bool {
 }
 
 func sameForm(a, b runForm) bool {
-	if a.Scenario != b.Scenario || a.Variant != b.Variant || a.Speed != b.Speed || len(a.Params) != len(b.Params) {
+	if a.Scenario != b.Scenario || a.Variant != b.Variant || a.Speed != b.Speed || a.Pacing != b.Pacing || len(a.Params) != len(b.Params) {
 		return false
 	}
 	for k, v := range a.Params {
@@ -125,6 +128,9 @@ func FuzzReadRunForm(f *testing.F) {
 		{js, `{"scenario":"set-leak","drop":"table"}`},
 		{js, `null`},
 		{js + "; charset=utf-8", `{"scenario":"set-leak","variant":"session-set","speed":"step"}`},
+		{js, `{"scenario":"set-leak","variant":"session-set","speed":"1","pacing":"live"}`},
+		{js, `{"scenario":"set-leak","variant":"session-set","pacing":"LIVE"}`},
+		{form, "scenario=set-leak&variant=tx-local&speed=4&pacing=auto"},
 		{form, "scenario=set-leak&variant=tx-local&speed=0.25x&param.pool=3"},
 		{form, "scenario=set-leak&variant=tx-local&speed=Infx"},
 		{form, "scenario=%zz"},
@@ -153,17 +159,17 @@ func FuzzReadRunForm(f *testing.F) {
 		}
 		// What was read, sent again as JSON and as a form, reads the same.
 		params := map[string]string{}
-		vals := url.Values{"scenario": {got.Scenario}, "variant": {got.Variant}, "speed": {got.Speed}}
+		vals := url.Values{"scenario": {got.Scenario}, "variant": {got.Variant}, "speed": {got.Speed}, "pacing": {got.Pacing}}
 		for k, v := range got.Params {
 			params[k] = v
 			vals.Set("param."+k, v)
 		}
-		b, _ := json.Marshal(map[string]any{"scenario": got.Scenario, "variant": got.Variant, "speed": got.Speed, "params": params})
+		b, _ := json.Marshal(map[string]any{"scenario": got.Scenario, "variant": got.Variant, "speed": got.Speed, "params": params, "pacing": got.Pacing})
 		again, err := readRunForm(httptest.NewRecorder(), postRequest(js, b))
 		if err != nil || !sameForm(got, again) {
 			t.Fatalf("read %+v; as JSON %s it reads %+v, %v", got, b, again, err)
 		}
-		if !strings.ContainsRune(strings.Join(append([]string{got.Scenario, got.Variant, got.Speed}, keys(got.Params)...), ""), 0) {
+		if !strings.ContainsRune(strings.Join(append([]string{got.Scenario, got.Variant, got.Speed, got.Pacing}, keys(got.Params)...), ""), 0) {
 			again, err = readRunForm(httptest.NewRecorder(), postRequest(form, []byte(vals.Encode())))
 			if err != nil || !sameForm(got, again) {
 				t.Fatalf("read %+v; as a form %q it reads %+v, %v", got, vals.Encode(), again, err)
