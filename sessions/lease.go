@@ -618,10 +618,10 @@ func (m *Manager) reapDead(ctx context.Context) ([]string, error) {
 	return gone, nil
 }
 
-// sweepDead is the periodic sweep: under the sweep lock (else another
-// instance is at it), the dead instances' registrations and leases go,
-// then their labs and roles.
-func (m *Manager) sweepDead(ctx context.Context) {
+// sweepDead is the periodic sweep (and the one at start-up): under the
+// sweep lock (else another instance is at it), the dead instances'
+// registrations and leases go, then their labs and roles.
+func (m *Manager) sweepDead(ctx context.Context, startup bool) {
 	ctx, cancel := context.WithTimeout(ctx, dropTimeout)
 	defer cancel()
 	conn, err := m.admin.Acquire(ctx)
@@ -630,8 +630,19 @@ func (m *Manager) sweepDead(ctx context.Context) {
 		return
 	}
 	defer conn.Release()
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, 0)`, sweepLockKey).Scan(&got); err != nil || !got {
+	// At start-up the sweep waits for one under way to end (what it
+	// drops must be gone when Open returns); later it leaves the sweep to
+	// the instance at it.
+	got := true
+	if startup {
+		_, err = conn.Exec(ctx, `SELECT pg_advisory_lock($1, 0)`, sweepLockKey)
+	} else {
+		err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, 0)`, sweepLockKey).Scan(&got)
+	}
+	if err != nil || !got {
+		if err != nil {
+			m.fails.Warn("sweep", "err", err)
+		}
 		return
 	}
 	defer func() {
@@ -648,7 +659,7 @@ func (m *Manager) sweepDead(ctx context.Context) {
 			m.log.Info("an rlslab instance is gone: its connection budget lease is released", "instance", name)
 		}
 	}
-	m.sweep(ctx, false)
+	m.sweep(ctx, startup)
 }
 
 // labIDLen is the length of a lab id: eight hex digits; with a shared

@@ -271,7 +271,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 			return nil, err
 		}
 	}
-	m.sweep(ctx, true)
+	m.sweepDead(ctx, true)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.spare = newSpares(m, cfg.Spares, min(MaxSpares, cfg.MaxLabs))
 	m.wg.Add(1)
@@ -884,7 +884,7 @@ func (m *Manager) reap() {
 		case <-m.ctx.Done():
 			return
 		case <-sweeps.C:
-			m.sweepDead(m.ctx)
+			m.sweepDead(m.ctx, false)
 			continue
 		case <-t.C:
 		}

@@ -80,7 +80,8 @@ func firstFrame(t *testing.T, base, id string) string {
 }
 
 // TestTwoInstancesBehindHAProxy runs two rlslab instances on one server
-// behind HAProxy with deploy/haproxy.cfg. Labs are made on both; each
+// behind HAProxy with deploy/haproxy.cfg. Labs are made on both; a browser
+// that asks for its lab again keeps it; each
 // lab's page, state.json and live websocket work through HAProxy and
 // through either instance directly (the other forwards); a workshop's
 // dashboard, read through each of the three, lists participants who joined
@@ -109,6 +110,15 @@ func TestTwoInstancesBehindHAProxy(t *testing.T) {
 	}
 	if len(tags) != 2 {
 		t.Errorf("labs made through HAProxy all on one instance: %v", ids)
+	}
+	// A browser asking again (as each lesson page does) reaches the
+	// instance that knows its lab, and keeps it.
+	learner := client(t)
+	mine := newLab(t, learner, hp)
+	for range 4 {
+		if again := newLab(t, learner, hp); again != mine {
+			t.Errorf("POST /labs through HAProxy again: lab %s, want the browser's %s", again, mine)
+		}
 	}
 
 	c := client(t)
