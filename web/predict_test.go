@@ -96,17 +96,28 @@ func TestPredictionsAreCheckedByTheRun(t *testing.T) {
 	runVariant(t, ts, c, lab.ID, "session-set")
 	code, body = do(t, c, "GET", ts.URL+"/lessons/set-leak/predictions/session-set", "", "", "HX-Request", "true")
 	if code != http.StatusOK || !strings.Contains(body, "verdict-wrong") || !strings.Contains(body, "Acme&#39;s invoices") ||
-		!strings.Contains(body, "Globex&#39;s request got 3 rows of another tenant") || !strings.Contains(body, "leaks = 1") {
+		!strings.Contains(body, "Globex got 3 of Acme&#39;s rows: leak.") {
 		t.Fatalf("session-set verdict: %d %s", code, body)
+	}
+	// The verdict says what the outcome bar said, not the lesson's rule.
+	for _, rule := range []string{"leaks", "errors", "foreign_rows", "seen_tenant", "==", "&amp;&amp;"} {
+		if strings.Contains(body, rule) {
+			t.Errorf("the session-set verdict prints the rule %q: %s", rule, body)
+		}
 	}
 	runVariant(t, ts, c, lab.ID, "tx-local")
 	_, body = do(t, c, "GET", ts.URL+"/lessons/set-leak/predictions/tx-local", "", "", "Accept", "application/json")
 	var item struct {
-		State, Picked, Actual string
-		Correct               bool
+		State, Picked, Actual, Evidence string
+		Correct                         bool
 	}
 	if err := json.Unmarshal([]byte(body), &item); err != nil || item.State != "checked" || !item.Correct || item.Actual != "no invoices" {
 		t.Fatalf("tx-local verdict: %s (%v)", body, err)
+	}
+	// It agrees with the outcome bar: the forgetful request failed closed.
+	st := fetchState(t, ts.URL, lab.ID)
+	if v, ok := st.Outcome(); !ok || item.Evidence != v.Headline || !strings.HasPrefix(item.Evidence, "Failed closed: 1 request got 0 rows") {
+		t.Errorf("tx-local evidence %q, state.json's outcome %+v", item.Evidence, v)
 	}
 
 	_, body = do(t, c, "GET", ts.URL+"/progress.json", "", "")
