@@ -80,8 +80,9 @@ func ORMTransactions() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "orm-transactions",
-		Title: "ORM transaction APIs: where set_config(..., true) runs",
+		ID:     "orm-transactions",
+		Pacing: engine.PacingReplay,
+		Title:  "ORM transaction APIs: where set_config(..., true) runs",
 		Variants: []engine.Variant{
 			scoping(ORMDataSourceQuery, PatternDataSourceQuery, "set_config(..., true) and the query as two calls on the pool, as TypeORM's dataSource.query sends them: each is its own implicit transaction."),
 			scoping(ORMRunnerAutocommit, PatternRunnerAutocommit, "Both calls on one QueryRunner's connection, without startTransaction: one connection, but still two implicit transactions."),
@@ -316,6 +317,7 @@ func runORMSpan(ctx context.Context, env *engine.Env, requestWide bool) error {
 	tr.SetMetric(metricIdleInTx, fmt.Sprintf("%d of %d app backends", idle, len(states)), float64(idle))
 	tr.SetMetric(metricRequestsWaiting, fmt.Sprint(waiting), float64(waiting))
 	seen := strings.Join(states, "; ")
+	tr.Measured(fmt.Sprintf("%d of %d app backends sat idle in transaction while their requests waited on the other service; %d request(s) waited for a connection.", idle, len(states), waiting), true)
 	tr.Note("While Acme's and Globex's requests waited on the other service, pg_stat_activity showed: " + seen + ".")
 	for _, r := range reqs {
 		pid := r.Row().PID

@@ -72,8 +72,9 @@ func PinnedState() *engine.Scenario {
 		}}
 	}
 	return &engine.Scenario{
-		ID:    "pinned-state",
-		Title: "Temp tables, advisory locks and LISTEN on a pooled backend",
+		ID:     "pinned-state",
+		Pacing: engine.PacingReplay,
+		Title:  "Temp tables, advisory locks and LISTEN on a pooled backend",
 		Variants: []engine.Variant{
 			temp(PinnedTempTable, false, "Each request runs CREATE TEMP TABLE IF NOT EXISTS report, fills it from invoices under its own tenant, and reads it: Globex's request, on Acme's backend, reads Acme's rows too."),
 			temp(PinnedOnCommitDrop, true, "The same requests with CREATE TEMP TABLE report ... ON COMMIT DROP: the table ends with each transaction."),
@@ -396,6 +397,7 @@ func runPinnedListen(ctx context.Context, rb *bouncerRun, direct bool) error {
 		verdict += fmt.Sprintf(" Its LISTEN belongs to server backend %d, which PgBouncer gave back to the pool after the LISTEN's transaction; the notification went to the client that held that backend when it came.", listener)
 	}
 	tr.Note(verdict)
+	tr.Measured(verdict, true)
 	if err := env.Step(ctx, verdict); err != nil {
 		return err
 	}

@@ -68,8 +68,9 @@ func SchemaPerTenant() *engine.Scenario {
 		return engine.Variant{Name: name, Summary: summary, Conns: adminAndPool, Run: run}
 	}
 	return &engine.Scenario{
-		ID:    "schema-per-tenant",
-		Title: "Schema per tenant: search_path on a pooled connection",
+		ID:     "schema-per-tenant",
+		Pacing: engine.PacingReplay,
+		Title:  "Schema per tenant: search_path on a pooled connection",
 		Variants: []engine.Variant{
 			v(SchemaPerTenantSession, "Acme's request runs SET search_path = tenant_acme, public; Globex's next request on that backend sets nothing and reads tenant_acme.tickets.",
 				func(ctx context.Context, env *engine.Env) error { return runSchemaPerTenant(ctx, env, schemaSession) }),

@@ -363,7 +363,7 @@ func TestCopyInAndOut(t *testing.T) {
 // LISTEN through the proxy gets a NOTIFY sent from another session, while
 // the probe keeps reading the idle connection.
 func TestListenNotify(t *testing.T) {
-	t.Parallel()
+	// Alone: it counts goroutines or waits for a probe on a quiet server.
 	f := newFixture(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -631,7 +631,7 @@ func TestUnixSocketUpstream(t *testing.T) {
 // idle, one stuck before its startup packet), their goroutines end, and
 // Serve returns nil.
 func TestServeStopsWithContext(t *testing.T) {
-	t.Parallel()
+	// Alone: it counts goroutines or waits for a probe on a quiet server.
 	f := newFixture(t, nil)
 	leaks := goleak.IgnoreCurrent()
 	srv, err := New(Config{Lookup: f.srv.cfg.Lookup, Events: f.events})
