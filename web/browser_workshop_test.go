@@ -67,11 +67,11 @@ func TestBrowserWorkshop(t *testing.T) {
 	shots := screenshotDir(t)
 	start := time.Now()
 
-	// The facilitator creates the workshop on the home page and opens the
-	// facilitator link.
+	// The facilitator creates the workshop on its page (linked from the top
+	// of the home page) and opens the facilitator link.
 	fac := newTab(t, browser, "facilitator")
 	fac.do(
-		chromedp.Navigate(ts.URL+"/"),
+		chromedp.Navigate(ts.URL+"/workshops/new"),
 		chromedp.SetValue(chromedp.CSS(`form[action="/workshops"] input[name=title]`), "Tenants and pools, room 1"),
 		chromedp.Click(chromedp.CSS(`form[action="/workshops"] button[type=submit]`)),
 		chromedp.WaitVisible(chromedp.ID("facilitator-url")),
