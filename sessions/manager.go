@@ -32,7 +32,7 @@ import (
 
 // Bounds and defaults of Config.
 const (
-	DefaultMaxLabs     = 100
+	DefaultMaxLabs     = 250
 	MaxMaxLabs         = 2000
 	DefaultTTL         = 30 * time.Minute
 	DefaultMaxLifetime = 8 * time.Hour
