@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -111,6 +112,7 @@ func (s *Server) handleCreateLab(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.rememberLab(w, r, lab.ID)
 	if slug := r.URL.Query().Get("lesson"); slug != "" && !wantsJSON(r) {
 		if r.Header.Get("HX-Request") == "" {
 			http.Redirect(w, r, "/lessons/"+url.PathEscape(slug), http.StatusSeeOther)
@@ -137,7 +139,7 @@ func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 	lab, err := s.labs.Get(r.PathValue("id"))
 	if rlslab.ErrorCode(err) == rlslab.ENOTFOUND && !wantsJSON(r) {
 		// A gone lab's owner, who has another lab by now, goes there.
-		if cur := s.labs.ForOwner(cookieToken(r)); cur != nil {
+		if cur := s.labs.ForOwner(cookieToken(r)); cur != nil && hadLab(r, r.PathValue("id")) {
 			http.Redirect(w, r, "/labs/"+cur.ID, http.StatusSeeOther)
 			return
 		}
@@ -151,6 +153,7 @@ func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 		s.renderWatch(w, r, lab)
 		return
 	}
+	s.rememberLab(w, r, lab.ID)
 	lab.Touch()
 	var choices []views.ScenarioChoice
 	for _, sc := range s.labs.Catalog().All() {
@@ -320,7 +323,13 @@ func (s *Server) owner(h func(w http.ResponseWriter, r *http.Request, id string,
 func (s *Server) resumeLab(w http.ResponseWriter, r *http.Request, id string) (*sessions.Lab, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.createWait)
 	defer cancel()
-	lab, replaced, err := s.labs.Resume(ctx, id, cookieToken(r), clientIP(r))
+	owner := cookieToken(r)
+	if !hadLab(r, id) {
+		// Only the browser that held the gone lab carries on in another;
+		// any other id is an unknown lab.
+		owner = ""
+	}
+	lab, replaced, err := s.labs.Resume(ctx, id, owner, clientIP(r))
 	if rlslab.ErrorCode(err) == rlslab.EPREPARING && r.Header.Get("HX-Request") != "" {
 		// The page, loaded again, waits for the lab being prepared.
 		w.Header().Set("HX-Redirect", pageAfterResume(r, id, ""))
@@ -329,6 +338,7 @@ func (s *Server) resumeLab(w http.ResponseWriter, r *http.Request, id string) (*
 		return nil, err
 	}
 	if replaced {
+		s.rememberLab(w, r, lab.ID)
 		w.Header().Set("Location", "/labs/"+lab.ID)
 		if r.Header.Get("HX-Request") != "" {
 			w.Header().Set("HX-Redirect", pageAfterResume(r, id, lab.ID))
@@ -387,6 +397,52 @@ func (s *Server) ownerToken(w http.ResponseWriter, r *http.Request) string {
 	return t
 }
 
+// LabCookie names the cookie that remembers the labs a browser was given
+// (its newest few), so that once one is gone (it expired, or rlslab
+// restarted) that browser, and only it, carries on in a new lab from the
+// old lab's page.
+const LabCookie = "rlslab_labs"
+
+// labsRemembered is how many lab ids the lab cookie keeps.
+const labsRemembered = 8
+
+// rememberLab adds id to the browser's lab cookie.
+func (s *Server) rememberLab(w http.ResponseWriter, r *http.Request, id string) {
+	had := labsOf(r)
+	if len(had) > 0 && had[0] == id {
+		return
+	}
+	keep := []string{id}
+	for _, h := range had {
+		if h != id && len(keep) < labsRemembered {
+			keep = append(keep, h)
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: LabCookie, Value: strings.Join(keep, "."), Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode,
+		Secure: r.TLS != nil, MaxAge: int(ownerCookieAge / time.Second)})
+}
+
+// labsOf returns the lab ids in the browser's lab cookie, newest first;
+// anything that is not a lab id is left out.
+func labsOf(r *http.Request) []string {
+	c, err := r.Cookie(LabCookie)
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, id := range strings.Split(c.Value, ".") {
+		if validLabID(id) && len(ids) < labsRemembered {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// hadLab says whether the browser was given the lab with that id.
+func hadLab(r *http.Request, id string) bool {
+	return slices.Contains(labsOf(r), id)
+}
+
 // setLearnerCookie keeps token in the browser's learner cookie. It is Lax,
 // so that a participant arriving from a link in a chat keeps their lab;
 // every control request is a POST, which Lax does not send across sites,
@@ -412,4 +468,18 @@ func (s *Server) preparing(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		s.render(w, r, http.StatusAccepted, views.LabPreparingPage(r.URL.RequestURI(), msg))
 	}
+}
+
+// validLabID says whether s has the shape of a lab id: 8 lower-case hex
+// digits.
+func validLabID(s string) bool {
+	if len(s) != 8 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -71,3 +71,23 @@ func plausibleLab(id string) bool {
 	}
 	return true
 }
+
+// FuzzLabsOf: whatever the lab cookie holds, only lab ids come back, at
+// most labsRemembered of them.
+func FuzzLabsOf(f *testing.F) {
+	f.Add("0a1b2c3d.ffffffff")
+	f.Add("0a1b2c3d..<script>.FFFFFFFF.12345678901")
+	f.Fuzz(func(t *testing.T, v string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Cookie", LabCookie+"="+v)
+		ids := labsOf(r)
+		if len(ids) > labsRemembered {
+			t.Fatalf("%q: %d ids", v, len(ids))
+		}
+		for _, id := range ids {
+			if !validLabID(id) {
+				t.Fatalf("%q: %q is no lab id", v, id)
+			}
+		}
+	})
+}
