@@ -286,10 +286,11 @@ func TestFaultSlowClients(t *testing.T) {
 	c := client(t)
 	id := newLab(t, c, base)
 	u, _ := http.NewRequest("GET", base, nil)
-	var cookie string
+	var cookies []string
 	for _, ck := range c.Jar.Cookies(u.URL) {
-		cookie = ck.Name + "=" + ck.Value
+		cookies = append(cookies, ck.Name+"="+ck.Value)
 	}
+	cookie := strings.Join(cookies, "; ")
 
 	type result struct {
 		kind   string
