@@ -363,16 +363,19 @@ func TestCopyInAndOut(t *testing.T) {
 // LISTEN through the proxy gets a NOTIFY sent from another session, while
 // the probe keeps reading the idle connection.
 func TestListenNotify(t *testing.T) {
-	// Alone: it counts goroutines or waits for a probe on a quiet server.
+	t.Parallel()
 	f := newFixture(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c := connect(t, f.proxyURL, pgx.QueryExecModeCacheStatement)
 	pid := c.PgConn().PID()
+	// Counted before the LISTEN: the probe after it may end before Exec
+	// returns.
+	before := f.probes(pid)
 	if _, err := c.Exec(ctx, "LISTEN proxy_events"); err != nil {
 		t.Fatal(err)
 	}
-	f.waitProbe(t, pid, f.probes(pid))
+	f.waitProbe(t, pid, before)
 	if _, err := f.admin.Exec(ctx, "SELECT pg_notify('proxy_events', 'hello')"); err != nil {
 		t.Fatal(err)
 	}
@@ -631,7 +634,7 @@ func TestUnixSocketUpstream(t *testing.T) {
 // idle, one stuck before its startup packet), their goroutines end, and
 // Serve returns nil.
 func TestServeStopsWithContext(t *testing.T) {
-	// Alone: it counts goroutines or waits for a probe on a quiet server.
+	// Not parallel: it counts the package's goroutines.
 	f := newFixture(t, nil)
 	leaks := goleak.IgnoreCurrent()
 	srv, err := New(Config{Lookup: f.srv.cfg.Lookup, Events: f.events})
