@@ -294,8 +294,9 @@ func (b *bench) healthz(ctx context.Context) (healthzDoc, error) {
 // finishedAt finds request rows' server-side finish times in a frame.
 var finishedAt = regexp.MustCompile(`data-finished-at="(\d+)"`)
 
-// statusAttrs finds the status bar's status and frame number in a frame.
-var statusAttrs = regexp.MustCompile(`data-status="(\w+)" data-version="\d+" data-frame="(\d+)"`)
+// statusAttrs finds the status bar's status and frame number in a frame:
+// the attributes of its element, whatever else stands between them.
+var statusAttrs = regexp.MustCompile(`id="status"[^>]*? data-status="(\w+)"[^>]*? data-frame="(\d+)"`)
 
 // runSpec is one run a participant starts.
 type runSpec struct {
