@@ -33,9 +33,9 @@ func facilitatorShots(t *testing.T) string {
 	return dir
 }
 
-// scheme emulates a colour scheme ("light", "dark" or "" for the
+// colourScheme emulates a colour scheme ("light", "dark" or "" for the
 // system's).
-func scheme(v string) chromedp.Action[chromedp.Void] {
+func colourScheme(v string) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 		_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: v}}})
 		return err
@@ -54,14 +54,14 @@ func (b *tab) shoot(dir, name string, sizes [][2]int64) {
 			b.t.Errorf("%s is %d px wider than %dx%d: %v", name, px, sz[0], sz[1], wide)
 		}
 		for _, sc := range []string{"light", "dark"} {
-			b.do(scheme(sc))
+			b.do(colourScheme(sc))
 			png := run(b, chromedp.CaptureScreenshot())
 			out := filepath.Join(dir, fmt.Sprintf("%s-%dx%d-%s.png", name, sz[0], sz[1], sc))
 			if err := os.WriteFile(out, png, 0o644); err != nil {
 				b.t.Fatal(err)
 			}
 		}
-		b.do(scheme(""))
+		b.do(colourScheme(""))
 	}
 }
 

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -39,13 +37,7 @@ func readAxe(t *testing.T) string {
 // emulate sets the tab's viewport and its prefers-color-scheme.
 func (b *tab) emulate(w, h int64, scheme string) {
 	b.t.Helper()
-	b.do(
-		chromedp.EmulateViewport(w, h),
-		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}})
-			return err
-		}),
-	)
+	b.do(chromedp.EmulateViewport(w, h), colourScheme(scheme))
 }
 
 // box is an element's place on the screen, as getBoundingClientRect has it,

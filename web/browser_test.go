@@ -468,17 +468,11 @@ func checkTimeline(t *testing.T, b *tab, st engine.State) {
 // the tenant colours of the timeline still apart from the background.
 func checkDark(t *testing.T, b *tab) {
 	t.Helper()
-	scheme := func(v string) chromedp.Action[chromedp.Void] {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: v}}})
-			return err
-		})
-	}
-	b.do(scheme("dark"))
+	b.do(colourScheme("dark"))
 	got := run(b, chromedp.Evaluate[[]string](`[getComputedStyle(document.body).backgroundColor,
 		getComputedStyle(document.querySelector("#timeline .tl-band.tenant-1 rect")).fill,
 		getComputedStyle(document.querySelector("#timeline .tl-block.tl-leak rect")).stroke]`))
-	b.do(scheme(""))
+	b.do(colourScheme(""))
 	if len(got) != 3 || got[0] != "rgb(21, 23, 26)" || got[1] == got[0] || got[2] == got[0] {
 		t.Errorf("dark scheme: body, Acme's band and the LEAK block are %q", got)
 	}
