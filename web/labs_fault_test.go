@@ -126,9 +126,12 @@ func TestFaultBackendsTerminatedMidRun(t *testing.T) {
 			s := mustStartServer(t, sessions.Config{MaxLabs: 2, Spares: -1})
 			c := newBrowserClient(t)
 			id := openLesson(t, s, c, "set-leak")
-			if code, body := do(t, c, "POST", s.URL+"/labs/"+id+"/runs", "application/json", `{"scenario":"set-leak","variant":"session-set","speed":"`+speed+`"}`); code != http.StatusAccepted {
+			if code, body := do(t, c, "POST", s.URL+"/labs/"+id+"/runs", "application/json", `{"scenario":"set-leak","variant":"session-set","speed":"`+speed+`","pacing":"live"}`); code != http.StatusAccepted {
 				t.Fatalf("run: %d %s", code, body)
 			}
+			// The run is paced live: a replayed run has finished on the
+			// database before its first frame is shown, so killing the
+			// backends it shows would prove nothing.
 			// Step (or let 0.25× play) until the pool holds a connection.
 			st := waitState(t, s, id, "holding a connection", func(st engine.State) bool {
 				if len(holding(st)) > 0 {
@@ -143,7 +146,11 @@ func TestFaultBackendsTerminatedMidRun(t *testing.T) {
 			if len(killed) == 0 {
 				t.Fatalf("the view shows %d connections but the app role has no backend", len(holding(st)))
 			}
-			if _, err := s.Labs.Admin().Exec(t.Context(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY($1)", killed); err != nil {
+			// pg_terminate_backend with a timeout returns once the backend
+			// has exited; without one it only sends the signal, and at
+			// 0.25x the next request may still be served by the backend in
+			// the moment before it handles it.
+			if _, err := s.Labs.Admin().Exec(t.Context(), "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE pid = ANY($1)", killed); err != nil {
 				t.Fatal(err)
 			}
 			before := len(getState(t, s, id).Requests)
