@@ -22,7 +22,7 @@
 require('reflect-metadata');
 const { AsyncLocalStorage } = require('node:async_hooks');
 const pg = require('pg');
-const { DataSource } = require('typeorm');
+const { DataSource, EntitySchema } = require('typeorm');
 
 const { Pool, escapeIdentifier } = pg;
 
@@ -197,6 +197,83 @@ async function withDiscardedRunner(dataSource, fn) {
 }
 // end snippet
 
+// snippet: pg-catalog-check
+// catalogCheck runs sql, a catalog query that returns one name per row in
+// a column called name, and throws an error that lists them after what;
+// a test runs it after the migrations, as the app's own role.
+async function catalogCheck(pool, what, sql) {
+  const { rows } = await pool.query(sql);
+  if (rows.length > 0) throw new Error(`${what}: ${rows.map((r) => r.name).join(', ')}`);
+}
+// end snippet
+
+// snippet: pg-search-param
+// searchInvoices returns the ids of the invoices, in the request's
+// transaction on client, whose customer contains term. The term is sent
+// as a parameter ($1), apart from the SQL text: the server compares it as
+// a string and never runs any of it.
+async function searchInvoices(client, term) {
+  const { rows } = await client.query(
+    'SELECT id FROM invoices WHERE strpos(customer, $1) > 0 ORDER BY id', [term]);
+  return rows.map((r) => r.id);
+}
+// end snippet
+
+// snippet: typeorm-search-param
+// searchInvoicesWith is the same with the transaction's TypeORM manager:
+// manager.query takes the parameters as its second argument.
+async function searchInvoicesWith(manager, term) {
+  const rows = await manager.query(
+    'SELECT id FROM invoices WHERE strpos(customer, $1) > 0 ORDER BY id', [term]);
+  return rows.map((r) => r.id);
+}
+// end snippet
+
+// snippet: pg-not-member
+// checkNotMember throws when the pool's login role is a member of role,
+// directly or through other roles: any SQL it runs could SET ROLE to it,
+// and if it inherits, every policy TO role applies to its queries at once.
+// The tenant API runs it at start-up with the role of the admin policies.
+async function checkNotMember(pool, role) {
+  const { rows: [r] } = await pool.query(
+    `SELECT current_user::text AS usr, pg_has_role($1::name, 'MEMBER') AS member`, [role]);
+  if (r.member) throw new Error(`${r.usr} is a member of ${role}, whose policies it can reach`);
+}
+// end snippet
+
+// snippet: typeorm-purge
+// purgeContacts removes the tenant's contacts with DELETE, which the
+// tenant policy filters. repository.clear() would send TRUNCATE, which no
+// policy filters: it empties the table for every tenant.
+function purgeContacts(dataSource, tenant) {
+  return inTenantTransaction(dataSource, tenant, (manager) =>
+    manager.createQueryBuilder().delete().from(Contact).execute());
+}
+// end snippet
+
+// snippet: pg-explain-as-tenant
+// explainAsTenant returns the plan of sql as the pool's role gets it,
+// scoped to tenant, with the policies in it; the query does not run.
+function explainAsTenant(pool, tenant, sql) {
+  return inTenantTx(pool, tenant, async (client) => {
+    const { rows } = await client.query(`EXPLAIN ${sql}`);
+    return rows.map((r) => r['QUERY PLAN']).join('\n');
+  });
+}
+// end snippet
+
+// Contact is the contacts table of the side-channels lesson, as a
+// TypeORM entity.
+const Contact = new EntitySchema({
+  name: 'Contact',
+  tableName: 'contacts',
+  columns: {
+    id: { type: Number, primary: true, generated: true },
+    tenantId: { type: Number, name: 'tenant_id' },
+    email: { type: String },
+  },
+});
+
 // leaveState is a request that leaves session state of every kind on its
 // connection; leftState reads what the next request finds.
 const leaveState = [
@@ -234,7 +311,7 @@ async function withPool(url, fn) {
 }
 
 async function withDataSource(url, fn) {
-  const ds = new DataSource({ type: 'postgres', url, extra: { max: 1 } });
+  const ds = new DataSource({ type: 'postgres', url, extra: { max: 1 }, entities: [Contact] });
   await ds.initialize();
   try {
     return await fn(ds);
@@ -283,6 +360,55 @@ const checks = {
     } catch (err) {
       return { error: err.message };
     }
+  }),
+  'pg-catalog-check': (a) => withPool(a.url, async (pool) => {
+    try {
+      await catalogCheck(pool, a.what, a.sql);
+      return { error: null };
+    } catch (err) {
+      return { error: err.message };
+    }
+  }),
+  // pg-search-param and typeorm-search-param search for --term and list
+  // the invoices in the same scoped transaction, and read app.is_admin.
+  'pg-search-param': (a) => withPool(a.url, (pool) => inTenantTx(pool, a.tenant, async (c) => ({
+    found: await searchInvoices(c, a.term),
+    own: tenantsOf((await c.query(own)).rows),
+    admin: (await c.query(`SELECT current_setting('app.is_admin', true) AS v`)).rows[0].v,
+  }))),
+  'typeorm-search-param': (a) => withDataSource(a.url, (ds) => inTenantTransaction(ds, a.tenant, async (m) => ({
+    found: await searchInvoicesWith(m, a.term),
+    own: tenantsOf(await m.query(own)),
+    admin: (await m.query(`SELECT current_setting('app.is_admin', true) AS v`))[0].v,
+  }))),
+  'pg-not-member': (a) => withPool(a.url, async (pool) => {
+    try {
+      await checkNotMember(pool, a.role);
+      return { error: null };
+    } catch (err) {
+      return { error: err.message };
+    }
+  }),
+  // typeorm-clear and typeorm-purge empty the tenant's contacts: with
+  // repository.clear() (the wrong way) or with purgeContacts.
+  'typeorm-clear': (a) => withDataSource(a.url, async (ds) => {
+    try {
+      await inTenantTransaction(ds, a.tenant, (m) => m.getRepository(Contact).clear());
+      return { error: null };
+    } catch (err) {
+      return { error: err.message, code: err.driverError && err.driverError.code };
+    }
+  }),
+  'typeorm-purge': (a) => withDataSource(a.url, async (ds) => ({ deleted: (await purgeContacts(ds, a.tenant)).affected })),
+  'pg-explain-as-tenant': (a) => withPool(a.url, async (pool) => ({ plan: await explainAsTenant(pool, a.tenant, a.sql) })),
+  // pg-plan-cache runs sql for tenant 1, then for tenant 2, on one
+  // connection, each in its own scoped transaction, as an unnamed
+  // statement or (with --name) as a named one, which node-postgres
+  // prepares on the connection once and reuses.
+  'pg-plan-cache': (a) => withPool(a.url, async (pool) => {
+    const q = a.name ? { name: a.name, text: a.sql } : { text: a.sql };
+    const read = (tenant) => inTenantTx(pool, tenant, async (c) => tenantsOf((await c.query(q)).rows));
+    return { acme: await read('1'), globex: await read('2') };
   }),
   'pg-discard': (a) => withPool(a.url, async (pool) => {
     await withDiscardedClient(pool, async (c) => { for (const q of leaveState) await c.query(q); });
