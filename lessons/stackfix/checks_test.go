@@ -142,7 +142,7 @@ func TestOwnerRightsCheck(t *testing.T) {
 	p := f.pool(t)
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
 	const what = "read with their owner's rights"
-	f.cleanup(t, "DROP VIEW IF EXISTS stackfix_report", "DROP MATERIALIZED VIEW IF EXISTS stackfix_totals", "DROP FUNCTION IF EXISTS stackfix_list()")
+	f.cleanup(t, "DROP VIEW IF EXISTS stackfix_report", "DROP VIEW IF EXISTS stackfix_typeorm_report", "DROP MATERIALIZED VIEW IF EXISTS stackfix_totals", "DROP FUNCTION IF EXISTS stackfix_list()")
 	f.catalogCheck(t, p, what, stackfix.OwnerRightsSQL, "")
 	f.admin(t,
 		"CREATE VIEW stackfix_report AS SELECT id, tenant_id FROM invoices",
@@ -159,14 +159,33 @@ func TestOwnerRightsCheck(t *testing.T) {
 	if got := tenantsVia(ctx, t, p, "1", "SELECT tenant_id FROM stackfix_totals ORDER BY tenant_id"); fmt.Sprint(got) != "[1 2 3]" {
 		t.Errorf("the materialized view should hold every tenant's totals, got %v", got)
 	}
-	f.catalogCheck(t, p, what, stackfix.OwnerRightsSQL, what+": stackfix_list(), stackfix_report, stackfix_totals")
+	// The view TypeORM's schema builder creates for a view entity, run as a
+	// migration that connects as a superuser would run it.
+	var typeorm struct{ Up []string }
+	want := what + ": stackfix_list(), stackfix_report, stackfix_totals"
+	if f.node(t, f.lab.Sandbox.AppURL, "typeorm-view-sql", &typeorm) {
+		if len(typeorm.Up) == 0 || typeorm.Up[0] != `CREATE VIEW "stackfix_typeorm_report" AS SELECT id, tenant_id FROM invoices` {
+			t.Fatalf("TypeORM's SQL for the view entity: %q", typeorm.Up)
+		}
+		f.admin(t, typeorm.Up[0], "GRANT SELECT ON stackfix_typeorm_report TO "+app)
+		if got := tenantsVia(ctx, t, p, "1", "SELECT tenant_id FROM stackfix_typeorm_report ORDER BY id"); fmt.Sprint(got) != "[1 1 1 2 2 2 3 3 3]" {
+			t.Errorf("through TypeORM's view Acme should read every tenant's invoices, got %v", got)
+		}
+		want += ", stackfix_typeorm_report"
+	}
+	f.catalogCheck(t, p, what, stackfix.OwnerRightsSQL, want)
 	f.admin(t,
+		"ALTER VIEW IF EXISTS stackfix_typeorm_report SET (security_invoker = true)",
 		"ALTER VIEW stackfix_report SET (security_invoker = true)",
 		"ALTER FUNCTION stackfix_list() SECURITY INVOKER",
 		"REVOKE SELECT ON stackfix_totals FROM "+app,
 	)
 	f.catalogCheck(t, p, what, stackfix.OwnerRightsSQL, "")
-	for _, q := range []string{"SELECT tenant_id FROM stackfix_report ORDER BY id", "SELECT tenant_id FROM stackfix_list() ORDER BY id"} {
+	reads := []string{"SELECT tenant_id FROM stackfix_report ORDER BY id", "SELECT tenant_id FROM stackfix_list() ORDER BY id"}
+	if len(typeorm.Up) > 0 {
+		reads = append(reads, "SELECT tenant_id FROM stackfix_typeorm_report ORDER BY id")
+	}
+	for _, q := range reads {
 		if got := tenantsVia(ctx, t, p, "1", q); fmt.Sprint(got) != "[1 1 1]" {
 			t.Errorf("%s after the fix: %v, want Acme's [1 1 1]", q, got)
 		}
@@ -510,7 +529,26 @@ func TestImmutableReadersCheck(t *testing.T) {
 			}
 		})
 	}
+	t.Run("immutable/psycopg", func(t *testing.T) {
+		cursor, client := psycopgRuns(t, f, query)
+		// Executions 1 to 6 (Acme, Globex, Initech, twice) read their own;
+		// psycopg prepares the query at its sixth run, planned for Initech,
+		// and the seventh to ninth reuse that plan.
+		if want := "[[1 1 1] [2 2 2] [3 3 3] [1 1 1] [2 2 2] [3 3 3] [3 3 3] [3 3 3] [3 3 3]]"; cursor != want {
+			t.Errorf("psycopg Cursor: %s, want %s", cursor, want)
+		}
+		if want := "[[1 1 1] [2 2 2] [3 3 3] [1 1 1] [2 2 2] [3 3 3] [1 1 1] [2 2 2] [3 3 3]]"; client != want {
+			t.Errorf("psycopg ClientCursor: %s, want %s", client, want)
+		}
+	})
 	f.admin(t, "ALTER FUNCTION stackfix_tenant() STABLE")
+	t.Run("stable/psycopg", func(t *testing.T) {
+		cursor, client := psycopgRuns(t, f, query)
+		want := "[[1 1 1] [2 2 2] [3 3 3] [1 1 1] [2 2 2] [3 3 3] [1 1 1] [2 2 2] [3 3 3]]"
+		if cursor != want || client != want {
+			t.Errorf("psycopg with the STABLE helper: Cursor %s, ClientCursor %s; want each its own: %s", cursor, client, want)
+		}
+	})
 	f.catalogCheck(t, check, what, stackfix.ImmutableSettingReadersSQL, "")
 	for _, w := range ways {
 		t.Run("stable/"+w.name, func(t *testing.T) {
@@ -566,4 +604,33 @@ func TestTenantForeignKeysCheck(t *testing.T) {
 	if err := insert(); !errors.As(err, &pe) || pe.Code != "23503" {
 		t.Errorf("with the composite key, Acme's line against order 4: %v, want 23503", err)
 	}
+}
+
+// psycopgRuns runs lessons/apps/psycopg/plan_cache.py with query against
+// the lab as its app role and returns what each execution read, with
+// psycopg's Cursor and with its ClientCursor. It skips the test when
+// /usr/bin/python3 has no psycopg.
+func psycopgRuns(t *testing.T, f *fixture, query string) (cursor, client string) {
+	t.Helper()
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import psycopg").Run(); err != nil {
+		t.Skip("psycopg is not installed for /usr/bin/python3 (scripts/setup-debian.sh installs python3-psycopg)")
+	}
+	script, _ := filepath.Abs("../apps/psycopg/plan_cache.py")
+	b, err := exec.CommandContext(f.ctx, py, script, f.lab.Sandbox.AppURL, query).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("plan_cache.py: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	var r struct {
+		Cursor       [][]int `json:"cursor"`
+		ClientCursor [][]int `json:"client_cursor"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("plan_cache.py printed %q: %v", b, err)
+	}
+	return fmt.Sprint(r.Cursor), fmt.Sprint(r.ClientCursor)
 }

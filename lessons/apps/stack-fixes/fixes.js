@@ -274,6 +274,20 @@ const Contact = new EntitySchema({
   },
 });
 
+// InvoiceReport is a TypeORM view entity over invoices, as a reporting
+// feature would add it; typeorm-view-sql prints the SQL TypeORM's schema
+// builder generates for it.
+const InvoiceReport = new EntitySchema({
+  name: 'InvoiceReport',
+  tableName: 'stackfix_typeorm_report',
+  type: 'view',
+  expression: 'SELECT id, tenant_id FROM invoices',
+  columns: {
+    id: { type: Number, primary: true },
+    tenantId: { type: Number, name: 'tenant_id' },
+  },
+});
+
 // leaveState is a request that leaves session state of every kind on its
 // connection; leftState reads what the next request finds.
 const leaveState = [
@@ -400,6 +414,16 @@ const checks = {
     }
   }),
   'typeorm-purge': (a) => withDataSource(a.url, async (ds) => ({ deleted: (await purgeContacts(ds, a.tenant)).affected })),
+  'typeorm-view-sql': async (a) => {
+    const ds = new DataSource({ type: 'postgres', url: a.url, extra: { max: 1 }, entities: [InvoiceReport] });
+    await ds.initialize();
+    try {
+      const log = await ds.driver.createSchemaBuilder().log();
+      return { up: log.upQueries.map((q) => q.query) };
+    } finally {
+      await ds.destroy();
+    }
+  },
   'pg-explain-as-tenant': (a) => withPool(a.url, async (pool) => ({ plan: await explainAsTenant(pool, a.tenant, a.sql) })),
   // pg-plan-cache runs sql for tenant 1, then for tenant 2, on one
   // connection, each in its own scoped transaction, as an unnamed
