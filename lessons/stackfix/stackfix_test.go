@@ -41,6 +41,12 @@ var quoted = map[string][]string{
 	"12-reset-scope.md":      {"discard-on-release", "pg-discard", "typeorm-discard"},
 	"09-scoping-cost.md":     {"tenant-tx", "tenant-batch", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"13-lost-context.md":     {"background-work", "pg-tenant-context"},
+	"11-view-bypass.md":      {"check-owner-rights", "catalog-check", "pg-catalog-check"},
+	"14-trusted-flag.md":     {"search-param", "pg-search-param", "typeorm-search-param", "not-member", "pg-not-member"},
+	"15-side-channels.md":    {"check-tenant-keys", "catalog-check", "pg-catalog-check", "typeorm-purge"},
+	"16-rls-performance.md":  {"check-tenant-indexes", "catalog-check", "explain-as-tenant", "pg-catalog-check", "pg-explain-as-tenant"},
+	"17-stale-plan.md":       {"check-immutable-readers", "catalog-check", "pg-catalog-check"},
+	"20-cross-tenant-fk.md":  {"check-tenant-fks", "catalog-check", "pg-catalog-check"},
 }
 
 // nodeApp is the directory of the node fixes.
