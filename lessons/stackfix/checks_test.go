@@ -502,10 +502,10 @@ func TestImmutableReadersCheck(t *testing.T) {
 			return fmt.Sprint(tenantsVia(ctx, t, p, "1", query)), fmt.Sprint(tenantsVia(ctx, t, p, "2", query))
 		}
 	}
-	nodeWay := func(name string) func(t *testing.T) (string, string) {
+	nodeWay := func(check, name string) func(t *testing.T) (string, string) {
 		return func(t *testing.T) (string, string) {
 			var r struct{ Acme, Globex []int }
-			if !f.node(t, f.lab.Sandbox.AppURL, "pg-plan-cache", &r, "sql", query, "name", name) {
+			if !f.node(t, f.lab.Sandbox.AppURL, check, &r, "sql", query, "name", name) {
 				t.Skip("node is not installed")
 			}
 			return fmt.Sprint(r.Acme), fmt.Sprint(r.Globex)
@@ -514,8 +514,9 @@ func TestImmutableReadersCheck(t *testing.T) {
 	ways := []way{
 		{"pgx default (statement cache)", true, goWay(pgx.QueryExecModeCacheStatement)},
 		{"pgx exec mode", false, goWay(pgx.QueryExecModeExec)},
-		{"node-postgres named query", true, nodeWay("plan-invoices")},
-		{"node-postgres unnamed query", false, nodeWay("")},
+		{"node-postgres named query", true, nodeWay("pg-plan-cache", "plan-invoices")},
+		{"node-postgres unnamed query", false, nodeWay("pg-plan-cache", "")},
+		{"TypeORM manager.query", false, nodeWay("typeorm-plan-cache", "")},
 	}
 	for _, w := range ways {
 		t.Run("immutable/"+w.name, func(t *testing.T) {
@@ -603,6 +604,45 @@ func TestTenantForeignKeysCheck(t *testing.T) {
 	var pe *pgconn.PgError
 	if err := insert(); !errors.As(err, &pe) || pe.Code != "23503" {
 		t.Errorf("with the composite key, Acme's line against order 4: %v, want 23503", err)
+	}
+
+	// The same tables as TypeORM entities: the schema TypeORM's schema
+	// builder generates for them, run as a migration would run it.
+	var typeorm struct{ Up []string }
+	if !f.node(t, f.lab.Sandbox.AppURL, "typeorm-fk-sql", &typeorm) {
+		return
+	}
+	f.cleanup(t, "DROP TABLE IF EXISTS stackfix_order_lines", "DROP TABLE IF EXISTS stackfix_orders")
+	fks := 0
+	for _, q := range typeorm.Up {
+		if strings.Contains(q, "FOREIGN KEY") {
+			fks++
+			if !strings.Contains(q, `FOREIGN KEY ("order_id", "tenant_id") REFERENCES "stackfix_orders"("id","tenant_id")`) {
+				t.Errorf("TypeORM's foreign key: %s", q)
+			}
+		}
+	}
+	if fks != 1 {
+		t.Errorf("TypeORM generated %d foreign keys: %q", fks, typeorm.Up)
+	}
+	f.admin(t, typeorm.Up...)
+	f.admin(t,
+		"INSERT INTO stackfix_orders SELECT g, 1 + (g - 1) / 3 FROM generate_series(1, 9) g",
+		"ALTER TABLE stackfix_orders ENABLE ROW LEVEL SECURITY", "ALTER TABLE stackfix_orders FORCE ROW LEVEL SECURITY",
+		"ALTER TABLE stackfix_order_lines ENABLE ROW LEVEL SECURITY", "ALTER TABLE stackfix_order_lines FORCE ROW LEVEL SECURITY",
+		"CREATE POLICY tenant_isolation ON stackfix_orders "+policy,
+		"CREATE POLICY tenant_isolation ON stackfix_order_lines "+policy,
+		"GRANT SELECT ON stackfix_orders TO "+app,
+		"GRANT SELECT, INSERT ON stackfix_order_lines TO "+app,
+		"GRANT USAGE ON SEQUENCE stackfix_order_lines_id_seq TO "+app,
+	)
+	f.catalogCheck(t, p, what, stackfix.ForeignKeysWithoutTenantSQL, "")
+	err := stackfix.InTenantTx(ctx, p, "1", func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "INSERT INTO stackfix_order_lines (tenant_id, order_id) VALUES (1, 4)")
+		return err
+	})
+	if !errors.As(err, &pe) || pe.Code != "23503" {
+		t.Errorf("with TypeORM's composite key, Acme's line against order 4: %v, want 23503", err)
 	}
 }
 

@@ -46,7 +46,7 @@ var quoted = map[string][]string{
 	"15-side-channels.md":    {"check-tenant-keys", "catalog-check", "pg-catalog-check", "typeorm-purge"},
 	"16-rls-performance.md":  {"check-tenant-indexes", "catalog-check", "explain-as-tenant", "pg-catalog-check", "pg-explain-as-tenant"},
 	"17-stale-plan.md":       {"check-immutable-readers", "catalog-check", "pg-catalog-check"},
-	"20-cross-tenant-fk.md":  {"check-tenant-fks", "catalog-check", "pg-catalog-check"},
+	"20-cross-tenant-fk.md":  {"check-tenant-fks", "catalog-check", "pg-catalog-check", "typeorm-composite-fk"},
 }
 
 // nodeApp is the directory of the node fixes.

@@ -14,6 +14,19 @@
 //                                        connection left scoped outside it
 //   pg-tenant-role, typeorm-tenant-role  SET LOCAL ROLE in one transaction;
 //                                        then a query on the same connection
+//   pg-catalog-check --what W --sql Q    a lesson's catalog check
+//   pg-search-param, typeorm-search-param --term T
+//                                        a search with T as a parameter, then
+//                                        the listing in the same transaction
+//   pg-not-member --role R               the membership check at start-up
+//   typeorm-clear, typeorm-purge         emptying a tenant's contacts
+//   pg-explain-as-tenant --sql Q         the plan of Q as the app role
+//   pg-plan-cache --sql Q [--name N], typeorm-plan-cache --sql Q
+//                                        Q for Acme, then Globex, on one
+//                                        connection
+//   typeorm-view-sql, typeorm-fk-sql     the SQL TypeORM's schema builder
+//                                        generates for the view and the
+//                                        order entities
 //
 // The pools hold one connection, so "then" always runs on the backend the
 // fix used.
@@ -288,6 +301,40 @@ const InvoiceReport = new EntitySchema({
   },
 });
 
+// snippet: typeorm-composite-fk
+// Order and OrderLine map orders and order_lines. Order is unique on
+// (tenantId, id), and OrderLine's relation joins on both columns, so the
+// foreign key TypeORM generates includes tenant_id.
+const Order = new EntitySchema({
+  name: 'Order',
+  tableName: 'stackfix_orders',
+  columns: {
+    id: { type: Number, primary: true },
+    tenantId: { type: Number, name: 'tenant_id' },
+  },
+  uniques: [{ columns: ['tenantId', 'id'] }],
+});
+const OrderLine = new EntitySchema({
+  name: 'OrderLine',
+  tableName: 'stackfix_order_lines',
+  columns: {
+    id: { type: Number, primary: true, generated: true },
+    tenantId: { type: Number, name: 'tenant_id' },
+    orderId: { type: Number, name: 'order_id' },
+  },
+  relations: {
+    order: {
+      type: 'many-to-one',
+      target: 'Order',
+      joinColumn: [
+        { name: 'tenant_id', referencedColumnName: 'tenantId' },
+        { name: 'order_id', referencedColumnName: 'id' },
+      ],
+    },
+  },
+});
+// end snippet
+
 // leaveState is a request that leaves session state of every kind on its
 // connection; leftState reads what the next request finds.
 const leaveState = [
@@ -424,6 +471,22 @@ const checks = {
       await ds.destroy();
     }
   },
+  'typeorm-fk-sql': async (a) => {
+    const ds = new DataSource({ type: 'postgres', url: a.url, extra: { max: 1 }, entities: [Order, OrderLine] });
+    await ds.initialize();
+    try {
+      const log = await ds.driver.createSchemaBuilder().log();
+      return { up: log.upQueries.map((q) => q.query) };
+    } finally {
+      await ds.destroy();
+    }
+  },
+  // typeorm-plan-cache is pg-plan-cache through TypeORM's
+  // dataSource.transaction() and manager.query().
+  'typeorm-plan-cache': (a) => withDataSource(a.url, async (ds) => {
+    const read = (tenant) => inTenantTransaction(ds, tenant, async (m) => tenantsOf(await m.query(a.sql)));
+    return { acme: await read('1'), globex: await read('2') };
+  }),
   'pg-explain-as-tenant': (a) => withPool(a.url, async (pool) => ({ plan: await explainAsTenant(pool, a.tenant, a.sql) })),
   // pg-plan-cache runs sql for tenant 1, then for tenant 2, on one
   // connection, each in its own scoped transaction, as an unnamed
