@@ -420,7 +420,11 @@ func (s *Server) handleCompare(w http.ResponseWriter, r *http.Request) {
 
 // summaryOf is one side's heading in a comparison.
 func summaryOf(rec sessions.Recording) views.RunSummary {
-	return views.RunSummary{ID: rec.ID, Variant: rec.Variant, Status: rec.Status, Leaks: rec.Leaks, Errors: rec.Errors, Frames: len(rec.Frames)}
+	var out struct {
+		Kind string `json:"kind"`
+	}
+	_ = json.Unmarshal(rec.Outcome, &out) // an outcome without a kind (or none) leaves it ""
+	return views.RunSummary{ID: rec.ID, Variant: rec.Variant, Status: rec.Status, Kind: out.Kind, Leaks: rec.Leaks, Errors: rec.Errors, Frames: len(rec.Frames)}
 }
 
 // recordingCache keeps the last few recordings read, newest last.
