@@ -15,7 +15,8 @@ import (
 // Acme's request wipes every tenant's contacts, no row leaks) and
 // no-truncate (refused: failed closed) on the real server, and reads the
 // lesson's "Your recent runs" fragment: each run's chip names its outcome
-// kind in words, and neither says "no leak".
+// kind in words, and neither says "no leak"; so do the truncate run's
+// replay and export, and the comparison of the two.
 func TestRecentRunsNameEachOutcome(t *testing.T) {
 	t.Parallel()
 	ts := mustStartServer(t, sessions.Config{MaxLabs: 2})
@@ -54,5 +55,17 @@ func TestRecentRunsNameEachOutcome(t *testing.T) {
 	}
 	if strings.Contains(frag, "no leak") {
 		t.Errorf("the recent runs say no leak: %s", frag)
+	}
+	ids := regexp.MustCompile(`<li data-run="([\w-]+)" data-variant="([\w-]+)"`).FindAllStringSubmatch(frag, -1)
+	if len(ids) != 2 {
+		t.Fatalf("runs listed: %v", ids)
+	}
+	fixed, truncate := ids[0][1], ids[1][1]
+	const breach = `data-kind="breach"><span class="sr-only">outcome: </span>breach</span>`
+	for _, u := range []string{"/runs/" + truncate, "/runs/" + truncate + "/export", "/runs/" + truncate + "/vs/" + fixed} {
+		code, page := do(t, c, "GET", ts.URL+u, "", "")
+		if code != http.StatusOK || !strings.Contains(page, breach) || strings.Contains(page, "leaked</span>") || strings.Contains(page, `"ok-chip">no leak`) {
+			t.Errorf("GET %s: %d, no breach chip in %.3000s", u, code, page)
+		}
 	}
 }
