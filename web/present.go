@@ -20,8 +20,15 @@ func headOf(cat *engine.Catalog, st engine.State) views.Head {
 	if v, ok := st.Outcome(); ok {
 		h.Kind = v.Kind
 	}
-	if sc, err := cat.Lookup(st.Scenario); err == nil {
-		h.Title = sc.Title
+	switch st.Scenario {
+	case sessions.FreePlayScenario:
+		h.Title = "Free play: own SQL on the lab's pool"
+	case sessions.AppScenario:
+		h.Title = "An app of one's own, through rlslab's proxy"
+	default:
+		if sc, err := cat.Lookup(st.Scenario); err == nil {
+			h.Title = sc.Title
+		}
 	}
 	return h
 }

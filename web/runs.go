@@ -267,8 +267,8 @@ func (s *Server) replayOf(rec sessions.Recording, start int) (views.Replay, erro
 	if err != nil {
 		return views.Replay{}, err
 	}
-	p := views.Replay{ID: rec.ID, Lab: rec.Lab, Scenario: rec.Scenario, Variant: rec.Variant, Status: rec.Status, Leaks: rec.Leaks,
-		Errors: rec.Errors, FinishedAt: rec.FinishedAt, PostgresVersion: rec.PostgresVersion, BouncerVersion: rec.BouncerVersion,
+	p := views.Replay{ID: rec.ID, Lab: rec.Lab, Scenario: rec.Scenario, Variant: rec.Variant, Status: rec.Status, Kind: outcomeKind(rec),
+		Leaks: rec.Leaks, Errors: rec.Errors, FinishedAt: rec.FinishedAt, PostgresVersion: rec.PostgresVersion, BouncerVersion: rec.BouncerVersion,
 		Frames: len(rec.Frames), Start: start, Frame: replayFrame(rec, start, st)}
 	for _, f := range rec.Frames {
 		p.AtMs = append(p.AtMs, f.AtMs)
@@ -418,9 +418,19 @@ func (s *Server) handleCompare(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, views.ComparePage(p))
 }
 
+// outcomeKind is the kind of a recording's outcome (engine.Judge's), ""
+// for a recording made before outcomes had one.
+func outcomeKind(rec sessions.Recording) string {
+	var out struct {
+		Kind string `json:"kind"`
+	}
+	_ = json.Unmarshal(rec.Outcome, &out) // an outcome without a kind (or none) leaves it ""
+	return out.Kind
+}
+
 // summaryOf is one side's heading in a comparison.
 func summaryOf(rec sessions.Recording) views.RunSummary {
-	return views.RunSummary{ID: rec.ID, Variant: rec.Variant, Status: rec.Status, Leaks: rec.Leaks, Errors: rec.Errors, Frames: len(rec.Frames)}
+	return views.RunSummary{ID: rec.ID, Variant: rec.Variant, Status: rec.Status, Kind: outcomeKind(rec), Leaks: rec.Leaks, Errors: rec.Errors, Frames: len(rec.Frames)}
 }
 
 // recordingCache keeps the last few recordings read, newest last.

@@ -44,12 +44,12 @@ func (s *Store) NewestRecording(ctx context.Context, q RecordingQuery) (Recordin
 		return RecordingSummary{}, rlslab.Errorf(rlslab.EINVALID, "bad learner id")
 	}
 	rows, err := s.pool.Query(ctx, `
-SELECT id, scenario, variant, status, leaks, finished_at FROM (
-	(SELECT id, seq, scenario, variant, status, leaks, finished_at FROM rlslab.recordings
+SELECT id, scenario, variant, status, leaks, finished_at, kind FROM (
+	(SELECT id, seq, scenario, variant, status, leaks, finished_at, COALESCE(outcome->>'kind', '') AS kind FROM rlslab.recordings
 	 WHERE lab_id = $1 AND scenario = $3 AND variant = $4 AND frame_count > 0
 	 ORDER BY finished_at DESC, seq DESC LIMIT 1)
 	UNION ALL
-	(SELECT id, seq, scenario, variant, status, leaks, finished_at FROM rlslab.recordings
+	(SELECT id, seq, scenario, variant, status, leaks, finished_at, COALESCE(outcome->>'kind', '') AS kind FROM rlslab.recordings
 	 WHERE learner_id = $2 AND scenario = $3 AND variant = $4 AND frame_count > 0
 	 ORDER BY finished_at DESC, seq DESC LIMIT 1)
 ) r ORDER BY finished_at DESC, seq DESC LIMIT 1`, q.Lab, q.Learner, q.Scenario, q.Variant)

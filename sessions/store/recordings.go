@@ -49,8 +49,9 @@ type Frame struct {
 	State json.RawMessage `json:"state"`
 }
 
-// RecordingSummary is a recording without its frames and outcome, as
-// listed for a lab (GET /labs/{id}/runs.json).
+// RecordingSummary is a recording without its frames and, of its outcome,
+// only the kind, as listed for a lab (GET /labs/{id}/runs.json) and in a
+// lesson's recent runs.
 type RecordingSummary struct {
 	ID         string    `json:"id"`
 	Scenario   string    `json:"scenario"`
@@ -58,6 +59,10 @@ type RecordingSummary struct {
 	Status     string    `json:"status"`
 	Leaks      int       `json:"leaks"`
 	FinishedAt time.Time `json:"finished_at"`
+	// Kind is what the run showed (engine.Judge's kind: leak, breach,
+	// disclosure, failed-closed, error, measurement, none), "" for a
+	// recording made before outcomes had one.
+	Kind string `json:"kind"`
 }
 
 // jsonOr returns raw compacted, or def when raw is empty; EINVALID when raw
@@ -264,7 +269,7 @@ func (s *Store) ListRecordings(ctx context.Context, labID string) ([]RecordingSu
 		return nil, err
 	}
 	rows, err := s.pool.Query(ctx, `
-SELECT id, scenario, variant, status, leaks, finished_at FROM rlslab.recordings
+SELECT id, scenario, variant, status, leaks, finished_at, COALESCE(outcome->>'kind', '') FROM rlslab.recordings
 WHERE lab_id = $1 ORDER BY finished_at DESC, seq DESC`, labID)
 	if err != nil {
 		return nil, wrap("listing recordings", err)
@@ -313,12 +318,12 @@ func (s *Store) RecentRecordings(ctx context.Context, q RunsQuery) ([]RecordingS
 		return nil, rlslab.Errorf(rlslab.EINVALID, "list 1 to %d recordings, not %d", MaxRecentRuns, q.Limit)
 	}
 	rows, err := s.pool.Query(ctx, `
-SELECT id, scenario, variant, status, leaks, finished_at FROM (
-	(SELECT id, seq, scenario, variant, status, leaks, finished_at FROM rlslab.recordings
+SELECT id, scenario, variant, status, leaks, finished_at, kind FROM (
+	(SELECT id, seq, scenario, variant, status, leaks, finished_at, COALESCE(outcome->>'kind', '') AS kind FROM rlslab.recordings
 	 WHERE lab_id = $1 AND ($3 = '' OR scenario = $3)
 	 ORDER BY finished_at DESC, seq DESC LIMIT $4)
 	UNION
-	(SELECT id, seq, scenario, variant, status, leaks, finished_at FROM rlslab.recordings
+	(SELECT id, seq, scenario, variant, status, leaks, finished_at, COALESCE(outcome->>'kind', '') AS kind FROM rlslab.recordings
 	 WHERE $2 <> '' AND learner_id = $2 AND ($3 = '' OR scenario = $3)
 	 ORDER BY finished_at DESC, seq DESC LIMIT $4)
 ) r ORDER BY finished_at DESC, seq DESC LIMIT $4`, q.Lab, q.Learner, q.Scenario, q.Limit)
