@@ -19,6 +19,18 @@ import (
 	"github.com/rlslab/rlslab/lessons/stackfix"
 )
 
+// newCheckFixture is newFixture with a context that bounds the whole test
+// at five minutes instead of one: these tests start node and python
+// many times, which takes seconds each on a loaded machine.
+func newCheckFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	f.ctx = ctx
+	return f
+}
+
 // admin runs stmts on the lab as its superuser, one after the other.
 func (f *fixture) admin(t *testing.T, stmts ...string) {
 	t.Helper()
@@ -137,7 +149,7 @@ func tenantsVia(ctx context.Context, t *testing.T, p *pgxpool.Pool, tenant, quer
 // INVOKER on the function and the SELECT on the materialized view revoked,
 // nothing again, and Acme reads its 3 through the view and the function.
 func TestOwnerRightsCheck(t *testing.T) {
-	f := newFixture(t)
+	f := newCheckFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
@@ -206,7 +218,7 @@ const injectedTerm = `no-such-customer' OR set_config('app.is_admin', 'on', true
 // member (it is NOINHERIT), it fails the check, still reads 3, and reads 9
 // after SET ROLE.
 func TestAdminOverrideFixes(t *testing.T) {
-	f := newFixture(t)
+	f := newCheckFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
@@ -328,7 +340,7 @@ func TestAdminOverrideFixes(t *testing.T) {
 // check finds nothing, clear() fails with 42501, and purgeContacts removes
 // Acme's 2 and leaves the other 4.
 func TestTenantKeysCheck(t *testing.T) {
-	f := newFixture(t)
+	f := newCheckFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
@@ -408,7 +420,7 @@ func TestTenantKeysCheck(t *testing.T) {
 // the plan has an InitPlan and no call in the filter; with an index on
 // tenant_id, the check is clear of the table and the plan uses the index.
 func TestPlanChecks(t *testing.T) {
-	f := newFixture(t)
+	f := newCheckFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
@@ -472,7 +484,7 @@ func TestPlanChecks(t *testing.T) {
 // node-postgres query); with the helper STABLE, the check finds nothing
 // and every way gives each tenant its own rows.
 func TestImmutableReadersCheck(t *testing.T) {
-	f := newFixture(t)
+	f := newCheckFixture(t)
 	ctx := f.ctx
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
 	const what = "IMMUTABLE functions that read a setting"
@@ -565,7 +577,7 @@ func TestImmutableReadersCheck(t *testing.T) {
 // key and Acme's line against Globex's order 4 is written; with the
 // composite key, it finds nothing and the same insert fails with 23503.
 func TestTenantForeignKeysCheck(t *testing.T) {
-	f := newFixture(t)
+	f := newCheckFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
