@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -65,41 +64,6 @@ func (f *fixture) cleanup(t *testing.T, stmts ...string) {
 	})
 }
 
-// node runs one check of fixes.js against url with args (pairs of flag
-// names without dashes and values) and decodes what it prints into out.
-// It returns false, having run nothing, when node or the app's packages
-// are not installed.
-func (f *fixture) node(t *testing.T, url, check string, out any, args ...string) bool {
-	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		return false
-	}
-	dir, _ := filepath.Abs(nodeApp)
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "typeorm")); err != nil {
-		return false
-	}
-	argv := []string{"fixes.js", "--url", url, "--check", check}
-	for i := 0; i+1 < len(args); i += 2 {
-		argv = append(argv, "--"+args[i], args[i+1])
-	}
-	cmd := exec.CommandContext(f.ctx, node, argv...)
-	cmd.Dir = dir
-	b, err := cmd.Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			t.Fatalf("%s: %v\n%s", check, err, ee.Stderr)
-		}
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		t.Fatalf("%s printed %q: %v", check, b, err)
-	}
-	t.Logf("%s: %s", check, strings.TrimSpace(string(b)))
-	return true
-}
-
 // catalogCheck runs a lesson's catalog query with CatalogCheck in Go and
 // with catalogCheck in Node (when node is installed), and fails the test
 // unless both report want ("" for nothing found).
@@ -149,6 +113,7 @@ func tenantsVia(ctx context.Context, t *testing.T, p *pgxpool.Pool, tenant, quer
 // INVOKER on the function and the SELECT on the materialized view revoked,
 // nothing again, and Acme reads its 3 through the view and the function.
 func TestOwnerRightsCheck(t *testing.T) {
+	t.Parallel()
 	f := newCheckFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
@@ -218,6 +183,7 @@ const injectedTerm = `no-such-customer' OR set_config('app.is_admin', 'on', true
 // member (it is NOINHERIT), it fails the check, still reads 3, and reads 9
 // after SET ROLE.
 func TestAdminOverrideFixes(t *testing.T) {
+	t.Parallel()
 	f := newCheckFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
@@ -340,6 +306,7 @@ func TestAdminOverrideFixes(t *testing.T) {
 // check finds nothing, clear() fails with 42501, and purgeContacts removes
 // Acme's 2 and leaves the other 4.
 func TestTenantKeysCheck(t *testing.T) {
+	t.Parallel()
 	f := newCheckFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
@@ -420,6 +387,7 @@ func TestTenantKeysCheck(t *testing.T) {
 // the plan has an InitPlan and no call in the filter; with an index on
 // tenant_id, the check is clear of the table and the plan uses the index.
 func TestPlanChecks(t *testing.T) {
+	t.Parallel()
 	f := newCheckFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
@@ -484,6 +452,7 @@ func TestPlanChecks(t *testing.T) {
 // node-postgres query); with the helper STABLE, the check finds nothing
 // and every way gives each tenant its own rows.
 func TestImmutableReadersCheck(t *testing.T) {
+	t.Parallel()
 	f := newCheckFixture(t)
 	ctx := f.ctx
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
@@ -577,6 +546,7 @@ func TestImmutableReadersCheck(t *testing.T) {
 // key and Acme's line against Globex's order 4 is written; with the
 // composite key, it finds nothing and the same insert fails with 23503.
 func TestTenantForeignKeysCheck(t *testing.T) {
+	t.Parallel()
 	f := newCheckFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
@@ -664,14 +634,13 @@ func TestTenantForeignKeysCheck(t *testing.T) {
 // /usr/bin/python3 has no psycopg.
 func psycopgRuns(t *testing.T, f *fixture, query string) (cursor, client string) {
 	t.Helper()
-	py := "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import psycopg").Run(); err != nil {
-		t.Skip("psycopg is not installed for /usr/bin/python3 (scripts/setup-debian.sh installs python3-psycopg)")
-	}
 	script, _ := filepath.Abs("../apps/psycopg/plan_cache.py")
-	b, err := exec.CommandContext(f.ctx, py, script, f.lab.Sandbox.AppURL, query).Output()
+	b, err := exec.CommandContext(f.ctx, "/usr/bin/python3", script, f.lab.Sandbox.AppURL, query).Output()
 	if err != nil {
 		var ee *exec.ExitError
+		if errors.As(err, &ee) && strings.Contains(string(ee.Stderr), "No module named 'psycopg'") {
+			t.Skip("psycopg is not installed for /usr/bin/python3 (scripts/setup-debian.sh installs python3-psycopg)")
+		}
 		if errors.As(err, &ee) {
 			t.Fatalf("plan_cache.py: %v\n%s", err, ee.Stderr)
 		}

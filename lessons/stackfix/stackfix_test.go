@@ -2,14 +2,13 @@ package stackfix_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,10 +102,13 @@ func TestLessonsQuoteTheTestedFixes(t *testing.T) {
 	}
 }
 
-// fixture is a lab and its app role's pools.
+// fixture is a lab, its app role's pools, and the test's node process.
 type fixture struct {
-	lab *sessions.Lab
-	ctx context.Context
+	t        *testing.T
+	lab      *sessions.Lab
+	ctx      context.Context
+	nodeOnce sync.Once
+	nodeProc *nodeChecks
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -115,7 +117,7 @@ func newFixture(t *testing.T) *fixture {
 	lab := sessionstest.MustCreateLab(t, m, "owner")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	return &fixture{lab: lab, ctx: ctx}
+	return &fixture{t: t, lab: lab, ctx: ctx}
 }
 
 // pool opens a pool of one connection to the lab as its app role.
@@ -186,6 +188,7 @@ func setting(v *string) string {
 // guards clear or refuse a connection left scoped; SET LOCAL ROLE leaves
 // the connection as the app role.
 func TestGoFixes(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := f.ctx
 	app := f.lab.Sandbox.AppRole
@@ -385,33 +388,16 @@ type nodeResult struct {
 // TestNodeFixes runs the node-postgres and TypeORM fixes of fixes.js
 // against a lab, when node and the app's packages are installed.
 func TestNodeFixes(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed, so the node-postgres and TypeORM fixes are not run (scripts/setup-debian.sh installs Node.js and the packages)")
-	}
-	dir, _ := filepath.Abs(nodeApp)
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "typeorm")); err != nil {
-		t.Skip("the fixes' packages are not installed: run scripts/setup-debian.sh, or npm ci in lessons/apps/stack-fixes")
+	t.Parallel()
+	if node, _ := nodeInstalled(); node == "" {
+		t.Skip("node or the fixes' packages are not installed, so the node-postgres and TypeORM fixes are not run (scripts/setup-debian.sh installs Node.js and the packages, or npm ci in lessons/apps/stack-fixes)")
 	}
 	f := newFixture(t)
 	role := f.tenantRole(t)
 	run := func(t *testing.T, check string) nodeResult {
 		t.Helper()
-		cmd := exec.Command(node, "fixes.js", "--url", f.lab.Sandbox.AppURL, "--check", check, "--role", role)
-		cmd.Dir = dir
-		out, err := cmd.Output()
-		if err != nil {
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				t.Fatalf("%s: %v\n%s", check, err, ee.Stderr)
-			}
-			t.Fatal(err)
-		}
 		var r nodeResult
-		if err := json.Unmarshal(out, &r); err != nil {
-			t.Fatalf("%s printed %q: %v", check, out, err)
-		}
-		t.Logf("%s: %s", check, strings.TrimSpace(string(out)))
+		f.node(t, f.lab.Sandbox.AppURL, check, &r, "role", role)
 		return r
 	}
 	t.Run("pg-tenant-context", func(t *testing.T) {
@@ -451,28 +437,15 @@ func TestNodeFixes(t *testing.T) {
 // RLS on its parent only are added (all three named), and after RLS is
 // enabled and forced on each (none found again).
 func TestForcedRLSChecks(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
-	node, _ := exec.LookPath("node")
-	dir, _ := filepath.Abs(nodeApp)
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "pg")); err != nil {
-		node = ""
-	}
 	nodeCheck := func(t *testing.T) string {
 		t.Helper()
-		if node == "" {
-			return "(node not run)"
-		}
-		cmd := exec.Command(node, "fixes.js", "--url", f.lab.Sandbox.AppURL, "--check", "pg-check-forced-rls")
-		cmd.Dir = dir
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("node: %v", err)
-		}
 		var r struct{ Error *string }
-		if err := json.Unmarshal(out, &r); err != nil {
-			t.Fatal(err)
+		if !f.node(t, f.lab.Sandbox.AppURL, "pg-check-forced-rls", &r) {
+			return "(node not run)"
 		}
 		if r.Error == nil {
 			return ""
@@ -557,6 +530,7 @@ func (l leftState) clean() bool {
 // release the next request on that backend finds none of them, and pgx's
 // queries keep working. Without the reset, for contrast, all five stay.
 func TestDiscardOnRelease(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := f.ctx
 	read := func(p *pgxpool.Pool) leftState {
@@ -595,28 +569,13 @@ func TestDiscardOnRelease(t *testing.T) {
 		}
 	}
 
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed: the node-postgres and TypeORM versions are not run")
-	}
-	dir, _ := filepath.Abs(nodeApp)
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "typeorm")); err != nil {
-		t.Skip("the fixes' packages are not installed: run scripts/setup-debian.sh")
+	if node, _ := nodeInstalled(); node == "" {
+		t.Skip("node or the fixes' packages are not installed: the node-postgres and TypeORM versions are not run (scripts/setup-debian.sh installs them)")
 	}
 	for _, check := range []string{"pg-discard", "typeorm-discard"} {
-		cmd := exec.Command(node, "fixes.js", "--url", f.lab.Sandbox.AppURL, "--check", check)
-		cmd.Dir = dir
-		out, err := cmd.Output()
-		if err != nil {
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				t.Fatalf("%s: %v\n%s", check, err, ee.Stderr)
-			}
-			t.Fatal(err)
-		}
 		var r struct{ Left leftState }
-		if err := json.Unmarshal(out, &r); err != nil || !r.Left.clean() {
-			t.Errorf("%s: the next request found %s (%v)", check, out, err)
+		if f.node(t, f.lab.Sandbox.AppURL, check, &r); !r.Left.clean() {
+			t.Errorf("%s: the next request found %+v", check, r.Left)
 		}
 	}
 }

@@ -5,6 +5,7 @@
 //
 // Usage:
 //   node fixes.js --url postgres://USER:PASSWORD@HOST:PORT/DB --check NAME [--role ROLE] [--tenant 1]
+//   node fixes.js --serve    (one check a line on standard input, as JSON)
 //
 // Checks (each prints one JSON line):
 //   pg-tenant-tx, typeorm-tenant-tx      the request scoped in one transaction;
@@ -34,6 +35,7 @@
 
 require('reflect-metadata');
 const { AsyncLocalStorage } = require('node:async_hooks');
+const readline = require('node:readline');
 const pg = require('pg');
 const { DataSource, EntitySchema } = require('typeorm');
 
@@ -551,11 +553,34 @@ const checks = {
   }),
 };
 
-async function main() {
-  const args = parseArgs(process.argv.slice(2));
+// serve answers checks one after the other, one a line: each line on
+// standard input is a JSON object with the flags of a check as its fields
+// ({"check": NAME, "url": URL, ...}), and each answer is one JSON line on
+// standard output, with "failure" set when the check threw. Tests start one
+// process for all their checks: loading TypeORM takes longer than most
+// checks.
+async function serve() {
+  const lines = readline.createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    let reply;
+    try {
+      reply = await runCheck({ tenant: '1', ...JSON.parse(line) });
+    } catch (err) {
+      reply = { failure: err.message };
+    }
+    process.stdout.write(`${JSON.stringify(reply)}\n`);
+  }
+}
+
+async function runCheck(args) {
   const check = checks[args.check];
   if (!check) throw new Error(`--check ${args.check}: want one of ${Object.keys(checks).join(', ')}`);
-  console.log(JSON.stringify({ check: args.check, ...(await check(args)) }));
+  return { check: args.check, ...(await check(args)) };
+}
+
+async function main() {
+  if (process.argv[2] === '--serve') return serve();
+  console.log(JSON.stringify(await runCheck(parseArgs(process.argv.slice(2)))));
 }
 
 main().catch((err) => {
