@@ -65,8 +65,9 @@ func (f *fixture) cleanup(t *testing.T, stmts ...string) {
 }
 
 // catalogCheck runs a lesson's catalog query with CatalogCheck in Go and
-// with catalogCheck in Node (when node is installed), and fails the test
-// unless both report want ("" for nothing found).
+// with catalogCheck (node-postgres) and catalogCheckWith (TypeORM) in Node
+// (when node is installed), and fails the test unless all report want (""
+// for nothing found).
 func (f *fixture) catalogCheck(t *testing.T, p *pgxpool.Pool, what, query, want string) {
 	t.Helper()
 	got := ""
@@ -76,14 +77,16 @@ func (f *fixture) catalogCheck(t *testing.T, p *pgxpool.Pool, what, query, want 
 	if got != want {
 		t.Errorf("Go check: %q, want %q", got, want)
 	}
-	var r struct{ Error *string }
-	if f.node(t, f.lab.Sandbox.AppURL, "pg-catalog-check", &r, "what", what, "sql", query) {
-		n := ""
-		if r.Error != nil {
-			n = *r.Error
-		}
-		if n != want {
-			t.Errorf("Node check: %q, want %q", n, want)
+	for _, check := range []string{"pg-catalog-check", "typeorm-catalog-check"} {
+		var r struct{ Error *string }
+		if f.node(t, f.lab.Sandbox.AppURL, check, &r, "what", what, "sql", query) {
+			n := ""
+			if r.Error != nil {
+				n = *r.Error
+			}
+			if n != want {
+				t.Errorf("%s: %q, want %q", check, n, want)
+			}
 		}
 	}
 }
@@ -413,9 +416,11 @@ func TestPlanChecks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var r struct{ Plan string }
-		if f.node(t, f.lab.Sandbox.AppURL, "pg-explain-as-tenant", &r, "sql", query) && r.Plan != got {
-			t.Errorf("Node's plan differs from Go's:\n%s\n---\n%s", r.Plan, got)
+		for _, check := range []string{"pg-explain-as-tenant", "typeorm-explain-as-tenant"} {
+			var r struct{ Plan string }
+			if f.node(t, f.lab.Sandbox.AppURL, check, &r, "sql", query) && r.Plan != got {
+				t.Errorf("%s: the plan differs from Go's:\n%s\n---\n%s", check, r.Plan, got)
+			}
 		}
 		return got
 	}

@@ -27,25 +27,28 @@ func TestMain(m *testing.M) { pgenvtest.Main(m) }
 // quoted lists, per lesson file, the snippets (of pgx.go and of the node
 // app's fixes.js) that the lesson shows and must quote verbatim.
 var quoted = map[string][]string{
-	"01-set-leak.md":         {"tenant-tx", "tenant-batch", "pg-tenant-tx", "typeorm-tenant-tx"},
-	"02-split-calls.md":      {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
-	"07-reset-on-release.md": {"guards", "pg-guards", "typeorm-guards"},
-	"08-set-role.md":         {"tenant-role", "pg-tenant-role", "typeorm-tenant-role"},
-	"10-pgbouncer-tx.md":     {"pgbouncer-config", "tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
-	"04-wrong-scope.md":      {"tenant-context", "pg-tenant-context"},
-	"03-shared-pool.md":      {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
-	"05-rls-bypass.md":       {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
-	"06-unset-setting.md":    {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
-	"19-missing-rls.md":      {"check-forced-rls", "pg-check-forced-rls"},
-	"12-reset-scope.md":      {"discard-on-release", "pg-discard", "typeorm-discard"},
-	"09-scoping-cost.md":     {"tenant-tx", "tenant-batch", "pg-tenant-tx", "typeorm-tenant-tx"},
-	"13-lost-context.md":     {"background-work", "pg-tenant-context"},
-	"11-view-bypass.md":      {"check-owner-rights", "catalog-check", "pg-catalog-check"},
-	"14-trusted-flag.md":     {"search-param", "pg-search-param", "typeorm-search-param", "not-member", "pg-not-member"},
-	"15-side-channels.md":    {"check-tenant-keys", "catalog-check", "pg-catalog-check", "typeorm-purge"},
-	"16-rls-performance.md":  {"check-tenant-indexes", "catalog-check", "explain-as-tenant", "pg-catalog-check", "pg-explain-as-tenant"},
-	"17-stale-plan.md":       {"check-immutable-readers", "catalog-check", "pg-catalog-check"},
-	"20-cross-tenant-fk.md":  {"check-tenant-fks", "catalog-check", "pg-catalog-check", "typeorm-composite-fk"},
+	"01-set-leak.md":          {"tenant-tx", "tenant-batch", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"02-split-calls.md":       {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"07-reset-on-release.md":  {"guards", "pg-guards", "typeorm-guards"},
+	"08-set-role.md":          {"tenant-role", "pg-tenant-role", "typeorm-tenant-role"},
+	"10-pgbouncer-tx.md":      {"pgbouncer-config", "tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"04-wrong-scope.md":       {"tenant-context", "pg-tenant-context", "typeorm-tenant-context"},
+	"03-shared-pool.md":       {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"05-rls-bypass.md":        {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"06-unset-setting.md":     {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"19-missing-rls.md":       {"check-forced-rls", "pg-check-forced-rls", "typeorm-check-forced-rls"},
+	"12-reset-scope.md":       {"discard-on-release", "pg-discard", "typeorm-discard"},
+	"09-scoping-cost.md":      {"tenant-tx", "tenant-batch", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"13-lost-context.md":      {"background-work", "pg-tenant-context", "typeorm-tenant-context"},
+	"11-view-bypass.md":       {"check-owner-rights", "catalog-check", "pg-catalog-check"},
+	"14-trusted-flag.md":      {"search-param", "pg-search-param", "typeorm-search-param", "not-member", "pg-not-member"},
+	"15-side-channels.md":     {"check-tenant-keys", "catalog-check", "pg-catalog-check", "typeorm-purge"},
+	"16-rls-performance.md":   {"check-tenant-indexes", "catalog-check", "explain-as-tenant", "pg-catalog-check", "pg-explain-as-tenant", "typeorm-catalog-check", "typeorm-explain-as-tenant"},
+	"17-stale-plan.md":        {"check-immutable-readers", "catalog-check", "pg-catalog-check"},
+	"21-schema-per-tenant.md": {"typeorm-schema-per-tenant"},
+	"22-pinned-state.md":      {"typeorm-pinned-state"},
+	"18-your-app.md":          {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
+	"20-cross-tenant-fk.md":   {"check-tenant-fks", "catalog-check", "pg-catalog-check", "typeorm-composite-fk"},
 }
 
 // nodeApp is the directory of the node fixes.
@@ -400,16 +403,16 @@ func TestNodeFixes(t *testing.T) {
 		f.node(t, f.lab.Sandbox.AppURL, check, &r, "role", role)
 		return r
 	}
-	t.Run("pg-tenant-context", func(t *testing.T) {
-		r := run(t, "pg-tenant-context")
-		if fmt.Sprint(r.Own) != "[1 1 1]" || fmt.Sprint(r.Other) != "[2 2 2]" || fmt.Sprint(r.Later) != "[1 1 1]" || !r.Refused {
-			t.Errorf("want Acme's and Globex's own rows at once, Acme's rows after the request, and a refusal without a tenant, got %+v", r)
-		}
-		if fmt.Sprint(r.Wrong) != "[2 2 2]" {
-			t.Errorf("the module-level variable should have given Acme's request Globex's rows, got %v", r.Wrong)
-		}
-	})
 	for _, stack := range []string{"pg", "typeorm"} {
+		t.Run(stack+"-tenant-context", func(t *testing.T) {
+			r := run(t, stack+"-tenant-context")
+			if fmt.Sprint(r.Own) != "[1 1 1]" || fmt.Sprint(r.Other) != "[2 2 2]" || fmt.Sprint(r.Later) != "[1 1 1]" || !r.Refused {
+				t.Errorf("want Acme's and Globex's own rows at once, Acme's rows after the request, and a refusal without a tenant, got %+v", r)
+			}
+			if fmt.Sprint(r.Wrong) != "[2 2 2]" {
+				t.Errorf("the module-level variable should have given Acme's request Globex's rows, got %v", r.Wrong)
+			}
+		})
 		t.Run(stack+"-tenant-tx", func(t *testing.T) {
 			r := run(t, stack+"-tenant-tx")
 			if fmt.Sprint(r.Own) != "[1 1 1]" || len(r.After.Tenants) != 0 || r.After.Seen == nil || *r.After.Seen != "" {
@@ -441,10 +444,10 @@ func TestForcedRLSChecks(t *testing.T) {
 	f := newFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
-	nodeCheck := func(t *testing.T) string {
+	nodeCheck := func(t *testing.T, check string) string {
 		t.Helper()
 		var r struct{ Error *string }
-		if !f.node(t, f.lab.Sandbox.AppURL, "pg-check-forced-rls", &r) {
+		if !f.node(t, f.lab.Sandbox.AppURL, check, &r) {
 			return "(node not run)"
 		}
 		if r.Error == nil {
@@ -475,8 +478,10 @@ func TestForcedRLSChecks(t *testing.T) {
 		if got != want {
 			t.Errorf("Go check: %q, want %q", got, want)
 		}
-		if n := nodeCheck(t); n != want && n != "(node not run)" {
-			t.Errorf("Node check: %q, want %q", n, want)
+		for _, check := range []string{"pg-check-forced-rls", "typeorm-check-forced-rls"} {
+			if n := nodeCheck(t, check); n != want && n != "(node not run)" {
+				t.Errorf("%s: %q, want %q", check, n, want)
+			}
 		}
 	}
 	check("")

@@ -15,13 +15,27 @@
 //                                        connection left scoped outside it
 //   pg-tenant-role, typeorm-tenant-role  SET LOCAL ROLE in one transaction;
 //                                        then a query on the same connection
-//   pg-catalog-check --what W --sql Q    a lesson's catalog check
+//   pg-tenant-context, typeorm-tenant-context
+//                                        two requests at once, each with its
+//                                        tenant in AsyncLocalStorage; the
+//                                        same with one module-level variable;
+//                                        a callback run after the request;
+//                                        a request without a tenant
+//   pg-check-forced-rls, typeorm-check-forced-rls
+//                                        the missing-rls lesson's check
+//   pg-catalog-check, typeorm-catalog-check --what W --sql Q
+//                                        a lesson's catalog check
 //   pg-search-param, typeorm-search-param --term T
 //                                        a search with T as a parameter, then
 //                                        the listing in the same transaction
 //   pg-not-member --role R               the membership check at start-up
 //   typeorm-clear, typeorm-purge         emptying a tenant's contacts
-//   pg-explain-as-tenant --sql Q         the plan of Q as the app role
+//   pg-explain-as-tenant, typeorm-explain-as-tenant --sql Q
+//                                        the plan of Q as the app role
+//   typeorm-schema-per-tenant            tenant_acme's tickets, a request
+//                                        that sets no schema, tenant_globex's
+//   typeorm-pinned-state                 Acme's and Globex's reports, what
+//                                        they left, a NOTIFY heard
 //   pg-plan-cache --sql Q [--name N], typeorm-plan-cache --sql Q
 //                                        Q for Acme, then Globex, on one
 //                                        connection
@@ -162,17 +176,41 @@ function inRequestTenantTx(pool, fn) {
 }
 // end snippet
 
+// snippet: typeorm-tenant-context
+// inRequestTransaction runs fn(manager) in inTenantTransaction for the
+// tenant of the request it is called from (the same tenantStore), and
+// refuses to run without one.
+function inRequestTransaction(dataSource, fn) {
+  const tenant = tenantStore.getStore();
+  if (!tenant) throw new Error('no tenant in this request');
+  return inTenantTransaction(dataSource, tenant, fn);
+}
+// end snippet
+
 // snippet: pg-check-forced-rls
-// checkForcedRLS throws an error that names every table and partition in
-// schema public with a tenant_id column and no forced row-level security;
-// a test runs it after the migrations.
+// unprotectedTablesSQL lists every table and partition in schema public
+// with a tenant_id column and no forced row-level security.
+const unprotectedTablesSQL = `SELECT c.oid::regclass::text AS name
+  FROM pg_class c
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+  WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
+    AND NOT (c.relrowsecurity AND c.relforcerowsecurity)
+  ORDER BY 1`;
+
+// checkForcedRLS throws an error that names every table
+// unprotectedTablesSQL finds; a test runs it after the migrations.
 async function checkForcedRLS(pool) {
-  const { rows } = await pool.query(`SELECT c.oid::regclass::text AS name
-    FROM pg_class c
-    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
-    WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
-      AND NOT (c.relrowsecurity AND c.relforcerowsecurity)
-    ORDER BY 1`);
+  const { rows } = await pool.query(unprotectedTablesSQL);
+  if (rows.length > 0) {
+    throw new Error(`tables with a tenant_id column and no forced RLS: ${rows.map((r) => r.name).join(', ')}`);
+  }
+}
+// end snippet
+
+// snippet: typeorm-check-forced-rls
+// checkForcedRLSWith is the same check through a TypeORM DataSource.
+async function checkForcedRLSWith(dataSource) {
+  const rows = await dataSource.query(unprotectedTablesSQL);
   if (rows.length > 0) {
     throw new Error(`tables with a tenant_id column and no forced RLS: ${rows.map((r) => r.name).join(', ')}`);
   }
@@ -218,6 +256,14 @@ async function withDiscardedRunner(dataSource, fn) {
 // a test runs it after the migrations, as the app's own role.
 async function catalogCheck(pool, what, sql) {
   const { rows } = await pool.query(sql);
+  if (rows.length > 0) throw new Error(`${what}: ${rows.map((r) => r.name).join(', ')}`);
+}
+// end snippet
+
+// snippet: typeorm-catalog-check
+// catalogCheckWith is catalogCheck through a TypeORM DataSource.
+async function catalogCheckWith(dataSource, what, sql) {
+  const rows = await dataSource.query(sql);
   if (rows.length > 0) throw new Error(`${what}: ${rows.map((r) => r.name).join(', ')}`);
 }
 // end snippet
@@ -273,6 +319,47 @@ function explainAsTenant(pool, tenant, sql) {
   return inTenantTx(pool, tenant, async (client) => {
     const { rows } = await client.query(`EXPLAIN ${sql}`);
     return rows.map((r) => r['QUERY PLAN']).join('\n');
+  });
+}
+// end snippet
+
+// snippet: typeorm-explain-as-tenant
+// explainAsTenantWith is explainAsTenant in inTenantTransaction.
+function explainAsTenantWith(dataSource, tenant, sql) {
+  return inTenantTransaction(dataSource, tenant, async (manager) => {
+    const rows = await manager.query(`EXPLAIN ${sql}`);
+    return rows.map((r) => r['QUERY PLAN']).join('\n');
+  });
+}
+// end snippet
+
+// snippet: typeorm-schema-per-tenant
+// inTenantSchema runs fn(manager) in dataSource.transaction() with the
+// tenant's schema, then public, as its search_path. set_config(..., true)
+// is SET LOCAL: the path ends with the transaction, so the connection goes
+// back to the pool with the default path. escapeIdentifier comes from pg.
+function inTenantSchema(dataSource, schema, fn) {
+  return dataSource.transaction(async (manager) => {
+    const path = `${escapeIdentifier(schema)}, public`;
+    await manager.query(`SELECT set_config('search_path', $1, true)`, [path]);
+    return fn(manager);
+  });
+}
+// end snippet
+
+// snippet: typeorm-pinned-state
+// reportWith fills a temp table for one tenant and reads it, holding the
+// tenant's numbering lock, all in dataSource.transaction(): the table (ON
+// COMMIT DROP) and the lock (pg_advisory_xact_lock) end with it, and
+// nothing of them stays on the pooled connection.
+function reportWith(dataSource, tenant) {
+  return dataSource.transaction(async (manager) => {
+    await manager.query(`SELECT set_config('app.current_tenant', $1, true)`, [tenant]);
+    await manager.query('SELECT pg_advisory_xact_lock(4242, $1::int)', [tenant]);
+    await manager.query('CREATE TEMP TABLE report (tenant_id int, customer text) ON COMMIT DROP');
+    await manager.query('INSERT INTO report SELECT tenant_id, customer FROM invoices');
+    const rows = await manager.query('SELECT tenant_id FROM report');
+    return rows.map((r) => r.tenant_id);
   });
 }
 // end snippet
@@ -383,6 +470,35 @@ async function withDataSource(url, fn) {
   }
 }
 
+// tenantContext runs the wrong-scope and lost-context lessons' requests
+// with inRequest (the fix), scoped (a transaction for a given tenant) and
+// read (what each request reads in it).
+async function tenantContext(inRequest, scoped, read) {
+  // Two requests in flight at once: each waits at the gate after its
+  // middleware ran, then reads.
+  let open;
+  const gate = new Promise((ok) => { open = ok; });
+  const request = (tenant) => tenantStore.run(tenant, async () => { await gate; return inRequest(read); });
+  const [mine, theirs] = await Promise.all([request('1'), request('2'), open()]);
+  // The wrong way, for contrast: one module-level variable for every request.
+  let current;
+  let openWrong;
+  const gateWrong = new Promise((ok) => { openWrong = ok; });
+  const wrongRequest = async (tenant) => { current = tenant; await gateWrong; return scoped(current, read); };
+  const [wrong] = await Promise.all([wrongRequest('1'), wrongRequest('2'), openWrong()]);
+  // Work the request started that runs after it answered.
+  const later = await new Promise((ok, fail) => tenantStore.run('1', () => {
+    setTimeout(() => inRequest(read).then(ok, fail), 0);
+  }));
+  let refused = false;
+  try {
+    await inRequest(read);
+  } catch (err) {
+    refused = /no tenant/.test(err.message);
+  }
+  return { own: mine, other: theirs, wrong, later, refused };
+}
+
 const after = (rows) => ({ seen: rows[0].seen, user: rows[0].usr, tenants: rows[0].tenants });
 
 const checks = {
@@ -390,31 +506,62 @@ const checks = {
     own: tenantsOf(await inTenantTx(pool, a.tenant, async (c) => (await c.query(own)).rows)),
     after: after((await pool.query(observe)).rows),
   })),
-  'pg-tenant-context': (a) => withPool(a.url, async (pool) => {
-    const read = async (c) => (await c.query(own)).rows;
-    // Two requests in flight at once: each waits at the gate after its
-    // middleware ran, then reads.
-    let open;
-    const gate = new Promise((ok) => { open = ok; });
-    const request = (tenant) => tenantStore.run(tenant, async () => { await gate; return tenantsOf(await inRequestTenantTx(pool, read)); });
-    const [mine, theirs] = await Promise.all([request('1'), request('2'), open()]);
-    // The wrong way, for contrast: one module-level variable for every request.
-    let current;
-    let openWrong;
-    const gateWrong = new Promise((ok) => { openWrong = ok; });
-    const wrongRequest = async (tenant) => { current = tenant; await gateWrong; return tenantsOf(await inTenantTx(pool, current, read)); };
-    const [wrong] = await Promise.all([wrongRequest('1'), wrongRequest('2'), openWrong()]);
-    // Work the request started that runs after it answered.
-    const later = await new Promise((ok, fail) => tenantStore.run('1', () => {
-      setTimeout(() => inRequestTenantTx(pool, read).then((rows) => ok(tenantsOf(rows)), fail), 0);
-    }));
-    let refused = false;
+  'pg-tenant-context': (a) => withPool(a.url, (pool) => tenantContext(
+    (fn) => inRequestTenantTx(pool, fn), (tenant, fn) => inTenantTx(pool, tenant, fn),
+    async (c) => tenantsOf((await c.query(own)).rows))),
+  'typeorm-tenant-context': (a) => withDataSource(a.url, (ds) => tenantContext(
+    (fn) => inRequestTransaction(ds, fn), (tenant, fn) => inTenantTransaction(ds, tenant, fn),
+    async (m) => tenantsOf(await m.query(own)))),
+  'typeorm-check-forced-rls': (a) => withDataSource(a.url, async (ds) => {
     try {
-      await inRequestTenantTx(pool, read);
+      await checkForcedRLSWith(ds);
+      return { error: null };
     } catch (err) {
-      refused = /no tenant/.test(err.message);
+      return { error: err.message };
     }
-    return { own: mine, other: theirs, wrong, later, refused };
+  }),
+  'typeorm-catalog-check': (a) => withDataSource(a.url, async (ds) => {
+    try {
+      await catalogCheckWith(ds, a.what, a.sql);
+      return { error: null };
+    } catch (err) {
+      return { error: err.message };
+    }
+  }),
+  'typeorm-explain-as-tenant': (a) => withDataSource(a.url, async (ds) => ({ plan: await explainAsTenantWith(ds, a.tenant, a.sql) })),
+  // typeorm-schema-per-tenant reads the tickets of tenant_acme, then,
+  // on the same connection, the tickets of a request that sets no schema,
+  // then those of tenant_globex.
+  'typeorm-schema-per-tenant': (a) => withDataSource(a.url, async (ds) => {
+    const tickets = async (q) => (await q.query('SELECT tenant_id FROM tickets ORDER BY id')).map((r) => r.tenant_id);
+    const out = { acme: await inTenantSchema(ds, 'tenant_acme', tickets) };
+    try {
+      out.forgot = await tickets(ds);
+    } catch (err) {
+      out.forgot = { code: err.code || (err.driverError && err.driverError.code), message: err.message };
+    }
+    out.globex = await inTenantSchema(ds, 'tenant_globex', tickets);
+    return out;
+  }),
+  // typeorm-pinned-state runs Acme's report and then Globex's on one
+  // connection, reads what they left on it, and sends a NOTIFY through the
+  // DataSource that a node-postgres Client of its own listens for.
+  'typeorm-pinned-state': (a) => withDataSource(a.url, async (ds) => {
+    const out = { acme: await reportWith(ds, '1'), globex: await reportWith(ds, '2') };
+    [out.left] = await ds.query(`SELECT to_regclass('pg_temp.report') IS NOT NULL AS temp,
+      (SELECT count(*)::int FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+        WHERE l.locktype = 'advisory' AND d.datname = current_database()) AS locks`);
+    const listener = new pg.Client({ connectionString: a.url });
+    await listener.connect();
+    try {
+      const heard = new Promise((ok) => listener.on('notification', (msg) => ok(msg.payload)));
+      await listener.query('LISTEN invoices_ready');
+      await ds.query(`NOTIFY invoices_ready, '1'`);
+      out.notified = await heard;
+    } finally {
+      await listener.end();
+    }
+    return out;
   }),
   'pg-check-forced-rls': (a) => withPool(a.url, async (pool) => {
     try {
