@@ -18,18 +18,6 @@ import (
 	"github.com/rlslab/rlslab/lessons/stackfix"
 )
 
-// newCheckFixture is newFixture with a context that bounds the whole test
-// at five minutes instead of one: these tests start node and python
-// many times, which takes seconds each on a loaded machine.
-func newCheckFixture(t *testing.T) *fixture {
-	t.Helper()
-	f := newFixture(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	t.Cleanup(cancel)
-	f.ctx = ctx
-	return f
-}
-
 // admin runs stmts on the lab as its superuser, one after the other.
 func (f *fixture) admin(t *testing.T, stmts ...string) {
 	t.Helper()
@@ -117,7 +105,7 @@ func tenantsVia(ctx context.Context, t *testing.T, p *pgxpool.Pool, tenant, quer
 // nothing again, and Acme reads its 3 through the view and the function.
 func TestOwnerRightsCheck(t *testing.T) {
 	t.Parallel()
-	f := newCheckFixture(t)
+	f := newFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
@@ -187,7 +175,7 @@ const injectedTerm = `no-such-customer' OR set_config('app.is_admin', 'on', true
 // after SET ROLE.
 func TestAdminOverrideFixes(t *testing.T) {
 	t.Parallel()
-	f := newCheckFixture(t)
+	f := newFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
@@ -310,7 +298,7 @@ func TestAdminOverrideFixes(t *testing.T) {
 // Acme's 2 and leaves the other 4.
 func TestTenantKeysCheck(t *testing.T) {
 	t.Parallel()
-	f := newCheckFixture(t)
+	f := newFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
@@ -391,7 +379,7 @@ func TestTenantKeysCheck(t *testing.T) {
 // tenant_id, the check is clear of the table and the plan uses the index.
 func TestPlanChecks(t *testing.T) {
 	t.Parallel()
-	f := newCheckFixture(t)
+	f := newFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
@@ -458,7 +446,7 @@ func TestPlanChecks(t *testing.T) {
 // and every way gives each tenant its own rows.
 func TestImmutableReadersCheck(t *testing.T) {
 	t.Parallel()
-	f := newCheckFixture(t)
+	f := newFixture(t)
 	ctx := f.ctx
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
 	const what = "IMMUTABLE functions that read a setting"
@@ -552,7 +540,7 @@ func TestImmutableReadersCheck(t *testing.T) {
 // composite key, it finds nothing and the same insert fails with 23503.
 func TestTenantForeignKeysCheck(t *testing.T) {
 	t.Parallel()
-	f := newCheckFixture(t)
+	f := newFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
 	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()

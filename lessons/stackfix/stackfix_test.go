@@ -3,6 +3,7 @@ package stackfix_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -22,7 +23,21 @@ import (
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
-func TestMain(m *testing.M) { pgenvtest.Main(m) }
+// TestMain runs the tests with one shared PostgreSQL. The tests spend most
+// of their time waiting for node, python and PostgreSQL, not computing, so
+// unless -parallel is given, up to 8 of them run at once instead of
+// GOMAXPROCS (2 on a small machine, which ran them nearly one by one).
+func TestMain(m *testing.M) {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		if err := flag.Set("test.parallel", "8"); err != nil {
+			panic(err)
+		}
+	}
+	pgenvtest.Main(m)
+}
 
 // quoted lists, per lesson file, the snippets (of pgx.go and of the node
 // app's fixes.js) that the lesson shows and must quote verbatim.
@@ -118,7 +133,9 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 1})
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// A generous bound for the whole test: the tests run at once, and
+	// start node and python, which take seconds each on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	return &fixture{t: t, lab: lab, ctx: ctx}
 }
