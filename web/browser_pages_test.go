@@ -80,6 +80,41 @@ func TestBrowserEveryOtherPage(t *testing.T) {
 		}
 	}
 
+	// The room view on a phone: an answer the run showed keeps its words
+	// whole beside "what the run showed" (it was squeezed to a few letters
+	// a line). The mark is put on the first answer here; a run of a
+	// participant's puts it there the same way.
+	b.emulate(390, 844, "light")
+	b.do(chromedp.Navigate(ts.URL+"/workshops/"+w.ID+"/room"), chromedp.WaitReady(chromedp.CSS(".room-choices li .text")))
+	squeezed := run(b, chromedp.Evaluate[[]string](`(function () {
+		var li = document.querySelector(".room-choices li");
+		li.classList.add("shown");
+		var mark = document.createElement("span");
+		mark.className = "what-ran";
+		mark.textContent = "what the run showed";
+		li.appendChild(mark);
+		var out = [], ctx = document.createElement("canvas").getContext("2d");
+		document.querySelectorAll(".room-choices .text").forEach(function (e) {
+			var cs = getComputedStyle(e);
+			ctx.font = cs.fontWeight + " " + cs.fontSize + " " + cs.fontFamily;
+			var widest = Math.max.apply(null, e.textContent.trim().split(/\s+/).map(function (w) { return ctx.measureText(w).width; }));
+			var got = e.getBoundingClientRect().width;
+			if (got + 1 < widest) out.push(e.textContent.trim() + ": " + Math.round(got) + " px for a word of " + Math.round(widest));
+		});
+		return out;
+	})()`))
+	if len(squeezed) > 0 {
+		t.Errorf("room view at 390 px breaks answers inside words: %v", squeezed)
+	}
+
+	// The workshop form's fields are set in one size of type (the number
+	// of participants was in the browser's smaller default).
+	b.emulate(1280, 720, "light")
+	b.do(chromedp.Navigate(ts.URL+"/workshops/new"), chromedp.WaitReady(chromedp.CSS(`input[name=expected]`)))
+	if fs := run(b, chromedp.Evaluate[[]string](`[getComputedStyle(document.querySelector("input[name=title]")).fontSize, getComputedStyle(document.querySelector("input[name=expected]")).fontSize]`)); fs[0] != fs[1] {
+		t.Errorf("workshop form: the title is in %s type, the number of participants in %s", fs[0], fs[1])
+	}
+
 	// The dark theme, chosen on the home page, on every page of the site.
 	b.emulate(1280, 720, "light")
 	b.do(chromedp.Navigate(ts.URL+"/"), chromedp.WaitReady(chromedp.ID("theme-toggle")), chromedp.Click(chromedp.ID("theme-toggle")))
