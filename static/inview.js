@@ -6,7 +6,9 @@
 // - On every page with a live view, in a single-step run: the page scrolls,
 //   as little as it can, so that the pool connection box and the timeline
 //   lane of the backend the narration names are on screen, below the
-//   pinned outcome bar.
+//   pinned outcome bar. The lab's owner, whose Step button is then off
+//   screen, gets a "Next step" button pinned at the bottom right that
+//   presses it (#step-dock), so stepping never means scrolling back up.
 (function () {
   "use strict";
 
@@ -56,8 +58,7 @@
   // stepView scrolls the page so that the narrated backend's box and lane
   // are on screen in a single-step run.
   function stepView() {
-    var status = document.getElementById("status");
-    if (!status || status.getAttribute("data-speed") !== "step" || status.getAttribute("data-status") !== "running") return;
+    if (!inStep()) return;
     var pid = narratedPID();
     if (!pid) return;
     var els = [document.getElementById("tl-lane-" + pid), document.querySelector('#conns .conn[data-pid="' + pid + '"]')];
@@ -85,12 +86,45 @@
     if (delta !== 0) window.scrollBy(0, delta);
   }
 
+  // inStep reports whether the live view shows a single-step run going on.
+  function inStep() {
+    var status = document.getElementById("status");
+    return !!status && status.getAttribute("data-speed") === "step" && status.getAttribute("data-status") === "running";
+  }
+
+  // stepDock shows the pinned "Next step" button while a single-step run
+  // goes on and the owner's Step button is off screen, and hides it
+  // otherwise. Watchers have no Step button, so they get none.
+  function stepDock() {
+    var step = document.getElementById("step");
+    var dock = document.getElementById("step-dock");
+    if (!step) {
+      if (dock) dock.hidden = true;
+      return;
+    }
+    if (!dock) {
+      dock = document.createElement("button");
+      dock.type = "button";
+      dock.id = "step-dock";
+      dock.className = "primary step-dock";
+      dock.textContent = "Next step \u25B6";
+      dock.setAttribute("aria-label", "Next step (the Step button, further up)");
+      dock.hidden = true;
+      dock.addEventListener("click", function () { document.getElementById("step").click(); });
+      document.body.appendChild(dock);
+    }
+    var r = step.getBoundingClientRect();
+    var off = r.height === 0 || r.bottom < 0 || r.top > window.innerHeight;
+    dock.hidden = !(inStep() && off);
+  }
+
   // update brings into view what the current frame is about, then marks
   // the body with the frame's version (data-inview), which the browser
   // tests wait for.
   function update() {
     if (document.body.classList.contains("present")) presenter();
     stepView();
+    stepDock();
     var status = document.getElementById("status");
     if (status) document.body.setAttribute("data-inview", status.getAttribute("data-version") || "");
   }
@@ -105,4 +139,5 @@
   document.addEventListener("DOMContentLoaded", later);
   document.addEventListener("htmx:wsAfterMessage", later);
   window.addEventListener("resize", later);
+  window.addEventListener("scroll", function () { if (document.getElementById("step-dock") || inStep()) stepDock(); }, {passive: true});
 })();

@@ -87,19 +87,32 @@
   });
 
   // A control's refusal (400, 403, 409, 503) is a sentence to show too.
-  // A lab that cannot be had (all labs in use) says why in place of
-  // "Preparing your lab", and the button stays to try again.
+  // A lab that cannot be had says why in place of "Preparing your lab",
+  // and the button stays to try again. When it is for now (503: all labs
+  // in use, the database not answering) the page asks again by itself,
+  // after 1 s, then 2, 4, up to 10 s, and says when.
   document.addEventListener("htmx:beforeSwap", function (e) {
     if (!e.detail.target || e.detail.xhr.status < 400) return;
     if (e.detail.target.id === "control-msg") {
       e.detail.shouldSwap = true;
       e.detail.isError = false;
     } else if (e.detail.target.id === "lab-side") {
-      var p = document.querySelector(".lab-pending p");
-      if (p) {
-        p.className = "control-msg bad";
-        p.textContent = new DOMParser().parseFromString(e.detail.xhr.responseText, "text/html").body.textContent;
+      var form = document.querySelector(".lab-pending");
+      var p = form ? form.querySelector("p") : null;
+      if (!p) return;
+      p.className = "control-msg bad";
+      var text = new DOMParser().parseFromString(e.detail.xhr.responseText, "text/html").body.textContent.trim();
+      if (e.detail.xhr.status !== 503 || !window.htmx) {
+        p.textContent = text;
+        return;
       }
+      var wait = form.rlslabWait || 1000;
+      form.rlslabWait = Math.min(wait * 2, 10000);
+      p.textContent = text + " (rlslab asks again in " + Math.round(wait / 1000) + " s.)";
+      clearTimeout(form.rlslabRetry);
+      form.rlslabRetry = setTimeout(function () {
+        htmx.ajax("POST", form.getAttribute("hx-post"), {source: form, target: "#lab-side", swap: "outerHTML"});
+      }, wait);
     }
   });
 

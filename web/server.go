@@ -199,11 +199,19 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		s.render(w, r, status, views.ControlMessage(false, msg))
 		return
 	}
-	if wantsJSON(r) || r.Header.Get("HX-Request") != "" || r.Method != http.MethodGet || strings.HasSuffix(r.URL.Path, ".json") {
+	// A form a browser sent without htmx (joining a workshop, creating
+	// one) asks for HTML: it gets the error page, not JSON.
+	if wantsJSON(r) || r.Header.Get("HX-Request") != "" || (r.Method != http.MethodGet && !acceptsHTML(r)) || strings.HasSuffix(r.URL.Path, ".json") {
 		writeJSON(w, status, map[string]string{"error": msg, "code": rlslab.ErrorCode(err)})
 		return
 	}
 	s.render(w, r, status, views.ErrorPage(status, http.StatusText(status), msg))
+}
+
+// acceptsHTML reports whether the client asks for HTML, as a browser does
+// for a page or a form it submits.
+func acceptsHTML(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
 }
 
 // wantsJSON reports whether the client prefers JSON.

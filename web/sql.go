@@ -151,17 +151,18 @@ func (s *Server) handleSQL(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Header.Get("HX-Request") != "" && !wantsJSON(r) {
-		s.render(w, r, http.StatusOK, views.FreePlayResult(freePlayView(res)))
+		s.render(w, r, http.StatusOK, views.FreePlayResult(freePlayView(res, lab.ID)))
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
 }
 
-// freePlayView is the panel's view of a result.
-func freePlayView(res sessions.SQLResult) views.FreePlayView {
+// freePlayView is the panel's view of a result in lab labID: the role as
+// the pool boxes and the timeline name it ("app", not "lab_…_app").
+func freePlayView(res sessions.SQLResult, labID string) views.FreePlayView {
 	return views.FreePlayView{
 		Connection: res.Connection, Request: res.Request, PID: res.PID, TenantBefore: res.TenantBefore, TenantAfter: res.TenantAfter,
-		Role: res.Role, Columns: res.Columns, Rows: res.Rows, RowCount: res.RowCount, Truncated: res.Truncated, Tag: res.Tag,
+		Role: views.ShortRole(res.Role, labID), Columns: res.Columns, Rows: res.Rows, RowCount: res.RowCount, Truncated: res.Truncated, Tag: res.Tag,
 		ForeignRows: res.ForeignRows, Leak: res.Leak, Refused: res.Refused, Error: res.Error, SQLState: res.SQLState, Notice: res.Notice, MS: res.MS,
 	}
 }

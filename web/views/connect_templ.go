@@ -50,142 +50,155 @@ func ConnectYourApp(p ConnectPanel) templ.Component {
 				return templ_7745c5c3_Err
 			}
 		} else {
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 3, "<p class=\"hint\">Point your own application at this lab. rlslab's proxy passes every statement through to the lab's app role, one database connection per connection of your app, and draws each connection, each statement and the tenant setting each backend holds on the live view below (\"your app\"). Tag each query with the tenant it is for, as a sqlcommenter comment <code></code>: a statement whose tag differs from the setting in force, or that gets other tenants' rows, is shown as a leak. While your app is connected no scenario runs in this lab; close your app's pool to run one.</p><p>Connection URL: <code class=\"connect-url\">")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 3, "<p class=\"hint\">Point your own application at this lab. rlslab's proxy passes every statement through to the lab's app role, one database connection per connection of your app, and draws each connection, each statement and the tenant setting each backend holds on the live view below (\"your app\"). Tag each query with the tenant it is for, as a sqlcommenter comment <code>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			var templ_7745c5c3_Var2 string
-			templ_7745c5c3_Var2, templ_7745c5c3_Err = templ.JoinStringErrs(p.URL)
+			templ_7745c5c3_Var2, templ_7745c5c3_Err = templ.JoinStringErrs("/* tenant='2' */")
 			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 24, Col: 55}
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 23, Col: 395}
 			}
 			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var2))
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 4, "</code></p><details open><summary>Settings to paste</summary><dl class=\"connect-snippets\"><dt>psql</dt><dd><pre>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 4, "</code>: a statement whose tag differs from the setting in force, or that gets other tenants' rows, is shown as a leak. While your app is connected no scenario runs in this lab; close your app's pool to run one.</p><p>Connection URL: <code class=\"connect-url\">")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			var templ_7745c5c3_Var3 string
-			templ_7745c5c3_Var3, templ_7745c5c3_Err = templ.JoinStringErrs("psql \"" + p.URL + "\"")
+			templ_7745c5c3_Var3, templ_7745c5c3_Err = templ.JoinStringErrs(p.URL)
 			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 29, Col: 40}
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 24, Col: 55}
 			}
 			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var3))
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 5, "</pre></dd><dt>node-postgres</dt><dd><pre>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 5, "</code></p><details open><summary>Settings to paste</summary><dl class=\"connect-snippets\"><dt>psql</dt><dd><pre>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			var templ_7745c5c3_Var4 string
-			templ_7745c5c3_Var4, templ_7745c5c3_Err = templ.JoinStringErrs("const pool = new Pool({ connectionString: '" + p.NodeURL + "', max: 2 });\n// tag: every query says its tenant\nconst query = (sql, params) => pool.query(`${sql} /* tenant='${tenantStore.getStore()}' */`, params);")
+			templ_7745c5c3_Var4, templ_7745c5c3_Err = templ.JoinStringErrs("psql \"" + p.URL + "\"")
 			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 31, Col: 231}
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 29, Col: 40}
 			}
 			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var4))
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 6, "</pre></dd><dt>TypeORM</dt><dd><pre>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 6, "</pre></dd><dt>node-postgres</dt><dd><pre>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			var templ_7745c5c3_Var5 string
-			templ_7745c5c3_Var5, templ_7745c5c3_Err = templ.JoinStringErrs("new DataSource({ type: 'postgres', url: '" + p.NodeURL + "', extra: { max: 2 } });\n// tag: every query builder says its tenant\nrepo.createQueryBuilder('i').comment(`tenant='${tenantStore.getStore()}'`)")
+			templ_7745c5c3_Var5, templ_7745c5c3_Err = templ.JoinStringErrs("const pool = new Pool({ connectionString: '" + p.NodeURL + "', max: 2 });\n// tag: every query says its tenant\nconst query = (sql, params) => pool.query(`${sql} /* tenant='${tenantStore.getStore()}' */`, params);")
 			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 33, Col: 221}
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 31, Col: 231}
 			}
 			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var5))
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 7, "</pre></dd><dt>Prisma</dt><dd><pre>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 7, "</pre></dd><dt>TypeORM</dt><dd><pre>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			var templ_7745c5c3_Var6 string
-			templ_7745c5c3_Var6, templ_7745c5c3_Err = templ.JoinStringErrs("DATABASE_URL=\"" + p.URL + "&connection_limit=2\"\n// tag: raw queries can carry it; generated queries are counted by their tenant_id rows\nprisma.$queryRaw`SELECT * FROM invoices /* tenant='${tenant}' */`")
+			templ_7745c5c3_Var6, templ_7745c5c3_Err = templ.JoinStringErrs("new DataSource({ type: 'postgres', url: '" + p.NodeURL + "', extra: { max: 2 } });\n// tag: every query builder says its tenant\nrepo.createQueryBuilder('i').comment(`tenant='${tenantStore.getStore()}'`)")
 			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 35, Col: 223}
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 33, Col: 221}
 			}
 			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var6))
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 8, "</pre></dd><dt>Django</dt><dd><pre>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 8, "</pre></dd><dt>Prisma</dt><dd><pre>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			var templ_7745c5c3_Var7 string
-			templ_7745c5c3_Var7, templ_7745c5c3_Err = templ.JoinStringErrs("DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql', 'NAME': '" + p.Database + "', 'USER': '" + p.User + "', 'PASSWORD': '" + p.Password + "', 'HOST': '" + p.Host + "', 'PORT': '" + p.Port + "', 'OPTIONS': {'sslmode': 'require'}}}\n# tag: in a middleware, around the view\nwith connection.execute_wrapper(lambda execute, sql, params, many, context: execute(f\"{sql} /* tenant='{request.tenant_id}' */\", params, many, context)):")
+			templ_7745c5c3_Var7, templ_7745c5c3_Err = templ.JoinStringErrs("DATABASE_URL=\"" + p.URL + "&connection_limit=2\"\n// tag: raw queries can carry it; generated queries are counted by their tenant_id rows\nprisma.$queryRaw`SELECT * FROM invoices /* tenant='${tenant}' */`")
 			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 37, Col: 461}
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 35, Col: 223}
 			}
 			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var7))
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 9, "</pre></dd><dt>Go (pgxpool)</dt><dd><pre>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 9, "</pre></dd><dt>Django</dt><dd><pre>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			var templ_7745c5c3_Var8 string
-			templ_7745c5c3_Var8, templ_7745c5c3_Err = templ.JoinStringErrs("pool, err := pgxpool.New(ctx, \"" + p.URL + "&pool_max_conns=2\")\n// tag: every query says its tenant\nrows, err := pool.Query(ctx, sql+\" /* tenant='\"+tenant+\"' */\", args...)")
+			templ_7745c5c3_Var8, templ_7745c5c3_Err = templ.JoinStringErrs("DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql', 'NAME': '" + p.Database + "', 'USER': '" + p.User + "', 'PASSWORD': '" + p.Password + "', 'HOST': '" + p.Host + "', 'PORT': '" + p.Port + "', 'OPTIONS': {'sslmode': 'require'}}}\n# tag: in a middleware, around the view\nwith connection.execute_wrapper(lambda execute, sql, params, many, context: execute(f\"{sql} /* tenant='{request.tenant_id}' */\", params, many, context)):")
 			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 39, Col: 197}
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 37, Col: 461}
 			}
 			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var8))
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 10, "</pre></dd></dl></details><p class=\"hint\"><code>sslmode=require</code> encrypts without checking whom it talks to. For <code>verify-full</code>, download <a href=\"/proxy.crt\" download>the proxy's certificate</a>, give it as the root certificate (<code>sslrootcert=rlslab-proxy.crt</code>; node-postgres: <code>ssl: ")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 10, "</pre></dd><dt>Go (pgxpool)</dt><dd><pre>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			var templ_7745c5c3_Var9 string
-			templ_7745c5c3_Var9, templ_7745c5c3_Err = templ.JoinStringErrs("{")
+			templ_7745c5c3_Var9, templ_7745c5c3_Err = templ.JoinStringErrs("pool, err := pgxpool.New(ctx, \"" + p.URL + "&pool_max_conns=2\")\n// tag: every query says its tenant\nrows, err := pool.Query(ctx, sql+\" /* tenant='\"+tenant+\"' */\", args...)")
 			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 42, Col: 296}
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 39, Col: 197}
 			}
 			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var9))
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 11, " ca: fs.readFileSync('rlslab-proxy.crt') ")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 11, "</pre></dd></dl></details><p class=\"hint\"><code>sslmode=require</code> encrypts without checking whom it talks to. For <code>verify-full</code>, download <a href=\"/proxy.crt\" download>the proxy's certificate</a>, give it as the root certificate (<code>sslrootcert=rlslab-proxy.crt</code>; node-postgres: <code>ssl: ")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			var templ_7745c5c3_Var10 string
-			templ_7745c5c3_Var10, templ_7745c5c3_Err = templ.JoinStringErrs("}")
+			templ_7745c5c3_Var10, templ_7745c5c3_Err = templ.JoinStringErrs("{")
 			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 42, Col: 342}
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 42, Col: 296}
 			}
 			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var10))
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 12, "</code>), and connect by a name it lists (<code>localhost</code>, <code>127.0.0.1</code>, <code>::1</code> or this machine's host name). The same URL as JSON: <a href=\"")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 12, " ca: fs.readFileSync('rlslab-proxy.crt') ")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			var templ_7745c5c3_Var11 string
-			templ_7745c5c3_Var11, templ_7745c5c3_Err = templruntime.NewAttributeExpression(templ.SafeURL("/labs/" + p.Lab + "/connect.json")).ResolveURL(ctx)
+			templ_7745c5c3_Var11, templ_7745c5c3_Err = templ.JoinStringErrs("}")
 			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 42, Col: 561}
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 42, Col: 342}
 			}
-			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ_7745c5c3_Var11)
+			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var11))
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 13, "\">connect.json</a>.</p>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 13, "</code>), and connect by a name it lists (<code>localhost</code>, <code>127.0.0.1</code>, <code>::1</code> or this machine's host name). The same URL as JSON: <a href=\"")
+			if templ_7745c5c3_Err != nil {
+				return templ_7745c5c3_Err
+			}
+			var templ_7745c5c3_Var12 string
+			templ_7745c5c3_Var12, templ_7745c5c3_Err = templruntime.NewAttributeExpression(templ.SafeURL("/labs/" + p.Lab + "/connect.json")).ResolveURL(ctx)
+			if templ_7745c5c3_Err != nil {
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/views/connect.templ`, Line: 42, Col: 561}
+			}
+			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ_7745c5c3_Var12)
+			if templ_7745c5c3_Err != nil {
+				return templ_7745c5c3_Err
+			}
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 14, "\">connect.json</a>.</p>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 		}
-		templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 14, "</section>")
+		templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 15, "</section>")
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}

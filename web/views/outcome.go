@@ -53,7 +53,7 @@ func (v Live) Outcome() Outcome {
 	verdict, judged := v.State.Outcome()
 	switch {
 	case v.Outage != "":
-		o.Kind, o.Head, o.Detail = "outage", "The database is not answering.", v.Outage
+		o.Kind, o.Head, o.Detail = "outage", "The database is not answering.", outageDetail(v.Outage)
 		o.Leaks = nil
 		return o
 	case v.Status == engine.StatusQueued && v.Queue != nil:
@@ -111,6 +111,27 @@ func (v Live) Outcome() Outcome {
 		o.Head = upperFirst(o.Head[len(p):]) // the chip says it
 	}
 	return o
+}
+
+// outageHead is how an outage's message starts when it only repeats the
+// outcome bar's head.
+const outageHead = "the database is not answering"
+
+// outageDetail is what an outage's message adds to the bar's head, "The
+// database is not answering." ("the database is not answering; retrying"
+// adds "Retrying."), as a sentence.
+func outageDetail(msg string) string {
+	msg = strings.TrimSpace(msg)
+	if len(msg) >= len(outageHead) && strings.EqualFold(msg[:len(outageHead)], outageHead) {
+		msg = strings.TrimLeft(msg[len(outageHead):], ";:,. ")
+	}
+	if msg == "" {
+		return ""
+	}
+	if !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return upperFirst(msg)
 }
 
 // upperFirst capitalises the first letter of s.
