@@ -301,9 +301,11 @@ func (l *Lab) playReplayed(ctx context.Context, run *activeRun, sc *engine.Scena
 	err := engine.PlayAndClose(ctx, sc, run.variant, env)
 	capture.Finish()
 	ran := time.Since(start)
+	t0 := time.Now()
 	l.waitBackendsGone(backendsGoneTimeout)
+	gone := time.Since(t0)
 	release()
-	log.Info("run finished; shown at its pace", "took", ran.Round(time.Millisecond), "connections", need, "err", err, "capture", capture.String())
+	log.Info("run finished; shown at its pace", "took", ran.Round(time.Millisecond), "gone", gone.Round(time.Millisecond), "connections", need, "err", err, "capture", capture.String())
 	if serr := <-shown; serr != nil {
 		// Cancelled while it was shown: the lab shows that, as a live run
 		// cancelled on a frame would.

@@ -75,6 +75,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		sampler = s
 		defer s.stop()
 	}
+	meter := newCPUMeter(ctx, *db, *pid)
 	rep := benchReport{Participants: *n, Budget: b.budget, Expected: *expected, Prepared: prepared}
 	began := time.Now()
 
@@ -128,6 +129,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 			sampler.reset()
 		}
 		start := time.Now()
+		cpu0 := meter.read()
 		res := make([]runResult, len(joined))
 		gate := make(chan struct{})
 		for i, p := range joined {
@@ -138,7 +140,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		close(gate)
 		wg.Wait()
-		pr := phaseReport{Name: ph.name, Took: time.Since(start)}
+		pr := phaseReport{Name: ph.name, Took: time.Since(start), CPU: meter.read().since(cpu0)}
 		if sampler != nil {
 			pr.PeakBackends = sampler.peakNow()
 		}
@@ -669,6 +671,7 @@ type phaseReport struct {
 	Ended, Lost  int
 	Replayed     int
 	PeakBackends int
+	CPU          cpuTimes // CPU time the programs used during the phase (zero: not measured)
 }
 
 // add counts one run of the phase.
@@ -756,6 +759,9 @@ func (ph phaseReport) print(w io.Writer) {
 	durLine(w, "  click → first frame", ph.FirstFrame)
 	durLine(w, "  queue wait", ph.Queued)
 	durLine(w, "  click → run shown to its end", ph.Total)
+	if ph.CPU != (cpuTimes{}) {
+		ph.CPU.print(w, ph.Ended+ph.Lost)
+	}
 }
 
 // derefPhase returns the phase as a list of none or one.

@@ -224,6 +224,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	proxyAddr := fs.String("proxy-addr", defaultProxyAddr, `where rlslab's PostgreSQL proxy listens, through which a learner's own app connects to their lab ("off": no proxy)`)
 	instance := fs.String("instance", "", "this instance's name among the rlslab instances sharing the database (default: the host's name and a random suffix)")
 	advertise := fs.String("advertise", "", "host:port where the other instances reach this one's HTTP (default: the -addr it listens on)")
+	pprofAddr := fs.String("pprof-addr", "", "serve Go's runtime profiles (CPU, block, mutex) on this loopback address, for profiling under a benchmark (default: off)")
 	perAddr := fs.Int("labs-per-address", sessions.DefaultLabsPerAddress, "labs one client address may hold outside a workshop; one more recycles its least recently active idle lab (0: no cap)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -277,6 +278,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer ln.Close()
+	if err := servePprof(ctx, *pprofAddr, log); err != nil {
+		return err
+	}
 	if *advertise == "" {
 		*advertise = advertiseAddr(ln.Addr())
 	}

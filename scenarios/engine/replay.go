@@ -279,5 +279,12 @@ func (t *Tracker) show(st State, step bool, note *Replay) {
 func (c *Capture) String() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return fmt.Sprintf("%d states, ran %s", len(c.states), c.ran.Round(time.Millisecond))
+	first := time.Duration(0)
+	for _, s := range c.states {
+		if s.step {
+			first = s.at
+			break
+		}
+	}
+	return fmt.Sprintf("%d states, first frame %s, ran %s", len(c.states), first.Round(time.Millisecond), c.ran.Round(time.Millisecond))
 }
