@@ -317,7 +317,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		cfg.Logger.Info("lab server ready", "server", s.where, "lock", s.inst.id, "connection_budget", s.capa.Budget, "for_runs", s.capa.Runs, "server_max_connections", s.capa.MaxConnections,
 			"spares", cfg.Spares, "formula", "budget = max_connections − reserved − margin; runs = budget − admin pool − instance lock − maintenance")
 	}
-	cfg.Logger.Info("labs ready", "lab_servers", len(m.servers), "max_labs", cfg.MaxLabs, "lab_conn_limit", cfg.ConnLimit, "ttl", cfg.TTL, "max_lifetime", cfg.MaxLifetime)
+	cfg.Logger.Info("labs ready", "instance", m.servers[0].inst.id, "lab_servers", len(m.servers), "max_labs", cfg.MaxLabs, "lab_conn_limit", cfg.ConnLimit, "ttl", cfg.TTL, "max_lifetime", cfg.MaxLifetime)
 	return m, nil
 }
 

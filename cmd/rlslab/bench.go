@@ -38,8 +38,10 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.SetOutput(stderr)
 	base := fs.String("url", "http://127.0.0.1:8080", "the running rlslab")
 	n := fs.Int("participants", 50, "participants, each with their own lab")
-	db := fs.String("db", "", "superuser URL of rlslab's PostgreSQL, to sample its backends (optional)")
-	pid := fs.Int("pid", 0, "rlslab's process id, to read its peak RSS (optional)")
+	var dbs labDBFlags
+	fs.Var(&dbs, "db", "superuser URL of a PostgreSQL server rlslab's labs are on, to sample its backends (optional; repeat it for each lab server)")
+	var pids pidFlags
+	fs.Var(&pids, "pid", "an rlslab process id, to read its peak RSS (optional; repeat it for each instance)")
 	speed := fs.String("speed", "1", "speed of lesson 1's runs and of the crowd's")
 	crowd := fs.Int("crowd-users", 300, "users of each crowd run (shared-pool conn-per-user)")
 	compare := fs.Bool("compare", true, "also run lesson 1 live at its pace (\"pacing\":\"live\", as before replays), before the replayed phase")
@@ -66,15 +68,16 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	var sampler *backendSampler
-	if *db != "" {
-		s, err := startSampler(ctx, *db)
+	var sampler samplerSet
+	for _, db := range dbs {
+		s, err := startSampler(ctx, db)
 		if err != nil {
+			sampler.stop()
 			return err
 		}
-		sampler = s
-		defer s.stop()
+		sampler = append(sampler, s)
 	}
+	defer sampler.stop()
 	rep := benchReport{Participants: *n, Budget: b.budget, Expected: *expected, Prepared: prepared}
 	began := time.Now()
 
@@ -124,9 +127,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if ctx.Err() != nil {
 			break
 		}
-		if sampler != nil {
-			sampler.reset()
-		}
+		sampler.reset()
 		start := time.Now()
 		res := make([]runResult, len(joined))
 		gate := make(chan struct{})
@@ -139,9 +140,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		close(gate)
 		wg.Wait()
 		pr := phaseReport{Name: ph.name, Took: time.Since(start)}
-		if sampler != nil {
-			pr.PeakBackends = sampler.peakNow()
-		}
+		pr.PeakBackends = sampler.peakNow()
 		for _, r := range res {
 			pr.add(r)
 			rep.addErrors(r.errs...)
@@ -150,13 +149,9 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		pr.print(stderr)
 	}
 	if *fair && len(joined) > 0 && ctx.Err() == nil {
-		if sampler != nil {
-			sampler.reset()
-		}
+		sampler.reset()
 		pr, errs := b.fairness(ctx, joined[0], lesson, crowdRun)
-		if sampler != nil {
-			pr.PeakBackends = sampler.peakNow()
-		}
+		pr.PeakBackends = sampler.peakNow()
 		rep.Fair = &pr
 		rep.addErrors(errs...)
 		pr.print(stderr)
@@ -169,11 +164,9 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		rep.Delays = append(rep.Delays, p.delays()...)
 	}
-	if sampler != nil {
-		rep.PeakBackends, rep.MaxConnections = sampler.stop()
-	}
-	if *pid > 0 {
-		rep.PeakRSSMB = peakRSS(*pid)
+	rep.PeakBackends, rep.MaxConnections = sampler.stop()
+	for _, pid := range pids {
+		rep.PeakRSSMB = append(rep.PeakRSSMB, peakRSS(pid))
 	}
 	rep.print(stdout)
 	lost := 0
@@ -651,9 +644,9 @@ type benchReport struct {
 	Errors         int
 	ErrorSample    []string
 	Budget         int
-	PeakBackends   int
-	MaxConnections int
-	PeakRSSMB      float64
+	PeakBackends   []int // per server sampled (-db)
+	MaxConnections []int
+	PeakRSSMB      []float64 // per process (-pid)
 	Expected       int           // participants the workshop said it expected
 	Prepared       time.Duration // until the dashboard said their labs were ready
 }
@@ -668,7 +661,7 @@ type phaseReport struct {
 	Total        []time.Duration
 	Ended, Lost  int
 	Replayed     int
-	PeakBackends int
+	PeakBackends []int // per server sampled
 }
 
 // add counts one run of the phase.
@@ -716,13 +709,17 @@ func (r benchReport) print(w io.Writer) {
 	if n := len(r.BytesPerSec); n > 0 {
 		fmt.Fprintf(w, "  %-34s p50 %9.0f  max %9.0f B/s per watcher\n", "frame bytes", r.BytesPerSec[n/2], r.BytesPerSec[n-1])
 	}
-	if r.MaxConnections > 0 {
-		fmt.Fprintf(w, "  client backends: peak %d, budget %d, max_connections %d\n", r.PeakBackends, r.Budget, r.MaxConnections)
+	if len(r.MaxConnections) > 0 {
+		fmt.Fprintf(w, "  client backends: peak %s, budget %d, max_connections %s\n", joinInts(r.PeakBackends), r.Budget, joinInts(r.MaxConnections))
 	} else {
 		fmt.Fprintf(w, "  backends: budget %d (pass -db to sample the peak)\n", r.Budget)
 	}
-	if r.PeakRSSMB > 0 {
-		fmt.Fprintf(w, "  rlslab peak RSS: %.0f MB\n", r.PeakRSSMB)
+	if len(r.PeakRSSMB) > 0 {
+		mb := make([]string, len(r.PeakRSSMB))
+		for i, v := range r.PeakRSSMB {
+			mb[i] = fmt.Sprintf("%.0f", v)
+		}
+		fmt.Fprintf(w, "  rlslab peak RSS: %s MB\n", strings.Join(mb, " + "))
 	}
 	fmt.Fprintf(w, "  errors %d\n", r.Errors)
 	for _, e := range r.ErrorSample {
@@ -748,8 +745,8 @@ func durLine(w io.Writer, name string, ds []time.Duration) {
 // print prints the phase's lines.
 func (ph phaseReport) print(w io.Writer) {
 	fmt.Fprintf(w, "  %s: %s; runs ended %d (replayed %d), lost %d", ph.Name, sec(ph.Took), ph.Ended, ph.Replayed, ph.Lost)
-	if ph.PeakBackends > 0 {
-		fmt.Fprintf(w, "; peak client backends %d", ph.PeakBackends)
+	if len(ph.PeakBackends) > 0 {
+		fmt.Fprintf(w, "; peak client backends %s", joinInts(ph.PeakBackends))
 	}
 	fmt.Fprintln(w)
 	durLine(w, "  click → run accepted (202)", ph.Accepted)
@@ -793,6 +790,65 @@ func (s *backendSampler) peakNow() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.phasePeak
+}
+
+// samplerSet samples every lab server given (-db), one sampler each.
+type samplerSet []*backendSampler
+
+// reset starts a new phase's peak on every server.
+func (ss samplerSet) reset() {
+	for _, s := range ss {
+		s.reset()
+	}
+}
+
+// peakNow returns each server's peak since the last reset.
+func (ss samplerSet) peakNow() []int {
+	var out []int
+	for _, s := range ss {
+		out = append(out, s.peakNow())
+	}
+	return out
+}
+
+// stop ends the sampling and returns each server's peak and
+// max_connections.
+func (ss samplerSet) stop() (peaks, maxConns []int) {
+	for _, s := range ss {
+		p, m := s.stop()
+		peaks, maxConns = append(peaks, p), append(maxConns, m)
+	}
+	return peaks, maxConns
+}
+
+// joinInts prints numbers as "a + b" (one per server).
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, " + ")
+}
+
+// pidFlags collects repeated -pid flags.
+type pidFlags []int
+
+// String lists the process ids.
+func (p *pidFlags) String() string {
+	if p == nil {
+		return ""
+	}
+	return joinInts(*p)
+}
+
+// Set adds one process id: a positive decimal number.
+func (p *pidFlags) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("want a process id, got %.40q", v)
+	}
+	*p = append(*p, n)
+	return nil
 }
 
 func startSampler(ctx context.Context, dbURL string) (*backendSampler, error) {

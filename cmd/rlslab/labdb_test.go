@@ -44,3 +44,23 @@ func FuzzLabDBFlag(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPIDFlag feeds the bench's -pid values to its flag: it never panics
+// and keeps only positive numbers, exactly as given.
+func FuzzPIDFlag(f *testing.F) {
+	for _, s := range []string{"1234", "0", "-5", "12a", "", "99999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		var p pidFlags
+		if err := p.Set(v); err != nil {
+			if len(p) != 0 {
+				t.Fatalf("refused %q but kept it", v)
+			}
+			return
+		}
+		if len(p) != 1 || p[0] <= 0 || fmt.Sprint(p[0]) != strings.TrimLeft(strings.TrimPrefix(v, "+"), "0") {
+			t.Fatalf("kept %v for %q", p, v)
+		}
+	})
+}
