@@ -646,7 +646,7 @@ type benchReport struct {
 	Budget         int
 	PeakBackends   []int // per server sampled (-db)
 	MaxConnections []int
-	PeakRSSMB      []float64 // per process (-pid)
+	PeakRSSMB      []float64     // per process (-pid)
 	Expected       int           // participants the workshop said it expected
 	Prepared       time.Duration // until the dashboard said their labs were ready
 }
