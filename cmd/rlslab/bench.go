@@ -168,6 +168,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	for _, pid := range pids {
 		rep.PeakRSSMB = append(rep.PeakRSSMB, peakRSS(pid))
 	}
+	rep.Reconnects, rep.Missed = b.reconnects.Load(), b.missed.Load()
 	rep.print(stdout)
 	lost := 0
 	for _, ph := range rep.Phases {
@@ -191,6 +192,10 @@ type bench struct {
 	base   string
 	budget int
 	ws     struct{ ID, Code string } // the workshop everyone joins
+	// reconnects counts live views opened again after their connection
+	// broke; missed counts runs whose start or end a view did not show
+	// and state.json did.
+	reconnects, missed atomic.Int64
 }
 
 // workshop creates the bench's workshop (lesson 1) through POST /workshops,
@@ -353,7 +358,7 @@ func (b *bench) newParticipant(ctx context.Context, i int) (*participant, error)
 			p.close()
 			return nil, fmt.Errorf("websocket: %v", err)
 		}
-		p.wg.Go(func() { p.read(wctx, conn, k == 0) })
+		p.wg.Go(func() { p.watch(wctx, b, client, conn, k == 0) })
 	}
 	p.since = time.Now()
 	return p, nil
@@ -393,6 +398,29 @@ func (p *participant) read(ctx context.Context, conn *websocket.Conn, owner bool
 			p.changed = make(chan struct{})
 		}
 		p.mu.Unlock()
+	}
+}
+
+// watch reads one live view until ctx ends, and opens it again (with
+// backoff) whenever the connection breaks, as the page does.
+func (p *participant) watch(ctx context.Context, b *bench, c *http.Client, conn *websocket.Conn, owner bool) {
+	for {
+		p.read(ctx, conn, owner)
+		if ctx.Err() != nil {
+			return
+		}
+		b.reconnects.Add(1)
+		for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			var err error
+			if conn, err = b.dial(ctx, c, p.lab); err == nil {
+				break
+			}
+		}
 	}
 }
 
@@ -446,6 +474,41 @@ func (p *participant) waitView(ctx context.Context, ok func(status string, frame
 	}
 }
 
+// viewMissedAfter is how long a run's wait follows the live view alone
+// before it also reads state.json, every as long: a view that skipped
+// frames under load (a slow watcher gets the newest frame only) may never
+// show a short run's running status.
+const viewMissedAfter = time.Second
+
+// waitViewOrState waits until the owner's live view satisfies ok, or a
+// state.json read once the view has been quiet for viewMissedAfter
+// satisfies okState (counted in missed).
+func (p *participant) waitViewOrState(ctx context.Context, b *bench, ok func(status string, frame int, started bool) bool, okState func(benchState) bool) error {
+	for {
+		p.mu.Lock()
+		done, changed := ok(p.status, p.frame, p.started), p.changed
+		p.mu.Unlock()
+		if done {
+			return nil
+		}
+		t := time.NewTimer(viewMissedAfter)
+		select {
+		case <-changed:
+			t.Stop()
+			continue
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		var st benchState
+		if code, err := b.call(ctx, p.c, "GET", "/labs/"+p.lab+"/state.json", "", &st); err == nil && code == http.StatusOK && okState(st) {
+			b.missed.Add(1)
+			return nil
+		}
+	}
+}
+
 // runResult is what one run measured.
 type runResult struct {
 	accepted   time.Duration // click → POST /labs/{id}/runs answered
@@ -463,6 +526,12 @@ func (p *participant) run(ctx context.Context, b *bench, spec runSpec) (r runRes
 		r.errs = append(r.errs, fmt.Sprintf("participant %d: %s: ", p.i, spec.scenario)+fmt.Sprintf(format, args...))
 		return r
 	}
+	// The lab's state version before the click: a state newer than it,
+	// read when the view missed the run's statuses, is this run's.
+	var before benchState
+	if code, err := b.call(ctx, p.c, "GET", "/labs/"+p.lab+"/state.json", "", &before); err != nil || code != http.StatusOK {
+		return fail("state.json: %d %v", code, err)
+	}
 	p.mu.Lock()
 	p.started = false
 	p.mu.Unlock()
@@ -474,14 +543,17 @@ func (p *participant) run(ctx context.Context, b *bench, spec runSpec) (r runRes
 	}
 	r.accepted = time.Since(click)
 	over := func(status string) bool { return status == "done" || status == "failed" || status == "cancelled" }
-	if err := p.waitView(ctx, func(status string, frame int, started bool) bool {
+	if err := p.waitViewOrState(ctx, b, func(status string, frame int, started bool) bool {
 		return started && (status == "running" && frame >= 1 || over(status))
+	}, func(st benchState) bool {
+		return st.Version > before.Version && (st.Status == "running" && st.Frame >= 1 || over(st.Status))
 	}); err != nil {
 		return fail("no first frame: %v", err)
 	}
 	r.firstFrame = time.Since(click)
 	for {
-		if err := p.waitView(ctx, func(status string, _ int, started bool) bool { return started && over(status) }); err != nil {
+		if err := p.waitViewOrState(ctx, b, func(status string, _ int, started bool) bool { return started && over(status) },
+			func(st benchState) bool { return st.Version > before.Version && over(st.Status) }); err != nil {
 			return fail("no end: %v", err)
 		}
 		// The view may fold a whole run into one frame: the state says
@@ -577,6 +649,8 @@ func (b *bench) fairness(ctx context.Context, learner *participant, lesson, crow
 
 // benchState is what the bench reads of state.json.
 type benchState struct {
+	Version  uint64 `json:"version"`
+	Frame    int    `json:"frame"`
 	Status   string `json:"status"`
 	Error    string `json:"error"`
 	QueuedMS int64  `json:"queued_ms"`
@@ -647,6 +721,8 @@ type benchReport struct {
 	PeakBackends   []int // per server sampled (-db)
 	MaxConnections []int
 	PeakRSSMB      []float64     // per process (-pid)
+	Reconnects     int64         // live views opened again
+	Missed         int64         // run starts or ends read from state.json, not the view
 	Expected       int           // participants the workshop said it expected
 	Prepared       time.Duration // until the dashboard said their labs were ready
 }
@@ -720,6 +796,9 @@ func (r benchReport) print(w io.Writer) {
 			mb[i] = fmt.Sprintf("%.0f", v)
 		}
 		fmt.Fprintf(w, "  rlslab peak RSS: %s MB\n", strings.Join(mb, " + "))
+	}
+	if r.Reconnects > 0 || r.Missed > 0 {
+		fmt.Fprintf(w, "  live views opened again %d; run starts or ends the view skipped, read from state.json: %d\n", r.Reconnects, r.Missed)
 	}
 	fmt.Fprintf(w, "  errors %d\n", r.Errors)
 	for _, e := range r.ErrorSample {
