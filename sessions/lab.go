@@ -563,9 +563,12 @@ func (l *Lab) waitBackendsGone(timeout time.Duration) {
 	for {
 		// A fresh read, shared with every other lab that asks at once.
 		n, _, err := l.srv.counts.get(ctx, l.Sandbox.Database, 0)
-		if err != nil || n == 0 {
+		if err == nil && n == 0 {
 			return
 		}
+		// A read that failed (a loaded server answers late) is asked
+		// again: giving the connections back on it would let the server
+		// hold more backends than the budget.
 		select {
 		case <-ctx.Done():
 			return

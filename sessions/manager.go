@@ -203,6 +203,7 @@ type Manager struct {
 	cfg      Config
 	admin    *pgxpool.Pool // the server of AdminURL (rlslab's tables, by default the one lab server)
 	ownAdmin bool          // Open opened admin, and Close closes it
+	prober   *prober       // asks whether admin's server answers
 	log      *slog.Logger
 	fails    *failureLog  // failures that recur while the database is down
 	servers  []*labServer // where labs are made (servers.go)
@@ -249,7 +250,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		}
 		own = true
 	}
-	m := &Manager{cfg: cfg, admin: admin, ownAdmin: own, log: cfg.Logger, fails: newFailureLog(cfg.Logger, failLogEvery), labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
+	m := &Manager{cfg: cfg, admin: admin, ownAdmin: own, prober: newProber(admin), log: cfg.Logger, fails: newFailureLog(cfg.Logger, failLogEvery), labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
 		creating: map[string]*creation{}, sems: map[string]chan struct{}{}}
 	fail := func(err error) (*Manager, error) {
 		for _, s := range m.servers {
@@ -401,11 +402,13 @@ func (m *Manager) MaxLabs() int { return m.cfg.MaxLabs }
 
 // Ping checks within a second that the database answers (rlslab's admin
 // server), and that at least one lab server does; the error says so in
-// words (the driver's error, with host and port, goes to the log).
+// words (the driver's error, with host and port, goes to the log). It
+// asks the server itself (see prober), not a pool: a loaded instance whose
+// pool is busy still answers that its database is there.
 func (m *Manager) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if err := m.admin.Ping(ctx); err != nil {
+	if err := m.prober.probe(ctx); err != nil {
 		return m.dbError("ping", err)
 	}
 	var err error
@@ -413,7 +416,7 @@ func (m *Manager) Ping(ctx context.Context) error {
 		if s.admin == m.admin {
 			return nil
 		}
-		if err = s.ping(ctx); err == nil {
+		if err = s.prober.probe(ctx); err == nil {
 			return nil
 		}
 	}
