@@ -168,7 +168,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	for _, pid := range pids {
 		rep.PeakRSSMB = append(rep.PeakRSSMB, peakRSS(pid))
 	}
-	rep.Reconnects, rep.Missed = b.reconnects.Load(), b.missed.Load()
+	rep.Reconnects, rep.Missed, rep.Unavailable = b.reconnects.Load(), b.missed.Load(), b.unavailable.Load()
 	rep.print(stdout)
 	lost := 0
 	for _, ph := range rep.Phases {
@@ -196,6 +196,7 @@ type bench struct {
 	// broke; missed counts runs whose start or end a view did not show
 	// and state.json did.
 	reconnects, missed atomic.Int64
+	unavailable        atomic.Int64 // state.json reads answered 503 and asked again
 }
 
 // workshop creates the bench's workshop (lesson 1) through POST /workshops,
@@ -529,7 +530,7 @@ func (p *participant) run(ctx context.Context, b *bench, spec runSpec) (r runRes
 	// The lab's state version before the click: a state newer than it,
 	// read when the view missed the run's statuses, is this run's.
 	var before benchState
-	if code, err := b.call(ctx, p.c, "GET", "/labs/"+p.lab+"/state.json", "", &before); err != nil || code != http.StatusOK {
+	if code, err := b.state(ctx, p.c, p.lab, &before); err != nil || code != http.StatusOK {
 		return fail("state.json: %d %v", code, err)
 	}
 	p.mu.Lock()
@@ -559,7 +560,7 @@ func (p *participant) run(ctx context.Context, b *bench, spec runSpec) (r runRes
 		// The view may fold a whole run into one frame: the state says
 		// whether this one is over.
 		var st benchState
-		if code, err := b.call(ctx, p.c, "GET", "/labs/"+p.lab+"/state.json", "", &st); err != nil || code != http.StatusOK {
+		if code, err := b.state(ctx, p.c, p.lab, &st); err != nil || code != http.StatusOK {
 			return fail("state.json: %d %v", code, err)
 		}
 		if over(st.Status) {
@@ -659,6 +660,25 @@ type benchState struct {
 	} `json:"replay"`
 }
 
+// state reads lab's state.json into st, asking again (with backoff, for
+// ten seconds at most) while it is answered 503, as a page that polls
+// would; each 503 is counted in unavailable.
+func (b *bench) state(ctx context.Context, c *http.Client, lab string, st *benchState) (int, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		code, err := b.call(ctx, c, "GET", "/labs/"+lab+"/state.json", "", st)
+		if code != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return code, err
+		}
+		b.unavailable.Add(1)
+		select {
+		case <-ctx.Done():
+			return code, err
+		case <-time.After(wait):
+		}
+	}
+}
+
 // call sends a request and decodes a JSON answer into out.
 func (b *bench) call(ctx context.Context, c *http.Client, method, path, body string, out any) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, method, b.base+path, strings.NewReader(body))
@@ -723,6 +743,7 @@ type benchReport struct {
 	PeakRSSMB      []float64     // per process (-pid)
 	Reconnects     int64         // live views opened again
 	Missed         int64         // run starts or ends read from state.json, not the view
+	Unavailable    int64         // state.json reads answered 503 and asked again
 	Expected       int           // participants the workshop said it expected
 	Prepared       time.Duration // until the dashboard said their labs were ready
 }
@@ -797,8 +818,9 @@ func (r benchReport) print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  rlslab peak RSS: %s MB\n", strings.Join(mb, " + "))
 	}
-	if r.Reconnects > 0 || r.Missed > 0 {
-		fmt.Fprintf(w, "  live views opened again %d; run starts or ends the view skipped, read from state.json: %d\n", r.Reconnects, r.Missed)
+	if r.Reconnects > 0 || r.Missed > 0 || r.Unavailable > 0 {
+		fmt.Fprintf(w, "  live views opened again %d; run starts or ends the view skipped, read from state.json: %d; state.json answered 503 and asked again: %d\n",
+			r.Reconnects, r.Missed, r.Unavailable)
 	}
 	fmt.Fprintf(w, "  errors %d\n", r.Errors)
 	for _, e := range r.ErrorSample {
