@@ -459,7 +459,10 @@ func (m *Manager) CreateFor(ctx context.Context, owner, addr string) (*Lab, erro
 		return nil, rlslab.Errorf(rlslab.EINVALID, "a lab needs an owner")
 	}
 	var srv *labServer
-	if m.ForOwner(owner) == nil {
+	m.mu.Lock()
+	known := m.byOwner[owner] != nil || m.creating[owner] != nil
+	m.mu.Unlock()
+	if !known {
 		// Where the new lab goes: a server with a spare ready, else one
 		// that answers (a lab that would wait in line for a sandbox is
 		// not put behind an outage that no build gets past).

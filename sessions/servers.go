@@ -2,7 +2,9 @@ package sessions
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"time"
 
@@ -168,13 +170,23 @@ func (m *Manager) choose(ctx context.Context) (*labServer, error) {
 		// A new lab would wait in line for a sandbox: not behind an
 		// outage that no build gets past. (The probe has a deadline of
 		// its own: a caller's short one is not an outage.)
-		if err := l.s.prober.probe(context.WithoutCancel(ctx)); err != nil {
+		asked := time.Now()
+		if err := l.s.prober.probe(context.WithoutCancel(ctx)); err != nil && !(timedOut(err) && l.s.prober.answeredSince(asked.Add(-probeTimeout))) {
+			// Refused, or no answer and no query finished lately either:
+			// down. (A loaded server that answers the probe late still
+			// finishes queries.)
 			m.fails.Warn("database not answering", "op", "create lab", "server", l.s.where, "err", err)
 			continue
 		}
 		return l.s, nil
 	}
 	return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "%s", ErrDatabaseDown)
+}
+
+// timedOut reports whether err is a deadline passing, not a refusal.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // ServerOf returns where lab id's sandbox is: its server's host, port and
