@@ -91,13 +91,13 @@ func (m *Manager) ProxyLookup(ctx context.Context, database, user string) (pgpro
 		return pgproxy.Target{}, pgproxy.ErrRefused
 	}
 	actx, cancel := context.WithTimeout(ctx, appAdmitWait)
-	err := m.admit.acquire(actx, l.owner, 1, func(int) {})
+	err := l.srv.admit.acquire(actx, l.owner, 1, func(int) {})
 	cancel()
 	if err != nil {
 		return pgproxy.Target{}, &pgconn.PgError{Code: "53300", Message: "rlslab's connection budget has no connection free for your app right now; try again in a moment"}
 	}
 	refuse := func(err error) (pgproxy.Target, error) {
-		m.admit.release(l.owner, 1)
+		l.srv.admit.release(l.owner, 1)
 		return pgproxy.Target{}, err
 	}
 	// The lab's control lock orders this with a run's start and a reset.
@@ -126,7 +126,7 @@ func (m *Manager) ProxyLookup(ctx context.Context, database, user string) (pgpro
 		Events:         appEvents{l: l},
 		Release: func() {
 			once.Do(func() {
-				m.admit.release(l.owner, 1)
+				l.srv.admit.release(l.owner, 1)
 				l.appReleased()
 			})
 		},

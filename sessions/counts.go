@@ -17,7 +17,7 @@ const countsMaxAge = 200 * time.Millisecond
 // countsMaxAge and only when some lab asks (a watched lab, state.json): one
 // query on one admin connection however many labs are watched.
 type serverCounts struct {
-	m *Manager
+	s *labServer
 
 	mu       sync.Mutex
 	at       time.Time
@@ -62,7 +62,7 @@ func (c *serverCounts) get(ctx context.Context, db string, maxAge time.Duration)
 func (c *serverCounts) read(ctx context.Context) (map[string]int, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	rows, err := c.m.admin.Query(ctx, `SELECT datname, count(*)::int, current_setting('max_connections')::int FROM pg_stat_activity
+	rows, err := c.s.admin.Query(ctx, `SELECT datname, count(*)::int, current_setting('max_connections')::int FROM pg_stat_activity
 		WHERE datname LIKE 'lab\_%' AND backend_type = 'client backend' GROUP BY datname
 		UNION ALL SELECT '', 0, current_setting('max_connections')::int`)
 	if err != nil {
@@ -90,7 +90,7 @@ func (l *Lab) RefreshServer(ctx context.Context) error { return l.refreshServer(
 // refreshServer reads the counts, no older than maxAge (0: a read that
 // starts after this call).
 func (l *Lab) refreshServer(ctx context.Context, maxAge time.Duration) error {
-	b, mc, err := l.mgr.counts.get(ctx, l.Sandbox.Database, maxAge)
+	b, mc, err := l.srv.counts.get(ctx, l.Sandbox.Database, maxAge)
 	if err != nil {
 		err = l.mgr.dbError("server counts", err)
 		if rlslab.ErrorCode(err) == rlslab.EUNAVAILABLE {

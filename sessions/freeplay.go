@@ -307,7 +307,7 @@ func (fp *freePlay) start(ctx context.Context, size int) error {
 	actx, cancel := context.WithTimeout(ctx, admitTimeout)
 	defer cancel()
 	queued := false
-	err := l.mgr.admit.acquire(actx, l.owner, size, func(ahead int) {
+	err := l.srv.admit.acquire(actx, l.owner, size, func(ahead int) {
 		queued = true
 		l.tracker.SetQueue(&engine.Queue{Need: size, Ahead: ahead})
 	})
@@ -338,10 +338,10 @@ func (fp *freePlay) start(ctx context.Context, size int) error {
 	if err != nil {
 		for _, pc := range conns {
 			if pc != nil && pc.conn != nil {
-				l.mgr.closeAndWait(pc.conn)
+				l.srv.closeAndWait(pc.conn)
 			}
 		}
-		l.mgr.admit.release(l.owner, size)
+		l.srv.admit.release(l.owner, size)
 		err = l.mgr.dbError("free play", err)
 		l.tracker.Update(func(s *engine.State) {
 			s.Status, s.Error = engine.StatusFailed, "free play could not open its pool: "+rlslab.ErrorMessage(err)
@@ -426,7 +426,7 @@ func (fp *freePlay) close(why string) {
 	fp.mu.Unlock()
 	for _, pc := range conns {
 		if pc.conn != nil {
-			fp.lab.mgr.closeAndWait(pc.conn)
+			fp.lab.srv.closeAndWait(pc.conn)
 		}
 	}
 	if roles {
@@ -437,7 +437,7 @@ func (fp *freePlay) close(why string) {
 		}
 		cancel()
 	}
-	fp.lab.mgr.admit.release(fp.lab.owner, len(conns))
+	fp.lab.srv.admit.release(fp.lab.owner, len(conns))
 	fp.lab.tracker.Update(func(s *engine.State) {
 		if s.Scenario != FreePlayScenario {
 			return
@@ -477,11 +477,11 @@ func (fp *freePlay) makeRoles(ctx context.Context) (bool, error) {
 	l := fp.lab
 	actx, cancel := context.WithTimeout(ctx, admitTimeout)
 	defer cancel()
-	if err := l.mgr.admit.acquire(actx, l.owner, 1, func(int) {}); err != nil {
+	if err := l.srv.admit.acquire(actx, l.owner, 1, func(int) {}); err != nil {
 		return false, rlslab.Errorf(rlslab.EUNAVAILABLE, "the server's connection budget has no connection free to make the tenant roles right now; try again in a moment")
 	}
 	err := env.MakeTenantRoles(ctx)
-	l.mgr.admit.release(l.owner, 1)
+	l.srv.admit.release(l.owner, 1)
 	if err != nil {
 		return false, l.mgr.dbError("free play", err)
 	}
@@ -778,7 +778,7 @@ func (fp *freePlay) call(ctx context.Context, q SQLRequest, tenant engine.Tenant
 		pc.conn = nil
 		fp.mu.Unlock()
 		if lost != nil {
-			l.mgr.closeAndWait(lost)
+			l.srv.closeAndWait(lost)
 		}
 		after = engine.Identity{PID: before.PID}
 	} else {

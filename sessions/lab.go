@@ -25,6 +25,7 @@ type Lab struct {
 	addr    string // the client address that asked for it; "" for workshop labs
 	created time.Time
 	mgr     *Manager
+	srv     *labServer // the PostgreSQL server its sandbox is on
 	tracker *engine.Tracker
 	done    chan struct{} // closed when the lab closes
 
@@ -79,9 +80,9 @@ func (r *activeRun) environment() *engine.Env {
 	return r.env
 }
 
-func newLab(m *Manager, sb engine.Sandbox, owner string) *Lab {
+func newLab(s *labServer, sb engine.Sandbox, owner string) *Lab {
 	now := time.Now()
-	return &Lab{ID: sb.Lab, Sandbox: sb, owner: owner, created: now, lastActive: now, mgr: m,
+	return &Lab{ID: sb.Lab, Sandbox: sb, owner: owner, created: now, lastActive: now, mgr: s.m, srv: s,
 		tracker: engine.NewTracker(sb.Lab, sb.Tenants), done: make(chan struct{}), proxyPass: randomHex(16)}
 }
 
@@ -231,7 +232,7 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	var queued atomic.Bool // set by the admission queue's goroutines
 	asked := time.Now()
 	client := l.client()
-	err := l.mgr.admit.acquire(ctx, client, need, func(ahead int) {
+	err := l.srv.admit.acquire(ctx, client, need, func(ahead int) {
 		queued.Store(true)
 		l.tracker.SetQueue(&engine.Queue{Need: need, Ahead: ahead})
 	})
@@ -247,7 +248,7 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	release := func() {
 		if !released {
 			released = true
-			l.mgr.admit.release(client, need)
+			l.srv.admit.release(client, need)
 		}
 	}
 	defer release()
@@ -339,7 +340,7 @@ func (l *Lab) endRun(run *activeRun, err error) (*RunRecord, error) {
 		err = errCancelledByReset
 	case err != nil && errors.Is(err, context.Canceled):
 		err = errors.New("run cancelled")
-	case err != nil && isOutage(err) && l.mgr.Ping(context.Background()) != nil:
+	case err != nil && isOutage(err) && l.srv.ping(context.Background()) != nil:
 		// The driver's words name hosts, ports and socket paths: log them,
 		// show the learner what happened in words.
 		l.mgr.log.Warn("run ended by an outage", "lab", l.ID, "err", err)
@@ -452,7 +453,7 @@ func (l *Lab) Step() error {
 // by the reset. When the database does not answer it fails with
 // EUNAVAILABLE within about a second (see guard).
 func (l *Lab) Reset(ctx context.Context) error {
-	return guard{p: l.mgr.prober, log: l.mgr.log}.do(ctx, "reset lab", l.reset)
+	return guard{p: l.srv.prober, log: l.mgr.log}.do(ctx, "reset lab", l.reset)
 }
 
 // reset is Reset without the guard.
@@ -466,7 +467,7 @@ func (l *Lab) reset(ctx context.Context) error {
 	l.closeFreePlay("the lab is reset")
 	ctx, cancel := context.WithTimeout(ctx, 2*dbTimeout)
 	defer cancel()
-	if err := l.mgr.reseed(ctx, l.ID); err != nil {
+	if err := l.srv.reseed(ctx, l.ID); err != nil {
 		return l.mgr.dbError("reset lab", err)
 	}
 	l.Touch()
@@ -521,9 +522,9 @@ func (l *Lab) close(ctx context.Context) {
 	if !l.shut() {
 		return
 	}
-	if err := l.mgr.dropSandbox(ctx, l.ID); err != nil {
+	if err := l.srv.dropSandbox(ctx, l.ID); err != nil {
 		l.mgr.fails.Warn("drop lab; will retry", "lab", l.ID, "err", err)
-		l.mgr.retryDrop(l.ID)
+		l.srv.retryDrop(l.ID)
 	}
 	l.mgr.forgetSem(l.ID)
 	l.mgr.log.Info("lab closed", "lab", l.ID)
@@ -563,10 +564,13 @@ func (l *Lab) waitBackendsGone(timeout time.Duration) {
 	defer cancel()
 	for {
 		// A fresh read, shared with every other lab that asks at once.
-		n, _, err := l.mgr.counts.get(ctx, l.Sandbox.Database, 0)
-		if err != nil || n == 0 {
+		n, _, err := l.srv.counts.get(ctx, l.Sandbox.Database, 0)
+		if err == nil && n == 0 {
 			return
 		}
+		// A read that failed (a loaded server answers late) is asked
+		// again: giving the connections back on it would let the server
+		// hold more backends than the budget.
 		select {
 		case <-ctx.Done():
 			return

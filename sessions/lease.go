@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -159,6 +160,7 @@ type leaser struct {
 	log      *slog.Logger
 	fails    *failureLog
 	reg      registration // to register again if another instance took this one for dead
+	ready    func() int   // the spare sandboxes ready on the server, written with the lease
 
 	mu      sync.Mutex
 	claimed int         // runs' part of the lease as last written
@@ -343,7 +345,8 @@ func (l *leaser) cycle(ctx context.Context) (waiting bool, err error) {
 		}
 		if tag.RowsAffected() == 0 {
 			l.log.Warn("this instance's registration was gone (its heartbeat was late); registering again", "instance", l.instance)
-			if _, err := tx.Exec(ctx, `INSERT INTO rlslab.instances (name, address, lock_id, tag, expires_at) VALUES ($1, $2, $3, $4, now() + $5::interval)`,
+			if _, err := tx.Exec(ctx, `INSERT INTO rlslab.instances (name, address, lock_id, tag, expires_at) VALUES ($1, $2, $3, $4, now() + $5::interval)
+				ON CONFLICT (name) DO UPDATE SET expires_at = EXCLUDED.expires_at`,
 				l.instance, l.reg.address, int64(uint32(l.reg.lockID)), l.reg.tag, instanceTTL.String()); err != nil {
 				return err
 			}
@@ -357,8 +360,12 @@ func (l *leaser) cycle(ctx context.Context) (waiting bool, err error) {
 		if len(q.since) > 0 {
 			oldest = &q.oldest
 		}
-		tag, err = tx.Exec(ctx, `UPDATE rlslab.leases SET conns = $3, used = $4, oldest_since = $5, oldest_need = $6, waiting_since = $7
-			WHERE server = $1 AND instance = $2`, l.server, l.instance, l.base+want, l.base+q.used, oldest, q.oldNeed, q.since)
+		ready := 0
+		if l.ready != nil {
+			ready = l.ready()
+		}
+		tag, err = tx.Exec(ctx, `UPDATE rlslab.leases SET conns = $3, used = $4, oldest_since = $5, oldest_need = $6, waiting_since = $7, ready = $8
+			WHERE server = $1 AND instance = $2`, l.server, l.instance, l.base+want, l.base+q.used, oldest, q.oldNeed, q.since, ready)
 		if err != nil {
 			return err
 		}
@@ -366,8 +373,8 @@ func (l *leaser) cycle(ctx context.Context) (waiting bool, err error) {
 			// Another instance took this one for dead (its heartbeat was
 			// late): register again.
 			l.log.Warn("this instance's lease was gone (its heartbeat was late); leasing again", "instance", l.instance)
-			if _, err := tx.Exec(ctx, `INSERT INTO rlslab.leases (server, instance, conns, used, oldest_since, oldest_need, waiting_since)
-				VALUES ($1, $2, $3, $4, $5, $6, $7)`, l.server, l.instance, l.base+want, l.base+q.used, oldest, q.oldNeed, q.since); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO rlslab.leases (server, instance, conns, used, oldest_since, oldest_need, waiting_since, ready)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, l.server, l.instance, l.base+want, l.base+q.used, oldest, q.oldNeed, q.since, ready); err != nil {
 				return err
 			}
 		}
@@ -464,10 +471,12 @@ func (l *leaser) release(ctx context.Context) error {
 	})
 }
 
-// listen waits for notifications on conn (the instance lock's connection,
-// which does nothing else) until ctx ends, and passes each on without
-// blocking. A broken connection ends it: the leaser's polling goes on.
-func listen(ctx context.Context, conn *pgx.Conn, out chan<- struct{}, log *slog.Logger) {
+// listen waits for notifications on conn (an instance lock's connection,
+// which does nothing else) until ctx ends, and passes each on to the lab
+// server whose id is its payload (every server for an empty payload),
+// without blocking. A broken connection ends it: the leasers' polling goes
+// on.
+func listen(ctx context.Context, conn *pgx.Conn, servers []*labServer, log *slog.Logger) {
 	if _, err := conn.Exec(ctx, "LISTEN "+budgetChannel); err != nil {
 		if ctx.Err() == nil {
 			log.Warn("listen for lease changes; polling instead", "err", err)
@@ -475,73 +484,104 @@ func listen(ctx context.Context, conn *pgx.Conn, out chan<- struct{}, log *slog.
 		return
 	}
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("listen for lease changes; polling instead", "err", err)
 			}
 			return
 		}
-		select {
-		case out <- struct{}{}:
-		default:
+		for _, s := range servers {
+			if n.Payload != "" && n.Payload != s.id {
+				continue
+			}
+			select {
+			case s.notified <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
 
-// sharedState is this instance's part in the budget it shares: its name,
-// its leaser and the goroutines that keep the lease.
+// sharedState is this instance's part in the budgets it shares: its name,
+// its tag, and the goroutines that keep its lease of each lab server's
+// budget.
 type sharedState struct {
 	name    string
 	tag     string // this instance's lab ids begin with it
 	mu      sync.Mutex
 	located map[string]located // other instances by tag, as last read
-	// sameServer: rlslab's tables are on the lab server, where the
-	// instance locks are.
+	// sameServer: rlslab's tables are on a lab server, where the instance
+	// lock named in the registration is.
 	sameServer bool
-	leaser     *leaser
+	live       atomic.Int32 // live instances, as last counted
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 }
 
 // openShared registers the instance in rlslab's tables and leases its own
-// connections of the server's budget, then keeps the lease (see leaser).
+// connections of each lab server's budget, then keeps the leases (see
+// leaser).
 func (m *Manager) openShared(ctx context.Context) (*sharedState, error) {
 	pool := m.cfg.Shared
 	name := m.cfg.Instance
 	if name == "" {
 		name = defaultInstanceName()
 	}
-	server, err := serverID(ctx, m.admin)
+	// The registration names the instance lock held on the server of
+	// rlslab's tables, when that is a lab server: a killed instance's
+	// lock goes at once, and the sweep sees it gone.
+	tables, err := serverID(ctx, pool)
 	if err != nil {
 		return nil, fmt.Errorf("server id: %w", err)
 	}
-	tag, err := registerInstance(ctx, pool, name, m.cfg.Address, m.inst.id)
+	home := m.servers[0]
+	s := &sharedState{name: name, located: map[string]located{}}
+	for _, srv := range m.servers {
+		if srv.id == tables {
+			home, s.sameServer = srv, true
+		}
+	}
+	tag, err := registerInstance(ctx, pool, name, m.cfg.Address, home.inst.id)
 	if err != nil {
 		return nil, err
 	}
-	l, err := openLeaser(ctx, pool, server, name, m.capa.Budget, ownConns, m.admit, m.log, m.fails)
-	if err != nil {
-		return nil, err
+	s.tag = tag
+	reg := registration{address: m.cfg.Address, tag: tag, lockID: home.inst.id}
+	var leased []*labServer
+	release := func() {
+		for _, srv := range leased {
+			_ = srv.leaser.release(context.WithoutCancel(ctx))
+		}
 	}
-	l.reg = registration{address: m.cfg.Address, tag: tag, lockID: m.inst.id}
-	s := &sharedState{name: name, tag: tag, leaser: l, located: map[string]located{}}
+	for _, srv := range m.servers {
+		l, err := openLeaser(ctx, pool, srv.id, name, srv.capa.Budget, ownConns, srv.admit, m.log, m.fails)
+		if err != nil {
+			release()
+			return nil, fmt.Errorf("lab server %s: %w", srv.where, err)
+		}
+		l.reg = reg
+		l.ready = srv.spare.count
+		srv.leaser = l
+		leased = append(leased, srv)
+	}
 	lctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	notified := make(chan struct{}, 1)
-	// The instance lock's connection listens, when rlslab's tables are on
-	// the same server; else the leaser polls alone.
-	if tables, err := serverID(ctx, pool); err == nil && tables == server {
-		s.sameServer = true
+	// The instance lock's connection on the tables' server listens, when
+	// that is a lab server; else the leasers poll alone.
+	if s.sameServer {
 		s.wg.Add(1)
-		go func() { defer s.wg.Done(); listen(lctx, m.inst.conn, notified, m.log) }()
+		go func() { defer s.wg.Done(); listen(lctx, home.inst.conn, m.servers, m.log) }()
 	}
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); l.run(lctx, notified) }()
-	m.log.Info("connection budget shared through rlslab's tables", "instance", name, "tag", tag, "server", server, "budget", m.capa.Budget, "own", ownConns)
+	for _, srv := range m.servers {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); srv.leaser.run(lctx, srv.notified) }()
+		m.log.Info("connection budget shared through rlslab's tables", "instance", name, "tag", tag, "server", srv.where, "server_id", srv.id, "budget", srv.capa.Budget, "own", ownConns)
+	}
 	return s, nil
 }
 
-// closeShared stops keeping the lease and gives it back.
+// closeShared stops keeping the leases and gives them back.
 func (m *Manager) closeShared() {
 	s := m.shared
 	if s == nil {
@@ -551,8 +591,10 @@ func (m *Manager) closeShared() {
 	s.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), leaseTxTimeout)
 	defer cancel()
-	if err := s.leaser.release(ctx); err != nil {
-		m.log.Warn("give back the connection budget lease; it expires by itself", "err", err)
+	for _, srv := range m.servers {
+		if err := srv.leaser.release(ctx); err != nil {
+			m.log.Warn("give back the connection budget lease; it expires by itself", "server", srv.where, "err", err)
+		}
 	}
 }
 
@@ -594,7 +636,7 @@ const sweepLockKey = lockClass + 1
 
 // reapDead deletes the registrations of dead instances, and with them
 // their leases: those whose heartbeat is over, and, when rlslab's tables
-// are on this server, those whose lock is gone (a killed instance's
+// are on a lab server, those whose lock is gone (a killed instance's
 // connections close at once, so it is found within sweepEvery). It
 // returns their names.
 func (m *Manager) reapDead(ctx context.Context) ([]string, error) {
@@ -618,15 +660,29 @@ func (m *Manager) reapDead(ctx context.Context) ([]string, error) {
 	return gone, nil
 }
 
-// sweepDead is the periodic sweep (and the one at start-up): under the
-// sweep lock (else another instance is at it), the dead instances'
-// registrations and leases go, then their labs and roles.
-func (m *Manager) sweepDead(ctx context.Context, startup bool) {
+// reapDeadInstances deletes the dead instances' registrations and leases
+// (see reapDead) and logs them.
+func (m *Manager) reapDeadInstances(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, dropTimeout)
 	defer cancel()
-	conn, err := m.admin.Acquire(ctx)
+	gone, err := m.reapDead(ctx)
 	if err != nil {
-		m.fails.Warn("sweep", "err", err)
+		m.fails.Warn("sweep: dead instances", "err", err)
+	}
+	for _, name := range gone {
+		m.log.Info("an rlslab instance is gone: its connection budget leases are released", "instance", name)
+	}
+}
+
+// sweepDead is the periodic sweep of one lab server (and the one at
+// start-up): under the server's sweep lock (else another instance is at
+// it), the labs and roles of dead instances are dropped.
+func (s *labServer) sweepDead(ctx context.Context, startup bool) {
+	ctx, cancel := context.WithTimeout(ctx, dropTimeout)
+	defer cancel()
+	conn, err := s.admin.Acquire(ctx)
+	if err != nil {
+		s.m.fails.Warn("sweep", "server", s.where, "err", err)
 		return
 	}
 	defer conn.Release()
@@ -641,7 +697,7 @@ func (m *Manager) sweepDead(ctx context.Context, startup bool) {
 	}
 	if err != nil || !got {
 		if err != nil {
-			m.fails.Warn("sweep", "err", err)
+			s.m.fails.Warn("sweep", "server", s.where, "err", err)
 		}
 		return
 	}
@@ -650,16 +706,7 @@ func (m *Manager) sweepDead(ctx context.Context, startup bool) {
 			conn.Conn().Close(ctx) // the lock goes with the connection
 		}
 	}()
-	if m.shared != nil {
-		gone, err := m.reapDead(ctx)
-		if err != nil {
-			m.fails.Warn("sweep: dead instances", "err", err)
-		}
-		for _, name := range gone {
-			m.log.Info("an rlslab instance is gone: its connection budget lease is released", "instance", name)
-		}
-	}
-	m.sweep(ctx, startup)
+	s.sweep(ctx, startup)
 }
 
 // labIDLen is the length of a lab id: eight hex digits; with a shared
@@ -702,11 +749,18 @@ func (m *Manager) Locate(ctx context.Context, id string) (name, address string, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
+	stale := l
 	err = m.cfg.Shared.QueryRow(ctx, `SELECT name, address FROM rlslab.instances WHERE tag = $1 AND expires_at > now()`, tag).Scan(&l.name, &l.address)
 	if errors.Is(err, pgx.ErrNoRows) {
 		l.name, l.address, err = "", "", nil
 	}
 	if err != nil {
+		if ok && time.Since(stale.at) < instanceTTL {
+			// rlslab's tables answer late (a loaded server): where the
+			// instance was a moment ago is where it still is, unless
+			// its heartbeat has lapsed since.
+			return stale.name, stale.address, nil
+		}
 		return "", "", m.dbError("locate a lab", err)
 	}
 	l.at = time.Now()

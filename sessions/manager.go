@@ -111,6 +111,12 @@ type Config struct {
 	// "" makes up a unique name. Address is where it serves HTTP, for
 	// the others to forward a lab's requests to.
 	Instance, Address string
+	// LabServers are the superuser URLs of the PostgreSQL servers labs are
+	// made on; none means AdminURL's server alone. Each server has its own
+	// budget (computed from its max_connections, or Budget), spares (Spares
+	// each) and sweep; a new lab goes to one with a spare ready, else to
+	// the least loaded that answers. A URL equal to AdminURL shares Admin.
+	LabServers []string
 }
 
 // RunSubscriber is told of every run that ends (see Config.Subscribers).
@@ -195,17 +201,12 @@ type Capacity struct {
 // the connection budget.
 type Manager struct {
 	cfg      Config
-	admin    *pgxpool.Pool
-	ownAdmin bool    // Open opened admin, and Close closes it
-	prober   *prober // asks whether the server answers (see guard)
+	admin    *pgxpool.Pool // the server of AdminURL (rlslab's tables, by default the one lab server)
+	ownAdmin bool          // Open opened admin, and Close closes it
+	prober   *prober       // asks whether admin's server answers
 	log      *slog.Logger
-	fails    *failureLog // failures that recur while the database is down
-	capa     Capacity
-	admit    *admission
-	maintSem chan struct{} // one token per maintenance connection
-	counts   *serverCounts
-	inst     *instance
-	spare    *spares
+	fails    *failureLog  // failures that recur while the database is down
+	servers  []*labServer // where labs are made (servers.go)
 	shared   *sharedState // nil: the budget is this process's alone
 
 	ctx    context.Context
@@ -216,7 +217,6 @@ type Manager struct {
 	labs     map[string]*Lab
 	byOwner  map[string]*Lab
 	creating map[string]*creation // by owner token
-	retry    map[string]bool      // lab ids whose drop failed
 	sems     map[string]chan struct{}
 	closed   bool
 }
@@ -225,19 +225,23 @@ type Manager struct {
 // same owner wait for it instead of making another.
 type creation struct {
 	addr  string
+	srv   *labServer   // where the lab is made
 	ahead atomic.Int64 // labs waiting ahead of it for a sandbox
 	done  chan struct{}
 	lab   *Lab
 	err   error
 }
 
-// Open connects the admin pool, computes the connection budget from the
-// server, drops what crashed rlslab processes left behind, and starts the
-// reaper and the spare sandboxes.
+// Open connects the admin pool and the lab servers' own, computes each
+// lab server's connection budget, drops what crashed rlslab processes left
+// behind, and starts the reaper and the spare sandboxes.
 func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
+	}
+	if cfg.AdminURL == "" && cfg.Admin == nil && len(cfg.LabServers) > 0 {
+		cfg.AdminURL = cfg.LabServers[0]
 	}
 	admin, own := cfg.Admin, false
 	if admin == nil {
@@ -246,40 +250,75 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		}
 		own = true
 	}
-	closeAdmin := func() {
+	m := &Manager{cfg: cfg, admin: admin, ownAdmin: own, prober: newProber(admin), log: cfg.Logger, fails: newFailureLog(cfg.Logger, failLogEvery), labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
+		creating: map[string]*creation{}, sems: map[string]chan struct{}{}}
+	fail := func(err error) (*Manager, error) {
+		for _, s := range m.servers {
+			s.inst.unlock()
+			s.closeAdmin()
+		}
 		if own {
 			admin.Close()
 		}
-	}
-	m := &Manager{cfg: cfg, admin: admin, ownAdmin: own, prober: newProber(admin), log: cfg.Logger, fails: newFailureLog(cfg.Logger, failLogEvery), labs: map[string]*Lab{}, byOwner: map[string]*Lab{},
-		creating: map[string]*creation{}, retry: map[string]bool{}, sems: map[string]chan struct{}{},
-		maintSem: make(chan struct{}, MaintConns)}
-	m.counts = &serverCounts{m: m}
-	if err := m.computeCapacity(ctx); err != nil {
-		closeAdmin()
 		return nil, err
 	}
-	m.admit = newAdmission(m.capa.Runs)
-	if m.inst, err = lockInstance(ctx, admin.Config().ConnConfig); err != nil {
-		closeAdmin()
-		return nil, err
+	urls := cfg.LabServers
+	if len(urls) == 0 {
+		urls = []string{cfg.AdminURL}
+	}
+	adminID := ""
+	for _, url := range urls {
+		var pool *pgxpool.Pool
+		if url == cfg.AdminURL {
+			pool = admin
+		}
+		s, err := m.openServer(ctx, url, pool)
+		if err != nil {
+			return fail(err)
+		}
+		if s.ownAdmin && adminID == "" {
+			if adminID, err = serverID(ctx, admin); err != nil {
+				s.inst.unlock()
+				s.closeAdmin()
+				return fail(fmt.Errorf("server id: %w", err))
+			}
+		}
+		if s.ownAdmin && s.id == adminID {
+			// AdminURL's server by another URL: one admin pool for it.
+			s.admin.Close()
+			s.admin, s.ownAdmin, s.prober = admin, false, newProber(admin)
+		}
+		for _, o := range m.servers {
+			if o.id == s.id {
+				s.inst.unlock()
+				s.closeAdmin()
+				return fail(rlslab.Errorf(rlslab.EINVALID, "lab servers %s and %s are one PostgreSQL server: give each once", o.where, s.where))
+			}
+		}
+		m.servers = append(m.servers, s)
+	}
+	for _, s := range m.servers {
+		s.spare = newSpares(s, cfg.Spares, min(MaxSpares, cfg.MaxLabs))
 	}
 	if cfg.Shared != nil {
 		if m.shared, err = m.openShared(ctx); err != nil {
-			m.inst.unlock()
-			closeAdmin()
-			return nil, err
+			return fail(err)
 		}
+		m.reapDeadInstances(ctx)
+		m.countLive(ctx)
 	}
-	m.sweepDead(ctx, true)
+	for _, s := range m.servers {
+		s.sweepDead(ctx, true)
+	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.spare = newSpares(m, cfg.Spares, min(MaxSpares, cfg.MaxLabs))
 	m.wg.Add(1)
 	go func() { defer m.wg.Done(); m.reap() }()
-	m.spare.start(m.ctx, &m.wg)
-	cfg.Logger.Info("labs ready", "instance", m.inst.id, "max_labs", cfg.MaxLabs, "lab_conn_limit", cfg.ConnLimit, "ttl", cfg.TTL, "max_lifetime", cfg.MaxLifetime,
-		"spares", cfg.Spares, "connection_budget", m.capa.Budget, "for_runs", m.capa.Runs, "server_max_connections", m.capa.MaxConnections,
-		"formula", "budget = max_connections − reserved − margin; runs = budget − admin pool − instance lock − maintenance")
+	for _, s := range m.servers {
+		s.spare.start(m.ctx, &m.wg)
+		cfg.Logger.Info("lab server ready", "server", s.where, "lock", s.inst.id, "connection_budget", s.capa.Budget, "for_runs", s.capa.Runs, "server_max_connections", s.capa.MaxConnections,
+			"spares", cfg.Spares, "formula", "budget = max_connections − reserved − margin; runs = budget − admin pool − instance lock − maintenance")
+	}
+	cfg.Logger.Info("labs ready", "instance", m.servers[0].inst.id, "lab_servers", len(m.servers), "max_labs", cfg.MaxLabs, "lab_conn_limit", cfg.ConnLimit, "ttl", cfg.TTL, "max_lifetime", cfg.MaxLifetime)
 	return m, nil
 }
 
@@ -309,45 +348,22 @@ func OpenAdmin(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	return admin, nil
 }
 
-// computeCapacity reads the server's limits and sets the budget.
-func (m *Manager) computeCapacity(ctx context.Context) error {
-	var super bool
-	var maxConns, reserved int
-	err := m.admin.QueryRow(ctx, `SELECT rolsuper, current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int
-		FROM pg_roles WHERE rolname = current_user`).Scan(&super, &maxConns, &reserved)
-	if err != nil {
-		return fmt.Errorf("admin pool: %w", err)
-	}
-	if !super {
-		return rlslab.Errorf(rlslab.EUNAVAILABLE, "the database user must be a superuser: rlslab creates a database and two roles per lab, and some lessons show what a superuser sees")
-	}
-	limit := maxConns - reserved
-	budget := limit - m.cfg.Margin
-	if m.cfg.Budget > 0 {
-		if m.cfg.Budget > limit {
-			return rlslab.Errorf(rlslab.EUNAVAILABLE, "connection budget %d is more than the server allows (max_connections %d − %d reserved = %d)", m.cfg.Budget, maxConns, reserved, limit)
-		}
-		budget = m.cfg.Budget
-	}
-	runs := budget - ownConns
-	// The largest run any variant may need: the app role's CONNECTION
-	// LIMIT plus the lab's superuser connection.
-	biggest := m.cfg.ConnLimit + 1
-	if runs < biggest {
-		return rlslab.Errorf(rlslab.EUNAVAILABLE,
-			"the connection budget %d leaves %d connections for runs (after %d of rlslab's own), less than one run may need (%d = lab connection limit %d + 1): lower -lab-conn-limit, lower -conn-margin, or raise max_connections (now %d, %d reserved)",
-			budget, runs, ownConns, biggest, m.cfg.ConnLimit, maxConns, reserved)
-	}
-	m.capa = Capacity{MaxConnections: maxConns, Reserved: reserved, Budget: budget, Runs: runs}
-	return nil
-}
-
 // Instance returns the number that marks this manager's databases and
-// roles on the server (see the sweep).
-func (m *Manager) Instance() int32 { return m.inst.id }
+// roles on its first lab server (see the sweep).
+func (m *Manager) Instance() int32 { return m.servers[0].inst.id }
 
-// Capacity returns the connection budget computed at Open.
-func (m *Manager) Capacity() Capacity { return m.capa }
+// Capacity returns the connection budget computed at Open: with several
+// lab servers, the sum of theirs.
+func (m *Manager) Capacity() Capacity {
+	var c Capacity
+	for _, s := range m.servers {
+		c.MaxConnections += s.capa.MaxConnections
+		c.Reserved += s.capa.Reserved
+		c.Budget += s.capa.Budget
+		c.Runs += s.capa.Runs
+	}
+	return c
+}
 
 // Usage is what the manager holds right now.
 type Usage struct {
@@ -364,8 +380,15 @@ func (m *Manager) Usage() Usage {
 	m.mu.Lock()
 	n := len(m.labs)
 	m.mu.Unlock()
-	used, queued := m.admit.usage()
-	return Usage{Labs: n, MaxLabs: m.cfg.MaxLabs, Spares: m.spare.count(), RunConns: used, Queued: queued, Budget: m.capa.Budget}
+	u := Usage{Labs: n, MaxLabs: m.cfg.MaxLabs}
+	for _, s := range m.servers {
+		used, queued := s.admit.usage()
+		u.Spares += s.spare.count()
+		u.RunConns += used
+		u.Queued += queued
+		u.Budget += s.capa.Budget
+	}
+	return u
 }
 
 // Catalog returns the scenarios labs can run.
@@ -377,15 +400,27 @@ func (m *Manager) Admin() *pgxpool.Pool { return m.admin }
 // MaxLabs returns the cap on open labs.
 func (m *Manager) MaxLabs() int { return m.cfg.MaxLabs }
 
-// Ping checks within a second that the database answers; the error says so
-// in words (the driver's error, with host and port, goes to the log).
+// Ping checks within a second that the database answers (rlslab's admin
+// server), and that at least one lab server does; the error says so in
+// words (the driver's error, with host and port, goes to the log). It
+// asks the server itself (see prober), not a pool: a loaded instance whose
+// pool is busy still answers that its database is there.
 func (m *Manager) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if err := m.admin.Ping(ctx); err != nil {
+	if err := m.prober.probe(ctx); err != nil {
 		return m.dbError("ping", err)
 	}
-	return nil
+	var err error
+	for _, s := range m.servers {
+		if s.admin == m.admin {
+			return nil
+		}
+		if err = s.prober.probe(ctx); err == nil {
+			return nil
+		}
+	}
+	return m.dbError("ping", err)
 }
 
 // ErrDatabaseDown is the message of an outage.
@@ -423,13 +458,17 @@ func (m *Manager) CreateFor(ctx context.Context, owner, addr string) (*Lab, erro
 	if owner == "" {
 		return nil, rlslab.Errorf(rlslab.EINVALID, "a lab needs an owner")
 	}
-	if m.spare.count() == 0 && m.ForOwner(owner) == nil {
-		// A new lab would wait in line for a sandbox: not behind an outage
-		// that no build gets past. Say so at once instead. (The ping has a
-		// deadline of its own: a caller's short one is not an outage.)
-		if err := m.prober.probe(context.WithoutCancel(ctx)); err != nil {
-			m.fails.Warn("database not answering", "op", "create lab", "err", err)
-			return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "%s", ErrDatabaseDown)
+	var srv *labServer
+	m.mu.Lock()
+	known := m.byOwner[owner] != nil || m.creating[owner] != nil
+	m.mu.Unlock()
+	if !known {
+		// Where the new lab goes: a server with a spare ready, else one
+		// that answers (a lab that would wait in line for a sandbox is
+		// not put behind an outage that no build gets past).
+		var err error
+		if srv, err = m.choose(ctx); err != nil {
+			return nil, err
 		}
 	}
 	m.mu.Lock()
@@ -466,7 +505,7 @@ func (m *Manager) CreateFor(ctx context.Context, owner, addr string) (*Lab, erro
 		m.forgetLocked(recycled)
 		m.wg.Add(1) // under m.mu: Close waits for it only after marking closed
 	}
-	c := &creation{done: make(chan struct{}), addr: addr}
+	c := &creation{done: make(chan struct{}), addr: addr, srv: srv}
 	m.creating[owner] = c
 	m.wg.Add(1) // for finishCreate, under m.mu as above
 	m.mu.Unlock()
@@ -513,7 +552,7 @@ func (c *creation) wait(ctx context.Context) (*Lab, error) {
 
 // finishCreate makes the lab of a creation and registers it.
 func (m *Manager) finishCreate(ctx context.Context, owner, addr string, c *creation) {
-	c.lab, c.err = m.create(ctx, owner, func(ahead int) { c.ahead.Store(int64(ahead)) })
+	c.lab, c.err = m.create(ctx, c.srv, owner, func(ahead int) { c.ahead.Store(int64(ahead)) })
 	if c.lab != nil {
 		c.lab.addr = addr
 	}
@@ -595,21 +634,28 @@ func (m *Manager) nextFreeLocked() string {
 	return fmt.Sprintf("the next one frees up in about %s, unless its owner comes back", wait)
 }
 
-// create makes a lab from a spare sandbox, or from the next one built.
-func (m *Manager) create(ctx context.Context, owner string, place func(ahead int)) (*Lab, error) {
+// create makes a lab on srv (nil: the server choose picks) from a spare
+// sandbox, or from the next one built.
+func (m *Manager) create(ctx context.Context, srv *labServer, owner string, place func(ahead int)) (*Lab, error) {
 	start := time.Now()
-	sb, spare, err := m.spare.take(ctx, place)
+	if srv == nil {
+		var err error
+		if srv, err = m.choose(ctx); err != nil {
+			return nil, err
+		}
+	}
+	sb, spare, err := srv.spare.take(ctx, place)
 	if err != nil {
 		if m.ctx.Err() != nil {
 			return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "rlslab is shutting down")
 		}
-		if m.Ping(context.Background()) != nil {
-			return nil, m.dbError("create lab", err)
+		if perr := srv.ping(context.Background()); perr != nil {
+			return nil, m.dbError("create lab", perr)
 		}
 		return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "no lab could be prepared in %s; try again", createDeadline)
 	}
-	l := newLab(m, sb, owner)
-	m.log.Info("lab created", "lab", l.ID, "spare", spare, "took", time.Since(start).Round(time.Microsecond))
+	l := newLab(srv, sb, owner)
+	m.log.Info("lab created", "lab", l.ID, "server", srv.where, "spare", spare, "took", time.Since(start).Round(time.Microsecond))
 	return l, nil
 }
 
@@ -711,14 +757,14 @@ func (m *Manager) Close(ctx context.Context) {
 		defer close(done)
 		var wg sync.WaitGroup
 		var mu sync.Mutex
-		ids := make([]string, 0, len(labs)+m.spare.count())
+		ids := map[*labServer][]string{}
 		for _, l := range labs {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				if l.shut() {
 					mu.Lock()
-					ids = append(ids, l.ID)
+					ids[l.srv] = append(ids[l.srv], l.ID)
 					mu.Unlock()
 				}
 			}()
@@ -727,9 +773,16 @@ func (m *Manager) Close(ctx context.Context) {
 		// build is under way (it has a deadline of its own).
 		m.wg.Wait()
 		wg.Wait()
-		ids = append(ids, m.spare.takeAll()...)
-		dropped := m.dropAll(ctx, ids)
-		m.log.Info("labs closed", "labs", len(labs), "dropped", dropped, "of", len(ids), "took", time.Since(begin).Round(time.Millisecond))
+		var dropped, all atomic.Int64
+		var sw sync.WaitGroup
+		for _, s := range m.servers {
+			todo := append(ids[s], s.spare.takeAll()...)
+			all.Add(int64(len(todo)))
+			sw.Add(1)
+			go func() { defer sw.Done(); dropped.Add(int64(s.dropAll(ctx, todo))) }()
+		}
+		sw.Wait()
+		m.log.Info("labs closed", "labs", len(labs), "dropped", dropped.Load(), "of", all.Load(), "took", time.Since(begin).Round(time.Millisecond))
 	}()
 	select {
 	case <-done:
@@ -737,7 +790,10 @@ func (m *Manager) Close(ctx context.Context) {
 		m.log.Warn("closing labs took too long; the next start sweeps what is left")
 	}
 	m.closeShared()
-	m.inst.unlock()
+	for _, s := range m.servers {
+		s.inst.unlock()
+		s.closeAdmin()
+	}
 	if m.ownAdmin {
 		m.admin.Close()
 	}
@@ -752,21 +808,21 @@ const closeDropConns = 32
 // their databases, on up to closeDropConns connections taken from the runs'
 // budget (MaintConns when that is not free), then all their roles in one
 // statement. A failure is left for the next start's sweep.
-func (m *Manager) dropAll(ctx context.Context, ids []string) int {
+func (s *labServer) dropAll(ctx context.Context, ids []string) int {
 	if len(ids) == 0 {
 		return 0
 	}
-	workers := min(len(ids), closeDropConns, m.capa.Runs)
+	workers := min(len(ids), closeDropConns, s.capa.Runs)
 	actx, cancel := context.WithTimeout(ctx, stopTimeout)
-	err := m.admit.acquire(actx, "rlslab shutdown", workers, func(int) {})
+	err := s.admit.acquire(actx, "rlslab shutdown", workers, func(int) {})
 	cancel()
 	if err != nil {
 		// Runs still hold the budget: the maintenance connections only.
-		return m.dropEach(ctx, ids, min(len(ids), MaintConns))
+		return s.dropEach(ctx, ids, min(len(ids), MaintConns))
 	}
-	defer m.admit.release("rlslab shutdown", workers)
+	defer s.admit.release("rlslab shutdown", workers)
 	begin := time.Now()
-	cfg := m.admin.Config().ConnConfig.Copy()
+	cfg := s.admin.Config().ConnConfig.Copy()
 	cfg.RuntimeParams["application_name"] = "rlslab maintenance"
 	todo := make(chan string, len(ids))
 	for _, id := range ids {
@@ -782,13 +838,13 @@ func (m *Manager) dropAll(ctx context.Context, ids []string) int {
 			defer wg.Done()
 			conn, err := pgx.ConnectConfig(ctx, cfg)
 			if err != nil {
-				m.fails.Warn("drop lab; the next start sweeps it", "err", err)
+				s.m.fails.Warn("drop lab; the next start sweeps it", "err", err)
 				return
 			}
 			defer conn.Close(context.WithoutCancel(ctx))
 			for id := range todo {
 				if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{labNames(id).db}.Sanitize()+" WITH (FORCE)"); err != nil {
-					m.fails.Warn("drop lab; the next start sweeps it", "lab", id, "err", err)
+					s.m.fails.Warn("drop lab; the next start sweeps it", "lab", id, "err", err)
 					continue
 				}
 				mu.Lock()
@@ -798,20 +854,20 @@ func (m *Manager) dropAll(ctx context.Context, ids []string) int {
 		}()
 	}
 	wg.Wait()
-	m.log.Debug("lab databases dropped", "count", len(gone), "of", len(ids), "connections", workers, "took", time.Since(begin).Round(time.Millisecond))
-	if err := dropRolesOf(ctx, m.admin, gone); err != nil {
-		m.fails.Warn("drop lab roles; the next start sweeps them", "err", err)
+	s.m.log.Debug("lab databases dropped", "count", len(gone), "of", len(ids), "connections", workers, "took", time.Since(begin).Round(time.Millisecond))
+	if err := dropRolesOf(ctx, s.admin, gone); err != nil {
+		s.m.fails.Warn("drop lab roles; the next start sweeps them", "err", err)
 		return 0
 	}
 	for _, id := range gone {
-		m.forgetSem(id)
+		s.m.forgetSem(id)
 	}
 	return len(gone)
 }
 
 // dropEach drops the sandboxes ids one by one on the maintenance
 // connections, workers at once, and returns how many it dropped.
-func (m *Manager) dropEach(ctx context.Context, ids []string, workers int) int {
+func (s *labServer) dropEach(ctx context.Context, ids []string, workers int) int {
 	todo := make(chan string, len(ids))
 	for _, id := range ids {
 		todo <- id
@@ -824,12 +880,12 @@ func (m *Manager) dropEach(ctx context.Context, ids []string, workers int) int {
 		go func() {
 			defer wg.Done()
 			for id := range todo {
-				if err := m.dropSandbox(ctx, id); err != nil {
-					m.fails.Warn("drop lab; will retry", "lab", id, "err", err)
-					m.retryDrop(id)
+				if err := s.dropSandbox(ctx, id); err != nil {
+					s.m.fails.Warn("drop lab; will retry", "lab", id, "err", err)
+					s.retryDrop(id)
 					continue
 				}
-				m.forgetSem(id)
+				s.m.forgetSem(id)
 				dropped.Add(1)
 			}
 		}()
@@ -884,7 +940,13 @@ func (m *Manager) reap() {
 		case <-m.ctx.Done():
 			return
 		case <-sweeps.C:
-			m.sweepDead(m.ctx, false)
+			if m.shared != nil {
+				m.reapDeadInstances(m.ctx)
+				m.countLive(m.ctx)
+			}
+			for _, s := range m.servers {
+				s.sweepDead(m.ctx, false)
+			}
 			continue
 		case <-t.C:
 		}
@@ -893,7 +955,12 @@ func (m *Manager) reap() {
 		for _, l := range m.labs {
 			labs = append(labs, l)
 		}
-		retry := len(m.retry) > 0
+		var retry []*labServer
+		for _, s := range m.servers {
+			if len(s.retry) > 0 {
+				retry = append(retry, s)
+			}
+		}
 		m.mu.Unlock()
 		now := time.Now()
 		for _, l := range labs {
@@ -902,8 +969,8 @@ func (m *Manager) reap() {
 				_ = m.CloseLab(m.ctx, l.ID)
 			}
 		}
-		if retry {
-			m.sweep(m.ctx, false)
+		for _, s := range retry {
+			s.sweep(m.ctx, false)
 		}
 	}
 }

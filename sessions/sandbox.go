@@ -69,29 +69,29 @@ func labNames(id string) names {
 // newSandbox builds a new sandbox: its roles and database, marked as this
 // instance's, its schema and seed rows. On error it removes whatever it
 // made.
-func (m *Manager) newSandbox(ctx context.Context) (sb engine.Sandbox, err error) {
-	id := m.newLabID()
+func (s *labServer) newSandbox(ctx context.Context) (sb engine.Sandbox, err error) {
+	id := s.m.newLabID()
 	password := randomHex(16)
 	n := labNames(id)
 	q := func(s string) string { return pgx.Identifier{s}.Sanitize() }
 	defer func() {
 		if err != nil {
-			m.dropQuietly(id)
+			s.dropQuietly(id)
 		}
 	}()
-	marker := quoteLiteral(m.inst.marker())
+	marker := quoteLiteral(s.inst.marker())
 	// The roles and their markers in one transaction; the database cannot be
 	// created inside one, so it is marked right after.
 	roles := []string{
 		fmt.Sprintf("CREATE ROLE %s NOLOGIN", q(n.owner)),
 		fmt.Sprintf("COMMENT ON ROLE %s IS %s", q(n.owner), marker),
 		fmt.Sprintf("CREATE ROLE %s LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT CONNECTION LIMIT %d PASSWORD %s",
-			q(n.app), m.cfg.ConnLimit, quoteLiteral(password)),
+			q(n.app), s.m.cfg.ConnLimit, quoteLiteral(password)),
 		fmt.Sprintf("COMMENT ON ROLE %s IS %s", q(n.app), marker),
 	}
 	// Creating runs on a maintenance connection, so that many sandboxes
 	// can be made at once without starving the admin pool.
-	err = m.maint(ctx, "", func(ctx context.Context, conn *pgx.Conn) error {
+	err = s.maint(ctx, "", func(ctx context.Context, conn *pgx.Conn) error {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			for _, s := range roles {
 				if _, err := tx.Exec(ctx, s); err != nil {
@@ -118,7 +118,7 @@ func (m *Manager) newSandbox(ctx context.Context) (sb engine.Sandbox, err error)
 	if err != nil {
 		return sb, err
 	}
-	err = m.maintTx(ctx, id, func(ctx context.Context, tx pgx.Tx) error {
+	err = s.maintTx(ctx, id, func(ctx context.Context, tx pgx.Tx) error {
 		for _, s := range []string{
 			"REVOKE ALL ON SCHEMA public FROM PUBLIC",
 			fmt.Sprintf("GRANT ALL ON SCHEMA public TO %s", q(n.owner)),
@@ -141,16 +141,16 @@ func (m *Manager) newSandbox(ctx context.Context) (sb engine.Sandbox, err error)
 		return sb, err
 	}
 	return engine.Sandbox{
-		Lab: id, Database: n.db, AppURL: appURL(m.admin, id, password), AppRole: n.app, OwnerRole: n.owner,
-		ConnLimit: m.cfg.ConnLimit, Tenants: Tenants(), Bouncers: m.cfg.Bouncers,
-		Admin: func(ctx context.Context) (*pgx.Conn, func(), error) { return m.labAdmin(ctx, id) },
+		Lab: id, Database: n.db, AppURL: appURL(s.admin, id, password), AppRole: n.app, OwnerRole: n.owner,
+		ConnLimit: s.m.cfg.ConnLimit, Tenants: Tenants(), Bouncers: s.m.cfg.Bouncers,
+		Admin: func(ctx context.Context) (*pgx.Conn, func(), error) { return s.labAdmin(ctx, id) },
 	}, nil
 }
 
 // maintTx runs f in a transaction on a maintenance connection to lab id's
 // database (one of MaintConns) as the superuser, and commits it.
-func (m *Manager) maintTx(ctx context.Context, id string, f func(ctx context.Context, tx pgx.Tx) error) error {
-	return m.maint(ctx, labNames(id).db, func(ctx context.Context, conn *pgx.Conn) error {
+func (s *labServer) maintTx(ctx context.Context, id string, f func(ctx context.Context, tx pgx.Tx) error) error {
+	return s.maint(ctx, labNames(id).db, func(ctx context.Context, conn *pgx.Conn) error {
 		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return f(ctx, tx) })
 	})
 }
@@ -161,16 +161,16 @@ const maintTimeout = 20 * time.Second
 
 // maint runs f on a maintenance connection (one of MaintConns) to database
 // db ("" for the admin URL's own).
-func (m *Manager) maint(ctx context.Context, db string, f func(ctx context.Context, conn *pgx.Conn) error) error {
+func (s *labServer) maint(ctx context.Context, db string, f func(ctx context.Context, conn *pgx.Conn) error) error {
 	select {
-	case m.maintSem <- struct{}{}:
+	case s.maintSem <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	defer func() { <-m.maintSem }()
+	defer func() { <-s.maintSem }()
 	ctx, cancel := context.WithTimeout(ctx, maintTimeout)
 	defer cancel()
-	cfg := m.admin.Config().ConnConfig.Copy()
+	cfg := s.admin.Config().ConnConfig.Copy()
 	if db != "" {
 		cfg.Database = db
 	}
@@ -179,14 +179,14 @@ func (m *Manager) maint(ctx context.Context, db string, f func(ctx context.Conte
 	if err != nil {
 		return fmt.Errorf("maintenance connection: %w", err)
 	}
-	defer m.closeAndWait(conn)
+	defer s.closeAndWait(conn)
 	return f(ctx, conn)
 }
 
 // closeAndWait closes a direct connection and waits (a second at most)
 // until its backend has left pg_stat_activity: its slot of the budget is
 // free only once the server has let it go.
-func (m *Manager) closeAndWait(conn *pgx.Conn) {
+func (s *labServer) closeAndWait(conn *pgx.Conn) {
 	pid := conn.PgConn().PID()
 	ctx, cancel := context.WithTimeout(context.Background(), connCloseTimeout)
 	defer cancel()
@@ -195,7 +195,7 @@ func (m *Manager) closeAndWait(conn *pgx.Conn) {
 	defer wcancel()
 	for {
 		var alive bool
-		err := m.admin.QueryRow(wctx, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", int32(pid)).Scan(&alive)
+		err := s.admin.QueryRow(wctx, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", int32(pid)).Scan(&alive)
 		if err != nil || !alive {
 			return
 		}
@@ -229,12 +229,12 @@ func seed(ctx context.Context, tx pgx.Tx) error {
 
 // reseed puts the lab's data back as it was created, ends every backend of
 // the app role, and leaves schema and roles alone.
-func (m *Manager) reseed(ctx context.Context, id string) error {
+func (s *labServer) reseed(ctx context.Context, id string) error {
 	n := labNames(id)
-	if err := m.endAppBackends(ctx, n); err != nil {
+	if err := s.endAppBackends(ctx, n); err != nil {
 		return fmt.Errorf("reset lab %s: %w", id, err)
 	}
-	return m.maintTx(ctx, id, func(ctx context.Context, tx pgx.Tx) error {
+	return s.maintTx(ctx, id, func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "TRUNCATE invoices, tenants RESTART IDENTITY"); err != nil {
 			return fmt.Errorf("reset lab %s: %w", id, err)
 		}
@@ -244,11 +244,11 @@ func (m *Manager) reseed(ctx context.Context, id string) error {
 
 // endAppBackends terminates every backend of the lab's app role and waits
 // (a few seconds at most) until the server has let them go.
-func (m *Manager) endAppBackends(ctx context.Context, n names) error {
+func (s *labServer) endAppBackends(ctx context.Context, n names) error {
 	deadline := time.Now().Add(connCloseTimeout)
 	for {
 		var left int
-		err := m.admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		err := s.admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 			WHERE datname = $1 AND usename = $2`, n.db, n.app).Scan(&left)
 		if err != nil {
 			return err
@@ -270,8 +270,8 @@ func (m *Manager) endAppBackends(ctx context.Context, n names) error {
 // dropSandbox removes the lab's database (ending its backends) and every
 // role under its prefix (scenarios may create roles of their own; a run cut
 // off by a crash could leave them).
-func (m *Manager) dropSandbox(ctx context.Context, id string) error {
-	return m.maint(ctx, "", func(ctx context.Context, conn *pgx.Conn) error { return dropSandbox(ctx, conn, id) })
+func (s *labServer) dropSandbox(ctx context.Context, id string) error {
+	return s.maint(ctx, "", func(ctx context.Context, conn *pgx.Conn) error { return dropSandbox(ctx, conn, id) })
 }
 
 // dropSandbox drops lab id's database and roles on conn.
@@ -301,25 +301,25 @@ func dropSandbox(ctx context.Context, conn *pgx.Conn, id string) error {
 
 // dropQuietly drops a sandbox on a deadline of its own and remembers a
 // failure for the reaper to retry.
-func (m *Manager) dropQuietly(id string) {
+func (s *labServer) dropQuietly(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), dropTimeout)
 	defer cancel()
-	if err := m.dropSandbox(ctx, id); err != nil {
-		m.fails.Warn("drop lab; will retry", "lab", id, "err", err)
-		m.retryDrop(id)
+	if err := s.dropSandbox(ctx, id); err != nil {
+		s.m.fails.Warn("drop lab; will retry", "lab", id, "err", err)
+		s.retryDrop(id)
 	}
 }
 
 // labAdmin opens a scenario's superuser connection to lab id's database:
 // one at a time per lab, counted in its run's budget.
-func (m *Manager) labAdmin(ctx context.Context, id string) (*pgx.Conn, func(), error) {
-	sem := m.adminSem(id)
+func (s *labServer) labAdmin(ctx context.Context, id string) (*pgx.Conn, func(), error) {
+	sem := s.m.adminSem(id)
 	select {
 	case sem <- struct{}{}:
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	}
-	cfg := m.admin.Config().ConnConfig.Copy()
+	cfg := s.admin.Config().ConnConfig.Copy()
 	cfg.Database = labNames(id).db
 	cfg.RuntimeParams["application_name"] = "rlslab admin " + id
 	conn, err := pgx.ConnectConfig(ctx, cfg)
@@ -328,7 +328,7 @@ func (m *Manager) labAdmin(ctx context.Context, id string) (*pgx.Conn, func(), e
 		return nil, nil, fmt.Errorf("lab %s: admin connection: %w", id, err)
 	}
 	return conn, func() {
-		m.closeAndWait(conn)
+		s.closeAndWait(conn)
 		<-sem
 	}, nil
 }

@@ -16,7 +16,7 @@ import (
 // builders work at once, each building one sandbox after another while the
 // line or the target wants more.
 type spares struct {
-	m    *Manager
+	srv  *labServer
 	base int // Config.Spares
 	max  int // no more sandboxes than this are kept ready or reserved
 
@@ -33,8 +33,8 @@ type sandboxWait struct {
 	got chan engine.Sandbox // buffered: the builder never blocks on it
 }
 
-func newSpares(m *Manager, base, max int) *spares {
-	return &spares{m: m, base: base, max: max, reserved: map[string]int{}, changed: make(chan struct{})}
+func newSpares(srv *labServer, base, max int) *spares {
+	return &spares{srv: srv, base: base, max: max, reserved: map[string]int{}, changed: make(chan struct{})}
 }
 
 // wakeLocked tells the builders that there may be work.
@@ -81,6 +81,24 @@ func (s *spares) shrink(key string) {
 		return
 	}
 	s.reserved[key]--
+}
+
+// keys returns the keys that hold reservations.
+func (s *spares) keys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.reserved))
+	for k := range s.reserved {
+		out = append(out, k)
+	}
+	return out
+}
+
+// reservedFor returns how many sandboxes key has reserved.
+func (s *spares) reservedFor(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reserved[key]
 }
 
 // status returns how many sandboxes are ready, how many are wanted ready
@@ -183,16 +201,16 @@ func (s *spares) start(ctx context.Context, wg *sync.WaitGroup) {
 				s.building++
 				ready, target := len(s.ready), s.targetLocked()
 				s.mu.Unlock()
-				s.m.log.Debug("building spare sandboxes", "ready", ready, "want", target)
+				s.srv.m.log.Debug("building spare sandboxes", "ready", ready, "want", target)
 				// A build is never cut off half-way (it has a deadline of
 				// its own); a closing manager drops what it made.
-				sb, err := s.m.newSandbox(context.WithoutCancel(ctx))
+				sb, err := s.srv.newSandbox(context.WithoutCancel(ctx))
 				s.mu.Lock()
 				s.building--
 				s.mu.Unlock()
 				if err == nil {
 					if !s.deliver(sb) {
-						s.m.dropQuietly(sb.Lab)
+						s.srv.dropQuietly(sb.Lab)
 					}
 					bmu.Lock()
 					b.reset()
@@ -206,7 +224,7 @@ func (s *spares) start(ctx context.Context, wg *sync.WaitGroup) {
 				delay := b.delay()
 				b.next = min(delay*2, b.max)
 				bmu.Unlock()
-				s.m.fails.Warn("spare sandboxes: build failed; retrying", "err", err, "in", delay)
+				s.srv.m.fails.Warn("spare sandboxes: build failed; retrying", "err", err, "in", delay)
 				t := time.NewTimer(delay)
 				select {
 				case <-ctx.Done():

@@ -73,17 +73,17 @@ type leftover struct {
 // sweep drops the lab databases and roles of rlslab instances that are no
 // longer running (all: at start-up), and this instance's labs whose drop
 // failed before. It logs what it dropped.
-func (m *Manager) sweep(ctx context.Context, startup bool) {
+func (s *labServer) sweep(ctx context.Context, startup bool) {
 	ctx, cancel := context.WithTimeout(ctx, dropTimeout)
 	defer cancel()
-	rows, err := m.admin.Query(ctx, `
+	rows, err := s.admin.Query(ctx, `
 		SELECT datname, shobj_description(oid, 'pg_database'), true FROM pg_database
 		WHERE datname LIKE 'lab\_%' AND shobj_description(oid, 'pg_database') LIKE 'rlslab lab; instance %'
 		UNION ALL
 		SELECT rolname, shobj_description(oid, 'pg_authid'), false FROM pg_roles
 		WHERE rolname LIKE 'lab\_%' AND shobj_description(oid, 'pg_authid') LIKE 'rlslab lab; instance %'`)
 	if err != nil {
-		m.fails.Warn("sweep: list leftovers", "err", err)
+		s.m.fails.Warn("sweep: list leftovers", "err", err)
 		return
 	}
 	found, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (leftover, error) {
@@ -99,50 +99,50 @@ func (m *Manager) sweep(ctx context.Context, startup bool) {
 		return l, nil
 	})
 	if err != nil {
-		m.fails.Warn("sweep: list leftovers", "err", err)
+		s.m.fails.Warn("sweep: list leftovers", "err", err)
 		return
 	}
-	alive := map[int32]bool{m.inst.id: true}
+	alive := map[int32]bool{s.inst.id: true}
 	dead := map[int32]bool{}
 	labIDs := map[string]bool{}
 	for _, l := range found {
-		if l.instance == m.inst.id || dead[l.instance] || alive[l.instance] {
+		if l.instance == s.inst.id || dead[l.instance] || alive[l.instance] {
 			continue
 		}
 		var held bool
-		err := m.admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2 AND granted)`,
+		err := s.admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2 AND granted)`,
 			int64(lockClass), int64(uint32(l.instance))).Scan(&held)
 		if err != nil {
-			m.fails.Warn("sweep: instance check", "err", err)
+			s.m.fails.Warn("sweep: instance check", "err", err)
 			return
 		}
 		alive[l.instance], dead[l.instance] = held, !held
 	}
-	m.mu.Lock()
-	retry := m.retry
-	m.retry = map[string]bool{}
-	m.mu.Unlock()
+	s.m.mu.Lock()
+	retry := s.retry
+	s.retry = map[string]bool{}
+	s.m.mu.Unlock()
 	for _, l := range found {
 		id := labIDOf(l.name)
 		if id == "" {
 			continue
 		}
-		if dead[l.instance] || (l.instance == m.inst.id && retry[id]) {
+		if dead[l.instance] || (l.instance == s.inst.id && retry[id]) {
 			labIDs[id] = true
 		}
 	}
 	for id := range labIDs {
-		if err := m.dropSandbox(ctx, id); err != nil {
-			m.fails.Warn("sweep: drop lab", "lab", id, "err", err)
-			m.mu.Lock()
-			m.retry[id] = true
-			m.mu.Unlock()
+		if err := s.dropSandbox(ctx, id); err != nil {
+			s.m.fails.Warn("sweep: drop lab", "lab", id, "err", err)
+			s.m.mu.Lock()
+			s.retry[id] = true
+			s.m.mu.Unlock()
 			continue
 		}
 		if startup || !retry[id] {
-			m.log.Info("swept a lab left by an rlslab that is no longer running", "lab", id, "database", "lab_"+id)
+			s.m.log.Info("swept a lab left by an rlslab that is no longer running", "lab", id, "database", "lab_"+id)
 		} else {
-			m.log.Info("dropped a lab whose earlier drop failed", "lab", id)
+			s.m.log.Info("dropped a lab whose earlier drop failed", "lab", id)
 		}
 	}
 }
@@ -160,8 +160,8 @@ func labIDOf(name string) string {
 
 // retryDrop remembers that lab id could not be dropped; the reaper tries
 // again.
-func (m *Manager) retryDrop(id string) {
-	m.mu.Lock()
-	m.retry[id] = true
-	m.mu.Unlock()
+func (s *labServer) retryDrop(id string) {
+	s.m.mu.Lock()
+	s.retry[id] = true
+	s.m.mu.Unlock()
 }

@@ -69,13 +69,16 @@ func (w *Workshops) Create(ctx context.Context, title string, slugs []string, ex
 }
 
 // Prepare reserves sandboxes for the participants every open workshop
-// still expects (at start-up: reservations live in memory).
+// still expects (at start-up: reservations live in memory; and then every
+// few seconds, see KeepPrepared), and drops the reservations of workshops
+// no longer open.
 func (w *Workshops) Prepare(ctx context.Context) error {
 	return w.db.do(ctx, "prepare labs for open workshops", func(ctx context.Context, st *store.Store) error {
 		open, err := st.OpenWorkshops(ctx)
 		if err != nil {
 			return err
 		}
+		want := map[string]int{}
 		for _, ws := range open {
 			if ws.Expected == 0 {
 				continue
@@ -84,8 +87,9 @@ func (w *Workshops) Prepare(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			w.labs.Prepare(ws.ID, ws.Expected-len(ps))
+			want[ws.ID] = ws.Expected - len(ps)
 		}
+		w.labs.PrepareOnly(want)
 		return nil
 	})
 }
@@ -278,7 +282,8 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 	}
 	b.Readiness = w.labs.Readiness()
 	if left := ws.Expected - b.Counts.Joined; left > 0 {
-		b.Ready = min(left, b.Readiness.Ready)
+		// Ready on any instance: a balancer spreads the joins.
+		b.Ready = min(left, b.Readiness.Ready+w.labs.ReadyElsewhere(ctx))
 	}
 	return b, nil
 }
@@ -378,24 +383,71 @@ type Joined struct {
 // and makes their lab. The name must be new in the workshop (ECONFLICT) and
 // well formed (EINVALID). A participant without a lab yet is still joined.
 func (w *Workshops) Join(ctx context.Context, ws Workshop, name string) (Joined, error) {
-	return call(ctx, w.db, "join a workshop", func(ctx context.Context, st *store.Store) (j Joined, err error) {
+	j, err := call(ctx, w.db, "join a workshop", func(ctx context.Context, st *store.Store) (j Joined, err error) {
 		j.Participant, j.Token, err = st.Join(ctx, ws.ID, name)
-		if err != nil {
-			return Joined{}, err
-		}
-		w.labs.Arrived(ws.ID)
-		j.Lab, j.LabErr = w.labs.Create(ctx, j.Token)
-		if j.LabErr != nil {
-			w.log.Warn("join: no lab yet", "workshop", ws.ID, "err", j.LabErr)
-		} else if err := st.SetParticipantLab(ctx, j.Participant.Learner, j.Lab.ID); err != nil {
-			w.log.Warn("join: set lab", "workshop", ws.ID, "lab", j.Lab.ID, "err", err)
-		}
-		if ws.CurrentLesson < len(ws.Lessons) {
-			j.Lesson = ws.Lessons[ws.CurrentLesson]
+		return j, err
+	})
+	if err != nil {
+		return Joined{}, err
+	}
+	w.labs.Arrived(ws.ID)
+	// The lab is made outside the call to rlslab's tables: a lab waiting in
+	// line for a sandbox is not an outage of the tables (the call's guard
+	// would probe the server while it waits, and take a loaded server's
+	// late answer for one).
+	j.Lab, j.LabErr = w.labs.Create(ctx, j.Token)
+	if j.LabErr != nil {
+		w.log.Warn("join: no lab yet", "workshop", ws.ID, "err", j.LabErr)
+	}
+	if ws.CurrentLesson < len(ws.Lessons) {
+		j.Lesson = ws.Lessons[ws.CurrentLesson]
+	}
+	// Noted even when the wait for the lab used up the request's time.
+	nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), noteTimeout)
+	defer cancel()
+	err = w.db.do(nctx, "note a participant's lab", func(ctx context.Context, st *store.Store) error {
+		if j.Lab != nil {
+			if err := st.SetParticipantLab(ctx, j.Participant.Learner, j.Lab.ID); err != nil {
+				w.log.Warn("join: set lab", "workshop", ws.ID, "lab", j.Lab.ID, "err", err)
+			}
 		}
 		w.noteLesson(ctx, st, j.Participant.Learner, j.Lesson)
-		return j, nil
+		return nil
 	})
+	if err != nil {
+		w.log.Warn("join: note the lab", "workshop", ws.ID, "err", err)
+	}
+	return j, nil
+}
+
+// noteTimeout bounds noting a new participant's lab and lesson.
+const noteTimeout = 3 * time.Second
+
+// KeepPrepared keeps the labs of every open workshop prepared until ctx
+// ends: every period it reads what each still expects (Prepare), so that
+// instances sharing rlslab's tables each keep their share of a workshop
+// made on another one ready. A failed read waits longer before the next,
+// up to 30 s.
+func (w *Workshops) KeepPrepared(ctx context.Context, every time.Duration) {
+	wait := every
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if err := w.Prepare(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			wait = min(2*wait, 30*time.Second)
+			w.log.Warn("keep labs prepared for open workshops", "err", err, "next_in", wait)
+			continue
+		}
+		wait = every
+	}
 }
 
 // Notice is what a participant's lesson page is told about their workshop.

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+
+	"github.com/rlslab/rlslab"
 )
 
 // ForwardedHeader marks a request one rlslab instance forwarded to
@@ -68,9 +70,17 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, addr, err := f.locate(r.Context(), id)
+	if err != nil && rlslab.ErrorCode(err) == rlslab.EUNAVAILABLE && f.tag != "" && !strings.HasPrefix(id, f.tag) {
+		// Another instance's lab, and rlslab's tables do not say where
+		// it is: not "no such lab" (the learner would be given a new
+		// one), but try again.
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": rlslab.ErrorMessage(err), "code": rlslab.ErrorCode(err)})
+		return
+	}
 	if err != nil || addr == "" {
-		// Not another instance's, or rlslab's tables do not answer: this
-		// instance answers (404 for a lab it does not have, or the outage).
+		// Not another instance's: this instance answers (404 for a lab
+		// it does not have).
 		f.next.ServeHTTP(w, r)
 		return
 	}

@@ -38,8 +38,10 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.SetOutput(stderr)
 	base := fs.String("url", "http://127.0.0.1:8080", "the running rlslab")
 	n := fs.Int("participants", 50, "participants, each with their own lab")
-	db := fs.String("db", "", "superuser URL of rlslab's PostgreSQL, to sample its backends (optional)")
-	pid := fs.Int("pid", 0, "rlslab's process id, to read its peak RSS (optional)")
+	var dbs labDBFlags
+	fs.Var(&dbs, "db", "superuser URL of a PostgreSQL server rlslab's labs are on, to sample its backends (optional; repeat it for each lab server)")
+	var pids pidFlags
+	fs.Var(&pids, "pid", "an rlslab process id, to read its peak RSS (optional; repeat it for each instance)")
 	speed := fs.String("speed", "1", "speed of lesson 1's runs and of the crowd's")
 	crowd := fs.Int("crowd-users", 300, "users of each crowd run (shared-pool conn-per-user)")
 	compare := fs.Bool("compare", true, "also run lesson 1 live at its pace (\"pacing\":\"live\", as before replays), before the replayed phase")
@@ -66,16 +68,17 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	var sampler *backendSampler
-	if *db != "" {
-		s, err := startSampler(ctx, *db)
+	var sampler samplerSet
+	for _, db := range dbs {
+		s, err := startSampler(ctx, db)
 		if err != nil {
+			sampler.stop()
 			return err
 		}
-		sampler = s
-		defer s.stop()
+		sampler = append(sampler, s)
 	}
-	meter := newCPUMeter(ctx, *db, *pid)
+	defer sampler.stop()
+	meter := newCPUMeter(ctx, dbs.first(), pids.first())
 	rep := benchReport{Participants: *n, Budget: b.budget, Expected: *expected, Prepared: prepared}
 	began := time.Now()
 
@@ -125,9 +128,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if ctx.Err() != nil {
 			break
 		}
-		if sampler != nil {
-			sampler.reset()
-		}
+		sampler.reset()
 		start := time.Now()
 		cpu0 := meter.read()
 		res := make([]runResult, len(joined))
@@ -141,9 +142,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		close(gate)
 		wg.Wait()
 		pr := phaseReport{Name: ph.name, Took: time.Since(start), CPU: meter.read().since(cpu0)}
-		if sampler != nil {
-			pr.PeakBackends = sampler.peakNow()
-		}
+		pr.PeakBackends = sampler.peakNow()
 		for _, r := range res {
 			pr.add(r)
 			rep.addErrors(r.errs...)
@@ -152,13 +151,9 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		pr.print(stderr)
 	}
 	if *fair && len(joined) > 0 && ctx.Err() == nil {
-		if sampler != nil {
-			sampler.reset()
-		}
+		sampler.reset()
 		pr, errs := b.fairness(ctx, joined[0], lesson, crowdRun)
-		if sampler != nil {
-			pr.PeakBackends = sampler.peakNow()
-		}
+		pr.PeakBackends = sampler.peakNow()
 		rep.Fair = &pr
 		rep.addErrors(errs...)
 		pr.print(stderr)
@@ -171,12 +166,11 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		rep.Delays = append(rep.Delays, p.delays()...)
 	}
-	if sampler != nil {
-		rep.PeakBackends, rep.MaxConnections = sampler.stop()
+	rep.PeakBackends, rep.MaxConnections = sampler.stop()
+	for _, pid := range pids {
+		rep.PeakRSSMB = append(rep.PeakRSSMB, peakRSS(pid))
 	}
-	if *pid > 0 {
-		rep.PeakRSSMB = peakRSS(*pid)
-	}
+	rep.Reconnects, rep.Missed, rep.Unavailable = b.reconnects.Load(), b.missed.Load(), b.unavailable.Load()
 	rep.print(stdout)
 	lost := 0
 	for _, ph := range rep.Phases {
@@ -200,6 +194,11 @@ type bench struct {
 	base   string
 	budget int
 	ws     struct{ ID, Code string } // the workshop everyone joins
+	// reconnects counts live views opened again after their connection
+	// broke; missed counts runs whose start or end a view did not show
+	// and state.json did.
+	reconnects, missed atomic.Int64
+	unavailable        atomic.Int64 // state.json reads answered 503 and asked again
 }
 
 // workshop creates the bench's workshop (lesson 1) through POST /workshops,
@@ -362,7 +361,7 @@ func (b *bench) newParticipant(ctx context.Context, i int) (*participant, error)
 			p.close()
 			return nil, fmt.Errorf("websocket: %v", err)
 		}
-		p.wg.Go(func() { p.read(wctx, conn, k == 0) })
+		p.wg.Go(func() { p.watch(wctx, b, client, conn, k == 0) })
 	}
 	p.since = time.Now()
 	return p, nil
@@ -402,6 +401,29 @@ func (p *participant) read(ctx context.Context, conn *websocket.Conn, owner bool
 			p.changed = make(chan struct{})
 		}
 		p.mu.Unlock()
+	}
+}
+
+// watch reads one live view until ctx ends, and opens it again (with
+// backoff) whenever the connection breaks, as the page does.
+func (p *participant) watch(ctx context.Context, b *bench, c *http.Client, conn *websocket.Conn, owner bool) {
+	for {
+		p.read(ctx, conn, owner)
+		if ctx.Err() != nil {
+			return
+		}
+		b.reconnects.Add(1)
+		for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			var err error
+			if conn, err = b.dial(ctx, c, p.lab); err == nil {
+				break
+			}
+		}
 	}
 }
 
@@ -455,6 +477,41 @@ func (p *participant) waitView(ctx context.Context, ok func(status string, frame
 	}
 }
 
+// viewMissedAfter is how long a run's wait follows the live view alone
+// before it also reads state.json, every as long: a view that skipped
+// frames under load (a slow watcher gets the newest frame only) may never
+// show a short run's running status.
+const viewMissedAfter = time.Second
+
+// waitViewOrState waits until the owner's live view satisfies ok, or a
+// state.json read once the view has been quiet for viewMissedAfter
+// satisfies okState (counted in missed).
+func (p *participant) waitViewOrState(ctx context.Context, b *bench, ok func(status string, frame int, started bool) bool, okState func(benchState) bool) error {
+	for {
+		p.mu.Lock()
+		done, changed := ok(p.status, p.frame, p.started), p.changed
+		p.mu.Unlock()
+		if done {
+			return nil
+		}
+		t := time.NewTimer(viewMissedAfter)
+		select {
+		case <-changed:
+			t.Stop()
+			continue
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		var st benchState
+		if code, err := b.call(ctx, p.c, "GET", "/labs/"+p.lab+"/state.json", "", &st); err == nil && code == http.StatusOK && okState(st) {
+			b.missed.Add(1)
+			return nil
+		}
+	}
+}
+
 // runResult is what one run measured.
 type runResult struct {
 	accepted   time.Duration // click → POST /labs/{id}/runs answered
@@ -472,6 +529,12 @@ func (p *participant) run(ctx context.Context, b *bench, spec runSpec) (r runRes
 		r.errs = append(r.errs, fmt.Sprintf("participant %d: %s: ", p.i, spec.scenario)+fmt.Sprintf(format, args...))
 		return r
 	}
+	// The lab's state version before the click: a state newer than it,
+	// read when the view missed the run's statuses, is this run's.
+	var before benchState
+	if code, err := b.state(ctx, p.c, p.lab, &before); err != nil || code != http.StatusOK {
+		return fail("state.json: %d %v", code, err)
+	}
 	p.mu.Lock()
 	p.started = false
 	p.mu.Unlock()
@@ -483,20 +546,23 @@ func (p *participant) run(ctx context.Context, b *bench, spec runSpec) (r runRes
 	}
 	r.accepted = time.Since(click)
 	over := func(status string) bool { return status == "done" || status == "failed" || status == "cancelled" }
-	if err := p.waitView(ctx, func(status string, frame int, started bool) bool {
+	if err := p.waitViewOrState(ctx, b, func(status string, frame int, started bool) bool {
 		return started && (status == "running" && frame >= 1 || over(status))
+	}, func(st benchState) bool {
+		return st.Version > before.Version && (st.Status == "running" && st.Frame >= 1 || over(st.Status))
 	}); err != nil {
 		return fail("no first frame: %v", err)
 	}
 	r.firstFrame = time.Since(click)
 	for {
-		if err := p.waitView(ctx, func(status string, _ int, started bool) bool { return started && over(status) }); err != nil {
+		if err := p.waitViewOrState(ctx, b, func(status string, _ int, started bool) bool { return started && over(status) },
+			func(st benchState) bool { return st.Version > before.Version && over(st.Status) }); err != nil {
 			return fail("no end: %v", err)
 		}
 		// The view may fold a whole run into one frame: the state says
 		// whether this one is over.
 		var st benchState
-		if code, err := b.call(ctx, p.c, "GET", "/labs/"+p.lab+"/state.json", "", &st); err != nil || code != http.StatusOK {
+		if code, err := b.state(ctx, p.c, p.lab, &st); err != nil || code != http.StatusOK {
 			return fail("state.json: %d %v", code, err)
 		}
 		if over(st.Status) {
@@ -586,12 +652,33 @@ func (b *bench) fairness(ctx context.Context, learner *participant, lesson, crow
 
 // benchState is what the bench reads of state.json.
 type benchState struct {
+	Version  uint64 `json:"version"`
+	Frame    int    `json:"frame"`
 	Status   string `json:"status"`
 	Error    string `json:"error"`
 	QueuedMS int64  `json:"queued_ms"`
 	Replay   *struct {
 		RanMS int64 `json:"ran_ms"`
 	} `json:"replay"`
+}
+
+// state reads lab's state.json into st, asking again (with backoff, for
+// ten seconds at most) while it is answered 503, as a page that polls
+// would; each 503 is counted in unavailable.
+func (b *bench) state(ctx context.Context, c *http.Client, lab string, st *benchState) (int, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		code, err := b.call(ctx, c, "GET", "/labs/"+lab+"/state.json", "", st)
+		if code != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return code, err
+		}
+		b.unavailable.Add(1)
+		select {
+		case <-ctx.Done():
+			return code, err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // call sends a request and decodes a JSON answer into out.
@@ -653,9 +740,12 @@ type benchReport struct {
 	Errors         int
 	ErrorSample    []string
 	Budget         int
-	PeakBackends   int
-	MaxConnections int
-	PeakRSSMB      float64
+	PeakBackends   []int // per server sampled (-db)
+	MaxConnections []int
+	PeakRSSMB      []float64     // per process (-pid)
+	Reconnects     int64         // live views opened again
+	Missed         int64         // run starts or ends read from state.json, not the view
+	Unavailable    int64         // state.json reads answered 503 and asked again
 	Expected       int           // participants the workshop said it expected
 	Prepared       time.Duration // until the dashboard said their labs were ready
 }
@@ -670,7 +760,7 @@ type phaseReport struct {
 	Total        []time.Duration
 	Ended, Lost  int
 	Replayed     int
-	PeakBackends int
+	PeakBackends []int    // per server sampled
 	CPU          cpuTimes // CPU time the programs used during the phase (zero: not measured)
 }
 
@@ -719,13 +809,21 @@ func (r benchReport) print(w io.Writer) {
 	if n := len(r.BytesPerSec); n > 0 {
 		fmt.Fprintf(w, "  %-34s p50 %9.0f  max %9.0f B/s per watcher\n", "frame bytes", r.BytesPerSec[n/2], r.BytesPerSec[n-1])
 	}
-	if r.MaxConnections > 0 {
-		fmt.Fprintf(w, "  client backends: peak %d, budget %d, max_connections %d\n", r.PeakBackends, r.Budget, r.MaxConnections)
+	if len(r.MaxConnections) > 0 {
+		fmt.Fprintf(w, "  client backends: peak %s, budget %d, max_connections %s\n", joinInts(r.PeakBackends), r.Budget, joinInts(r.MaxConnections))
 	} else {
 		fmt.Fprintf(w, "  backends: budget %d (pass -db to sample the peak)\n", r.Budget)
 	}
-	if r.PeakRSSMB > 0 {
-		fmt.Fprintf(w, "  rlslab peak RSS: %.0f MB\n", r.PeakRSSMB)
+	if len(r.PeakRSSMB) > 0 {
+		mb := make([]string, len(r.PeakRSSMB))
+		for i, v := range r.PeakRSSMB {
+			mb[i] = fmt.Sprintf("%.0f", v)
+		}
+		fmt.Fprintf(w, "  rlslab peak RSS: %s MB\n", strings.Join(mb, " + "))
+	}
+	if r.Reconnects > 0 || r.Missed > 0 || r.Unavailable > 0 {
+		fmt.Fprintf(w, "  live views opened again %d; run starts or ends the view skipped, read from state.json: %d; state.json answered 503 and asked again: %d\n",
+			r.Reconnects, r.Missed, r.Unavailable)
 	}
 	fmt.Fprintf(w, "  errors %d\n", r.Errors)
 	for _, e := range r.ErrorSample {
@@ -751,8 +849,8 @@ func durLine(w io.Writer, name string, ds []time.Duration) {
 // print prints the phase's lines.
 func (ph phaseReport) print(w io.Writer) {
 	fmt.Fprintf(w, "  %s: %s; runs ended %d (replayed %d), lost %d", ph.Name, sec(ph.Took), ph.Ended, ph.Replayed, ph.Lost)
-	if ph.PeakBackends > 0 {
-		fmt.Fprintf(w, "; peak client backends %d", ph.PeakBackends)
+	if len(ph.PeakBackends) > 0 {
+		fmt.Fprintf(w, "; peak client backends %s", joinInts(ph.PeakBackends))
 	}
 	fmt.Fprintln(w)
 	durLine(w, "  click → run accepted (202)", ph.Accepted)
@@ -799,6 +897,65 @@ func (s *backendSampler) peakNow() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.phasePeak
+}
+
+// samplerSet samples every lab server given (-db), one sampler each.
+type samplerSet []*backendSampler
+
+// reset starts a new phase's peak on every server.
+func (ss samplerSet) reset() {
+	for _, s := range ss {
+		s.reset()
+	}
+}
+
+// peakNow returns each server's peak since the last reset.
+func (ss samplerSet) peakNow() []int {
+	var out []int
+	for _, s := range ss {
+		out = append(out, s.peakNow())
+	}
+	return out
+}
+
+// stop ends the sampling and returns each server's peak and
+// max_connections.
+func (ss samplerSet) stop() (peaks, maxConns []int) {
+	for _, s := range ss {
+		p, m := s.stop()
+		peaks, maxConns = append(peaks, p), append(maxConns, m)
+	}
+	return peaks, maxConns
+}
+
+// joinInts prints numbers as "a + b" (one per server).
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, " + ")
+}
+
+// pidFlags collects repeated -pid flags.
+type pidFlags []int
+
+// String lists the process ids.
+func (p *pidFlags) String() string {
+	if p == nil {
+		return ""
+	}
+	return joinInts(*p)
+}
+
+// Set adds one process id: a positive decimal number.
+func (p *pidFlags) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("want a process id, got %.40q", v)
+	}
+	*p = append(*p, n)
+	return nil
 }
 
 func startSampler(ctx context.Context, dbURL string) (*backendSampler, error) {

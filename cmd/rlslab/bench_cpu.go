@@ -141,3 +141,19 @@ func statCPU(stat string, children bool) time.Duration {
 	}
 	return time.Duration(ticks) * clockTick
 }
+
+// first returns the first server's URL, or "" when none was given.
+func (l labDBFlags) first() string {
+	if len(l) == 0 {
+		return ""
+	}
+	return l[0]
+}
+
+// first returns the first process id, or 0 when none was given.
+func (p pidFlags) first() int {
+	if len(p) == 0 {
+		return 0
+	}
+	return p[0]
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -8,12 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
+	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
 // startHAProxy runs HAProxy with the repository's config in front of the
@@ -173,6 +177,185 @@ func TestTwoInstancesBehindHAProxy(t *testing.T) {
 			if p.Lab == "" || p.Status == "lab closed" || p.Status == "no lab" {
 				t.Errorf("dashboard at %s: %+v", base, p)
 			}
+		}
+	}
+}
+
+// waitFor calls ok with backoff until it returns true, or fails the test
+// with what after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for wait := 20 * time.Millisecond; !ok(); wait = min(2*wait, time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(wait)
+	}
+}
+
+// TestTwoInstancesOnTwoServersBehindHAProxy runs two rlslab instances,
+// each with the same two lab servers (-lab-db twice; rlslab's tables on
+// the first), behind HAProxy with deploy/haproxy.cfg. Labs are made on
+// both servers by both instances; every lab's page, state.json, live
+// websocket and free play work through HAProxy and through either
+// instance directly, and a run in a lab on the second server ends done. A
+// workshop made through HAProxy that expects six is prepared on both
+// instances (each keeps its share ready, and the dashboard read on either
+// counts both); six participants, three joining on each instance, all get
+// a lab at once, and the dashboard lists them all through HAProxy and
+// through each instance.
+func TestTwoInstancesOnTwoServersBehindHAProxy(t *testing.T) {
+	t.Parallel()
+	one, two := pgenvtest.MustStockServer(t), pgenvtest.MustStockServer(t)
+	tmp := traversableTempDir(t)
+	args := func(name string) []string {
+		return []string{"-addr", "127.0.0.1:0", "-db", one.URL, "-lab-db", one.URL, "-lab-db", two.URL, "-spares", "-1",
+			"-instance", uniqueName(name), "-proxy-addr", "off"}
+	}
+	a, b := startServeChild(t, tmp, args("a")...), startServeChild(t, tmp, args("b")...)
+	baseA, baseB := a.listening(t, 90*time.Second), b.listening(t, 90*time.Second)
+	hp := startHAProxy(t, strings.TrimPrefix(baseA, "http://"), strings.TrimPrefix(baseB, "http://"))
+	ctx := context.Background()
+	var dbs []*pgx.Conn
+	for _, srv := range []string{one.URL, two.URL} {
+		c, err := pgx.Connect(ctx, srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		dbs = append(dbs, c)
+	}
+	// serverOf returns which server holds lab id's database.
+	serverOf := func(id string) int {
+		t.Helper()
+		for i, c := range dbs {
+			var n int
+			if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_database WHERE datname = $1`, "lab_"+id).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n == 1 {
+				return i
+			}
+		}
+		t.Fatalf("lab %s is on neither server", id)
+		return -1
+	}
+
+	// Labs through HAProxy and directly, until each instance has made
+	// one on each server.
+	type made struct {
+		id     string
+		owner  *http.Client
+		server int
+	}
+	var labs []made
+	seen := map[string]bool{}
+	for i := 0; i < 12 && len(seen) < 4; i++ {
+		c := client(t)
+		id := newLab(t, c, []string{baseA, baseB, hp}[i%3])
+		s := serverOf(id)
+		if key := fmt.Sprintf("%s/%d", id[:2], s); !seen[key] {
+			seen[key] = true
+			labs = append(labs, made{id, c, s})
+		}
+	}
+	if len(seen) != 4 {
+		t.Fatalf("labs by instance/server: %v, want each instance on each server", seen)
+	}
+
+	for _, l := range labs {
+		if l.server == 1 {
+			if code, body := call(t, l.owner, "POST", hp+"/labs/"+l.id+"/runs", "application/json", `{"scenario":"set-leak","variant":"session-set","speed":"max"}`); code != http.StatusAccepted {
+				t.Fatalf("run in lab %s on the second server: %d %s", l.id, code, body)
+			}
+			var st engine.State
+			waitFor(t, 2*time.Minute, "the run in lab "+l.id+" ends", func() bool {
+				st = state(t, l.owner, hp, l.id)
+				return st.Status != engine.StatusRunning && st.Status != engine.StatusQueued
+			})
+			if st.Status != engine.StatusDone || st.Outage != "" {
+				t.Errorf("run in lab %s on the second server: %s %q %q", l.id, st.Status, st.Error, st.Outage)
+			}
+		}
+		for _, base := range []string{hp, baseA, baseB} {
+			if code, body := call(t, l.owner, "GET", base+"/labs/"+l.id, "", ""); code != http.StatusOK {
+				t.Errorf("GET %s/labs/%s: %d %.200s", base, l.id, code, body)
+			}
+			if st := state(t, l.owner, base, l.id); st.Lab != l.id || st.Outage != "" || st.Server.MaxConnections != 100 {
+				t.Errorf("state of %s at %s: lab %s, outage %q, server %+v", l.id, base, st.Lab, st.Outage, st.Server)
+			}
+			if f := firstFrame(t, base, l.id); !strings.Contains(f, "<") {
+				t.Errorf("live view of %s at %s: first frame %.200q", l.id, base, f)
+			}
+			code, body := call(t, l.owner, "POST", base+"/labs/"+l.id+"/sql", "application/json", `{"sql":"SELECT count(*) FROM invoices","tenant":"Acme"}`)
+			if code != http.StatusOK || !strings.Contains(body, "3") {
+				t.Errorf("free play in %s (server %d) at %s: %d %.300s", l.id, l.server+1, base, code, body)
+			}
+		}
+	}
+
+	// A workshop that expects six, made through HAProxy: each instance
+	// keeps its share ready, and either one's dashboard counts all.
+	fac := client(t)
+	var w struct {
+		ID, Code       string
+		FacilitatorURL string `json:"facilitator_url"`
+	}
+	if code := callJSON(t, fac, "POST", hp+"/workshops", `{"title":"two servers","lessons":["set-leak"],"expected":6}`, &w); code != http.StatusCreated {
+		t.Fatalf("POST /workshops: %d", code)
+	}
+	if code, _ := call(t, fac, "GET", w.FacilitatorURL, "", ""); code != http.StatusSeeOther {
+		t.Fatalf("facilitator link: %d", code)
+	}
+	for _, base := range []string{baseA, baseB} {
+		waitFor(t, 2*time.Minute, base+" keeps its three of the workshop's labs ready", func() bool {
+			var h struct{ Spares int }
+			callJSON(t, client(t), "GET", base+"/healthz", "", &h)
+			return h.Spares >= 3
+		})
+	}
+	for _, base := range []string{baseA, baseB} {
+		waitFor(t, 30*time.Second, "the dashboard at "+base+" counts six labs ready", func() bool {
+			var st struct {
+				Counts struct {
+					LabsReady int `json:"labs_ready"`
+				}
+			}
+			callJSON(t, fac, "GET", base+"/workshops/"+w.ID+"/state.json", "", &st)
+			return st.Counts.LabsReady == 6
+		})
+	}
+	var wg sync.WaitGroup
+	for i := range 6 {
+		base := []string{baseA, baseB}[i%2]
+		wg.Go(func() {
+			var j struct{ Lab string }
+			code := callJSON(t, client(t), "POST", base+"/workshops/"+w.ID+"/join?code="+w.Code, fmt.Sprintf(`{"name":"participant %d"}`, i), &j)
+			if code != http.StatusCreated || j.Lab == "" {
+				t.Errorf("join %d on %s: %d %+v", i, base, code, j)
+			}
+		})
+	}
+	wg.Wait()
+	for _, base := range []string{hp, baseA, baseB} {
+		var board struct {
+			Participants []struct{ Name, Lab, Status string }
+		}
+		if code := callJSON(t, fac, "GET", base+"/workshops/"+w.ID+"/state.json", "", &board); code != http.StatusOK {
+			t.Errorf("dashboard at %s: %d", base, code)
+			continue
+		}
+		tags := map[string]bool{}
+		for _, p := range board.Participants {
+			if p.Lab == "" || p.Status == "lab closed" || p.Status == "no lab" {
+				t.Errorf("dashboard at %s: %+v", base, p)
+				continue
+			}
+			tags[p.Lab[:2]] = true
+		}
+		if len(board.Participants) != 6 || len(tags) != 2 {
+			t.Errorf("dashboard at %s lists %+v, want six participants on both instances", base, board.Participants)
 		}
 	}
 }

@@ -225,6 +225,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	instance := fs.String("instance", "", "this instance's name among the rlslab instances sharing the database (default: the host's name and a random suffix)")
 	advertise := fs.String("advertise", "", "host:port where the other instances reach this one's HTTP (default: the -addr it listens on)")
 	pprofAddr := fs.String("pprof-addr", "", "serve Go's runtime profiles (CPU, block, mutex) on this loopback address, for profiling under a benchmark (default: off)")
+	var labDBs labDBFlags
+	fs.Var(&labDBs, "lab-db", "a postgres:// URL of a superuser of a PostgreSQL server to make labs on; repeat it for several (a new lab goes to one with a spare ready, else the least loaded; each has its own budget, spares and sweep). Default: the server of -db")
 	perAddr := fs.Int("labs-per-address", sessions.DefaultLabsPerAddress, "labs one client address may hold outside a workshop; one more recycles its least recently active idle lab (0: no cap)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -290,7 +292,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, Admin: admin, MaxLabs: d.maxLabs, TTL: *ttl, MaxLifetime: *lifetime,
 		ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Spares: *spares, LabsPerAddress: labsPerAddress(*perAddr), SQLTimeout: *sqlTimeout,
 		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log,
-		Subscribers: []sessions.RunSubscriber{keeper, progress}, Shared: admin, Instance: *instance, Address: *advertise})
+		Subscribers: []sessions.RunSubscriber{keeper, progress}, Shared: admin, Instance: *instance, Address: *advertise, LabServers: labDBs})
 	if err != nil {
 		return postgresDied(ctx, err)
 	}
@@ -314,6 +316,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := workshops.Prepare(ctx); err != nil {
 		log.Warn("labs not prepared for open workshops", "err", err)
 	}
+	// Every instance keeps its share of each open workshop's labs ready,
+	// whichever instance the workshop was made on. It stops before the
+	// labs close (defers run last first).
+	kctx, stopKeeping := context.WithCancel(ctx)
+	keeping := make(chan struct{})
+	go func() { defer close(keeping); workshops.KeepPrepared(kctx, keepPreparedEvery) }()
+	defer func() { stopKeeping(); <-keeping }()
 	// The proxy's connections end before the labs close (defers run last
 	// first).
 	proxy, stopProxy := startProxy(ctx, *proxyAddr, labs, log)
@@ -351,6 +360,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	return nil
 }
+
+// keepPreparedEvery is how often an instance reads what the open
+// workshops still expect.
+const keepPreparedEvery = 2 * time.Second
 
 // errPostgresDied ends serve when the PostgreSQL rlslab started exits
 // without being told to.

@@ -180,6 +180,13 @@ CREATE TABLE rlslab.leases (
 ALTER TABLE rlslab.learners
 	ADD COLUMN last_run_outcome text NOT NULL DEFAULT '';
 `},
+		{7, "the spare sandboxes each instance keeps ready on each server", `
+-- ready: the spare sandboxes the instance has built on the server and not
+-- yet given to a lab, so that a workshop's dashboard, read on any
+-- instance, counts the labs prepared on all of them.
+ALTER TABLE rlslab.leases
+	ADD COLUMN ready integer NOT NULL DEFAULT 0;
+`},
 	}
 }
 
@@ -262,7 +269,7 @@ var (
 			"postgres_version", "pgbouncer_version", "started_at", "finished_at", "frame_count", "frames"}},
 		{"instances", []string{"name", "address", "lock_id", "tag", "started_at", "expires_at"}},
 		{"servers", []string{"id", "budget", "updated_at"}},
-		{"leases", []string{"server", "instance", "conns", "used", "oldest_since", "oldest_need", "waiting_since"}},
+		{"leases", []string{"server", "instance", "conns", "used", "oldest_since", "oldest_need", "waiting_since", "ready"}},
 	}
 	schemaIndexes = []string{"workshops_open_code", "participants_name", "recordings_lab", "recordings_finished", "recordings_learner"}
 )
