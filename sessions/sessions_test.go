@@ -453,7 +453,7 @@ func TestResetRacingRun(t *testing.T) {
 
 // TestStepModeResetOverTheCatalog runs every variant of every scenario in
 // single-step mode, steps until a connection is held, and resets: the reset
-// returns within 2 s, the run has returned, and the app role has no backend
+// returns within 5 s, the run has returned, and the app role has no backend
 // left.
 func TestStepModeResetOverTheCatalog(t *testing.T) {
 	t.Parallel()
@@ -497,7 +497,10 @@ func TestStepModeResetOverTheCatalog(t *testing.T) {
 				if err := l.Reset(context.Background()); err != nil {
 					t.Fatal(err)
 				}
-				if took := time.Since(start); took > 2*time.Second {
+				// A generous bound (2.2 s
+				// seen at load 50): a reset that waits for a paused
+				// run's next step would hang for good.
+				if took := time.Since(start); took > 5*time.Second {
 					t.Errorf("reset took %s", took)
 				}
 				if l.Running() {
