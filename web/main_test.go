@@ -21,7 +21,7 @@ import (
 	"github.com/rlslab/rlslab/web"
 )
 
-func TestMain(m *testing.M) { pgenvtest.Main(m) }
+func TestMain(m *testing.M) { pgenvtest.Main(m, closeBrowser) }
 
 // testServer is a running rlslab web server on a free port.
 type testServer struct {
