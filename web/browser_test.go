@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,9 +45,21 @@ document.addEventListener("htmx:wsOpen", function () { window.rlslabTest.wsOpen+
 document.addEventListener("htmx:wsAfterMessage", function () { window.rlslabTest.frames++; });
 `
 
-// newBrowser starts a headless chromium with a fresh profile for the test
-// and returns a context bound to it; the browser stops when the test ends.
-// Without chromium the test is skipped, or fails when CI is set.
+// chromium is the package's one headless browser, started by the first
+// browser test and closed by TestMain once the tests are done. Each test
+// opens its tabs in browser contexts of their own (newTab), which share no
+// cookies, storage or cache with another test's: one browser per test cost
+// a chromium start (seconds of CPU under -race on 2 cores) each time.
+var chromium struct {
+	mu     sync.Mutex
+	ctx    context.Context // the browser's first tab; nil until started
+	cancel func()          // stops the browser and removes its profile
+}
+
+// newBrowser returns a context bound to the package's headless chromium,
+// starting it on the first call (or again, if it died): open tabs on it
+// with newTab, never run actions on it directly. Without chromium the test
+// is skipped, or fails when CI is set.
 func newBrowser(t testing.TB) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
@@ -54,6 +67,19 @@ func newBrowser(t testing.TB) context.Context {
 			t.Fatalf("browser tests need chromium at %s, and CI must have it: %v", chromiumPath, err)
 		}
 		t.Skipf("browser tests skipped: no chromium at %s (apt-get install chromium): %v", chromiumPath, err)
+	}
+	chromium.mu.Lock()
+	defer chromium.mu.Unlock()
+	if chromium.ctx != nil && chromium.ctx.Err() == nil {
+		return chromium.ctx
+	}
+	if chromium.cancel != nil {
+		chromium.cancel()
+		t.Logf("chromium had stopped; starting it again")
+	}
+	profile, err := os.MkdirTemp("", "rlslab-chromium-")
+	if err != nil {
+		t.Fatal(err)
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath),
@@ -63,23 +89,37 @@ func newBrowser(t testing.TB) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("no-first-run", true),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(browserWidth, browserHeight),
 	)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
+	chromium.cancel = func() {
 		cancel()
 		cancelAlloc()
-	})
+		_ = os.RemoveAll(profile)
+	}
 	// The first Do starts the browser; it must not carry a timeout, since
 	// the browser lives as long as the context of that call.
 	start := time.Now()
 	if err := chromedp.Do(ctx); err != nil {
+		chromium.cancel()
+		chromium.ctx, chromium.cancel = nil, nil
 		t.Fatalf("start chromium: %v", err)
 	}
 	t.Logf("chromium started in %v", time.Since(start).Round(time.Millisecond))
+	chromium.ctx = ctx
 	return ctx
+}
+
+// closeBrowser stops the package's chromium, if a test started it.
+func closeBrowser() {
+	chromium.mu.Lock()
+	defer chromium.mu.Unlock()
+	if chromium.cancel != nil {
+		chromium.cancel()
+		chromium.ctx, chromium.cancel = nil, nil
+	}
 }
 
 // tab is one browser tab in its own browser context (its own cookie jar).
@@ -104,6 +144,11 @@ func newTab(t testing.TB, browser context.Context, name string) *tab {
 	tb.do(
 		chromedp.EmulateViewport(browserWidth, browserHeight),
 		chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			// Focused as if it were the only tab: the browser is shared,
+			// and focus and :focus-visible need a focused page.
+			if _, err := cdp.Call(ctx, t, emulation.SetFocusEmulationEnabled, emulation.SetFocusEmulationEnabledParams{Enabled: true}); err != nil {
+				return err
+			}
 			_, err := cdp.Call(ctx, t, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: testHooks})
 			return err
 		}),

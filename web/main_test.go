@@ -21,7 +21,28 @@ import (
 	"github.com/rlslab/rlslab/web"
 )
 
-func TestMain(m *testing.M) { pgenvtest.Main(m) }
+func TestMain(m *testing.M) { pgenvtest.Main(m, closeBrowser) }
+
+// loaded holds the real lessons checked against the default catalog,
+// loaded once for the package's tests: a Set is not changed after Load,
+// and loading took half a second under -race on the loaded 2-core machine,
+// for each of some sixty servers.
+var loaded struct {
+	once sync.Once
+	set  *lessons.Set
+	err  error
+}
+
+// defaultLessons returns the real lessons checked against the default
+// catalog; it calls tb.Fatal if they do not load.
+func defaultLessons(tb testing.TB) *lessons.Set {
+	tb.Helper()
+	loaded.once.Do(func() { loaded.set, loaded.err = lessons.Load(lessons.Content(), scenarios.DefaultCatalog()) })
+	if loaded.err != nil {
+		tb.Fatal(loaded.err)
+	}
+	return loaded.set
+}
 
 // testServer is a running rlslab web server on a free port.
 type testServer struct {
@@ -57,14 +78,17 @@ func mustStartServerWith(tb testing.TB, cfg sessions.Config, o serverOptions) *t
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	var ls *lessons.Set
 	if cfg.Catalog == nil {
 		cfg.Catalog = scenarios.DefaultCatalog()
+		ls = defaultLessons(tb)
+	} else {
+		var err error
+		if ls, err = lessons.Load(lessons.Content(), cfg.Catalog); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	cfg.Logger = log
-	ls, err := lessons.Load(lessons.Content(), cfg.Catalog)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	// The admin pool and rlslab's own tables come first, as rlslab serve
 	// wires them: every finished run is recorded and checks the learner's
 	// pending prediction.

@@ -85,7 +85,6 @@ func newFixture(t testing.TB, cfg func(*Config)) *fixture {
 	}
 	direct := *tcp
 	direct.User = url.UserPassword(f.role, password)
-	direct.Path = "/postgres"
 	q := direct.Query()
 	q.Set("sslmode", "disable")
 	direct.RawQuery = q.Encode()

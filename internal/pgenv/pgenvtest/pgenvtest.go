@@ -1,10 +1,13 @@
 // Package pgenvtest gives a package's tests one shared PostgreSQL, found or
-// started by pgenv on first use and closed when the tests are done.
+// started on first use.
 //
-// With DATABASE_URL set (for example by pgshared, which starts one server
-// for a whole go test run), every test binary shares that server and gets
-// a database of its own on it, dropped when its tests are done: rlslab's
-// own tables of one package never meet another's.
+// The test binaries of one go test run share one server (see shared.go:
+// the first binary that needs it starts a keeper, which stops the server
+// after the last one), and with DATABASE_URL set (for example by pgshared)
+// they share that one. Either way every test binary gets a database of its
+// own on it, dropped when its tests are done: rlslab's own tables of one
+// package never meet another's, and each lab has its own database and
+// roles. RLSLAB_PGENVTEST_SHARED=0 gives each binary a server of its own.
 package pgenvtest
 
 import (
@@ -32,19 +35,32 @@ var (
 	mu        sync.Mutex
 	server    *pgenv.Server
 	serverErr error
-	ownDB     string // the database made for this test binary on a server given by URL
-	baseURL   string // that server's URL, to drop ownDB
+	ownDB     string   // the database made for this test binary on a server given by URL
+	baseURL   string   // that server's URL, to drop ownDB
+	users     *os.File // held (flock'd shared) while this binary uses the run's shared server
 )
 
 // Main runs the package's tests with one shared PostgreSQL started lazily on
-// first use, closed after m.Run. Use: func TestMain(m *testing.M) { pgenvtest.Main(m) }
-func Main(m *testing.M) {
+// first use, closed after m.Run and after the funcs in after (which close
+// what else the package's tests shared, a browser say).
+// Use: func TestMain(m *testing.M) { pgenvtest.Main(m) }
+func Main(m *testing.M, after ...func()) {
+	if dir := os.Getenv(keeperEnv); dir != "" {
+		os.Exit(keep(dir)) // this process is the keeper of a shared server, not a test run
+	}
 	code := m.Run()
+	for _, f := range after {
+		f()
+	}
 	mu.Lock()
 	if ownDB != "" {
 		if err := dropDB(baseURL, ownDB); err != nil {
 			os.Stderr.WriteString("pgenvtest: dropping database " + ownDB + ": " + err.Error() + "\n")
 		}
+	}
+	if users != nil {
+		users.Close() // the keeper may stop the server
+		users = nil
 	}
 	if server != nil {
 		if err := server.Close(); err != nil {
@@ -56,10 +72,11 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// MustServer returns the shared server, starting it on the first call (DB
-// "auto" with os.Getenv, MaxConnections 400); it calls tb.Fatal on error, and
-// a failed start is not retried. Without Main, nothing closes the server
-// before the test binary exits.
+// MustServer returns the shared server, starting it on the first call: the
+// go test run's shared server (max_connections 800), else DATABASE_URL's,
+// else one of this binary's own (max_connections 400); it calls tb.Fatal
+// on error, and a failed start is not retried. Without Main, nothing
+// closes a server of the binary's own before the test binary exits.
 func MustServer(tb testing.TB) *pgenv.Server {
 	tb.Helper()
 	mu.Lock()
@@ -67,19 +84,40 @@ func MustServer(tb testing.TB) *pgenv.Server {
 	if server == nil && serverErr == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 		defer cancel()
-		server, serverErr = pgenv.Start(ctx, pgenv.Options{
-			DB:             "auto",
-			Getenv:         os.Getenv,
-			MaxConnections: 400,
-		})
-		if serverErr == nil && server.Kind == "url" {
-			server, serverErr = ownDatabase(ctx, server)
-		}
+		server, serverErr = start(ctx)
 	}
 	if serverErr != nil {
 		tb.Fatal("pgenvtest: no PostgreSQL for the tests: ", serverErr)
 	}
 	return server
+}
+
+// start finds or starts the server for this binary's tests and makes the
+// binary's own database on it when it is shared.
+func start(ctx context.Context) (*pgenv.Server, error) {
+	if os.Getenv("DATABASE_URL") == "" && os.Getenv(sharedEnv) != "0" {
+		url, u, err := sharedServer(ctx)
+		if err == nil {
+			var s *pgenv.Server
+			if s, err = pgenv.Start(ctx, pgenv.Options{DB: url}); err == nil {
+				if s, err = ownDatabase(ctx, s); err == nil {
+					users = u
+					return s, nil
+				}
+			}
+			u.Close()
+		}
+		os.Stderr.WriteString("pgenvtest: no shared PostgreSQL (" + err.Error() + "); starting one of this binary's own\n")
+	}
+	s, err := pgenv.Start(ctx, pgenv.Options{
+		DB:             "auto",
+		Getenv:         os.Getenv,
+		MaxConnections: 400,
+	})
+	if err == nil && s.Kind == "url" {
+		return ownDatabase(ctx, s)
+	}
+	return s, err
 }
 
 // MustConnect returns a *pgxpool.Pool (MaxConns 4) on the shared server's
