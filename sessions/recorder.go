@@ -84,11 +84,14 @@ func record(t *engine.Tracker) *recorder {
 // take adds the current state as a frame if it changed.
 func (r *recorder) take() { r.add(r.tracker.Snapshot()) }
 
-// add adds st as a frame unless it is the last one again.
+// add adds st as a frame unless it is the last one again or older than
+// it: the OnFrame function and the recording goroutine both take
+// snapshots, and the older one may arrive second (a replay then went from
+// version 38 back to 36).
 func (r *recorder) add(st engine.State) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if st.Version == r.version && len(r.frames) > 0 {
+	if st.Version <= r.version && len(r.frames) > 0 {
 		return
 	}
 	r.version = st.Version
