@@ -1014,8 +1014,8 @@ func TestRecordings(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := json.Marshal(list)
-	want := fmt.Sprintf(`[{"id":%q,"scenario":"set-leak","variant":"session-set","status":"failed","leaks":0,"finished_at":%s},`+
-		`{"id":%q,"scenario":"set-leak","variant":"session-set","status":"done","leaks":2,"finished_at":%s}]`,
+	want := fmt.Sprintf(`[{"id":%q,"scenario":"set-leak","variant":"session-set","status":"failed","leaks":0,"finished_at":%s,"kind":""},`+
+		`{"id":%q,"scenario":"set-leak","variant":"session-set","status":"done","leaks":2,"finished_at":%s,"kind":""}]`,
 		id2, mustJSON(t, got2.FinishedAt), id, mustJSON(t, got.FinishedAt))
 	if string(b) != want {
 		t.Fatalf("ListRecordings\n got %s\nwant %s", b, want)
