@@ -23,6 +23,10 @@ func TestBrowserStepDock(t *testing.T) {
 	const dockShown = `(function () { var d = document.getElementById("step-dock"); if (!d || d.hidden) return false;
 		var r = d.getBoundingClientRect(); return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight && r.left >= 0 && r.right <= innerWidth; })()`
 	const dockHidden = `(function () { var d = document.getElementById("step-dock"); return !d || d.hidden; })()`
+	// A new frame scrolls the narrated backend into view, which can bring
+	// Step back on screen: scroll down again at every poll until the
+	// page stays there and the dock shows.
+	const scrolledDockShown = `(function () { window.scrollTo(0, document.documentElement.scrollHeight); return ` + dockShown + `; })()`
 	for _, size := range [][2]int64{{1280, 720}, {390, 844}} {
 		b := newTab(t, browser, "learner")
 		b.emulate(size[0], size[1], "light")
@@ -30,8 +34,7 @@ func TestBrowserStepDock(t *testing.T) {
 		id := b.labID()
 		b.pressRun(engine.PatternSessionSet, "step")
 		b.poll("a single-step run", `(function () { var s = document.getElementById("status"); return s.getAttribute("data-speed") === "step" && s.getAttribute("data-status") === "running"; })()`)
-		b.do(chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, document.documentElement.scrollHeight)`))
-		b.poll("the pinned Next step button, with Step off screen", dockShown)
+		b.poll("the pinned Next step button, with Step off screen", scrolledDockShown)
 		b.shot("step-dock-" + strconv.FormatInt(size[0], 10))
 		before := run(b, chromedp.Evaluate[string](`document.getElementById("status").getAttribute("data-version")`))
 		b.do(chromedp.Click(chromedp.ID("step-dock")))
@@ -49,8 +52,7 @@ func TestBrowserStepDock(t *testing.T) {
 		b.do(chromedp.ScrollIntoView(chromedp.ID("step")))
 		b.poll("no pinned button with Step on screen", dockHidden)
 		// The rest of the run at full speed: once it has ended, no dock.
-		b.do(chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, document.documentElement.scrollHeight)`))
-		b.poll("the pinned button again", dockShown)
+		b.poll("the pinned button again", scrolledDockShown)
 		lab, err := ts.Labs.Get(id)
 		if err != nil {
 			t.Fatal(err)
