@@ -501,6 +501,17 @@ async function tenantContext(inRequest, scoped, read) {
 
 const after = (rows) => ({ seen: rows[0].seen, user: rows[0].usr, tenants: rows[0].tenants });
 
+// errorOf runs a start-up check and answers { error: null } when it
+// passes, or { error: message } with the message it refused with.
+async function errorOf(check) {
+  try {
+    await check();
+    return { error: null };
+  } catch (err) {
+    return { error: err.message };
+  }
+}
+
 const checks = {
   'pg-tenant-tx': (a) => withPool(a.url, async (pool) => ({
     own: tenantsOf(await inTenantTx(pool, a.tenant, async (c) => (await c.query(own)).rows)),
@@ -512,22 +523,8 @@ const checks = {
   'typeorm-tenant-context': (a) => withDataSource(a.url, (ds) => tenantContext(
     (fn) => inRequestTransaction(ds, fn), (tenant, fn) => inTenantTransaction(ds, tenant, fn),
     async (m) => tenantsOf(await m.query(own)))),
-  'typeorm-check-forced-rls': (a) => withDataSource(a.url, async (ds) => {
-    try {
-      await checkForcedRLSWith(ds);
-      return { error: null };
-    } catch (err) {
-      return { error: err.message };
-    }
-  }),
-  'typeorm-catalog-check': (a) => withDataSource(a.url, async (ds) => {
-    try {
-      await catalogCheckWith(ds, a.what, a.sql);
-      return { error: null };
-    } catch (err) {
-      return { error: err.message };
-    }
-  }),
+  'typeorm-check-forced-rls': (a) => withDataSource(a.url, (ds) => errorOf(() => checkForcedRLSWith(ds))),
+  'typeorm-catalog-check': (a) => withDataSource(a.url, (ds) => errorOf(() => catalogCheckWith(ds, a.what, a.sql))),
   'typeorm-explain-as-tenant': (a) => withDataSource(a.url, async (ds) => ({ plan: await explainAsTenantWith(ds, a.tenant, a.sql) })),
   // typeorm-schema-per-tenant reads the tickets of tenant_acme, then,
   // on the same connection, the tickets of a request that sets no schema,
@@ -563,22 +560,8 @@ const checks = {
     }
     return out;
   }),
-  'pg-check-forced-rls': (a) => withPool(a.url, async (pool) => {
-    try {
-      await checkForcedRLS(pool);
-      return { error: null };
-    } catch (err) {
-      return { error: err.message };
-    }
-  }),
-  'pg-catalog-check': (a) => withPool(a.url, async (pool) => {
-    try {
-      await catalogCheck(pool, a.what, a.sql);
-      return { error: null };
-    } catch (err) {
-      return { error: err.message };
-    }
-  }),
+  'pg-check-forced-rls': (a) => withPool(a.url, (pool) => errorOf(() => checkForcedRLS(pool))),
+  'pg-catalog-check': (a) => withPool(a.url, (pool) => errorOf(() => catalogCheck(pool, a.what, a.sql))),
   // pg-search-param and typeorm-search-param search for --term and list
   // the invoices in the same scoped transaction, and read app.is_admin.
   'pg-search-param': (a) => withPool(a.url, (pool) => inTenantTx(pool, a.tenant, async (c) => ({
@@ -591,14 +574,7 @@ const checks = {
     own: tenantsOf(await m.query(own)),
     admin: (await m.query(`SELECT current_setting('app.is_admin', true) AS v`))[0].v,
   }))),
-  'pg-not-member': (a) => withPool(a.url, async (pool) => {
-    try {
-      await checkNotMember(pool, a.role);
-      return { error: null };
-    } catch (err) {
-      return { error: err.message };
-    }
-  }),
+  'pg-not-member': (a) => withPool(a.url, (pool) => errorOf(() => checkNotMember(pool, a.role))),
   // typeorm-clear and typeorm-purge empty the tenant's contacts: with
   // repository.clear() (the wrong way) or with purgeContacts.
   'typeorm-clear': (a) => withDataSource(a.url, async (ds) => {
