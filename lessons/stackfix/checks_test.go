@@ -108,7 +108,6 @@ func TestOwnerRightsCheck(t *testing.T) {
 	f := newFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
-	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
 	const what = "read with their owner's rights"
 	f.cleanup(t, "DROP VIEW IF EXISTS stackfix_report", "DROP VIEW IF EXISTS stackfix_typeorm_report", "DROP MATERIALIZED VIEW IF EXISTS stackfix_totals", "DROP FUNCTION IF EXISTS stackfix_list()")
 	f.catalogCheck(t, p, what, stackfix.OwnerRightsSQL, "")
@@ -116,7 +115,7 @@ func TestOwnerRightsCheck(t *testing.T) {
 		"CREATE VIEW stackfix_report AS SELECT id, tenant_id FROM invoices",
 		"CREATE MATERIALIZED VIEW stackfix_totals AS SELECT tenant_id, count(*) AS n FROM invoices GROUP BY tenant_id",
 		"CREATE FUNCTION stackfix_list() RETURNS SETOF invoices LANGUAGE sql STABLE SECURITY DEFINER AS 'SELECT * FROM invoices'",
-		"GRANT SELECT ON stackfix_report, stackfix_totals TO "+app,
+		"GRANT SELECT ON stackfix_report, stackfix_totals TO "+f.app,
 	)
 	if got := tenantsVia(ctx, t, p, "1", "SELECT tenant_id FROM stackfix_report ORDER BY id"); fmt.Sprint(got) != "[1 1 1 2 2 2 3 3 3]" {
 		t.Errorf("through the superuser's view Acme should read every tenant's invoices, got %v", got)
@@ -135,7 +134,7 @@ func TestOwnerRightsCheck(t *testing.T) {
 		if len(typeorm.Up) == 0 || typeorm.Up[0] != `CREATE VIEW "stackfix_typeorm_report" AS SELECT id, tenant_id FROM invoices` {
 			t.Fatalf("TypeORM's SQL for the view entity: %q", typeorm.Up)
 		}
-		f.admin(t, typeorm.Up[0], "GRANT SELECT ON stackfix_typeorm_report TO "+app)
+		f.admin(t, typeorm.Up[0], "GRANT SELECT ON stackfix_typeorm_report TO "+f.app)
 		if got := tenantsVia(ctx, t, p, "1", "SELECT tenant_id FROM stackfix_typeorm_report ORDER BY id"); fmt.Sprint(got) != "[1 1 1 2 2 2 3 3 3]" {
 			t.Errorf("through TypeORM's view Acme should read every tenant's invoices, got %v", got)
 		}
@@ -146,7 +145,7 @@ func TestOwnerRightsCheck(t *testing.T) {
 		"ALTER VIEW IF EXISTS stackfix_typeorm_report SET (security_invoker = true)",
 		"ALTER VIEW stackfix_report SET (security_invoker = true)",
 		"ALTER FUNCTION stackfix_list() SECURITY INVOKER",
-		"REVOKE SELECT ON stackfix_totals FROM "+app,
+		"REVOKE SELECT ON stackfix_totals FROM "+f.app,
 	)
 	f.catalogCheck(t, p, what, stackfix.OwnerRightsSQL, "")
 	reads := []string{"SELECT tenant_id FROM stackfix_report ORDER BY id", "SELECT tenant_id FROM stackfix_list() ORDER BY id"}
@@ -178,7 +177,6 @@ func TestAdminOverrideFixes(t *testing.T) {
 	f := newFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
-	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
 
 	t.Run("search-param", func(t *testing.T) {
 		f.admin(t, "CREATE POLICY stackfix_flag ON invoices USING (current_setting('app.is_admin', true) = 'on')")
@@ -265,7 +263,7 @@ func TestAdminOverrideFixes(t *testing.T) {
 		}
 		nodeCheck("")
 
-		f.admin(t, "GRANT "+qs+" TO "+app)
+		f.admin(t, "GRANT "+qs+" TO "+f.app)
 		member := fmt.Sprintf("%s is a member of %s, whose policies it can reach", f.lab.Sandbox.AppRole, support)
 		if err := stackfix.CheckNotMember(ctx, p, support); err == nil || err.Error() != member {
 			t.Errorf("CheckNotMember after GRANT: %v, want %q", err, member)
@@ -301,7 +299,6 @@ func TestTenantKeysCheck(t *testing.T) {
 	f := newFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
-	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
 	const what = "tenant tables with keys or privileges across tenants"
 	f.cleanup(t, "DROP TABLE IF EXISTS contacts")
 	f.catalogCheck(t, p, what, stackfix.TenantKeysSQL, "")
@@ -328,8 +325,8 @@ func TestTenantKeysCheck(t *testing.T) {
 		"ALTER TABLE contacts ENABLE ROW LEVEL SECURITY",
 		"ALTER TABLE contacts FORCE ROW LEVEL SECURITY",
 		"CREATE POLICY tenant_isolation ON contacts USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::int)",
-		"GRANT ALL ON contacts TO "+app,
-		"GRANT USAGE ON SEQUENCE contacts_id_seq TO "+app,
+		"GRANT ALL ON contacts TO "+f.app,
+		"GRANT USAGE ON SEQUENCE contacts_id_seq TO "+f.app,
 	)
 	seed()
 	f.catalogCheck(t, p, what, stackfix.TenantKeysSQL, what+": REFERENCES on contacts, TRIGGER on contacts, TRUNCATE on contacts, contacts_email_key")
@@ -346,8 +343,8 @@ func TestTenantKeysCheck(t *testing.T) {
 	f.admin(t,
 		"ALTER TABLE contacts DROP CONSTRAINT contacts_email_key",
 		"ALTER TABLE contacts ADD UNIQUE (tenant_id, email)",
-		"REVOKE ALL ON contacts FROM "+app,
-		"GRANT SELECT, INSERT, UPDATE, DELETE ON contacts TO "+app,
+		"REVOKE ALL ON contacts FROM "+f.app,
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON contacts TO "+f.app,
 	)
 	f.catalogCheck(t, p, what, stackfix.TenantKeysSQL, "")
 	if ranNode {
@@ -382,7 +379,6 @@ func TestPlanChecks(t *testing.T) {
 	f := newFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
-	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
 	const what = "tenant tables without an index on tenant_id"
 	const query = "SELECT id FROM stackfix_perf"
 	f.cleanup(t, "DROP TABLE IF EXISTS stackfix_perf")
@@ -394,7 +390,7 @@ func TestPlanChecks(t *testing.T) {
 		"ALTER TABLE stackfix_perf ENABLE ROW LEVEL SECURITY",
 		"ALTER TABLE stackfix_perf FORCE ROW LEVEL SECURITY",
 		"CREATE POLICY tenant_isolation ON stackfix_perf USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::int)",
-		"GRANT SELECT ON stackfix_perf TO "+app,
+		"GRANT SELECT ON stackfix_perf TO "+f.app,
 		"ANALYZE stackfix_perf",
 	)
 	f.catalogCheck(t, p, what, stackfix.UnindexedTenantTablesSQL, what+": invoices, stackfix_perf")
@@ -448,7 +444,6 @@ func TestImmutableReadersCheck(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := f.ctx
-	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
 	const what = "IMMUTABLE functions that read a setting"
 	const query = "SELECT tenant_id FROM stackfix_plan ORDER BY id"
 	f.cleanup(t, "DROP TABLE IF EXISTS stackfix_plan", "DROP FUNCTION IF EXISTS stackfix_tenant()")
@@ -460,7 +455,7 @@ func TestImmutableReadersCheck(t *testing.T) {
 		"ALTER TABLE stackfix_plan ENABLE ROW LEVEL SECURITY",
 		"ALTER TABLE stackfix_plan FORCE ROW LEVEL SECURITY",
 		"CREATE POLICY tenant_isolation ON stackfix_plan USING (tenant_id = stackfix_tenant())",
-		"GRANT SELECT ON stackfix_plan TO "+app,
+		"GRANT SELECT ON stackfix_plan TO "+f.app,
 	)
 	f.catalogCheck(t, check, what, stackfix.ImmutableSettingReadersSQL, what+": stackfix_tenant()")
 	// run returns what Acme, then Globex, read, on a fresh connection per way.
@@ -543,7 +538,6 @@ func TestTenantForeignKeysCheck(t *testing.T) {
 	f := newFixture(t)
 	ctx := f.ctx
 	p := f.pool(t)
-	app := pgx.Identifier{f.lab.Sandbox.AppRole}.Sanitize()
 	const what = "foreign keys between tenant tables without tenant_id"
 	f.cleanup(t, "DROP TABLE IF EXISTS order_lines", "DROP TABLE IF EXISTS orders")
 	f.catalogCheck(t, p, what, stackfix.ForeignKeysWithoutTenantSQL, "")
@@ -556,8 +550,8 @@ func TestTenantForeignKeysCheck(t *testing.T) {
 		"ALTER TABLE order_lines ENABLE ROW LEVEL SECURITY", "ALTER TABLE order_lines FORCE ROW LEVEL SECURITY",
 		"CREATE POLICY tenant_isolation ON orders "+policy,
 		"CREATE POLICY tenant_isolation ON order_lines "+policy,
-		"GRANT SELECT ON orders TO "+app,
-		"GRANT SELECT, INSERT ON order_lines TO "+app,
+		"GRANT SELECT ON orders TO "+f.app,
+		"GRANT SELECT, INSERT ON order_lines TO "+f.app,
 	)
 	insert := func() error {
 		return stackfix.InTenantTx(ctx, p, "1", func(tx pgx.Tx) error {
@@ -607,9 +601,9 @@ func TestTenantForeignKeysCheck(t *testing.T) {
 		"ALTER TABLE stackfix_order_lines ENABLE ROW LEVEL SECURITY", "ALTER TABLE stackfix_order_lines FORCE ROW LEVEL SECURITY",
 		"CREATE POLICY tenant_isolation ON stackfix_orders "+policy,
 		"CREATE POLICY tenant_isolation ON stackfix_order_lines "+policy,
-		"GRANT SELECT ON stackfix_orders TO "+app,
-		"GRANT SELECT, INSERT ON stackfix_order_lines TO "+app,
-		"GRANT USAGE ON SEQUENCE stackfix_order_lines_id_seq TO "+app,
+		"GRANT SELECT ON stackfix_orders TO "+f.app,
+		"GRANT SELECT, INSERT ON stackfix_order_lines TO "+f.app,
+		"GRANT USAGE ON SEQUENCE stackfix_order_lines_id_seq TO "+f.app,
 	)
 	f.catalogCheck(t, p, what, stackfix.ForeignKeysWithoutTenantSQL, "")
 	err := stackfix.InTenantTx(ctx, p, "1", func(tx pgx.Tx) error {

@@ -122,9 +122,11 @@ func TestLessonsQuoteTheTestedFixes(t *testing.T) {
 
 // fixture is a lab, its app role's pools, and the test's node process.
 type fixture struct {
-	t        *testing.T
-	lab      *sessions.Lab
-	ctx      context.Context
+	t   *testing.T
+	lab *sessions.Lab
+	ctx context.Context
+	// app is the lab's app role, quoted for SQL.
+	app      string
 	nodeOnce sync.Once
 	nodeProc *nodeChecks
 }
@@ -137,7 +139,7 @@ func newFixture(t *testing.T) *fixture {
 	// start node and python, which take seconds each on a loaded machine.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	return &fixture{t: t, lab: lab, ctx: ctx}
+	return &fixture{t: t, lab: lab, ctx: ctx, app: pgx.Identifier{lab.Sandbox.AppRole}.Sanitize()}
 }
 
 // pool opens a pool of one connection to the lab as its app role.
