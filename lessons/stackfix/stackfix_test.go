@@ -62,6 +62,7 @@ var quoted = map[string][]string{
 	"17-stale-plan.md":        {"check-immutable-readers", "catalog-check", "pg-catalog-check"},
 	"21-schema-per-tenant.md": {"pg-schema-per-tenant", "typeorm-schema-per-tenant"},
 	"22-pinned-state.md":      {"pg-pinned-state", "typeorm-pinned-state"},
+	"23-orm-transactions.md":  {"tenant-tx", "pg-tenant-tx"},
 	"18-your-app.md":          {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"20-cross-tenant-fk.md":   {"check-tenant-fks", "catalog-check", "pg-catalog-check", "typeorm-composite-fk"},
 }
