@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,6 +51,7 @@ func TestBrowserEveryOtherPage(t *testing.T) {
 	}{
 		{"workshop form", ts.URL + "/workshops/new", `form[action="/workshops"]`, true, true},
 		{"join page", w.JoinURL, `form input[name=name]`, true, true},
+		{"join link without its code", ts.URL + "/workshops/" + w.ID + "/join", `form.join-code-form input[name=code]`, true, true},
 		{"room view", ts.URL + "/workshops/" + w.ID + "/room", `#room-live`, true, true},
 		{"404", ts.URL + "/no/such/page", `h1`, true, true},
 		{"comparison waiting for a run", ts.URL + "/lessons/set-leak/compare?a=session-set&b=batch-local", `#compare-waiting`, true, true},
@@ -65,6 +67,7 @@ func TestBrowserEveryOtherPage(t *testing.T) {
 		for _, size := range [][2]int64{{390, 844}, {1280, 720}, {1920, 1080}} {
 			for _, scheme := range []string{"light", "dark"} {
 				b.emulate(size[0], size[1], scheme)
+				b.shot(fmt.Sprintf("page-%s-%dx%d-%s", strings.ReplaceAll(p.name, " ", "-"), size[0], size[1], scheme))
 				if px := run(b, chromedp.Evaluate[int](`document.documentElement.scrollWidth - window.innerWidth`)); px > 0 {
 					wide := run(b, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("body *")).filter(function (e) {
 						return e.getBoundingClientRect().right > window.innerWidth + 1; }).slice(0, 6).map(function (e) {

@@ -69,6 +69,7 @@ func TestBrowserServerRestart(t *testing.T) {
 		return r.top >= 0 && r.bottom <= window.innerHeight && r.width > 0; })()`)); !got {
 		t.Errorf("the notice is not inside the window")
 	}
+	noticeAtEverySize(a, "lost")
 
 	addr := strings.TrimPrefix(ts.URL, "http://")
 	ts2 := mustStartServerWith(t, cfg, serverOptions{addr: addr})
@@ -78,6 +79,7 @@ func TestBrowserServerRestart(t *testing.T) {
 		t.Errorf("the notice says %q", text)
 	}
 	a.screenshot(shots, "restart-gone-1500.png")
+	noticeAtEverySize(a, "gone")
 
 	// Run, on the page of the gone lab: a new lab, the run in it, the page
 	// loaded again with it.
@@ -101,6 +103,38 @@ func TestBrowserServerRestart(t *testing.T) {
 		t.Errorf("the reloaded tab shows lab %s, want %s", id, lab)
 	}
 	b.screenshot(shots, "restart-reloaded-1500.png")
+}
+
+// noticeAtEverySize checks the connection notice of tab b at 390 px,
+// 1280×720 and 1920×1080, light and dark: it is inside the window,
+// wherever the page is scrolled, as wide as a phone's window allows, and
+// the page does not scroll sideways.
+// It saves screenshots into RLSLAB_SHOTS and puts the tab back at the
+// browser tests' size.
+func noticeAtEverySize(b *tab, state string) {
+	b.t.Helper()
+	for _, size := range [][2]int64{{390, 844}, {1280, 720}, {1920, 1080}} {
+		for _, scheme := range []string{"light", "dark"} {
+			where := fmt.Sprintf("the %s notice at %dx%d, %s", state, size[0], size[1], scheme)
+			b.emulate(size[0], size[1], scheme)
+			for _, y := range []string{"0", "document.documentElement.scrollHeight"} {
+				if in := run(b, chromedp.Evaluate[bool](`(function () { window.scrollTo(0, `+y+`); var r = document.getElementById("conn-status").getBoundingClientRect();
+					return r.top >= 0 && r.bottom <= window.innerHeight && r.left >= 0 && r.right <= window.innerWidth && r.width > 0; })()`)); !in {
+					b.t.Errorf("%s, scrolled to %s: not inside the window", where, y)
+				}
+			}
+			// On a phone the notice uses the window's width (left: 50%
+			// squeezed it into half of it, a few words a line).
+			if size[0] < 600 {
+				if w := run(b, chromedp.Evaluate[float64](`document.getElementById("conn-status").getBoundingClientRect().width`)); w < 0.75*float64(size[0]) {
+					b.t.Errorf("%s: %.0f px wide in a %d px window", where, w, size[0])
+				}
+			}
+			b.noSideways(where)
+			b.shot(fmt.Sprintf("restart-%s-%dx%d-%s", state, size[0], size[1], scheme))
+		}
+	}
+	b.emulate(browserWidth, browserHeight, "")
 }
 
 // pollAcrossLoad is poll for a page that is about to load another: the

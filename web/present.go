@@ -17,7 +17,7 @@ func (s *Server) presentRoutes() {
 // headOf is the pinned head of a lab in state st.
 func headOf(cat *engine.Catalog, st engine.State) views.Head {
 	h := views.Head{Scenario: st.Scenario, Variant: st.Variant, Status: st.Status, Leaks: st.Leaks(), Requests: len(st.Requests) + st.DroppedRequests}
-	if v, ok := st.Outcome(); ok {
+	if v, ok := views.ShownOutcome(st); ok {
 		h.Kind = v.Kind
 	}
 	switch st.Scenario {

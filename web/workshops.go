@@ -559,15 +559,31 @@ func (s *Server) workshopByCode(ctx context.Context, r *http.Request, id, code s
 	return ws, nil
 }
 
+// askForCode answers a browser's join link that came without a join code
+// with the form that asks for it, sent to action, and reports whether it
+// did. Nothing is looked up and no wrong code is counted; a JSON client
+// goes on to the look-up's answer.
+func (s *Server) askForCode(w http.ResponseWriter, r *http.Request, action, code string) bool {
+	if strings.TrimSpace(code) != "" || wantsJSON(r) {
+		return false
+	}
+	s.render(w, r, http.StatusOK, views.JoinCodePage(action))
+	return true
+}
+
 // handleJoinByCode is the home page's join box: the code as typed, to the
 // workshop's join page.
 func (s *Server) handleJoinByCode(w http.ResponseWriter, r *http.Request) {
 	if !s.needWorkshops(w, r) {
 		return
 	}
+	code := r.URL.Query().Get("code")
+	if s.askForCode(w, r, "/join", code) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
-	ws, err := s.workshopByCode(ctx, r, "", r.URL.Query().Get("code"))
+	ws, err := s.workshopByCode(ctx, r, "", code)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -580,9 +596,13 @@ func (s *Server) handleJoinForm(w http.ResponseWriter, r *http.Request) {
 	if !s.needWorkshops(w, r) {
 		return
 	}
+	code := r.URL.Query().Get("code")
+	if s.askForCode(w, r, "/workshops/"+url.PathEscape(r.PathValue("id"))+"/join", code) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
-	ws, err := s.workshopByCode(ctx, r, r.PathValue("id"), r.URL.Query().Get("code"))
+	ws, err := s.workshopByCode(ctx, r, r.PathValue("id"), code)
 	if err != nil {
 		s.fail(w, r, err)
 		return

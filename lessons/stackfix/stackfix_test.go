@@ -60,8 +60,9 @@ var quoted = map[string][]string{
 	"15-side-channels.md":     {"check-tenant-keys", "catalog-check", "pg-catalog-check", "typeorm-purge"},
 	"16-rls-performance.md":   {"check-tenant-indexes", "catalog-check", "explain-as-tenant", "pg-catalog-check", "pg-explain-as-tenant", "typeorm-catalog-check", "typeorm-explain-as-tenant"},
 	"17-stale-plan.md":        {"check-immutable-readers", "catalog-check", "pg-catalog-check"},
-	"21-schema-per-tenant.md": {"typeorm-schema-per-tenant"},
-	"22-pinned-state.md":      {"typeorm-pinned-state"},
+	"21-schema-per-tenant.md": {"pg-schema-per-tenant", "typeorm-schema-per-tenant"},
+	"22-pinned-state.md":      {"pg-pinned-state", "typeorm-pinned-state"},
+	"23-orm-transactions.md":  {"tenant-tx", "pg-tenant-tx"},
 	"18-your-app.md":          {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"20-cross-tenant-fk.md":   {"check-tenant-fks", "catalog-check", "pg-catalog-check", "typeorm-composite-fk"},
 }

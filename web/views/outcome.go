@@ -90,7 +90,7 @@ func (v Live) Outcome() Outcome {
 			o.Detail = fmt.Sprintf("The first %d are listed; the request log has them all.", maxOutcomeLeaks)
 			o.Leaks = o.Leaks[:maxOutcomeLeaks]
 		}
-	case v.Status == engine.StatusRunning && (verdict.Kind == engine.KindNone || verdict.Kind == engine.KindFailedClosed):
+	case provisional(v.State, verdict):
 		o.Kind, o.Head = "running", "No leak so far."
 		o.Detail = upperFirst(engine.Tally(v.Requests)) + "."
 		o.Leaks = nil
@@ -111,6 +111,28 @@ func (v Live) Outcome() Outcome {
 		o.Head = upperFirst(o.Head[len(p):]) // the chip says it
 	}
 	return o
+}
+
+// ShownOutcome is the verdict the outcome bar and the presenter's chip
+// both show for st, and whether they show one: st.Outcome(), except while
+// a run (free play included) is still going and nothing has crossed
+// tenants or failed with an error so far (none, failed closed), when the
+// bar says "No leak so far" and the chip "running". It is the one place
+// that decides, so the two cannot disagree (the chip said "failed closed"
+// over a bar's "No leak so far" during free play).
+func ShownOutcome(st engine.State) (engine.Verdict, bool) {
+	v, ok := st.Outcome()
+	if !ok || provisional(st, v) {
+		return engine.Verdict{}, false
+	}
+	return v, true
+}
+
+// provisional reports whether verdict v of st is only what a run still
+// going has shown so far without anything crossing tenants (none, failed
+// closed): not yet an outcome to name.
+func provisional(st engine.State, v engine.Verdict) bool {
+	return st.Status == engine.StatusRunning && (v.Kind == engine.KindNone || v.Kind == engine.KindFailedClosed)
 }
 
 // outageHead is how an outage's message starts when it only repeats the

@@ -36,6 +36,8 @@
 //                                        that sets no schema, tenant_globex's
 //   typeorm-pinned-state                 Acme's and Globex's reports, what
 //                                        they left, a NOTIFY heard
+//   pg-schema-per-tenant, pg-pinned-state
+//                                        the same with node-postgres
 //   pg-plan-cache --sql Q [--name N], typeorm-plan-cache --sql Q
 //                                        Q for Acme, then Globex, on one
 //                                        connection
@@ -53,7 +55,7 @@ const readline = require('node:readline');
 const pg = require('pg');
 const { DataSource, EntitySchema } = require('typeorm');
 
-const { Pool, escapeIdentifier } = pg;
+const { Client, Pool, escapeIdentifier } = pg;
 
 // snippet: pg-tenant-tx
 // inTenantTx runs fn(client) in one transaction on one pooled client,
@@ -333,6 +335,65 @@ function explainAsTenantWith(dataSource, tenant, sql) {
 }
 // end snippet
 
+// snippet: pg-schema-per-tenant
+// withTenantSchema runs fn on one client inside a transaction whose
+// search_path is the tenant's schema, then public. set_config(..., true)
+// is SET LOCAL: the path ends with COMMIT or ROLLBACK, so the client goes
+// back to the pool with the default path.
+async function withTenantSchema(pool, schema, fn) {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const path = `${client.escapeIdentifier(schema)}, public`;
+    await client.query("SELECT set_config('search_path', $1, true)", [path]);
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK');
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+// end snippet
+
+// snippet: pg-pinned-state
+// report fills a temp table for one tenant and reads it, holding the
+// tenant's numbering lock. The table (ON COMMIT DROP) and the lock
+// (pg_advisory_xact_lock) both end with the transaction, on every path:
+// nothing of them is left on the pooled connection.
+async function report(pool, tenant) {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query("SELECT set_config('app.current_tenant', $1, true)", [tenant]);
+    await client.query('SELECT pg_advisory_xact_lock(4242, $1::int)', [tenant]);
+    await client.query('CREATE TEMP TABLE report (tenant_id int, customer text) ON COMMIT DROP');
+    await client.query('INSERT INTO report SELECT tenant_id, customer FROM invoices');
+    const { rows } = await client.query('SELECT tenant_id FROM report');
+    await client.query('COMMIT');
+    return rows.map((r) => r.tenant_id);
+  } catch (err) {
+    await client.query('ROLLBACK');
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+// listen keeps a Client of its own for LISTEN, connected straight to
+// PostgreSQL (not through PgBouncer in transaction mode), and calls
+// onInvoice with each notification's payload.
+async function listen(directUrl, onInvoice) {
+  const listener = new Client({ connectionString: directUrl });
+  await listener.connect();
+  listener.on('notification', (msg) => onInvoice(msg.payload));
+  await listener.query('LISTEN invoices_ready');
+  return listener;
+}
+// end snippet
+
 // snippet: typeorm-schema-per-tenant
 // inTenantSchema runs fn(manager) in dataSource.transaction() with the
 // tenant's schema, then public, as its search_path. set_config(..., true)
@@ -538,6 +599,38 @@ const checks = {
       out.forgot = { code: err.code || (err.driverError && err.driverError.code), message: err.message };
     }
     out.globex = await inTenantSchema(ds, 'tenant_globex', tickets);
+    return out;
+  }),
+  // pg-schema-per-tenant is typeorm-schema-per-tenant with node-postgres's
+  // Pool and withTenantSchema.
+  'pg-schema-per-tenant': (a) => withPool(a.url, async (pool) => {
+    const tickets = async (q) => (await q.query('SELECT tenant_id FROM tickets ORDER BY id')).rows.map((r) => r.tenant_id);
+    const out = { acme: await withTenantSchema(pool, 'tenant_acme', tickets) };
+    try {
+      out.forgot = await tickets(pool);
+    } catch (err) {
+      out.forgot = { code: err.code, message: err.message };
+    }
+    out.globex = await withTenantSchema(pool, 'tenant_globex', tickets);
+    return out;
+  }),
+  // pg-pinned-state is typeorm-pinned-state with node-postgres's Pool,
+  // report and listen: the NOTIFY goes through the pool, listen's Client
+  // hears it.
+  'pg-pinned-state': (a) => withPool(a.url, async (pool) => {
+    const out = { acme: await report(pool, '1'), globex: await report(pool, '2') };
+    [out.left] = (await pool.query(`SELECT to_regclass('pg_temp.report') IS NOT NULL AS temp,
+      (SELECT count(*)::int FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+        WHERE l.locktype = 'advisory' AND d.datname = current_database()) AS locks`)).rows;
+    let onInvoice;
+    const heard = new Promise((ok) => { onInvoice = ok; });
+    const listener = await listen(a.url, onInvoice);
+    try {
+      await pool.query(`NOTIFY invoices_ready, '1'`);
+      out.notified = await heard;
+    } finally {
+      await listener.end();
+    }
     return out;
   }),
   // typeorm-pinned-state runs Acme's report and then Globex's on one

@@ -1,0 +1,45 @@
+package web_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/rlslab/rlslab/sessions"
+)
+
+// TestBrowserPresenterFreePlayChip opens a lab's presenter view and sends
+// free-play SQL from it: one query without a tenant (it fails closed),
+// then one scoped to Acme. After each, the frames the page gets keep the
+// head's chip and the outcome bar saying the same thing while free play
+// goes on: "running" and "No leak so far" (the chip said "failed closed"
+// beside the bar's "No leak so far"). At 390, 1280×720 and 1920×1080,
+// light and dark, nothing scrolls sideways.
+func TestBrowserPresenterFreePlayChip(t *testing.T) {
+	t.Parallel()
+	ts := mustStartServer(t, sessions.Config{MaxLabs: 2})
+	b := newTab(t, newBrowser(t), "presenter")
+	b.open(ts.URL + "/lessons/set-leak")
+	id := b.labID()
+	b.open(ts.URL + "/labs/" + id + "/present")
+	for i, form := range []string{"sql=SELECT+*+FROM+invoices", "sql=SELECT+*+FROM+invoices&tenant=1&pattern=session-set"} {
+		status := run(b, chromedp.Evaluate[int](fmt.Sprintf(`fetch("/labs/%s/sql", {method: "POST", headers: {"Content-Type": "application/x-www-form-urlencoded", "HX-Request": "true"}, body: %q}).then(function (r) { return r.status; })`, id, form), chromedp.EvalAwaitPromise))
+		if status != 200 {
+			t.Fatalf("free-play call %d: %d", i+1, status)
+		}
+		b.poll(fmt.Sprintf("request %d in the presenter's request log", i+1), fmt.Sprintf(`document.querySelectorAll("#live .req-row").length >= %d`, i+1))
+		got := run(b, chromedp.Evaluate[[]string](`(function () { var c = document.querySelector("#present-head .outcome"), o = document.getElementById("outcome");
+			return [c.getAttribute("data-kind"), c.textContent.trim(), o.getAttribute("data-outcome"), o.querySelector(".outcome-head b").textContent.trim()]; })()`))
+		if got[0] != "running" || got[1] != "running" || got[2] != "running" || got[3] != "No leak so far." {
+			t.Errorf("after free-play call %d the presenter's chip is %q (%s), its bar %q (%s); want both running", i+1, got[1], got[0], got[3], got[2])
+		}
+	}
+	for _, size := range [][2]int64{{390, 844}, {1280, 720}, {1920, 1080}} {
+		for _, scheme := range []string{"light", "dark"} {
+			b.emulate(size[0], size[1], scheme)
+			b.noSideways(fmt.Sprintf("presenter in free play at %dx%d, %s", size[0], size[1], scheme))
+			b.shot(fmt.Sprintf("present-freeplay-%dx%d-%s", size[0], size[1], scheme))
+		}
+	}
+}
