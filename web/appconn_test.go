@@ -537,3 +537,59 @@ func TestYourAppResetEndsIt(t *testing.T) {
 		t.Errorf("app connections after the app closed: %d", n)
 	}
 }
+
+// TestYourAppSetRoleShowsOnTheBox: an app that switches its backend to a
+// tenant role with SET LOCAL ROLE inside a transaction has its box show
+// that role in state.json while the transaction is open (inferred: no
+// probe runs inside a transaction), and the app role again once it
+// commits; a session-level SET ROLE shows until RESET ROLE.
+func TestYourAppSetRoleShowsOnTheBox(t *testing.T) {
+	f := startAppFixture(t)
+	lab := f.lab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tenant := engine.TenantRole(lab.Sandbox, lab.Sandbox.Tenants[0])
+	admin := f.ts.Labs.Admin()
+	for _, q := range []string{"CREATE ROLE " + tenant + " NOLOGIN", "GRANT " + tenant + " TO " + lab.Sandbox.AppRole} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP ROLE "+tenant) })
+	conn, err := pgx.Connect(ctx, f.connectURL(t, lab))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	pid := conn.PgConn().PID()
+	boxRole := func(want string) {
+		t.Helper()
+		st, ok := f.waitState(t, lab, 5*time.Second, func(s appState) bool {
+			for _, c := range s.Connections {
+				if c.PID == pid && c.Role == want {
+					return true
+				}
+			}
+			return false
+		})
+		if !ok {
+			t.Fatalf("backend %d's box does not show role %s: %+v", pid, want, st.Connections)
+		}
+	}
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	boxRole(lab.Sandbox.AppRole)
+	exec("BEGIN")
+	exec("SET LOCAL ROLE " + tenant)
+	boxRole(tenant)
+	exec("COMMIT")
+	boxRole(lab.Sandbox.AppRole)
+	exec("SET ROLE " + tenant)
+	boxRole(tenant)
+	exec("RESET ROLE")
+	boxRole(lab.Sandbox.AppRole)
+}

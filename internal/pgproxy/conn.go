@@ -68,7 +68,7 @@ type conn struct {
 	local    *Setting
 	aborted  bool
 	reported Setting
-	role     string // the backend's current_user, as the last probe read it
+	roles    roleState // the backend's current_user, as read and inferred
 	// Events to deliver once mu is released.
 	outbox []func()
 	// blind is set when following the protocol failed (a bug, or a peer
@@ -134,6 +134,7 @@ func newConn(s *Server, id uint64, client net.Conn, cr *bufio.Reader, hc *pgconn
 		Application: st.params["application_name"], Client: client.RemoteAddr().String(), Opened: time.Now(),
 	}
 	c.probe.init(s.setting, id)
+	c.roles.login = hc.ParameterStatuses["session_authorization"]
 	return c
 }
 
