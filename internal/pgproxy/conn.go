@@ -722,9 +722,10 @@ func (c *conn) startResult(r *run, fields []pgproto3.FieldDescription, formats [
 	}
 	r.res.Columns = r.res.Columns[:0]
 	r.tenantCol = -1
+	col := tenantColumn(fields)
 	for i, f := range fields {
 		r.res.Columns = append(r.res.Columns, string(f.Name))
-		if r.tenantCol < 0 && string(f.Name) == "tenant_id" {
+		if i == col {
 			r.tenantCol = i
 			r.tenantOID = f.DataTypeOID
 			r.tenantFormat = f.Format

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rlslab/rlslab"
 )
 
@@ -179,5 +180,30 @@ func TestLookupErrorCodes(t *testing.T) {
 	}
 	if !refused(ErrRefused) || !refused(rlslab.Errorf(rlslab.EFORBIDDEN, "not yours")) || refused(ErrUnknownDatabase) {
 		t.Error("refused() does not match ErrRefused and EFORBIDDEN only")
+	}
+}
+
+// tenantColumn finds tenant_id, or an ORM's alias of a table's column that
+// ends in _tenant_id (TypeORM's "Invoice_tenant_id"), preferring tenant_id.
+func TestTenantColumn(t *testing.T) {
+	t.Parallel()
+	field := func(name string, table uint32) pgproto3.FieldDescription {
+		return pgproto3.FieldDescription{Name: []byte(name), TableOID: table}
+	}
+	cases := []struct {
+		fields []pgproto3.FieldDescription
+		want   int
+	}{
+		{nil, -1},
+		{[]pgproto3.FieldDescription{field("id", 1), field("tenant_id", 1)}, 1},
+		{[]pgproto3.FieldDescription{field("Invoice_id", 1), field("Invoice_tenant_id", 1)}, 1},
+		{[]pgproto3.FieldDescription{field("x_tenant_id", 1), field("tenant_id", 0)}, 1},
+		{[]pgproto3.FieldDescription{field("computed_tenant_id", 0)}, -1},
+		{[]pgproto3.FieldDescription{field("tenant_ids", 1)}, -1},
+	}
+	for _, tc := range cases {
+		if got := tenantColumn(tc.fields); got != tc.want {
+			t.Errorf("tenantColumn(%v) = %d, want %d", tc.fields, got, tc.want)
+		}
 	}
 }
