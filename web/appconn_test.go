@@ -492,6 +492,11 @@ func TestYourAppSeedAppModes(t *testing.T) {
 	for _, mode := range []string{"session-set", "tx-local"} {
 		answers := runSeedApp(t, node, app, u, mode)
 		forgot := answers[2]
+		for _, a := range answers {
+			if a.PID != forgot.PID {
+				t.Errorf("%s: requests one after the other on backends %d and %d, want one backend for all four (the lesson says so)", mode, a.PID, forgot.PID)
+			}
+		}
 		st, ok := f.waitState(t, lab, 10*time.Second, func(s appState) bool {
 			return s.Scenario == sessions.AppScenario && s.Status == engine.StatusDone && len(s.Requests) > 0
 		})
@@ -517,8 +522,8 @@ func TestYourAppSeedAppModes(t *testing.T) {
 			if r.Leak {
 				m.leaks++
 				m.foreign += r.ForeignRows
-				if r.PID != forgot.PID || str(r.Tenant) != "0" {
-					t.Errorf("%s: a leak that is not the forgetful request's on backend %d: %+v", mode, forgot.PID, r)
+				if r.PID != forgot.PID || str(r.Tenant) != "0" || str(r.SeenTenant) != "1" {
+					t.Errorf("%s: a leak that is not the forgetful request's on backend %d holding Acme's 1: %+v", mode, forgot.PID, r)
 				}
 			}
 		}
