@@ -579,6 +579,28 @@ func TestYourAppSeedAppModes(t *testing.T) {
 	if !strings.Contains(body, "An app of one") || strings.Count(body, `data-kind="leak"`) != 1 {
 		t.Errorf("the comparison's headings: want your app's two sessions, one with a leak: %.1500s", body)
 	}
+
+	// What the seed literally wrote, SET with a bind parameter: the server
+	// refuses it (42601), and the lab shows that statement failed so.
+	cmd := exec.Command(node, filepath.Join(app, "app.js"), "--url", u, "--mode", "set-param", "--drive", "1", "--order", "serial")
+	cmd.Dir = app
+	out, err := cmd.Output()
+	var answer struct{ Code string }
+	if err != nil || json.Unmarshal(out, &answer) != nil || answer.Code != "42601" {
+		t.Fatalf("set-param: %v, the app answered %s; want code 42601", err, out)
+	}
+	st, ok := f.waitState(t, lab, 10*time.Second, func(s appState) bool {
+		return s.Scenario == sessions.AppScenario && s.Status == engine.StatusDone && len(s.Requests) > 0
+	})
+	failed := 0
+	for _, r := range st.Requests {
+		if r.SQLState == "42601" && strings.Contains(r.Why, "SET app.current_tenant = $1") {
+			failed++
+		}
+	}
+	if !ok || failed != 1 {
+		t.Errorf("set-param: %d statements shown failing with 42601, want 1: %+v", failed, st.Requests)
+	}
 }
 
 // lessonBody returns the text of the lesson with that slug.

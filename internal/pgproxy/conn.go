@@ -639,7 +639,10 @@ func (c *conn) serverError(m message) {
 		return
 	}
 	// Extended protocol: the server skips everything up to the next Sync.
-	failed := false
+	// A statement that failed to parse is reported once: by its Execute
+	// when one is queued behind it (node-postgres sends Parse, Bind,
+	// Execute and Sync at once), else as a statement of its own.
+	failed := h.kind == 'P' && h.stmt != nil && executes(c.queue, h.stmt)
 	for len(c.queue) > 0 && c.queue[0].kind != 'S' && c.queue[0].kind != 'Q' && c.queue[0].kind != 'F' && c.queue[0].kind != 'z' {
 		p := c.queue[0]
 		switch {
@@ -657,6 +660,19 @@ func (c *conn) serverError(m message) {
 		}
 		c.pop()
 	}
+}
+
+// executes says whether an Execute of stmt is queued before the next Sync.
+func executes(queue []*pending, stmt *prepared) bool {
+	for _, p := range queue {
+		switch {
+		case p.kind == 'S' || p.kind == 'Q' || p.kind == 'F' || p.kind == 'z':
+			return false
+		case p.kind == 'E' && p.run != nil && p.portal != nil && p.portal.stmt == stmt:
+			return true
+		}
+	}
+	return false
 }
 
 // ready handles ReadyForQuery with the transaction status; under mu. It

@@ -294,3 +294,50 @@ func TestSetRoleInferredInATransaction(t *testing.T) {
 		}
 	}
 }
+
+// A statement that fails to parse, sent with its Bind and Execute before
+// the Sync (as node-postgres and pgx's exec mode send it), is reported
+// once, failed with the server's SQLSTATE; so is one parsed on its own
+// first (pgx's describe-exec mode).
+func TestParseErrorReportedOnce(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeExec, pgx.QueryExecModeDescribeExec} {
+		c := connect(t, f.proxyURL, mode)
+		tag := fmt.Sprintf("/* parse-fail %v */", mode)
+		if _, err := c.Exec(ctx, "SELEC $1::int "+tag, 1); errCode(err) != "42601" {
+			t.Fatalf("%v: %v, want 42601", mode, err)
+		}
+		after := fmt.Sprintf("/* after %v */", mode)
+		if _, err := c.Exec(ctx, "SELECT 1 "+after); err != nil {
+			t.Fatal(err)
+		}
+		// Events come in order: once the next statement's result is in,
+		// every report of the failed one is too.
+		f.events.waitFor(t, 5*time.Second, "the next statement's result", func(r *recorder) bool {
+			for _, res := range r.results {
+				if strings.Contains(res.Text, after) {
+					return true
+				}
+			}
+			return false
+		})
+		f.events.mu.Lock()
+		n := 0
+		for _, res := range f.events.results {
+			if strings.Contains(res.Text, tag) {
+				n++
+				if res.Err == nil || res.Err.Code != "42601" {
+					t.Errorf("%v: the failed statement reported with %v", mode, res.Err)
+				}
+			}
+		}
+		f.events.mu.Unlock()
+		if n != 1 {
+			t.Errorf("%v: the statement that failed to parse reported %d times, want once", mode, n)
+		}
+		if err := c.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
