@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -128,6 +131,7 @@ type appState struct {
 		ForeignRows int     `json:"foreign_rows"`
 		Leak        bool    `json:"leak"`
 		Why         string  `json:"why"`
+		SQLState    string  `json:"sqlstate"`
 	} `json:"requests"`
 }
 
@@ -418,10 +422,56 @@ func TestYourAppRefusals(t *testing.T) {
 	waitRunConns(t, f.ts.Labs, 0)
 }
 
+// seedAppDrive is the requests lesson 18 has the seed app send, one after
+// the other: Globex, Acme, a request that forgets to scope, Globex again.
+const seedAppDrive = "2,1,0,2"
+
+// seedAppAnswer is one line the seed app prints per request it drove.
+type seedAppAnswer struct {
+	Tenant  string `json:"tenant"`
+	PID     uint32 `json:"pid"`
+	Tenants []int  `json:"tenants"`
+	Rows    int    `json:"rows"`
+	Error   string `json:"error"`
+}
+
+// runSeedApp runs the seed app in mode through the lab's proxy URL, driving
+// seedAppDrive in order, and returns its answers.
+func runSeedApp(t *testing.T, node, app, u, mode string) []seedAppAnswer {
+	t.Helper()
+	cmd := exec.Command(node, filepath.Join(app, "app.js"), "--url", u, "--mode", mode, "--drive", seedAppDrive, "--order", "serial")
+	cmd.Dir = app
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("%s: node: %v\n%s", mode, err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	var answers []seedAppAnswer
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var a seedAppAnswer
+		if err := json.Unmarshal([]byte(line), &a); err != nil || a.Error != "" || a.PID == 0 {
+			t.Fatalf("%s: the app answered %q (%v)", mode, line, err)
+		}
+		answers = append(answers, a)
+	}
+	if len(answers) != 4 || answers[2].Tenant != "0" {
+		t.Fatalf("%s: answers %+v, want four, the third the forgetful one", mode, answers)
+	}
+	return answers
+}
+
 // TestYourAppSeedAppModes runs the seed's own app (TypeORM, a pool of two,
-// lessons/apps/seed-app) through the proxy: with the seed's session-level
-// set_config, state.json shows leaks, each on a backend the app itself
-// read; with the fix (a transaction with set_config(..., true)) none.
+// lessons/apps/seed-app) through the proxy in one lab, driving lesson 18's
+// four requests in order: with the seed's session-level set_config,
+// state.json shows exactly the forgetful request's two statements as leaks,
+// on the backend the app itself read, and its find() got Acme's 3
+// invoices; with the fix (a transaction with set_config(..., true)) no
+// leak, and the forgetful find() gets no row. Lesson 18 quotes these
+// numbers, and the two sessions' recordings compare: the session-set one
+// with its leaks, the tx-local one without.
 func TestYourAppSeedAppModes(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -432,60 +482,166 @@ func TestYourAppSeedAppModes(t *testing.T) {
 		t.Skip("the seed app's packages are not installed: run scripts/setup-debian.sh")
 	}
 	f := startAppFixture(t)
-	for _, tc := range []struct {
-		mode  string
-		leaks bool
-	}{{"tx-local", false}, {"session-set", true}} {
-		lab := f.lab(t)
-		// node-postgres takes sslmode=require as verify-full: the panel
-		// gives node sslmode=no-verify.
-		u := strings.Replace(f.connectURL(t, lab), "sslmode=require", "sslmode=no-verify", 1)
-		cmd := exec.Command(node, filepath.Join(app, "app.js"), "--url", u, "--mode", tc.mode, "--drive", "1,2,0,2")
-		cmd.Dir = app
-		out, err := cmd.Output()
-		if err != nil {
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				t.Fatalf("%s: node: %v\n%s", tc.mode, err, ee.Stderr)
+	lab := f.lab(t)
+	// node-postgres takes sslmode=require as verify-full: the panel gives
+	// node sslmode=no-verify.
+	u := strings.Replace(f.connectURL(t, lab), "sslmode=require", "sslmode=no-verify", 1)
+	type measured struct{ leaks, foreign, forgotRows int }
+	got := map[string]measured{}
+	var recordings []string
+	for _, mode := range []string{"session-set", "tx-local"} {
+		answers := runSeedApp(t, node, app, u, mode)
+		forgot := answers[2]
+		for _, a := range answers {
+			if a.PID != forgot.PID {
+				t.Errorf("%s: requests one after the other on backends %d and %d, want one backend for all four (the lesson says so)", mode, a.PID, forgot.PID)
 			}
-			t.Fatal(err)
 		}
-		pids := map[uint32]bool{}
-		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			var r struct {
-				PID   uint32 `json:"pid"`
-				Error string `json:"error"`
-			}
-			if err := json.Unmarshal([]byte(line), &r); err != nil || r.Error != "" || r.PID == 0 {
-				t.Fatalf("%s: the app answered %q (%v)", tc.mode, line, err)
-			}
-			pids[r.PID] = true
-		}
-		st, ok := f.waitState(t, lab, 10*time.Second, func(s appState) bool { return s.Scenario == sessions.AppScenario && s.Status == engine.StatusDone })
+		st, ok := f.waitState(t, lab, 10*time.Second, func(s appState) bool {
+			return s.Scenario == sessions.AppScenario && s.Status == engine.StatusDone && len(s.Requests) > 0
+		})
 		if !ok {
-			t.Fatalf("%s: the app session did not end: %+v", tc.mode, st)
+			t.Fatalf("%s: the app session did not end: %+v", mode, st)
 		}
-		leaks, finds := 0, 0
+		var m measured
+		finds, errs := 0, 0
 		for _, r := range st.Requests {
-			if strings.Contains(r.Why, `"invoices"`) || strings.Contains(r.Why, "FROM invoices") {
+			find := strings.Contains(r.Why, `"invoices"`) || strings.Contains(r.Why, "FROM invoices")
+			if find {
 				finds++
 			}
+			if r.SQLState != "" {
+				errs++
+			}
+			if find && str(r.Tenant) == "0" {
+				m.forgotRows = r.Rows
+				if r.PID != forgot.PID {
+					t.Errorf("%s: the forgetful find() shown on backend %d, the app read %d", mode, r.PID, forgot.PID)
+				}
+			}
 			if r.Leak {
-				leaks++
-				if !pids[r.PID] {
-					t.Errorf("%s: a leak on backend %d, which the app never read (%v)", tc.mode, r.PID, pids)
+				m.leaks++
+				m.foreign += r.ForeignRows
+				if r.PID != forgot.PID || str(r.Tenant) != "0" || str(r.SeenTenant) != "1" {
+					t.Errorf("%s: a leak that is not the forgetful request's on backend %d holding Acme's 1: %+v", mode, forgot.PID, r)
 				}
 			}
 		}
-		if finds != 4 {
-			t.Errorf("%s: %d of the app's finds shown, want 4: %+v", tc.mode, finds, st.Requests)
+		if finds != 4 || errs != 0 {
+			t.Errorf("%s: %d of the app's finds shown, want 4, and %d errors: %+v", mode, finds, errs, st.Requests)
 		}
-		if (leaks > 0) != tc.leaks {
-			t.Errorf("%s: %d leaks, want leaks: %v: %+v", tc.mode, leaks, tc.leaks, st.Requests)
+		if m.forgotRows != forgot.Rows {
+			t.Errorf("%s: the forgetful find() got %d rows, state.json says %d", mode, forgot.Rows, m.forgotRows)
 		}
-		t.Logf("%s: %d statements, %d leaks", tc.mode, len(st.Requests), leaks)
+		got[mode] = m
+		t.Logf("%s: %d statements, %d leaks, %d foreign rows, the forgetful find() got %d rows (tenants %v)", mode, len(st.Requests), m.leaks, m.foreign, forgot.Rows, forgot.Tenants)
+		if mode == "session-set" && (len(forgot.Tenants) == 0 || slices.ContainsFunc(forgot.Tenants, func(id int) bool { return id != 1 })) {
+			t.Errorf("session-set: the forgetful request got tenants %v, want Acme's (1) only", forgot.Tenants)
+		}
+		waitRunConns(t, f.ts.Labs, 0)
+		runs := waitRuns(t, f.ts, lab.ID, len(recordings)+1)
+		recordings = append(recordings, runs[0].ID)
 	}
-	waitRunConns(t, f.ts.Labs, 0)
+	if want := (measured{leaks: 2, foreign: 3, forgotRows: 3}); got["session-set"] != want {
+		t.Errorf("session-set: %+v, want %+v", got["session-set"], want)
+	}
+	if want := (measured{}); got["tx-local"] != want {
+		t.Errorf("tx-local: %+v, want %+v", got["tx-local"], want)
+	}
+
+	// Lesson 18 quotes what this test measured.
+	text := lessonBody(t, "your-app")
+	for _, claim := range []string{
+		fmt.Sprintf("With `--mode session-set`, %d statements are red", got["session-set"].leaks),
+		fmt.Sprintf("its `find()` got Acme's %d invoices", got["session-set"].foreign),
+		fmt.Sprintf("With `--mode tx-local`, %d statements are red", got["tx-local"].leaks),
+		fmt.Sprintf("the forgetful `find()` got %d rows", got["tx-local"].forgotRows),
+		"`--drive " + seedAppDrive + " --order serial`",
+	} {
+		if !strings.Contains(text, claim) {
+			t.Errorf("lesson your-app does not say %q, which TestYourAppSeedAppModes measured", claim)
+		}
+	}
+
+	// The two sessions compare: the leak beside the fix.
+	leaky, fixed := recordings[0], recordings[1]
+	code, _, body := get(t, http.DefaultClient, f.ts.URL+"/runs/"+leaky+"/vs/"+fixed)
+	if code != http.StatusOK {
+		t.Fatalf("compare session-set with tx-local: %d %.500s", code, body)
+	}
+	a, b := compareVerdicts(body)
+	if a["LEAK"] != got["session-set"].leaks || b["LEAK"] != 0 || !strings.Contains(body, `data-differs="yes"`) {
+		t.Errorf("the comparison shows %v on the left and %v on the right, want %d leaks left and none right", a, b, got["session-set"].leaks)
+	}
+	if want := fmt.Sprintf("LEAK: %d of %d rows belong to another tenant", got["session-set"].foreign, got["session-set"].forgotRows); !strings.Contains(body, want) {
+		t.Errorf("the comparison does not say which statement leaked (%q)", want)
+	}
+	if !strings.Contains(body, "An app of one") || strings.Count(body, `data-kind="leak"`) != 1 {
+		t.Errorf("the comparison's headings: want your app's two sessions, one with a leak: %.1500s", body)
+	}
+
+	// What the seed literally wrote, SET with a bind parameter: the server
+	// refuses it (42601), and the lab shows that statement failed so.
+	cmd := exec.Command(node, filepath.Join(app, "app.js"), "--url", u, "--mode", "set-param", "--drive", "1", "--order", "serial")
+	cmd.Dir = app
+	out, err := cmd.Output()
+	var answer struct{ Code string }
+	if err != nil || json.Unmarshal(out, &answer) != nil || answer.Code != "42601" {
+		t.Fatalf("set-param: %v, the app answered %s; want code 42601", err, out)
+	}
+	st, ok := f.waitState(t, lab, 10*time.Second, func(s appState) bool {
+		return s.Scenario == sessions.AppScenario && s.Status == engine.StatusDone && len(s.Requests) > 0
+	})
+	failed := 0
+	for _, r := range st.Requests {
+		if r.SQLState == "42601" && strings.Contains(r.Why, "SET app.current_tenant = $1") {
+			failed++
+		}
+	}
+	if !ok || failed != 1 {
+		t.Errorf("set-param: %d statements shown failing with 42601, want 1: %+v", failed, st.Requests)
+	}
+}
+
+// lessonBody returns the text of the lesson with that slug.
+func lessonBody(t *testing.T, slug string) string {
+	t.Helper()
+	names, err := fs.Glob(lessons.Content(), "*-"+slug+".md")
+	if err != nil || len(names) != 1 {
+		t.Fatalf("lesson %s: %v %v", slug, names, err)
+	}
+	b, err := fs.ReadFile(lessons.Content(), names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// compareVerdicts counts the verdicts of a comparison page's cells, left
+// and right.
+func compareVerdicts(body string) (left, right map[string]int) {
+	left, right = map[string]int{}, map[string]int{}
+	for _, row := range strings.Split(body, "<tr")[1:] {
+		cells := strings.Split(row, "<td")
+		side := 0
+		for _, c := range cells[1:] {
+			if !strings.Contains(c, `class="cmp`) && !strings.Contains(c, `class="missing"`) {
+				continue // the sequence number
+			}
+			side++
+			_, v, ok := strings.Cut(c, `<b class="verdict">`)
+			if !ok {
+				continue
+			}
+			v, _, _ = strings.Cut(v, "</b>")
+			if side == 1 {
+				left[v]++
+			} else {
+				right[v]++
+			}
+		}
+	}
+	return left, right
 }
 
 // TestYourAppResetEndsIt: while an app is connected free play is refused;
@@ -536,4 +692,60 @@ func TestYourAppResetEndsIt(t *testing.T) {
 	if n := lab.AppConnections(); n != 0 {
 		t.Errorf("app connections after the app closed: %d", n)
 	}
+}
+
+// TestYourAppSetRoleShowsOnTheBox: an app that switches its backend to a
+// tenant role with SET LOCAL ROLE inside a transaction has its box show
+// that role in state.json while the transaction is open (inferred: no
+// probe runs inside a transaction), and the app role again once it
+// commits; a session-level SET ROLE shows until RESET ROLE.
+func TestYourAppSetRoleShowsOnTheBox(t *testing.T) {
+	f := startAppFixture(t)
+	lab := f.lab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tenant := engine.TenantRole(lab.Sandbox, lab.Sandbox.Tenants[0])
+	admin := f.ts.Labs.Admin()
+	for _, q := range []string{"CREATE ROLE " + tenant + " NOLOGIN", "GRANT " + tenant + " TO " + lab.Sandbox.AppRole} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP ROLE "+tenant) })
+	conn, err := pgx.Connect(ctx, f.connectURL(t, lab))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	pid := conn.PgConn().PID()
+	boxRole := func(want string) {
+		t.Helper()
+		st, ok := f.waitState(t, lab, 5*time.Second, func(s appState) bool {
+			for _, c := range s.Connections {
+				if c.PID == pid && c.Role == want {
+					return true
+				}
+			}
+			return false
+		})
+		if !ok {
+			t.Fatalf("backend %d's box does not show role %s: %+v", pid, want, st.Connections)
+		}
+	}
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	boxRole(lab.Sandbox.AppRole)
+	exec("BEGIN")
+	exec("SET LOCAL ROLE " + tenant)
+	boxRole(tenant)
+	exec("COMMIT")
+	boxRole(lab.Sandbox.AppRole)
+	exec("SET ROLE " + tenant)
+	boxRole(tenant)
+	exec("RESET ROLE")
+	boxRole(lab.Sandbox.AppRole)
 }

@@ -267,6 +267,11 @@ func TestCompareFreePlayRecordings(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, `data-differs="yes"`) || strings.Count(body, "LEAK") == 0 {
 		t.Fatalf("free play vs free play: %d %.600s", code, body)
 	}
+	// The leak by hand on the left, once; the fix by hand on the right,
+	// without one; headed as free play.
+	if left, right := compareVerdicts(body); left["LEAK"] != 1 || right["LEAK"] != 0 || !strings.Contains(body, "Free play") {
+		t.Errorf("free play vs free play: verdicts %v on the left, %v on the right; want one LEAK left, none right, under a free-play title", left, right)
+	}
 	if code, _, body := get(t, c, s.URL+"/runs/"+leaked+"/vs/"+leakRun); code != http.StatusOK {
 		t.Errorf("free play beside the lesson's session-set run: %d %.400s", code, body)
 	}

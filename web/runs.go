@@ -387,6 +387,9 @@ func (s *Server) handleCompare(w http.ResponseWriter, r *http.Request) {
 			c := &views.CompareCell{Tenant: v.TenantLabel(q.Tenant), TenantClass: views.TenantClass(q.Tenant), Pattern: q.Pattern,
 				PID: views.PIDText(q.PID), Seen: v.TenantLabel(q.SeenTenant), SeenClass: views.TenantClass(q.SeenTenant),
 				Rows: q.Rows, Foreign: q.ForeignRows, Verdict: views.Verdict(q), Leak: q.Leak, Class: views.RowClass(q)}
+			if q.Pattern == sessions.AppPattern {
+				c.Statement = q.Why
+			}
 			if left {
 				row.A = c
 				if f, ok := fin[q.Seq]; ok {
@@ -403,8 +406,12 @@ func (s *Server) handleCompare(w http.ResponseWriter, r *http.Request) {
 	side(la, fa, true)
 	side(lb, fb, false)
 	p := views.Compare{A: summaryOf(a), B: summaryOf(b), Scenario: a.Scenario}
-	if sc, err := s.labs.Catalog().Lookup(a.Scenario); err == nil {
-		p.Title = sc.Title
+	cat := s.labs.Catalog()
+	p.Title = headOf(cat, engine.State{Scenario: a.Scenario}).Title
+	if b.Scenario != a.Scenario {
+		// The learner's own requests beside a run of a lesson's scenario.
+		p.Title += ", beside " + headOf(cat, engine.State{Scenario: b.Scenario}).Title
+		p.Scenario += " / " + b.Scenario
 	}
 	for _, row := range rows {
 		row.Differs = row.A == nil || row.B == nil || row.A.Leak != row.B.Leak || row.A.Verdict != row.B.Verdict ||

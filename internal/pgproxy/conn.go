@@ -68,7 +68,7 @@ type conn struct {
 	local    *Setting
 	aborted  bool
 	reported Setting
-	role     string // the backend's current_user, as the last probe read it
+	roles    roleState // the backend's current_user, as read and inferred
 	// Events to deliver once mu is released.
 	outbox []func()
 	// blind is set when following the protocol failed (a bug, or a peer
@@ -134,6 +134,7 @@ func newConn(s *Server, id uint64, client net.Conn, cr *bufio.Reader, hc *pgconn
 		Application: st.params["application_name"], Client: client.RemoteAddr().String(), Opened: time.Now(),
 	}
 	c.probe.init(s.setting, id)
+	c.roles.login = hc.ParameterStatuses["session_authorization"]
 	return c
 }
 
@@ -638,7 +639,10 @@ func (c *conn) serverError(m message) {
 		return
 	}
 	// Extended protocol: the server skips everything up to the next Sync.
-	failed := false
+	// A statement that failed to parse is reported once: by its Execute
+	// when one is queued behind it (node-postgres sends Parse, Bind,
+	// Execute and Sync at once), else as a statement of its own.
+	failed := h.kind == 'P' && h.stmt != nil && executes(c.queue, h.stmt)
 	for len(c.queue) > 0 && c.queue[0].kind != 'S' && c.queue[0].kind != 'Q' && c.queue[0].kind != 'F' && c.queue[0].kind != 'z' {
 		p := c.queue[0]
 		switch {
@@ -656,6 +660,19 @@ func (c *conn) serverError(m message) {
 		}
 		c.pop()
 	}
+}
+
+// executes says whether an Execute of stmt is queued before the next Sync.
+func executes(queue []*pending, stmt *prepared) bool {
+	for _, p := range queue {
+		switch {
+		case p.kind == 'S' || p.kind == 'Q' || p.kind == 'F' || p.kind == 'z':
+			return false
+		case p.kind == 'E' && p.run != nil && p.portal != nil && p.portal.stmt == stmt:
+			return true
+		}
+	}
+	return false
 }
 
 // ready handles ReadyForQuery with the transaction status; under mu. It
@@ -721,9 +738,10 @@ func (c *conn) startResult(r *run, fields []pgproto3.FieldDescription, formats [
 	}
 	r.res.Columns = r.res.Columns[:0]
 	r.tenantCol = -1
+	col := tenantColumn(fields)
 	for i, f := range fields {
 		r.res.Columns = append(r.res.Columns, string(f.Name))
-		if r.tenantCol < 0 && string(f.Name) == "tenant_id" {
+		if i == col {
 			r.tenantCol = i
 			r.tenantOID = f.DataTypeOID
 			r.tenantFormat = f.Format

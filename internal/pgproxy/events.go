@@ -138,9 +138,10 @@ type Setting struct {
 	At time.Time
 	// Read is when a probe last read the value; zero while it is inferred.
 	Read time.Time
-	// Role is the backend's current_user as the last probe read it (a SET
-	// ROLE the client ran shows here after the next reading); "" before the
-	// first reading.
+	// Role is the backend's current_user: as the last probe read it, or
+	// as the SET ROLE, SET LOCAL ROLE or RESET ROLE the client sent since
+	// made it (a local one until its transaction ends); "" before the
+	// first reading, or after a write of the role the text did not tell.
 	Role string
 }
 

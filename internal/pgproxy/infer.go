@@ -247,12 +247,16 @@ const (
 	effUnknown                       // writes it to a value the text does not tell
 )
 
-// effect is a write of the tenant setting by a statement.
+// effect is a write of the tenant setting, or of the role, by a statement.
 type effect struct {
 	kind  effectKind
 	value string
 	local bool // SET LOCAL or set_config(..., true)
+	role  bool // it writes the role (SET ROLE), not the tenant setting
 }
+
+// roleSetting is the name of the setting SET ROLE writes.
+const roleSetting = "role"
 
 // txKind says what a statement does to the transaction.
 type txKind uint8
@@ -336,22 +340,26 @@ func analyzeOne(toks []token, setting string, params []*string) stmtEffect {
 			e.tx = txEnd
 			return e
 		case "set":
-			if ef, ok := parseSet(toks[1:], setting); ok {
+			if ef, ok := parseSetRole(toks[1:]); ok {
+				e.effects = append(e.effects, ef)
+			} else if ef, ok := parseSet(toks[1:], setting); ok {
 				e.effects = append(e.effects, ef)
 			}
 			return e
 		case "reset":
 			if len(toks) >= 2 {
 				if toks[1].kind == tokIdent && toks[1].text == "all" && len(toks) == 2 {
-					e.effects = append(e.effects, effect{kind: effReset})
+					e.effects = append(e.effects, effect{kind: effReset}, effect{kind: effReset, role: true})
 				} else if name, n := dottedName(toks[1:]); n > 0 && name == setting {
 					e.effects = append(e.effects, effect{kind: effReset})
+				} else if n > 0 && n == len(toks)-1 && name == roleSetting {
+					e.effects = append(e.effects, effect{kind: effReset, role: true})
 				}
 			}
 			return e
 		case "discard":
 			if len(toks) == 2 && toks[1].kind == tokIdent && toks[1].text == "all" {
-				e.effects = append(e.effects, effect{kind: effReset})
+				e.effects = append(e.effects, effect{kind: effReset}, effect{kind: effReset, role: true})
 			}
 			return e
 		}
@@ -407,6 +415,39 @@ func parseSet(toks []token, setting string) (effect, bool) {
 	return effect{kind: effSet, value: strings.Join(vals, ", "), local: local}, true
 }
 
+// parseSetRole reads what follows SET when it sets the role: SET [SESSION |
+// LOCAL] ROLE name | NONE, or the generic SET role = / TO value | DEFAULT.
+// NONE and DEFAULT go back to the role the session logged in as; a name is
+// kept as PostgreSQL folds it (unquoted lower-cased, quoted as written).
+func parseSetRole(toks []token) (effect, bool) {
+	local := false
+	if len(toks) > 0 && toks[0].kind == tokIdent && (toks[0].text == "local" || toks[0].text == "session") {
+		local = toks[0].text == "local"
+		toks = toks[1:]
+	}
+	if len(toks) < 2 || toks[0].kind != tokIdent || toks[0].text != roleSetting || toks[1].kind == tokPunct && toks[1].text == "." {
+		return effect{}, false
+	}
+	toks = toks[1:]
+	generic := toks[0].kind == tokPunct && toks[0].text == "=" || toks[0].kind == tokIdent && toks[0].text == "to"
+	if generic {
+		toks = toks[1:]
+	}
+	if len(toks) != 1 {
+		return effect{kind: effUnknown, local: local, role: true}, true
+	}
+	t := toks[0]
+	switch {
+	case t.kind == tokIdent && (t.text == "none" || generic && t.text == "default"):
+		return effect{kind: effReset, local: local, role: true}, true
+	case t.kind == tokString && t.text == "none":
+		return effect{kind: effReset, local: local, role: true}, true
+	case t.kind == tokIdent || t.kind == tokQIdent || t.kind == tokString:
+		return effect{kind: effSet, value: t.text, local: local, role: true}, true
+	}
+	return effect{kind: effUnknown, local: local, role: true}, true
+}
+
 // dottedName reads a possibly qualified name (app.current_tenant) and
 // returns it lower-cased (quoted parts kept as written) with the number of
 // tokens it took.
@@ -447,14 +488,21 @@ func setConfigCalls(toks []token, setting string, params []*string) []effect {
 			out = append(out, effect{kind: effUnknown})
 			continue
 		}
-		if name == nil || strings.ToLower(*name) != setting {
+		if name == nil {
 			continue
 		}
-		ef := effect{kind: effUnknown}
+		role := strings.ToLower(*name) == roleSetting
+		if !role && strings.ToLower(*name) != setting {
+			continue
+		}
+		ef := effect{kind: effUnknown, role: role}
 		if v, ok := constArg(args[1], params); ok {
 			ef.kind = effSet
 			if v != nil {
 				ef.value = *v
+			}
+			if role && (v == nil || ef.value == "none" || ef.value == "") {
+				ef.kind, ef.value = effReset, ""
 			}
 		}
 		if l, ok := constArg(args[2], params); ok && l != nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rlslab/rlslab"
 )
 
@@ -31,8 +32,24 @@ func TestAnalyze(t *testing.T) {
 		{"SET app.other = '1'", nil, []stmtEffect{{}}},
 		{"SET search_path = public", nil, []stmtEffect{{}}},
 		{"RESET app.current_tenant", nil, []stmtEffect{{effects: []effect{{kind: effReset}}}}},
-		{"RESET ALL", nil, []stmtEffect{{effects: []effect{{kind: effReset}}}}},
-		{"DISCARD ALL", nil, []stmtEffect{{effects: []effect{{kind: effReset}}}}},
+		{"RESET ALL", nil, []stmtEffect{{effects: []effect{{kind: effReset}, {kind: effReset, role: true}}}}},
+		{"DISCARD ALL", nil, []stmtEffect{{effects: []effect{{kind: effReset}, {kind: effReset, role: true}}}}},
+		{"SET ROLE tenant_1", nil, []stmtEffect{{effects: []effect{{kind: effSet, value: "tenant_1", role: true}}}}},
+		{`set local role "Tenant 2"`, nil, []stmtEffect{{effects: []effect{{kind: effSet, value: "Tenant 2", local: true, role: true}}}}},
+		{"SET SESSION ROLE 'x'", nil, []stmtEffect{{effects: []effect{{kind: effSet, value: "x", role: true}}}}},
+		{"SET role = Acme", nil, []stmtEffect{{effects: []effect{{kind: effSet, value: "acme", role: true}}}}},
+		{"SET LOCAL role TO DEFAULT", nil, []stmtEffect{{effects: []effect{{kind: effReset, local: true, role: true}}}}},
+		{"SET ROLE NONE", nil, []stmtEffect{{effects: []effect{{kind: effReset, role: true}}}}},
+		{"SET ROLE 'none'", nil, []stmtEffect{{effects: []effect{{kind: effReset, role: true}}}}},
+		{`SET ROLE "none"`, nil, []stmtEffect{{effects: []effect{{kind: effSet, value: "none", role: true}}}}},
+		{"RESET ROLE", nil, []stmtEffect{{effects: []effect{{kind: effReset, role: true}}}}},
+		{"RESET role.x", nil, []stmtEffect{{}}},
+		{"SET role.x = 1", nil, []stmtEffect{{}}},
+		{"SET roles = 1", nil, []stmtEffect{{}}},
+		{"SET ROLE a b", nil, []stmtEffect{{effects: []effect{{kind: effUnknown, role: true}}}}},
+		{"SELECT set_config('role', $1, false)", []*string{strp("t1")}, []stmtEffect{{effects: []effect{{kind: effSet, value: "t1", role: true}}}}},
+		{"SELECT set_config('ROLE', 'none', true)", nil, []stmtEffect{{effects: []effect{{kind: effReset, local: true, role: true}}}}},
+		{"SELECT set_config('role', $1, false)", nil, []stmtEffect{{effects: []effect{{kind: effUnknown, role: true}}}}},
 		{"DISCARD PLANS", nil, []stmtEffect{{}}},
 		{"SELECT set_config('app.current_tenant', '7', false)", nil, []stmtEffect{{effects: []effect{{kind: effSet, value: "7"}}}}},
 		{"select pg_catalog.set_config('app.current_tenant', $1, true), now()", []*string{strp("9")}, []stmtEffect{{effects: []effect{{kind: effSet, value: "9", local: true}}}}},
@@ -101,6 +118,8 @@ func FuzzAnalyze(f *testing.F) {
 		"BEGIN; SET LOCAL app.current_tenant TO 2; COMMIT",
 		"SELECT $tag$ ; $tag$ /* tenant='x' */ -- c\n; RESET ALL",
 		"E'\\'' \"q\"\"x\" /* /* nested */ */ DISCARD ALL",
+		"BEGIN; SET LOCAL ROLE \"t 1\"; RESET ROLE; SET role TO DEFAULT",
+		"SELECT set_config('role', $1, false); SET SESSION ROLE NONE",
 	} {
 		f.Add(s, "1")
 	}
@@ -161,5 +180,30 @@ func TestLookupErrorCodes(t *testing.T) {
 	}
 	if !refused(ErrRefused) || !refused(rlslab.Errorf(rlslab.EFORBIDDEN, "not yours")) || refused(ErrUnknownDatabase) {
 		t.Error("refused() does not match ErrRefused and EFORBIDDEN only")
+	}
+}
+
+// tenantColumn finds tenant_id, or an ORM's alias of a table's column that
+// ends in _tenant_id (TypeORM's "Invoice_tenant_id"), preferring tenant_id.
+func TestTenantColumn(t *testing.T) {
+	t.Parallel()
+	field := func(name string, table uint32) pgproto3.FieldDescription {
+		return pgproto3.FieldDescription{Name: []byte(name), TableOID: table}
+	}
+	cases := []struct {
+		fields []pgproto3.FieldDescription
+		want   int
+	}{
+		{nil, -1},
+		{[]pgproto3.FieldDescription{field("id", 1), field("tenant_id", 1)}, 1},
+		{[]pgproto3.FieldDescription{field("Invoice_id", 1), field("Invoice_tenant_id", 1)}, 1},
+		{[]pgproto3.FieldDescription{field("x_tenant_id", 1), field("tenant_id", 0)}, 1},
+		{[]pgproto3.FieldDescription{field("computed_tenant_id", 0)}, -1},
+		{[]pgproto3.FieldDescription{field("tenant_ids", 1)}, -1},
+	}
+	for _, tc := range cases {
+		if got := tenantColumn(tc.fields); got != tc.want {
+			t.Errorf("tenantColumn(%v) = %d, want %d", tc.fields, got, tc.want)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package pgproxy
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -190,5 +191,153 @@ func TestSetRoleShowsInTheReading(t *testing.T) {
 	}
 	if err := c.Close(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Inside a transaction no probe runs: the role a statement ran as is
+// inferred from the SET LOCAL ROLE, SET ROLE, set_config('role', ...) and
+// RESET ROLE the client sent, in pgx's extended protocol and in a simple
+// query of several statements. A local role ends with the transaction, a
+// session-level one rolled back never took effect, a committed one stays;
+// every inference matches the current_user the statement itself read.
+func TestSetRoleInferredInATransaction(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	other := f.role + "_t2"
+	for _, q := range []string{"CREATE ROLE " + other + " NOLOGIN", "GRANT " + other + " TO " + f.role} {
+		if _, err := f.admin.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _, _ = f.admin.Exec(context.Background(), "DROP ROLE "+other) })
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+		c := connect(t, f.proxyURL, mode)
+		n := 0
+		// check runs sql (its last statement reads current_user), and
+		// asserts the role the proxy gave that statement.
+		check := func(sql, want string) {
+			t.Helper()
+			n++
+			tag := fmt.Sprintf("/* step %d %v */", n, mode)
+			var got string
+			if err := c.QueryRow(ctx, sql+" "+tag).Scan(&got); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+			if got != want {
+				t.Fatalf("%s: current_user %s, want %s (the test is wrong)", sql, got, want)
+			}
+			r, ok := f.events.result(tag)
+			if !ok {
+				f.events.waitFor(t, time.Second, "the result of "+tag, func(r *recorder) bool {
+					for _, res := range r.results {
+						if strings.Contains(res.Text, tag) {
+							return true
+						}
+					}
+					return false
+				})
+				r, _ = f.events.result(tag)
+			}
+			if r.Setting.Role != want {
+				t.Errorf("%v: %q ran as %s, the proxy says %q", mode, sql, want, r.Setting.Role)
+			}
+		}
+		exec := func(sql string) {
+			t.Helper()
+			if _, err := c.Exec(ctx, sql); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		check("SELECT current_user", f.role)
+		exec("BEGIN")
+		exec("SET LOCAL ROLE " + other)
+		check("SELECT current_user", other)
+		exec("RESET ROLE")
+		check("SELECT current_user", f.role)
+		exec("SELECT set_config('role', '" + other + "', true)")
+		check("SELECT current_user", other)
+		exec("COMMIT")
+		exec("BEGIN")
+		check("SELECT current_user", f.role)
+		exec("SET ROLE " + other)
+		check("SELECT current_user", other)
+		exec("ROLLBACK")
+		exec("BEGIN")
+		check("SELECT current_user", f.role)
+		exec("SET ROLE " + other)
+		exec("COMMIT")
+		exec("BEGIN")
+		check("SELECT current_user", other)
+		exec("SET ROLE NONE")
+		check("SELECT current_user", f.role)
+		exec("COMMIT")
+		if mode == pgx.QueryExecModeSimpleProtocol {
+			// Two statements in one simple query: the second ran as the
+			// role the first set.
+			exec("BEGIN")
+			res, err := c.PgConn().Exec(ctx, "SET LOCAL ROLE "+other+"; SELECT current_user /* multi */").ReadAll()
+			if err != nil || len(res) != 2 || len(res[1].Rows) != 1 || string(res[1].Rows[0][0]) != other {
+				t.Fatalf("SET LOCAL ROLE; SELECT current_user: %v %+v", err, res)
+			}
+			f.events.waitFor(t, time.Second, "the multi-statement query's result", func(r *recorder) bool {
+				for _, res := range r.results {
+					if strings.Contains(res.Text, "/* multi */") && strings.HasPrefix(res.Tag, "SELECT") {
+						return res.Setting.Role == other
+					}
+				}
+				return false
+			})
+			exec("COMMIT")
+		}
+		if err := c.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A statement that fails to parse, sent with its Bind and Execute before
+// the Sync (as node-postgres and pgx's exec mode send it), is reported
+// once, failed with the server's SQLSTATE; so is one parsed on its own
+// first (pgx's describe-exec mode).
+func TestParseErrorReportedOnce(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeExec, pgx.QueryExecModeDescribeExec} {
+		c := connect(t, f.proxyURL, mode)
+		tag := fmt.Sprintf("/* parse-fail %v */", mode)
+		if _, err := c.Exec(ctx, "SELEC $1::int "+tag, 1); errCode(err) != "42601" {
+			t.Fatalf("%v: %v, want 42601", mode, err)
+		}
+		after := fmt.Sprintf("/* after %v */", mode)
+		if _, err := c.Exec(ctx, "SELECT 1 "+after); err != nil {
+			t.Fatal(err)
+		}
+		// Events come in order: once the next statement's result is in,
+		// every report of the failed one is too.
+		f.events.waitFor(t, 5*time.Second, "the next statement's result", func(r *recorder) bool {
+			for _, res := range r.results {
+				if strings.Contains(res.Text, after) {
+					return true
+				}
+			}
+			return false
+		})
+		f.events.mu.Lock()
+		n := 0
+		for _, res := range f.events.results {
+			if strings.Contains(res.Text, tag) {
+				n++
+				if res.Err == nil || res.Err.Code != "42601" {
+					t.Errorf("%v: the failed statement reported with %v", mode, res.Err)
+				}
+			}
+		}
+		f.events.mu.Unlock()
+		if n != 1 {
+			t.Errorf("%v: the statement that failed to parse reported %d times, want once", mode, n)
+		}
+		if err := c.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -1,9 +1,12 @@
 package pgproxy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"strconv"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // columnValue returns column i of a DataRow body (nil for NULL); ok is false
@@ -64,4 +67,21 @@ func tenantText(v []byte, format int16, oid uint32) string {
 		return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 	}
 	return string(v) // text, varchar, name: the bytes are the text
+}
+
+// tenantColumn returns the index of the column that holds a row's tenant,
+// or -1: the first column named tenant_id, else the first whose name ends
+// in _tenant_id and that comes straight from a table column (an ORM's
+// alias, TypeORM's "Invoice_tenant_id").
+func tenantColumn(fields []pgproto3.FieldDescription) int {
+	alias := -1
+	for i, f := range fields {
+		if string(f.Name) == "tenant_id" {
+			return i
+		}
+		if alias < 0 && f.TableOID != 0 && bytes.HasSuffix(f.Name, []byte("_tenant_id")) {
+			alias = i
+		}
+	}
+	return alias
 }

@@ -16,8 +16,68 @@ func (c *conn) current() Setting {
 	} else if c.pend != nil {
 		s = *c.pend
 	}
-	s.Role = c.role
+	s.Role = c.roles.current()
 	return s
+}
+
+// roleState follows the backend's role (current_user) the way the tenant
+// setting is followed: a probe reads it; SET ROLE, SET LOCAL ROLE, RESET
+// ROLE, set_config('role', ...), RESET ALL and DISCARD ALL write it, a
+// session-level write pending until its transaction commits, a local one
+// lasting until the transaction ends.
+type roleState struct {
+	login   string  // the role the session logged in as (session_authorization), "" when not known
+	session string  // as last read or committed; "" before the first reading
+	pend    *string // a session-level write in the open transaction
+	local   *string // a SET LOCAL ROLE in the open transaction
+}
+
+// current returns the role in force ("" when not known).
+func (r *roleState) current() string {
+	switch {
+	case r.local != nil:
+		return *r.local
+	case r.pend != nil:
+		return *r.pend
+	}
+	return r.session
+}
+
+// apply records a write of the role by a statement that succeeded; a write
+// whose value the text does not tell leaves the role unknown until the next
+// reading.
+func (r *roleState) apply(ef effect) {
+	v := ef.value
+	switch ef.kind {
+	case effReset:
+		v = r.login
+	case effUnknown:
+		v = ""
+	}
+	if ef.local {
+		r.local = &v
+	} else {
+		r.pend, r.local = &v, nil
+	}
+}
+
+// end ends a transaction: committed, its session-level write stays.
+func (r *roleState) end(commit bool) {
+	if commit && r.pend != nil {
+		r.session = *r.pend
+	}
+	r.pend, r.local = nil, nil
+}
+
+// read records a probe's reading of current_user.
+func (r *roleState) read(role string) {
+	if role == "" {
+		return
+	}
+	if r.login == "" {
+		r.login = role // the first reading comes before any statement
+	}
+	r.session, r.pend, r.local = role, nil, nil
 }
 
 // report queues a Setting event when the setting in force changed.
@@ -32,6 +92,11 @@ func (c *conn) report() {
 
 // apply records a write of the setting by a statement that succeeded.
 func (c *conn) apply(ef effect, text string) {
+	if ef.role {
+		c.roles.apply(ef)
+		c.report()
+		return
+	}
 	s := Setting{Known: ef.kind != effUnknown, Inferred: true, Local: ef.local, Statement: text, At: time.Now()}
 	if ef.kind == effSet {
 		s.Value = ef.value
@@ -51,6 +116,7 @@ func (c *conn) endTransaction(commit bool) {
 	if commit && c.pend != nil {
 		c.session = *c.pend
 	}
+	c.roles.end(commit)
 	c.pend, c.local, c.aborted = nil, nil, false
 	c.report()
 }
@@ -69,9 +135,7 @@ func (c *conn) endOfTransaction(status byte) {
 
 // observed records a probe's reading (nil: the setting does not exist).
 func (c *conn) observed(v *string, role string) {
-	if role != "" {
-		c.role = role
-	}
+	c.roles.read(role)
 	now := time.Now()
 	s := Setting{Known: true, At: now, Read: now}
 	if v == nil {
