@@ -580,6 +580,17 @@ func TestYourAppSeedAppModes(t *testing.T) {
 		t.Errorf("the comparison's headings: want your app's two sessions, one with a leak: %.1500s", body)
 	}
 
+	// The app's session beside the lesson's own run of the same mistake.
+	if err := lab.Start(sessions.RunRequest{Scenario: "set-leak", Variant: engine.PatternSessionSet, Speed: engine.Speed{Max: true}}); err != nil {
+		t.Fatal(err)
+	}
+	run := waitRuns(t, f.ts, lab.ID, 3)[0]
+	code, _, body = get(t, http.DefaultClient, f.ts.URL+"/runs/"+leaky+"/vs/"+run.ID)
+	a, b = compareVerdicts(body)
+	if code != http.StatusOK || a["LEAK"] != got["session-set"].leaks || b["LEAK"] != 1 || !strings.Contains(body, "beside") {
+		t.Errorf("the app's session-set session beside set-leak's session-set run: %d, verdicts %v and %v; want %d leaks and 1, under a title naming both", code, a, b, got["session-set"].leaks)
+	}
+
 	// What the seed literally wrote, SET with a bind parameter: the server
 	// refuses it (42601), and the lab shows that statement failed so.
 	cmd := exec.Command(node, filepath.Join(app, "app.js"), "--url", u, "--mode", "set-param", "--drive", "1", "--order", "serial")
