@@ -27,7 +27,7 @@ func TestORMTransactionsScoping(t *testing.T) {
 		{scenarios.ORMRunnerAutocommit, false},
 		{scenarios.ORMRunnerTransaction, true},
 	} {
-		st := sessionstest.MustRun(t, lab, "orm-transactions", c.variant, nil)
+		st := mustRun(t, lab, "orm-transactions", c.variant, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 4 {
 			t.Fatalf("%s: status %q (%s), %d requests", c.variant, st.Status, st.Error, len(st.Requests))
 		}
@@ -94,7 +94,7 @@ func TestORMTransactionsIdleInTransaction(t *testing.T) {
 		{scenarios.ORMRequestTransaction, 2, 1},
 		{scenarios.ORMShortTransaction, 0, 0},
 	} {
-		st := sessionstest.MustRun(t, lab, "orm-transactions", c.variant, nil)
+		st := mustRun(t, lab, "orm-transactions", c.variant, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != 3 {
 			t.Fatalf("%s: status %q (%s), %d requests", c.variant, st.Status, st.Error, len(st.Requests))
 		}

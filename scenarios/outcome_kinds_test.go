@@ -16,7 +16,7 @@ import (
 // the same.
 var wantKinds = map[string]string{
 	"schema-per-tenant/session-search-path":    engine.KindLeak,
-	"schema-per-tenant/local-search-path":      engine.KindError,
+	"schema-per-tenant/local-search-path":      engine.KindFailedClosed,
 	"schema-per-tenant/definer-unqualified":    engine.KindLeak,
 	"schema-per-tenant/definer-qualified":      engine.KindNone,
 	"schema-per-tenant/pgbouncer-session-path": engine.KindLeak,

@@ -38,7 +38,7 @@ func TestPinnedStateVariants(t *testing.T) {
 		{"listen-direct", []req{{3, 0, ""}, {3, 0, ""}}, -1},
 	}
 	for _, c := range cases {
-		st := sessionstest.MustRun(t, lab, "pinned-state", c.variant, nil)
+		st := mustRun(t, lab, "pinned-state", c.variant, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != len(c.reqs) {
 			t.Fatalf("%s: status %q (%s), %d requests", c.variant, st.Status, st.Error, len(st.Requests))
 		}

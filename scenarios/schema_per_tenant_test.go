@@ -38,7 +38,7 @@ func TestSchemaPerTenantVariants(t *testing.T) {
 		{"pgbouncer-local-path", []req{{3, 0, ""}, {3, 0, ""}}},
 	}
 	for _, c := range cases {
-		st := sessionstest.MustRun(t, lab, "schema-per-tenant", c.variant, nil)
+		st := mustRun(t, lab, "schema-per-tenant", c.variant, nil)
 		if st.Status != engine.StatusDone || len(st.Requests) != len(c.reqs) {
 			t.Fatalf("%s: status %q (%s), %d requests", c.variant, st.Status, st.Error, len(st.Requests))
 		}

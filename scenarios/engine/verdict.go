@@ -90,11 +90,12 @@ func (t *Tracker) find(f Finding) {
 // insufficient privilege or a policy's WITH CHECK (42501), a data
 // exception such as the tenant setting's cast of ” (class 22), an
 // integrity constraint (class 23), an unknown setting read without
-// missing_ok (42704), or a raised exception (P0001). Any other failure,
-// and one without a SQLSTATE, is an error.
+// missing_ok (42704), a table that is not on the search path, as when a
+// schema-per-tenant request chose no schema (42P01), or a raised exception
+// (P0001). Any other failure, and one without a SQLSTATE, is an error.
 func FailedClosed(code string) bool {
 	switch {
-	case code == "42501", code == "42704", code == "P0001":
+	case code == "42501", code == "42704", code == "42P01", code == "P0001":
 		return true
 	case len(code) == 5 && (strings.HasPrefix(code, "22") || strings.HasPrefix(code, "23")):
 		return true
