@@ -355,7 +355,7 @@ func (fp *freePlay) start(ctx context.Context, size int) error {
 	for i, pc := range conns {
 		fp.show(pc, ids[i], engine.ConnIdle, 0)
 	}
-	l.tracker.Narrate(fmt.Sprintf("Free play: a pool of %d connections as %s. Send a request, or SQL on one connection.", size, l.Sandbox.AppRole))
+	l.tracker.Narrate(fmt.Sprintf("Free play: a pool of %d connections as the lab's app role, app. Send a request, or SQL on one connection.", size))
 	fp.armIdle()
 	log.Info("free play opened", "connections", size)
 	return nil
