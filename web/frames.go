@@ -29,7 +29,14 @@ type labFrame struct {
 	parts    []views.Part
 	withHead []views.Part
 	scenario string // the scenario of the run the frame shows ("" when none)
+	// msgs lets the websockets that send this frame the same message
+	// share its encoding (the frame's HTML does not change; only this
+	// memo of its encodings fills as they are written).
+	msgs *sharedMessages
 }
+
+// sharedMessages returns the frame's shared encodings.
+func (f labFrame) sharedMessages() *sharedMessages { return f.msgs }
 
 // labSource renders one lab's frames for its hub; it keeps the lab's
 // finished request rows rendered.
@@ -90,7 +97,7 @@ func renderLabFrame(st engine.State, cat *engine.Catalog, rows *views.RowCache) 
 		return labFrame{}, err
 	}
 	withHead := append(parts[:len(parts):len(parts)], views.Part{ID: "present-head", HTML: head.Bytes()})
-	return labFrame{parts: parts, withHead: withHead, scenario: st.Scenario}, nil
+	return labFrame{parts: parts, withHead: withHead, scenario: st.Scenario, msgs: newSharedMessages()}, nil
 }
 
 // frameDiff remembers what one browser was sent and turns each new frame

@@ -54,6 +54,10 @@ type stream[F any] struct {
 	// message turns a frame into the message for this browser, nil when
 	// there is nothing to send.
 	message func(F) []byte
+	// shared, when not nil, returns the frame's sharedMessages, through
+	// which the websockets that send it the same message share its
+	// encoding.
+	shared func(F) *sharedMessages
 	// read, when not nil, is called for each message the browser sends.
 	read func()
 	// bye is the close reason sent when the watcher is done.
@@ -103,7 +107,11 @@ func streamWS[F any](s *Server, r *http.Request, conn *websocket.Conn, watcher *
 				continue // nothing this browser shows has changed
 			}
 			_ = conn.SetWriteDeadline(time.Now().Add(watchWriteWait))
-			if err := conn.WriteMessage(websocket.TextMessage, frame); err != nil {
+			var shared *sharedMessages
+			if st.shared != nil {
+				shared = st.shared(f)
+			}
+			if err := shared.write(conn, frame); err != nil {
 				if ne, ok := err.(net.Error); ok && ne.Timeout() {
 					s.log.Info("websocket dropped: its browser does not read", append(st.what, "after", watchWriteWait)...)
 				}
@@ -150,7 +158,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, head bool) {
 	defer watcher.Close()
 	diff := &frameDiff{}
 	only := r.URL.Query().Get("scenario") // a lesson page: its own scenario's runs only
-	st := stream[labFrame]{what: []any{"lab", lab.ID}, bye: "lab closed", message: func(f labFrame) []byte {
+	st := stream[labFrame]{what: []any{"lab", lab.ID}, bye: "lab closed", shared: labFrame.sharedMessages, message: func(f labFrame) []byte {
 		if only != "" && f.scenario != "" && f.scenario != only {
 			return nil // another lesson's run: this page shows none of it
 		}
