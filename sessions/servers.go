@@ -8,9 +8,11 @@ import (
 	"sort"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/internal/pgproxy"
 )
 
 // labServer is one PostgreSQL server that labs are made on. Each keeps
@@ -208,4 +210,25 @@ func (m *Manager) Servers() []string {
 		out[i] = s.where
 	}
 	return out
+}
+
+// proxyElsewhere is the proxy's answer for lab id when this instance does
+// not run it: when another live instance does, the app's connection is
+// forwarded to that instance's proxy (which checks the password and admits
+// the connection); when no live instance has the lab's tag, or the one
+// that runs it has no proxy, the app is told so in words.
+func (m *Manager) proxyElsewhere(ctx context.Context, id string) (pgproxy.Target, error) {
+	if m.shared == nil || len(id) != labIDLen || id[:2] == m.shared.tag {
+		return pgproxy.Target{}, pgproxy.ErrUnknownDatabase
+	}
+	at, err := m.locate(ctx, id)
+	switch {
+	case err != nil:
+		return pgproxy.Target{}, &pgconn.PgError{Code: "57P03", Message: fmt.Sprintf("rlslab cannot tell now which of its instances runs lab %s (its own tables do not answer); try again in a moment", id)}
+	case at.name == "":
+		return pgproxy.Target{}, &pgconn.PgError{Code: "3D000", Message: fmt.Sprintf("no running rlslab instance has lab %s: the instance that ran it has stopped, and its labs with it. Open your lab's page again for a new lab, and connect with the database name and password it shows", id)}
+	case at.proxy == "":
+		return pgproxy.Target{}, &pgconn.PgError{Code: "08001", Message: fmt.Sprintf("lab %s is run by rlslab instance %q, whose PostgreSQL proxy is off", id, at.name)}
+	}
+	return pgproxy.Target{Forward: at.proxy}, nil
 }
