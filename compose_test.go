@@ -28,7 +28,7 @@ const (
 
 // loadCompose parses and validates compose content the way `docker compose`
 // does, with an empty environment so the host's variables cannot change it.
-func loadCompose(content []byte) (*types.Project, error) {
+func loadCompose(content []byte, profiles ...string) (*types.Project, error) {
 	wd, err := os.Getwd()
 	if err != nil {
 		return nil, err
@@ -40,6 +40,7 @@ func loadCompose(content []byte) (*types.Project, error) {
 	}
 	return loader.LoadWithContext(context.Background(), details, func(o *loader.Options) {
 		o.SetProjectName("rlslab", true)
+		o.Profiles = profiles
 	})
 }
 
@@ -67,6 +68,130 @@ func flagValue(cmd []string, flag string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// flagValues returns every argument after flag in cmd ("-lab-db x" or
+// "-lab-db=x"), for a flag given more than once.
+func flagValues(cmd []string, flag string) []string {
+	var out []string
+	for i := 0; i < len(cmd); i++ {
+		rest := cmd[i:]
+		v, ok := flagValue(rest[:min(2, len(rest))], flag)
+		if ok && (rest[0] == flag || rest[0] == "-"+flag) {
+			i++
+		}
+		if ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// checkMulti returns every inconsistency it finds in the multi profile's
+// topology (p loaded with the profile on): two PostgreSQL servers, two
+// instances that both make labs on both (-lab-db, once per server) and
+// share rlslab's tables on the first, their proxies reachable by each
+// other, and HAProxy in front of both with the repository's config.
+func checkMulti(p *types.Project) []string {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	// The PostgreSQL servers, by service name.
+	servers := map[string]types.ServiceConfig{}
+	for name, s := range p.Services {
+		if strings.HasPrefix(s.Image, "postgres:") {
+			servers[name] = s
+			if s.HealthCheck == nil || !slices.Contains(s.HealthCheck.Test, "pg_isready") {
+				bad("%s: no pg_isready healthcheck", name)
+			}
+		}
+	}
+	if len(servers) != 2 {
+		bad("multi profile: %d PostgreSQL services, want 2", len(servers))
+	}
+	hap, err := p.GetService("haproxy")
+	if err != nil {
+		bad("multi profile: %v", err)
+		return problems
+	}
+	if !slices.ContainsFunc(hap.Volumes, func(v types.ServiceVolumeConfig) bool {
+		return strings.HasSuffix(v.Source, "/deploy/haproxy.cfg") && v.Target == "/usr/local/etc/haproxy/haproxy.cfg"
+	}) {
+		bad("haproxy: does not mount deploy/haproxy.cfg as its config (volumes %+v)", hap.Volumes)
+	}
+	if env(hap, "RLSLAB_LISTEN") == "" {
+		bad("haproxy: RLSLAB_LISTEN is not set")
+	}
+	// The instances, as HAProxy names them.
+	seen := map[string]bool{}
+	for _, key := range []string{"RLSLAB_A", "RLSLAB_B"} {
+		host, port, err := net.SplitHostPort(env(hap, key))
+		if err != nil {
+			bad("haproxy: %s %q: %v", key, env(hap, key), err)
+			continue
+		}
+		inst, err := p.GetService(host)
+		if err != nil {
+			bad("haproxy: %s names %q, not a service of the multi profile", key, host)
+			continue
+		}
+		if seen[host] {
+			bad("haproxy: RLSLAB_A and RLSLAB_B are both %s", host)
+		}
+		seen[host] = true
+		if _, ok := hap.DependsOn[host]; !ok {
+			bad("haproxy: does not depend on %s", host)
+		}
+		addr, _ := flagValue(inst.Command, "-addr")
+		if _, p, err := net.SplitHostPort(addr); err != nil || p != port {
+			bad("%s: -addr %q does not listen on the port HAProxy uses (%s)", host, addr, port)
+		}
+		if proxy, ok := flagValue(inst.Command, "-proxy-addr"); !ok {
+			bad("%s: no -proxy-addr: the other instance cannot forward an app's connection to its proxy on loopback", host)
+		} else if h, _, err := net.SplitHostPort(proxy); err != nil || h == "localhost" || net.ParseIP(h) != nil && net.ParseIP(h).IsLoopback() {
+			bad("%s: -proxy-addr %q is not reachable from the other instance", host, proxy)
+		}
+		// -lab-db once for each PostgreSQL service, with its credentials.
+		labDBs := flagValues(inst.Command, "-lab-db")
+		got := map[string]int{}
+		for _, raw := range labDBs {
+			u, err := url.Parse(raw)
+			if err != nil {
+				bad("%s: -lab-db %q does not parse", host, raw)
+				continue
+			}
+			pg, ok := servers[u.Hostname()]
+			if !ok {
+				bad("%s: -lab-db names host %q, not a PostgreSQL service", host, u.Hostname())
+				continue
+			}
+			got[u.Hostname()]++
+			checkURL(bad, host+" -lab-db", raw, u.Hostname(), "5432", env(pg, "POSTGRES_USER"), env(pg, "POSTGRES_PASSWORD"), env(pg, "POSTGRES_DB"))
+			if dep, ok := inst.DependsOn[u.Hostname()]; !ok || dep.Condition != types.ServiceConditionHealthy {
+				bad("%s: does not wait for %s to be healthy", host, u.Hostname())
+			}
+		}
+		for name := range servers {
+			if got[name] != 1 {
+				bad("%s: -lab-db names %s %d times, want once", host, name, got[name])
+			}
+		}
+		// rlslab's own tables are on the server of DATABASE_URL, one of them.
+		if u, err := url.Parse(env(inst, "DATABASE_URL")); err != nil || servers[u.Hostname()].Name == "" {
+			bad("%s: DATABASE_URL %q is not on a PostgreSQL service", host, env(inst, "DATABASE_URL"))
+		}
+	}
+	if len(seen) == 2 {
+		var tables []string
+		for name := range seen {
+			s, _ := p.GetService(name)
+			tables = append(tables, env(s, "DATABASE_URL"))
+		}
+		if tables[0] != tables[1] {
+			bad("the two instances keep rlslab's tables on different servers (%q, %q): they must share them", tables[0], tables[1])
+		}
+	}
+	return problems
 }
 
 // checkDeployment returns every inconsistency it finds between the compose
@@ -227,6 +352,13 @@ func TestComposeWiring(t *testing.T) {
 	for _, problem := range checkDeployment(p, dockerfile) {
 		t.Error(problem)
 	}
+	multi, err := loadCompose([]byte(compose), "multi")
+	if err != nil {
+		t.Fatalf("%s with the multi profile does not load: %v", composeFile, err)
+	}
+	for _, problem := range checkMulti(multi) {
+		t.Error("multi profile: " + problem)
+	}
 }
 
 // TestComposeChecksCatchMistakes breaks the real files one way at a time and
@@ -242,7 +374,8 @@ func TestComposeChecksCatchMistakes(t *testing.T) {
 		{"rlslab service missing", composeFile, []edit{{"\n  rlslab:\n", "\n  rlslab-app:\n"}}},
 		{"pgbouncer service missing", composeFile, []edit{
 			{"\n  pgbouncer:\n    image:", "\n  bouncer:\n    image:"},
-			{"      pgbouncer:\n        condition: service_started\n", ""},
+			{"      pgbouncer:\n        condition: service_started\n\n", "\n"},
+			{"      pgbouncer:\n        condition: service_started\n    restart", "    restart"},
 		}},
 		{"postgres service missing", composeFile, []edit{
 			{"\n  postgres:\n    image:", "\n  db:\n    image:"},
@@ -253,21 +386,31 @@ func TestComposeChecksCatchMistakes(t *testing.T) {
 		{"-addr port differs from target", composeFile, []edit{{`"-addr", "0.0.0.0:8080"`, `"-addr", "0.0.0.0:8081"`}}},
 		{"-addr on loopback", composeFile, []edit{{`"-addr", "0.0.0.0:8080"`, `"-addr", "127.0.0.1:8080"`}}},
 		{"no -addr", composeFile, []edit{{`["serve", "-addr", "0.0.0.0:8080"]`, `["serve"]`}}},
-		{"DATABASE_URL wrong host", composeFile, []edit{{"rlslab@postgres:5432", "rlslab@localhost:5432"}}},
-		{"DATABASE_URL wrong port", composeFile, []edit{{"rlslab@postgres:5432", "rlslab@postgres:5433"}}},
+		{"DATABASE_URL wrong host", composeFile, []edit{{"DATABASE_URL: postgres://rlslab:rlslab@postgres:5432", "DATABASE_URL: postgres://rlslab:rlslab@localhost:5432"}}},
+		{"DATABASE_URL wrong port", composeFile, []edit{{"DATABASE_URL: postgres://rlslab:rlslab@postgres:5432", "DATABASE_URL: postgres://rlslab:rlslab@postgres:5433"}}},
 		{"DATABASE_URL wrong user", composeFile, []edit{{"DATABASE_URL: postgres://rlslab:", "DATABASE_URL: postgres://app:"}}},
 		{"DATABASE_URL wrong password", composeFile, []edit{{"DATABASE_URL: postgres://rlslab:rlslab@", "DATABASE_URL: postgres://rlslab:secret@"}}},
-		{"DATABASE_URL wrong database", composeFile, []edit{{"postgres:5432/rlslab?", "postgres:5432/other?"}}},
-		{"POSTGRES_DB changed alone", composeFile, []edit{{"POSTGRES_DB: rlslab", "POSTGRES_DB: other"}}},
+		{"DATABASE_URL wrong database", composeFile, []edit{{"@postgres:5432/rlslab?sslmode=disable\n      PGBOUNCER", "@postgres:5432/other?sslmode=disable\n      PGBOUNCER"}}},
+		{"POSTGRES_DB changed alone", composeFile, []edit{{"POSTGRES_DB: rlslab\n    # Labs", "POSTGRES_DB: other\n    # Labs"}}},
 		{"no dependency on postgres", composeFile, []edit{{"    depends_on:\n      postgres:\n        condition: service_healthy\n      pgbouncer:", "    depends_on:\n      pgbouncer:"}}},
 		{"postgres dependency not healthy", composeFile, []edit{{"      postgres:\n        condition: service_healthy\n      pgbouncer:", "      postgres:\n        condition: service_started\n      pgbouncer:"}}},
-		{"no postgres healthcheck", composeFile, []edit{{`test: ["CMD", "pg_isready",`, `test: ["CMD", "true",`}}},
+		{"no postgres healthcheck", composeFile, []edit{{"first-time init the image runs a temporary server on the\n      # Unix socket only; checking over TCP waits for the real server.\n      test: [\"CMD\", \"pg_isready\",", "first-time init the image runs a temporary server on the\n      # Unix socket only; checking over TCP waits for the real server.\n      test: [\"CMD\", \"true\","}}},
 		{"pgbouncer upstream wrong", composeFile, []edit{{"DB_HOST: postgres", "DB_HOST: localhost"}}},
 		{"pgbouncer session mode", composeFile, []edit{{"POOL_MODE: transaction", "POOL_MODE: session"}}},
 		{"PGBOUNCER_URL wrong host", composeFile, []edit{{"rlslab@pgbouncer:5432", "rlslab@postgres:5432"}}},
 		{"PGBOUNCER_URL wrong port", composeFile, []edit{{"rlslab@pgbouncer:5432", "rlslab@pgbouncer:6432"}}},
 		{"Dockerfile builds another package", dockerfileFile, []edit{{"./cmd/rlslab", "./cmd/other"}}},
 		{"Dockerfile exposes another port", dockerfileFile, []edit{{"EXPOSE 8080", "EXPOSE 9090"}}},
+		{"multi: one PostgreSQL only", composeFile, []edit{{"  postgres-b:\n    profiles: [\"multi\"]\n    image: postgres:15", "  postgres-b:\n    profiles: [\"multi\"]\n    image: busybox:1"}}},
+		{"multi: second -lab-db missing", composeFile, []edit{{"      - -lab-db\n      - postgres://rlslab:rlslab@postgres-b:5432/rlslab?sslmode=disable\n", ""}}},
+		{"multi: -lab-db on the first server twice", composeFile, []edit{{"@postgres-b:5432/rlslab?sslmode=disable\n", "@postgres:5432/rlslab?sslmode=disable\n"}}},
+		{"multi: -lab-db wrong password", composeFile, []edit{{"      - postgres://rlslab:rlslab@postgres-b:", "      - postgres://rlslab:secret@postgres-b:"}}},
+		{"multi: instance b makes labs on one server", composeFile, []edit{{"    command: *rlslab-multi-command\n", "    command: [\"serve\", \"-addr\", \"0.0.0.0:8080\", \"-proxy-addr\", \"0.0.0.0:5433\", \"-lab-db\", \"postgres://rlslab:rlslab@postgres:5432/rlslab?sslmode=disable\"]\n"}}},
+		{"multi: proxy on loopback", composeFile, []edit{{"      - 0.0.0.0:5433\n", "      - 127.0.0.1:5433\n"}}},
+		{"multi: not waiting for the second server", composeFile, []edit{{"      postgres-b:\n        condition: service_healthy\n", ""}}},
+		{"multi: HAProxy without the repository's config", composeFile, []edit{{"./deploy/haproxy.cfg:", "./haproxy.cfg:"}}},
+		{"multi: HAProxy to one instance twice", composeFile, []edit{{"RLSLAB_B: rlslab-b:8080", "RLSLAB_B: rlslab-a:8080"}}},
+		{"multi: HAProxy to the wrong port", composeFile, []edit{{"RLSLAB_A: rlslab-a:8080", "RLSLAB_A: rlslab-a:9090"}}},
 	}
 	for _, m := range mutations {
 		t.Run(m.name, func(t *testing.T) {
@@ -288,6 +431,12 @@ func TestComposeChecksCatchMistakes(t *testing.T) {
 				return
 			}
 			problems := checkDeployment(p, d)
+			multi, err := loadCompose([]byte(c), "multi")
+			if err != nil {
+				t.Logf("caught by the loader (multi profile): %v", err)
+				return
+			}
+			problems = append(problems, checkMulti(multi)...)
 			if len(problems) == 0 {
 				t.Fatalf("checks did not notice: %s", m.name)
 			}

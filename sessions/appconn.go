@@ -75,7 +75,8 @@ func (l *Lab) appBusyLocked(what string) error {
 // lab_<id> of an open lab, user AppUser or the lab's app role. The
 // connection goes to the lab's app role with the lab's proxy password, once
 // admitted against the connection budget (waiting at most appAdmitWait);
-// it is refused while a scenario run is going in the lab.
+// it is refused while a scenario run is going in the lab. A lab another
+// instance runs is forwarded to that instance's proxy (proxyElsewhere).
 func (m *Manager) ProxyLookup(ctx context.Context, database, user string) (pgproxy.Target, error) {
 	id, ok := strings.CutPrefix(database, "lab_")
 	if !ok {
@@ -85,7 +86,7 @@ func (m *Manager) ProxyLookup(ctx context.Context, database, user string) (pgpro
 	l := m.labs[id]
 	m.mu.Unlock()
 	if l == nil {
-		return pgproxy.Target{}, pgproxy.ErrUnknownDatabase
+		return m.proxyElsewhere(ctx, id)
 	}
 	if user != AppUser && user != l.Sandbox.AppRole {
 		return pgproxy.Target{}, pgproxy.ErrRefused

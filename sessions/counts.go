@@ -25,7 +25,16 @@ type serverCounts struct {
 	maxConns int
 	err      error
 	reading  chan struct{} // closed when the read in flight ends
+	// After a failed read the server is not asked again before retryAt:
+	// the pause doubles from countsMaxAge up to countsRetryMax, so that a
+	// server that is down is not dialled five times a second for as long
+	// as its labs are watched.
+	retryAt time.Time
+	retry   time.Duration
 }
+
+// countsRetryMax bounds the pause between reads of a server that fails.
+const countsRetryMax = 5 * time.Second
 
 // get returns the backends of database db and max_connections, read no
 // longer than countsMaxAge ago; concurrent callers share one read.
@@ -33,7 +42,7 @@ func (c *serverCounts) get(ctx context.Context, db string, maxAge time.Duration)
 	asked := time.Now()
 	for {
 		c.mu.Lock()
-		if time.Since(c.at) < maxAge || !c.at.Before(asked) {
+		if time.Since(c.at) < maxAge || !c.at.Before(asked) || c.err != nil && asked.Before(c.retryAt) {
 			b, mc, err := c.backends[db], c.maxConns, c.err
 			c.mu.Unlock()
 			return b, mc, err
@@ -53,6 +62,13 @@ func (c *serverCounts) get(ctx context.Context, db string, maxAge time.Duration)
 		counts, maxConns, err := c.read(ctx)
 		c.mu.Lock()
 		c.at, c.backends, c.maxConns, c.err, c.reading = time.Now(), counts, maxConns, err, nil
+		switch {
+		case err == nil:
+			c.retry = 0
+		case ctx.Err() == nil:
+			c.retry = min(max(2*c.retry, countsMaxAge), countsRetryMax)
+			c.retryAt = c.at.Add(c.retry)
+		}
 		c.mu.Unlock()
 		close(done)
 	}

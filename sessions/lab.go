@@ -160,6 +160,10 @@ func (l *Lab) Start(r RunRequest) error {
 	if r.Speed.Factor == 0 && !r.Speed.Max && !r.Speed.Single {
 		r.Speed.Factor = 1
 	}
+	// Not on a server that is down (see servers.go).
+	if err := l.srv.answers(context.Background(), "start a run"); err != nil {
+		return err
+	}
 	l.ctl.Lock()
 	defer l.ctl.Unlock()
 	l.closeFreePlay("a scenario run starts")

@@ -177,8 +177,8 @@ func serverID(ctx context.Context, pool *pgxpool.Pool) (string, error) {
 
 // registration is what an instance registers of itself.
 type registration struct {
-	address, tag string
-	lockID       int32
+	address, proxy, tag string
+	lockID              int32
 }
 
 // registerInstance adds this instance to rlslab.instances with its lock,
@@ -186,7 +186,7 @@ type registration struct {
 // digits no live instance has), and returns the tag. A name held by a live
 // instance is refused; the row of a dead one (heartbeat over, or lock gone)
 // is taken over.
-func registerInstance(ctx context.Context, pool *pgxpool.Pool, name, address string, lockID int32) (tag string, err error) {
+func registerInstance(ctx context.Context, pool *pgxpool.Pool, name string, reg registration) (tag string, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		// Registrations one at a time, so that two never pick one tag.
 		if _, err := tx.Exec(ctx, `LOCK TABLE rlslab.instances IN SHARE ROW EXCLUSIVE MODE`); err != nil {
@@ -203,10 +203,10 @@ func registerInstance(ctx context.Context, pool *pgxpool.Pool, name, address str
 		}
 		var got string
 		err = tx.QueryRow(ctx, `
-			INSERT INTO rlslab.instances AS i (name, address, lock_id, tag, expires_at) VALUES ($1, $2, $3, $4, now() + $5::interval)
-			ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, lock_id = EXCLUDED.lock_id, tag = EXCLUDED.tag, started_at = now(), expires_at = EXCLUDED.expires_at
+			INSERT INTO rlslab.instances AS i (name, address, lock_id, tag, expires_at, proxy_address) VALUES ($1, $2, $3, $4, now() + $5::interval, $6)
+			ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, lock_id = EXCLUDED.lock_id, tag = EXCLUDED.tag, started_at = now(), expires_at = EXCLUDED.expires_at, proxy_address = EXCLUDED.proxy_address
 			WHERE i.expires_at < now() OR NOT `+lockHeldSQL("i.lock_id")+`
-			RETURNING name`, name, address, int64(uint32(lockID)), tag, instanceTTL.String()).Scan(&got)
+			RETURNING name`, name, reg.address, int64(uint32(reg.lockID)), tag, instanceTTL.String(), reg.proxy).Scan(&got)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return rlslab.Errorf(rlslab.EINVALID, "another rlslab instance named %q is running on this database: give this one another -instance name", name)
 		}
@@ -345,9 +345,9 @@ func (l *leaser) cycle(ctx context.Context) (waiting bool, err error) {
 		}
 		if tag.RowsAffected() == 0 {
 			l.log.Warn("this instance's registration was gone (its heartbeat was late); registering again", "instance", l.instance)
-			if _, err := tx.Exec(ctx, `INSERT INTO rlslab.instances (name, address, lock_id, tag, expires_at) VALUES ($1, $2, $3, $4, now() + $5::interval)
+			if _, err := tx.Exec(ctx, `INSERT INTO rlslab.instances (name, address, lock_id, tag, expires_at, proxy_address) VALUES ($1, $2, $3, $4, now() + $5::interval, $6)
 				ON CONFLICT (name) DO UPDATE SET expires_at = EXCLUDED.expires_at`,
-				l.instance, l.reg.address, int64(uint32(l.reg.lockID)), l.reg.tag, instanceTTL.String()); err != nil {
+				l.instance, l.reg.address, int64(uint32(l.reg.lockID)), l.reg.tag, instanceTTL.String(), l.reg.proxy); err != nil {
 				return err
 			}
 		}
@@ -542,12 +542,13 @@ func (m *Manager) openShared(ctx context.Context) (*sharedState, error) {
 			home, s.sameServer = srv, true
 		}
 	}
-	tag, err := registerInstance(ctx, pool, name, m.cfg.Address, home.inst.id)
+	reg := registration{address: m.cfg.Address, proxy: m.cfg.ProxyAddress, lockID: home.inst.id}
+	tag, err := registerInstance(ctx, pool, name, reg)
 	if err != nil {
 		return nil, err
 	}
 	s.tag = tag
-	reg := registration{address: m.cfg.Address, tag: tag, lockID: home.inst.id}
+	reg.tag = tag
 	var leased []*labServer
 	release := func() {
 		for _, srv := range leased {
@@ -724,8 +725,8 @@ func (m *Manager) newLabID() string {
 
 // located is where another instance serves, as read at a time.
 type located struct {
-	name, address string
-	at            time.Time
+	name, address, proxy string
+	at                   time.Time
 }
 
 // locateFor is how long a lookup of an instance by tag is reused.
@@ -736,36 +737,43 @@ const locateFor = 2 * time.Second
 // this one, when the budget is not shared, or when no live instance has
 // the id's tag (the lab is gone: this instance answers for it).
 func (m *Manager) Locate(ctx context.Context, id string) (name, address string, err error) {
+	l, err := m.locate(ctx, id)
+	return l.name, l.address, err
+}
+
+// locate returns the instance that runs lab id when that is another live
+// instance, as Locate does, with where its proxy is.
+func (m *Manager) locate(ctx context.Context, id string) (located, error) {
 	s := m.shared
 	if s == nil || len(id) != labIDLen || id[:2] == s.tag {
-		return "", "", nil
+		return located{}, nil
 	}
 	tag := id[:2]
 	s.mu.Lock()
 	l, ok := s.located[tag]
 	s.mu.Unlock()
 	if ok && time.Since(l.at) < locateFor {
-		return l.name, l.address, nil
+		return l, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	stale := l
-	err = m.cfg.Shared.QueryRow(ctx, `SELECT name, address FROM rlslab.instances WHERE tag = $1 AND expires_at > now()`, tag).Scan(&l.name, &l.address)
+	err := m.cfg.Shared.QueryRow(ctx, `SELECT name, address, proxy_address FROM rlslab.instances WHERE tag = $1 AND expires_at > now()`, tag).Scan(&l.name, &l.address, &l.proxy)
 	if errors.Is(err, pgx.ErrNoRows) {
-		l.name, l.address, err = "", "", nil
+		l, err = located{}, nil
 	}
 	if err != nil {
 		if ok && time.Since(stale.at) < instanceTTL {
 			// rlslab's tables answer late (a loaded server): where the
 			// instance was a moment ago is where it still is, unless
 			// its heartbeat has lapsed since.
-			return stale.name, stale.address, nil
+			return stale, nil
 		}
-		return "", "", m.dbError("locate a lab", err)
+		return located{}, m.dbError("locate a lab", err)
 	}
 	l.at = time.Now()
 	s.mu.Lock()
 	s.located[tag] = l
 	s.mu.Unlock()
-	return l.name, l.address, nil
+	return l, nil
 }

@@ -109,8 +109,10 @@ type Config struct {
 	Shared *pgxpool.Pool
 	// Instance names this instance among those sharing rlslab's tables;
 	// "" makes up a unique name. Address is where it serves HTTP, for
-	// the others to forward a lab's requests to.
-	Instance, Address string
+	// the others to forward a lab's requests to; ProxyAddress is where its
+	// PostgreSQL proxy is ("" for none), for the others' proxies to forward
+	// an app's connection to a lab this instance runs.
+	Instance, Address, ProxyAddress string
 	// LabServers are the superuser URLs of the PostgreSQL servers labs are
 	// made on; none means AdminURL's server alone. Each server has its own
 	// budget (computed from its max_connections, or Budget), spares (Spares

@@ -8,9 +8,11 @@ import (
 	"sort"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/internal/pgproxy"
 )
 
 // labServer is one PostgreSQL server that labs are made on. Each keeps
@@ -156,31 +158,46 @@ func (m *Manager) byPreferenceLocked() []serverLoad {
 	return loads
 }
 
+// answeredLately is how recent a query a server finished must be for
+// choose to take it as up without asking: short, so that a spare left on
+// a server that has just crashed is not given out, nor a run started on
+// it.
+const answeredLately = 100 * time.Millisecond
+
 // choose picks the server a new lab goes to: the first, in order of
-// preference, with a spare ready, else the first that answers. It fails
-// with ErrDatabaseDown when no server answers.
+// preference, that answers (those with a spare ready come first). It
+// fails with ErrDatabaseDown when no server answers.
 func (m *Manager) choose(ctx context.Context) (*labServer, error) {
 	m.mu.Lock()
 	order := m.byPreferenceLocked()
 	m.mu.Unlock()
 	for _, l := range order {
-		if l.ready > 0 {
+		// A spare ready on a server that crashed is no lab, and a new lab
+		// would wait in line for a sandbox behind an outage that no build
+		// gets past.
+		if l.s.answers(ctx, "create lab") == nil {
 			return l.s, nil
 		}
-		// A new lab would wait in line for a sandbox: not behind an
-		// outage that no build gets past. (The probe has a deadline of
-		// its own: a caller's short one is not an outage.)
-		asked := time.Now()
-		if err := l.s.prober.probe(context.WithoutCancel(ctx)); err != nil && !(timedOut(err) && l.s.prober.answeredSince(asked.Add(-probeTimeout))) {
-			// Refused, or no answer and no query finished lately either:
-			// down. (A loaded server that answers the probe late still
-			// finishes queries.)
-			m.fails.Warn("database not answering", "op", "create lab", "server", l.s.where, "err", err)
-			continue
-		}
-		return l.s, nil
 	}
 	return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "%s", ErrDatabaseDown)
+}
+
+// answers returns nil when the server is up: it finished a query a
+// moment ago, or it answers a probe, or the probe timed out while queries
+// still finish (a loaded server answers late). Else it returns
+// EUNAVAILABLE with ErrDatabaseDown. (The probe has a deadline of its
+// own: a caller's short one is not an outage.)
+func (s *labServer) answers(ctx context.Context, op string) error {
+	if s.prober.answeredSince(time.Now().Add(-answeredLately)) {
+		return nil
+	}
+	asked := time.Now()
+	err := s.prober.probe(context.WithoutCancel(ctx))
+	if err == nil || timedOut(err) && s.prober.answeredSince(asked.Add(-probeTimeout)) {
+		return nil
+	}
+	s.m.fails.Warn("database not answering", "op", op, "server", s.where, "err", err)
+	return rlslab.Errorf(rlslab.EUNAVAILABLE, "%s", ErrDatabaseDown)
 }
 
 // timedOut reports whether err is a deadline passing, not a refusal.
@@ -208,4 +225,25 @@ func (m *Manager) Servers() []string {
 		out[i] = s.where
 	}
 	return out
+}
+
+// proxyElsewhere is the proxy's answer for lab id when this instance does
+// not run it: when another live instance does, the app's connection is
+// forwarded to that instance's proxy (which checks the password and admits
+// the connection); when no live instance has the lab's tag, or the one
+// that runs it has no proxy, the app is told so in words.
+func (m *Manager) proxyElsewhere(ctx context.Context, id string) (pgproxy.Target, error) {
+	if m.shared == nil || len(id) != labIDLen || id[:2] == m.shared.tag {
+		return pgproxy.Target{}, pgproxy.ErrUnknownDatabase
+	}
+	at, err := m.locate(ctx, id)
+	switch {
+	case err != nil:
+		return pgproxy.Target{}, &pgconn.PgError{Code: "57P03", Message: fmt.Sprintf("rlslab cannot tell now which of its instances runs lab %s (its own tables do not answer); try again in a moment", id)}
+	case at.name == "":
+		return pgproxy.Target{}, &pgconn.PgError{Code: "3D000", Message: fmt.Sprintf("no running rlslab instance has lab %s: the instance that ran it has stopped, and its labs with it. Open your lab's page again for a new lab, and connect with the database name and password it shows", id)}
+	case at.proxy == "":
+		return pgproxy.Target{}, &pgconn.PgError{Code: "08001", Message: fmt.Sprintf("lab %s is run by rlslab instance %q, whose PostgreSQL proxy is off", id, at.name)}
+	}
+	return pgproxy.Target{Forward: at.proxy}, nil
 }

@@ -224,6 +224,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	proxyAddr := fs.String("proxy-addr", defaultProxyAddr, `where rlslab's PostgreSQL proxy listens, through which a learner's own app connects to their lab ("off": no proxy)`)
 	instance := fs.String("instance", "", "this instance's name among the rlslab instances sharing the database (default: the host's name and a random suffix)")
 	advertise := fs.String("advertise", "", "host:port where the other instances reach this one's HTTP (default: the -addr it listens on)")
+	proxyAdvertise := fs.String("proxy-advertise", "", "host:port where the other instances' proxies reach this one's PostgreSQL proxy, to forward an app's connection to a lab this one runs (default: the -proxy-addr it listens on)")
 	pprofAddr := fs.String("pprof-addr", "", "serve Go's runtime profiles (CPU, block, mutex) on this loopback address, for profiling under a benchmark (default: off)")
 	var labDBs labDBFlags
 	fs.Var(&labDBs, "lab-db", "a postgres:// URL of a superuser of a PostgreSQL server to make labs on; repeat it for several (a new lab goes to one with a spare ready, else the least loaded; each has its own budget, spares and sweep). Default: the server of -db")
@@ -286,13 +287,24 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if *advertise == "" {
 		*advertise = advertiseAddr(ln.Addr())
 	}
+	// The proxy's address is had before the labs open: the instance
+	// registers it, for the other instances' proxies to forward to.
+	proxyLn := listenProxy(*proxyAddr, log)
+	if proxyLn != nil {
+		defer proxyLn.Close()
+		if *proxyAdvertise == "" {
+			*proxyAdvertise = advertiseAddr(proxyLn.Addr())
+		}
+	} else {
+		*proxyAdvertise = ""
+	}
 	db := sessions.NewDB(st, admin, log)
 	keeper := sessions.NewKeeper(st, pgVersion, log)
 	progress := sessions.NewProgress(db, ls, log)
 	labs, err := sessions.Open(ctx, sessions.Config{AdminURL: pg.URL, Admin: admin, MaxLabs: d.maxLabs, TTL: *ttl, MaxLifetime: *lifetime,
 		ConnLimit: d.connLimit, Budget: d.budget, Margin: d.margin, Spares: *spares, LabsPerAddress: labsPerAddress(*perAddr), SQLTimeout: *sqlTimeout,
 		Bouncers: bouncerStarter(d.pgbouncer, log), Catalog: catalog, Logger: log,
-		Subscribers: []sessions.RunSubscriber{keeper, progress}, Shared: admin, Instance: *instance, Address: *advertise, LabServers: labDBs})
+		Subscribers: []sessions.RunSubscriber{keeper, progress}, Shared: admin, Instance: *instance, Address: *advertise, ProxyAddress: *proxyAdvertise, LabServers: labDBs})
 	if err != nil {
 		return postgresDied(ctx, err)
 	}
@@ -325,7 +337,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer func() { stopKeeping(); <-keeping }()
 	// The proxy's connections end before the labs close (defers run last
 	// first).
-	proxy, stopProxy := startProxy(ctx, *proxyAddr, labs, log)
+	proxy, stopProxy := startProxy(ctx, proxyLn, labs, log)
 	defer stopProxy()
 	handler := web.NewServer(labs, ls, static.FS(), log).WithServices(web.Services{
 		Workshops: workshops, Progress: progress, Recordings: sessions.NewRecordings(db)}).WithProxy(proxy)

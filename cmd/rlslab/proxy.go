@@ -21,23 +21,33 @@ const defaultProxyAddr = "127.0.0.1:5433"
 // QueryOverhead benchmark).
 const proxyProbeDelay = time.Millisecond
 
-// startProxy serves rlslab's PostgreSQL proxy in front of the labs on addr
-// ("off": not at all) until ctx ends; stop waits for it to have closed
-// every connection. A port that cannot be had is logged and the proxy
-// stays off: rlslab serves its pages without it.
-func startProxy(ctx context.Context, addr string, labs *sessions.Manager, log *slog.Logger) (p web.Proxy, stop func()) {
-	stop = func() {}
+// listenProxy opens the address rlslab's PostgreSQL proxy listens on
+// ("off": none, nil). An address that cannot be had is logged and the
+// proxy stays off: rlslab serves its pages without it.
+func listenProxy(addr string, log *slog.Logger) net.Listener {
 	if addr == "off" || addr == "" {
-		return web.Proxy{}, stop
-	}
-	srv, err := pgproxy.New(pgproxy.Config{Lookup: labs.ProxyLookup, Logger: log.With("component", "pgproxy"), ProbeDelay: proxyProbeDelay})
-	if err != nil {
-		log.Warn("PostgreSQL proxy off", "err", err)
-		return web.Proxy{}, stop
+		return nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		log.Warn("PostgreSQL proxy off: its address cannot be had (choose another with -proxy-addr)", "addr", addr, "err", err)
+		return nil
+	}
+	return ln
+}
+
+// startProxy serves rlslab's PostgreSQL proxy in front of the labs on ln
+// (nil: not at all) until ctx ends; stop waits for it to have closed every
+// connection.
+func startProxy(ctx context.Context, ln net.Listener, labs *sessions.Manager, log *slog.Logger) (p web.Proxy, stop func()) {
+	stop = func() {}
+	if ln == nil {
+		return web.Proxy{}, stop
+	}
+	srv, err := pgproxy.New(pgproxy.Config{Lookup: labs.ProxyLookup, Logger: log.With("component", "pgproxy"), ProbeDelay: proxyProbeDelay})
+	if err != nil {
+		_ = ln.Close()
+		log.Warn("PostgreSQL proxy off", "err", err)
 		return web.Proxy{}, stop
 	}
 	ctx, cancel := context.WithCancel(ctx)

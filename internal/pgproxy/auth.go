@@ -52,6 +52,13 @@ func (s *Server) handle(ctx context.Context, nc net.Conn) {
 	if target.Release != nil {
 		defer target.Release()
 	}
+	if err == nil && target.Forward != "" {
+		s.forward(ctx, hctx, client, st, target.Forward, log, func() {
+			_ = nc.SetDeadline(time.Time{})
+			stop()
+		})
+		return
+	}
 	br := bufio.NewReader(client)
 	password := target.ClientPassword
 	if err != nil || password == "" {

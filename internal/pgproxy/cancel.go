@@ -50,6 +50,9 @@ func (s *Server) cancel(ctx context.Context, k cancelKey) {
 	c := s.conns[k]
 	s.mu.Unlock()
 	if c == nil {
+		if s.cancelForwarded(ctx, k) {
+			return
+		}
 		s.logger.Debug("pgproxy: cancel request with an unknown key", "pid", k.pid)
 		return
 	}

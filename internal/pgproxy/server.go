@@ -60,6 +60,11 @@ type Target struct {
 	// Release, when not nil, is called once when the client connection
 	// ends, whether or not it got as far as logging in.
 	Release func()
+	// Forward, when set, is the host:port of another proxy that serves the
+	// database: the connection is relayed there as it is, and that proxy
+	// checks the password and observes it (see forward.go). The fields
+	// above but Release are then unused.
+	Forward string
 }
 
 // LookupFunc decides where a client asking for database as user goes.
@@ -100,6 +105,7 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[cancelKey]*conn
+	fwd   forwards // cancel keys of forwarded connections
 
 	// probed, when set (by tests), is called after each probe with the
 	// backend PID and the probe's error.

@@ -187,6 +187,13 @@ ALTER TABLE rlslab.learners
 ALTER TABLE rlslab.leases
 	ADD COLUMN ready integer NOT NULL DEFAULT 0;
 `},
+		{8, "where each instance's PostgreSQL proxy is", `
+-- proxy_address: where the instance's PostgreSQL proxy is reached by the
+-- other instances ('' when it has none), so that an app connecting to any
+-- instance's proxy reaches a lab another instance runs.
+ALTER TABLE rlslab.instances
+	ADD COLUMN proxy_address text NOT NULL DEFAULT '';
+`},
 	}
 }
 
@@ -267,7 +274,7 @@ var (
 		{"participants", []string{"learner_id", "workshop_id", "name", "lab_id", "joined_at", "seq", "current_lesson", "current_lesson_at"}},
 		{"recordings", []string{"id", "seq", "lab_id", "learner_id", "scenario", "variant", "params", "status", "error", "leaks", "errors", "outcome",
 			"postgres_version", "pgbouncer_version", "started_at", "finished_at", "frame_count", "frames"}},
-		{"instances", []string{"name", "address", "lock_id", "tag", "started_at", "expires_at"}},
+		{"instances", []string{"name", "address", "lock_id", "tag", "started_at", "expires_at", "proxy_address"}},
 		{"servers", []string{"id", "budget", "updated_at"}},
 		{"leases", []string{"server", "instance", "conns", "used", "oldest_since", "oldest_need", "waiting_since", "ready"}},
 	}
