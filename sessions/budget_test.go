@@ -3,11 +3,14 @@ package sessions_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 	"github.com/rlslab/rlslab/scenarios"
@@ -16,10 +19,77 @@ import (
 	"github.com/rlslab/rlslab/sessions/sessionstest"
 )
 
-// ownBackendsSQL counts rlslab's backends: on lab databases, or named by
-// rlslab (admin pool, instance lock).
-const ownBackendsSQL = `SELECT count(*) FROM pg_stat_activity
-	WHERE backend_type = 'client backend' AND (datname LIKE 'lab\_%' OR application_name LIKE 'rlslab%')`
+// ownBackends picks rlslab's backends out of pg_stat_activity: on lab
+// databases, or named by rlslab (admin pool, instance lock).
+const ownBackends = `backend_type = 'client backend' AND (datname LIKE 'lab\_%' OR application_name LIKE 'rlslab%')`
+
+// sampleBackends counts the backends of the server at url that match
+// where (a condition on pg_stat_activity) every millisecond, in a loop
+// inside the server on a connection of its own (application_name sampler,
+// a client backend itself), and reports each new peak to the test as a
+// notice. It returns once the loop runs; stop ends the loop and returns
+// the peak. (A loop in the test, a query every 2 ms, took a good part of a
+// core under the race detector and looked half as often.)
+func sampleBackends(t *testing.T, url, where string) (stop func() int) {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(url + "&application_name=sampler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peak atomic.Int64
+	peak.Store(-1)
+	running := make(chan struct{})
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		if v, err := strconv.ParseInt(n.Message, 10, 64); err == nil {
+			if peak.Swap(max(peak.Load(), v)) < 0 {
+				close(running)
+			}
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, `CREATE FUNCTION pg_temp.sample_backends() RETURNS void LANGUAGE plpgsql AS $$
+		DECLARE peak int := -1; n int;
+		BEGIN
+			LOOP
+				PERFORM pg_stat_clear_snapshot(); -- else the transaction sees its first snapshot
+				SELECT count(*) INTO n FROM pg_stat_activity WHERE `+where+`;
+				IF n > peak THEN
+					peak := n;
+					RAISE NOTICE '%', n;
+				END IF;
+				PERFORM pg_sleep(0.001);
+			END LOOP;
+		END $$`); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(sctx, `SELECT pg_temp.sample_backends()`)
+		done <- err
+	}()
+	select {
+	case <-running:
+	case err := <-done:
+		cancel()
+		t.Fatalf("the sampler did not start: %v", err)
+	}
+	return func() int {
+		select {
+		case err := <-done:
+			t.Errorf("the sampler stopped before the end: %v", err)
+		default:
+			cancel()
+			<-done
+		}
+		return int(peak.Load())
+	}
+}
 
 // TestStockServerQueuesRunsWithinTheBudget starts a PostgreSQL with the
 // stock max_connections = 100, opens rlslab on it with the default flags,
@@ -41,32 +111,7 @@ func TestStockServerQueuesRunsWithinTheBudget(t *testing.T) {
 	}
 	t.Logf("capacity on a stock server: %+v", c)
 
-	sampler, err := pgx.Connect(ctx, srv.URL+"&application_name=sampler")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sampler.Close(ctx)
-	stop := make(chan struct{})
-	peak := 0
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		// Every 2 ms: a backend lives at least as long as its run's
-		// connection, and a busy loop would take a core from the runs.
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			var n int
-			if err := sampler.QueryRow(ctx, ownBackendsSQL).Scan(&n); err == nil && n > peak {
-				peak = n
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	stopSampler := sampleBackends(t, srv.URL, ownBackends)
 
 	const runs = 10
 	labs := make([]*sessions.Lab, runs)
@@ -118,8 +163,7 @@ func TestStockServerQueuesRunsWithinTheBudget(t *testing.T) {
 			t.Errorf("lab %s: %s %s", l.ID, st.Status, st.Error)
 		}
 	}
-	close(stop)
-	<-sampled
+	peak := stopSampler()
 	queued := 0
 	queuedSeen.Range(func(any, any) bool { queued++; return true })
 	t.Logf("peak backends %d, budget %d, max_connections %d; %d of %d runs waited in the queue", peak, c.Budget, c.MaxConnections, queued, runs)

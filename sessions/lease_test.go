@@ -66,30 +66,7 @@ func TestTwoInstancesShareOneServersBudget(t *testing.T) {
 	c := a.Capacity()
 	limit := c.MaxConnections - c.Reserved
 
-	sampler, err := pgx.Connect(ctx, srv.URL+"&application_name=sampler")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sampler.Close(ctx)
-	stop := make(chan struct{})
-	peak := 0
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			var n int
-			if err := sampler.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'`).Scan(&n); err == nil && n > peak {
-				peak = n
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	stopSampler := sampleBackends(t, srv.URL, `backend_type = 'client backend'`)
 
 	const perInstance = 6
 	var labs []*sessions.Lab
@@ -148,8 +125,7 @@ func TestTwoInstancesShareOneServersBudget(t *testing.T) {
 			t.Errorf("lab %s: %s %s", l.ID, st.Status, st.Error)
 		}
 	}
-	close(stop)
-	<-sampled
+	peak := stopSampler()
 	queued := 0
 	queuedSeen.Range(func(any, any) bool { queued++; return true })
 	log, err := os.ReadFile(srv.LogPath())
@@ -176,6 +152,11 @@ func TestTwoInstancesShareOneServersBudget(t *testing.T) {
 
 	// Idle, each instance keeps renewing its registration, and its lease
 	// is back to its own connections.
+	sampler, err := pgx.Connect(ctx, srv.URL+"&application_name=sampler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sampler.Close(ctx)
 	var first time.Time
 	if err := sampler.QueryRow(ctx, `SELECT expires_at FROM rlslab.instances WHERE name = 'a'`).Scan(&first); err != nil {
 		t.Fatal(err)
