@@ -195,3 +195,43 @@ func TestFollowerResetLeavesLeaderRunning(t *testing.T) {
 		t.Errorf("the leader ended %s: %s", st.Status, st.Error)
 	}
 }
+
+// TestLeaderResetEndsFollowers: a crowd run waiting in the admission queue
+// is followed already; when its learner resets it before it ran, its
+// follower ends saying that the shared crowd was stopped, and holds no
+// connection meanwhile.
+func TestLeaderResetEndsFollowers(t *testing.T) {
+	t.Parallel()
+	// Room for one crowd run at a time (16 connections each), not two.
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 3, Budget: sessions.AdminConns + 1 + sessions.MaintConns + 30})
+	blocker := sessionstest.MustCreateLab(t, m, "blocker")
+	lead := sessionstest.MustCreateLab(t, m, "leader")
+	follower := sessionstest.MustCreateLab(t, m, "follower")
+	// A crowd paused in single-step mode holds its connections (and, not
+	// being shown as a replay, is followed by nobody).
+	startRun(t, blocker, scenarios.SharedPoolConnPerUser, engine.Speed{Single: true}, crowdParams)
+	waitState(t, blocker, "the blocker's first frame", func(st engine.State) bool { return st.Frame >= 1 })
+	startRun(t, lead, scenarios.SharedPoolConnPerUser, engine.Speed{Factor: 1}, crowdParams)
+	waitState(t, lead, "the leader queued", func(st engine.State) bool { return st.Status == engine.StatusQueued })
+	startRun(t, follower, scenarios.SharedPoolConnPerUser, engine.Speed{Factor: 4}, crowdParams)
+	st := waitState(t, follower, "the follower following", func(st engine.State) bool { return st.Replay != nil && st.Replay.Shared != nil })
+	if st.Status != engine.StatusRunning || st.Queue != nil {
+		t.Errorf("the follower of a queued crowd: status %s, queue %+v; want running, not queued", st.Status, st.Queue)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := lead.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The follower may have ended before Wait is asked: its state says how.
+	st = waitState(t, follower, "the follower's end", func(st engine.State) bool { return st.Status != engine.StatusRunning })
+	if st.Status != engine.StatusFailed || !strings.Contains(st.Error, "stopped by the learner who started it; run it again") {
+		t.Errorf("the follower of a crowd reset before it ran: %s %q", st.Status, st.Error)
+	}
+	if u := m.Usage(); u.Queued != 0 {
+		t.Errorf("usage %+v: a run still queued", u)
+	}
+	if err := blocker.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
