@@ -65,14 +65,17 @@ func SharedPool() *engine.Scenario {
 		Pacing: engine.PacingReplay,
 		Title:  "One pool of ten serves hundreds of users",
 		Variants: []engine.Variant{
-			{Name: SharedPoolConnPerUser, Run: runConnPerUserCrowd,
+			// Both variants are crowds that a room shares (Variant.Shared):
+			// a crowd for every learner at once would measure the machine,
+			// not the pool.
+			{Name: SharedPoolConnPerUser, Run: runConnPerUserCrowd, Shared: true,
 				Summary: "Every user's request opens its own connection (pgx.Connect), scopes it with a session-level set_config, queries and closes it.",
 				// Up to the role's CONNECTION LIMIT held, plus per dialer an
 				// attempt in flight and the refused one before it, whose
 				// server process may still be exiting (a workshop bench on a
 				// loaded machine saw both at once).
 				Conns: func(p engine.Params, sb engine.Sandbox) int { return sb.ConnLimit + 2*crowdDialers + admin(p, sb) }},
-			{Name: SharedPoolShared, Run: runSharedCrowd,
+			{Name: SharedPoolShared, Run: runSharedCrowd, Shared: true,
 				Summary: "The same crowd goes through one pgxpool of a few connections; each request scopes its transaction with set_config(..., true).",
 				Conns:   func(p engine.Params, sb engine.Sandbox) int { return sharedPoolSize(p, sb) + admin(p, sb) }},
 		},

@@ -232,6 +232,17 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	var ended *RunRecord
 	defer func() { l.mgr.publish(ended) }()
 	log := l.mgr.log.With("lab", l.ID, "scenario", sc.ID, "variant", run.variant)
+	// A crowd going on this server for another learner is followed, with no
+	// connection and no place in the queue (shared.go).
+	crowd, follow := l.shareCrowd(run, sc, params)
+	if follow {
+		err := l.follow(ctx, run, crowd, log)
+		ended, run.err = l.endRun(run, err)
+		return
+	}
+	if crowd != nil {
+		defer l.srv.crowds.end(crowd)
+	}
 	need := l.need(sc, run.variant, params)
 	var queued atomic.Bool // set by the admission queue's goroutines
 	asked := time.Now()
@@ -262,7 +273,7 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 		l.tracker.Update(func(s *engine.State) { s.QueuedMS = waited })
 	}
 	if sc.Replayable(run.pace.Speed()) && !run.live {
-		err = l.playReplayed(ctx, run, sc, params, need, release, log)
+		err = l.playReplayed(ctx, run, sc, params, need, release, crowd, log)
 		ended, run.err = l.endRun(run, err)
 		return
 	}
@@ -291,8 +302,9 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 // meanwhile shows the states it produced on the lab's tracker at the run's
 // pace, from the first one on, saying so ("Ran in 212 ms, shown at 1×").
 // It returns once the last state is shown, with the run's error, or when
-// the run is cancelled.
-func (l *Lab) playReplayed(ctx context.Context, run *activeRun, sc *engine.Scenario, params engine.Params, need int, release func(), log *slog.Logger) error {
+// the run is cancelled. When crowd is not nil, runs in other labs follow
+// the states it produces (shared.go).
+func (l *Lab) playReplayed(ctx context.Context, run *activeRun, sc *engine.Scenario, params engine.Params, need int, release func(), crowd *sharedCrowd, log *slog.Logger) error {
 	run.mu.Lock()
 	run.replayed = true
 	run.mu.Unlock()
@@ -302,8 +314,11 @@ func (l *Lab) playReplayed(ctx context.Context, run *activeRun, sc *engine.Scena
 	env := engine.NewEnv(l.Sandbox, params, own, engine.NewPace(engine.Speed{Max: true}), log)
 	shown := make(chan error, 1)
 	go func() { shown <- capture.Replay(ctx, l.tracker, run.pace) }()
+	crowd.setCapture(capture)
 	start := time.Now()
 	err := engine.PlayAndClose(ctx, sc, run.variant, env)
+	// The followers learn how it ended before they see its last state.
+	crowd.finish(err, ctx.Err() != nil)
 	capture.Finish()
 	ran := time.Since(start)
 	t0 := time.Now()

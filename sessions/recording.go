@@ -122,6 +122,15 @@ type OutcomeDoc struct {
 // in RanMS milliseconds (0 while it still ran) and is shown at its pace.
 type ReplayDoc struct {
 	RanMS int64 `json:"ran_ms"`
+	// Shared is set when the run followed a crowd another learner started
+	// on the same server (engine.Shared).
+	Shared *SharedDoc `json:"shared,omitempty"`
+}
+
+// SharedDoc says, in a state document, that the run followed a shared
+// crowd that had been going for AgoMS milliseconds when it started.
+type SharedDoc struct {
+	AgoMS int64 `json:"ago_ms"`
 }
 
 // PoolCountsDoc is a pool's counts (pgxpool.Stat) in a state document.
@@ -328,8 +337,10 @@ func StateDocOf(st engine.State) StateDoc {
 		Findings:        convertSlice(st.Findings, func(f engine.Finding) FindingDoc { return FindingDoc(f) }),
 		Outcome:         outcomeDocOf(st),
 		Frame:           st.Frame,
-		Replay:          convertPointer(st.Replay, func(r engine.Replay) ReplayDoc { return ReplayDoc(r) }),
-		Version:         st.Version,
+		Replay: convertPointer(st.Replay, func(r engine.Replay) ReplayDoc {
+			return ReplayDoc{RanMS: r.RanMS, Shared: convertPointer(r.Shared, func(s engine.Shared) SharedDoc { return SharedDoc(s) })}
+		}),
+		Version: st.Version,
 	}
 }
 
@@ -463,7 +474,9 @@ func (d StateDoc) Engine() engine.State {
 		SharedField: convertSlice(d.SharedField, func(f FieldReadingDoc) engine.FieldReading { return engine.FieldReading(f) }),
 		Findings:    convertSlice(d.Findings, func(f FindingDoc) engine.Finding { return engine.Finding(f) }),
 		Frame:       d.Frame,
-		Replay:      convertPointer(d.Replay, func(r ReplayDoc) engine.Replay { return engine.Replay(r) }),
-		Version:     d.Version,
+		Replay: convertPointer(d.Replay, func(r ReplayDoc) engine.Replay {
+			return engine.Replay{RanMS: r.RanMS, Shared: convertPointer(r.Shared, func(s SharedDoc) engine.Shared { return engine.Shared(s) })}
+		}),
+		Version: d.Version,
 	}
 }

@@ -36,6 +36,7 @@ type labServer struct {
 	leaser   *leaser
 	notified chan struct{} // another instance changed this server's leases
 	retry    map[string]bool
+	crowds   sharedCrowds // the shared crowd runs going here (shared.go)
 }
 
 // openServer connects to one lab server: its admin pool (admin, when the

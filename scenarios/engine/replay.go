@@ -2,8 +2,10 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -39,6 +41,41 @@ func (s *Scenario) Replayable(speed Speed) bool {
 type Replay struct {
 	// RanMS is how long the run took; 0 while it still runs.
 	RanMS int64 `json:"ran_ms"`
+	// Shared is set when the run on screen is a crowd that another learner
+	// started on the same server, which this lab follows (Capture.Follow).
+	Shared *Shared `json:"shared,omitempty"`
+}
+
+// Shared says that the run on screen follows a crowd run another learner
+// started on the same server: this lab opened no connection for it.
+type Shared struct {
+	// AgoMS is how long that run had been going when this lab's run
+	// started following it.
+	AgoMS int64 `json:"ago_ms"`
+}
+
+// HiddenLab is what the id of the lab that runs a shared crowd becomes in
+// the states its followers see ("lab_…_app"): they must not learn another
+// learner's lab.
+const HiddenLab = "…"
+
+// SharedNote says in words that the run on screen is a shared crowd, or ""
+// when it is not.
+func (r *Replay) SharedNote() string {
+	if r == nil || r.Shared == nil {
+		return ""
+	}
+	return "Shared crowd: this is a crowd run already going on this server (started " + FormatAgo(r.Shared.AgoMS) +
+		" before your click, in another learner's lab, shown as lab_" + HiddenLab + "); a crowd for every learner at once would measure the machine, not the pool."
+}
+
+// FormatAgo formats a duration in milliseconds in whole seconds ("4 s"),
+// or "less than a second".
+func FormatAgo(ms int64) string {
+	if ms < 1000 {
+		return "less than a second"
+	}
+	return strconv.FormatInt(ms/1000, 10) + " s"
 }
 
 // ReplayNote says in words how the run on screen is shown ("Ran in 212 ms,
@@ -46,6 +83,10 @@ type Replay struct {
 func (s State) ReplayNote() string {
 	if s.Replay == nil {
 		return ""
+	}
+	if shared := s.Replay.SharedNote(); shared != "" {
+		s.Replay = &Replay{RanMS: s.Replay.RanMS}
+		return shared + " " + s.ReplayNote()
 	}
 	ran := "Running at full speed"
 	if s.Replay.RanMS > 0 {
@@ -93,8 +134,11 @@ type Capture struct {
 	stop    context.CancelFunc
 	done    chan struct{}
 
+	lab string // the id of the lab whose run it keeps
+
 	mu      sync.Mutex
 	states  []captured
+	hidden  []*State // states[i] with the lab's id hidden, made when a follower first needs it
 	version uint64
 	ran     time.Duration // set by Finish
 	over    bool
@@ -104,7 +148,7 @@ type Capture struct {
 // NewCapture starts keeping t's states until Finish.
 func NewCapture(t *Tracker) *Capture {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Capture{tracker: t, began: time.Now(), stop: cancel, done: make(chan struct{}), more: make(chan struct{})}
+	c := &Capture{tracker: t, lab: t.Snapshot().Lab, began: time.Now(), stop: cancel, done: make(chan struct{}), more: make(chan struct{})}
 	changes, unsubscribe := t.Subscribe()
 	t.OnFrame(func(st State) { c.add(st, true) })
 	go func() {
@@ -178,11 +222,15 @@ func (c *Capture) Frames() int {
 
 // next returns state i once it is kept, whether there is none (the run is
 // over with fewer states), and how long the run took (0 while it runs).
-func (c *Capture) next(ctx context.Context, p *Pace, i int) (st captured, ok bool, ran time.Duration, err error) {
+// With hide, the state has the capturing lab's id hidden (see Follow).
+func (c *Capture) next(ctx context.Context, p *Pace, i int, hide bool) (st captured, ok bool, ran time.Duration, err error) {
 	for {
 		c.mu.Lock()
 		if i < len(c.states) {
 			st, ran = c.states[i], c.ran
+			if hide {
+				st.st = c.hiddenLocked(i)
+			}
 			c.mu.Unlock()
 			return st, true, ran, nil
 		}
@@ -212,16 +260,62 @@ func (c *Capture) next(ctx context.Context, p *Pace, i int) (st captured, ok boo
 // wait stay as tr has them. It returns once the last state is shown, or
 // with ctx's error, or ErrStopped once p is stopped.
 func (c *Capture) Replay(ctx context.Context, tr *Tracker, p *Pace) error {
+	return c.replay(ctx, tr, p, nil)
+}
+
+// Follow shows the captured states on tr, another lab's tracker, as Replay
+// does, from the run's first state on, for a run that follows this one
+// instead of running a crowd of its own: in every state shown the
+// capturing lab's id is HiddenLab ("lab_…_app"; each state is rewritten
+// once, for every follower), and the replay note carries shared.
+func (c *Capture) Follow(ctx context.Context, tr *Tracker, p *Pace, shared Shared) error {
+	return c.replay(ctx, tr, p, &shared)
+}
+
+// hiddenLocked returns state i with the capturing lab's id replaced by
+// HiddenLab in every string, made once and kept. The states a follower
+// shows are shared by every follower: a tracker only replaces a shown
+// state, never changes its slices in place.
+func (c *Capture) hiddenLocked(i int) State {
+	for len(c.hidden) <= i {
+		c.hidden = append(c.hidden, nil)
+	}
+	if h := c.hidden[i]; h != nil {
+		return *h
+	}
+	st := c.states[i].st
+	if c.lab != "" {
+		if b, err := json.Marshal(st); err == nil {
+			var out State
+			if json.Unmarshal([]byte(strings.ReplaceAll(string(b), c.lab, HiddenLab)), &out) == nil {
+				if out.Connections == nil {
+					out.Connections = []Connection{}
+				}
+				if out.Requests == nil {
+					out.Requests = []RequestRow{}
+				}
+				if out.Series == nil {
+					out.Series = []Sample{}
+				}
+				st = out
+			}
+		}
+	}
+	c.hidden[i] = &st
+	return st
+}
+
+func (c *Capture) replay(ctx context.Context, tr *Tracker, p *Pace, shared *Shared) error {
 	start := time.Now()
 	var held time.Duration // how long the frames shown so far were held
 	for i := 0; ; i++ {
-		st, ok, ran, err := c.next(ctx, p, i)
+		st, ok, ran, err := c.next(ctx, p, i, shared != nil)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			// The run is over: the last state shown learns how long it took.
-			tr.Update(func(s *State) { s.Replay = &Replay{RanMS: max(ran.Milliseconds(), 1)} })
+			tr.Update(func(s *State) { s.Replay = &Replay{RanMS: max(ran.Milliseconds(), 1), Shared: shared} })
 			return nil
 		}
 		if wait := time.Until(start.Add(st.at + held)); wait > 0 {
@@ -236,11 +330,9 @@ func (c *Capture) Replay(ctx context.Context, tr *Tracker, p *Pace) error {
 				return ErrStopped
 			}
 		}
-		var note *Replay
+		note := &Replay{Shared: shared}
 		if ran > 0 {
-			note = &Replay{RanMS: max(ran.Milliseconds(), 1)}
-		} else {
-			note = &Replay{}
+			note.RanMS = max(ran.Milliseconds(), 1)
 		}
 		tr.show(st.st, st.step, note)
 		if st.step {

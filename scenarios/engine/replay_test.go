@@ -96,3 +96,18 @@ func TestReplayStopsWithItsPace(t *testing.T) {
 		t.Errorf("the stopped replay went on to frame %d", lab.Frame())
 	}
 }
+
+// TestSharedReplayNote: a run that follows another learner's crowd says so
+// before how it is shown, without naming that learner's lab.
+func TestSharedReplayNote(t *testing.T) {
+	st := engine.State{Speed: "1", Replay: &engine.Replay{RanMS: 9300, Shared: &engine.Shared{AgoMS: 4200}}}
+	note := st.ReplayNote()
+	want := "Shared crowd: this is a crowd run already going on this server (started 4 s before your click, in another learner's lab, shown as lab_…); a crowd for every learner at once would measure the machine, not the pool. Ran in 9300 ms, shown at 1×"
+	if note != want {
+		t.Errorf("note %q\nwant %q", note, want)
+	}
+	st.Replay.Shared = nil
+	if note := st.ReplayNote(); note != "Ran in 9300 ms, shown at 1×" {
+		t.Errorf("without sharing: %q", note)
+	}
+}

@@ -29,6 +29,12 @@ type Variant struct {
 	// connection and any other direct connection. Nil means the scenario's
 	// Conns.
 	Conns func(p Params, sb Sandbox) int `json:"-"`
+	// Shared says that a run of the variant is a crowd that learners on
+	// one server share: while a run of it with the same parameters is going
+	// for real in one lab, a run started in another lab on the same server
+	// follows that run's states instead of starting a crowd of its own
+	// (package sessions). Its outcome must not depend on the lab it runs in.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // Fixed returns a Conns function for a variant that always needs n
