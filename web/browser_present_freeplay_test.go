@@ -29,6 +29,9 @@ func TestBrowserPresenterFreePlayChip(t *testing.T) {
 			t.Fatalf("free-play call %d: %d", i+1, status)
 		}
 		b.poll(fmt.Sprintf("request %d in the presenter's request log", i+1), fmt.Sprintf(`document.querySelectorAll("#live .req-row").length >= %d`, i+1))
+		// The row shows as soon as the request starts; the bar speaks of
+		// it once a frame shows it has queried.
+		b.poll(fmt.Sprintf("request %d judged by the outcome bar", i+1), `!/no request has queried yet/.test(document.querySelector("#outcome .outcome-head b").textContent)`)
 		got := run(b, chromedp.Evaluate[[]string](`(function () { var c = document.querySelector("#present-head .outcome"), o = document.getElementById("outcome");
 			return [c.getAttribute("data-kind"), c.textContent.trim(), o.getAttribute("data-outcome"), o.querySelector(".outcome-head b").textContent.trim()]; })()`))
 		if got[0] != "running" || got[1] != "running" || got[2] != "running" || got[3] != "No leak so far." {
