@@ -62,7 +62,7 @@ func TestSharedAcrossBinaries(t *testing.T) {
 		t.Skip("the binaries use DATABASE_URL, or a server each")
 	}
 	t.Parallel()
-	type seen struct{ Addr, DB string }
+	type seen struct{ Addr, DB, out string }
 	out := make(chan seen, 2)
 	var wg sync.WaitGroup
 	for range 2 {
@@ -81,7 +81,7 @@ func TestSharedAcrossBinaries(t *testing.T) {
 				t.Errorf("no server reported:\n%s", b)
 				return
 			}
-			out <- seen{addr, db}
+			out <- seen{addr, db, string(b)}
 		})
 	}
 	wg.Wait()
@@ -94,7 +94,7 @@ func TestSharedAcrossBinaries(t *testing.T) {
 		return
 	}
 	if got[0].Addr != got[1].Addr || got[0].DB == got[1].DB {
-		t.Errorf("two binaries of one run got %+v and %+v: want one server, a database each", got[0], got[1])
+		t.Errorf("two binaries of one run got %s/%s and %s/%s: want one server, a database each\nfirst:\n%s\nsecond:\n%s", got[0].Addr, got[0].DB, got[1].Addr, got[1].DB, got[0].out, got[1].out)
 	}
 	dir := filepath.Join(os.TempDir(), fmt.Sprintf("rlslab-pgenvtest-%d-%d", os.Getuid(), os.Getpid()))
 	deadline := time.Now().Add(30 * time.Second)

@@ -94,59 +94,90 @@ func locked(path string) bool {
 
 // sharedServer returns the URL of the run's shared server, starting its
 // keeper if there is none, and keeps the server while this process lives
-// (users is the shared lock that says so; it is released at exit).
+// (users is the shared lock that says so; it is released at exit). The
+// lock is taken before the server is there, so that a keeper never stops
+// for want of users while a binary waits for it to serve.
 func sharedServer(ctx context.Context) (url string, users *os.File, err error) {
 	dir := sharedDir()
 	sweepShared(dir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", nil, err
-	}
 	wait := 10 * time.Millisecond
 	for keepers := 0; ; {
-		url, users, spawned, err := joinShared(dir)
-		if err != nil || users != nil {
+		url, u, spawned, err := joinShared(ctx, dir)
+		if users != nil {
+			users.Close() // u, when there is one, holds the lock now
+		}
+		users = u
+		if err != nil || url != "" {
+			if err != nil && users != nil {
+				users.Close()
+				users = nil
+			}
 			return url, users, err
 		}
 		if spawned {
 			if keepers++; keepers > 2 {
-				return "", nil, fmt.Errorf("%d keepers started, none served (see %s)", keepers, filepath.Join(dir, "keeper.log"))
+				users.Close()
+				return "", nil, fmt.Errorf("%d keepers started, none served: %s", keepers, keeperLog(dir))
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return "", nil, fmt.Errorf("no shared PostgreSQL from the keeper (see %s): %w", filepath.Join(dir, "keeper.log"), ctx.Err())
+			users.Close()
+			return "", nil, fmt.Errorf("no shared PostgreSQL from the keeper (%w): %s", ctx.Err(), keeperLog(dir))
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
 
+// keeperLog returns the end of the keeper's log in dir, for an error.
+func keeperLog(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, "keeper.log"))
+	if err != nil {
+		return "no keeper log: " + err.Error()
+	}
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return "keeper log ends:\n" + string(b)
+}
+
 // joinShared, under the directory's lock, registers this process as a
-// user of the server named in server.json, or starts a keeper when none
-// runs (spawned). It returns users == nil when the server is not there yet.
-func joinShared(dir string) (url string, users *os.File, spawned bool, err error) {
+// user (users, a shared lock on users.lock) and returns the URL named in
+// server.json, or "" while the server is not there yet, having started a
+// keeper when none runs (spawned). The directory is made again when a
+// keeper that stopped has removed it.
+func joinShared(ctx context.Context, dir string) (url string, users *os.File, spawned bool, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", nil, false, err
+	}
 	lk, err := flock(filepath.Join(dir, "lock"), syscall.LOCK_EX)
 	if err != nil {
 		return "", nil, false, err
 	}
 	defer lk.Close()
+	users, err = flock(filepath.Join(dir, "users.lock"), syscall.LOCK_SH)
+	if err != nil {
+		return "", nil, false, err
+	}
 	if b, err := os.ReadFile(filepath.Join(dir, "server.json")); err == nil {
 		var info sharedInfo
 		if err := json.Unmarshal(b, &info); err != nil {
+			users.Close()
 			return "", nil, false, fmt.Errorf("%s/server.json: %w", dir, err)
-		}
-		users, err := flock(filepath.Join(dir, "users.lock"), syscall.LOCK_SH)
-		if err != nil {
-			return "", nil, false, err
 		}
 		return info.URL, users, false, nil
 	}
 	if locked(filepath.Join(dir, "keeper.lock")) {
-		return "", nil, false, nil // starting, or stopping: wait
+		return "", users, false, nil // starting, or stopping: wait
+	}
+	fail := func(err error) (string, *os.File, bool, error) {
+		users.Close()
+		return "", nil, true, err
 	}
 	log, err := os.OpenFile(filepath.Join(dir, "keeper.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return "", nil, false, err
+		return fail(err)
 	}
 	defer log.Close()
 	// The keeper is this test binary again; Main sees keeperEnv before it
@@ -158,7 +189,7 @@ func joinShared(dir string) (url string, users *os.File, spawned bool, err error
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return "", nil, false, fmt.Errorf("start the keeper: %w", err)
+		return fail(fmt.Errorf("start the keeper: %w", err))
 	}
 	exited := make(chan struct{})
 	go func() {
@@ -166,15 +197,19 @@ func joinShared(dir string) (url string, users *os.File, spawned bool, err error
 		close(exited)
 	}()
 	// The keeper takes keeper.lock first thing; until it has, the next
-	// look must not start another.
-	for i := 0; i < 1000 && !locked(filepath.Join(dir, "keeper.lock")); i++ {
+	// look must not start another. A loaded machine may take seconds to
+	// start a race-built binary, so this waits for the lock or the exit
+	// rather than for a fixed time.
+	for wait := 2 * time.Millisecond; !locked(filepath.Join(dir, "keeper.lock")); wait = min(2*wait, 100*time.Millisecond) {
 		select {
 		case <-exited:
-			return "", nil, true, fmt.Errorf("the keeper exited at once (see %s)", log.Name())
-		case <-time.After(2 * time.Millisecond): // the keeper process is starting; no event to wait on
+			return fail(fmt.Errorf("the keeper exited before it served: %s", keeperLog(dir)))
+		case <-ctx.Done():
+			return fail(fmt.Errorf("the keeper did not start (%w): %s", ctx.Err(), keeperLog(dir)))
+		case <-time.After(wait): // the keeper process is starting; no event to wait on
 		}
 	}
-	return "", nil, true, nil
+	return "", users, true, nil
 }
 
 // keep is the keeper: it serves one PostgreSQL for the binaries that use
