@@ -175,6 +175,12 @@ func (s *labServer) maint(ctx context.Context, db string, f func(ctx context.Con
 		cfg.Database = db
 	}
 	cfg.RuntimeParams["application_name"] = "rlslab maintenance"
+	// A lab's schema and rows must be on disk before rlslab says the lab
+	// is ready, which it may say in the tables of another server: the
+	// admin pool's asynchronous commit would let a crash of the lab's
+	// server keep the lab's database (CREATE DATABASE always waits for
+	// its WAL) and lose the tables made in it just before.
+	cfg.RuntimeParams["synchronous_commit"] = "on"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("maintenance connection: %w", err)

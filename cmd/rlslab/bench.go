@@ -46,7 +46,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	crowd := fs.Int("crowd-users", 300, "users of each crowd run (shared-pool conn-per-user)")
 	compare := fs.Bool("compare", true, "also run lesson 1 live at its pace (\"pacing\":\"live\", as before replays), before the replayed phase")
 	withCrowd := fs.Bool("crowd", true, "a phase in which everyone runs the crowd")
-	fair := fs.Bool("fair", true, "after the phases: a script's eight crowd runs, then one learner's lesson-1 run behind them")
+	fair := fs.Bool("fair", true, "after the phases: a script's eight crowd runs, played live, then one learner's lesson-1 run behind them")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long")
 	expected := fs.Int("expected", -1, "participants the workshop says it expects, so that rlslab prepares their labs before they join (-1: as many as -participants; 0: none, every lab is made as its participant joins)")
 	if _, err := parseInterleaved(fs, args); err != nil {
@@ -152,7 +152,12 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	if *fair && len(joined) > 0 && ctx.Err() == nil {
 		sampler.reset()
-		pr, errs := b.fairness(ctx, joined[0], lesson, crowdRun)
+		// The script's crowds play live: each holds its own connections,
+		// as a script that hogs the server would (crowds shown as replays
+		// would share one run and hold a single crowd's connections).
+		hog := crowdRun
+		hog.pacing = "live"
+		pr, errs := b.fairness(ctx, joined[0], lesson, hog)
 		pr.PeakBackends = sampler.peakNow()
 		rep.Fair = &pr
 		rep.addErrors(errs...)
@@ -585,7 +590,7 @@ func (p *participant) run(ctx context.Context, b *bench, spec runSpec) (r runRes
 }
 
 // fairness plays a script that makes eight labs of its own (no workshop,
-// one client address) and starts a crowd in each at once; once some of
+// one client address) and starts a crowd (played live) in each at once; once some of
 // them wait in the admission queue, learner clicks Run on lesson 1. It
 // measures how long the learner's run took to its first frame.
 func (b *bench) fairness(ctx context.Context, learner *participant, lesson, crowd runSpec) (phaseReport, []string) {

@@ -257,37 +257,11 @@ func TestFaultLabServerCrashesInEveryPhase(t *testing.T) {
 		return st.Status != engine.StatusRunning && st.Status != engine.StatusQueued
 	})
 	if st := state(t, owner, base, id); st.Status != engine.StatusDone || st.Outage != "" {
-		// Seen once in four runs here: the lab's run after the restart
-		// failed with 42P01 (invoices does not exist). Not explained yet:
-		// the test logs what the lab's database holds, so the next look
-		// starts from facts, and checks that a lab made on the restarted
-		// server works.
-		t.Logf("KNOWN, UNEXPLAINED: after the restart lab %s's run ended %s, outage %q, error %q; its database holds tables %v",
+		// Seen once before maintenance connections committed
+		// synchronously: the lab, a spare made just before the crash,
+		// kept its database and lost its tables (42P01).
+		t.Errorf("after the restart lab %s's run ended %s, outage %q, error %q; its database holds tables %v",
 			id, st.Status, st.Outage, st.Error, labTables(t, ctx, second.URL, "lab_"+id))
-		if st.Outage != "" || !strings.Contains(st.Error, "42P01") {
-			t.Errorf("after the restart: status %s, outage %q, error %q", st.Status, st.Outage, st.Error)
-		}
-		var fresh string
-		c := client(t)
-		for i := 0; fresh == ""; i++ {
-			if i == 20 {
-				t.Fatal("20 labs after the restart and none on the second server")
-			}
-			c = client(t)
-			if got := newLab(t, c, base); labsOn(t, ctx, second.URL)["lab_"+got] {
-				fresh = got
-			}
-		}
-		if code, body := call(t, c, "POST", base+"/labs/"+fresh+"/runs", "application/json", `{"scenario":"set-leak","variant":"session-set","speed":"max"}`); code != http.StatusAccepted {
-			t.Fatalf("a run in a new lab on the restarted server: %d %s", code, body)
-		}
-		waitFor(t, 2*time.Minute, "the run in a new lab on the restarted server to end", func() bool {
-			st := state(t, c, base, fresh)
-			return st.Status != engine.StatusRunning && st.Status != engine.StatusQueued
-		})
-		if st := state(t, c, base, fresh); st.Status != engine.StatusDone {
-			t.Errorf("a new lab on the restarted server: status %s, error %q", st.Status, st.Error)
-		}
 	}
 	waitFor(t, 2*time.Minute, "spares built on the second server after the second crash", func() bool {
 		return readyOn() >= spares
