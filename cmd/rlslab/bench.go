@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/scenarios/engine/measure"
 
 	"github.com/gorilla/websocket"
@@ -48,12 +49,17 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 	withCrowd := fs.Bool("crowd", true, "a phase in which everyone runs the crowd")
 	fair := fs.Bool("fair", true, "after the phases: a script's eight crowd runs, played live, then one learner's lesson-1 run behind them")
 	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long")
+	also := fs.String("also", "", "more replayed phases after lesson 1's, one per scenario/variant in this comma-separated list (\"all\": one per variant of every scenario but the crowd's)")
 	expected := fs.Int("expected", -1, "participants the workshop says it expects, so that rlslab prepares their labs before they join (-1: as many as -participants; 0: none, every lab is made as its participant joins)")
 	if _, err := parseInterleaved(fs, args); err != nil {
 		return usageError("%v", err)
 	}
 	if *n < 1 || *n > 1000 {
 		return usageError("-participants %d: want 1 to 1000", *n)
+	}
+	extra, err := alsoPhases(*also, *speed)
+	if err != nil {
+		return usageError("-also: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -121,6 +127,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		phases = append(phases, benchPhase{fmt.Sprintf("lesson 1 at %s×, live (before)", *speed), live})
 	}
 	phases = append(phases, benchPhase{fmt.Sprintf("lesson 1 at %s×, replayed", *speed), lesson})
+	phases = append(phases, extra...)
 	if *withCrowd {
 		phases = append(phases, benchPhase{fmt.Sprintf("the crowd at %s× (%d users)", *speed, *crowd), crowdRun})
 	}
@@ -309,6 +316,48 @@ type runSpec struct {
 	scenario, variant, speed string
 	pacing                   string // "live" to play live at the pace
 	users                    int    // the crowd's users, if any
+}
+
+// alsoPhases turns -also's list into replayed phases at speed: each item
+// is scenario/variant of the default catalog, and "all" is every variant
+// of every scenario but the crowd's (shared-pool, measured in its own
+// phase).
+func alsoPhases(list, speed string) ([]benchPhase, error) {
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	cat := scenarios.DefaultCatalog()
+	var specs []runSpec
+	if strings.TrimSpace(list) == "all" {
+		for _, sc := range cat.All() {
+			if sc.ID == "shared-pool" {
+				continue
+			}
+			for _, v := range sc.Variants {
+				specs = append(specs, runSpec{scenario: sc.ID, variant: v.Name, speed: speed})
+			}
+		}
+	} else {
+		for _, item := range strings.Split(list, ",") {
+			id, variant, ok := strings.Cut(strings.TrimSpace(item), "/")
+			if !ok || id == "" || variant == "" {
+				return nil, fmt.Errorf("%q: want scenario/variant", item)
+			}
+			sc, err := cat.Lookup(id)
+			if err != nil {
+				return nil, fmt.Errorf("%q: %w", item, err)
+			}
+			if _, ok := sc.Variant(variant); !ok {
+				return nil, fmt.Errorf("%q: scenario %s has no variant %q", item, id, variant)
+			}
+			specs = append(specs, runSpec{scenario: id, variant: variant, speed: speed})
+		}
+	}
+	phases := make([]benchPhase, len(specs))
+	for i, r := range specs {
+		phases[i] = benchPhase{fmt.Sprintf("%s %s at %s×, replayed", r.scenario, r.variant, speed), r}
+	}
+	return phases, nil
 }
 
 // body is the run's POST /labs/{id}/runs body.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/web/views"
 )
@@ -45,4 +46,56 @@ func TestStatCPU(t *testing.T) {
 	if procCPU(os.Getpid(), false) < 0 {
 		t.Errorf("procCPU cannot read this process")
 	}
+}
+
+// TestAlsoPhases checks -also: "all" is every variant but the crowd's, a
+// list keeps its order, and a name that is not in the catalog is refused.
+func TestAlsoPhases(t *testing.T) {
+	all, err := alsoPhases("all", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, p := range all {
+		seen[p.run.scenario+"/"+p.run.variant] = true
+	}
+	if !seen["set-leak/session-set"] || !seen["rls-bypass/owner"] || seen["shared-pool/conn-per-user"] || seen["shared-pool/shared-pool"] {
+		t.Errorf("-also all: %v", seen)
+	}
+	two, err := alsoPhases(" rls-bypass/owner, set-leak/tx-local", "2")
+	if err != nil || len(two) != 2 || two[0].run.variant != "owner" || two[1].run.variant != "tx-local" || two[1].run.speed != "2" {
+		t.Errorf("-also list: %+v, %v", two, err)
+	}
+	for _, bad := range []string{"set-leak", "nope/x", "set-leak/nope", "/", "set-leak/tx-local,"} {
+		if _, err := alsoPhases(bad, "1"); err == nil {
+			t.Errorf("-also %q: no error", bad)
+		}
+	}
+}
+
+// FuzzAlsoPhases feeds -also anything: it is refused with an error, or
+// every phase it makes names a variant of the catalog.
+func FuzzAlsoPhases(f *testing.F) {
+	for _, s := range []string{"all", "set-leak/tx-local", "set-leak/tx-local,rls-bypass/owner", "", "x/y", "set-leak//", ",,"} {
+		f.Add(s)
+	}
+	cat := scenarios.DefaultCatalog()
+	f.Fuzz(func(t *testing.T, v string) {
+		phases, err := alsoPhases(v, "1")
+		if err != nil {
+			if phases != nil {
+				t.Fatalf("refused %q but made phases", v)
+			}
+			return
+		}
+		for _, p := range phases {
+			sc, err := cat.Lookup(p.run.scenario)
+			if err != nil {
+				t.Fatalf("%q made a phase of %q: %v", v, p.run.scenario, err)
+			}
+			if _, ok := sc.Variant(p.run.variant); !ok {
+				t.Fatalf("%q made a phase of %s/%s", v, p.run.scenario, p.run.variant)
+			}
+		}
+	})
 }
