@@ -196,6 +196,25 @@ func fixLab(t *testing.T) (*sessions.Lab, func(asOwner bool, stmts ...string)) {
 	return lab, exec
 }
 
+// onePool opens a pool of one connection to url, closed when the test
+// ends, and returns it with a context that bounds the test to a minute.
+func onePool(t *testing.T, url string) (context.Context, *pgxpool.Pool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return ctx, pool
+}
+
 // runNode runs the check of lessons/apps/stack-fixes/fixes.js against url
 // and decodes the JSON it prints into out; it skips the test without Node
 // or the app's packages.
@@ -248,18 +267,7 @@ func TestSchemaPerTenantFix(t *testing.T) {
 		}
 	}
 	t.Run("go", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cfg, err := pgxpool.ParseConfig(lab.Sandbox.AppURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.MaxConns = 1
-		pool, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pool.Close()
+		ctx, pool := onePool(t, lab.Sandbox.AppURL)
 		read := func(q interface {
 			Query(context.Context, string, ...any) (pgx.Rows, error)
 		}) ([]int32, error) {
@@ -317,18 +325,7 @@ func TestPinnedStateFix(t *testing.T) {
 		}
 	}
 	t.Run("go", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cfg, err := pgxpool.ParseConfig(lab.Sandbox.AppURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.MaxConns = 1
-		pool, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pool.Close()
+		ctx, pool := onePool(t, lab.Sandbox.AppURL)
 		acme, err := report(ctx, pool, "1")
 		if err != nil {
 			t.Fatal(err)
