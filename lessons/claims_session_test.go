@@ -1,17 +1,12 @@
 package lessons_test
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 )
 
 // TestClaimsAboutSessionState checks, on a real server, claims of lessons
@@ -23,33 +18,10 @@ import (
 // advisory lock survives ROLLBACK and goes with its session, a
 // transaction-level one ends with COMMIT and with ROLLBACK.
 func TestClaimsAboutSessionState(t *testing.T) {
-	pool := pgenvtest.MustConnect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	schema := pgx.Identifier{"claims3_" + hex.EncodeToString(b)}.Sanitize()
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The connection ends with temp tables and settings of its own: it is
-	// not given back to the pool.
-	c := conn.Hijack()
-	defer c.Close(context.Background())
-	t.Cleanup(func() {
-		if _, err := pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
-			t.Logf("cleanup: %v", err)
-		}
-	})
-	exec := func(sql string) {
-		t.Helper()
-		if _, err := c.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	cs := newClaimsSession(t, "claims3_")
+	ctx, pool, c, exec := cs.ctx, cs.pool, cs.conn, cs.exec
+	schema := pgx.Identifier{cs.name}.Sanitize()
+	cs.dropAtEnd("DROP SCHEMA IF EXISTS " + schema + " CASCADE")
 
 	// 21: search_path is not reported to the client; application_name is.
 	exec("SET application_name = 'claims'")

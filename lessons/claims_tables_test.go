@@ -1,18 +1,12 @@
 package lessons_test
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 )
 
 // TestClaimsAboutObjectsAroundRLS checks, on a real server, claims of
@@ -24,38 +18,12 @@ import (
 // into the plan PL/pgSQL caches; a partition read through its parent needs
 // no grant of its own, and read directly without one is refused.
 func TestClaimsAboutObjectsAroundRLS(t *testing.T) {
-	pool := pgenvtest.MustConnect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	p := "claims2_" + hex.EncodeToString(b)
+	cs := newClaimsSession(t, "claims2_")
+	ctx, c, exec, p := cs.ctx, cs.conn, cs.exec, cs.name
 	ident := func(s string) string { return pgx.Identifier{p + "_" + s}.Sanitize() }
 	app, admin, owner, schema := ident("app"), ident("admin"), ident("owner"), ident("s")
-
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	c := conn.Conn()
-	exec := func(sql string) {
-		t.Helper()
-		if _, err := c.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		for _, s := range []string{"RESET ROLE", "DROP SCHEMA IF EXISTS " + schema + " CASCADE",
-			"DROP ROLE IF EXISTS " + app, "DROP ROLE IF EXISTS " + admin, "DROP ROLE IF EXISTS " + owner} {
-			if _, err := pool.Exec(ctx, s); err != nil {
-				t.Logf("cleanup %s: %v", s, err)
-			}
-		}
-	})
+	cs.dropAtEnd("DROP SCHEMA IF EXISTS "+schema+" CASCADE",
+		"DROP ROLE IF EXISTS "+app, "DROP ROLE IF EXISTS "+admin, "DROP ROLE IF EXISTS "+owner)
 	policy := "USING (tenant_id = NULLIF(current_setting('app.current_tenant', true), '')::int)"
 	for _, s := range []string{
 		"CREATE ROLE " + owner + " NOLOGIN",

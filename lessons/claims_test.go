@@ -11,47 +11,82 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 )
+
+// claimsSession is what a claims test runs its statements on.
+type claimsSession struct {
+	t *testing.T
+	// ctx bounds the test to a minute.
+	ctx context.Context
+	// pool is the test run's server.
+	pool *pgxpool.Pool
+	// conn is a connection taken out of pool for good: the test leaves
+	// roles, settings and temporary tables on it, so it is closed at the
+	// end, never given back.
+	conn *pgx.Conn
+	// name is a prefix and random hex digits, unique to this run, for the
+	// names of the roles and schemas the test creates.
+	name  string
+	drops []string
+}
+
+// newClaimsSession returns a claimsSession whose name starts with prefix.
+// When the test ends, its connection is closed and then the statements
+// given to dropAtEnd run on the pool.
+func newClaimsSession(t *testing.T, prefix string) *claimsSession {
+	t.Helper()
+	pool := pgenvtest.MustConnect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &claimsSession{t: t, ctx: ctx, pool: pool, conn: conn.Hijack(), name: prefix + hex.EncodeToString(b)}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		s.conn.Close(ctx)
+		for _, stmt := range s.drops {
+			if _, err := pool.Exec(ctx, stmt); err != nil {
+				t.Logf("cleanup %s: %v", stmt, err)
+			}
+		}
+	})
+	return s
+}
+
+// exec runs sql on the session's connection and ends the test on an error.
+func (s *claimsSession) exec(sql string) {
+	s.t.Helper()
+	if _, err := s.conn.Exec(s.ctx, sql); err != nil {
+		s.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// dropAtEnd adds statements for the end of the test, run in order on the
+// pool after the connection is closed; an error is logged.
+func (s *claimsSession) dropAtEnd(stmts ...string) {
+	s.drops = append(s.drops, stmts...)
+}
 
 // TestClaimsTheScenariosDoNotRun checks, on a real server, the claims the
 // lessons make in prose and psql snippets that no scenario runs: what
 // row_security = off does, rolbypassrls of a role created SUPERUSER, what
 // RESET ALL leaves in place, and SQL injection under the extended protocol.
 func TestClaimsTheScenariosDoNotRun(t *testing.T) {
-	pool := pgenvtest.MustConnect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	p := "claims_" + hex.EncodeToString(b)
+	cs := newClaimsSession(t, "claims_")
+	ctx, c, exec, p := cs.ctx, cs.conn, cs.exec, cs.name
 	ident := func(s string) string { return pgx.Identifier{p + "_" + s}.Sanitize() }
 	app, su, byp, owner, schema := ident("app"), ident("su"), ident("byp"), ident("owner"), ident("s")
-
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	c := conn.Conn()
-	exec := func(sql string) {
-		t.Helper()
-		if _, err := c.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		for _, s := range []string{"RESET SESSION AUTHORIZATION", "RESET ROLE", "DROP SCHEMA IF EXISTS " + schema + " CASCADE",
-			"DROP ROLE IF EXISTS " + app, "DROP ROLE IF EXISTS " + su, "DROP ROLE IF EXISTS " + byp, "DROP ROLE IF EXISTS " + owner} {
-			if _, err := pool.Exec(ctx, s); err != nil {
-				t.Logf("cleanup %s: %v", s, err)
-			}
-		}
-	})
+	cs.dropAtEnd("DROP SCHEMA IF EXISTS "+schema+" CASCADE",
+		"DROP ROLE IF EXISTS "+app, "DROP ROLE IF EXISTS "+su, "DROP ROLE IF EXISTS "+byp, "DROP ROLE IF EXISTS "+owner)
 	for _, s := range []string{
 		"CREATE ROLE " + owner + " NOLOGIN",
 		"CREATE ROLE " + app + " NOLOGIN NOSUPERUSER NOBYPASSRLS",

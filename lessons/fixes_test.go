@@ -25,10 +25,11 @@ import (
 )
 
 // The fixes lessons 21 and 22 show in Go are the functions between the
-// fix:begin and fix:end lines below, and in Node the code between the same
-// lines of lessons/apps/fixes/*.js. TestFixSnippetsAreInTheLessons checks
-// each lesson shows them as they are here, and the other tests run them
-// against a lab.
+// fix:begin and fix:end lines below; TestFixSnippetsAreInTheLessons checks
+// each lesson shows them as they are here. Their node-postgres fixes are the
+// pg-schema-per-tenant and pg-pinned-state snippets of
+// lessons/apps/stack-fixes/fixes.js, which lessons/stackfix runs and checks
+// against the lessons too. The other tests run both against a lab.
 
 // fix:begin schema-per-tenant
 // withTenantSchema runs fn in a transaction whose search_path is the
@@ -101,8 +102,7 @@ func listen(ctx context.Context, directURL string, ready func(), onInvoice func(
 // fix:end pinned-state
 
 // snippet returns the lines of file between "// fix:begin name" and
-// "// fix:end name" (for a .js file: "// fix:begin" and "// fix:end"),
-// without a trailing blank line.
+// "// fix:end name", without a trailing blank line.
 func snippet(t *testing.T, file, name string) string {
 	t.Helper()
 	f, err := os.Open(file)
@@ -111,9 +111,6 @@ func snippet(t *testing.T, file, name string) string {
 	}
 	defer f.Close()
 	begin, end := "// fix:begin "+name, "// fix:end "+name
-	if strings.HasSuffix(file, ".js") {
-		begin, end = "// fix:begin", "// fix:end"
-	}
 	var lines []string
 	in, found := false, false
 	sc := bufio.NewScanner(f)
@@ -155,14 +152,12 @@ func lessonText(t *testing.T, prefix string) string {
 }
 
 // TestFixSnippetsAreInTheLessons checks that lessons 21 and 22 show the Go
-// and Node fixes exactly as the tests below run them.
+// fixes exactly as the tests below run them (lessons/stackfix's
+// TestLessonsQuoteTheTestedFixes does the same for the Node ones).
 func TestFixSnippetsAreInTheLessons(t *testing.T) {
 	for _, c := range []struct{ lesson, name string }{{"21-", "schema-per-tenant"}, {"22-", "pinned-state"}} {
-		text := lessonText(t, c.lesson)
-		for _, file := range []string{"fixes_test.go", filepath.Join("apps", "fixes", c.name+".js")} {
-			if s := snippet(t, file, c.name); !strings.Contains(text, s) {
-				t.Errorf("lesson %s does not show the fix of %s as it runs:\n%s", c.lesson, file, s)
-			}
+		if s := snippet(t, "fixes_test.go", c.name); !strings.Contains(lessonText(t, c.lesson), s) {
+			t.Errorf("lesson %s does not show the Go fix %s as it runs:\n%s", c.lesson, c.name, s)
 		}
 	}
 }
@@ -201,31 +196,52 @@ func fixLab(t *testing.T) (*sessions.Lab, func(asOwner bool, stmts ...string)) {
 	return lab, exec
 }
 
-// runNode runs lessons/apps/fixes/script with url and decodes the JSON it
-// prints into out; it skips the test without Node or node-postgres.
-func runNode(t *testing.T, script, url string, out any) {
+// onePool opens a pool of one connection to url, closed when the test
+// ends, and returns it with a context that bounds the test to a minute.
+func onePool(t *testing.T, url string) (context.Context, *pgxpool.Pool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return ctx, pool
+}
+
+// runNode runs the check of lessons/apps/stack-fixes/fixes.js against url
+// and decodes the JSON it prints into out; it skips the test without Node
+// or the app's packages.
+func runNode(t *testing.T, check, url string, out any) {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Skip("node is not installed (scripts/setup-debian.sh installs it)")
 	}
-	dir, _ := filepath.Abs(filepath.Join("apps", "fixes"))
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "pg")); err != nil {
-		t.Skip("node-postgres is not installed: run scripts/setup-debian.sh (npm ci in lessons/apps/fixes)")
+	dir, _ := filepath.Abs(filepath.Join("apps", "stack-fixes"))
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "typeorm")); err != nil {
+		t.Skip("the fixes' packages are not installed: run scripts/setup-debian.sh (npm ci in lessons/apps/stack-fixes)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, filepath.Join(dir, script), url)
+	cmd := exec.CommandContext(ctx, node, "fixes.js", "--url", url, "--check", check)
+	cmd.Dir = dir
 	b, err := cmd.Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			t.Fatalf("node %s: %v\n%s", script, err, ee.Stderr)
+			t.Fatalf("node fixes.js --check %s: %v\n%s", check, err, ee.Stderr)
 		}
 		t.Fatal(err)
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		t.Fatalf("node %s printed %q: %v", script, b, err)
+		t.Fatalf("node fixes.js --check %s printed %q: %v", check, b, err)
 	}
 }
 
@@ -251,18 +267,7 @@ func TestSchemaPerTenantFix(t *testing.T) {
 		}
 	}
 	t.Run("go", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cfg, err := pgxpool.ParseConfig(lab.Sandbox.AppURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.MaxConns = 1
-		pool, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pool.Close()
+		ctx, pool := onePool(t, lab.Sandbox.AppURL)
 		read := func(q interface {
 			Query(context.Context, string, ...any) (pgx.Rows, error)
 		}) ([]int32, error) {
@@ -289,7 +294,7 @@ func TestSchemaPerTenantFix(t *testing.T) {
 			Acme, Globex []int32
 			Forgot       json.RawMessage
 		}
-		runNode(t, "schema-per-tenant.js", lab.Sandbox.AppURL, &out)
+		runNode(t, "pg-schema-per-tenant", lab.Sandbox.AppURL, &out)
 		var forgot []int32
 		var failed struct{ Code string }
 		if err := json.Unmarshal(out.Forgot, &forgot); err != nil {
@@ -320,18 +325,7 @@ func TestPinnedStateFix(t *testing.T) {
 		}
 	}
 	t.Run("go", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cfg, err := pgxpool.ParseConfig(lab.Sandbox.AppURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.MaxConns = 1
-		pool, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pool.Close()
+		ctx, pool := onePool(t, lab.Sandbox.AppURL)
 		acme, err := report(ctx, pool, "1")
 		if err != nil {
 			t.Fatal(err)
@@ -376,7 +370,7 @@ func TestPinnedStateFix(t *testing.T) {
 			Left         left
 			Notified     string
 		}
-		runNode(t, "pinned-state.js", lab.Sandbox.AppURL, &out)
+		runNode(t, "pg-pinned-state", lab.Sandbox.AppURL, &out)
 		want("node", out.Acme, out.Globex, out.Left, out.Notified)
 	})
 }
