@@ -21,53 +21,31 @@ func TestPinnedStateVariants(t *testing.T) {
 	t.Parallel()
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	type req struct {
-		rows, foreign int
-		sqlstate      string
-	}
-	cases := []struct {
-		variant string
-		reqs    []req
-		idle    float64 // locks_held_idle, -1 when the variant has none
-	}{
-		{"temp-table", []req{{3, 0, ""}, {6, 3, ""}}, -1},
-		{"on-commit-drop", []req{{3, 0, ""}, {3, 0, ""}}, -1},
-		{"session-lock", []req{{3, 0, ""}, {0, 0, "55P03"}}, 1},
-		{"xact-lock", []req{{3, 0, ""}, {3, 0, ""}}, 0},
-		{"listen-pgbouncer", []req{{3, 0, ""}}, -1},
-		{"listen-direct", []req{{3, 0, ""}, {3, 0, ""}}, -1},
-	}
-	for _, c := range cases {
-		st := mustRun(t, lab, "pinned-state", c.variant, nil)
-		if st.Status != engine.StatusDone || len(st.Requests) != len(c.reqs) {
-			t.Fatalf("%s: status %q (%s), %d requests", c.variant, st.Status, st.Error, len(st.Requests))
-		}
-		for i, want := range c.reqs {
-			r := st.Requests[i]
-			if r.Rows != want.rows || r.ForeignRows != want.foreign || r.Leak != (want.foreign > 0) || r.SQLState != want.sqlstate {
-				t.Errorf("%s request #%d: want %d rows (%d foreign), SQLSTATE %q; got %+v", c.variant, i+1, want.rows, want.foreign, want.sqlstate, r)
+	// locks_held_idle of the variants that count it.
+	idle := map[string]float64{"session-lock": 1, "xact-lock": 0}
+	runEachVariant(t, m, lab, "pinned-state", []variantRun{
+		{"temp-table", []wantRequest{{3, 0, ""}, {6, 3, ""}}},
+		{"on-commit-drop", []wantRequest{{3, 0, ""}, {3, 0, ""}}},
+		{"session-lock", []wantRequest{{3, 0, ""}, {0, 0, "55P03"}}},
+		{"xact-lock", []wantRequest{{3, 0, ""}, {3, 0, ""}}},
+		{"listen-pgbouncer", []wantRequest{{3, 0, ""}}},
+		{"listen-direct", []wantRequest{{3, 0, ""}, {3, 0, ""}}},
+	}, func(variant string, st engine.State) {
+		if want, ok := idle[variant]; ok {
+			if got := mustMetric(t, st, "locks_held_idle"); got != want {
+				t.Errorf("%s: locks_held_idle %v, want %v", variant, got, want)
 			}
 		}
-		if c.idle >= 0 {
-			if got := mustMetric(t, st, "locks_held_idle"); got != c.idle {
-				t.Errorf("%s: locks_held_idle %v, want %v", c.variant, got, c.idle)
-			}
-		}
-		if strings.HasPrefix(c.variant, "listen") {
+		if strings.HasPrefix(variant, "listen") {
 			heard, stray := 1.0, 0.0
-			if c.variant == "listen-pgbouncer" {
+			if variant == "listen-pgbouncer" {
 				heard, stray = 0, 1
 			}
 			if got, gotStray := mustMetric(t, st, "notifications_received"), mustMetric(t, st, "notifications_misdelivered"); got != heard || gotStray != stray {
-				t.Errorf("%s: the worker received %v, app-2 %v; want %v and %v", c.variant, got, gotStray, heard, stray)
+				t.Errorf("%s: the worker received %v, app-2 %v; want %v and %v", variant, got, gotStray, heard, stray)
 			}
 		}
-		sessionstest.WaitNoBackends(t, m, lab)
-		if left := labLeftovers(t, m, lab); len(left) > 0 {
-			t.Errorf("%s left: %v", c.variant, left)
-		}
-		t.Logf("%s: %v", c.variant, st.Notes)
-	}
+	}, func() []string { return labLeftovers(t, m, lab) })
 }
 
 // TestPinnedStateCancelledLeavesNothing stops temp-table at its first

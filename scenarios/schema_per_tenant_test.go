@@ -22,45 +22,22 @@ func TestSchemaPerTenantVariants(t *testing.T) {
 	t.Parallel()
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	type req struct {
-		rows, foreign int
-		sqlstate      string
-	}
-	cases := []struct {
-		variant string
-		reqs    []req
-	}{
-		{"session-search-path", []req{{3, 0, ""}, {3, 3, ""}, {3, 0, ""}}},
-		{"local-search-path", []req{{3, 0, ""}, {0, 0, "42P01"}, {3, 0, ""}}},
-		{"definer-unqualified", []req{{3, 0, ""}, {3, 3, ""}}},
-		{"definer-qualified", []req{{3, 0, ""}, {3, 0, ""}}},
-		{"pgbouncer-session-path", []req{{3, 3, ""}, {3, 0, ""}}},
-		{"pgbouncer-local-path", []req{{3, 0, ""}, {3, 0, ""}}},
-	}
-	for _, c := range cases {
-		st := mustRun(t, lab, "schema-per-tenant", c.variant, nil)
-		if st.Status != engine.StatusDone || len(st.Requests) != len(c.reqs) {
-			t.Fatalf("%s: status %q (%s), %d requests", c.variant, st.Status, st.Error, len(st.Requests))
-		}
-		for i, want := range c.reqs {
-			r := st.Requests[i]
-			if r.Rows != want.rows || r.ForeignRows != want.foreign || r.Leak != (want.foreign > 0) || r.SQLState != want.sqlstate {
-				t.Errorf("%s request #%d: want %d rows (%d foreign), SQLSTATE %q; got %+v", c.variant, i+1, want.rows, want.foreign, want.sqlstate, r)
-			}
-		}
-		if strings.HasPrefix(c.variant, "definer") {
+	runEachVariant(t, m, lab, "schema-per-tenant", []variantRun{
+		{"session-search-path", []wantRequest{{3, 0, ""}, {3, 3, ""}, {3, 0, ""}}},
+		{"local-search-path", []wantRequest{{3, 0, ""}, {0, 0, "42P01"}, {3, 0, ""}}},
+		{"definer-unqualified", []wantRequest{{3, 0, ""}, {3, 3, ""}}},
+		{"definer-qualified", []wantRequest{{3, 0, ""}, {3, 0, ""}}},
+		{"pgbouncer-session-path", []wantRequest{{3, 3, ""}, {3, 0, ""}}},
+		{"pgbouncer-local-path", []wantRequest{{3, 0, ""}, {3, 0, ""}}},
+	}, func(variant string, st engine.State) {
+		if strings.HasPrefix(variant, "definer") {
 			// Globex's call runs as Globex's own role, which may not use
 			// Acme's schema.
 			if r := st.Requests[1]; r.Role != "lab_"+lab.ID+"_tenant_globex" {
-				t.Errorf("%s: Globex's call ran as %q", c.variant, r.Role)
+				t.Errorf("%s: Globex's call ran as %q", variant, r.Role)
 			}
 		}
-		sessionstest.WaitNoBackends(t, m, lab)
-		if left := append(labLeftovers(t, m, lab), tenantSchemasLeft(t, lab)...); len(left) > 0 {
-			t.Errorf("%s left: %v", c.variant, left)
-		}
-		t.Logf("%s: %v", c.variant, st.Notes)
-	}
+	}, func() []string { return append(labLeftovers(t, m, lab), tenantSchemasLeft(t, lab)...) })
 }
 
 // tenantSchemasLeft lists the schemas of lab's database besides the
