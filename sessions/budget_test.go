@@ -91,42 +91,58 @@ func sampleBackends(t *testing.T, url, where string) (stop func() int) {
 	}
 }
 
-// TestStockServerQueuesRunsWithinTheBudget starts a PostgreSQL with the
-// stock max_connections = 100, opens rlslab on it with the default flags,
-// and starts ten crowd runs at once (each needs a lab's whole
-// allowance): some wait in the queue and say so, all finish, and rlslab's
-// backends, sampled all along, never exceed the budget.
-func TestStockServerQueuesRunsWithinTheBudget(t *testing.T) {
-	t.Parallel()
-	srv := pgenvtest.MustStockServer(t)
+// crowdScenario and crowdVariant are the run the budget tests start in
+// every lab: a crowd that declares more connections than its lab's app role
+// may hold.
+const crowdScenario, crowdVariant = "shared-pool", "conn-per-user"
+
+// crowdRuns starts shared-pool's conn-per-user crowd at full speed in
+// labs made on the managers and waits for every run to end. The crowd has
+// twice the app role's CONNECTION LIMIT in users, all online at once, so
+// each run fills the limit and is refused the rest, and only the lab's
+// seeded tenants (no extra ones to add and remove). It makes one lab on
+// managers[0] first, and from that lab's sandbox what one run declares
+// (need), then perManager(need) labs on each manager in all, at once; the
+// crowds start at once too. It fails the test unless every run finishes
+// done, and returns how many runs waited in the queue and said so.
+func crowdRuns(t *testing.T, managers []*sessions.Manager, perManager func(need int) int, timeout time.Duration) (runs, queued int) {
+	t.Helper()
 	ctx := context.Background()
-	m, err := sessions.Open(ctx, sessions.Config{AdminURL: srv.URL, Catalog: scenarios.DefaultCatalog(), Spares: 2, Bouncers: nil})
+	first, err := managers[0].Create(ctx, managers[0].Name()+"-participant-0")
 	if err != nil {
-		t.Fatalf("default flags on a stock server: %v", err)
+		t.Fatal(err)
 	}
-	defer m.Close(ctx)
-	c := m.Capacity()
-	if c.MaxConnections != 100 || c.Budget > 100-c.Reserved {
-		t.Fatalf("capacity %+v", c)
+	sc, err := managers[0].Catalog().Lookup(crowdScenario)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("capacity on a stock server: %+v", c)
+	users, tenants := 2*first.Sandbox.ConnLimit, len(first.Sandbox.Tenants)
+	params := map[string]string{"users": strconv.Itoa(users), "tenants": strconv.Itoa(tenants)}
+	need := sc.Need(crowdVariant, engine.Params{"users": users, "tenants": tenants}, first.Sandbox)
+	if need <= first.Sandbox.ConnLimit+1 {
+		t.Fatalf("%s %s declares %d connections, no more than the role's limit + 1", crowdScenario, crowdVariant, need)
+	}
+	n := perManager(need)
 
-	stopSampler := sampleBackends(t, srv.URL, ownBackends)
-
-	const runs = 10
-	labs := make([]*sessions.Lab, runs)
+	labs := []*sessions.Lab{first}
+	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for i := range labs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l, err := m.Create(ctx, fmt.Sprintf("participant-%d", i))
-			if err != nil {
-				t.Error(err)
-				return
+	for k, m := range managers {
+		for i := range n {
+			if k == 0 && i == 0 {
+				continue
 			}
-			labs[i] = l
-		}()
+			wg.Go(func() {
+				l, err := m.Create(ctx, fmt.Sprintf("%s-participant-%d", m.Name(), i))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				labs = append(labs, l)
+				mu.Unlock()
+			})
+		}
 	}
 	wg.Wait()
 	if t.Failed() {
@@ -148,12 +164,13 @@ func TestStockServerQueuesRunsWithinTheBudget(t *testing.T) {
 				}
 			}
 		}()
-		if err := l.Start(sessions.RunRequest{Scenario: "shared-pool", Variant: "conn-per-user", Speed: engine.Speed{Max: true},
-			Params: map[string]string{"users": "40"}}); err != nil {
+	}
+	for _, l := range labs {
+		if err := l.Start(sessions.RunRequest{Scenario: crowdScenario, Variant: crowdVariant, Speed: engine.Speed{Max: true}, Params: params}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for _, l := range labs {
 		if err := l.Wait(wctx); err != nil {
@@ -163,15 +180,41 @@ func TestStockServerQueuesRunsWithinTheBudget(t *testing.T) {
 			t.Errorf("lab %s: %s %s", l.ID, st.Status, st.Error)
 		}
 	}
-	peak := stopSampler()
-	queued := 0
 	queuedSeen.Range(func(any, any) bool { queued++; return true })
+	return len(labs), queued
+}
+
+// TestStockServerQueuesRunsWithinTheBudget starts a PostgreSQL with the
+// stock max_connections = 100, opens rlslab on it with the default flags,
+// and starts one crowd run more than the budget for runs holds at once
+// (each declares more than a lab's whole allowance): some wait in the
+// queue and say so, all finish, and rlslab's backends, sampled all along,
+// never exceed the budget.
+func TestStockServerQueuesRunsWithinTheBudget(t *testing.T) {
+	t.Parallel()
+	srv := pgenvtest.MustStockServer(t)
+	ctx := context.Background()
+	m, err := sessions.Open(ctx, sessions.Config{AdminURL: srv.URL, Catalog: scenarios.DefaultCatalog(), Spares: 2, Bouncers: nil})
+	if err != nil {
+		t.Fatalf("default flags on a stock server: %v", err)
+	}
+	defer m.Close(ctx)
+	c := m.Capacity()
+	if c.MaxConnections != 100 || c.Budget > 100-c.Reserved {
+		t.Fatalf("capacity %+v", c)
+	}
+	t.Logf("capacity on a stock server: %+v", c)
+
+	stopSampler := sampleBackends(t, srv.URL, ownBackends)
+	// One run more than fit the budget for runs: at least one must wait.
+	runs, queued := crowdRuns(t, []*sessions.Manager{m}, func(need int) int { return c.Runs/need + 1 }, 2*time.Minute)
+	peak := stopSampler()
 	t.Logf("peak backends %d, budget %d, max_connections %d; %d of %d runs waited in the queue", peak, c.Budget, c.MaxConnections, queued, runs)
 	if peak > c.Budget {
 		t.Errorf("rlslab held %d backends, over its budget of %d", peak, c.Budget)
 	}
-	if need := m.Catalog(); need != nil && queued == 0 {
-		t.Errorf("no run waited in the queue: %d runs of up to %d connections each fit a budget of %d for runs?", runs, sessions.DefaultConnLimit+1, c.Runs)
+	if queued == 0 {
+		t.Errorf("no run waited in the queue: %d runs fit a budget of %d for runs?", runs, c.Runs)
 	}
 	if u := m.Usage(); u.RunConns != 0 || u.Queued != 0 {
 		t.Errorf("after the runs: %+v", u)

@@ -2,10 +2,8 @@ package sessions_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,7 +12,6 @@ import (
 	"github.com/rlslab/rlslab/internal/pgenv"
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 	"github.com/rlslab/rlslab/scenarios"
-	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/store"
 )
@@ -68,73 +65,26 @@ func TestTwoInstancesShareOneServersBudget(t *testing.T) {
 
 	stopSampler := sampleBackends(t, srv.URL, `backend_type = 'client backend'`)
 
-	const perInstance = 6
-	var labs []*sessions.Lab
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, m := range []*sessions.Manager{a, b} {
-		for i := range perInstance {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				l, err := m.Create(ctx, fmt.Sprintf("%s-participant-%d", m.Name(), i))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				labs = append(labs, l)
-				mu.Unlock()
-			}()
-		}
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-	var queuedSeen sync.Map
-	for _, l := range labs {
-		changes, cancel := l.Tracker().Subscribe()
-		go func() {
-			defer cancel()
-			for {
-				select {
-				case <-l.Done():
-					return
-				case <-changes:
-				}
-				if st := l.Tracker().Snapshot(); st.Status == engine.StatusQueued && st.Queue != nil && st.Queue.Need > 0 {
-					queuedSeen.Store(l.ID, *st.Queue)
-				}
-			}
-		}()
-	}
-	for _, l := range labs {
-		if err := l.Start(sessions.RunRequest{Scenario: "shared-pool", Variant: "conn-per-user", Speed: engine.Speed{Max: true},
-			Params: map[string]string{"users": "40"}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	wctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
-	defer cancel()
-	for _, l := range labs {
-		if err := l.Wait(wctx); err != nil {
-			t.Errorf("lab %s: %v", l.ID, err)
-		}
-		if st := l.Tracker().Snapshot(); st.Status != engine.StatusDone {
-			t.Errorf("lab %s: %s %s", l.ID, st.Status, st.Error)
-		}
+	// As many runs on each instance as its budget for runs holds at once:
+	// alone, an instance would admit all of them; together they declare
+	// more than the server allows, so runs must wait for the other
+	// instance's.
+	var perInstance, need int
+	runs, queued := crowdRuns(t, []*sessions.Manager{a, b}, func(n int) int {
+		need, perInstance = n, c.Runs/n
+		return perInstance
+	}, 4*time.Minute)
+	if 2*perInstance*need <= limit {
+		t.Fatalf("%d runs of %d connections fit the server's %d: the test shows nothing", 2*perInstance, need, limit)
 	}
 	peak := stopSampler()
-	queued := 0
-	queuedSeen.Range(func(any, any) bool { queued++; return true })
 	log, err := os.ReadFile(srv.LogPath())
 	if err != nil {
 		t.Fatal(err)
 	}
 	refused := strings.Count(string(log), "too many clients")
-	t.Logf("two instances, %d crowd runs each: peak client backends %d, max_connections %d − %d reserved = %d, budget %d; %d runs waited; %d refused",
-		perInstance, peak, c.MaxConnections, c.Reserved, limit, c.Budget, queued, refused)
+	t.Logf("two instances, %d crowd runs each (%d connections each): peak client backends %d, max_connections %d − %d reserved = %d, budget %d; %d of %d runs waited; %d refused",
+		perInstance, need, peak, c.MaxConnections, c.Reserved, limit, c.Budget, queued, runs, refused)
 	if peak > limit {
 		t.Errorf("the server had %d client backends, over max_connections − reserved = %d", peak, limit)
 	}
@@ -142,7 +92,7 @@ func TestTwoInstancesShareOneServersBudget(t *testing.T) {
 		t.Errorf("the server logged %q %d times", "too many clients", refused)
 	}
 	if queued == 0 {
-		t.Errorf("no run waited: %d crowds of 17 fit one budget of %d?", 2*perInstance, c.Budget)
+		t.Errorf("no run waited: %d crowds of %d fit one budget of %d?", runs, need, c.Budget)
 	}
 	for _, m := range []*sessions.Manager{a, b} {
 		if u := m.Usage(); u.RunConns != 0 || u.Queued != 0 {
