@@ -52,13 +52,7 @@ func (s *Store) SetPending(ctx context.Context, learnerID, lesson string, p Pend
 		return rlslab.Errorf(rlslab.ENOTFOUND, "unknown learner")
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `
-INSERT INTO rlslab.progress (learner_id, lesson) VALUES ($1, $2)
-ON CONFLICT (learner_id, lesson) DO NOTHING`, learnerID, lesson)
-		if sqlState(err) == foreignKeyViolation {
-			return rlslab.Errorf(rlslab.ENOTFOUND, "unknown learner")
-		}
-		if err != nil {
+		if err := ensureProgress(ctx, tx, learnerID, lesson); err != nil {
 			return err
 		}
 		var checked bool

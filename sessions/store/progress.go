@@ -111,6 +111,19 @@ ON CONFLICT (learner_id, lesson) DO UPDATE SET
 	return wrap("recording a run", err)
 }
 
+// ensureProgress adds the learner's progress row for lesson in tx unless
+// it is there: a prediction, pending or checked, belongs to one. It fails
+// with ENOTFOUND for an unknown learner.
+func ensureProgress(ctx context.Context, tx pgx.Tx, learnerID, lesson string) error {
+	_, err := tx.Exec(ctx, `
+INSERT INTO rlslab.progress (learner_id, lesson) VALUES ($1, $2)
+ON CONFLICT (learner_id, lesson) DO NOTHING`, learnerID, lesson)
+	if sqlState(err) == foreignKeyViolation {
+		return rlslab.Errorf(rlslab.ENOTFOUND, "unknown learner")
+	}
+	return err
+}
+
 // RecordPrediction stores the learner's checked prediction about a variant
 // of a lesson, replacing an earlier one and the pending choice about that
 // variant. It fails
@@ -143,16 +156,10 @@ func (s *Store) RecordPrediction(ctx context.Context, learnerID, lesson string, 
 		return rlslab.Errorf(rlslab.ENOTFOUND, "unknown learner")
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `
-INSERT INTO rlslab.progress (learner_id, lesson) VALUES ($1, $2)
-ON CONFLICT (learner_id, lesson) DO NOTHING`, learnerID, lesson)
-		if sqlState(err) == foreignKeyViolation {
-			return rlslab.Errorf(rlslab.ENOTFOUND, "unknown learner")
-		}
-		if err != nil {
+		if err := ensureProgress(ctx, tx, learnerID, lesson); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `
+		_, err := tx.Exec(ctx, `
 INSERT INTO rlslab.predictions (learner_id, lesson, variant, choice, correct, actual, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (learner_id, lesson, variant) DO UPDATE SET
 	choice = EXCLUDED.choice, correct = EXCLUDED.correct, actual = EXCLUDED.actual, evidence = EXCLUDED.evidence, answered_at = now()`,
