@@ -2,6 +2,7 @@ package scenarios_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -72,14 +73,19 @@ func TestSharedPoolConnPerUserIsRefusedOnEveryRun(t *testing.T) {
 	t.Parallel()
 	m := mustManager(t)
 	lab := sessionstest.MustCreateLab(t, m, "owner")
-	params := map[string]string{"users": "90", "tenants": "10", "online": "30"}
+	// Two waves, each of more users online at once than the role's
+	// CONNECTION LIMIT: both waves run into it.
+	const waves = 2
+	online := sessions.DefaultConnLimit + 6
+	users := waves * online
+	params := map[string]string{"users": strconv.Itoa(users), "tenants": "10", "online": strconv.Itoa(online)}
 	for run := range 2 {
 		st := mustRun(t, lab, "shared-pool", scenarios.SharedPoolConnPerUser, params)
 		if st.Status != engine.StatusDone {
 			t.Fatalf("run %d: status %q (%s)", run, st.Status, st.Error)
 		}
-		if len(st.Requests) != 90 {
-			t.Fatalf("run %d: want 90 request rows, got %d", run, len(st.Requests))
+		if len(st.Requests) != users {
+			t.Fatalf("run %d: want %d request rows, got %d", run, users, len(st.Requests))
 		}
 		refused := 0
 		want := `too many connections for role "` + lab.Sandbox.AppRole + `"`
@@ -93,8 +99,9 @@ func TestSharedPoolConnPerUserIsRefusedOnEveryRun(t *testing.T) {
 			}
 		}
 		served := crowdServedOwnRows(t, st)
-		// 3 waves of 30 users against a limit of 12: at least 18 refused per wave.
-		if refused < 3*(30-sessions.DefaultConnLimit) || served == 0 || served+refused != 90 {
+		// Every wave has online users against the limit: at least
+		// online − limit of them refused per wave.
+		if refused < waves*(online-sessions.DefaultConnLimit) || served == 0 || served+refused != users {
 			t.Errorf("run %d: served %d, refused %d", run, served, refused)
 		}
 		if got := mustMetric(t, st, "users refused (53300)"); int(got) != refused {
