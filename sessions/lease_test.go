@@ -45,12 +45,13 @@ func openInstance(t *testing.T, srv *pgenv.Server, name string, spares int) *ses
 }
 
 // TestTwoInstancesShareOneServersBudget opens two rlslab instances on one
-// stock PostgreSQL (max_connections = 100) and starts six crowd runs on
-// each at once. Together they stay within the one budget: the server's
-// client backends, sampled all along, never exceed max_connections −
-// reserved, the server logs no "too many clients", some runs wait in the
-// queue and say so, and every run finishes. (Each instance alone would
-// take 87 connections: twice that is what the server refused before.)
+// stock PostgreSQL (max_connections = 100) and starts on each at once as
+// many crowd runs as its own budget for runs holds. Together they stay
+// within the one budget: the server's client backends, sampled all along,
+// never exceed max_connections − reserved, the server logs no "too many
+// clients", some runs wait in the queue and say so, and every run
+// finishes. (Each instance alone would admit all of its runs: twice that
+// is what the server refused before.)
 func TestTwoInstancesShareOneServersBudget(t *testing.T) {
 	t.Parallel()
 	srv := pgenvtest.MustStockServer(t)
