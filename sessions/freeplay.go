@@ -457,7 +457,7 @@ func (fp *freePlay) close(why string) {
 	if rec != nil {
 		frames := rec.finish()
 		fp.lab.mgr.publish(&RunRecord{Lab: fp.lab, Scenario: FreePlayScenario, Variant: "pool", Started: started,
-			Final: fp.lab.tracker.Snapshot(), Frames: frames})
+			Ended: time.Now(), Final: fp.lab.tracker.Snapshot(), Frames: frames})
 	}
 }
 

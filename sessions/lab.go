@@ -369,7 +369,9 @@ func (l *Lab) endRun(run *activeRun, err error) (*RunRecord, error) {
 		})
 	}
 	frames := run.rec.finish()
-	final := l.tracker.Snapshot()
+	// A follower's last state shares the crowd's slices (its recording's
+	// frames do too): the record reads them, it copies none.
+	final := l.tracker.View()
 	switch {
 	case closing:
 		final.Status, final.Error = engine.StatusCancelled, err.Error()
@@ -377,7 +379,7 @@ func (l *Lab) endRun(run *activeRun, err error) (*RunRecord, error) {
 	case reset:
 		final.Status, final.Error = engine.StatusFailed, err.Error()
 	}
-	return &RunRecord{Lab: l, Scenario: run.scenario, Variant: run.variant, Params: run.params, Started: run.started, Final: final, Frames: frames}, err
+	return &RunRecord{Lab: l, Scenario: run.scenario, Variant: run.variant, Params: run.params, Started: run.started, Ended: time.Now(), Final: final, Frames: frames}, err
 }
 
 // publish tells every subscriber of r's end (nil: nothing to tell).

@@ -19,33 +19,53 @@ const (
 )
 
 // RecordedFrame is one frame of a finished run: the lab's state at AtMS
-// milliseconds after the run began, as a StateDoc in JSON (RecordingFormat).
+// milliseconds after the run began, as a StateDoc in JSON (RecordingFormat)
+// made when it is asked for (JSON): a frame that shows another lab's crowd
+// (a follower's, see shared.go) keeps the crowd's state that every follower
+// shares, not a copy.
 type RecordedFrame struct {
-	AtMS  int64           `json:"at_ms"`
-	State json.RawMessage `json:"state"`
+	AtMS int64
+	doc  json.RawMessage // the frame's JSON, or nil
+	kept *engine.State   // when doc is nil: the state, sharing a capture's slices (engine.State.Kept)
+}
+
+// JSON returns the frame's state as a StateDoc in JSON. A frame that keeps
+// a shared crowd's state is converted now, each time it is asked for.
+func (f RecordedFrame) JSON() (json.RawMessage, error) {
+	if f.kept == nil {
+		return f.doc, nil
+	}
+	return json.Marshal(StateDocOf(*f.kept))
 }
 
 // RunRecord is a finished run as the manager's subscribers receive it
-// (Config.Subscribers).
+// (Config.Subscribers). Final and Frames may share their slices with
+// other labs' states (a shared crowd's, engine.State.Kept): a subscriber
+// reads them and never changes them.
 type RunRecord struct {
 	Lab      *Lab
 	Scenario string
 	Variant  string
 	Params   engine.Params
 	Started  time.Time
+	Ended    time.Time // zero: when the record is saved
 	Final    engine.State
 	Frames   []RecordedFrame
 }
 
 // recorder keeps the frames of one run: every change of the lab's state,
-// at most one per recordEvery, the last one always.
+// at most one per recordEvery, the last one always. A state as a capture
+// kept it (a follower's, engine.State.Kept) is kept as it is, sharing its
+// slices with every other lab that shows it; any other state is converted
+// to its JSON at once.
 type recorder struct {
 	tracker *engine.Tracker
 	started time.Time
 
 	mu      sync.Mutex
 	frames  []RecordedFrame
-	bytes   int // of the frames' states
+	sizes   []int // of the frames' JSON (as the capture measured it, for a kept state)
+	bytes   int   // the sum of sizes
 	version uint64
 	stop    context.CancelFunc
 	done    chan struct{}
@@ -82,7 +102,7 @@ func record(t *engine.Tracker) *recorder {
 }
 
 // take adds the current state as a frame if it changed.
-func (r *recorder) take() { r.add(r.tracker.Snapshot()) }
+func (r *recorder) take() { r.add(r.tracker.View()) }
 
 // add adds st as a frame unless it is the last one again or older than
 // it: the OnFrame function and the recording goroutine both take
@@ -95,26 +115,36 @@ func (r *recorder) add(st engine.State) {
 		return
 	}
 	r.version = st.Version
-	// The state is converted to the recording's own document once, here.
-	b, err := json.Marshal(StateDocOf(st))
-	if err != nil {
-		return
+	f := RecordedFrame{AtMS: time.Since(r.started).Milliseconds()}
+	size, ok := st.Kept()
+	if ok && size > 0 {
+		// A shared crowd's state: kept as it is, converted when saved.
+		f.kept = &st
+	} else {
+		// The state is converted to the recording's own document once, here.
+		b, err := json.Marshal(StateDocOf(st))
+		if err != nil {
+			return
+		}
+		f.doc, size = b, len(b)
 	}
-	r.bytes += len(b)
+	r.bytes += size
 	for len(r.frames) >= maxRecordedFrames || r.bytes > maxRecordedBytes && len(r.frames) > 2 {
 		// Thin out: keep every other frame, so a long run still spans its
 		// whole length.
-		kept := r.frames[:0]
+		frames, sizes := r.frames[:0], r.sizes[:0]
 		for i, f := range r.frames {
 			if i%2 == 0 || i == len(r.frames)-1 {
-				kept = append(kept, f)
+				frames, sizes = append(frames, f), append(sizes, r.sizes[i])
 			} else {
-				r.bytes -= len(f.State)
+				r.bytes -= r.sizes[i]
 			}
 		}
-		r.frames = kept
+		clear(r.frames[len(frames):])
+		r.frames, r.sizes = frames, sizes
 	}
-	r.frames = append(r.frames, RecordedFrame{AtMS: time.Since(r.started).Milliseconds(), State: b})
+	r.frames = append(r.frames, f)
+	r.sizes = append(r.sizes, size)
 }
 
 // finish stops recording, takes the final state, and returns the frames.

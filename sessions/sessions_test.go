@@ -558,10 +558,10 @@ func TestEveryRunIsRecorded(t *testing.T) {
 		t.Fatalf("record: %s/%s %s, %d frames", r.Scenario, r.Variant, r.Final.Status, len(r.Frames))
 	}
 	var first, last engine.State
-	if err := json.Unmarshal(r.Frames[0].State, &first); err != nil {
+	if err := json.Unmarshal(frameJSON(t, r.Frames[0]), &first); err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(r.Frames[len(r.Frames)-1].State, &last); err != nil {
+	if err := json.Unmarshal(frameJSON(t, r.Frames[len(r.Frames)-1]), &last); err != nil {
 		t.Fatal(err)
 	}
 	if first.Status != engine.StatusRunning || last.Status != engine.StatusDone || last.Leaks() != 1 {

@@ -50,6 +50,16 @@ func startRun(t *testing.T, l *sessions.Lab, variant string, speed engine.Speed,
 	}
 }
 
+// frameJSON returns a recorded frame's state as JSON.
+func frameJSON(t *testing.T, f sessions.RecordedFrame) json.RawMessage {
+	t.Helper()
+	b, err := f.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func waitRun(t *testing.T, l *sessions.Lab) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -127,6 +137,27 @@ func TestCrowdIsShared(t *testing.T) {
 	}
 	if fr := recs.of(follower); len(fr) != 1 || fr[0].Final.Replay == nil || fr[0].Final.Replay.Shared == nil || len(fr[0].Frames) == 0 {
 		t.Errorf("the follower's run is not recorded as a shared crowd: %d records", len(fr))
+	} else {
+		// Its frames are the states the follower showed, as a replay of
+		// the recording reads them: its own lab, the leader's hidden.
+		shared := 0
+		for i, f := range fr[0].Frames {
+			raw := frameJSON(t, f)
+			d, err := sessions.DecodeFrame(sessions.RecordingFormat, raw)
+			if err != nil {
+				t.Fatalf("frame %d: %v", i, err)
+			}
+			if d.Lab != follower.ID || strings.Contains(string(raw), lead.ID) {
+				t.Errorf("recorded frame %d shows lab %q (want %s) or names the leader's lab %s", i, d.Lab, follower.ID, lead.ID)
+				break
+			}
+			if d.Replay != nil && d.Replay.Shared != nil && len(d.Requests) > 0 {
+				shared++
+			}
+		}
+		if shared == 0 {
+			t.Errorf("none of the follower's %d recorded frames shows the shared crowd's requests", len(fr[0].Frames))
+		}
 	}
 	if lr := recs.of(lead); len(lr) != 1 || lr[0].Final.Replay == nil || lr[0].Final.Replay.Shared != nil {
 		t.Errorf("the leader's run is not recorded as its own: %d records", len(lr))

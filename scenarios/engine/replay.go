@@ -117,7 +117,8 @@ const captureEvery = 20 * time.Millisecond
 
 // captured is one state a run produced, At after the run began; Step marks
 // the state at the end of a frame (an Env.Step), which a replay holds for
-// as long as the pace says.
+// as long as the pace says. The state is marked kept (State.Kept): nobody
+// changes it, and the trackers it is shown on share it.
 type captured struct {
 	st   State
 	at   time.Duration
@@ -138,7 +139,7 @@ type Capture struct {
 
 	mu      sync.Mutex
 	states  []captured
-	hidden  []*State // states[i] with the lab's id hidden, made when a follower first needs it
+	hidden  []*State // states[i].st with the lab's id hidden, made when a follower first needs it
 	version uint64
 	ran     time.Duration // set by Finish
 	over    bool
@@ -187,6 +188,7 @@ func (c *Capture) add(st State, step bool) {
 		}
 	}
 	c.version = max(c.version, st.Version)
+	st.kept = &keptState{}
 	c.states = append(c.states, captured{st: st, at: time.Since(c.began), step: step})
 	close(c.more)
 	c.more = make(chan struct{})
@@ -274,8 +276,9 @@ func (c *Capture) Follow(ctx context.Context, tr *Tracker, p *Pace, shared Share
 
 // hiddenLocked returns state i with the capturing lab's id replaced by
 // HiddenLab in every string, made once and kept. The states a follower
-// shows are shared by every follower: a tracker only replaces a shown
-// state, never changes its slices in place.
+// shows are shared by every follower, and by their recordings (they are
+// marked kept, with the length of their JSON): a tracker copies a kept
+// state before it changes its slices (Tracker.Update).
 func (c *Capture) hiddenLocked(i int) State {
 	for len(c.hidden) <= i {
 		c.hidden = append(c.hidden, nil)
@@ -288,6 +291,7 @@ func (c *Capture) hiddenLocked(i int) State {
 		if b, err := json.Marshal(st); err == nil {
 			var out State
 			if json.Unmarshal([]byte(strings.ReplaceAll(string(b), c.lab, HiddenLab)), &out) == nil {
+				out.kept = &keptState{size: len(b)}
 				if out.Connections == nil {
 					out.Connections = []Connection{}
 				}
@@ -315,7 +319,7 @@ func (c *Capture) replay(ctx context.Context, tr *Tracker, p *Pace, shared *Shar
 		}
 		if !ok {
 			// The run is over: the last state shown learns how long it took.
-			tr.Update(func(s *State) { s.Replay = &Replay{RanMS: max(ran.Milliseconds(), 1), Shared: shared} })
+			tr.set(func(s *State) { s.Replay = &Replay{RanMS: max(ran.Milliseconds(), 1), Shared: shared} })
 			return nil
 		}
 		if wait := time.Until(start.Add(st.at + held)); wait > 0 {
@@ -348,9 +352,10 @@ func (c *Capture) replay(ctx context.Context, tr *Tracker, p *Pace, shared *Shar
 // show puts a captured state on the tracker: everything the run produced,
 // with the lab's own identity, server counts, outage, speed and queue wait
 // kept, and note set. A frame's state counts as a frame shown and goes to
-// the OnFrame function.
+// the OnFrame function. The state's slices are the capture's, not a copy
+// (it is kept, see State.Kept).
 func (t *Tracker) show(st State, step bool, note *Replay) {
-	t.Update(func(s *State) {
+	t.set(func(s *State) {
 		keep := *s
 		*s = st
 		s.Lab, s.Tenants, s.Server, s.Outage = keep.Lab, keep.Tenants, keep.Server, keep.Outage

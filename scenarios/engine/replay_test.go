@@ -111,3 +111,77 @@ func TestSharedReplayNote(t *testing.T) {
 		t.Errorf("without sharing: %q", note)
 	}
 }
+
+// TestFollowersShareTheCapturedStates: two labs that follow one capture
+// show its states without a copy each: the request rows their trackers
+// show, and that a frame's OnFrame function gets, are the very rows the
+// other follower shows (with the capturing lab's id hidden, once for
+// both), marked kept with the length of their JSON. A change on one
+// follower's tracker makes that tracker's own copy first, and leaves the
+// other follower's state as it was.
+func TestFollowersShareTheCapturedStates(t *testing.T) {
+	ctx := context.Background()
+	own := engine.NewTracker("lead1", nil)
+	own.Begin("s", "v", "max")
+	capture := engine.NewCapture(own)
+	env := engine.NewEnv(engine.Sandbox{}, nil, own, engine.NewPace(engine.Speed{Max: true}), nil)
+	for i := range 3 {
+		own.Update(func(s *engine.State) {
+			s.Requests = append(s.Requests, engine.RequestRow{Seq: i + 1, Pattern: "select", Role: "lab_lead1_app", Rows: i})
+		})
+		if err := env.Step(ctx, fmt.Sprint("frame ", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	own.Finish(nil)
+	capture.Finish()
+
+	follow := func(lab string) (*engine.Tracker, []engine.State) {
+		tr := engine.NewTracker(lab, nil)
+		tr.Begin("s", "v", "4")
+		var frames []engine.State
+		tr.OnFrame(func(st engine.State) { frames = append(frames, st) })
+		if err := capture.Follow(ctx, tr, engine.NewPace(engine.Speed{Max: true}), engine.Shared{AgoMS: 10}); err != nil {
+			t.Fatal(err)
+		}
+		return tr, frames
+	}
+	a, framesA := follow("follower1")
+	b, framesB := follow("follower2")
+	if len(framesA) != 3 || len(framesB) != 3 {
+		t.Fatalf("frames shown: %d and %d, want 3 each", len(framesA), len(framesB))
+	}
+	for i := range framesA {
+		fa, fb := framesA[i], framesB[i]
+		if fa.Lab != "follower1" || fb.Lab != "follower2" {
+			t.Errorf("frame %d shown as lab %q and %q, want each follower's own", i, fa.Lab, fb.Lab)
+		}
+		if len(fa.Requests) != i+1 || len(fb.Requests) != i+1 || &fa.Requests[0] != &fb.Requests[0] {
+			t.Errorf("frame %d: the followers' request rows are copies (%d and %d rows), want the capture's, shared", i, len(fa.Requests), len(fb.Requests))
+		}
+		if size, ok := fa.Kept(); !ok || size == 0 {
+			t.Errorf("frame %d: kept %v, size %d; want a kept state with the length of its JSON", i, ok, size)
+		}
+		if fa.Requests[0].Role != "lab_"+engine.HiddenLab+"_app" {
+			t.Errorf("frame %d shows role %q, want the capturing lab hidden", i, fa.Requests[0].Role)
+		}
+	}
+	va, vb := a.View(), b.View()
+	if &va.Requests[0] != &vb.Requests[0] {
+		t.Error("the followers' last states do not share their request rows")
+	}
+	if snap := a.Snapshot(); &snap.Requests[0] == &va.Requests[0] {
+		t.Error("Snapshot returned the shared rows, not a copy")
+	} else if _, ok := snap.Kept(); ok {
+		t.Error("a Snapshot is marked kept")
+	}
+	a.UpdateRequest(1, func(r *engine.RequestRow) { r.Rows = 99 })
+	if got := b.View().Requests[0].Rows; got != 0 {
+		t.Fatalf("a change on one follower's tracker reached the other's: rows %d, want 0", got)
+	}
+	if st := a.View(); st.Requests[0].Rows != 99 || &st.Requests[0] == &va.Requests[0] {
+		t.Errorf("the changed follower shows rows %d (want 99) in shared rows %v", st.Requests[0].Rows, &st.Requests[0] == &va.Requests[0])
+	} else if _, ok := st.Kept(); ok {
+		t.Error("a state changed in place is still marked kept")
+	}
+}

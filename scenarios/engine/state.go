@@ -209,6 +209,29 @@ type State struct {
 	// learner's pace from the states it produced (see Capture).
 	Replay  *Replay `json:"replay,omitempty"`
 	Version uint64  `json:"version"`
+
+	// kept is set while the state's slices, maps and pointers are those of
+	// a state a Capture kept, shown as they are (Tracker.show): nobody
+	// changes them, so every tracker that shows them shares them.
+	kept *keptState
+}
+
+// keptState marks a state a Capture kept (State.kept).
+type keptState struct {
+	// size is the length of the state's JSON, 0 when it is not known.
+	size int
+}
+
+// Kept reports whether the state's slices, maps and pointers are those of
+// a state a Capture kept, shared by every tracker that shows it and by its
+// followers (see Tracker.View): such a state must be read, never changed
+// in place. size is the length of that state's JSON when the capture
+// knows it (it does for the states a follower shows), else 0.
+func (s State) Kept() (size int, ok bool) {
+	if s.kept == nil {
+		return 0, false
+	}
+	return s.kept.size, true
 }
 
 // Queue is where a run that waits for connections stands: it needs Need
@@ -270,49 +293,83 @@ func (t *Tracker) Changed() <-chan struct{} { return t.changed }
 func (t *Tracker) Snapshot() State {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := t.st
-	s.Tenants = append([]Tenant(nil), t.st.Tenants...)
-	s.Pools = append([]PoolCounts(nil), t.st.Pools...)
-	s.Connections = append([]Connection{}, t.st.Connections...)
-	s.Requests = append([]RequestRow{}, t.st.Requests...)
-	s.Series = append([]Sample{}, t.st.Series...)
-	s.Notes = append([]string(nil), t.st.Notes...)
-	s.Metrics = append([]Metric(nil), t.st.Metrics...)
-	s.Findings = append([]Finding(nil), t.st.Findings...)
-	s.Timeline, s.SharedField = t.st.Timeline.clone(), append([]FieldReading(nil), t.st.SharedField...)
-	s.Charts = make([]Chart, len(t.st.Charts))
-	for i, c := range t.st.Charts {
-		s.Charts[i] = c
-		s.Charts[i].Lines = make([]Line, len(c.Lines))
-		for j, l := range c.Lines {
-			s.Charts[i].Lines[j] = Line{Name: l.Name, Points: append([]Point(nil), l.Points...)}
+	return t.st.clone()
+}
+
+// View returns the current state as Snapshot does, except that a state a
+// Capture kept, shown as it is (State.Kept), comes back without a copy of
+// its slices and maps, which nobody changes: the caller must not change
+// them either. It is how a recording of a run that shows another lab's
+// crowd holds that crowd's states once for every lab.
+func (t *Tracker) View() State {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.st.kept != nil {
+		return t.st
+	}
+	return t.st.clone()
+}
+
+// clone returns a copy of s that shares nothing with it (and is not kept).
+func (s State) clone() State {
+	c := s
+	c.kept = nil
+	c.Tenants = append([]Tenant(nil), s.Tenants...)
+	c.Pools = append([]PoolCounts(nil), s.Pools...)
+	c.Connections = append([]Connection{}, s.Connections...)
+	c.Requests = append([]RequestRow{}, s.Requests...)
+	c.Series = append([]Sample{}, s.Series...)
+	c.Notes = append([]string(nil), s.Notes...)
+	c.Metrics = append([]Metric(nil), s.Metrics...)
+	c.Findings = append([]Finding(nil), s.Findings...)
+	c.Timeline, c.SharedField = s.Timeline.clone(), append([]FieldReading(nil), s.SharedField...)
+	c.Charts = make([]Chart, len(s.Charts))
+	for i, ch := range s.Charts {
+		c.Charts[i] = ch
+		c.Charts[i].Lines = make([]Line, len(ch.Lines))
+		for j, l := range ch.Lines {
+			c.Charts[i].Lines[j] = Line{Name: l.Name, Points: append([]Point(nil), l.Points...)}
 		}
 	}
-	if t.st.Pairing != nil {
-		p := *t.st.Pairing
+	if s.Pairing != nil {
+		p := *s.Pairing
 		p.Clients = append([]PeerConn(nil), p.Clients...)
 		p.Servers = append([]PeerConn(nil), p.Servers...)
 		p.Pools = append([]BouncerPool(nil), p.Pools...)
-		s.Pairing = &p
+		c.Pairing = &p
 	}
-	if t.st.Timings != nil {
-		s.Timings = make(map[string]Timing, len(t.st.Timings))
-		for k, v := range t.st.Timings {
-			s.Timings[k] = v
+	if s.Timings != nil {
+		c.Timings = make(map[string]Timing, len(s.Timings))
+		for k, v := range s.Timings {
+			c.Timings[k] = v
 		}
 	}
-	if t.st.Ratios != nil {
-		s.Ratios = make(map[string]float64, len(t.st.Ratios))
-		for k, v := range t.st.Ratios {
-			s.Ratios[k] = v
+	if s.Ratios != nil {
+		c.Ratios = make(map[string]float64, len(s.Ratios))
+		for k, v := range s.Ratios {
+			c.Ratios[k] = v
 		}
 	}
-	return s
+	return c
 }
 
 // Update applies f to the state under the tracker's lock and signals
-// watchers.
+// watchers. A state a Capture kept (State.Kept) becomes the tracker's own
+// copy first, since f may change its slices in place.
 func (t *Tracker) Update(f func(*State)) {
+	t.set(func(s *State) {
+		if s.kept != nil {
+			*s = s.clone()
+		}
+		f(s)
+	})
+}
+
+// set applies f to the state under the tracker's lock and signals
+// watchers, as Update does but without copying a state a Capture kept: f
+// may only set fields (a value, or a slice, map or pointer of its own),
+// never change what the state's slices, maps or pointers hold.
+func (t *Tracker) set(f func(*State)) {
 	t.mu.Lock()
 	f(&t.st)
 	t.st.Version++
@@ -355,7 +412,7 @@ func (t *Tracker) Subscribe() (changes <-chan struct{}, cancel func()) {
 
 // Begin clears the state for a new run of scenario/variant.
 func (t *Tracker) Begin(scenario, variant, speed string) {
-	t.Update(func(s *State) {
+	t.set(func(s *State) {
 		lab, tenants, server := s.Lab, s.Tenants, s.Server
 		*s = State{Lab: lab, Tenants: tenants, Server: server, Scenario: scenario, Variant: variant, Speed: speed,
 			Status: StatusRunning, Connections: []Connection{}, Requests: []RequestRow{}, Series: []Sample{}, Version: s.Version}
@@ -390,14 +447,14 @@ func (t *Tracker) Metric(name string) (Metric, bool) {
 
 // Clear returns the state to idle with nothing in it (a lab reset).
 func (t *Tracker) Clear() {
-	t.Update(func(s *State) {
+	t.set(func(s *State) {
 		*s = State{Lab: s.Lab, Tenants: s.Tenants, Server: s.Server, Status: StatusIdle, Connections: []Connection{}, Requests: []RequestRow{}, Series: []Sample{}, Version: s.Version}
 	})
 }
 
 // Finish sets the final status of a run; a non-nil err marks it failed.
 func (t *Tracker) Finish(err error) {
-	t.Update(func(s *State) {
+	t.set(func(s *State) {
 		if err != nil {
 			s.Status = StatusFailed
 			s.Error = Scrub(err.Error())
@@ -410,7 +467,7 @@ func (t *Tracker) Finish(err error) {
 
 // SetServer records server-side counts; a successful read ends an outage.
 func (t *Tracker) SetServer(c ServerCounts) {
-	t.Update(func(s *State) { s.Server, s.Outage = c, "" })
+	t.set(func(s *State) { s.Server, s.Outage = c, "" })
 }
 
 // SetOutage records that the database is not answering (msg says so in
@@ -420,13 +477,13 @@ func (t *Tracker) SetOutage(msg string) {
 	same := t.st.Outage == msg
 	t.mu.Unlock()
 	if !same {
-		t.Update(func(s *State) { s.Outage = msg })
+		t.set(func(s *State) { s.Outage = msg })
 	}
 }
 
 // SetQueue shows a run waiting for connections (nil: it was admitted).
 func (t *Tracker) SetQueue(q *Queue) {
-	t.Update(func(s *State) {
+	t.set(func(s *State) {
 		s.Queue = q
 		switch {
 		case q != nil:
@@ -445,13 +502,13 @@ func (t *Tracker) SetQueue(q *Queue) {
 
 // SetSpeed records the pace shown in the state.
 func (t *Tracker) SetSpeed(speed string) {
-	t.Update(func(s *State) { s.Speed = speed })
+	t.set(func(s *State) { s.Speed = speed })
 }
 
 // Narrate sets the sentence that explains the current frame.
 func (t *Tracker) Narrate(text string) {
 	text = Scrub(text)
-	t.Update(func(s *State) { s.Narration = text })
+	t.set(func(s *State) { s.Narration = text })
 }
 
 // Note appends a line to the run's notes (facts the run established).
@@ -657,7 +714,8 @@ func (t *Tracker) Finished() bool {
 // OnFrame makes f receive a copy of the state at the end of every frame a
 // run shows (each Env.Step), on the run's goroutine, so that nothing is
 // missed even at full speed (a recording, say); nil removes it. f must be
-// quick.
+// quick. The copy is the tracker's View: the slices of a state a Capture
+// kept are shared, and f must not change them.
 func (t *Tracker) OnFrame(f func(State)) {
 	t.mu.Lock()
 	t.onFrame = f
@@ -670,6 +728,6 @@ func (t *Tracker) stepped() {
 	f := t.onFrame
 	t.mu.Unlock()
 	if f != nil {
-		f(t.Snapshot())
+		f(t.View())
 	}
 }
