@@ -428,6 +428,10 @@ func (m *Manager) Ping(ctx context.Context) error {
 // ErrDatabaseDown is the message of an outage.
 const ErrDatabaseDown = "the database is not answering; retrying"
 
+// ErrDatabaseBusy is the message of a call that ran out of time on a
+// database that still answers (a loaded machine, many requests at once).
+const ErrDatabaseBusy = "the database is answering slowly right now; retrying"
+
 // dbError turns a failure to reach the database into an EUNAVAILABLE error
 // that says so in words, and logs the driver's error; other errors pass
 // through.

@@ -54,10 +54,16 @@ func guarded[T any](ctx context.Context, g guard, what string, f func(ctx contex
 		v, err := f(fctx)
 		done <- result{v, err}
 	}()
-	// finish passes f's result on, an outage in words.
+	began := time.Now()
+	// finish passes f's result on, an outage in words. A call that ran out
+	// of time on a server that still answers met a loaded server: that is
+	// said as it is, not as an outage.
 	finish := func(r result, probed bool) (T, error) {
 		if r.err == nil || rlslab.ErrorCode(r.err) != rlslab.EINTERNAL {
 			return r.v, r.err
+		}
+		if timedOut(r.err) && (g.p.answeredSince(began) || g.probe(context.WithoutCancel(ctx)) == nil) {
+			return zero, g.busy(what, r.err)
 		}
 		if isOutage(r.err) || !probed && g.probe(ctx) != nil {
 			return zero, g.outage(what, r.err)
@@ -105,6 +111,15 @@ func (g guard) outage(what string, err error) error {
 		g.log.Warn("database not answering", "op", what, "err", err)
 	}
 	return rlslab.Errorf(rlslab.EUNAVAILABLE, "%s", ErrDatabaseDown)
+}
+
+// busy logs the driver's error (at most once per outageLogEvery) and
+// returns, in words, that the database answers but too slowly for now.
+func (g guard) busy(what string, err error) error {
+	if g.p.shouldLog(time.Now()) {
+		g.log.Warn("database answering slowly", "op", what, "err", err)
+	}
+	return rlslab.Errorf(rlslab.EUNAVAILABLE, "%s", ErrDatabaseBusy)
 }
 
 // probe asks the prober, or returns ctx's error when ctx ends first.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 )
 
@@ -55,5 +56,28 @@ func TestProbesAreShared(t *testing.T) {
 		if err != going.err {
 			t.Errorf("probe answered %v, want the going probe's answer", err)
 		}
+	}
+}
+
+// TestGuardCallsATimeoutOnALiveServerBusy runs a query that outlasts its
+// deadline on a server that answers: the guard says the database answers
+// slowly, not that it does not answer (a room joining at once on a loaded
+// machine was told the database was down).
+func TestGuardCallsATimeoutOnALiveServerBusy(t *testing.T) {
+	t.Parallel()
+	pool, err := OpenAdmin(t.Context(), pgenvtest.MustServer(t).URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	g := guard{p: newProber(pool), log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	err = g.do(ctx, "sleep", func(ctx context.Context) error {
+		_, err := pool.Exec(ctx, "SELECT pg_sleep(1)")
+		return err
+	})
+	if rlslab.ErrorCode(err) != rlslab.EUNAVAILABLE || rlslab.ErrorMessage(err) != ErrDatabaseBusy {
+		t.Errorf("a timed-out call on a live server: %v (%s), want EUNAVAILABLE saying %q", err, rlslab.ErrorCode(err), ErrDatabaseBusy)
 	}
 }
