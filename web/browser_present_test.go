@@ -159,30 +159,55 @@ func laneLabelJS(pid string) string {
 	return fmt.Sprintf(`Array.from(document.querySelectorAll("#timeline .tl-label")).find(function (l) { return l.querySelector("b").textContent === %q; })`, pid)
 }
 
-// stepChecks are what must be on screen after each step of a single-step
-// run: the narrated backend's lane and box, and on the presenter view the
-// outcome and the LEAK row once it is there.
-func stepChecks(b *tab, presenter bool) []box {
+// stepView is what a single-step run shows after a step, read in one
+// evaluation: the frame's version, the version inview.js last brought into
+// view (data-inview), whether the run still goes on, and where the things
+// that must be on screen are: the narrated backend's lane and box, and on
+// the presenter view the outcome and the LEAK row once it is there.
+type stepView struct {
+	Version string `json:"version"`
+	InView  string `json:"inview"`
+	Status  string `json:"status"`
+	Boxes   []box  `json:"boxes"`
+}
+
+// stepViewJS reads a stepView; %t says whether the page is the presenter.
+const stepViewJS = `(function (presenter) {
+	var onScreen = ` + onScreenJS + `;
+	var status = document.getElementById("status");
+	var n = document.querySelector("#status .narration");
+	var m = n && n.textContent.match(/backend (\d+)/);
+	var pid = m ? m[1] : "";
+	var out = [];
+	if (presenter) {
+		out.push(onScreen(document.getElementById("outcome"), "the outcome bar"));
+		var leak = document.querySelector('#requests .req-row[data-leak="true"]');
+		if (leak) out.push(onScreen(leak, "the LEAK row"));
+	}
+	if (pid) {
+		var label = Array.from(document.querySelectorAll("#timeline .tl-label")).find(function (l) { return l.querySelector("b").textContent === pid; });
+		out.push(onScreen(label, "the lane of backend " + pid));
+		out.push(onScreen(document.querySelector('#conns .conn[data-pid="' + pid + '"]'), "the box of backend " + pid));
+	}
+	return {version: status.getAttribute("data-version"), inview: document.body.getAttribute("data-inview"),
+		status: status.getAttribute("data-status"), boxes: out.filter(function (x) { return x.found; })};
+})(%t)`
+
+// readStep waits until inview.js has brought the newest frame into view
+// and reads the page as it then is. A frame that lands between the wait
+// and the read (a step can bring two) has not been brought into view yet:
+// then it waits and reads again, so that a check never judges a frame
+// before inview.js had its turn at it.
+func readStep(b *tab, presenter bool) stepView {
 	b.t.Helper()
-	pid := run(b, chromedp.Evaluate[string](`(function () { var n = document.querySelector("#status .narration"); var m = n && n.textContent.match(/backend (\d+)/); return m ? m[1] : ""; })()`))
-	exprs := map[string]string{}
-	if presenter {
-		exprs["the outcome bar"] = `document.getElementById("outcome")`
-		if run(b, chromedp.Evaluate[bool](`!!document.querySelector('#requests .req-row[data-leak="true"]')`)) {
-			exprs["the LEAK row"] = `document.querySelector('#requests .req-row[data-leak="true"]')`
+	for {
+		b.poll("the page in view", `document.body.getAttribute("data-inview") === document.getElementById("status").getAttribute("data-version")`)
+		v := run(b, chromedp.Evaluate[stepView](fmt.Sprintf(stepViewJS, presenter)))
+		if v.InView == v.Version {
+			return v
 		}
+		b.t.Logf("frame %s came while frame %s was being read; reading again once it is in view", v.Version, v.InView)
 	}
-	if pid != "" {
-		exprs["the lane of backend "+pid] = laneLabelJS(pid)
-		exprs["the box of backend "+pid] = fmt.Sprintf(`document.querySelector('#conns .conn[data-pid="%s"]')`, pid)
-	}
-	var out []box
-	for _, x := range b.onScreen(exprs) {
-		if x.Found {
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 // stepThrough runs set-leak's session-set in single-step from the page
@@ -193,9 +218,8 @@ func stepThrough(t *testing.T, b *tab, ts *testServer, id, page string, start fu
 	b.poll("the run started", `document.getElementById("status").getAttribute("data-status") === "running"`)
 	steps, narrated := 0, 0
 	for {
-		b.poll("the page in view", `document.body.getAttribute("data-inview") === document.getElementById("status").getAttribute("data-version")`)
-		version := run(b, chromedp.Evaluate[string](`document.getElementById("status").getAttribute("data-version")`))
-		for _, x := range stepChecks(b, page == "presenter") {
+		v := readStep(b, page == "presenter")
+		for _, x := range v.Boxes {
 			if strings.HasPrefix(x.What, "the lane") {
 				narrated++
 			}
@@ -203,7 +227,7 @@ func stepThrough(t *testing.T, b *tab, ts *testServer, id, page string, start fu
 				t.Errorf("%s, step %d: %s is not on screen at 1280×720: %+v", page, steps, x.What, x)
 			}
 		}
-		if run(b, chromedp.Evaluate[string](`document.getElementById("status").getAttribute("data-status")`)) != engine.StatusRunning {
+		if v.Status != engine.StatusRunning {
 			break
 		}
 		steps++
@@ -215,7 +239,7 @@ func stepThrough(t *testing.T, b *tab, ts *testServer, id, page string, start fu
 			// The run ended between the read and the step.
 			continue
 		}
-		b.poll("the next frame", fmt.Sprintf(`document.getElementById("status").getAttribute("data-version") !== %q`, version))
+		b.poll("the next frame", fmt.Sprintf(`document.getElementById("status").getAttribute("data-version") !== %q`, v.Version))
 	}
 	if steps < 5 || narrated < 3 {
 		t.Errorf("%s: %d steps, %d of them naming a backend drawn on the timeline; want more of both", page, steps, narrated)
