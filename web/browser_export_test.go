@@ -22,14 +22,11 @@ import (
 	"github.com/rlslab/rlslab/sessions"
 )
 
-// exportShots is where the export and embed tests save their screenshots
-// (RLSLAB_SHOTS if set, else a temporary directory).
+// exportShots is where the export and embed tests save their screenshots:
+// RLSLAB_SHOTS if set, else nowhere ("").
 func exportShots(t *testing.T) string {
 	t.Helper()
-	if dir := os.Getenv("RLSLAB_SHOTS"); dir != "" {
-		return dir
-	}
-	return t.TempDir()
+	return os.Getenv("RLSLAB_SHOTS")
 }
 
 // liveText is the text of the frame a replay shows, blanks squeezed.

@@ -75,7 +75,7 @@ func TestBrowserEveryOtherPage(t *testing.T) {
 					t.Errorf("%s at %dx%d, %s: %d px wider than the window: %v", p.name, size[0], size[1], scheme, px, wide)
 				}
 				if p.axe && size[0] != 1920 {
-					for _, v := range b.axeRun(src) {
+					for _, v := range b.axeRun(src, scheme == "dark") {
 						t.Errorf("%s (%s) at %d px, %s: %s %s: %s\n\t%s", p.name, p.url, size[0], scheme, v.Impact, v.ID, v.Help, strings.Join(v.Nodes, "\n\t"))
 					}
 				}

@@ -32,13 +32,10 @@ var shotSizes = []struct {
 // lookAt shows the tab's page on every screen of shotSizes, scrolled to the
 // element of scrollTo (a CSS selector; "" keeps the top): it fails the test
 // when the page overflows sideways, and saves a screenshot named
-// prefix-SIZE.png into RLSLAB_SHOTS (a directory), or a temporary one.
+// prefix-SIZE.png into RLSLAB_SHOTS (a directory) if set.
 func lookAt(t *testing.T, b *tab, prefix, scrollTo string) {
 	t.Helper()
 	dir := os.Getenv("RLSLAB_SHOTS")
-	if dir == "" {
-		dir = t.TempDir()
-	}
 	for _, s := range shotSizes {
 		b.do(
 			chromedp.EmulateViewport(s.w, s.h),
