@@ -21,6 +21,7 @@ import (
 
 	"github.com/rlslab/rlslab/scenarios"
 	"github.com/rlslab/rlslab/scenarios/engine/measure"
+	"github.com/rlslab/rlslab/web"
 
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
@@ -183,6 +184,7 @@ func benchWorkshop(ctx context.Context, args []string, stdout, stderr io.Writer)
 		rep.PeakRSSMB = append(rep.PeakRSSMB, peakRSS(pid))
 	}
 	rep.Reconnects, rep.Missed, rep.Unavailable = b.reconnects.Load(), b.missed.Load(), b.unavailable.Load()
+	rep.JoinUnavailable = b.joinUnavailable.Load()
 	rep.print(stdout)
 	lost := 0
 	for _, ph := range rep.Phases {
@@ -211,6 +213,7 @@ type bench struct {
 	// and state.json did.
 	reconnects, missed atomic.Int64
 	unavailable        atomic.Int64 // state.json reads answered 503 and asked again
+	joinUnavailable    atomic.Int64 // joins and lab requests answered 503 and asked again
 }
 
 // workshop creates the bench's workshop (lesson 1) through POST /workshops,
@@ -260,8 +263,40 @@ func (b *bench) workshop(ctx context.Context, expected int, stdout io.Writer) (t
 func (b *bench) join(ctx context.Context, c *http.Client, i int) (string, error) {
 	body := fmt.Sprintf(`{"name":"participant %d","code":%q}`, i, b.ws.Code)
 	var j struct{ Lab string }
+	deadline := time.Now().Add(2 * time.Minute)
+	wait := time.Second
+	// again waits before the next try, as the page does (1 s, then 2, 4,
+	// up to 10 s), and reports false once the bench gives up.
+	again := func() bool {
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+		return true
+	}
 	code, err := b.call(ctx, c, "POST", "/workshops/"+b.ws.ID+"/join", body, &j)
-	for code == http.StatusAccepted {
+	for code == http.StatusServiceUnavailable && !b.joined(c) {
+		// Not joined yet: the page asks again by itself.
+		b.joinUnavailable.Add(1)
+		if !again() {
+			break
+		}
+		code, err = b.call(ctx, c, "POST", "/workshops/"+b.ws.ID+"/join", body, &j)
+	}
+	for (code == http.StatusAccepted || code == http.StatusServiceUnavailable) && j.Lab == "" {
+		// Joined, the lab not ready yet (202, Retry-After: 1) or not
+		// made for now (503): the lesson page asks for it again.
+		if code == http.StatusServiceUnavailable {
+			b.joinUnavailable.Add(1)
+		}
+		if !again() {
+			break
+		}
 		var lab struct{ ID string }
 		code, err = b.call(ctx, c, "POST", "/labs", "", &lab)
 		j.Lab = lab.ID
@@ -270,6 +305,22 @@ func (b *bench) join(ctx context.Context, c *http.Client, i int) (string, error)
 		return "", fmt.Errorf("%d %v", code, err)
 	}
 	return j.Lab, nil
+}
+
+// joined reports whether c holds a learner's cookie of rlslab: a join
+// that answered 503 after it was recorded (the lab could not be had yet)
+// must not be sent again.
+func (b *bench) joined(c *http.Client) bool {
+	u, err := url.Parse(b.base)
+	if err != nil || c.Jar == nil {
+		return false
+	}
+	for _, ck := range c.Jar.Cookies(u) {
+		if ck.Name == web.OwnerCookie {
+			return true
+		}
+	}
+	return false
 }
 
 // health reads the budget from /healthz.
@@ -784,24 +835,25 @@ func (b *bench) dial(ctx context.Context, c *http.Client, lab string) (*websocke
 
 // benchReport is what the bench prints.
 type benchReport struct {
-	Participants   int
-	Took           time.Duration
-	Ready          []time.Duration
-	Phases         []phaseReport
-	Fair           *phaseReport
-	Delays         []time.Duration
-	BytesPerSec    []float64
-	Errors         int
-	ErrorSample    []string
-	Budget         int
-	PeakBackends   []int // per server sampled (-db)
-	MaxConnections []int
-	PeakRSSMB      []float64     // per process (-pid)
-	Reconnects     int64         // live views opened again
-	Missed         int64         // run starts or ends read from state.json, not the view
-	Unavailable    int64         // state.json reads answered 503 and asked again
-	Expected       int           // participants the workshop said it expected
-	Prepared       time.Duration // until the dashboard said their labs were ready
+	Participants    int
+	Took            time.Duration
+	Ready           []time.Duration
+	Phases          []phaseReport
+	Fair            *phaseReport
+	Delays          []time.Duration
+	BytesPerSec     []float64
+	Errors          int
+	ErrorSample     []string
+	Budget          int
+	PeakBackends    []int // per server sampled (-db)
+	MaxConnections  []int
+	PeakRSSMB       []float64     // per process (-pid)
+	Reconnects      int64         // live views opened again
+	Missed          int64         // run starts or ends read from state.json, not the view
+	Unavailable     int64         // state.json reads answered 503 and asked again
+	JoinUnavailable int64         // joins and lab requests answered 503 and asked again
+	Expected        int           // participants the workshop said it expected
+	Prepared        time.Duration // until the dashboard said their labs were ready
 }
 
 // phaseReport is what one phase (everyone clicking Run at once) measured.
@@ -874,6 +926,9 @@ func (r benchReport) print(w io.Writer) {
 			mb[i] = fmt.Sprintf("%.0f", v)
 		}
 		fmt.Fprintf(w, "  rlslab peak RSS: %s MB\n", strings.Join(mb, " + "))
+	}
+	if r.JoinUnavailable > 0 {
+		fmt.Fprintf(w, "  joins or lab requests answered 503 and asked again (as the page does): %d\n", r.JoinUnavailable)
 	}
 	if r.Reconnects > 0 || r.Missed > 0 || r.Unavailable > 0 {
 		fmt.Fprintf(w, "  live views opened again %d; run starts or ends the view skipped, read from state.json: %d; state.json answered 503 and asked again: %d\n",
