@@ -4,6 +4,7 @@
 //   kept), and the list stays scrolled to its newest line.
 // - Presenter keys, for the lab's owner: Space run/step, arrows speed,
 //   R reset, 1-9 variant, ? help.
+// - A join form sent back with a 503 sends itself again (retryJoin).
 // (The replay player is replay.js.)
 (function () {
   "use strict";
@@ -102,10 +103,23 @@
     });
   }
 
+  // retryJoin sends again, after the seconds the server said, a join form
+  // it sent back because the join could not be had for now (503); the
+  // form carries the name and the number of the next try.
+  function retryJoin() {
+    var f = document.querySelector("form.join-form[data-retry]");
+    if (!f) return;
+    var n = parseInt(f.getAttribute("data-retry-in"), 10) || 1;
+    setTimeout(function () {
+      if (f.requestSubmit) f.requestSubmit(); else f.submit();
+    }, n * 1000);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var p = document.getElementById("present");
     if (p && p.getAttribute("data-owner") === "yes") presenter(p);
     narrate();
+    retryJoin();
   });
   document.addEventListener("htmx:wsAfterMessage", narrate);
 })();

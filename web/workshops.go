@@ -619,6 +619,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	code := r.URL.Query().Get("code")
 	var name string
+	try := 0 // the form's retry after a 503, counted by the page
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
 		var f struct {
 			Name string `json:"name"`
@@ -641,6 +642,9 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		if code == "" {
 			code = r.PostForm.Get("code")
 		}
+		if n, err := strconv.Atoi(r.PostForm.Get("try")); err == nil && n > 0 && n < 100 {
+			try = n
+		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.createWait)
 	defer cancel()
@@ -651,7 +655,16 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	j, err := s.workshops.Join(ctx, ws, name)
 	if err != nil {
-		if !wantsJSON(r) && rlslab.ErrorCode(err) != rlslab.EUNAVAILABLE {
+		if !wantsJSON(r) && rlslab.ErrorCode(err) == rlslab.EUNAVAILABLE {
+			// Not joined for now: the form again, which the page sends
+			// again by itself after 1 s, then 2, 4, up to 10 s.
+			retry := min(1<<min(try, 4), 10)
+			w.Header().Set("Retry-After", strconv.Itoa(retry))
+			s.render(w, r, http.StatusServiceUnavailable, views.JoinPage(views.JoinForm{ID: ws.ID, Title: ws.Title, Code: ws.Code,
+				Name: truncateText(name, sessions.MaxNameLen*4), Error: rlslab.ErrorMessage(err), RetryIn: retry, Try: try + 1}))
+			return
+		}
+		if !wantsJSON(r) {
 			// Show the form again with the reason, the name escaped.
 			s.render(w, r, ErrorStatus(err), views.JoinPage(views.JoinForm{ID: ws.ID, Title: ws.Title, Code: ws.Code,
 				Name: truncateText(name, sessions.MaxNameLen*4), Error: rlslab.ErrorMessage(err)}))

@@ -123,6 +123,10 @@ type JoinForm struct {
 	ID, Title, Code string
 	Name            string // as typed, shown again after an error
 	Error           string
+	// RetryIn, when above 0, is how many seconds the page waits before it
+	// sends the form again by itself (the join could not be had for now);
+	// Try is the number of that next try.
+	RetryIn, Try int
 }
 
 // Notice is what a participant's lesson page says about the workshop.
