@@ -398,3 +398,44 @@ func FuzzReadWorkshopForm(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadJoinForm feeds the join endpoint's reader any body: it refuses
+// with EINVALID or reads a name, a code and a retry number in 0 to 99; a
+// form read back from what it read reads the same.
+func FuzzReadJoinForm(f *testing.F) {
+	const js, form = "application/json", "application/x-www-form-urlencoded"
+	for _, seed := range []struct{ ct, body string }{
+		{js, `{"name":"ann","code":"ABC123"}`},
+		{js, `{"name":1}`},
+		{js, `null`},
+		{form, "name=ann&code=ABC123"},
+		{form, "name=ann&try=3"},
+		{form, "name=ann&try=-1&try=2"},
+		{form, "name=%00&try=99999999999999999999"},
+		{form, "name=a%ZZ"},
+		{"text/plain", "\x00\xff"},
+	} {
+		f.Add(seed.ct, []byte(seed.body))
+	}
+	f.Fuzz(func(t *testing.T, ct string, body []byte) {
+		name, code, try, err := readJoinForm(httptest.NewRecorder(), postRequest(ct, body))
+		if err != nil {
+			mustBeInvalid(t, "readJoinForm", err)
+			return
+		}
+		if try < 0 || try > 99 {
+			t.Fatalf("try %d read from %q", try, body)
+		}
+		if strings.HasPrefix(ct, "application/json") {
+			return
+		}
+		vals := url.Values{"name": {name}, "code": {code}}
+		if try > 0 {
+			vals.Set("try", strconv.Itoa(try))
+		}
+		n2, c2, t2, err := readJoinForm(httptest.NewRecorder(), postRequest(form, []byte(vals.Encode())))
+		if err != nil || n2 != name || c2 != code || t2 != try {
+			t.Fatalf("read %q %q %d; sent again as %q it reads %q %q %d, %v", name, code, try, vals.Encode(), n2, c2, t2, err)
+		}
+	})
+}

@@ -610,41 +610,47 @@ func (s *Server) handleJoinForm(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, views.JoinPage(views.JoinForm{ID: ws.ID, Title: ws.Title, Code: ws.Code}))
 }
 
-// handleJoin adds a participant: the learner cookie, their own lab, and a
-// redirect to the workshop's current lesson (201 {"lab"} for JSON).
-func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
-	if !s.needWorkshops(w, r) {
-		return
-	}
+// readJoinForm reads a join: the name and the code, from JSON or a form
+// (the code may also be in the address), and the form's retry number
+// after a 503 (0 when absent or out of 1 to 99). Bad input is EINVALID.
+func readJoinForm(w http.ResponseWriter, r *http.Request) (name, code string, try int, err error) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	code := r.URL.Query().Get("code")
-	var name string
-	try := 0 // the form's retry after a 503, counted by the page
+	code = r.URL.Query().Get("code")
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
 		var f struct {
 			Name string `json:"name"`
 			Code string `json:"code"`
 		}
 		if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
-			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "the body is not JSON with a name: %s", shortJSONError(err)))
-			return
+			return "", "", 0, rlslab.Errorf(rlslab.EINVALID, "the body is not JSON with a name: %s", shortJSONError(err))
 		}
-		name = f.Name
 		if code == "" {
 			code = f.Code
 		}
-	} else {
-		if err := r.ParseForm(); err != nil {
-			s.fail(w, r, rlslab.Errorf(rlslab.EINVALID, "the form could not be read"))
-			return
-		}
-		name = r.PostForm.Get("name")
-		if code == "" {
-			code = r.PostForm.Get("code")
-		}
-		if n, err := strconv.Atoi(r.PostForm.Get("try")); err == nil && n > 0 && n < 100 {
-			try = n
-		}
+		return f.Name, code, 0, nil
+	}
+	if err := r.ParseForm(); err != nil {
+		return "", "", 0, rlslab.Errorf(rlslab.EINVALID, "the form could not be read")
+	}
+	if code == "" {
+		code = r.PostForm.Get("code")
+	}
+	if n, err := strconv.Atoi(r.PostForm.Get("try")); err == nil && n > 0 && n < 100 {
+		try = n
+	}
+	return r.PostForm.Get("name"), code, try, nil
+}
+
+// handleJoin adds a participant: the learner cookie, their own lab, and a
+// redirect to the workshop's current lesson (201 {"lab"} for JSON).
+func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
+	if !s.needWorkshops(w, r) {
+		return
+	}
+	name, code, try, err := readJoinForm(w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.createWait)
 	defer cancel()
