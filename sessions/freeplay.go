@@ -249,12 +249,40 @@ func (fp *freePlay) size() int {
 	return len(fp.conns)
 }
 
+// awaitShownEnd waits, two seconds at most, for a run whose last state is
+// already on screen (done, failed or cancelled) to let go of the lab: a
+// replayed run shows its end a moment before it is over, and a learner who
+// sees it ended may start free play at once.
+func (fp *freePlay) awaitShownEnd(ctx context.Context) {
+	l := fp.lab
+	deadline := time.Now().Add(2 * time.Second)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		l.mu.Lock()
+		going := l.run != nil
+		l.mu.Unlock()
+		if !going || time.Now().After(deadline) {
+			return
+		}
+		switch l.tracker.Snapshot().Status {
+		case engine.StatusDone, engine.StatusFailed, engine.StatusCancelled:
+		default:
+			return // still running or queued: free play waits for no one
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
 // open opens the pool with size connections (0: the open pool's size, or
 // DefaultFreePlayConns), admitted against the connection budget. A pool
 // open with another size is closed first. It serialises with runs and
 // resets through the lab's control lock.
 func (fp *freePlay) open(ctx context.Context, size int) error {
 	l := fp.lab
+	fp.awaitShownEnd(ctx)
 	l.ctl.Lock()
 	defer l.ctl.Unlock()
 	l.mu.Lock()
