@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 )
 
@@ -15,11 +16,7 @@ import (
 // database kept and the asynchronously committed schema lost.
 func TestMaintenanceCommitsWaitForTheDisk(t *testing.T) {
 	t.Parallel()
-	pool, err := OpenAdmin(t.Context(), pgenvtest.MustServer(t).URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := mustOpenAdmin(t)
 	var admin string
 	if err := pool.QueryRow(t.Context(), "SHOW synchronous_commit").Scan(&admin); err != nil {
 		t.Fatal(err)
@@ -29,7 +26,7 @@ func TestMaintenanceCommitsWaitForTheDisk(t *testing.T) {
 	}
 	s := &labServer{admin: pool, maintSem: make(chan struct{}, 1)}
 	var got string
-	err = s.maint(t.Context(), "", func(ctx context.Context, conn *pgx.Conn) error {
+	err := s.maint(t.Context(), "", func(ctx context.Context, conn *pgx.Conn) error {
 		return conn.QueryRow(ctx, "SHOW synchronous_commit").Scan(&got)
 	})
 	if err != nil {
@@ -38,4 +35,16 @@ func TestMaintenanceCommitsWaitForTheDisk(t *testing.T) {
 	if got != "on" {
 		t.Errorf("a maintenance connection's synchronous_commit = %q, want on", got)
 	}
+}
+
+// mustOpenAdmin opens an admin pool (as rlslab opens it) on the test
+// server, closed when the test ends.
+func mustOpenAdmin(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, err := OpenAdmin(t.Context(), pgenvtest.MustServer(t).URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/rlslab/rlslab"
-	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 )
 
 // TestGuardWaitsForASlowAnswer runs a query that takes a second on a
@@ -17,14 +16,10 @@ import (
 // for the answer instead of calling it an outage.
 func TestGuardWaitsForASlowAnswer(t *testing.T) {
 	t.Parallel()
-	pool, err := OpenAdmin(t.Context(), pgenvtest.MustServer(t).URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := mustOpenAdmin(t)
 	g := guard{p: newProber(pool), log: slog.New(slog.DiscardHandler)}
 	start := time.Now()
-	err = g.do(t.Context(), "sleep", func(ctx context.Context) error {
+	err := g.do(t.Context(), "sleep", func(ctx context.Context) error {
 		_, err := pool.Exec(ctx, "SELECT pg_sleep(1)")
 		return err
 	})
@@ -65,15 +60,11 @@ func TestProbesAreShared(t *testing.T) {
 // machine was told the database was down).
 func TestGuardCallsATimeoutOnALiveServerBusy(t *testing.T) {
 	t.Parallel()
-	pool, err := OpenAdmin(t.Context(), pgenvtest.MustServer(t).URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := mustOpenAdmin(t)
 	g := guard{p: newProber(pool), log: slog.New(slog.DiscardHandler)}
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
-	err = g.do(ctx, "sleep", func(ctx context.Context) error {
+	err := g.do(ctx, "sleep", func(ctx context.Context) error {
 		_, err := pool.Exec(ctx, "SELECT pg_sleep(1)")
 		return err
 	})
