@@ -169,9 +169,10 @@ const injectedTerm = `no-such-customer' OR set_config('app.is_admin', 'on', true
 // parameter (pgx, node-postgres, TypeORM) finds nothing, leaves the flag
 // unset, and the listing gets Acme's 3. With the override as a policy TO
 // a support role: the staff's own login (an INHERIT member) reads all 9
-// with no SET ROLE; the app role passes CheckNotMember and reads 3; made a
-// member (it is NOINHERIT), it fails the check, still reads 3, and reads 9
-// after SET ROLE.
+// with no SET ROLE; the app role passes CheckNotMember (and its
+// node-postgres and TypeORM versions) and reads 3; made a member (it is
+// NOINHERIT), it fails the three checks, still reads 3, and reads 9 after
+// SET ROLE.
 func TestAdminOverrideFixes(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -250,14 +251,16 @@ func TestAdminOverrideFixes(t *testing.T) {
 		}
 		nodeCheck := func(want string) {
 			t.Helper()
-			var r struct{ Error *string }
-			if f.node(t, f.lab.Sandbox.AppURL, "pg-not-member", &r, "role", support) {
-				got := ""
-				if r.Error != nil {
-					got = *r.Error
-				}
-				if got != want {
-					t.Errorf("Node checkNotMember: %q, want %q", got, want)
+			for _, check := range []string{"pg-not-member", "typeorm-not-member"} {
+				var r struct{ Error *string }
+				if f.node(t, f.lab.Sandbox.AppURL, check, &r, "role", support) {
+					got := ""
+					if r.Error != nil {
+						got = *r.Error
+					}
+					if got != want {
+						t.Errorf("%s: %q, want %q", check, got, want)
+					}
 				}
 			}
 		}

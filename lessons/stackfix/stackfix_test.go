@@ -55,16 +55,16 @@ var quoted = map[string][]string{
 	"12-reset-scope.md":       {"discard-on-release", "pg-discard", "typeorm-discard"},
 	"09-scoping-cost.md":      {"tenant-tx", "tenant-batch", "pg-tenant-tx", "typeorm-tenant-tx"},
 	"13-lost-context.md":      {"background-work", "pg-tenant-context", "typeorm-tenant-context"},
-	"11-view-bypass.md":       {"check-owner-rights", "catalog-check", "pg-catalog-check"},
-	"14-trusted-flag.md":      {"search-param", "pg-search-param", "typeorm-search-param", "not-member", "pg-not-member"},
-	"15-side-channels.md":     {"check-tenant-keys", "catalog-check", "pg-catalog-check", "typeorm-purge"},
+	"11-view-bypass.md":       {"check-owner-rights", "catalog-check", "pg-catalog-check", "typeorm-catalog-check"},
+	"14-trusted-flag.md":      {"search-param", "pg-search-param", "typeorm-search-param", "not-member", "pg-not-member", "typeorm-not-member"},
+	"15-side-channels.md":     {"check-tenant-keys", "catalog-check", "pg-catalog-check", "typeorm-catalog-check", "typeorm-purge"},
 	"16-rls-performance.md":   {"check-tenant-indexes", "catalog-check", "explain-as-tenant", "pg-catalog-check", "pg-explain-as-tenant", "typeorm-catalog-check", "typeorm-explain-as-tenant"},
-	"17-stale-plan.md":        {"check-immutable-readers", "catalog-check", "pg-catalog-check"},
+	"17-stale-plan.md":        {"check-immutable-readers", "catalog-check", "pg-catalog-check", "typeorm-catalog-check"},
 	"21-schema-per-tenant.md": {"pg-schema-per-tenant", "typeorm-schema-per-tenant"},
 	"22-pinned-state.md":      {"pg-pinned-state", "typeorm-pinned-state"},
 	"23-orm-transactions.md":  {"tenant-tx", "pg-tenant-tx"},
 	"18-your-app.md":          {"tenant-tx", "pg-tenant-tx", "typeorm-tenant-tx"},
-	"20-cross-tenant-fk.md":   {"check-tenant-fks", "catalog-check", "pg-catalog-check", "typeorm-composite-fk"},
+	"20-cross-tenant-fk.md":   {"check-tenant-fks", "catalog-check", "pg-catalog-check", "typeorm-composite-fk", "typeorm-catalog-check"},
 }
 
 // nodeApp is the directory of the node fixes.

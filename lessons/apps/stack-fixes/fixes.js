@@ -304,6 +304,17 @@ async function checkNotMember(pool, role) {
 }
 // end snippet
 
+// snippet: typeorm-not-member
+// checkNotMemberWith is checkNotMember through a TypeORM DataSource: the
+// tenant API runs it once the DataSource is initialized, before it serves
+// a request.
+async function checkNotMemberWith(dataSource, role) {
+  const [r] = await dataSource.query(
+    `SELECT current_user::text AS usr, pg_has_role($1::name, 'MEMBER') AS member`, [role]);
+  if (r.member) throw new Error(`${r.usr} is a member of ${role}, whose policies it can reach`);
+}
+// end snippet
+
 // snippet: typeorm-purge
 // purgeContacts removes the tenant's contacts with DELETE, which the
 // tenant policy filters. repository.clear() would send TRUNCATE, which no
@@ -668,6 +679,7 @@ const checks = {
     admin: (await m.query(`SELECT current_setting('app.is_admin', true) AS v`))[0].v,
   }))),
   'pg-not-member': (a) => withPool(a.url, (pool) => errorOf(() => checkNotMember(pool, a.role))),
+  'typeorm-not-member': (a) => withDataSource(a.url, (ds) => errorOf(() => checkNotMemberWith(ds, a.role))),
   // typeorm-clear and typeorm-purge empty the tenant's contacts: with
   // repository.clear() (the wrong way) or with purgeContacts.
   'typeorm-clear': (a) => withDataSource(a.url, async (ds) => {
