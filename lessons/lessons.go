@@ -7,7 +7,7 @@
 //
 //	---
 //	slug: set-leak
-//	title: Why SET leaks across pooled connections
+//	title: SET and the next request on a pooled connection
 //	summary: One line for the lesson list.
 //	scenario: set-leak
 //	variants: session-set, tx-local

@@ -37,7 +37,7 @@ func LostContext() *engine.Scenario {
 	return &engine.Scenario{
 		ID:     "lost-context",
 		Pacing: engine.PacingReplay,
-		Title:  "The tenant lost across an async boundary",
+		Title:  "The tenant across an async boundary: goroutines and background jobs",
 		Variants: []engine.Variant{
 			{Name: LostContextBackground, Conns: engine.Fixed(1), Run: runLostBackground,
 				Summary: "The handler starts the job with go job(context.Background())."},

@@ -72,7 +72,7 @@ func PgBouncerTx() *engine.Scenario {
 		ID:      "pgbouncer-tx",
 		Pacing:  engine.PacingLive,
 		LiveWhy: "clients queue behind pg_sleep inside transactions, and PgBouncer's console is sampled over time",
-		Title:   "PgBouncer in transaction mode: a session SET leaks to another client",
+		Title:   "PgBouncer in transaction mode: a session SET and the other clients",
 		Variants: []engine.Variant{
 			cross(engine.PatternSessionSet, engine.PatternSessionSet, false, "Three app instances behind one PgBouncer (default_pool_size = 1). app-1 scopes with a session-level set_config; app-2 sends a request that forgot to scope."),
 			cross(engine.PatternTxLocal, engine.PatternTxLocal, false, "The same three instances, scoping with set_config(..., true) inside BEGIN ... COMMIT; app-2 forgets to scope."),

@@ -46,7 +46,7 @@ func RLSBypass() *engine.Scenario {
 	return &engine.Scenario{
 		ID:     "rls-bypass",
 		Pacing: engine.PacingReplay,
-		Title:  "Who RLS does not apply to: the owner, superusers, BYPASSRLS",
+		Title:  "Which roles RLS filters: the owner, superusers, BYPASSRLS, the app's role",
 		Variants: []engine.Variant{
 			privileged(RLSBypassOwner, "The query runs as the table's owner; RLS is enabled on the table, not forced.",
 				func(sb engine.Sandbox) []privStep {

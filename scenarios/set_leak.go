@@ -22,7 +22,7 @@ func SetLeak() *engine.Scenario {
 	return &engine.Scenario{
 		ID:     "set-leak",
 		Pacing: engine.PacingReplay,
-		Title:  "Why SET leaks across pooled connections",
+		Title:  "SET and the next request on a pooled connection",
 		Variants: []engine.Variant{
 			v(engine.PatternSessionSet, "Scope with set_config(..., false), a session-level SET, then query."),
 			v(engine.PatternTxLocal, "Scope with set_config(..., true) inside BEGIN ... COMMIT, then query."),

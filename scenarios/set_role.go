@@ -34,7 +34,7 @@ func SetRole() *engine.Scenario {
 	return &engine.Scenario{
 		ID:     "set-role",
 		Pacing: engine.PacingReplay,
-		Title:  "SET ROLE per tenant: leaks like SET, and no guard against SQL injection",
+		Title:  "SET ROLE per tenant: the next request on the connection, and SQL injection",
 		Variants: []engine.Variant{
 			{Name: SetRoleSession, Conns: engine.Fixed(2),
 				Summary: "Scope with SET ROLE to the tenant's role; a later request on that backend forgets to scope.",

@@ -63,7 +63,7 @@ func SharedPool() *engine.Scenario {
 		// Its timings are taken inside each wave, never across a frame's pause:
 		// the outcome and the numbers do not depend on the pace.
 		Pacing: engine.PacingReplay,
-		Title:  "One pool of ten serves hundreds of users",
+		Title:  "A connection per user, or one pool for hundreds of users",
 		Variants: []engine.Variant{
 			// Both variants are crowds that a room shares (Variant.Shared):
 			// a crowd for every learner at once would measure the machine,

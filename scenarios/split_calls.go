@@ -41,7 +41,7 @@ func SplitCalls() *engine.Scenario {
 	return &engine.Scenario{
 		ID:     "split-calls",
 		Pacing: engine.PacingReplay,
-		Title:  "SET on the pool, then query on the pool: two calls, two connections",
+		Title:  "SET on the pool, then query on the pool: which connection runs each call",
 		Variants: []engine.Variant{
 			{Name: SplitCallsSetParam, Run: runSetParam, Summary: "SET app.current_tenant = $1 with the tenant as a bind parameter, through pool.Exec; then the same SET under pgx's simple protocol."},
 			{Name: SplitCallsSplit, Run: runSplit, Summary: "set_config(..., false) as one pool call and the query as a second pool call, for three tenants at once."},

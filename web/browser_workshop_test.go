@@ -196,7 +196,7 @@ func TestBrowserWorkshop(t *testing.T) {
 		variant: document.getElementById("present-head").getAttribute("data-variant"),
 		narration: String(document.querySelectorAll("#narration-history li").length),
 		controls: String(document.querySelectorAll("form.run-form, #run, #reset, #step, #variant-keys").length)})`))
-	if watch["lesson"] != "Why SET leaks across pooled connections" || watch["variant"] != engine.PatternSessionSet || watch["narration"] == "0" || watch["controls"] != "0" {
+	if watch["lesson"] != "SET and the next request on a pooled connection" || watch["variant"] != engine.PatternSessionSet || watch["narration"] == "0" || watch["controls"] != "0" {
 		t.Errorf("the watch view shows %v", watch)
 	}
 	fac.screenshot(shots, "screenshot-watch.png")

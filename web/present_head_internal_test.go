@@ -20,7 +20,7 @@ func TestPresenterHeadNamesFreePlay(t *testing.T) {
 	}{
 		{engine.State{Scenario: sessions.FreePlayScenario, Variant: "pool", Status: engine.StatusRunning}, "Free play"},
 		{engine.State{Scenario: sessions.AppScenario, Variant: "proxy", Status: engine.StatusRunning}, "proxy"},
-		{engine.State{Scenario: "set-leak", Variant: "session-set", Status: engine.StatusDone}, "Why SET leaks"},
+		{engine.State{Scenario: "set-leak", Variant: "session-set", Status: engine.StatusDone}, "SET and the next request"},
 		{engine.State{Status: engine.StatusIdle}, ""},
 	} {
 		if got := headOf(cat, c.st).Title; c.want == "" && got != "" || !strings.Contains(got, c.want) {
