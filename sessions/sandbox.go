@@ -351,13 +351,24 @@ func appURL(admin *pgxpool.Pool, id, password string) string {
 		u.Host = c.Host
 	}
 	v.Set("port", fmt.Sprint(c.Port))
-	if c.TLSConfig == nil {
-		v.Set("sslmode", "disable")
-	} else {
-		v.Set("sslmode", "require")
-	}
+	v.Set("sslmode", sslMode(c))
 	u.RawQuery = v.Encode()
 	return u.String()
+}
+
+// sslMode is the sslmode that connects to the admin's server the way the
+// admin pool does: "disable" without TLS, "prefer" when the admin may fall
+// back to a plain connection (pgx's default), "require" otherwise.
+func sslMode(c *pgx.ConnConfig) string {
+	if c.TLSConfig == nil {
+		return "disable"
+	}
+	for _, fb := range c.Fallbacks {
+		if fb.TLSConfig == nil {
+			return "prefer"
+		}
+	}
+	return "require"
 }
 
 // quoteLiteral quotes s as an SQL string literal.
