@@ -2,7 +2,9 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -97,5 +99,43 @@ func TestFreePlayLocalRoleLeavesNothingBehind(t *testing.T) {
 	}
 	if roles != 0 || policies != 0 {
 		t.Errorf("after the pool closed: %d tenant roles, %d tenant_by_role policies; want none", roles, policies)
+	}
+}
+
+// TestFreePlaySendsSeveralAtOnce sends one request several times at once,
+// from the panel's form and as JSON: each copy is a request of its own on
+// the pool, the copies run at the same time (each waits, within the time
+// limit, until the other's backend is busy too), and the answer holds
+// every result in order.
+func TestFreePlaySendsSeveralAtOnce(t *testing.T) {
+	t.Parallel()
+	s := mustStartServer(t, sessions.Config{MaxLabs: 2})
+	c, lab := newOwnedLab(t, s)
+	code, frag := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/sql", ctForm, "tenant=Acme&times=3&pool_size=2", "HX-Request", "true")
+	if code != http.StatusOK || strings.Count(frag, `class="free-play-out`) != 3 {
+		t.Fatalf("three at once from the panel: %d %s", code, frag)
+	}
+	if st := getState(t, s, lab.ID); len(st.Requests) != 3 {
+		t.Errorf("three at once: %d requests in the log, want 3", len(st.Requests))
+	}
+	// Both copies are busy at the same moment, or neither finishes before
+	// rlslab's time limit.
+	both := "DO $$ BEGIN WHILE (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rlslab " + lab.ID +
+		" free play' AND state = 'active') < 2 LOOP PERFORM pg_sleep(0.01); END LOOP; END $$"
+	code, out := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/sql", "application/json", `{"tenant": "Globex", "pattern": "tx-local", "times": 2, "sql": `+strconv.Quote(both)+`}`)
+	if code != http.StatusOK {
+		t.Fatalf("two at once as JSON: %d %s", code, out)
+	}
+	var res []sessions.SQLResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if len(res) != 2 || res[0].Error != "" || res[1].Error != "" || res[0].PID == res[1].PID || res[0].Request == res[1].Request {
+		t.Fatalf("two at once: %+v; want both done, on two backends, as two requests", res)
+	}
+	for _, bad := range []string{`{"pid": 5, "times": 2}`, `{"times": 11}`, `{"tenant": "Umbrella", "times": 2}`} {
+		if code, body := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/sql", "application/json", bad); code != http.StatusBadRequest {
+			t.Errorf("%s: %d %s, want 400", bad, code, body)
+		}
 	}
 }
