@@ -105,8 +105,8 @@ func TestFreePlayLocalRoleLeavesNothingBehind(t *testing.T) {
 // TestFreePlaySendsSeveralAtOnce sends one request several times at once,
 // from the panel's form and as JSON: each copy is a request of its own on
 // the pool, the copies run at the same time (each waits, within the time
-// limit, until the other's backend is busy too), and the answer holds
-// every result in order.
+// limit, until the other has arrived too), and the answer holds every
+// result in order.
 func TestFreePlaySendsSeveralAtOnce(t *testing.T) {
 	t.Parallel()
 	s := mustStartServer(t, sessions.Config{MaxLabs: 2})
@@ -118,10 +118,14 @@ func TestFreePlaySendsSeveralAtOnce(t *testing.T) {
 	if st := getState(t, s, lab.ID); len(st.Requests) != 3 {
 		t.Errorf("three at once: %d requests in the log, want 3", len(st.Requests))
 	}
-	// Both copies are busy at the same moment, or neither finishes before
-	// rlslab's time limit.
-	both := "DO $$ BEGIN WHILE (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rlslab " + lab.ID +
-		" free play' AND state = 'active') < 2 LOOP PERFORM pg_sleep(0.01); END LOOP; END $$"
+	// A barrier: each copy marks its backend as arrived (application_name,
+	// which every backend of the role sees and which stays) and waits for
+	// two marked backends (reading pg_stat_activity afresh each time: a
+	// transaction otherwise keeps its first reading). Sent one after the other, the first would wait
+	// alone until rlslab's time limit.
+	mark := "rlslab " + lab.ID + " arrived"
+	both := "DO $$ BEGIN PERFORM set_config('application_name', '" + mark + "', false); " +
+		"WHILE (SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + mark + "') < 2 LOOP PERFORM pg_sleep(0.01); PERFORM pg_stat_clear_snapshot(); END LOOP; END $$"
 	code, out := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/sql", "application/json", `{"tenant": "Globex", "pattern": "tx-local", "times": 2, "sql": `+strconv.Quote(both)+`}`)
 	if code != http.StatusOK {
 		t.Fatalf("two at once as JSON: %d %s", code, out)
