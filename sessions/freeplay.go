@@ -718,7 +718,14 @@ func (fp *freePlay) call(ctx context.Context, q SQLRequest, tenant engine.Tenant
 		}
 		notices = append(notices, fmt.Sprintf("The scope went out as its own pool call, on connection %d; the query as another.", pc.slot))
 	}
+	pc, env, err := fp.acquire(ctx, q.Connection)
+	if err != nil {
+		return SQLResult{}, err
+	}
+	defer fp.release(pc)
 	if q.Pattern == PatternLocalRole {
+		// Made while this call holds a connection: a close waits for the
+		// call, so it finds the roles made and drops them.
 		made, err := fp.makeRoles(ctx)
 		if err != nil {
 			return SQLResult{}, err
@@ -728,11 +735,6 @@ func (fp *freePlay) call(ctx context.Context, q SQLRequest, tenant engine.Tenant
 				strings.Join(engine.TenantRoleNames(l.Sandbox), ", "), l.Sandbox.AppRole, engine.TenantRolePolicy))
 		}
 	}
-	pc, env, err := fp.acquire(ctx, q.Connection)
-	if err != nil {
-		return SQLResult{}, err
-	}
-	defer fp.release(pc)
 	if pc.conn == nil || pc.conn.IsClosed() {
 		if err := fp.connect(ctx, pc); err != nil {
 			return SQLResult{}, l.mgr.dbError("free play", err)
@@ -784,7 +786,13 @@ func (fp *freePlay) call(ctx context.Context, q SQLRequest, tenant engine.Tenant
 		out = superviseExec(conn, text, limits{timeout: timeout, owner: setting}, false)
 	}
 	out.describe(&res, timeout)
+	queryRole := ""
 	if inTx && conn.TxStatus() == 'T' && out.err == nil {
+		// The role the query ran as, read before the transaction ends
+		// (SET LOCAL ROLE ends with it).
+		if in, err := fp.identify(conn); err == nil {
+			queryRole = in.Role
+		}
 		if c := superviseExec(conn, "COMMIT", limits{timeout: timeout}, false); c.err != nil {
 			c.describe(&res, timeout)
 		}
@@ -812,13 +820,18 @@ func (fp *freePlay) call(ctx context.Context, q SQLRequest, tenant engine.Tenant
 	} else {
 		res.TenantAfter, res.Role = after.Tenant, after.Role
 	}
+	if queryRole == "" {
+		queryRole = after.Role
+	} else if queryRole != after.Role && aerr == nil {
+		notices = append(notices, fmt.Sprintf("The query ran as %s, set for its transaction only; with the COMMIT the backend is %s again.", queryRole, after.Role))
+	}
 	res.ForeignRows = out.foreign
 	res.Leak = hasTenant && out.foreign > 0
 	res.Notice = strings.Join(notices, " ")
 	done := time.Now().UnixMilli()
 	why := fp.why(tenant, hasTenant, seen, res, out)
 	req.Update(func(r *engine.RequestRow) {
-		r.PID, r.SeenTenant, r.Role = before.PID, seen, after.Role
+		r.PID, r.SeenTenant, r.Role = before.PID, seen, queryRole
 		r.Rows, r.ForeignRows, r.Leak = out.count, out.foreign, res.Leak
 		r.Error, r.SQLState, r.FinishedAt, r.Why = res.Error, res.SQLState, done, why
 		r.Phase = "released"

@@ -84,5 +84,21 @@ func TestBrowserFreePlay(t *testing.T) {
 	if !refused.Refused {
 		t.Errorf("DROP TABLE: %+v", refused)
 	}
+	// Several at once: each copy a request of its own, every result shown.
+	owner.do(chromedp.Evaluate[chromedp.Void](`document.getElementById("free-play-times").value = "3";`))
+	owner.sendPlay("Initech", "tx-local", "", "")
+	shown := run(owner, chromedp.Poll[[]domPlay](`(function () {
+		var rs = document.querySelectorAll("#free-play-result .free-play-out");
+		if (rs.length < 3) return null;
+		return Array.from(rs, function (r) { return {pid: parseInt(r.getAttribute("data-pid"), 10), leak: r.getAttribute("data-leak") === "true"}; });
+	})()`, chromedp.WithPollingInterval(10*time.Millisecond), chromedp.WithPollingTimeout(actionTimeout)))
+	if len(shown) != 3 {
+		t.Errorf("three at once: the panel shows %+v, want three results", shown)
+	}
+	for _, r := range shown {
+		if r.PID == 0 || r.Leak {
+			t.Errorf("three at once as Initech, tx-local: %+v", r)
+		}
+	}
 	checkNoOverflow(t, owner, "the lab page with free play")
 }

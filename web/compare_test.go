@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -272,6 +273,11 @@ func TestCompareFreePlayRecordings(t *testing.T) {
 	if left, right := compareVerdicts(body); left["LEAK"] != 1 || right["LEAK"] != 0 || !strings.Contains(body, "Free play") {
 		t.Errorf("free play vs free play: verdicts %v on the left, %v on the right; want one LEAK left, none right, under a free-play title", left, right)
 	}
+	// The lab's recent runs link the newer free-play session to the one
+	// before it.
+	if code, _, list := get(t, c, s.URL+"/labs/"+lab.ID+"/recent-runs"); code != http.StatusOK || !strings.Contains(list, `href="/runs/`+leaked+`/vs/`+fixed+`"`) {
+		t.Errorf("recent runs: %d, no link comparing free play %s with %s: %.600s", code, fixed, leaked, list)
+	}
 	if code, _, body := get(t, c, s.URL+"/runs/"+leaked+"/vs/"+leakRun); code != http.StatusOK {
 		t.Errorf("free play beside the lesson's session-set run: %d %.400s", code, body)
 	}
@@ -280,4 +286,75 @@ func TestCompareFreePlayRecordings(t *testing.T) {
 	if code, _, body := get(t, c, s.URL+"/runs/"+leakRun+"/vs/"+other); code != http.StatusBadRequest || !strings.Contains(body, "only runs of the same scenario") {
 		t.Errorf("set-leak vs split-calls: %d %.300s, want 400", code, body)
 	}
+}
+
+// TestFreePlayRecordingReplays checks that a free-play session, once its
+// pool has closed, replays like a run: its JSON, a replay page headed as
+// free play, frames that go from no request to the leak by hand with the
+// backend's PID, never a leak undone, and the one-file export.
+func TestFreePlayRecordingReplays(t *testing.T) {
+	t.Parallel()
+	s := mustStartServer(t, sessions.Config{MaxLabs: 2})
+	c, lab := newOwnedLab(t, s)
+	acme := postSQL(t, s, c, lab.ID, sqlBody(1, "Acme", "session-set", ""))
+	globex := postSQL(t, s, c, lab.ID, sqlBody(1, "Globex", "forgot", ""))
+	if !globex.Leak || globex.PID != acme.PID {
+		t.Fatalf("the leak by hand: %+v", globex)
+	}
+	if code, body := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/reset", "", "", "Accept", ctJSON); code >= 300 {
+		t.Fatalf("reset: %d %s", code, body)
+	}
+	id := waitRuns(t, s, lab.ID, 1)[0].ID
+	code, _, body := get(t, c, s.URL+"/runs/"+id+".json")
+	if code != http.StatusOK {
+		t.Fatalf("GET /runs/%s.json: %d %.300s", id, code, body)
+	}
+	var rec struct {
+		Scenario, Variant, Status string
+		Leaks                     int
+		Frames                    []json.RawMessage
+	}
+	if err := json.Unmarshal([]byte(body), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Scenario != sessions.FreePlayScenario || rec.Leaks != 1 || len(rec.Frames) < 3 {
+		t.Fatalf("free play's recording: scenario %q, %d leaks, %d frames; want free-play, 1, several", rec.Scenario, rec.Leaks, len(rec.Frames))
+	}
+	code, _, page := get(t, c, s.URL+"/runs/"+id)
+	if code != http.StatusOK || !strings.Contains(page, `id="player"`) {
+		t.Fatalf("replay page: %d %.300s", code, page)
+	}
+	if h1 := between(page, "<h1>", "</h1>"); !strings.Contains(h1, "Free play") {
+		t.Errorf("the replay is headed %q, want it named as free play", h1)
+	}
+	// Frame by frame: the leak appears once, with the backend's PID, and
+	// stays.
+	leakRow := fmt.Sprintf(`data-pid="%d" data-leak="true"`, globex.PID)
+	seen, first := false, -1
+	for n := range rec.Frames {
+		code, _, frame := get(t, c, fmt.Sprintf("%s/runs/%s/frames/%d", s.URL, id, n))
+		if code != http.StatusOK {
+			t.Fatalf("frame %d: %d %.300s", n, code, frame)
+		}
+		leak := strings.Contains(frame, leakRow)
+		if seen && !leak {
+			t.Errorf("frame %d no longer shows the leak of frame %d", n, first)
+		}
+		if leak && !seen {
+			seen, first = true, n
+		}
+	}
+	if !seen || first == 0 {
+		t.Errorf("the leak first shows in frame %d of %d (seen %v); want it after the first frame", first, len(rec.Frames), seen)
+	}
+	if code, _, body := get(t, c, s.URL+"/runs/"+id+"/export"); code != http.StatusOK || !strings.Contains(body, "Free play") {
+		t.Errorf("export: %d %.300s", code, body)
+	}
+}
+
+// between returns the text of s between the first from and the next to.
+func between(s, from, to string) string {
+	_, after, _ := strings.Cut(s, from)
+	before, _, _ := strings.Cut(after, to)
+	return before
 }

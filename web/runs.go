@@ -273,9 +273,9 @@ func (s *Server) replayOf(rec sessions.Recording, start int) (views.Replay, erro
 	for _, f := range rec.Frames {
 		p.AtMs = append(p.AtMs, f.AtMs)
 	}
-	if sc, err := s.labs.Catalog().Lookup(rec.Scenario); err == nil {
-		p.Title = sc.Title
-	}
+	// Named as the live view names it: free play and the learner's own app
+	// are outside the catalog.
+	p.Title = headOf(s.labs.Catalog(), engine.State{Scenario: rec.Scenario}).Title
 	return p, nil
 }
 

@@ -133,6 +133,7 @@ type hostileCase struct {
 	sqlstate  string
 	cancelled bool
 	truncated bool
+	first     string // the first value of the result, when given
 }
 
 func TestFreePlaySurvivesHostileSQL(t *testing.T) {
@@ -147,6 +148,10 @@ func TestFreePlaySurvivesHostileSQL(t *testing.T) {
 	base := sessionstest.MustRun(t, other, "set-leak", "session-set", nil)
 	if base.Status != engine.StatusDone {
 		t.Fatalf("set-leak in the other lab: %s %s", base.Status, base.Error)
+	}
+	usual, _ := base.Outcome()
+	if usual.Kind != engine.KindLeak {
+		t.Fatalf("set-leak/session-set in the other lab: outcome %q, want its usual leak", usual.Kind)
 	}
 	// A backend of the other lab's app role to aim at.
 	victim, err := pgx.Connect(ctx, other.Sandbox.AppURL)
@@ -170,8 +175,9 @@ func TestFreePlaySurvivesHostileSQL(t *testing.T) {
 			}
 			st, err := sessionstest.Run(other, "set-leak", "session-set", nil)
 			runs++
-			if err != nil || st.Status != base.Status || st.Leaks() != base.Leaks() || st.Errors() != base.Errors() {
-				runErr = fmt.Errorf("run %d: %v, status %s, %d leaks, %d errors; before the suite %s, %d, %d", runs, err, st.Status, st.Leaks(), st.Errors(), base.Status, base.Leaks(), base.Errors())
+			got, _ := st.Outcome()
+			if err != nil || st.Status != base.Status || st.Leaks() != base.Leaks() || st.Errors() != base.Errors() || got.Kind != usual.Kind {
+				runErr = fmt.Errorf("run %d: %v, status %s, outcome %s, %d leaks, %d errors; before the suite %s, %s, %d, %d", runs, err, st.Status, got.Kind, st.Leaks(), st.Errors(), base.Status, usual.Kind, base.Leaks(), base.Errors())
 				return
 			}
 		}
@@ -201,6 +207,8 @@ func TestFreePlaySurvivesHostileSQL(t *testing.T) {
 		{name: "COPY TO PROGRAM", sql: "COPY invoices TO PROGRAM 'id'", refused: true},
 		{name: "COPY TO PROGRAM behind a comment", sql: "/* hi */ -- there\n copy (SELECT 1) TO PROGRAM 'id'", refused: true},
 		{name: "LISTEN", sql: "LISTEN x", refused: true},
+		{name: "LISTEN assembled at run time", sql: "DO $$ BEGIN EXECUTE 'LIST' || 'EN x'; END $$"},
+		{name: "no channel listened to after the call", sql: "SELECT count(*) FROM pg_listening_channels()", first: "0"},
 		{name: "NOTIFY by function", sql: `SELECT "pg_notify"('x', 'y')`, refused: true},
 		{name: "pg_notify assembled at run time", sql: "DO $$ BEGIN EXECUTE 'SELECT pg_' || 'notify(''x'', ''y'')'; END $$", sqlstate: "42501"},
 		{name: "pg_advisory_lock", sql: "SELECT pg_advisory_lock(1)", refused: true},
@@ -242,6 +250,9 @@ func TestFreePlaySurvivesHostileSQL(t *testing.T) {
 			if !strings.Contains(res.Error, "rlslab") || res.MS > float64((limit+10*time.Second).Milliseconds()) {
 				t.Errorf("%s: want rlslab's cancel near %s, got %.0f ms: %s", tc.name, limit, res.MS, res.Error)
 			}
+		}
+		if tc.first != "" && (len(res.Rows) == 0 || len(res.Rows[0]) == 0 || str(res.Rows[0][0]) != tc.first) {
+			t.Errorf("%s: rows %v, want the first value %s", tc.name, res.Rows, tc.first)
 		}
 		if tc.truncated && (!res.Truncated || len(res.Rows) != sessions.MaxResultRows) {
 			t.Errorf("%s: want %d rows and truncated, got %d rows of %d, truncated %v: %+v", tc.name, sessions.MaxResultRows, len(res.Rows), res.RowCount, res.Truncated, res)
