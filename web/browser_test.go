@@ -704,7 +704,7 @@ func testBrowserTwoWatchers(t *testing.T, ts *testServer, browser context.Contex
 		t.Errorf("text selected during the run: %q, after the run: %q", selected, still)
 	}
 	waitRunEnd(t, ts.Labs, id)
-	if msg := run(owner, chromedp.Evaluate[string](`document.getElementById("control-msg").textContent`)); msg != "" && !strings.HasPrefix(msg, "Running set-leak / tx-local") {
+	if msg := run(owner, chromedp.Evaluate[string](`document.getElementById("control-msg").textContent`)); msg != "" && !strings.HasPrefix(msg, "Started set-leak / tx-local") {
 		t.Errorf("the Run button's answer: %q", msg)
 	}
 
