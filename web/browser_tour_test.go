@@ -3,6 +3,7 @@ package web_test
 import (
 	"fmt"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,6 +80,24 @@ func (b *tab) pendingSaid(where string) {
 	}
 }
 
+// axeTour runs axe-core on the page the tab shows at 1280×720 and 390 px,
+// light and dark (every rule in light, the colour rules in dark), when
+// src holds axe-core ("": not installed here, and not CI).
+func (b *tab) axeTour(src, where string) {
+	b.t.Helper()
+	if src == "" {
+		return
+	}
+	for _, size := range [][2]int64{{1280, 720}, {390, 844}} {
+		for _, scheme := range []string{"light", "dark"} {
+			b.emulate(size[0], size[1], scheme)
+			for _, v := range b.axeRun(src, scheme == "dark") {
+				b.t.Errorf("%s at %d px, %s: %s %s: %s\n\t%s", where, size[0], scheme, v.Impact, v.ID, v.Help, strings.Join(v.Nodes, "\n\t"))
+			}
+		}
+	}
+}
+
 // TestBrowserTour walks every page a learner, a facilitator and a
 // presenter meet, with what they hold after a session-set run: home, a
 // lesson, the lab with its free-play and Connect panels (the proxy off,
@@ -90,9 +109,17 @@ func (b *tab) pendingSaid(where string) {
 // none scrolls sideways or cuts its text off. Run's answer does not say
 // "Running" beside a finished run (it did, for 4 s), and the sentences
 // standing where a lab will be start as sentences, apart from their
-// button. With RLSLAB_SHOTS it saves every view for a person to look at.
+// button. axe-core finds no serious or critical violation on the pages no
+// other test runs it on: the Connect panel with its snippets, a lab being
+// prepared, every lab in use. With RLSLAB_SHOTS it saves every view for a
+// person to look at.
 func TestBrowserTour(t *testing.T) {
 	t.Parallel()
+	src, err := os.ReadFile(axePath)
+	if err != nil && os.Getenv("CI") != "" {
+		t.Fatalf("axe-core is missing (scripts/setup-debian.sh installs it): %v", err)
+	}
+	axe := string(src)
 	ts := mustStartServer(t, sessions.Config{MaxLabs: 3})
 	browser := newBrowser(t)
 	w := mustCreateWorkshop(t, ts, "Tenants and pools, room 3", "set-leak", "split-calls")
@@ -157,6 +184,7 @@ func TestBrowserTour(t *testing.T) {
 	t.Cleanup(front.Close)
 	ann.open(front.URL + "/labs/" + lab) // the learner cookie is the host's, whatever the port
 	ann.look("lab-proxy", "connect-app")
+	ann.axeTour(axe, "the lab page with the Connect panel")
 
 	// Preparing: the lesson's lab panel, then the page of a lab asked for
 	// without a lesson. Each asks again by itself after a second; the
@@ -167,6 +195,7 @@ func TestBrowserTour(t *testing.T) {
 	fac.do(hold)
 	fac.pendingSaid("the lesson's lab being prepared")
 	fac.look("lesson-preparing", "lab-side")
+	fac.axeTour(axe, "a lesson whose lab is being prepared")
 	prep := newTab(t, browser, "another learner")
 	prep.emulate(1280, 720, "light")
 	prep.do(chromedp.Navigate(front.URL+"/"), chromedp.WaitReady(chromedp.CSS(`body`)),
@@ -176,6 +205,7 @@ func TestBrowserTour(t *testing.T) {
 	prep.poll("the preparing page", `document.title.indexOf("Preparing your lab") >= 0`)
 	prep.pendingSaid("the page of a lab being prepared")
 	prep.look("lab-preparing")
+	prep.axeTour(axe, "the page of a lab being prepared")
 
 	// Every lab in use: a lesson opened in a third browser says so.
 	late := newTab(t, browser, "late")
@@ -184,4 +214,5 @@ func TestBrowserTour(t *testing.T) {
 	late.poll("the lesson waiting for a lab", `(function () { var p = document.querySelector(".lab-pending p"); return !!p && p.textContent.indexOf("in use") >= 0; })()`)
 	late.pendingSaid("a lesson waiting for a lab")
 	late.look("lesson-labs-in-use", "lab-side")
+	late.axeTour(axe, "a lesson waiting while every lab is in use")
 }
