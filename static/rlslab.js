@@ -102,6 +102,7 @@
       if (!p) return;
       p.className = "control-msg bad";
       var text = new DOMParser().parseFromString(e.detail.xhr.responseText, "text/html").body.textContent.trim();
+      text = text.charAt(0).toUpperCase() + text.slice(1); // a sentence, as the page shows it
       if (e.detail.xhr.status !== 503 || !window.htmx) {
         p.textContent = text;
         return;

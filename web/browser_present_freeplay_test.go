@@ -15,7 +15,8 @@ import (
 // head's chip and the outcome bar saying the same thing while free play
 // goes on: "running" and "No leak so far" (the chip said "failed closed"
 // beside the bar's "No leak so far"). At 390, 1280×720 and 1920×1080,
-// light and dark, nothing scrolls sideways.
+// light and dark, nothing scrolls sideways, and the timeline draws a box
+// round every request, the one of no tenant too.
 func TestBrowserPresenterFreePlayChip(t *testing.T) {
 	t.Parallel()
 	ts := mustStartServer(t, sessions.Config{MaxLabs: 2})
@@ -41,7 +42,15 @@ func TestBrowserPresenterFreePlayChip(t *testing.T) {
 	for _, size := range [][2]int64{{390, 844}, {1280, 720}, {1920, 1080}} {
 		for _, scheme := range []string{"light", "dark"} {
 			b.emulate(size[0], size[1], scheme)
-			b.noSideways(fmt.Sprintf("presenter in free play at %dx%d, %s", size[0], size[1], scheme))
+			where := fmt.Sprintf("presenter in free play at %dx%d, %s", size[0], size[1], scheme)
+			b.noSideways(where)
+			// Every request's block has a box, the one of no tenant too
+			// (its rect had no stroke: a label floating over the band).
+			if bare := run(b, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("#timeline .tl-block")).filter(function (g) {
+				var s = getComputedStyle(g.querySelector("rect"));
+				return s.stroke === "none" || parseFloat(s.strokeWidth) < 1 || s.stroke === s.fill; }).map(function (g) { return g.getAttribute("class"); })`)); len(bare) > 0 {
+				t.Errorf("%s: timeline blocks without a box: %v", where, bare)
+			}
 			b.shot(fmt.Sprintf("present-freeplay-%dx%d-%s", size[0], size[1], scheme))
 		}
 	}

@@ -175,7 +175,7 @@ func TestControlEndpoints(t *testing.T) {
 
 		// Runs that start, answered as the client asked.
 		{name: "run json", path: "/labs/lab1/runs", body: run, header: headers("owner", "json"), want: 202, calls: 1, touched: true, jsonContains: `"speed": "2"`},
-		{name: "run htmx", path: "/labs/lab1/runs", body: "scenario=set-leak&variant=tx-local&speed=step", header: headers("owner", "form", "htmx"), want: 202, html: "Running set-leak / tx-local at speed step.", calls: 1, touched: true},
+		{name: "run htmx", path: "/labs/lab1/runs", body: "scenario=set-leak&variant=tx-local&speed=step", header: headers("owner", "form", "htmx"), want: 202, html: "Started set-leak / tx-local at speed step.", calls: 1, touched: true},
 		{name: "run htmx asking json", path: "/labs/lab1/runs", body: "scenario=set-leak&variant=tx-local", header: headers("owner", "form", "htmx", "accept-json"), want: 202, calls: 1, touched: true, jsonContains: `"status": "running"`},
 
 		// Reset, speed and step.

@@ -210,7 +210,7 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request, id string, la
 		return
 	}
 	s.answer(w, r, http.StatusAccepted, map[string]string{"lab": id, "scenario": f.Scenario, "variant": f.Variant, "speed": speed.String(), "status": engine.StatusRunning},
-		"Running "+f.Scenario+" / "+f.Variant+" at speed "+speed.String()+".")
+		"Started "+f.Scenario+" / "+f.Variant+" at speed "+speed.String()+".")
 }
 
 // handleReset stops the lab's run, if any, and empties its live view.

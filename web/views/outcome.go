@@ -50,7 +50,8 @@ func (v Live) Outcome() Outcome {
 			o.Leaks = append(o.Leaks, v.leakOf(r))
 		}
 	}
-	verdict, judged := v.State.Outcome()
+	_, judged := v.State.Outcome()
+	verdict, named := ShownOutcome(v.State) // the presenter's chip names the same
 	switch {
 	case v.Outage != "":
 		o.Kind, o.Head, o.Detail = "outage", "The database is not answering.", outageDetail(v.Outage)
@@ -78,6 +79,11 @@ func (v Live) Outcome() Outcome {
 		o.Kind, o.Head = "running", "Running: no request has queried yet."
 		o.Leaks = nil
 		return o
+	case !named: // still going, nothing crossed tenants or failed so far
+		o.Kind, o.Head = "running", "No leak so far."
+		o.Detail = upperFirst(engine.Tally(v.Requests)) + "."
+		o.Leaks = nil
+		return o
 	case verdict.Kind == engine.KindLeak:
 		o.Kind = engine.KindLeak
 		o.Head = o.Leaks[0].Text
@@ -90,11 +96,6 @@ func (v Live) Outcome() Outcome {
 			o.Detail = fmt.Sprintf("The first %d are listed; the request log has them all.", maxOutcomeLeaks)
 			o.Leaks = o.Leaks[:maxOutcomeLeaks]
 		}
-	case provisional(v.State, verdict):
-		o.Kind, o.Head = "running", "No leak so far."
-		o.Detail = upperFirst(engine.Tally(v.Requests)) + "."
-		o.Leaks = nil
-		return o
 	default:
 		o.Kind, o.Head = verdict.Kind, verdict.Headline
 		switch verdict.Kind {
