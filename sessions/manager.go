@@ -504,6 +504,9 @@ func (m *Manager) CreateFor(ctx context.Context, owner, addr string) (*Lab, erro
 		if recycled == nil {
 			next := m.nextFreeLocked()
 			m.mu.Unlock()
+			if m.cfg.MaxLabs == 1 {
+				return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "the only lab is in use; %s", next)
+			}
 			return nil, rlslab.Errorf(rlslab.EUNAVAILABLE, "all %d labs are in use; %s", m.cfg.MaxLabs, next)
 		}
 	}

@@ -152,7 +152,7 @@ func TestFullLabsGiveAClearPage(t *testing.T) {
 	s := mustStartServer(t, sessions.Config{MaxLabs: 1})
 	openLesson(t, s, newBrowserClient(t), "set-leak")
 	code, body := do(t, newBrowserClient(t), "POST", s.URL+"/labs?lesson=set-leak", "", "", "HX-Request", "true")
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, "all 1 labs are in use") {
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "the only lab is in use") {
 		t.Errorf("second browser with the cap at 1: %d %s", code, body)
 	}
 	if n := len(s.Labs.Labs()); n != 1 {

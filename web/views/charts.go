@@ -49,6 +49,15 @@ type SVGChart struct {
 	YMax, XMax string
 }
 
+// AxisNote says in words what the chart plots: "connections over time" for a
+// chart along seconds, else "ms against rows".
+func (c SVGChart) AxisNote() string {
+	if c.XUnit == "s" {
+		return c.YUnit + " over time"
+	}
+	return c.YUnit + " against " + c.XUnit
+}
+
 // SeriesClass is the CSS class of a chart line, chosen by what the line
 // means so that a series keeps its colour in every chart: limits are
 // dashed, waiting and refusals amber, connections in use blue, idle ones
