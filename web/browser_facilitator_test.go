@@ -232,7 +232,8 @@ func TestBrowserFacilitator30(t *testing.T) {
 		t.Fatalf("end: %d %s", code, body)
 	}
 	t.Logf("ending the workshop of %d took %v", n, time.Since(ended).Round(time.Millisecond))
-	fac.poll("ended, live", `window.rlslabLoaded === true && !!document.getElementById("ws-ended") && !document.getElementById("move")`)
+	fac.poll("ended, live", `window.rlslabLoaded === true && !!document.getElementById("ws-ended") && !document.getElementById("move") &&
+		!document.getElementById("copy-join") && !document.querySelector("#dash-join .join-code")`)
 	fac.shoot(shots, "dashboard-ended", [][2]int64{{1280, 720}})
 	t.Logf("%v: done; screenshots in %s", time.Since(start).Round(time.Millisecond), shots)
 }
