@@ -112,9 +112,17 @@ func (c *conn) apply(ef effect, text string) {
 
 // endTransaction ends a transaction: committed, its session-level writes
 // stay.
+//
+// A write of the setting makes it exist on the backend for the rest of the
+// session, whether or not the write outlives its transaction: a setting
+// read as absent (NULL) is then empty, as the next reading will say.
 func (c *conn) endTransaction(commit bool) {
-	if commit && c.pend != nil {
+	wrote := c.pend != nil || c.local != nil
+	switch {
+	case commit && c.pend != nil:
 		c.session = *c.pend
+	case wrote && c.session.Known && c.session.Null:
+		c.session = Setting{Known: true, Inferred: true, At: time.Now()}
 	}
 	c.roles.end(commit)
 	c.pend, c.local, c.aborted = nil, nil, false
