@@ -692,7 +692,7 @@ func TestServeStopsWithContext(t *testing.T) {
 // was read absent (NULL) holds it empty once a transaction wrote it, even
 // locally or rolled back; the proxy infers so at the transaction's end,
 // before the next reading, and the reading agrees. A forgetful request
-// right after a tx-local request is shown running under ” (what it
+// right after a tx-local request is shown running under the empty setting (what it
 // really ran under), not under the NULL of the first reading.
 func TestWrittenSettingIsEmptyAfterItsTransaction(t *testing.T) {
 	t.Parallel()
