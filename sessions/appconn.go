@@ -28,9 +28,13 @@ import (
 // "your app" session, recorded and published like a run.
 const (
 	// AppScenario is the scenario name the live view shows while a
-	// learner's app is the lab's picture, and its recordings carry.
+	// learner's app is the lab's picture, and its recordings carry: the
+	// your-app scenario's, so that they compare with its runs.
 	AppScenario = "your-app"
-	// AppVariant is the variant name of an app session.
+	// AppVariant is the variant name of an app session whose first
+	// connection names no variant of the your-app scenario in its
+	// application_name (the seed app names its mode there: session-set,
+	// tx-local).
 	AppVariant = "live"
 	// AppPool names the app's connections in the live view.
 	AppPool = appview.Pool
@@ -164,6 +168,7 @@ func (l *Lab) endAppSession(why string) {
 // from the first one opening to the last one closing.
 type appSession struct {
 	lab     *Lab
+	variant string
 	env     *engine.Env
 	draw    *appview.Drawer
 	rec     *recorder
@@ -173,15 +178,16 @@ type appSession struct {
 	ended bool
 }
 
-// session returns the lab's app session, beginning one when create is
-// set and there is none.
-func (l *Lab) session(create bool) *appSession {
+// session returns the lab's app session, beginning one when first is the
+// first connection's and there is none.
+func (l *Lab) session(first *pgproxy.ConnInfo) *appSession {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.app == nil && create && !l.closed {
-		log := l.mgr.log.With("lab", l.ID, "scenario", AppScenario)
-		l.tracker.Begin(AppScenario, AppVariant, "")
-		s := &appSession{lab: l, started: time.Now(),
+	if l.app == nil && first != nil && !l.closed {
+		variant := l.appVariant(first.Application)
+		log := l.mgr.log.With("lab", l.ID, "scenario", AppScenario, "variant", variant)
+		l.tracker.Begin(AppScenario, variant, "")
+		s := &appSession{lab: l, variant: variant, started: time.Now(),
 			env: engine.NewEnv(l.Sandbox, nil, l.tracker, engine.NewPace(engine.Speed{Max: true}), log)}
 		s.draw = appview.New(s.env, appview.Options{Who: "Your app", Max: l.Sandbox.ConnLimit, Touch: l.Touch})
 		s.rec = record(l.tracker)
@@ -217,7 +223,17 @@ func (s *appSession) end(why string, abandoned bool) *RunRecord {
 		st.Narration = fmt.Sprintf("Your app's session ended (%s): %d requests, %d leaks.", why, len(st.Requests)+st.DroppedRequests, st.Leaks())
 	})
 	frames := s.rec.finish()
-	return &RunRecord{Lab: s.lab, Scenario: AppScenario, Variant: AppVariant, Started: s.started, Final: t.Snapshot(), Frames: frames}
+	return &RunRecord{Lab: s.lab, Scenario: AppScenario, Variant: s.variant, Started: s.started, Final: t.Snapshot(), Frames: frames}
+}
+
+// appVariant is the variant an app session is recorded under: the your-app
+// scenario's variant that its first connection's application_name names,
+// or else AppVariant.
+func (l *Lab) appVariant(application string) string {
+	if sc, err := l.mgr.cfg.Catalog.Lookup(AppScenario); err == nil && application != AppVariant && sc.HasVariant(application) {
+		return application
+	}
+	return AppVariant
 }
 
 // appEvents receives the proxy's events for one lab's app connections and
@@ -226,9 +242,9 @@ func (s *appSession) end(why string, abandoned bool) *RunRecord {
 type appEvents struct{ l *Lab }
 
 // drawer returns the drawer of the lab's app session, beginning a session
-// when create is set; nil when there is none.
-func (e appEvents) drawer(create bool) *appview.Drawer {
-	if s := e.l.session(create); s != nil {
+// when first is a connection that just opened; nil when there is none.
+func (e appEvents) drawer(first *pgproxy.ConnInfo) *appview.Drawer {
+	if s := e.l.session(first); s != nil {
 		return s.draw
 	}
 	return nil
@@ -236,35 +252,35 @@ func (e appEvents) drawer(create bool) *appview.Drawer {
 
 // Opened draws a new box for the connection, beginning a session.
 func (e appEvents) Opened(c pgproxy.ConnInfo) {
-	if d := e.drawer(true); d != nil {
+	if d := e.drawer(&c); d != nil {
 		d.Opened(c)
 	}
 }
 
 // Sent adds a request row for the statement.
 func (e appEvents) Sent(c pgproxy.ConnInfo, st pgproxy.Statement) {
-	if d := e.drawer(false); d != nil {
+	if d := e.drawer(nil); d != nil {
 		d.Sent(c, st)
 	}
 }
 
 // Finished fills the statement's request row with what it got.
 func (e appEvents) Finished(c pgproxy.ConnInfo, r pgproxy.Result) {
-	if d := e.drawer(false); d != nil {
+	if d := e.drawer(nil); d != nil {
 		d.Finished(c, r)
 	}
 }
 
 // Setting shows the connection's tenant setting and role.
 func (e appEvents) Setting(c pgproxy.ConnInfo, set pgproxy.Setting) {
-	if d := e.drawer(false); d != nil {
+	if d := e.drawer(nil); d != nil {
 		d.Setting(c, set)
 	}
 }
 
 // Closed marks the connection's box closed.
 func (e appEvents) Closed(c pgproxy.ConnInfo, err error) {
-	if d := e.drawer(false); d != nil {
+	if d := e.drawer(nil); d != nil {
 		d.Closed(c, err)
 	}
 }

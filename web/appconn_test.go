@@ -540,6 +540,9 @@ func TestYourAppSeedAppModes(t *testing.T) {
 		}
 		waitRunConns(t, f.ts.Labs, 0)
 		runs := waitRuns(t, f.ts, lab.ID, len(recordings)+1)
+		if runs[0].Variant != mode {
+			t.Errorf("%s: the session is recorded as variant %q, want the mode the app named in application_name", mode, runs[0].Variant)
+		}
 		recordings = append(recordings, runs[0].ID)
 	}
 	if want := (measured{leaks: 2, foreign: 3, forgotRows: 3}); got["session-set"] != want {
@@ -576,8 +579,18 @@ func TestYourAppSeedAppModes(t *testing.T) {
 	if want := fmt.Sprintf("LEAK: %d of %d rows belong to another tenant", got["session-set"].foreign, got["session-set"].forgotRows); !strings.Contains(body, want) {
 		t.Errorf("the comparison does not say which statement leaked (%q)", want)
 	}
-	if !strings.Contains(body, "An app of one") || strings.Count(body, `data-kind="leak"`) != 1 {
+	if !strings.Contains(body, "through rlslab&#39;s proxy") || strings.Count(body, `data-kind="leak"`) != 1 {
 		t.Errorf("the comparison's headings: want your app's two sessions, one with a leak: %.1500s", body)
+	}
+	// Recorded as the your-app scenario's two variants, they are what the
+	// lesson's compare link finds.
+	resp, err := http.Get(f.ts.URL + "/labs/" + lab.ID + "/compare?lesson=your-app&a=session-set&b=tx-local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := "/runs/" + leaky + "/vs/" + fixed; resp.StatusCode != http.StatusOK || resp.Request.URL.Path != want {
+		t.Errorf("the lesson's compare link: %d at %s, want the two sessions at %s", resp.StatusCode, resp.Request.URL.Path, want)
 	}
 
 	// The app's session beside the lesson's own run of the same mistake.
