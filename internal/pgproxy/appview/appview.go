@@ -252,8 +252,9 @@ func (d *Drawer) Finished(c pgproxy.ConnInfo, r pgproxy.Result) {
 			state.Narration = fmt.Sprintf("%s's request #%d on backend %d: %s", d.who, seq, c.PID, why)
 		}
 	})
+	inferred := r.Setting.Inferred || r.Setting.RoleInferred
 	t.AddTimeline(d.sb.AppRole, engine.TimelineEvent{Kind: engine.TimelineObserve, Pool: Pool, Slot: slot, PID: c.PID,
-		Read: r.Setting.Known && !r.Setting.Inferred, Inferred: r.Setting.Inferred, Tenant: seen, Role: d.role(r.Setting), Seq: seq})
+		Read: r.Setting.Known && !inferred, Inferred: inferred, Tenant: seen, Role: d.role(r.Setting), Seq: seq})
 }
 
 // writesSetting matches a statement that writes the tenant setting: it
@@ -308,8 +309,8 @@ func shorten(s string) string {
 	return s
 }
 
-// Setting shows the connection's tenant setting on its box and the
-// timeline (marked inferred when it was not read).
+// Setting shows the connection's tenant setting and role on its box and
+// the timeline (marked inferred when either was not read).
 func (d *Drawer) Setting(c pgproxy.ConnInfo, set pgproxy.Setting) {
 	ac := d.conn(c)
 	if ac == nil {
@@ -331,8 +332,9 @@ func (d *Drawer) Setting(c pgproxy.ConnInfo, set pgproxy.Setting) {
 	if !set.Known {
 		return
 	}
+	inferred := set.Inferred || set.RoleInferred
 	d.env.Tracker().AddTimeline(d.sb.AppRole, engine.TimelineEvent{Kind: engine.TimelineRelease, Pool: Pool, Slot: slot, PID: c.PID,
-		Read: !set.Inferred, Inferred: set.Inferred, Tenant: v, Role: role})
+		Read: !inferred, Inferred: inferred, Tenant: v, Role: role})
 }
 
 // role is the role a backend runs as: what the proxy last read or
