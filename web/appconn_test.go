@@ -773,3 +773,54 @@ func TestYourAppSetRoleShowsOnTheBox(t *testing.T) {
 	exec("RESET ROLE")
 	boxRole(lab.Sandbox.AppRole)
 }
+
+// TestYourAppOnTheDashboard: a participant whose own app is connected to
+// their lab through the proxy shows on the facilitator's dashboard as
+// running your app; once the app has closed, its session is their last
+// run, with its leak, and the leak counts for the lesson.
+func TestYourAppOnTheDashboard(t *testing.T) {
+	f := startAppFixture(t)
+	w := mustCreateWorkshop(t, f.ts, "Apps", "your-app")
+	fac := facilitatorClient(t, f.ts, w)
+	ann := newBrowserClient(t)
+	j := mustJoin(t, w, ann, "Ann")
+	lab, err := f.ts.Labs.Get(j.Lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, f.connectURL(t, lab))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"SET app.current_tenant = '1'", "SELECT * FROM invoices /* tenant='2' */"} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	st := mustWorkshopState(t, f.ts, fac, w.ID)
+	if len(st.Participants) != 1 || st.Counts.Running != 1 {
+		t.Errorf("with Ann's app connected: running %d, participants %+v; want Ann running", st.Counts.Running, st.Participants)
+	}
+	_, body := do(t, fac, "GET", f.ts.URL+"/workshops/"+w.ID, "", "")
+	if !strings.Contains(body, sessions.AppScenario+" / "+sessions.AppVariant) {
+		t.Errorf("the dashboard does not show Ann's app session live: %.2000s", body)
+	}
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitRuns(t, f.ts, lab.ID, 1)
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		st = mustWorkshopState(t, f.ts, fac, w.ID)
+		p := st.Participants[0]
+		if p.LastRun != nil && p.LastRun.Scenario == sessions.AppScenario && p.LastRun.Leaks == 1 && p.LeakSeen && st.Counts.Running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after Ann's app closed: %+v, last run %+v, counts %+v; want the app's session with its leak", p, p.LastRun, st.Counts)
+		}
+		time.Sleep(wait) // the recording reaches rlslab's tables on its own time
+	}
+}
