@@ -23,6 +23,7 @@ func allScenarios() []*engine.Scenario {
 		SideChannels(),
 		RLSPerformance(),
 		StalePlan(),
+		YourApp(), // lesson 18: the seed's requests through rlslab's proxy
 		MissingRLS(),
 		CrossTenantFK(),
 		// lessons 21 and 22

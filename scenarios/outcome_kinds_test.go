@@ -32,6 +32,8 @@ var wantKinds = map[string]string{
 	"orm-transactions/runner-transaction":      engine.KindNone,
 	"orm-transactions/request-transaction":     engine.KindMeasurement,
 	"orm-transactions/short-transaction":       engine.KindMeasurement,
+	"your-app/session-set":                     engine.KindLeak,
+	"your-app/tx-local":                        engine.KindFailedClosed,
 	"set-leak/session-set":                     engine.KindLeak,
 	"set-leak/tx-local":                        engine.KindFailedClosed,
 	"set-leak/batch-local":                     engine.KindFailedClosed,

@@ -242,7 +242,9 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 					c.LastActive = at
 				}
 				c.Idle = idle.Round(time.Second)
-				if lab.Running() {
+				if lab.Running() || lab.AppConnections() > 0 {
+					// A run, or the participant's own app connected
+					// through the proxy (drawn and recorded like a run).
 					c.Running = true
 					b.Counts.Running++
 					c.LiveRun = st.Scenario + " / " + st.Variant

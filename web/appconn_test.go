@@ -540,6 +540,9 @@ func TestYourAppSeedAppModes(t *testing.T) {
 		}
 		waitRunConns(t, f.ts.Labs, 0)
 		runs := waitRuns(t, f.ts, lab.ID, len(recordings)+1)
+		if runs[0].Variant != mode {
+			t.Errorf("%s: the session is recorded as variant %q, want the mode the app named in application_name", mode, runs[0].Variant)
+		}
 		recordings = append(recordings, runs[0].ID)
 	}
 	if want := (measured{leaks: 2, foreign: 3, forgotRows: 3}); got["session-set"] != want {
@@ -576,8 +579,18 @@ func TestYourAppSeedAppModes(t *testing.T) {
 	if want := fmt.Sprintf("LEAK: %d of %d rows belong to another tenant", got["session-set"].foreign, got["session-set"].forgotRows); !strings.Contains(body, want) {
 		t.Errorf("the comparison does not say which statement leaked (%q)", want)
 	}
-	if !strings.Contains(body, "An app of one") || strings.Count(body, `data-kind="leak"`) != 1 {
+	if !strings.Contains(body, "through rlslab&#39;s proxy") || strings.Count(body, `data-kind="leak"`) != 1 {
 		t.Errorf("the comparison's headings: want your app's two sessions, one with a leak: %.1500s", body)
+	}
+	// Recorded as the your-app scenario's two variants, they are what the
+	// lesson's compare link finds.
+	resp, err := http.Get(f.ts.URL + "/labs/" + lab.ID + "/compare?lesson=your-app&a=session-set&b=tx-local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := "/runs/" + leaky + "/vs/" + fixed; resp.StatusCode != http.StatusOK || resp.Request.URL.Path != want {
+		t.Errorf("the lesson's compare link: %d at %s, want the two sessions at %s", resp.StatusCode, resp.Request.URL.Path, want)
 	}
 
 	// The app's session beside the lesson's own run of the same mistake.
@@ -759,4 +772,55 @@ func TestYourAppSetRoleShowsOnTheBox(t *testing.T) {
 	boxRole(tenant)
 	exec("RESET ROLE")
 	boxRole(lab.Sandbox.AppRole)
+}
+
+// TestYourAppOnTheDashboard: a participant whose own app is connected to
+// their lab through the proxy shows on the facilitator's dashboard as
+// running your app; once the app has closed, its session is their last
+// run, with its leak, and the leak counts for the lesson.
+func TestYourAppOnTheDashboard(t *testing.T) {
+	f := startAppFixture(t)
+	w := mustCreateWorkshop(t, f.ts, "Apps", "your-app")
+	fac := facilitatorClient(t, f.ts, w)
+	ann := newBrowserClient(t)
+	j := mustJoin(t, w, ann, "Ann")
+	lab, err := f.ts.Labs.Get(j.Lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, f.connectURL(t, lab))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"SET app.current_tenant = '1'", "SELECT * FROM invoices /* tenant='2' */"} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	st := mustWorkshopState(t, f.ts, fac, w.ID)
+	if len(st.Participants) != 1 || st.Counts.Running != 1 {
+		t.Errorf("with Ann's app connected: running %d, participants %+v; want Ann running", st.Counts.Running, st.Participants)
+	}
+	_, body := do(t, fac, "GET", f.ts.URL+"/workshops/"+w.ID, "", "")
+	if !strings.Contains(body, sessions.AppScenario+" / "+sessions.AppVariant) {
+		t.Errorf("the dashboard does not show Ann's app session live: %.2000s", body)
+	}
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitRuns(t, f.ts, lab.ID, 1)
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		st = mustWorkshopState(t, f.ts, fac, w.ID)
+		p := st.Participants[0]
+		if p.LastRun != nil && p.LastRun.Scenario == sessions.AppScenario && p.LastRun.Leaks == 1 && p.LeakSeen && st.Counts.Running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after Ann's app closed: %+v, last run %+v, counts %+v; want the app's session with its leak", p, p.LastRun, st.Counts)
+		}
+		time.Sleep(wait) // the recording reaches rlslab's tables on its own time
+	}
 }

@@ -24,7 +24,12 @@ func headOf(cat *engine.Catalog, st engine.State) views.Head {
 	case sessions.FreePlayScenario:
 		h.Title = "Free play: own SQL on the lab's pool"
 	case sessions.AppScenario:
+		// A learner's own app's session; the your-app scenario's runs
+		// (the seed's requests) have their title in the catalog.
 		h.Title = "An app of one's own, through rlslab's proxy"
+		if sc, err := cat.Lookup(st.Scenario); err == nil && sc.HasVariant(st.Variant) {
+			h.Title = sc.Title
+		}
 	default:
 		if sc, err := cat.Lookup(st.Scenario); err == nil {
 			h.Title = sc.Title

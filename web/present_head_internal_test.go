@@ -11,7 +11,8 @@ import (
 )
 
 // TestPresenterHeadNamesFreePlay: the presenter's head names what the lab
-// runs, free play and a learner's app included, and says "Nothing has run"
+// runs, free play and a learner's app included (the your-app scenario's
+// runs by their own title), and says "Nothing has run"
 // only when nothing has (it said so over a free-play request).
 func TestPresenterHeadNamesFreePlay(t *testing.T) {
 	cat := scenarios.DefaultCatalog()
@@ -20,7 +21,8 @@ func TestPresenterHeadNamesFreePlay(t *testing.T) {
 		want string
 	}{
 		{engine.State{Scenario: sessions.FreePlayScenario, Variant: "pool", Status: engine.StatusRunning}, "Free play"},
-		{engine.State{Scenario: sessions.AppScenario, Variant: "proxy", Status: engine.StatusRunning}, "proxy"},
+		{engine.State{Scenario: sessions.AppScenario, Variant: sessions.AppVariant, Status: engine.StatusRunning}, "An app of one's own"},
+		{engine.State{Scenario: sessions.AppScenario, Variant: engine.PatternSessionSet, Status: engine.StatusDone}, "the seed's requests"},
 		{engine.State{Scenario: "set-leak", Variant: "session-set", Status: engine.StatusDone}, "SET and the next request"},
 		{engine.State{Status: engine.StatusIdle}, ""},
 	} {

@@ -407,10 +407,10 @@ func (s *Server) handleCompare(w http.ResponseWriter, r *http.Request) {
 	side(lb, fb, false)
 	p := views.Compare{A: summaryOf(a), B: summaryOf(b), Scenario: a.Scenario}
 	cat := s.labs.Catalog()
-	p.Title = headOf(cat, engine.State{Scenario: a.Scenario}).Title
+	p.Title = headOf(cat, engine.State{Scenario: a.Scenario, Variant: a.Variant}).Title
 	if b.Scenario != a.Scenario {
 		// The learner's own requests beside a run of a lesson's scenario.
-		p.Title += ", beside " + headOf(cat, engine.State{Scenario: b.Scenario}).Title
+		p.Title += ", beside " + headOf(cat, engine.State{Scenario: b.Scenario, Variant: b.Variant}).Title
 		p.Scenario += " / " + b.Scenario
 	}
 	for _, row := range rows {

@@ -143,9 +143,12 @@ type Setting struct {
 	// made it (a local one until its transaction ends); "" before the
 	// first reading, or after a write of the role the text did not tell.
 	Role string
+	// RoleInferred means Role comes from statements the client sent, not
+	// from a reading; it stays so until the next probe confirms it.
+	RoleInferred bool
 }
 
 // same reports whether two settings say the same thing to a watcher.
 func (s Setting) same(o Setting) bool {
-	return s.Known == o.Known && s.Null == o.Null && s.Value == o.Value && s.Inferred == o.Inferred && s.Local == o.Local && s.Role == o.Role
+	return s.Known == o.Known && s.Null == o.Null && s.Value == o.Value && s.Inferred == o.Inferred && s.Local == o.Local && s.Role == o.Role && s.RoleInferred == o.RoleInferred
 }

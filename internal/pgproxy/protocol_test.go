@@ -687,3 +687,62 @@ func TestServeStopsWithContext(t *testing.T) {
 	}
 	goleak.VerifyNone(t, leaks)
 }
+
+// TestWrittenSettingIsEmptyAfterItsTransaction: a backend whose setting
+// was read absent (NULL) holds it empty once a transaction wrote it, even
+// locally or rolled back; the proxy infers so at the transaction's end,
+// before the next reading, and the reading agrees. A forgetful request
+// right after a tx-local request is shown running under the empty setting (what it
+// really ran under), not under the NULL of the first reading.
+func TestWrittenSettingIsEmptyAfterItsTransaction(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	for _, end := range []string{"COMMIT", "ROLLBACK"} {
+		t.Run(end, func(t *testing.T) {
+			c := connect(t, f.proxyURL, pgx.QueryExecModeCacheStatement)
+			pid := c.PgConn().PID()
+			n := f.waitProbe(t, pid, 0)
+			f.events.mu.Lock()
+			first, _ := f.events.lastSetting(pid)
+			f.events.mu.Unlock()
+			if !first.Null || first.Inferred {
+				t.Fatalf("a new backend's setting: %+v, want read NULL", first)
+			}
+			for _, q := range []string{"BEGIN", "SELECT set_config('app.current_tenant', '2', true)", end} {
+				if _, err := c.Exec(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			f.waitProbe(t, pid, n)
+			var direct *string
+			if err := c.QueryRow(ctx, "SELECT current_setting('app.current_tenant', true)").Scan(&direct); err != nil || direct == nil || *direct != "" {
+				t.Fatalf("the server says %v (%v), want ''", direct, err)
+			}
+			f.events.mu.Lock()
+			all := append([]Setting(nil), f.events.settings[pid]...)
+			f.events.mu.Unlock()
+			written := false
+			inferredEmpty := false
+			for _, s := range all {
+				if s.Value == "2" {
+					written = true
+					continue
+				}
+				if !written {
+					continue
+				}
+				if s.Null {
+					t.Errorf("after %s the proxy reported NULL again: %+v (all: %+v)", end, s, all)
+				}
+				if s.Inferred && s.Known && !s.Null && s.Value == "" {
+					inferredEmpty = true
+				}
+			}
+			last := all[len(all)-1]
+			if !written || !inferredEmpty || last.Inferred || last.Null || last.Value != "" {
+				t.Errorf("after %s: settings %+v; want the local 2, then '' inferred, then '' read", end, all)
+			}
+		})
+	}
+}

@@ -166,8 +166,9 @@ func TestPgxSetShowsWithinASecond(t *testing.T) {
 	}
 }
 
-// A SET ROLE the client runs shows in the next reading as the backend's
-// role, and RESET ROLE brings back the role it logged in as.
+// A SET ROLE the client runs shows as the backend's role at once, marked
+// inferred from the statement, then as read by the next probe; RESET ROLE
+// brings back the role it logged in as the same way.
 func TestSetRoleShowsInTheReading(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
@@ -186,8 +187,17 @@ func TestSetRoleShowsInTheReading(t *testing.T) {
 		}
 		f.events.waitFor(t, time.Second, "backend read as role "+step.role, func(r *recorder) bool {
 			s, ok := r.lastSetting(pid)
-			return ok && !s.Inferred && s.Role == step.role
+			return ok && !s.Inferred && !s.RoleInferred && s.Role == step.role
 		})
+		// Before the reading, the role was shown inferred from the
+		// statement.
+		f.events.mu.Lock()
+		all := f.events.settings[pid]
+		inferred := len(all) >= 2 && all[len(all)-2].Role == step.role && all[len(all)-2].RoleInferred
+		f.events.mu.Unlock()
+		if !inferred {
+			t.Errorf("%s: the settings reported %+v, want the role inferred from it, then read", step.sql, all)
+		}
 	}
 	if err := c.Close(ctx); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ func (c *conn) current() Setting {
 		s = *c.pend
 	}
 	s.Role = c.roles.current()
+	s.RoleInferred = c.roles.inferred()
 	return s
 }
 
@@ -30,6 +31,14 @@ type roleState struct {
 	session string  // as last read or committed; "" before the first reading
 	pend    *string // a session-level write in the open transaction
 	local   *string // a SET LOCAL ROLE in the open transaction
+	// committed says session comes from a committed write, not yet read.
+	committed bool
+}
+
+// inferred says whether the role in force comes from statements the client
+// sent rather than from a reading.
+func (r *roleState) inferred() bool {
+	return r.local != nil || r.pend != nil || r.committed
 }
 
 // current returns the role in force ("" when not known).
@@ -64,7 +73,7 @@ func (r *roleState) apply(ef effect) {
 // end ends a transaction: committed, its session-level write stays.
 func (r *roleState) end(commit bool) {
 	if commit && r.pend != nil {
-		r.session = *r.pend
+		r.session, r.committed = *r.pend, true
 	}
 	r.pend, r.local = nil, nil
 }
@@ -77,7 +86,7 @@ func (r *roleState) read(role string) {
 	if r.login == "" {
 		r.login = role // the first reading comes before any statement
 	}
-	r.session, r.pend, r.local = role, nil, nil
+	r.session, r.pend, r.local, r.committed = role, nil, nil, false
 }
 
 // report queues a Setting event when the setting in force changed.
@@ -112,9 +121,17 @@ func (c *conn) apply(ef effect, text string) {
 
 // endTransaction ends a transaction: committed, its session-level writes
 // stay.
+//
+// A write of the setting makes it exist on the backend for the rest of the
+// session, whether or not the write outlives its transaction: a setting
+// read as absent (NULL) is then empty, as the next reading will say.
 func (c *conn) endTransaction(commit bool) {
-	if commit && c.pend != nil {
+	wrote := c.pend != nil || c.local != nil
+	switch {
+	case commit && c.pend != nil:
 		c.session = *c.pend
+	case wrote && c.session.Known && c.session.Null:
+		c.session = Setting{Known: true, Inferred: true, At: time.Now()}
 	}
 	c.roles.end(commit)
 	c.pend, c.local, c.aborted = nil, nil, false

@@ -84,11 +84,12 @@ type Env struct {
 	pace    *Pace
 	log     *slog.Logger
 
-	mu      sync.Mutex
-	pools   []*Pool
-	held    map[*Request]*pgxpool.Conn // requests holding a connection, and the connection (for Look)
-	onClose []func()
-	closed  bool
+	mu       sync.Mutex
+	pools    []*Pool
+	counters []func() PoolCounts        // pools the engine does not instrument (CountPool)
+	held     map[*Request]*pgxpool.Conn // requests holding a connection, and the connection (for Look)
+	onClose  []func()
+	closed   bool
 }
 
 // hold records that r holds a connection.
@@ -144,10 +145,14 @@ func (e *Env) Step(ctx context.Context, narration string) error {
 func (e *Env) Refresh(f func(*State)) {
 	e.mu.Lock()
 	pools := append([]*Pool(nil), e.pools...)
+	counters := append([]func() PoolCounts(nil), e.counters...)
 	e.mu.Unlock()
-	counts := make([]PoolCounts, len(pools))
-	for i, p := range pools {
-		counts[i] = p.counts()
+	counts := make([]PoolCounts, 0, len(pools)+len(counters))
+	for _, p := range pools {
+		counts = append(counts, p.counts())
+	}
+	for _, count := range counters {
+		counts = append(counts, count())
 	}
 	e.tracker.Update(func(s *State) {
 		s.Pool, s.Pools = PoolCounts{}, nil
@@ -171,6 +176,15 @@ func (e *Env) Refresh(f func(*State)) {
 		}
 		e.tracker.sample(s)
 	})
+}
+
+// CountPool adds a pool that no instrumented pool stands for (an
+// application's own pool seen through rlslab's proxy) to the counts every
+// Refresh reads: counts returns its counts at that moment.
+func (e *Env) CountPool(counts func() PoolCounts) {
+	e.mu.Lock()
+	e.counters = append(e.counters, counts)
+	e.mu.Unlock()
 }
 
 // OnClose registers f to run when the environment closes, after its pools

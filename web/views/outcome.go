@@ -187,6 +187,15 @@ func (v Live) leakOf(r RequestRow) OutcomeLeak {
 		rows = "row"
 	}
 	l.Text = fmt.Sprintf("LEAK: %s got %s %d %s on backend %d", l.Reader, whose, r.ForeignRows, rows, r.PID)
+	if r.ForeignRows == 0 {
+		// An app's statement whose tag named another tenant than the
+		// setting its backend held: a leak by the setting, not by rows.
+		setting := "another tenant's setting"
+		if l.Victim != "" {
+			setting = l.Victim + "'s setting"
+		}
+		l.Text = fmt.Sprintf("LEAK: %s's statement ran under %s on backend %d", l.Reader, setting, r.PID)
+	}
 	if v.OtherRole(r.Role) {
 		l.Text += " as role " + ShortRole(r.Role, v.Lab)
 	}

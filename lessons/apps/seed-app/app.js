@@ -181,7 +181,11 @@ async function invoices(ds, mode, service) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
-  const ds = new DataSource({ type: 'postgres', url: args.url, entities: [Invoice], extra: { max: 2 }, ssl: false });
+  // application_name is the mode: rlslab records the app's session under
+  // the your-app scenario's variant of that name, when it has one.
+  const ds = new DataSource({
+    type: 'postgres', url: args.url, entities: [Invoice], extra: { max: 2 }, ssl: false, applicationName: args.mode,
+  });
   await ds.initialize();
   const server = http.createServer((req, res) => {
     const tenant = String(req.headers['x-tenant'] ?? '');

@@ -1,4 +1,4 @@
-package sessions
+package appview
 
 import (
 	"testing"
@@ -8,11 +8,11 @@ import (
 	"github.com/rlslab/rlslab/internal/pgproxy"
 )
 
-// TestAppLeak pins what makes an app's statement a leak: other tenants'
+// TestLeak pins what makes an app's statement a leak: other tenants'
 // rows, or a declared tenant other than the setting the backend held; not
 // the statement that writes the setting, nor a declared tenant meeting no
 // setting at all.
-func TestAppLeak(t *testing.T) {
+func TestLeak(t *testing.T) {
 	held := func(v string) pgproxy.Setting { return pgproxy.Setting{Known: true, Value: v} }
 	null := pgproxy.Setting{Known: true, Null: true}
 	cases := []struct {
@@ -32,7 +32,7 @@ func TestAppLeak(t *testing.T) {
 		{"failed, another's setting", pgproxy.Result{Text: "SELECT 1/0 /* tenant='2' */", Declared: "2", Setting: held("1"), Err: &pgconn.PgError{Code: "22012"}}, true},
 	}
 	for _, tc := range cases {
-		if got := appLeak(tc.r); got != tc.want {
+		if got := Leak(tc.r); got != tc.want {
 			t.Errorf("%s: leak %v, want %v", tc.name, got, tc.want)
 		}
 	}

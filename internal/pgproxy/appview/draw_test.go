@@ -1,0 +1,45 @@
+package appview
+
+import (
+	"testing"
+
+	"github.com/rlslab/rlslab/internal/pgproxy"
+	"github.com/rlslab/rlslab/scenarios/engine"
+)
+
+// TestRoleInferredIsDrawnInferred: a role the proxy inferred from a SET
+// ROLE (not yet read) shows on the box at once, and its timeline event is
+// marked inferred, like an inferred tenant setting; the reading that
+// confirms it is drawn as read.
+func TestRoleInferredIsDrawnInferred(t *testing.T) {
+	sb := engine.Sandbox{Lab: "l", AppRole: "lab_app", Tenants: []engine.Tenant{{ID: 1, Name: "Acme"}}}
+	tr := engine.NewTracker("l", sb.Tenants)
+	tr.Begin("your-app", "live", "")
+	d := New(engine.NewEnv(sb, nil, tr, engine.NewPace(engine.Speed{Max: true}), nil), Options{Max: 2})
+	c := pgproxy.ConnInfo{ID: 1, PID: 100}
+	d.Opened(c)
+	read := pgproxy.Setting{Known: true, Value: "1", Role: "lab_app"}
+	d.Setting(c, read)
+	inferred := read
+	inferred.Role, inferred.RoleInferred = "tenant_acme", true
+	d.Setting(c, inferred)
+	confirmed := inferred
+	confirmed.RoleInferred = false
+	d.Setting(c, confirmed)
+	st := tr.Snapshot()
+	if len(st.Connections) != 1 || st.Connections[0].Role != "tenant_acme" {
+		t.Fatalf("boxes %+v, want one as tenant_acme", st.Connections)
+	}
+	var got []engine.TimelineEvent
+	for _, ev := range st.Timeline.Events {
+		if ev.Kind == engine.TimelineRelease {
+			got = append(got, ev)
+		}
+	}
+	if len(got) != 3 || got[0].Inferred || !got[0].Read || !got[1].Inferred || got[1].Read || got[1].Role != "tenant_acme" || got[2].Inferred || !got[2].Read {
+		t.Errorf("timeline %+v, want read lab_app, inferred tenant_acme, read tenant_acme", got)
+	}
+	if pc := d.Counts(); pc.Total != 1 || pc.Idle != 1 || pc.Max != 2 {
+		t.Errorf("counts %+v", pc)
+	}
+}
