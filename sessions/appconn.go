@@ -266,6 +266,9 @@ func (e appEvents) Sent(c pgproxy.ConnInfo, st pgproxy.Statement) {
 
 // Finished fills the statement's request row with what it got.
 func (e appEvents) Finished(c pgproxy.ConnInfo, r pgproxy.Result) {
+	if tagChangedRows(r.Tag) {
+		e.l.rowsChanged.Store(true)
+	}
 	if d := e.drawer(nil); d != nil {
 		d.Finished(c, r)
 	}

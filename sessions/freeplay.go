@@ -209,6 +209,12 @@ func (l *Lab) SQL(ctx context.Context, q SQLRequest) (SQLResult, error) {
 		}
 		return l.look(ctx, q.PID, sql)
 	}
+	changes := mayChangeRows(sql)
+	if changes {
+		// Set before the call: a call cut off mid-way may have changed
+		// rows too.
+		l.rowsChanged.Store(true)
+	}
 	fp := l.freePlay()
 	if err := fp.open(ctx, size); err != nil {
 		return SQLResult{}, err
@@ -216,8 +222,16 @@ func (l *Lab) SQL(ctx context.Context, q SQLRequest) (SQLResult, error) {
 	if q.Connection > fp.size() {
 		return SQLResult{}, rlslab.Errorf(rlslab.EINVALID, "connection %d: the free-play pool has %d", q.Connection, fp.size())
 	}
-	return fp.call(ctx, q, tenant, hasTenant, sql)
+	res, err := fp.call(ctx, q, tenant, hasTenant, sql)
+	if err == nil && changes {
+		res.Notice = strings.TrimSpace(res.Notice + " " + RowsPutBackNotice)
+	}
+	return res, err
 }
+
+// RowsPutBackNotice is said after free play that may have changed the lab's
+// rows.
+const RowsPutBackNotice = "This may have changed the lab's rows: they stay changed for free play, and the next lesson run puts them back as seeded first (Reset lab does it at once)."
 
 // tenantList names the lab's tenants for error messages.
 func (l *Lab) tenantList() string {

@@ -220,3 +220,39 @@ func TestFreePlayHugeRowEndsOnlyItsConnection(t *testing.T) {
 		t.Fatalf("the next call: %+v, %v; want a new backend and the value cut short", big, err)
 	}
 }
+
+// TestFreePlayChangesAreUndoneBeforeARun checks that rows a learner deletes
+// in free play are back before the next lesson run: the run shows the leak
+// its lesson promises, not "failed closed" over an empty table, while free
+// play itself keeps seeing its own change until then.
+func TestFreePlayChangesAreUndoneBeforeARun(t *testing.T) {
+	t.Parallel()
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 1})
+	l := sessionstest.MustCreateLab(t, m, "owner")
+	ctx := context.Background()
+	read, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Acme", SQL: "SELECT count(*) FROM invoices"})
+	if err != nil || read.Error != "" || strings.Contains(read.Notice, sessions.RowsPutBackNotice) {
+		t.Fatalf("a read: %+v, %v; want no word of changed rows", read, err)
+	}
+	del, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Acme", SQL: "DELETE FROM invoices"})
+	if err != nil || del.Error != "" || !strings.Contains(del.Notice, sessions.RowsPutBackNotice) {
+		t.Fatalf("DELETE as Acme: %+v, %v; want it done, saying the next run puts the rows back", del, err)
+	}
+	left, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Acme", SQL: "SELECT count(*) FROM invoices"})
+	if err != nil || left.Error != "" || len(left.Rows) != 1 || left.Rows[0][0] == nil || *left.Rows[0][0] != "0" {
+		t.Fatalf("Acme's invoices after the DELETE, in free play: %+v, %v; want 0", left, err)
+	}
+	st := sessionstest.MustRun(t, l, "set-leak", "session-set", nil)
+	if st.Status != engine.StatusDone || st.Leaks() == 0 {
+		t.Fatalf("set-leak session-set after Acme's invoices were deleted: %s, %d leaks; want the lesson's leak", st.Status, st.Leaks())
+	}
+	for _, r := range st.Requests {
+		if r.Rows == 0 {
+			t.Errorf("request #%d got no rows: the lab's rows were not put back", r.Seq)
+		}
+	}
+	back, err := l.SQL(ctx, sessions.SQLRequest{Tenant: "Acme", SQL: "SELECT count(*) FROM invoices"})
+	if err != nil || back.Error != "" || len(back.Rows) != 1 || back.Rows[0][0] == nil || *back.Rows[0][0] != "3" {
+		t.Fatalf("Acme's invoices after the run: %+v, %v; want the seeded 3", back, err)
+	}
+}

@@ -44,6 +44,11 @@ type Lab struct {
 	proxyPass string      // the password the app gives the proxy; set at creation
 	appOpen   int         // app connections admitted and not yet gone
 	app       *appSession // the app session drawn, while there is one
+
+	// rowsChanged says free play or an app may have changed the lab's
+	// rows since they were last seeded: the next run puts them back first,
+	// so that a lesson shows what it says.
+	rowsChanged atomic.Bool
 }
 
 // activeRun is a scenario run in progress (queued or playing).
@@ -272,6 +277,13 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 		l.tracker.SetQueue(nil)
 		l.tracker.Update(func(s *engine.State) { s.QueuedMS = waited })
 	}
+	if err := l.reseedIfChanged(ctx); err != nil {
+		if !run.isReset() {
+			l.tracker.Finish(err)
+		}
+		ended, run.err = l.endRun(run, err)
+		return
+	}
 	if sc.Replayable(run.pace.Speed()) && !run.live {
 		err = l.playReplayed(ctx, run, sc, params, need, release, crowd, log)
 		ended, run.err = l.endRun(run, err)
@@ -294,6 +306,21 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	release()
 	log.Info("run finished", "took", time.Since(start).Round(time.Millisecond), "connections", need, "err", err)
 	ended, run.err = l.endRun(run, err)
+}
+
+// reseedIfChanged puts the lab's rows back as they were seeded when free
+// play or an app may have changed them (a learner's DELETE would otherwise
+// turn every later lesson's leak into "failed closed").
+func (l *Lab) reseedIfChanged(ctx context.Context) error {
+	if !l.rowsChanged.Swap(false) {
+		return nil
+	}
+	if err := l.srv.reseed(ctx, l.ID); err != nil {
+		l.rowsChanged.Store(true)
+		return l.mgr.dbError("put back the lab's rows that free play or your app changed", err)
+	}
+	l.mgr.log.Info("lab rows put back before a run", "lab", l.ID)
+	return nil
 }
 
 // playReplayed plays an admitted run of a scenario whose outcome does not
@@ -491,6 +518,7 @@ func (l *Lab) reset(ctx context.Context) error {
 	if err := l.srv.reseed(ctx, l.ID); err != nil {
 		return l.mgr.dbError("reset lab", err)
 	}
+	l.rowsChanged.Store(false)
 	l.Touch()
 	l.endAppSession("the lab was reset")
 	l.tracker.Clear()

@@ -428,3 +428,42 @@ func checkReadOnly(sql string) *refusal {
 	}
 	return nil
 }
+
+// dataWords are the words that make a statement change rows (or may: a DO
+// block, a procedure, a prepared statement), wherever they stand in it.
+var dataWords = map[string]bool{
+	"insert": true, "update": true, "delete": true, "merge": true, "truncate": true,
+	"copy": true, "do": true, "call": true, "execute": true, "nextval": true, "setval": true,
+	"lo_import": true, "lo_unlink": true, "lo_create": true, "lo_from_bytea": true, "lo_put": true,
+}
+
+// mayChangeRows reports whether sql may change the lab's rows. It errs on
+// the side of yes (SELECT … FOR UPDATE counts): the cost of a yes is that
+// the next run puts the lab's rows back first.
+func mayChangeRows(sql string) bool {
+	for _, st := range lexSQL(sql) {
+		for _, t := range st {
+			if t.kind == tokWord && dataWords[t.text] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// tagChangedRows reports whether a CommandComplete tag says rows may have
+// changed: INSERT, UPDATE, DELETE, MERGE or COPY of at least one row, or
+// TRUNCATE.
+func tagChangedRows(tag string) bool {
+	f := strings.Fields(tag)
+	if len(f) == 0 {
+		return false
+	}
+	switch f[0] {
+	case "TRUNCATE":
+		return true
+	case "INSERT", "UPDATE", "DELETE", "MERGE", "COPY":
+		return f[len(f)-1] != "0"
+	}
+	return false
+}

@@ -140,6 +140,9 @@ func FuzzCheckSQL(f *testing.F) {
 	f.Fuzz(func(t *testing.T, sql string) {
 		r := checkSQL(sql, guardApp, guardTenantRole)
 		_ = checkReadOnly(sql)
+		if mayChangeRows(sql) && !mayChangeRows("SELECT 1;\n"+sql) {
+			t.Fatalf("%q may change rows but not after another statement", sql)
+		}
 		if r == nil {
 			return
 		}
@@ -149,4 +152,35 @@ func FuzzCheckSQL(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestMayChangeRows checks which free-play SQL marks the lab's rows as
+// changed (and puts them back before the next run).
+func TestMayChangeRows(t *testing.T) {
+	for sql, want := range map[string]bool{
+		"SELECT * FROM invoices":                                false,
+		"SELECT 'delete from invoices'":                         false,
+		"-- delete\nSELECT 1":                                   false,
+		"SET app.current_tenant = '2'":                          false,
+		"EXPLAIN ANALYZE SELECT * FROM invoices":                false,
+		"DELETE FROM invoices":                                  true,
+		"select 1; update invoices set amount = 0":              true,
+		"WITH d AS (DELETE FROM invoices RETURNING *) SELECT 1": true,
+		"DO $$ BEGIN DELETE FROM invoices; END $$":              true,
+		"SELECT nextval('invoices_id_seq')":                     true,
+		"TRUNCATE invoices":                                     true,
+		"INSERT INTO invoices (tenant_id) VALUES (1)":           true,
+	} {
+		if got := mayChangeRows(sql); got != want {
+			t.Errorf("mayChangeRows(%q) = %v, want %v", sql, got, want)
+		}
+	}
+	for tag, want := range map[string]bool{
+		"SELECT 3": false, "INSERT 0 1": true, "INSERT 0 0": false, "UPDATE 0": false, "UPDATE 2": true,
+		"DELETE 3": true, "TRUNCATE TABLE": true, "MERGE 1": true, "SET": false, "": false,
+	} {
+		if got := tagChangedRows(tag); got != want {
+			t.Errorf("tagChangedRows(%q) = %v, want %v", tag, got, want)
+		}
+	}
 }
