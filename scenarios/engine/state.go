@@ -615,19 +615,41 @@ func (t *Tracker) updateRequest(seq int, f func(*RequestRow)) {
 	})
 }
 
-// sample appends a point to the time series from the pool counts, folding
-// points closer than 20 ms together.
+// sample adds the pool counts to the time series. Every change is a point
+// of its own, however close to the last (a run at full speed changes its
+// counts within milliseconds, and folding them lost its acquisitions); a
+// reading that changes nothing moves a trailing point forward, so the
+// series reaches the present. Past maxSamples the older points are thinned
+// to every other one, so a long run keeps its whole span.
 func (t *Tracker) sample(s *State) {
 	ms := time.Since(t.started).Milliseconds()
 	p := Sample{Millis: ms, Total: s.Pool.Total, Idle: s.Pool.Idle, Acquired: s.Pool.Acquired}
-	if n := len(s.Series); n > 0 && ms-s.Series[n-1].Millis < 20 {
-		s.Series[n-1] = p
+	same := func(a Sample) bool { return a.Total == p.Total && a.Idle == p.Idle && a.Acquired == p.Acquired }
+	if n := len(s.Series); n >= 2 && same(s.Series[n-1]) && same(s.Series[n-2]) {
+		s.Series[n-1].Millis = ms
 		return
+	}
+	if n := len(s.Series); n >= 2 && s.Series[n-1].Total == s.Series[n-2].Total &&
+		s.Series[n-1].Idle == s.Series[n-2].Idle && s.Series[n-1].Acquired == s.Series[n-2].Acquired {
+		// A change ends the counts held since the trailing point: a step
+		// chart holds them until this point without it.
+		s.Series = s.Series[:n-1]
 	}
 	s.Series = append(s.Series, p)
 	if len(s.Series) > maxSamples {
-		s.Series = append([]Sample(nil), s.Series[len(s.Series)-maxSamples:]...)
+		s.Series = thinSamples(s.Series)
 	}
+}
+
+// thinSamples keeps the first and the newest half of series and every other
+// point of the older half.
+func thinSamples(series []Sample) []Sample {
+	half := len(series) / 2
+	out := make([]Sample, 0, len(series))
+	for i := 0; i < half; i += 2 {
+		out = append(out, series[i])
+	}
+	return append(out, series[half:]...)
 }
 
 // Request returns the request row seq as it is now (a zero row with that

@@ -82,15 +82,18 @@ func SeriesClass(name string) string {
 	return "s-" + strconv.Itoa(int(h.Sum32()%6))
 }
 
-// ConnChart draws the total/idle/acquired time series, with the pool's
-// size as its limit line.
+// ConnChart draws the total/idle/acquired time series as steps (a count
+// holds until it changes), with the pool's size as its limit line.
 func (v Live) ConnChart() SVGChart {
 	lines := []engine.Line{{Name: "total"}, {Name: "idle"}, {Name: "acquired"}}
-	for _, s := range v.Series {
+	for i, s := range v.Series {
 		x := float64(s.Millis) / 1000
-		lines[0].Points = append(lines[0].Points, engine.Point{X: x, Y: float64(s.Total)})
-		lines[1].Points = append(lines[1].Points, engine.Point{X: x, Y: float64(s.Idle)})
-		lines[2].Points = append(lines[2].Points, engine.Point{X: x, Y: float64(s.Acquired)})
+		for j, y := range [3]int32{s.Total, s.Idle, s.Acquired} {
+			if pts := lines[j].Points; i > 0 && pts[len(pts)-1].Y != float64(y) {
+				lines[j].Points = append(pts, engine.Point{X: x, Y: pts[len(pts)-1].Y})
+			}
+			lines[j].Points = append(lines[j].Points, engine.Point{X: x, Y: float64(y)})
+		}
 	}
 	if v.Pool.Max > 0 && len(v.Series) > 0 {
 		first, last := float64(v.Series[0].Millis)/1000, float64(v.Series[len(v.Series)-1].Millis)/1000
