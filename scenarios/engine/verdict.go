@@ -156,6 +156,13 @@ func Judge(st State, name func(string) string) Verdict {
 	return Verdict{Kind: KindNone, Headline: "No leak: no request queried."}
 }
 
+// PhaseCommand is the phase of a finished request that ran a command, not
+// a query: a statement that returns no rows by its nature (SET, BEGIN,
+// COMMIT, an INSERT without RETURNING, a client's empty ping). Its 0 rows
+// say nothing of the protection, so it is judged only as a leak or an
+// error, never as failing closed.
+const PhaseCommand = "command"
+
 // requestCounts are a request log's requests by how they ended.
 type requestCounts struct {
 	leaks, own, closed, refused, errors int
@@ -180,7 +187,7 @@ func count(rows []RequestRow) requestCounts {
 			if !contains(c.codes, code) {
 				c.codes = append(c.codes, code)
 			}
-		case r.FinishedAt == 0:
+		case r.FinishedAt == 0 || r.Phase == PhaseCommand:
 			// never queried
 		case r.Rows == 0:
 			c.closed++

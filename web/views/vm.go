@@ -103,6 +103,8 @@ func RowClass(r engine.RequestRow) string {
 		return "leak"
 	case r.Error != "":
 		return "failed"
+	case r.Phase == engine.PhaseCommand:
+		return "command"
 	case r.FinishedAt != 0:
 		if r.Rows == 0 {
 			return "closed"
@@ -122,6 +124,8 @@ func Verdict(r engine.RequestRow) string {
 			return "ERROR " + r.SQLState
 		}
 		return "ERROR"
+	case r.Phase == engine.PhaseCommand:
+		return "command, no rows"
 	case r.FinishedAt == 0:
 		return r.Phase
 	case r.Rows == 0:

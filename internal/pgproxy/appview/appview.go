@@ -239,6 +239,10 @@ func (d *Drawer) Finished(c pgproxy.ConnInfo, r pgproxy.Result) {
 		row.Phase, row.FinishedAt, row.Why = "done", time.Now().UnixMilli(), why
 		if r.Err != nil {
 			row.Error, row.SQLState, row.Phase = r.Err.Message, r.Err.Code, "failed"
+		} else if len(r.Columns) == 0 {
+			// No row description: a command (SET, BEGIN, a ping), not a
+			// query that found nothing.
+			row.Phase = engine.PhaseCommand
 		}
 	})
 	t.Update(func(state *engine.State) {

@@ -43,3 +43,37 @@ func TestRoleInferredIsDrawnInferred(t *testing.T) {
 		t.Errorf("counts %+v", pc)
 	}
 }
+
+// TestCommandsAreNotJudgedAsQueries: an app's SET and its client's ping
+// return no rows by their nature; they are drawn as commands, and a
+// session of such commands and one query with its own rows is "no leak",
+// not "failed closed" (a psql session was badged failed closed for its SET).
+func TestCommandsAreNotJudgedAsQueries(t *testing.T) {
+	sb := engine.Sandbox{Lab: "l", AppRole: "lab_app", Tenants: []engine.Tenant{{ID: 1, Name: "Acme"}}}
+	tr := engine.NewTracker("l", sb.Tenants)
+	tr.Begin("your-app", "live", "")
+	d := New(engine.NewEnv(sb, nil, tr, engine.NewPace(engine.Speed{Max: true}), nil), Options{Max: 2})
+	c := pgproxy.ConnInfo{ID: 1, PID: 100}
+	d.Opened(c)
+	set := pgproxy.Setting{Known: true, Value: "1", Role: "lab_app"}
+	for i, st := range []struct {
+		sql     string
+		columns []string
+		rows    int
+	}{
+		{"SET app.current_tenant = '1'", nil, 0},
+		{";", nil, 0},
+		{"SELECT id, tenant_id FROM invoices", []string{"id", "tenant_id"}, 3},
+	} {
+		id := uint64(i + 1)
+		d.Sent(c, pgproxy.Statement{ID: id, Text: st.sql})
+		d.Finished(c, pgproxy.Result{ID: id, Text: st.sql, Columns: st.columns, Rows: st.rows, TenantColumn: st.columns != nil, Tenant: "1", Setting: set})
+	}
+	state := tr.Snapshot()
+	if len(state.Requests) != 3 || state.Requests[0].Phase != engine.PhaseCommand || state.Requests[1].Phase != engine.PhaseCommand || state.Requests[2].Phase == engine.PhaseCommand {
+		t.Fatalf("requests %+v, want two commands and a query", state.Requests)
+	}
+	if v := engine.Judge(state, nil); v.Kind != engine.KindNone {
+		t.Errorf("verdict %+v, want no leak (the commands' 0 rows are not a refusal)", v)
+	}
+}
