@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -297,12 +298,36 @@ func (d *Drawer) why(r pgproxy.Result, seen *string, leak bool) string {
 	case leak:
 		return fmt.Sprintf("LEAK: the statement says it is for %s, but the backend %s. %s", sb.TenantName(r.Declared), in, text)
 	case r.Declared == "" && r.Setting.Statement != "":
-		return fmt.Sprintf("%s; no tenant declared; the backend %s, written at %s by %q", r.Tag, in, r.Setting.At.Format("15:04:05.000"), shorten(r.Setting.Statement))
+		return fmt.Sprintf("%s; no tenant declared; the backend %s, written at %s by %q", tagText(r.Tag), in, r.Setting.At.Format("15:04:05.000"), shorten(r.Setting.Statement))
 	case r.Declared == "":
-		return fmt.Sprintf("%s; no tenant declared; the backend %s. %s", r.Tag, in, text)
+		return fmt.Sprintf("%s; no tenant declared; the backend %s. %s", tagText(r.Tag), in, text)
 	default:
-		return fmt.Sprintf("%s for %s; the backend %s. %s", r.Tag, sb.TenantName(r.Declared), in, text)
+		return fmt.Sprintf("%s for %s; the backend %s. %s", tagText(r.Tag), sb.TenantName(r.Declared), in, text)
 	}
+}
+
+// tagText says a CommandComplete tag in words: "SELECT 3" is "3 rows"
+// (read as a query, "SELECT 1" misled), "INSERT 0 2" is "2 rows inserted",
+// no tag at all is a client's empty statement (a ping); other tags stay.
+func tagText(tag string) string {
+	f := strings.Fields(tag)
+	rows := func(n string) string {
+		if n == "1" {
+			return "1 row"
+		}
+		return n + " rows"
+	}
+	switch {
+	case len(f) == 0:
+		return "an empty statement (a client's ping)"
+	case len(f) == 2 && f[0] == "SELECT":
+		return rows(f[1])
+	case len(f) == 3 && f[0] == "INSERT":
+		return rows(f[2]) + " inserted"
+	case len(f) == 2 && (f[0] == "UPDATE" || f[0] == "DELETE"):
+		return rows(f[1]) + " " + strings.ToLower(f[0]) + "d"
+	}
+	return tag
 }
 
 // shorten bounds a statement's text for a row or a sentence.

@@ -77,3 +77,16 @@ func TestCommandsAreNotJudgedAsQueries(t *testing.T) {
 		t.Errorf("verdict %+v, want no leak (the commands' 0 rows are not a refusal)", v)
 	}
 }
+
+// TestTagText: a request's sentence names what the command tag counted, not
+// the tag ("SELECT 1" read like the query SELECT 1).
+func TestTagText(t *testing.T) {
+	for tag, want := range map[string]string{
+		"SELECT 1": "1 row", "SELECT 3": "3 rows", "INSERT 0 2": "2 rows inserted", "DELETE 4": "4 rows deleted",
+		"UPDATE 1": "1 row updated", "SET": "SET", "": "an empty statement (a client's ping)",
+	} {
+		if got := tagText(tag); got != want {
+			t.Errorf("tagText(%q) = %q, want %q", tag, got, want)
+		}
+	}
+}
