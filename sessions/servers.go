@@ -242,7 +242,7 @@ func (m *Manager) proxyElsewhere(ctx context.Context, id string) (pgproxy.Target
 	case err != nil:
 		return pgproxy.Target{}, &pgconn.PgError{Code: "57P03", Message: fmt.Sprintf("rlslab cannot tell now which of its instances runs lab %s (its own tables do not answer); try again in a moment", id)}
 	case at.name == "":
-		return pgproxy.Target{}, &pgconn.PgError{Code: "3D000", Message: fmt.Sprintf("no running rlslab instance has lab %s: the instance that ran it has stopped, and its labs with it. Open your lab's page again for a new lab, and connect with the database name and password it shows", id)}
+		return pgproxy.Target{}, &pgconn.PgError{Code: "3D000", Message: fmt.Sprintf("no running rlslab instance has lab %s: check the database name in your connection settings; if it is right, the instance that ran the lab has stopped, and its labs with it. Open your lab's page again for a new lab, and connect with the database name and password it shows", id)}
 	case at.proxy == "":
 		return pgproxy.Target{}, &pgconn.PgError{Code: "08001", Message: fmt.Sprintf("lab %s is run by rlslab instance %q, whose PostgreSQL proxy is off", id, at.name)}
 	}
