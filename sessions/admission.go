@@ -190,6 +190,14 @@ func tell(waiting []*ticket) {
 	}
 }
 
+// wouldWait reports whether a run that needs need connections would have to
+// wait for them now.
+func (a *admission) wouldWait(need int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.used+need > a.capLocked()
+}
+
 // usage returns the connections held by admitted runs and the runs waiting.
 func (a *admission) usage() (used, queued int) {
 	a.mu.Lock()

@@ -238,17 +238,19 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	defer func() { l.mgr.publish(ended) }()
 	log := l.mgr.log.With("lab", l.ID, "scenario", sc.ID, "variant", run.variant)
 	// A crowd going on this server for another learner is followed, with no
-	// connection and no place in the queue (shared.go).
-	crowd, follow := l.shareCrowd(run, sc, params)
+	// connection and no place in the queue, and so is the same run of any
+	// lesson when this one would wait for connections (shared.go).
+	need := l.need(sc, run.variant, params)
+	crowd, follow := l.shareCrowd(run, sc, params, need)
 	if follow {
-		err := l.follow(ctx, run, crowd, log)
+		v, _ := sc.Variant(run.variant)
+		err := l.follow(ctx, run, crowd, !v.Shared, log)
 		ended, run.err = l.endRun(run, err)
 		return
 	}
 	if crowd != nil {
 		defer l.srv.crowds.end(crowd)
 	}
-	need := l.need(sc, run.variant, params)
 	var queued atomic.Bool // set by the admission queue's goroutines
 	asked := time.Now()
 	client := l.client()

@@ -128,9 +128,11 @@ type ReplayDoc struct {
 }
 
 // SharedDoc says, in a state document, that the run followed a shared
-// crowd that had been going for AgoMS milliseconds when it started.
+// run that had been going for AgoMS milliseconds when it started; Busy when
+// it was not a crowd but a run that would have waited for connections.
 type SharedDoc struct {
 	AgoMS int64 `json:"ago_ms"`
+	Busy  bool  `json:"busy,omitempty"`
 }
 
 // PoolCountsDoc is a pool's counts (pgxpool.Stat) in a state document.

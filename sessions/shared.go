@@ -28,7 +28,7 @@ import (
 
 // errSharedCrowdStopped ends a run whose followed crowd was stopped by the
 // learner who started it (a reset, the lab's close) before it ended.
-var errSharedCrowdStopped = errors.New("the shared crowd was stopped by the learner who started it; run it again")
+var errSharedCrowdStopped = errors.New("the shared run you were following was stopped by the learner who started it; run it again")
 
 // sharedCrowd is a crowd run going for real in one lab, which runs in
 // other labs of the same server follow.
@@ -121,15 +121,40 @@ func (sh *sharedCrowd) finish(err error, stopped bool) {
 	sh.readyOnce.Do(func() { close(sh.ready) })
 }
 
-// shareCrowd decides how run takes part in a shared crowd: it returns the
-// crowd run to follow (follow true), or the crowd run it leads and others
-// may follow, or nil when the run is not shared.
-func (l *Lab) shareCrowd(run *activeRun, sc *engine.Scenario, params engine.Params) (sh *sharedCrowd, follow bool) {
+// shareCrowd decides how run takes part in a shared run: it returns the
+// run to follow (follow true), or the run it leads and others may follow,
+// or nil when the run is not shared. A crowd variant is always shared. A
+// run of any other variant shown at a teaching pace leads when no run of
+// the same key goes on the server, and follows one that goes only when it
+// would otherwise wait for connections (need of them): a room that clicks
+// Run together sees one real run at once instead of queueing for the
+// machine, while a learner alone, or a room within the budget, runs in
+// their own lab.
+func (l *Lab) shareCrowd(run *activeRun, sc *engine.Scenario, params engine.Params, need int) (sh *sharedCrowd, follow bool) {
 	v, ok := sc.Variant(run.variant)
-	if !ok || !v.Shared || run.live {
+	if !ok || run.live {
 		return nil, false
 	}
 	key := crowdKey(sc, run.variant, sc.Defaults(params), l.Sandbox.ConnLimit)
+	if !v.Shared {
+		if !sc.Replayable(run.pace.Speed()) {
+			return nil, false
+		}
+		l.srv.crowds.mu.Lock()
+		going := l.srv.crowds.going[key]
+		l.srv.crowds.mu.Unlock()
+		if going != nil && l.srv.admit.wouldWait(need) {
+			return going, true
+		}
+		if going != nil {
+			return nil, false
+		}
+		sh, lead := l.srv.crowds.join(key)
+		if !lead {
+			return nil, false // another run took the lead meanwhile
+		}
+		return sh, false
+	}
 	if !sc.Replayable(run.pace.Speed()) {
 		// Only a replayed run keeps its states for others: a run at full
 		// speed or one step at a time follows one, but leads none.
@@ -145,15 +170,19 @@ func (l *Lab) shareCrowd(run *activeRun, sc *engine.Scenario, params engine.Para
 // follow plays a run that follows the shared crowd sh: it holds no
 // connection, shows sh's states at the run's pace from the first one on,
 // and returns the real run's error once the last state is shown.
-func (l *Lab) follow(ctx context.Context, run *activeRun, sh *sharedCrowd, log *slog.Logger) error {
+func (l *Lab) follow(ctx context.Context, run *activeRun, sh *sharedCrowd, busy bool, log *slog.Logger) error {
 	run.mu.Lock()
 	run.replayed = true
 	run.mu.Unlock()
-	shared := engine.Shared{AgoMS: time.Since(sh.began).Milliseconds()}
+	shared := engine.Shared{AgoMS: time.Since(sh.began).Milliseconds(), Busy: busy}
 	note := &engine.Replay{Shared: &shared}
+	what := "a crowd run"
+	if busy {
+		what = "the same run, which"
+	}
 	l.tracker.Update(func(s *engine.State) {
 		s.Replay = note
-		s.Narration = "Following a crowd run that another learner started " + engine.FormatAgo(shared.AgoMS) + " earlier on this server; its frames follow as it produces them."
+		s.Narration = "Following " + what + " another learner started " + engine.FormatAgo(shared.AgoMS) + " earlier on this server; its frames follow as it produces them."
 	})
 	log.Info("run follows a shared crowd", "started_ago", time.Duration(shared.AgoMS)*time.Millisecond)
 	cancelled := func() error {

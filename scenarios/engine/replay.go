@@ -52,6 +52,10 @@ type Shared struct {
 	// AgoMS is how long that run had been going when this lab's run
 	// started following it.
 	AgoMS int64 `json:"ago_ms"`
+	// Busy says the run followed is not a crowd but the same run of
+	// another lab, followed because every connection rlslab may use on the
+	// server was taken: the room did not wait for the machine.
+	Busy bool `json:"busy,omitempty"`
 }
 
 // HiddenLab is what the id of the lab that runs a shared crowd becomes in
@@ -64,6 +68,10 @@ const HiddenLab = "…"
 func (r *Replay) SharedNote() string {
 	if r == nil || r.Shared == nil {
 		return ""
+	}
+	if r.Shared.Busy {
+		return "Shared run: every connection rlslab may use on this server was taken when you clicked, so instead of waiting you see the same run going in another learner's lab (started " +
+			FormatAgo(r.Shared.AgoMS) + " before your click, shown as lab_" + HiddenLab + "); its backends and settings are real, read from the database, and your own lab opened no connection."
 	}
 	return "Shared crowd: this is a crowd run already going on this server (started " + FormatAgo(r.Shared.AgoMS) +
 		" before your click, in another learner's lab, shown as lab_" + HiddenLab + "); a crowd for every learner at once would measure the machine, not the pool."
