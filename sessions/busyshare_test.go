@@ -94,3 +94,54 @@ func TestBusyRoomFollowsTheSameRun(t *testing.T) {
 			fin.Status, fin.Leaks(), len(fin.Requests), fin.QueuedMS, want.Status, want.Leaks(), len(want.Requests))
 	}
 }
+
+// TestBusyRoomFollowsALiveRun: a run of a lesson that plays live (its
+// outcome depends on the pace) is followed as it plays by the same run
+// started in another lab while the budget is taken: the follower holds no
+// connection and never queues, shows the leader's frames as they come, and
+// ends with the same outcome.
+func TestBusyRoomFollowsALiveRun(t *testing.T) {
+	t.Parallel()
+	const runs = 6 // the live run's 2 and a free-play pool of 4
+	m := sessionstest.MustOpenManager(t, sessions.Config{MaxLabs: 3, ConnLimit: 4, Budget: sessions.AdminConns + 1 + sessions.MaintConns + runs})
+	lead := sessionstest.MustCreateLab(t, m, "leader")
+	holder := sessionstest.MustCreateLab(t, m, "holder")
+	follower := sessionstest.MustCreateLab(t, m, "follower")
+	run := sessions.RunRequest{Scenario: "wrong-scope", Variant: "global", Speed: engine.Speed{Factor: 2}}
+	if err := lead.Start(run); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, lead, "the leader's first frame", func(st engine.State) bool { return st.Frame >= 1 })
+	held := m.Usage().RunConns
+	if held == 0 || held >= runs {
+		t.Fatalf("the live leader holds %d of %d connections", held, runs)
+	}
+	if res, err := holder.SQL(context.Background(), sessions.SQLRequest{PoolSize: min(runs-held, 4), SQL: "SELECT 1"}); err != nil || res.Error != "" {
+		t.Fatalf("free play: %+v, %v", res, err)
+	}
+	if u := m.Usage(); u.RunConns+1 <= runs {
+		t.Fatalf("the budget is not taken: %d of %d", u.RunConns, runs)
+	}
+	peak := sessionstest.PeakBackends(m, follower)
+	if err := follower.Start(run); err != nil {
+		t.Fatal(err)
+	}
+	got := waitState(t, follower, "the follower's first frame", func(st engine.State) bool { return st.Frame >= 1 })
+	if got.Replay == nil || got.Replay.Shared == nil || !got.Replay.Shared.Busy {
+		t.Fatalf("the follower's first frame: replay %+v; want a shared run", got.Replay)
+	}
+	if err := waitRun(t, lead); err != nil {
+		t.Fatalf("leader: %v", err)
+	}
+	if err := waitRun(t, follower); err != nil {
+		t.Fatalf("follower: %v", err)
+	}
+	if n := peak(); n != 0 {
+		t.Errorf("the follower's lab had %d backends during its run, want 0", n)
+	}
+	fin, want := follower.Tracker().Snapshot(), lead.Tracker().Snapshot()
+	if fin.QueuedMS != 0 || fin.Status != engine.StatusDone || fin.Leaks() != want.Leaks() || len(fin.Requests) != len(want.Requests) || fin.Frame != want.Frame {
+		t.Errorf("follower: %s, %d leaks, %d requests, %d frames, queued %d ms; leader: %s, %d leaks, %d requests, %d frames",
+			fin.Status, fin.Leaks(), len(fin.Requests), fin.Frame, fin.QueuedMS, want.Status, want.Leaks(), len(want.Requests), want.Frame)
+	}
+}

@@ -295,10 +295,21 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	run.mu.Lock()
 	run.env = env
 	run.mu.Unlock()
+	var capture *engine.Capture
+	if crowd != nil {
+		// Runs in other labs that would wait for connections follow this
+		// one as it plays (shared.go).
+		capture = engine.NewCapture(l.tracker)
+		crowd.setCapture(capture)
+	}
 	start := time.Now()
 	// The run's pools close as it ends (an idle lab holds no connection);
 	// the last picture of its connections stays.
 	err = engine.PlayAndClose(ctx, sc, run.variant, env)
+	if capture != nil {
+		crowd.finish(err, ctx.Err() != nil)
+		capture.Finish()
+	}
 	// A closed connection's backend exits a moment later: the run's
 	// connections go back to the budget only once the server has let them
 	// go, so the budget holds on the server's own count.

@@ -34,6 +34,7 @@ var errSharedCrowdStopped = errors.New("the shared run you were following was st
 // other labs of the same server follow.
 type sharedCrowd struct {
 	key   string
+	live  bool          // the real run plays live at its pace (not replayed)
 	began time.Time     // when its learner started it
 	ready chan struct{} // closed once capture is set, or the run ended without one
 	done  chan struct{} // closed once the real run returned (err, stopped set)
@@ -137,8 +138,15 @@ func (l *Lab) shareCrowd(run *activeRun, sc *engine.Scenario, params engine.Para
 	}
 	key := crowdKey(sc, run.variant, sc.Defaults(params), l.Sandbox.ConnLimit)
 	if !v.Shared {
-		if !sc.Replayable(run.pace.Speed()) {
+		speed := run.pace.Speed()
+		if speed.Max || speed.Single {
 			return nil, false
+		}
+		live := !sc.Replayable(speed)
+		if live {
+			// A run that plays live is followed at its own pace: only a
+			// run at the same speed shares it.
+			key += "/live@" + speed.String()
 		}
 		l.srv.crowds.mu.Lock()
 		going := l.srv.crowds.going[key]
@@ -153,6 +161,7 @@ func (l *Lab) shareCrowd(run *activeRun, sc *engine.Scenario, params engine.Para
 		if !lead {
 			return nil, false // another run took the lead meanwhile
 		}
+		sh.live = live
 		return sh, false
 	}
 	if !sc.Replayable(run.pace.Speed()) {
@@ -200,7 +209,15 @@ func (l *Lab) follow(ctx context.Context, run *activeRun, sh *sharedCrowd, busy 
 	capture := sh.capture
 	sh.mu.Unlock()
 	if capture != nil {
-		if err := capture.Follow(ctx, l.tracker, run.pace, shared); err != nil {
+		pace := run.pace
+		if sh.live {
+			// The states of a run that played live are already as far
+			// apart as its pace made them: shown as they came, each frame
+			// held once.
+			pace = engine.NewPace(engine.Speed{Max: true})
+			defer pace.Stop()
+		}
+		if err := capture.Follow(ctx, l.tracker, pace, shared); err != nil {
 			return cancelled()
 		}
 	}

@@ -143,7 +143,8 @@ type Capture struct {
 	stop    context.CancelFunc
 	done    chan struct{}
 
-	lab string // the id of the lab whose run it keeps
+	lab    string // the id of the lab whose run it keeps
+	unhook func() // takes the capture's frame hook off the tracker
 
 	mu      sync.Mutex
 	states  []captured
@@ -159,7 +160,7 @@ func NewCapture(t *Tracker) *Capture {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Capture{tracker: t, lab: t.Snapshot().Lab, began: time.Now(), stop: cancel, done: make(chan struct{}), more: make(chan struct{})}
 	changes, unsubscribe := t.Subscribe()
-	t.OnFrame(func(st State) { c.add(st, true) })
+	c.unhook = t.AddFrameHook(func(st State) { c.add(st, true) })
 	go func() {
 		defer close(c.done)
 		defer unsubscribe()
@@ -205,7 +206,7 @@ func (c *Capture) add(st State, step bool) {
 // Finish stops the capture after the run returned, keeps its final state,
 // and records how long the run took.
 func (c *Capture) Finish() {
-	c.tracker.OnFrame(nil)
+	c.unhook()
 	c.stop()
 	<-c.done
 	c.add(c.tracker.Snapshot(), false)

@@ -270,9 +270,11 @@ type Tracker struct {
 	st      State
 	frame   int // frames the current run has shown (Env.Step calls)
 	onFrame func(State)
-	started time.Time
-	changed chan struct{}
-	subs    []chan struct{} // copied on write: Update reads it without the lock
+	// captures get every frame too (AddFrameHook), beside onFrame.
+	captures []*func(State)
+	started  time.Time
+	changed  chan struct{}
+	subs     []chan struct{} // copied on write: Update reads it without the lock
 }
 
 // NewTracker returns a tracker for the lab with the given id and seeded
@@ -744,12 +746,41 @@ func (t *Tracker) OnFrame(f func(State)) {
 	t.mu.Unlock()
 }
 
-// stepped hands the state to the OnFrame function, if any.
+// AddFrameHook makes f receive every frame as OnFrame's function does,
+// beside it (a Capture of a run that plays live on a lab's tracker, whose
+// OnFrame the recorder holds); remove takes it away.
+func (t *Tracker) AddFrameHook(f func(State)) (remove func()) {
+	p := &f
+	t.mu.Lock()
+	t.captures = append(append([](*func(State)){}, t.captures...), p)
+	t.mu.Unlock()
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		out := make([]*func(State), 0, len(t.captures))
+		for _, q := range t.captures {
+			if q != p {
+				out = append(out, q)
+			}
+		}
+		t.captures = out
+	}
+}
+
+// stepped hands the state to the OnFrame function and the frame hooks, if
+// any.
 func (t *Tracker) stepped() {
 	t.mu.Lock()
-	f := t.onFrame
+	f, hooks := t.onFrame, t.captures
 	t.mu.Unlock()
+	if f == nil && len(hooks) == 0 {
+		return
+	}
+	st := t.View()
 	if f != nil {
-		f(t.View())
+		f(st)
+	}
+	for _, h := range hooks {
+		(*h)(st)
 	}
 }
