@@ -23,8 +23,8 @@ func TestBrowserLessonResultFolded(t *testing.T) {
 	b.open(ts.URL + "/lessons/set-leak")
 	const section = `document.querySelector('details.reveal[data-reveal="what-the-database-shows"]')`
 	const resultShown = `Array.from(` + section + `.querySelectorAll("p")).some(function (p) { return /all 3 of them Acme/.test(p.textContent) && p.checkVisibility(); })`
-	got := run(b, chromedp.Evaluate[[]string](`(function () { var d = ` + section + `; if (!d) return ["none"];
-		return [String(d.open), d.querySelector("summary").textContent.replace(/\s+/g, " ").trim(), String(` + resultShown + `),
+	got := run(b, chromedp.Evaluate[[]string](`(function () { var d = `+section+`; if (!d) return ["none"];
+		return [String(d.open), d.querySelector("summary").textContent.replace(/\s+/g, " ").trim(), String(`+resultShown+`),
 			String(!!document.querySelector("form.predict-ask[data-variant=session-set]"))]; })()`))
 	if len(got) != 4 || got[0] != "false" || got[2] != "false" || got[3] != "true" {
 		t.Fatalf("before a prediction: open, summary, result shown, question asked = %q", got)
@@ -41,7 +41,7 @@ func TestBrowserLessonResultFolded(t *testing.T) {
 	b.do(chromedp.Evaluate[chromedp.Void](`(function () { var s = `+section+`.querySelector("summary"), all = Array.from(document.querySelectorAll("a[href], button, input, select, textarea, summary, [tabindex]")).filter(function (e) { return e.tabIndex >= 0 && e.checkVisibility(); });
 		var i = all.indexOf(s); all[i - 1].focus(); })()`),
 		chromedp.KeyEvent(kb.Tab))
-	if !run(b, chromedp.Evaluate[bool](`document.activeElement === ` + section + `.querySelector("summary")`)) {
+	if !run(b, chromedp.Evaluate[bool](`document.activeElement === `+section+`.querySelector("summary")`)) {
 		t.Fatalf("Tab does not reach the folded section's summary")
 	}
 	b.do(chromedp.KeyEvent(kb.Enter))
@@ -49,7 +49,7 @@ func TestBrowserLessonResultFolded(t *testing.T) {
 		t.Errorf("Enter on the summary does not show the result")
 	}
 	b.do(chromedp.KeyEvent(kb.Enter))
-	if run(b, chromedp.Evaluate[bool](section + `.open`)) {
+	if run(b, chromedp.Evaluate[bool](section+`.open`)) {
 		t.Errorf("Enter again does not fold it")
 	}
 
