@@ -16,10 +16,11 @@ import (
 
 // resultHeading finds the headings of the lesson sections that tell what a
 // run shows, as the lesson files write them.
-var resultHeading = regexp.MustCompile(`(?m)^#{2,3} (What the [^\n]*shows?)$`)
+var resultHeading = regexp.MustCompile(`(?m)^#{2,3} (What the [^\n]*shows?|Why)$`)
 
 // TestLessonResultsFolded checks every lesson's sections that tell what a
-// run shows ("What the database shows", "What the fix runs show"): they
+// run shows ("What the database shows", "What the fix runs show") or why
+// ("Why"): they
 // are folded (a closed details element whose summary is the heading and
 // says it shows the run's result) in the page of a learner who has not
 // predicted or run the lesson, and open once they have predicted, or run
@@ -36,7 +37,7 @@ func TestLessonResultsFolded(t *testing.T) {
 		}
 		for _, id := range revealIDs(string(l.HTML)) {
 			folded++
-			open := regexp.MustCompile(`<details class="reveal" data-reveal="` + id + `"( open)?><summary><h[23] id="` + id + `">[^<]+</h[23]> <span class="reveal-note">` + regexp.QuoteMeta(views.RevealNote) + `</span></summary>`).FindStringSubmatch(page)
+			open := regexp.MustCompile(`<details class="reveal" data-reveal="` + id + `"( open)?><summary><h[23] id="` + id + `">[^<]+</h[23]> <span class="reveal-note">(?:` + regexp.QuoteMeta(views.RevealNote) + `|` + regexp.QuoteMeta(views.WhyNote) + `)</span></summary>`).FindStringSubmatch(page)
 			if open == nil {
 				t.Errorf("%s: the section %s is not folded under its heading", l.Slug, id)
 				continue
@@ -51,14 +52,14 @@ func TestLessonResultsFolded(t *testing.T) {
 			}
 		}
 	}
-	// 22 lessons have "What the database shows", set-leak also "What the
-	// fix runs show"; each must have been found in the lesson files too.
+	// 22 lessons have "What the database shows" and "Why", set-leak also
+	// "What the fix runs show"; each must have been found in the files too.
 	want := 0
 	for _, l := range defaultLessons(t).All() {
 		raw := readLessonSource(t, l.Source)
 		want += len(resultHeading.FindAllString(raw, -1))
 	}
-	if folded != want || want < 23 {
+	if folded != want || want < 45 {
 		t.Errorf("folded %d sections; the lesson files have %d", folded, want)
 	}
 
@@ -74,7 +75,7 @@ func TestLessonResultsFolded(t *testing.T) {
 		t.Fatalf("predict: %d %s", code, body)
 	}
 	_, page = do(t, c, "GET", s.URL+"/lessons/set-leak", "", "")
-	for _, id := range []string{"what-the-database-shows", "what-the-fix-runs-show"} {
+	for _, id := range []string{"what-the-database-shows", "why", "what-the-fix-runs-show"} {
 		if !strings.Contains(page, `data-reveal="`+id+`" open>`) {
 			t.Errorf("set-leak's %s is still folded after a prediction", id)
 		}
@@ -95,7 +96,7 @@ func readLessonSource(t *testing.T, name string) string {
 // that tell what a run shows.
 func revealIDs(html string) []string {
 	var ids []string
-	for _, m := range regexp.MustCompile(`<h[23] id="(what-the-[a-z0-9-]*show[a-z0-9-]*)">`).FindAllStringSubmatch(html, -1) {
+	for _, m := range regexp.MustCompile(`<h[23] id="(what-the-[a-z0-9-]*show[a-z0-9-]*|why)">`).FindAllStringSubmatch(html, -1) {
 		ids = append(ids, m[1])
 	}
 	return ids

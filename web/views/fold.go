@@ -7,16 +7,20 @@ import (
 )
 
 // revealHeading matches a lesson heading (h2 or h3, as goldmark writes
-// them) whose title tells what a run shows: "What the database shows",
-// "What the fix runs show".
-var revealHeading = regexp.MustCompile(`<h([23]) id="(what-the-[a-z0-9-]*show[a-z0-9-]*)">([^<]*)</h[23]>`)
+// them) whose section tells what a run shows ("What the database shows",
+// "What the fix runs show") or explains it ("Why").
+var revealHeading = regexp.MustCompile(`<h([23]) id="(what-the-[a-z0-9-]*show[a-z0-9-]*|why)">([^<]*)</h[23]>`)
 
 // RevealNote is the line beside a folded section's title: what it holds,
-// and when to open it.
-const RevealNote = "what the run shows: predict, then run, before you open it"
+// and when to open it; WhyNote the same for the section that explains the
+// result.
+const (
+	RevealNote = "what the run shows: predict, then run, before you open it"
+	WhyNote    = "why the run shows what it shows: predict, then run, before you open it"
+)
 
 // FoldResults wraps each section of a lesson's HTML that tells what a run
-// shows (from its heading to the next heading of the same or a higher
+// shows or why (from its heading to the next heading of the same or a higher
 // level) in a details element whose summary is the heading, so that a
 // reader going top to bottom does not read the result before predicting
 // it. open unfolds them all: the learner has predicted or run the lesson.
@@ -38,7 +42,11 @@ func FoldResults(html template.HTML, open bool) template.HTML {
 		if open {
 			out.WriteString(" open")
 		}
-		out.WriteString(`><summary><h` + level + ` id="` + id + `">` + title + `</h` + level + `> <span class="reveal-note">` + RevealNote + `</span></summary>`)
+		note := RevealNote
+		if id == "why" {
+			note = WhyNote
+		}
+		out.WriteString(`><summary><h` + level + ` id="` + id + `">` + title + `</h` + level + `> <span class="reveal-note">` + note + `</span></summary>`)
 		out.WriteString(rest[:end])
 		out.WriteString("</details>\n")
 		s = rest[end:]
