@@ -220,7 +220,7 @@ func (s *appSession) end(why string, abandoned bool) *RunRecord {
 		if abandoned {
 			st.Status, st.Error = engine.StatusFailed, why
 		}
-		st.Narration = fmt.Sprintf("Your app's session ended (%s): %d requests, %d leaks.", why, len(st.Requests)+st.DroppedRequests, st.Leaks())
+		st.Narration = appEndedNarration(why, len(st.Requests)+st.DroppedRequests, st.Leaks())
 	})
 	frames := s.rec.finish()
 	return &RunRecord{Lab: s.lab, Scenario: AppScenario, Variant: s.variant, Started: s.started, Final: t.Snapshot(), Frames: frames}

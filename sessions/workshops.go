@@ -154,7 +154,7 @@ type Card struct {
 	Name       string
 	Lab        string // "" when none
 	Lesson     string // slug of the lesson the participant has open
-	Status     string // the lab's live status, "no lab", "lab closed" or "reconnecting" (its instance stopped)
+	Status     string // the lab's live status, "no lab", "lab closed" (always, once the workshop ended) or "reconnecting" (its instance stopped)
 	Running    bool
 	LiveRun    string // scenario / variant of the run going
 	LastRun    *LastRun
@@ -230,7 +230,11 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 			}
 		}
 		c.Status = "no lab"
-		if p.Lab != "" {
+		if ws.Ended() {
+			// End closed every lab, whether or not it was still there:
+			// one lost at a restart is not coming back either.
+			c.Status = "lab closed"
+		} else if p.Lab != "" {
 			if lab, err := w.labs.Get(p.Lab); err == nil {
 				st := lab.Tracker().Snapshot()
 				c.Status = st.Status
@@ -283,7 +287,7 @@ func (w *Workshops) Board(ctx context.Context, id string) (Board, error) {
 		b.Cards = append(b.Cards, c)
 	}
 	b.Readiness = w.labs.Readiness()
-	if left := ws.Expected - b.Counts.Joined; left > 0 {
+	if left := ws.Expected - b.Counts.Joined; left > 0 && !ws.Ended() {
 		// Ready on any instance: a balancer spreads the joins.
 		b.Ready = min(left, b.Readiness.Ready+w.labs.ReadyElsewhere(ctx))
 	}

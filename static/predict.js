@@ -59,6 +59,19 @@
   document.addEventListener("change", function (e) {
     if (e.target && e.target.name === "variant") gate();
   });
+  // reveal unfolds the lesson's sections that tell what a run shows, once
+  // the learner has locked in a prediction or started a run: they were
+  // folded so that nobody reads the answer before predicting it.
+  function reveal() {
+    document.querySelectorAll("details.reveal").forEach(function (d) { d.open = true; });
+  }
+  // Before the swap: a prediction form is replaced by its answer, and a
+  // detached element's events no longer reach the document.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var el = e.detail && e.detail.elt, xhr = e.detail && e.detail.xhr;
+    if (!el || !xhr || xhr.status < 200 || xhr.status >= 300) return;
+    if (el.id === "run-form" || (el.classList && el.classList.contains("predict-ask"))) reveal();
+  });
   document.addEventListener("htmx:afterSettle", gate);
   document.addEventListener("DOMContentLoaded", gate);
 })();

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rlslab/rlslab"
+	"github.com/rlslab/rlslab/lessons"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/web/views"
@@ -74,19 +75,49 @@ func (s *Server) lessonPage(ctx context.Context, slug string, lab *sessions.Lab)
 		}
 	}
 	st := lab.Tracker().Snapshot()
+	ranHere := st.Scenario == l.Scenario
 	if st.Scenario != "" && st.Scenario != l.Scenario {
 		// The lab's last run belongs to another lesson: this page shows
 		// none of it (its websocket skips those frames too).
 		st = engine.State{Lab: st.Lab, Tenants: st.Tenants, Server: st.Server, Outage: st.Outage, Status: engine.StatusIdle,
 			Connections: []engine.Connection{}, Requests: []engine.RequestRow{}, Series: []engine.Sample{}, Version: st.Version}
 	}
+	box := s.predictBox(ctx, l, lab.Owner())
 	return views.LessonPage{
-		Lesson:   l,
-		Controls: views.Controls{Lab: lab.ID, Owner: true, Speed: "1", Scenarios: []views.ScenarioChoice{{ID: sc.ID, Title: sc.Title, Variants: variants, Params: sc.Params}}},
-		Live:     views.NewLive(st, st.Tenants),
-		Predict:  s.predictBox(ctx, l, lab.Owner()),
-		Nav:      s.lessonNav(l),
+		Lesson:      l,
+		Controls:    views.Controls{Lab: lab.ID, Owner: true, Speed: "1", InLesson: true, Scenarios: []views.ScenarioChoice{{ID: sc.ID, Title: sc.Title, Variants: variants, Params: sc.Params}}},
+		Live:        views.NewLive(st, st.Tenants),
+		Predict:     box,
+		Nav:         s.lessonNav(l),
+		ConnectHere: strings.Contains(string(l.HTML), `id="connect-your-app"`),
+		Revealed:    ranHere || s.triedLesson(ctx, l, lab.Owner(), box),
 	}, nil
+}
+
+// triedLesson reports whether the learner whose token is token has
+// predicted (box holds their answers) or run lesson l: then the lesson's
+// sections that tell what a run shows are shown unfolded. When progress
+// cannot be read, they stay folded (the learner can still open them).
+func (s *Server) triedLesson(ctx context.Context, l *lessons.Lesson, token string, box views.PredictBox) bool {
+	for _, it := range box.Items {
+		if it.State != views.PredictAsk {
+			return true
+		}
+	}
+	if s.progress == nil || token == "" {
+		return false
+	}
+	p, err := s.progress.Of(ctx, token)
+	if err != nil {
+		s.log.Warn("read progress", "lesson", l.Slug, "err", err)
+		return false
+	}
+	for _, lp := range p.Lessons {
+		if lp.Slug == l.Slug && (len(lp.VariantsRun) > 0 || len(lp.Predictions) > 0) {
+			return true
+		}
+	}
+	return false
 }
 
 // createTimeout is how long a request for a lab waits by default before it
@@ -139,8 +170,19 @@ func (s *Server) handleLab(w http.ResponseWriter, r *http.Request) {
 	lab, err := s.labs.Get(r.PathValue("id"))
 	if rlslab.ErrorCode(err) == rlslab.ENOTFOUND && !wantsJSON(r) {
 		// A gone lab's owner, who has another lab by now, goes there.
-		if cur := s.labs.ForOwner(cookieToken(r)); cur != nil && hadLab(r, r.PathValue("id")) {
+		cur := s.labs.ForOwner(cookieToken(r))
+		if cur != nil && hadLab(r, r.PathValue("id")) {
 			http.Redirect(w, r, "/labs/"+cur.ID, http.StatusSeeOther)
+			return
+		}
+		if r.Header.Get("HX-Request") == "" {
+			// A bookmark of a lab that is gone: the way on is this
+			// browser's lab, or a new one.
+			gone := views.LabGone{Message: rlslab.ErrorMessage(err)}
+			if cur != nil {
+				gone.Current = cur.ID
+			}
+			s.render(w, r, http.StatusNotFound, views.LabGonePage(gone))
 			return
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/sessions"
+	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/web/live"
 	"github.com/rlslab/rlslab/web/views"
 )
@@ -250,7 +251,8 @@ func (s *Server) dashboard(b sessions.Board, base string) views.Dashboard {
 	for i, slug := range ws.Lessons {
 		d.Lessons = append(d.Lessons, views.LessonRef{Index: i, Slug: slug, Title: s.lessonTitle(slug)})
 	}
-	if ws.Expected > 0 {
+	if ws.Expected > 0 && !ws.Ended() {
+		// An ended workshop has no labs to get ready.
 		d.Counts.Expected, d.Counts.LabsReady = ws.Expected, b.Ready
 		for _, c := range b.Cards {
 			if c.Lab != "" && c.Status != "lab closed" {
@@ -553,10 +555,25 @@ func (s *Server) workshopByCode(ctx context.Context, r *http.Request, id, code s
 		if rlslab.ErrorCode(err) == rlslab.ENOTFOUND {
 			s.joins.fail(ip, time.Now())
 			err = rlslab.Errorf(rlslab.ENOTFOUND, "no open workshop has that join code: check it with your facilitator")
+			if s.endedWorkshop(ctx, id, code) {
+				err = rlslab.Errorf(rlslab.ENOTFOUND, "this workshop has ended: its labs are closed, and it takes no more participants")
+			}
 		}
 		return sessions.Workshop{}, err
 	}
 	return ws, nil
+}
+
+// endedWorkshop reports whether workshop id (from a join link) has ended
+// and code is its join code: a late join is told the workshop ended rather
+// than that its code is wrong. The miss is still counted against the
+// client, so the answer tells nothing a wrong guess would not.
+func (s *Server) endedWorkshop(ctx context.Context, id, code string) bool {
+	if id == "" {
+		return false
+	}
+	ws, err := s.workshops.Get(ctx, id)
+	return err == nil && ws.Ended() && ws.Code != "" && store.NormalizeCode(code) == ws.Code
 }
 
 // askForCode answers a browser's join link that came without a join code

@@ -119,8 +119,15 @@ type dbFlags struct {
 	verbose   bool
 }
 
-func (d *dbFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&d.db, "db", "auto", `PostgreSQL to use: "auto" (DATABASE_URL, else local binaries in a temporary cluster, else Docker) or a postgres:// URL of a superuser`)
+// register adds the flags to fs. keeps says whether a local cluster outlives
+// the command by default (serve keeps it in -data-dir's default; a one-off
+// run removes it unless -data-dir is given), for -db's help text.
+func (d *dbFlags) register(fs *flag.FlagSet, keeps bool) {
+	local := "a local cluster of the PostgreSQL binaries, kept in -data-dir (temporary with -ephemeral)"
+	if !keeps {
+		local = "a temporary local cluster of the PostgreSQL binaries (kept when -data-dir is given)"
+	}
+	fs.StringVar(&d.db, "db", "auto", `PostgreSQL to use: "auto" (DATABASE_URL, else `+local+`, else Docker) or a postgres:// URL of a superuser`)
 	fs.StringVar(&d.dataDir, "data-dir", "", "keep the local cluster in this directory; default: "+rootDataDir+" as root, else a per-user directory ($XDG_DATA_HOME/rlslab/pgdata, else the user cache directory's rlslab/pgdata), so progress and fast restarts survive")
 	fs.BoolVar(&d.ephemeral, "ephemeral", false, "use a temporary local cluster, removed on exit (progress is lost)")
 	fs.IntVar(&d.connLimit, "lab-conn-limit", sessions.DefaultConnLimit, "CONNECTION LIMIT of each lab's app role")
@@ -213,7 +220,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var d dbFlags
-	d.register(fs)
+	d.register(fs, true)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
 	fs.IntVar(&d.maxLabs, "max-labs", sessions.DefaultMaxLabs, "labs open at once")
 	ttl := fs.Duration("lab-ttl", sessions.DefaultTTL, "a lab whose owner is away this long is closed and dropped")
@@ -471,7 +478,7 @@ func runScenario(ctx context.Context, args []string, getenv func(string) string,
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var d dbFlags
-	d.register(fs)
+	d.register(fs, false)
 	d.maxLabs = 1
 	variant := fs.String("variant", "", "variant to run (see rlslab list)")
 	asJSON := fs.Bool("json", false, "print the outcome as JSON")
