@@ -191,11 +191,16 @@ func tell(waiting []*ticket) {
 }
 
 // wouldWait reports whether a run that needs need connections would have to
-// wait for them now.
+// wait for them now: they are not free in the budget (with a shared budget,
+// in what the other instances leave; the lease itself grows on demand).
 func (a *admission) wouldWait(need int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.used+need > a.capLocked()
+	capacity := a.limit
+	if a.shared.on {
+		capacity = min(a.limit, a.shared.room)
+	}
+	return a.used+need > capacity
 }
 
 // usage returns the connections held by admitted runs and the runs waiting.

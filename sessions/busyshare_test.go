@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/sessionstest"
@@ -143,5 +144,36 @@ func TestBusyRoomFollowsALiveRun(t *testing.T) {
 	if fin.QueuedMS != 0 || fin.Status != engine.StatusDone || fin.Leaks() != want.Leaks() || len(fin.Requests) != len(want.Requests) || fin.Frame != want.Frame {
 		t.Errorf("follower: %s, %d leaks, %d requests, %d frames, queued %d ms; leader: %s, %d leaks, %d requests, %d frames",
 			fin.Status, fin.Leaks(), len(fin.Requests), fin.Frame, fin.QueuedMS, want.Status, want.Leaks(), len(want.Requests), want.Frame)
+	}
+}
+
+// TestSharedBudgetRoomRunsItsOwn: with the budget shared through rlslab's
+// tables (as serve runs it), a lease shrinks to what runs use while none
+// waits; the same run started in a second lab while the first is shown
+// still runs in its own lab, since the budget has room for it.
+func TestSharedBudgetRoomRunsItsOwn(t *testing.T) {
+	t.Parallel()
+	m := openInstance(t, pgenvtest.MustServer(t), "busy-share-"+strings.ReplaceAll(t.Name(), "/", "-"), -1)
+	lead := sessionstest.MustCreateLab(t, m, "leader")
+	own := sessionstest.MustCreateLab(t, m, "own")
+	if err := lead.Start(sessions.RunRequest{Scenario: "set-leak", Variant: engine.PatternSessionSet, Speed: engine.Speed{Factor: 0.25}}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, lead, "the leader's first frame", func(st engine.State) bool { return st.Frame >= 1 })
+	waitUsage(t, m, "the leader's connections back", func(u sessions.Usage) bool { return u.RunConns == 0 })
+	if err := own.Start(sessions.RunRequest{Scenario: "set-leak", Variant: engine.PatternSessionSet, Speed: engine.Speed{Factor: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	first := waitState(t, own, "the second lab's first frame", func(st engine.State) bool { return st.Frame >= 1 })
+	if first.Replay != nil && first.Replay.Shared != nil {
+		t.Fatalf("with the budget free, the second lab follows the first: %+v", first.Replay.Shared)
+	}
+	for _, l := range []*sessions.Lab{lead, own} {
+		if err := l.SetSpeed(engine.Speed{Max: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := waitRun(t, l); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

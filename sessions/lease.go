@@ -55,6 +55,7 @@ const (
 type leased struct {
 	on        bool
 	lease     int         // connections leased for runs
+	room      int         // what the lease could grow to now: the budget the other instances leave
 	elsewhere []time.Time // since when the runs waiting at other instances wait, sorted
 	wake      chan struct{}
 }
@@ -126,9 +127,12 @@ func (a *admission) freezeLease() queueSnapshot {
 // setLease sets the lease for runs and what waits elsewhere, admits whoever
 // now fits and tells the rest their place (fresh runs included: they have
 // now been put to the shared budget).
-func (a *admission) setLease(runs int, elsewhere []time.Time) {
+func (a *admission) setLease(runs, room int, elsewhere []time.Time) {
 	a.mu.Lock()
 	a.shared.lease = runs
+	if room >= 0 {
+		a.shared.room = room
+	}
 	a.shared.elsewhere = elsewhere
 	for _, t := range a.queue {
 		t.mu.Lock()
@@ -248,7 +252,7 @@ func openLeaser(ctx context.Context, pool *pgxpool.Pool, server, instance string
 		return nil, err
 	}
 	a.mu.Lock()
-	a.shared = leased{on: true, wake: make(chan struct{}, 1)}
+	a.shared = leased{on: true, room: a.limit, wake: make(chan struct{}, 1)}
 	a.mu.Unlock()
 	return l, nil
 }
@@ -329,10 +333,11 @@ func (l *leaser) cycle(ctx context.Context) (waiting bool, err error) {
 		q.since = []time.Time{} // an empty array, not NULL
 	}
 	runs, granted := q.used, q.used
+	room := -1 // unknown until the other leases are read
 	var elsewhere []time.Time
 	defer func() {
 		// On failure nothing more was claimed: the runs keep what they use.
-		l.a.setLease(runs, elsewhere)
+		l.a.setLease(runs, room, elsewhere)
 	}()
 	ctx, cancel := context.WithTimeout(ctx, leaseTxTimeout)
 	defer cancel()
@@ -356,6 +361,10 @@ func (l *leaser) cycle(ctx context.Context) (waiting bool, err error) {
 			return err
 		}
 		want := decide(q, others, l.total, l.base, time.Now())
+		room = l.total - l.base
+		for _, o := range others {
+			room -= o.conns
+		}
 		var oldest *time.Time
 		if len(q.since) > 0 {
 			oldest = &q.oldest
