@@ -7,17 +7,24 @@ import (
 	"github.com/rlslab/rlslab/scenarios/engine"
 )
 
-// TestRoleInferredIsDrawnInferred: a role the proxy inferred from a SET
-// ROLE (not yet read) shows on the box at once, and its timeline event is
-// marked inferred, like an inferred tenant setting; the reading that
-// confirms it is drawn as read.
-func TestRoleInferredIsDrawnInferred(t *testing.T) {
+// openedDrawer returns a drawer of a lab with one tenant, its tracker, and
+// the app connection it has drawn opened.
+func openedDrawer() (*Drawer, *engine.Tracker, pgproxy.ConnInfo) {
 	sb := engine.Sandbox{Lab: "l", AppRole: "lab_app", Tenants: []engine.Tenant{{ID: 1, Name: "Acme"}}}
 	tr := engine.NewTracker("l", sb.Tenants)
 	tr.Begin("your-app", "live", "")
 	d := New(engine.NewEnv(sb, nil, tr, engine.NewPace(engine.Speed{Max: true}), nil), Options{Max: 2})
 	c := pgproxy.ConnInfo{ID: 1, PID: 100}
 	d.Opened(c)
+	return d, tr, c
+}
+
+// TestRoleInferredIsDrawnInferred: a role the proxy inferred from a SET
+// ROLE (not yet read) shows on the box at once, and its timeline event is
+// marked inferred, like an inferred tenant setting; the reading that
+// confirms it is drawn as read.
+func TestRoleInferredIsDrawnInferred(t *testing.T) {
+	d, tr, c := openedDrawer()
 	read := pgproxy.Setting{Known: true, Value: "1", Role: "lab_app"}
 	d.Setting(c, read)
 	inferred := read
@@ -49,12 +56,7 @@ func TestRoleInferredIsDrawnInferred(t *testing.T) {
 // session of such commands and one query with its own rows is "no leak",
 // not "failed closed" (a psql session was badged failed closed for its SET).
 func TestCommandsAreNotJudgedAsQueries(t *testing.T) {
-	sb := engine.Sandbox{Lab: "l", AppRole: "lab_app", Tenants: []engine.Tenant{{ID: 1, Name: "Acme"}}}
-	tr := engine.NewTracker("l", sb.Tenants)
-	tr.Begin("your-app", "live", "")
-	d := New(engine.NewEnv(sb, nil, tr, engine.NewPace(engine.Speed{Max: true}), nil), Options{Max: 2})
-	c := pgproxy.ConnInfo{ID: 1, PID: 100}
-	d.Opened(c)
+	d, tr, c := openedDrawer()
 	set := pgproxy.Setting{Known: true, Value: "1", Role: "lab_app"}
 	for i, st := range []struct {
 		sql     string
