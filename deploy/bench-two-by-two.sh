@@ -104,4 +104,9 @@ else
 	status=$?
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+i=1
+while [ "$i" -le "$SERVERS" ]; do
+	echo "server $i logged \"too many clients\" $(grep -c 'too many clients' "$work/pg/log$i" || true) times, \"remaining connection slots are reserved\" $(grep -c 'remaining connection slots are reserved' "$work/pg/log$i" || true) times"
+	i=$((i + 1))
+done
 exit $status

@@ -3,6 +3,7 @@ package sessions_test
 import (
 	"context"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/rlslab/rlslab/internal/pgenv"
 	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 	"github.com/rlslab/rlslab/scenarios"
+	"github.com/rlslab/rlslab/scenarios/engine"
 	"github.com/rlslab/rlslab/sessions"
 	"github.com/rlslab/rlslab/sessions/store"
 )
@@ -127,4 +129,95 @@ func TestTwoInstancesShareOneServersBudget(t *testing.T) {
 		}
 		time.Sleep(wait)
 	}
+}
+
+// TestQueueCountsRunsWaitingAtOtherInstances: two instances share one
+// stock server. Stepped crowd runs on the first hold nearly all of the
+// connections left for runs, and two more crowd runs wait there; a crowd
+// run then started on the second instance waits too, and its queue
+// message counts the two runs that wait at the first instance since
+// before it (its own instance has no run ahead of it).
+func TestQueueCountsRunsWaitingAtOtherInstances(t *testing.T) {
+	t.Parallel()
+	srv := pgenvtest.MustStockServer(t)
+	ctx := context.Background()
+	a := openInstance(t, srv, "a", 0)
+	b := openInstance(t, srv, "b", 0)
+
+	create := func(m *sessions.Manager, owner string) *sessions.Lab {
+		t.Helper()
+		l, err := m.Create(ctx, owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	first := create(a, "holder-0")
+	sc, err := a.Catalog().Lookup(crowdScenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, tenants := 2*first.Sandbox.ConnLimit, len(first.Sandbox.Tenants)
+	params := map[string]string{"users": strconv.Itoa(users), "tenants": strconv.Itoa(tenants)}
+	need := sc.Need(crowdVariant, engine.Params{"users": users, "tenants": tenants}, first.Sandbox)
+	own := sessions.AdminConns + 1 + sessions.MaintConns
+	holders := (a.Capacity().Budget - 2*own) / need
+	if holders < 1 {
+		t.Fatalf("the budget %d leaves no room for a crowd of %d", a.Capacity().Budget, need)
+	}
+	start := func(l *sessions.Lab, speed engine.Speed) {
+		t.Helper()
+		if err := l.Start(sessions.RunRequest{Scenario: crowdScenario, Variant: crowdVariant, Speed: speed, Params: params}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for wait := 10 * time.Millisecond; !ok(); wait = min(2*wait, time.Second) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within a minute", what)
+			}
+			time.Sleep(wait)
+		}
+	}
+
+	// Stepped runs hold their connections until they are stepped on.
+	for i := range holders {
+		l := first
+		if i > 0 {
+			l = create(a, "holder-"+strconv.Itoa(i))
+		}
+		start(l, engine.Speed{Single: true})
+	}
+	waitUntil("the stepped runs to be admitted", func() bool { return a.Usage().RunConns >= holders*need })
+
+	queued := func(l *sessions.Lab) *engine.Queue {
+		st := l.Tracker().Snapshot()
+		if st.Status != engine.StatusQueued {
+			return nil
+		}
+		return st.Queue
+	}
+	var waitingAtA []*sessions.Lab
+	for i := range 2 {
+		l := create(a, "waiting-"+strconv.Itoa(i))
+		start(l, engine.Speed{Max: true})
+		waitingAtA = append(waitingAtA, l)
+	}
+	for _, l := range waitingAtA {
+		waitUntil("a run on the first instance to wait", func() bool { return queued(l) != nil })
+	}
+
+	late := create(b, "late")
+	start(late, engine.Speed{Max: true})
+	var q *engine.Queue
+	waitUntil("the second instance's run to count the runs waiting at the first", func() bool {
+		q = queued(late)
+		return q != nil && q.Ahead >= len(waitingAtA)
+	})
+	if q.Ahead != len(waitingAtA) {
+		t.Errorf("the second instance's run has %d runs ahead, want the %d waiting at the first", q.Ahead, len(waitingAtA))
+	}
+	t.Logf("%d stepped crowds of %d hold the first instance's share; its 2 waiting runs counted ahead of the second's: %+v", holders, need, *q)
 }

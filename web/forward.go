@@ -59,13 +59,38 @@ func labOfPath(p string) string {
 	return id
 }
 
+// browsersLab returns the lab a request outside /labs/{id} is about: the
+// browser's own lab, the newest in its lab cookie, or "" when the request
+// is one every instance answers alike (its health, static files) or the
+// browser has no lab.
+func browsersLab(r *http.Request) string {
+	if r.URL.Path == "/healthz" || strings.HasPrefix(r.URL.Path, "/static/") {
+		return ""
+	}
+	if ids := labsOf(r); len(ids) > 0 {
+		return ids[0]
+	}
+	return ""
+}
+
 // ServeHTTP forwards a request for another instance's lab, or serves it.
+// A browser's other requests (its lesson pages, POST /labs, a join) go to
+// the instance that runs the browser's lab, which knows it, as HAProxy's
+// owner table does: behind a plain round-robin balancer the browser then
+// keeps its lab too.
 func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f.tag != "" {
 		w.Header().Set(TagHeader, f.tag)
 	}
+	if r.Header.Get(ForwardedHeader) != "" {
+		f.next.ServeHTTP(w, r)
+		return
+	}
 	id := labOfPath(r.URL.Path)
-	if id == "" || r.Header.Get(ForwardedHeader) != "" {
+	if id == "" {
+		id = browsersLab(r)
+	}
+	if id == "" {
 		f.next.ServeHTTP(w, r)
 		return
 	}

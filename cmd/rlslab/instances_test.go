@@ -25,7 +25,7 @@ func uniqueName(prefix string) string {
 // holding connections; the second instance is killed with SIGKILL. Within
 // 30 s the first one has released the dead one's lease and registration
 // and dropped its labs and roles; the learner, asking the first instance,
-// gets a new lab, and their progress and recording are there.
+// gets a new lab, and their progress, prediction and recording are there.
 func TestFaultSIGKILLOneOfTwoInstances(t *testing.T) {
 	t.Parallel()
 	srv := pgenvtest.MustServer(t)
@@ -37,6 +37,11 @@ func TestFaultSIGKILLOneOfTwoInstances(t *testing.T) {
 
 	c := client(t)
 	id := newLab(t, c, baseB)
+	// The learner answers the lesson's question before the run that checks
+	// it.
+	if code, body := call(t, c, "POST", baseB+"/lessons/set-leak/predictions", "application/json", `{"variant":"session-set","choice":0}`); code != http.StatusOK {
+		t.Fatalf("prediction: %d %s", code, body)
+	}
 	if code, body := call(t, c, "POST", baseB+"/labs/"+id+"/runs", "application/json", `{"scenario":"set-leak","variant":"session-set","speed":"max"}`); code != http.StatusAccepted {
 		t.Fatalf("run: %d %s", code, body)
 	}
@@ -57,6 +62,21 @@ func TestFaultSIGKILLOneOfTwoInstances(t *testing.T) {
 		}
 		time.Sleep(wait)
 		_, progress = call(t, c, "GET", baseB+"/progress.json", "", "")
+	}
+	// The run checked the prediction.
+	type prediction struct {
+		State, Picked, Actual string
+		Correct               bool
+	}
+	var predicted prediction
+	for wait := 10 * time.Millisecond; predicted.State != "checked"; wait = min(2*wait, time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the run never checked the prediction: %+v", predicted)
+		}
+		time.Sleep(wait)
+		if code := callJSON(t, c, "GET", baseB+"/lessons/set-leak/predictions/session-set", "", &predicted); code != http.StatusOK {
+			t.Fatalf("the prediction after the run: %d", code)
+		}
 	}
 	// A stepped run holds its connections (and the lease) until it ends.
 	if code, body := call(t, c, "POST", baseB+"/labs/"+id+"/runs", "application/json", `{"scenario":"set-leak","variant":"session-set","speed":"step"}`); code != http.StatusAccepted {
@@ -147,6 +167,10 @@ func TestFaultSIGKILLOneOfTwoInstances(t *testing.T) {
 	}
 	if _, got := call(t, c, "GET", baseA+"/progress.json", "", ""); got != progress {
 		t.Errorf("progress on the survivor:\n%s\nwant what the dead instance showed:\n%s", got, progress)
+	}
+	var kept prediction
+	if code := callJSON(t, c, "GET", baseA+"/lessons/set-leak/predictions/session-set", "", &kept); code != http.StatusOK || kept != predicted {
+		t.Errorf("the prediction on the survivor: %d %+v, want %+v", code, kept, predicted)
 	}
 	if code := callJSON(t, c, "GET", baseA+"/runs/"+runs[0].ID+".json", "", nil); code != http.StatusOK {
 		t.Errorf("the recording on the survivor: %d", code)
