@@ -191,8 +191,9 @@ func tell(waiting []*ticket) {
 }
 
 // wouldWait reports whether a run that needs need connections would have to
-// wait for them now: they are not free in the budget (with a shared budget,
-// in what the other instances leave; the lease itself grows on demand).
+// wait for them now: the runs admitted and those already waiting leave less
+// than need of the budget (with a shared budget, of what the other
+// instances leave; the lease itself grows on demand within it).
 func (a *admission) wouldWait(need int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -200,7 +201,11 @@ func (a *admission) wouldWait(need int) bool {
 	if a.shared.on {
 		capacity = min(a.limit, a.shared.room)
 	}
-	return a.used+need > capacity
+	taken := a.used
+	for _, t := range a.queue {
+		taken += t.need
+	}
+	return taken+need > capacity
 }
 
 // usage returns the connections held by admitted runs and the runs waiting.

@@ -205,3 +205,27 @@ func TestCancelledWaitGivesNothingAway(t *testing.T) {
 		t.Fatalf("usage %d used, %d queued; want 0, 0", used, q)
 	}
 }
+
+// TestWouldWaitCountsTheQueue: a run would wait when the runs admitted and
+// those already waiting leave it too little of the budget, even while the
+// admitted ones alone leave enough (a burst of clicks: the first ones wait
+// for a lease or the CPU, and the next must not count on their room).
+func TestWouldWaitCountsTheQueue(t *testing.T) {
+	a := newAdmission(4)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := a.acquire(ctx, "first", 3, func(int) {}); err != nil {
+		t.Fatal(err)
+	}
+	if a.wouldWait(1) {
+		t.Fatal("with 1 of 4 free and nobody waiting, a run of 1 would wait")
+	}
+	queued := make(chan struct{})
+	go func() {
+		_ = a.acquire(ctx, "second", 3, func(int) { close(queued) })
+	}()
+	<-queued
+	if !a.wouldWait(1) {
+		t.Error("with 3 of 4 admitted and 3 waiting, a run of 1 would not wait")
+	}
+}
