@@ -862,7 +862,7 @@ func (fp *freePlay) call(ctx context.Context, q SQLRequest, tenant engine.Tenant
 	if hasTenant {
 		label = tenant.Name
 	}
-	l.tracker.Narrate(fmt.Sprintf("Free play: request #%d (%s, %s) on connection %d, backend %d: %s", req.Seq, label, q.Pattern, pc.slot, before.PID, why))
+	l.tracker.EndFrame(fmt.Sprintf("Free play: request #%d (%s, %s) on connection %d, backend %d: %s", req.Seq, label, q.Pattern, pc.slot, before.PID, why))
 	return res, nil
 }
 

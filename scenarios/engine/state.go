@@ -513,6 +513,20 @@ func (t *Tracker) Narrate(text string) {
 	t.set(func(s *State) { s.Narration = text })
 }
 
+// EndFrame narrates text and ends a frame there, as Env.Step does without
+// reading any pool or waiting for the pace: for a session with no paced
+// script (free play, an app), each call or statement that ends is a frame,
+// so that its recording keeps every one however fast they come.
+func (t *Tracker) EndFrame(text string) {
+	text = Scrub(text)
+	t.set(func(s *State) {
+		s.Narration = text
+		t.frame++
+		s.Frame = t.frame
+	})
+	t.stepped()
+}
+
 // Note appends a line to the run's notes (facts the run established).
 func (t *Tracker) Note(text string) {
 	text = Scrub(text)
