@@ -243,8 +243,7 @@ func (l *Lab) play(ctx context.Context, run *activeRun, sc *engine.Scenario, par
 	need := l.need(sc, run.variant, params)
 	crowd, follow := l.shareCrowd(run, sc, params, need)
 	if follow {
-		v, _ := sc.Variant(run.variant)
-		err := l.follow(ctx, run, crowd, !v.Shared, log)
+		err := l.follow(ctx, run, crowd, log)
 		ended, run.err = l.endRun(run, err)
 		return
 	}

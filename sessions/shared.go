@@ -33,11 +33,13 @@ var errSharedCrowdStopped = errors.New("the shared run you were following was st
 // sharedCrowd is a crowd run going for real in one lab, which runs in
 // other labs of the same server follow.
 type sharedCrowd struct {
-	key   string
-	live  bool          // the real run plays live at its pace (not replayed)
-	began time.Time     // when its learner started it
-	ready chan struct{} // closed once capture is set, or the run ended without one
-	done  chan struct{} // closed once the real run returned (err, stopped set)
+	key string
+	// room marks a lesson run shared because its room was busy, not a
+	// crowd; live, one that plays live at its pace (not replayed).
+	room, live bool
+	began      time.Time     // when its learner started it
+	ready      chan struct{} // closed once capture is set, or the run ended without one
+	done       chan struct{} // closed once the real run returned (err, stopped set)
 
 	mu        sync.Mutex
 	capture   *engine.Capture
@@ -72,7 +74,7 @@ func crowdKey(sc *engine.Scenario, variant string, p engine.Params, connLimit in
 
 // join returns the shared crowd going under key and false, or, when none
 // is, registers a new one that the caller leads and returns it and true.
-func (s *sharedCrowds) join(key string) (*sharedCrowd, bool) {
+func (s *sharedCrowds) join(key string, room, live bool) (*sharedCrowd, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sh := s.going[key]; sh != nil {
@@ -81,7 +83,7 @@ func (s *sharedCrowds) join(key string) (*sharedCrowd, bool) {
 	if s.going == nil {
 		s.going = map[string]*sharedCrowd{}
 	}
-	sh := &sharedCrowd{key: key, began: time.Now(), ready: make(chan struct{}), done: make(chan struct{})}
+	sh := &sharedCrowd{key: key, room: room, live: live, began: time.Now(), ready: make(chan struct{}), done: make(chan struct{})}
 	s.going[key] = sh
 	return sh, true
 }
@@ -157,11 +159,10 @@ func (l *Lab) shareCrowd(run *activeRun, sc *engine.Scenario, params engine.Para
 		if going != nil {
 			return nil, false
 		}
-		sh, lead := l.srv.crowds.join(key)
+		sh, lead := l.srv.crowds.join(key, true, live)
 		if !lead {
 			return nil, false // another run took the lead meanwhile
 		}
-		sh.live = live
 		return sh, false
 	}
 	if !sc.Replayable(run.pace.Speed()) {
@@ -172,21 +173,21 @@ func (l *Lab) shareCrowd(run *activeRun, sc *engine.Scenario, params engine.Para
 		l.srv.crowds.mu.Unlock()
 		return sh, sh != nil
 	}
-	sh, lead := l.srv.crowds.join(key)
+	sh, lead := l.srv.crowds.join(key, false, false)
 	return sh, !lead
 }
 
 // follow plays a run that follows the shared crowd sh: it holds no
 // connection, shows sh's states at the run's pace from the first one on,
 // and returns the real run's error once the last state is shown.
-func (l *Lab) follow(ctx context.Context, run *activeRun, sh *sharedCrowd, busy bool, log *slog.Logger) error {
+func (l *Lab) follow(ctx context.Context, run *activeRun, sh *sharedCrowd, log *slog.Logger) error {
 	run.mu.Lock()
 	run.replayed = true
 	run.mu.Unlock()
-	shared := engine.Shared{AgoMS: time.Since(sh.began).Milliseconds(), Busy: busy}
+	shared := engine.Shared{AgoMS: time.Since(sh.began).Milliseconds(), Busy: sh.room}
 	note := &engine.Replay{Shared: &shared}
 	what := "a crowd run"
-	if busy {
+	if sh.room {
 		what = "the same run, which"
 	}
 	l.tracker.Update(func(s *engine.State) {

@@ -640,13 +640,11 @@ func (t *Tracker) updateRequest(seq int, f func(*RequestRow)) {
 func (t *Tracker) sample(s *State) {
 	ms := time.Since(t.started).Milliseconds()
 	p := Sample{Millis: ms, Total: s.Pool.Total, Idle: s.Pool.Idle, Acquired: s.Pool.Acquired}
-	same := func(a Sample) bool { return a.Total == p.Total && a.Idle == p.Idle && a.Acquired == p.Acquired }
-	if n := len(s.Series); n >= 2 && same(s.Series[n-1]) && same(s.Series[n-2]) {
-		s.Series[n-1].Millis = ms
-		return
-	}
-	if n := len(s.Series); n >= 2 && s.Series[n-1].Total == s.Series[n-2].Total &&
-		s.Series[n-1].Idle == s.Series[n-2].Idle && s.Series[n-1].Acquired == s.Series[n-2].Acquired {
+	if n := len(s.Series); n >= 2 && s.Series[n-1].sameCounts(s.Series[n-2]) {
+		if s.Series[n-1].sameCounts(p) {
+			s.Series[n-1].Millis = ms
+			return
+		}
 		// A change ends the counts held since the trailing point: a step
 		// chart holds them until this point without it.
 		s.Series = s.Series[:n-1]
@@ -655,6 +653,11 @@ func (t *Tracker) sample(s *State) {
 	if len(s.Series) > maxSamples {
 		s.Series = thinSamples(s.Series)
 	}
+}
+
+// sameCounts reports whether a and b have the same pool counts.
+func (a Sample) sameCounts(b Sample) bool {
+	return a.Total == b.Total && a.Idle == b.Idle && a.Acquired == b.Acquired
 }
 
 // thinSamples keeps the first and the newest half of series and every other
