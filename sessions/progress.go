@@ -280,7 +280,7 @@ func Evidence(st engine.State) string {
 		}
 	}
 	if leaks > 3 {
-		parts = append(parts, countOf(leaks-3, "more request", "more requests")+" leaked")
+		parts = append(parts, engine.CountOf(leaks-3, "more request", "more requests")+" leaked")
 	}
 	if nFailed > 0 {
 		codes := make([]string, 0, len(failed))

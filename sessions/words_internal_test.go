@@ -1,6 +1,10 @@
 package sessions
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/rlslab/rlslab/scenarios/engine"
+)
 
 // TestCountsAgree checks that the counts said in sentences agree with
 // their number: "1 leak", not "1 leaks".
@@ -18,7 +22,7 @@ func TestCountsAgree(t *testing.T) {
 			t.Errorf("appEndedNarration(%q, %d, %d) = %q, want %q", c.why, c.requests, c.leaks, got, c.want)
 		}
 	}
-	if got := countOf(1, "more request", "more requests") + " leaked"; got != "1 more request leaked" {
+	if got := engine.CountOf(1, "more request", "more requests") + " leaked"; got != "1 more request leaked" {
 		t.Errorf("one more leak: %q", got)
 	}
 }

@@ -77,6 +77,15 @@ func (r *Replay) SharedNote() string {
 		" before your click, in another learner's lab, shown as lab_" + HiddenLab + "); a crowd for every learner at once would measure the machine, not the pool."
 }
 
+// CountOf says n of something in words that agree with it: "1 request",
+// "3 requests".
+func CountOf(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
+}
+
 // FormatAgo formats a duration in milliseconds in whole seconds ("4 s"),
 // or "less than a second".
 func FormatAgo(ms int64) string {

@@ -166,12 +166,7 @@ func upperFirst(s string) string {
 }
 
 // plural says "1 request" or "3 requests".
-func plural(n int, word string) string {
-	if n == 1 {
-		return "1 " + word
-	}
-	return strconv.Itoa(n) + " " + word + "s"
-}
+func plural(n int, word string) string { return engine.CountOf(n, word, word+"s") }
 
 // leakOf puts one leaking request into words: "LEAK: Globex got Acme's 3
 // rows on backend 4242".
