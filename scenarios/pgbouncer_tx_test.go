@@ -337,7 +337,7 @@ func TestPgBouncerTxUnreachablePgBouncer(t *testing.T) {
 	t.Parallel()
 	_, lab := pbLab(t)
 	lab.Sandbox.Bouncers = func(ctx context.Context, sb engine.Sandbox, o engine.BouncerOptions) (engine.Bouncer, error) {
-		b, err := bouncer.ForApp(ctx, "postgres://admin:secret@127.0.0.1:1/pgbouncer", sb.AppURL, o.PoolSize, o.ResetQueryAlways, nil)
+		b, err := bouncer.ForApp(ctx, "postgres://admin:secret@127.0.0.1:1/pgbouncer", sb.AppURL, o.PoolSize, o.ResetQueryAlways, nil, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/internal/bouncer"
+	"github.com/rlslab/rlslab/internal/docker"
 	"github.com/rlslab/rlslab/internal/pgenv"
 	"github.com/rlslab/rlslab/lessons"
 	"github.com/rlslab/rlslab/scenarios"
@@ -165,12 +166,12 @@ func (d *dbFlags) provision(ctx context.Context, getenv func(string) string, log
 	if !chosen && !d.ephemeral {
 		dir = defaultDataDir(getenv, os.Geteuid())
 	}
-	pg, err := pgenv.Start(ctx, pgenv.Options{DB: d.db, DataDir: dir, MaxConnections: maxConns, Getenv: getenv, Logger: log})
+	pg, err := pgenv.Start(ctx, pgenv.Options{DB: d.db, DataDir: dir, MaxConnections: maxConns, Getenv: getenv, Logger: log, Containers: docker.Containers{}})
 	if err != nil && !chosen && dir != "" {
 		// The default directory is a convenience: when it cannot be used
 		// (another rlslab holds it), fall back to a temporary cluster.
 		log.Warn("the per-user data directory cannot be used; using a temporary cluster (progress is lost on exit)", "dir", dir, "err", err)
-		return pgenv.Start(ctx, pgenv.Options{DB: d.db, MaxConnections: maxConns, Getenv: getenv, Logger: log})
+		return pgenv.Start(ctx, pgenv.Options{DB: d.db, MaxConnections: maxConns, Getenv: getenv, Logger: log, Containers: docker.Containers{}})
 	}
 	return pg, err
 }
@@ -577,7 +578,7 @@ func printOutcome(w io.Writer, o engine.Outcome) {
 // PgBouncer got as mode says ("auto", "local", "docker" or a URL).
 func bouncerStarter(mode string, log *slog.Logger) engine.BouncerStarter {
 	return func(ctx context.Context, sb engine.Sandbox, o engine.BouncerOptions) (engine.Bouncer, error) {
-		b, err := bouncer.ForApp(ctx, mode, sb.AppURL, o.PoolSize, o.ResetQueryAlways, log)
+		b, err := bouncer.ForApp(ctx, mode, sb.AppURL, o.PoolSize, o.ResetQueryAlways, docker.Containers{}, log)
 		if err != nil {
 			return nil, err
 		}

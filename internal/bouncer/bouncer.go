@@ -2,8 +2,9 @@
 // reads its admin console.
 //
 // A PgBouncer comes from one of three places, chosen by Options.Mode: a local
-// pgbouncer binary run as a child process, a Docker container started through
-// testcontainers-go, or an existing PgBouncer given by URL. The pool mode is
+// pgbouncer binary run as a child process, a container (Options.Containers,
+// which cmd fills with rlslab's Docker adapter), or an existing PgBouncer
+// given by URL. The pool mode is
 // always transaction, because that is what the lessons are about: a session
 // level SET stays on the server connection and the next client inherits it.
 package bouncer
@@ -55,6 +56,9 @@ type Options struct {
 	ResetQueryAlways bool
 	// Logger receives start and stop messages; nil discards them.
 	Logger *slog.Logger
+	// Containers runs PgBouncer in a container when there is no local
+	// binary ("auto") or when Mode is "docker"; nil means no containers.
+	Containers Containers
 }
 
 // Upstream is where PostgreSQL listens. Host may be a unix socket directory
@@ -75,8 +79,8 @@ type Bouncer struct {
 	version       string
 	logger        *slog.Logger
 
-	local  *localProcess
-	docker *dockerBouncer
+	local         *localProcess
+	stopContainer func() error // a container's; nil for the other kinds
 
 	closeOnce sync.Once
 	closeErr  error
@@ -130,9 +134,9 @@ func Start(ctx context.Context, opts Options) (*Bouncer, error) {
 			return startLocal(ctx, bin, opts, logger)
 		}
 		logger.Debug("no local pgbouncer", "err", lerr)
-		derr := dockerHealthy(ctx)
+		derr := containersHealthy(ctx, opts.Containers)
 		if derr == nil {
-			return startDocker(ctx, opts, logger)
+			return startContainer(ctx, opts, logger)
 		}
 		logger.Debug("no Docker", "err", derr)
 		return nil, fmt.Errorf("bouncer: %w: install pgbouncer (apt-get install pgbouncer, or scripts/setup-debian.sh) "+
@@ -145,10 +149,10 @@ func Start(ctx context.Context, opts Options) (*Bouncer, error) {
 		}
 		return startLocal(ctx, bin, opts, logger)
 	case ModeDocker:
-		if err := dockerHealthy(ctx); err != nil {
+		if err := containersHealthy(ctx, opts.Containers); err != nil {
 			return nil, fmt.Errorf("bouncer: Docker is not available: %w", err)
 		}
-		return startDocker(ctx, opts, logger)
+		return startContainer(ctx, opts, logger)
 	default:
 		return nil, fmt.Errorf("bouncer: unknown mode %q: want auto, local, docker or a postgres:// URL of a PgBouncer admin console", opts.Mode)
 	}
@@ -326,8 +330,8 @@ func (b *Bouncer) Close() error {
 		switch {
 		case b.local != nil:
 			b.closeErr = b.local.stop(b.logger)
-		case b.docker != nil:
-			b.closeErr = b.docker.stop()
+		case b.stopContainer != nil:
+			b.closeErr = b.stopContainer()
 		}
 		b.logger.Info("pgbouncer stopped", "kind", b.kind)
 	})
@@ -437,8 +441,9 @@ func UpstreamFromURL(connString string) (Upstream, error) {
 
 // ForApp starts a PgBouncer (as mode says: "auto", "local", "docker" or a
 // URL) in transaction mode in front of the database of appURL, for the user
-// and password in appURL.
-func ForApp(ctx context.Context, mode, appURL string, poolSize int, resetAlways bool, logger *slog.Logger) (*Bouncer, error) {
+// and password in appURL; containers, when not nil, run it where there is no
+// local binary.
+func ForApp(ctx context.Context, mode, appURL string, poolSize int, resetAlways bool, containers Containers, logger *slog.Logger) (*Bouncer, error) {
 	cfg, err := pgconn.ParseConfig(appURL)
 	if err != nil {
 		return nil, fmt.Errorf("app role URL: %w", err)
@@ -452,6 +457,6 @@ func ForApp(ctx context.Context, mode, appURL string, poolSize int, resetAlways 
 	}
 	return Start(ctx, Options{
 		Mode: mode, Upstream: up, Databases: []string{cfg.Database}, Users: map[string]string{cfg.User: cfg.Password},
-		PoolSize: poolSize, ResetQueryAlways: resetAlways, Logger: logger,
+		PoolSize: poolSize, ResetQueryAlways: resetAlways, Logger: logger, Containers: containers,
 	})
 }

@@ -11,11 +11,12 @@ import (
 	"testing"
 	"time"
 
-	console "github.com/rlslab/rlslab/internal/bouncer/admin"
-
 	"github.com/jackc/pgx/v5"
-	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 	"github.com/testcontainers/testcontainers-go"
+
+	console "github.com/rlslab/rlslab/internal/bouncer/admin"
+	"github.com/rlslab/rlslab/internal/docker"
+	"github.com/rlslab/rlslab/internal/pgenv/pgenvtest"
 )
 
 // testPassword is the login role's password, upstream and in the auth_file;
@@ -390,7 +391,7 @@ func TestStartFailureShowsLog(t *testing.T) {
 }
 
 func TestNoWayAvailable(t *testing.T) {
-	if dockerHealthy(t.Context()) == nil {
+	if (docker.Containers{}).Healthy(t.Context()) == nil {
 		t.Skip("Docker is available")
 	}
 	saved := binaryCandidates
@@ -400,6 +401,7 @@ func TestNoWayAvailable(t *testing.T) {
 	f := fixture{upstream: Upstream{Host: "/nonexistent", Port: 5432}, db: "x", user: "x"}
 	opts := f.options(t, 1, false)
 	opts.Mode = ModeAuto
+	opts.Containers = docker.Containers{}
 	_, err := Start(t.Context(), opts)
 	if !errors.Is(err, ErrNoPgBouncer) {
 		t.Fatalf("error %v, want ErrNoPgBouncer", err)
@@ -417,6 +419,7 @@ func TestDocker(t *testing.T) {
 	f := newFixture(t)
 	opts := f.options(t, 1, false)
 	opts.Mode = ModeDocker
+	opts.Containers = docker.Containers{}
 	up, err := UpstreamFromURL(pgenvtest.MustServer(t).TCPURL)
 	if err != nil {
 		t.Fatal(err)

@@ -6,52 +6,51 @@ import (
 	"log/slog"
 	"strings"
 	"time"
-
-	"github.com/testcontainers/testcontainers-go"
-	"github.com/testcontainers/testcontainers-go/wait"
 )
 
-// DockerImage is the PgBouncer image used in Docker mode. Its pgbouncer
-// binary is at /usr/bin/pgbouncer and it runs as an unprivileged user.
-const DockerImage = "edoburu/pgbouncer:v1.25.1-p0"
-
-// dockerPort is where PgBouncer listens inside the container.
-const dockerPort = 6432
-
-// dockerBouncer is a PgBouncer container.
-type dockerBouncer struct {
-	ctr testcontainers.Container
+// Containers runs PgBouncer in a container, for the machines without a
+// local pgbouncer binary. rlslab's Docker adapter implements it; a nil
+// Containers means no container fallback.
+type Containers interface {
+	// Healthy reports whether containers can be started here.
+	Healthy(ctx context.Context) error
+	// HostAlias is the name by which a container reaches a port of this
+	// host that RunPgBouncer was given.
+	HostAlias() string
+	// RunPgBouncer starts PgBouncer with files (path in the container to
+	// content; its configuration is /etc/pgbouncer/pgbouncer.ini) listening
+	// on listenPort inside the container; hostPort, when not 0, is a port
+	// of this host it must reach. It returns where PgBouncer is reachable
+	// from here and a func that removes the container.
+	RunPgBouncer(ctx context.Context, files map[string]string, listenPort, hostPort int, ready time.Duration) (host string, port int, stop func() error, err error)
 }
 
-// dockerHealthy reports whether a Docker provider answers. Without a daemon
-// this fails in about a millisecond.
-func dockerHealthy(ctx context.Context) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("docker provider panicked: %v", r)
-		}
-	}()
-	p, err := testcontainers.ProviderDefault.GetProvider()
-	if err != nil {
-		return err
+// errNoContainers is what Containers' absence says when asked for.
+var errNoContainers = fmt.Errorf("no container runtime in this build")
+
+// containersHealthy reports whether c can start containers.
+func containersHealthy(ctx context.Context, c Containers) error {
+	if c == nil {
+		return errNoContainers
 	}
-	defer p.Close()
-	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return p.Health(hctx)
+	return c.Healthy(ctx)
 }
 
-// startDocker runs PgBouncer in a container with a generated config.
-func startDocker(ctx context.Context, opts Options, logger *slog.Logger) (*Bouncer, error) {
+// containerPort is where PgBouncer listens inside a container.
+const containerPort = 6432
+
+// startContainer runs PgBouncer in a container of opts.Containers with a
+// generated config.
+func startContainer(ctx context.Context, opts Options, logger *slog.Logger) (*Bouncer, error) {
 	started := time.Now()
 	host := opts.Upstream.Host
 	if strings.HasPrefix(host, "/") {
 		return nil, fmt.Errorf("bouncer: a PgBouncer container cannot reach the unix socket %s; give PostgreSQL a TCP address", host)
 	}
-	var custom []testcontainers.ContainerCustomizer
+	hostPort := 0
 	if host == "localhost" || host == "127.0.0.1" || host == "::1" {
-		host = testcontainers.HostInternal
-		custom = append(custom, testcontainers.WithHostPortAccess(opts.Upstream.Port))
+		host = opts.Containers.HostAlias()
+		hostPort = opts.Upstream.Port
 	}
 	adminPassword := randomPassword()
 	secrets, adminSecret, err := authSecrets(ctx, opts, adminPassword, logger)
@@ -60,7 +59,7 @@ func startDocker(ctx context.Context, opts Options, logger *slog.Logger) (*Bounc
 	}
 	cfg := config{
 		listenAddr:     "0.0.0.0",
-		listenPort:     dockerPort,
+		listenPort:     containerPort,
 		upstreamHost:   host,
 		upstreamPort:   opts.Upstream.Port,
 		authFile:       "/etc/pgbouncer/userlist.txt",
@@ -70,58 +69,30 @@ func startDocker(ctx context.Context, opts Options, logger *slog.Logger) (*Bounc
 		adminUser:      adminUserName,
 		maxClientConns: 200,
 	}
-	port := fmt.Sprintf("%d/tcp", dockerPort)
-	custom = append(custom,
-		testcontainers.WithFiles(
-			testcontainers.ContainerFile{Reader: strings.NewReader(cfg.ini()), ContainerFilePath: "/etc/pgbouncer/pgbouncer.ini", FileMode: 0o644},
-			testcontainers.ContainerFile{Reader: strings.NewReader(authFile(secrets, adminUserName, adminSecret)), ContainerFilePath: "/etc/pgbouncer/userlist.txt", FileMode: 0o644},
-		),
-		testcontainers.WithEntrypoint("/usr/bin/pgbouncer"),
-		testcontainers.WithCmd("/etc/pgbouncer/pgbouncer.ini"),
-		testcontainers.WithExposedPorts(port),
-		testcontainers.WithWaitStrategyAndDeadline(readyTimeout, wait.ForListeningPort(port)),
-	)
-	ctr, err := testcontainers.Run(ctx, DockerImage, custom...)
-	if err != nil {
-		if ctr != nil {
-			_ = ctr.Terminate(context.WithoutCancel(ctx))
-		}
-		return nil, fmt.Errorf("bouncer: start container %s: %w", DockerImage, err)
+	files := map[string]string{
+		"/etc/pgbouncer/pgbouncer.ini": cfg.ini(),
+		"/etc/pgbouncer/userlist.txt":  authFile(secrets, adminUserName, adminSecret),
 	}
-	d := &dockerBouncer{ctr: ctr}
-	chost, err := ctr.Host(ctx)
+	chost, port, stop, err := opts.Containers.RunPgBouncer(ctx, files, containerPort, hostPort, readyTimeout)
 	if err != nil {
-		_ = d.stop()
-		return nil, fmt.Errorf("bouncer: container host: %w", err)
-	}
-	mapped, err := ctr.MappedPort(ctx, port)
-	if err != nil {
-		_ = d.stop()
-		return nil, fmt.Errorf("bouncer: container port: %w", err)
+		return nil, fmt.Errorf("bouncer: %w", err)
 	}
 	b := &Bouncer{
 		kind:          KindDocker,
 		host:          chost,
-		port:          int(mapped.Num()),
+		port:          port,
 		adminUser:     adminUserName,
 		adminPassword: adminPassword,
 		logger:        logger,
-		docker:        d,
+		stopContainer: stop,
 	}
 	v, err := waitReady(ctx, b.AdminURL(), nil)
 	if err != nil {
-		_ = d.stop()
-		return nil, fmt.Errorf("bouncer: container %s: %w", DockerImage, err)
+		_ = stop()
+		return nil, fmt.Errorf("bouncer: container: %w", err)
 	}
 	b.version = v
-	logger.Info("pgbouncer started", "kind", b.kind, "image", DockerImage, "addr", chost, "port", b.port,
+	logger.Info("pgbouncer started", "kind", b.kind, "addr", chost, "port", b.port,
 		"version", v, "took", time.Since(started).Round(time.Millisecond))
 	return b, nil
-}
-
-// stop terminates the container.
-func (d *dockerBouncer) stop() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return d.ctr.Terminate(ctx)
 }

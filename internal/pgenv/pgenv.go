@@ -2,8 +2,9 @@
 //
 // Start picks, in order: a URL given explicitly or through DATABASE_URL; an
 // ephemeral (or kept) cluster run from the local PostgreSQL server binaries;
-// a container started through testcontainers-go. When none of these works it
-// returns an error that names all three ways.
+// a container (Options.Containers, which cmd fills with rlslab's Docker
+// adapter). When none of these works it returns an error that names all
+// three ways.
 package pgenv
 
 import (
@@ -19,7 +20,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/testcontainers/testcontainers-go"
 )
 
 // Options says how to find or start PostgreSQL.
@@ -29,13 +29,23 @@ type Options struct {
 	MaxConnections int                 // max_connections for clusters we start (local or docker); 0 means 100
 	Getenv         func(string) string // how DATABASE_URL is read; nil means no environment
 	Logger         *slog.Logger        // nil = discard
+	// Containers runs PostgreSQL in a container when there is no URL and
+	// no local binaries; nil means no container fallback.
+	Containers Containers
 
 	// findBins locates initdb and postgres; nil means findBinaries. Tests
 	// replace it to simulate a machine without PostgreSQL.
 	findBins func() (bins, error)
-	// docker starts a container; nil means startDocker. Tests replace it to
-	// simulate a machine without a Docker daemon.
-	docker func(ctx context.Context, o Options) (*Server, error)
+}
+
+// Containers runs PostgreSQL in a container. rlslab's Docker adapter
+// implements it.
+type Containers interface {
+	// Healthy reports whether containers can be started here.
+	Healthy(ctx context.Context) error
+	// RunPostgres starts PostgreSQL with maxConnections and returns a
+	// superuser URL of it and a func that removes the container.
+	RunPostgres(ctx context.Context, maxConnections int) (url string, stop func() error, err error)
 }
 
 // Server is a running PostgreSQL that rlslab may administer.
@@ -65,7 +75,7 @@ type Server struct {
 	died     chan struct{} // closed when postgres exits without being stopped
 
 	// Kind "docker".
-	container testcontainers.Container
+	stopContainer func() error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -134,11 +144,7 @@ func start(ctx context.Context, opts Options) (*Server, error) {
 		localErr = err
 	}
 
-	docker := opts.docker
-	if docker == nil {
-		docker = startDocker
-	}
-	s, err := docker(ctx, opts)
+	s, err := startContainer(ctx, opts)
 	if err == nil {
 		return s, nil
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/testcontainers/testcontainers-go"
+
+	"github.com/rlslab/rlslab/internal/docker"
 )
 
 // testLogger returns a logger writing to t.Log.
@@ -29,18 +31,13 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// localOnly forbids the Docker fallback, so a broken local start fails the test.
-func localOnly(ctx context.Context, o Options) (*Server, error) {
-	return nil, &notAvailableError{err: errors.New("disabled in this test")}
-}
-
 // startLocalT starts a local cluster closed by t.Cleanup, or skips without binaries.
 func startLocalT(t *testing.T, opts Options) *Server {
 	t.Helper()
 	if _, err := findBinaries(); err != nil {
 		t.Skip("no local PostgreSQL binaries:", err)
 	}
-	opts.docker = localOnly
+	opts.Containers = nil // no container fallback: a broken local start fails the test
 	if opts.Logger == nil {
 		opts.Logger = testLogger(t)
 	}
@@ -180,7 +177,7 @@ func TestDataDirKept(t *testing.T) {
 		t.Errorf("max_connections = %q, %v; want 30", maxConns, err)
 	}
 	// A second server on the same DataDir is refused clearly.
-	_, err := Start(ctx, Options{DataDir: dir, docker: localOnly})
+	_, err := Start(ctx, Options{DataDir: dir})
 	if err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second Start on a DataDir in use: err = %v, want one saying it is in use", err)
 	}
@@ -241,7 +238,7 @@ func TestURL(t *testing.T) {
 		return ""
 	}
 	noLocal := func() (bins, error) { return bins{}, errors.New("must not be used") }
-	got, err := Start(ctx, Options{DB: "auto", Getenv: env, findBins: noLocal, docker: localOnly})
+	got, err := Start(ctx, Options{DB: "auto", Getenv: env, findBins: noLocal})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +272,6 @@ func TestNothingAvailable(t *testing.T) {
 	_, err := Start(context.Background(), Options{
 		Getenv:   func(string) string { return "" },
 		findBins: func() (bins, error) { return bins{}, errNoBinaries },
-		docker:   localOnly,
 	})
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
@@ -317,6 +313,7 @@ func TestDocker(t *testing.T) {
 		findBins:       func() (bins, error) { return bins{}, errNoBinaries },
 		MaxConnections: 42,
 		Logger:         testLogger(t),
+		Containers:     docker.Containers{},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -339,11 +336,11 @@ func TestDocker(t *testing.T) {
 func TestNoDockerDaemon(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	if dockerHealthy(ctx) == nil {
+	if (docker.Containers{}).Healthy(ctx) == nil {
 		t.Skip("a Docker daemon is running")
 	}
 	begin := time.Now()
-	_, err := Start(ctx, Options{findBins: func() (bins, error) { return bins{}, errNoBinaries }})
+	_, err := Start(ctx, Options{findBins: func() (bins, error) { return bins{}, errNoBinaries }, Containers: docker.Containers{}})
 	if d := time.Since(begin); d > 5*time.Second {
 		t.Errorf("giving up without Docker took %v", d)
 	}

@@ -30,7 +30,7 @@ func BenchmarkQueryOverhead(b *testing.B) {
 	}
 	targets := map[string]string{"direct": f.directURL, "proxy": via(proxyAddr)}
 	targets["proxy-delay1ms"] = via(delayedAddr)
-	bc, err := bouncer.ForApp(ctx, bouncer.ModeAuto, f.directURL, 2, false, nil)
+	bc, err := bouncer.ForApp(ctx, bouncer.ModeAuto, f.directURL, 2, false, nil, nil)
 	if err != nil {
 		b.Logf("no PgBouncer: %v", err)
 	} else {

@@ -91,7 +91,7 @@ func Run(l *sessions.Lab, scenario, variant string, params map[string]string) (e
 // Bouncers starts a real PgBouncer (local binary, else Docker) for the
 // scenarios that need one, the way cmd wires it.
 func Bouncers(ctx context.Context, sb engine.Sandbox, o engine.BouncerOptions) (engine.Bouncer, error) {
-	b, err := bouncer.ForApp(ctx, bouncer.ModeAuto, sb.AppURL, o.PoolSize, o.ResetQueryAlways, nil)
+	b, err := bouncer.ForApp(ctx, bouncer.ModeAuto, sb.AppURL, o.PoolSize, o.ResetQueryAlways, nil, nil)
 	if err != nil {
 		return nil, err
 	}
