@@ -180,9 +180,11 @@ func (c *conn) probeReply(m message) {
 		c.probe.inFlight = false
 		close(c.probe.done)
 		c.probe.done = nil
+		// The probed hook goes after the events the reading queues, so
+		// that whoever it wakes finds the Setting already delivered.
 		if f := c.s.probed; f != nil {
 			err := c.probe.err
-			c.outbox = append(c.outbox, func() { f(c.realPID, err) })
+			defer func() { c.outbox = append(c.outbox, func() { f(c.realPID, err) }) }()
 		}
 		if c.probe.err != nil {
 			c.probe.failures++
