@@ -61,6 +61,7 @@ type RunRecord struct {
 type recorder struct {
 	tracker *engine.Tracker
 	started time.Time
+	unhook  func() // takes the recorder's frame hook off the tracker
 
 	mu      sync.Mutex
 	frames  []RecordedFrame
@@ -79,7 +80,7 @@ func record(t *engine.Tracker) *recorder {
 	changes, unsubscribe := t.Subscribe()
 	// Every paced frame is kept, even at full speed; changes between them
 	// (a crowd's requests) at most every recordEvery.
-	t.OnFrame(func(st engine.State) { r.add(st) })
+	r.unhook = t.AddFrameHook(func(st engine.State) { r.add(st) })
 	go func() {
 		defer close(r.done)
 		defer unsubscribe()
@@ -105,7 +106,7 @@ func record(t *engine.Tracker) *recorder {
 func (r *recorder) take() { r.add(r.tracker.View()) }
 
 // add adds st as a frame unless it is the last one again or older than
-// it: the OnFrame function and the recording goroutine both take
+// it: the frame hook and the recording goroutine both take
 // snapshots, and the older one may arrive second (a replay then went from
 // version 38 back to 36).
 func (r *recorder) add(st engine.State) {
@@ -149,7 +150,7 @@ func (r *recorder) add(st engine.State) {
 
 // finish stops recording, takes the final state, and returns the frames.
 func (r *recorder) finish() []RecordedFrame {
-	r.tracker.OnFrame(nil)
+	r.unhook()
 	r.stop()
 	<-r.done
 	r.take()

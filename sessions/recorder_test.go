@@ -11,7 +11,7 @@ import (
 )
 
 // TestRecorderKeepsFramesInOrder adds a newer state and then an older one,
-// as the OnFrame function and the recording goroutine can when they race:
+// as the frame hook and the recording goroutine can when they race:
 // the older one is not recorded after the newer, so a replay never steps
 // back in time.
 func TestRecorderKeepsFramesInOrder(t *testing.T) {

@@ -370,7 +370,7 @@ func (c *Capture) replay(ctx context.Context, tr *Tracker, p *Pace, shared *Shar
 // show puts a captured state on the tracker: everything the run produced,
 // with the lab's own identity, server counts, outage, speed and queue wait
 // kept, and note set. A frame's state counts as a frame shown and goes to
-// the OnFrame function. The state's slices are the capture's, not a copy
+// the frame hooks. The state's slices are the capture's, not a copy
 // (it is kept, see State.Kept).
 func (t *Tracker) show(st State, step bool, note *Replay) {
 	t.set(func(s *State) {

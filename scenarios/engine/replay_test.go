@@ -25,9 +25,9 @@ func TestReplayShowsEveryFrameInOrder(t *testing.T) {
 	capture := engine.NewCapture(own)
 	env := engine.NewEnv(engine.Sandbox{}, nil, own, engine.NewPace(engine.Speed{Max: true}), nil)
 
-	// Every frame the lab's tracker shows goes to its OnFrame function.
+	// Every frame the lab's tracker shows goes to its frame hooks.
 	var shown []engine.State
-	lab.OnFrame(func(st engine.State) { shown = append(shown, st) })
+	lab.AddFrameHook(func(st engine.State) { shown = append(shown, st) })
 	pace := engine.NewPace(engine.Speed{Factor: 4})
 	replayed := make(chan error, 1)
 	go func() { replayed <- capture.Replay(ctx, lab, pace) }()
@@ -114,7 +114,7 @@ func TestSharedReplayNote(t *testing.T) {
 
 // TestFollowersShareTheCapturedStates: two labs that follow one capture
 // show its states without a copy each: the request rows their trackers
-// show, and that a frame's OnFrame function gets, are the very rows the
+// show, and that a frame hook gets, are the very rows the
 // other follower shows (with the capturing lab's id hidden, once for
 // both), marked kept with the length of their JSON. A change on one
 // follower's tracker makes that tracker's own copy first, and leaves the
@@ -140,7 +140,7 @@ func TestFollowersShareTheCapturedStates(t *testing.T) {
 		tr := engine.NewTracker(lab, nil)
 		tr.Begin("s", "v", "4")
 		var frames []engine.State
-		tr.OnFrame(func(st engine.State) { frames = append(frames, st) })
+		tr.AddFrameHook(func(st engine.State) { frames = append(frames, st) })
 		if err := capture.Follow(ctx, tr, engine.NewPace(engine.Speed{Max: true}), engine.Shared{AgoMS: 10}); err != nil {
 			t.Fatal(err)
 		}

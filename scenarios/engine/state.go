@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -266,15 +267,15 @@ func (s State) Errors() int {
 // Tracker holds a lab's live state. Scenario events update it; watchers read
 // snapshots and are told through Changed when there is something new.
 type Tracker struct {
-	mu      sync.Mutex
-	st      State
-	frame   int // frames the current run has shown (Env.Step calls)
-	onFrame func(State)
-	// captures get every frame too (AddFrameHook), beside onFrame.
-	captures []*func(State)
-	started  time.Time
-	changed  chan struct{}
-	subs     []chan struct{} // copied on write: Update reads it without the lock
+	mu    sync.Mutex
+	st    State
+	frame int // frames the current run has shown (Env.Step calls)
+	// frameHooks get every frame (AddFrameHook); copied on write: stepped
+	// reads it without the lock.
+	frameHooks []*func(State)
+	started    time.Time
+	changed    chan struct{}
+	subs       []chan struct{} // copied on write: Update reads it without the lock
 }
 
 // NewTracker returns a tracker for the lab with the given id and seeded
@@ -752,51 +753,33 @@ func (t *Tracker) Finished() bool {
 	return t.st.Status == StatusDone || t.st.Status == StatusFailed
 }
 
-// OnFrame makes f receive a copy of the state at the end of every frame a
-// run shows (each Env.Step), on the run's goroutine, so that nothing is
-// missed even at full speed (a recording, say); nil removes it. f must be
-// quick. The copy is the tracker's View: the slices of a state a Capture
-// kept are shared, and f must not change them.
-func (t *Tracker) OnFrame(f func(State)) {
-	t.mu.Lock()
-	t.onFrame = f
-	t.mu.Unlock()
-}
-
-// AddFrameHook makes f receive every frame as OnFrame's function does,
-// beside it (a Capture of a run that plays live on a lab's tracker, whose
-// OnFrame the recorder holds); remove takes it away.
+// AddFrameHook makes f receive a copy of the state at the end of every
+// frame a run shows (each Env.Step), on the run's goroutine, so that
+// nothing is missed even at full speed (a recording, or a Capture that
+// others follow), until remove is called; hooks run in the order they were
+// added. f must be quick. The copy is the tracker's View: the slices of a
+// state a Capture kept are shared, and f must not change them.
 func (t *Tracker) AddFrameHook(f func(State)) (remove func()) {
 	p := &f
 	t.mu.Lock()
-	t.captures = append(append([](*func(State)){}, t.captures...), p)
+	t.frameHooks = append(slices.Clone(t.frameHooks), p)
 	t.mu.Unlock()
 	return func() {
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		out := make([]*func(State), 0, len(t.captures))
-		for _, q := range t.captures {
-			if q != p {
-				out = append(out, q)
-			}
-		}
-		t.captures = out
+		t.frameHooks = slices.DeleteFunc(slices.Clone(t.frameHooks), func(q *func(State)) bool { return q == p })
 	}
 }
 
-// stepped hands the state to the OnFrame function and the frame hooks, if
-// any.
+// stepped hands the state to the frame hooks, if any.
 func (t *Tracker) stepped() {
 	t.mu.Lock()
-	f, hooks := t.onFrame, t.captures
+	hooks := t.frameHooks
 	t.mu.Unlock()
-	if f == nil && len(hooks) == 0 {
+	if len(hooks) == 0 {
 		return
 	}
 	st := t.View()
-	if f != nil {
-		f(st)
-	}
 	for _, h := range hooks {
 		(*h)(st)
 	}
