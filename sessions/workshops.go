@@ -109,6 +109,17 @@ func (w *Workshops) Get(ctx context.Context, id string) (Workshop, error) {
 	})
 }
 
+// EndedWithCode reports whether workshop id (from a join link) has ended
+// and code, as a person typed it, is its join code: a late join is told
+// that the workshop ended rather than that its code is wrong.
+func (w *Workshops) EndedWithCode(ctx context.Context, id, code string) bool {
+	if id == "" {
+		return false
+	}
+	ws, err := w.Get(ctx, id)
+	return err == nil && ws.Ended() && ws.Code != "" && store.NormalizeCode(code) == ws.Code
+}
+
 // Facilitate returns the workshop with that id when secret is its
 // facilitator's: ENOTFOUND for an unknown workshop, EFORBIDDEN for a
 // missing or wrong secret.

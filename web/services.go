@@ -18,7 +18,7 @@ type Workshops interface {
 	Move(ctx context.Context, id string, index int) error
 	End(ctx context.Context, id string) (int, error)
 	ByCode(ctx context.Context, code string) (sessions.Workshop, error)
-	Get(ctx context.Context, id string) (sessions.Workshop, error)
+	EndedWithCode(ctx context.Context, id, code string) bool
 	Join(ctx context.Context, ws sessions.Workshop, name string) (sessions.Joined, error)
 	Notice(ctx context.Context, token, here string) (sessions.Notice, error)
 	Room(ctx context.Context, id string) (sessions.Room, error)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/rlslab/rlslab"
 	"github.com/rlslab/rlslab/sessions"
-	"github.com/rlslab/rlslab/sessions/store"
 	"github.com/rlslab/rlslab/web/live"
 	"github.com/rlslab/rlslab/web/views"
 )
@@ -555,25 +554,15 @@ func (s *Server) workshopByCode(ctx context.Context, r *http.Request, id, code s
 		if rlslab.ErrorCode(err) == rlslab.ENOTFOUND {
 			s.joins.fail(ip, time.Now())
 			err = rlslab.Errorf(rlslab.ENOTFOUND, "no open workshop has that join code: check it with your facilitator")
-			if s.endedWorkshop(ctx, id, code) {
+			// The miss is still counted against the client, so the
+			// answer tells nothing a wrong guess would not.
+			if s.workshops.EndedWithCode(ctx, id, code) {
 				err = rlslab.Errorf(rlslab.ENOTFOUND, "this workshop has ended: its labs are closed, and it takes no more participants")
 			}
 		}
 		return sessions.Workshop{}, err
 	}
 	return ws, nil
-}
-
-// endedWorkshop reports whether workshop id (from a join link) has ended
-// and code is its join code: a late join is told the workshop ended rather
-// than that its code is wrong. The miss is still counted against the
-// client, so the answer tells nothing a wrong guess would not.
-func (s *Server) endedWorkshop(ctx context.Context, id, code string) bool {
-	if id == "" {
-		return false
-	}
-	ws, err := s.workshops.Get(ctx, id)
-	return err == nil && ws.Ended() && ws.Code != "" && store.NormalizeCode(code) == ws.Code
 }
 
 // askForCode answers a browser's join link that came without a join code
