@@ -295,8 +295,16 @@ func runORMSpan(ctx context.Context, env *engine.Env, requestWide bool) error {
 	changes, unsubscribe := env.Tracker().Subscribe()
 	defer unsubscribe()
 	go func() { got <- late.AcquireQuiet(ctx) }()
+	// Initech waits only when its Acquire is under way and every one of
+	// the pool's connections is held: an Acquire is counted as waiting
+	// from the moment it starts, and one that an idle connection answers
+	// at once could be seen in that moment on a busy machine.
+	blocked := func() bool {
+		st := pool.Stat()
+		return pool.Waiting() > 0 && st.AcquiredConns() >= st.MaxConns()
+	}
 	acquired := false
-	for !acquired && pool.Waiting() == 0 {
+	for !acquired && !blocked() {
 		select {
 		case err := <-got:
 			if err != nil {
