@@ -311,12 +311,29 @@ func TestFreePlayLooksAtAPausedRunsConnection(t *testing.T) {
 	changes, unsubscribe := lab.Tracker().Subscribe()
 	defer unsubscribe()
 	// Step until the first request has scoped its connection inside its
-	// transaction, and the run is held on that frame.
+	// transaction, and the run is held on that frame. Each frame is read
+	// while the run is held on it: a Step given while the run is between
+	// frames lets the next frame through unseen (it did, and the look then
+	// found the request's transaction committed).
 	var held engine.Connection
 	deadline := time.Now().Add(30 * time.Second)
 	for held.PID == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no scoped request after 30 s of steps: %+v", lab.Tracker().Snapshot().Requests)
+		}
+		pace := lab.Pace()
+		if pace == nil || !lab.Running() {
+			t.Fatalf("the run ended before a request scoped its connection: %+v", lab.Tracker().Snapshot().Requests)
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		release, ok := pace.Hold(ctx)
+		cancel()
+		if !ok {
+			continue
+		}
 		frame := lab.Tracker().Frame()
 		st := lab.Tracker().Snapshot()
+		release()
 		if len(st.Requests) > 0 && st.Requests[0].Phase == "scoped" {
 			for _, cn := range st.Connections {
 				if cn.State == engine.ConnAcquired && cn.Request == st.Requests[0].Seq {
@@ -326,9 +343,6 @@ func TestFreePlayLooksAtAPausedRunsConnection(t *testing.T) {
 			if held.PID != 0 {
 				break
 			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no scoped request after 30 s of steps: %+v", st.Requests)
 		}
 		if err := lab.Step(); err != nil {
 			t.Fatal(err)
