@@ -311,46 +311,20 @@ func TestFreePlayLooksAtAPausedRunsConnection(t *testing.T) {
 	changes, unsubscribe := lab.Tracker().Subscribe()
 	defer unsubscribe()
 	// Step until the first request has scoped its connection inside its
-	// transaction, and the run is held on that frame. Each frame is read
-	// while the run is held on it: a Step given while the run is between
-	// frames lets the next frame through unseen (it did, and the look then
-	// found the request's transaction committed).
+	// transaction, and the run is held on that frame.
 	var held engine.Connection
 	deadline := time.Now().Add(30 * time.Second)
-	for held.PID == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no scoped request after 30 s of steps: %+v", lab.Tracker().Snapshot().Requests)
+	stepUntil(t, lab, changes, deadline, func(st engine.State) bool {
+		if len(st.Requests) == 0 || st.Requests[0].Phase != "scoped" {
+			return false
 		}
-		pace := lab.Pace()
-		if pace == nil || !lab.Running() {
-			t.Fatalf("the run ended before a request scoped its connection: %+v", lab.Tracker().Snapshot().Requests)
-		}
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		release, ok := pace.Hold(ctx)
-		cancel()
-		if !ok {
-			continue
-		}
-		frame := lab.Tracker().Frame()
-		st := lab.Tracker().Snapshot()
-		release()
-		if len(st.Requests) > 0 && st.Requests[0].Phase == "scoped" {
-			for _, cn := range st.Connections {
-				if cn.State == engine.ConnAcquired && cn.Request == st.Requests[0].Seq {
-					held = cn
-				}
-			}
-			if held.PID != 0 {
-				break
+		for _, cn := range st.Connections {
+			if cn.State == engine.ConnAcquired && cn.Request == st.Requests[0].Seq {
+				held = cn
 			}
 		}
-		if err := lab.Step(); err != nil {
-			t.Fatal(err)
-		}
-		for lab.Tracker().Frame() == frame {
-			<-changes
-		}
-	}
+		return held.PID != 0
+	})
 	frame := lab.Tracker().Frame()
 	// A free-play call that is not a look waits for the run.
 	if code, body := do(t, c, "POST", s.URL+"/labs/"+lab.ID+"/sql", "application/json", sqlBody(0, "Acme", "", "")); code != http.StatusConflict {
@@ -382,18 +356,7 @@ func TestFreePlayLooksAtAPausedRunsConnection(t *testing.T) {
 	// Once released, the connection is an idle one of the run's pool: a
 	// look takes it out and gives it back, and finds the tenant setting ''
 	// that a committed set_config(..., true) leaves.
-	for lab.Tracker().Snapshot().Requests[0].Phase != "released" {
-		if time.Now().After(deadline) {
-			t.Fatalf("the first request was not released after 30 s of steps")
-		}
-		frame := lab.Tracker().Frame()
-		if err := lab.Step(); err != nil {
-			t.Fatal(err)
-		}
-		for lab.Tracker().Frame() == frame {
-			<-changes
-		}
-	}
+	stepUntil(t, lab, changes, deadline, func(st engine.State) bool { return st.Requests[0].Phase == "released" })
 	idle := look("SELECT current_setting('app.current_tenant', true), pg_backend_pid()")
 	if idle.Error != "" || idle.PID != held.PID || len(idle.Rows) != 1 || idle.Rows[0][0] == nil || *idle.Rows[0][0] != "" {
 		t.Errorf("look at the released, idle connection: %+v", idle)
@@ -404,5 +367,41 @@ func TestFreePlayLooksAtAPausedRunsConnection(t *testing.T) {
 	st := waitStatus(t, s, lab.ID, engine.StatusDone)
 	if st.Leaks() != base.Leaks() || st.Errors() != base.Errors() || len(st.Requests) != len(base.Requests) {
 		t.Errorf("the looked-at run: %d leaks, %d errors, %d requests; unlooked: %d, %d, %d", st.Leaks(), st.Errors(), len(st.Requests), base.Leaks(), base.Errors(), len(base.Requests))
+	}
+}
+
+// stepUntil steps lab's single-step run until done holds for the frame
+// the run is held on, and leaves the run held there. Each frame is read
+// while the run is held on it (Pace.Hold): the frame number also changes
+// between pauses, and a Step given then lets the next frame through
+// unseen (a look then found the request's transaction committed).
+func stepUntil(t *testing.T, lab *sessions.Lab, changes <-chan struct{}, deadline time.Time, done func(engine.State) bool) {
+	t.Helper()
+	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("not there after 30 s of steps: %+v", lab.Tracker().Snapshot().Requests)
+		}
+		pace := lab.Pace()
+		if pace == nil || !lab.Running() {
+			t.Fatalf("the run ended first: %+v", lab.Tracker().Snapshot().Requests)
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		release, ok := pace.Hold(ctx)
+		cancel()
+		if !ok {
+			continue
+		}
+		frame := lab.Tracker().Frame()
+		st := lab.Tracker().Snapshot()
+		release()
+		if done(st) {
+			return
+		}
+		if err := lab.Step(); err != nil {
+			t.Fatal(err)
+		}
+		for lab.Tracker().Frame() == frame {
+			<-changes
+		}
 	}
 }
