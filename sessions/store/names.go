@@ -43,9 +43,7 @@ func CleanName(name string) (string, error) {
 // cleanText trims s and checks that it is 1 to max characters of valid
 // UTF-8 without control characters; field names s in the error.
 func cleanText(field, s string, max int) (string, error) {
-	// Bound the work before looking at each character: a character is at
-	// most utf8.UTFMax bytes, and surrounding space beyond that is junk.
-	if len(s) > 4*max*utf8.UTFMax {
+	if len(s) > textBound(max) {
 		return "", rlslab.Errorf(rlslab.EINVALID, "the %s is too long (at most %d characters)", field, max)
 	}
 	if !utf8.ValidString(s) {
@@ -65,6 +63,12 @@ func cleanText(field, s string, max int) (string, error) {
 	}
 	return s, nil
 }
+
+// textBound is the most bytes cleanText looks at for a text of at most max
+// characters; a longer input is refused before its characters are read. A
+// character is at most utf8.UTFMax bytes, and surrounding space beyond
+// three times that is junk.
+func textBound(max int) int { return 4 * max * utf8.UTFMax }
 
 // isControl reports whether r is a control character (C0, DEL, C1), a
 // line or paragraph separator, a bidirectional formatting character (which
