@@ -372,9 +372,12 @@ func TestFreePlayLooksAtAPausedRunsConnection(t *testing.T) {
 
 // stepUntil steps lab's single-step run until done holds for the frame
 // the run is held on, and leaves the run held there. Each frame is read
-// while the run is held on it (Pace.Hold): the frame number also changes
-// between pauses, and a Step given then lets the next frame through
-// unseen (a look then found the request's transaction committed).
+// while the run is held on it (Pace.Hold): before the run's first frame
+// the tracker still shows the previous run's frame, or frame 0, and a Step
+// given then is kept for the first frame, which goes through unseen (a
+// look then found the request's transaction committed). After a Step it
+// waits for the frame number to move, so that Hold does not find the run
+// still on the frame it was just stepped from.
 func stepUntil(t *testing.T, lab *sessions.Lab, changes <-chan struct{}, deadline time.Time, done func(engine.State) bool) {
 	t.Helper()
 	for {
